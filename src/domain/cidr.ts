@@ -1,0 +1,141 @@
+/**
+ * Address math for both families on bigint values. Parsing and validation
+ * go through ip-cidr; everything after parsing works on canonical values, so
+ * the rest of the code never compares address strings.
+ */
+import IPCIDR from 'ip-cidr';
+
+export type Family = 4 | 6;
+
+export interface Ip {
+  readonly family: Family;
+  readonly value: bigint;
+}
+
+/** A canonical prefix: no host bits set. */
+export interface Cidr {
+  readonly family: Family;
+  readonly network: bigint;
+  readonly prefix: number;
+}
+
+const BITS: Record<Family, number> = { 4: 32, 6: 128 };
+
+export function familyBits(family: Family): number {
+  return BITS[family];
+}
+
+function familyOf(text: string): Family {
+  return text.includes(':') ? 6 : 4;
+}
+
+/** Parses a plain address ("10.0.0.1", "fd00::1"); returns undefined when it is not one. */
+export function parseIp(text: string): Ip | undefined {
+  if (typeof text !== 'string' || text.includes('/') || text.includes('%') || !IPCIDR.isValidAddress(text)) {
+    return undefined;
+  }
+  const family = familyOf(text);
+  const value = new IPCIDR(`${text}/${BITS[family]}`).start<bigint>({ type: 'bigInteger' });
+  return { family, value: BigInt(value) };
+}
+
+export interface ParsedCidr {
+  readonly cidr: Cidr;
+  /** The address as written, which may have host bits (e.g. a gateway "10.0.0.1/24"). */
+  readonly ip: Ip;
+}
+
+/** Parses "addr/len"; returns undefined when it is not a prefix. Host bits are kept in `ip`. */
+export function parseCidrWithHost(text: string): ParsedCidr | undefined {
+  if (typeof text !== 'string' || text.includes('%') || !IPCIDR.isValidCIDR(text)) return undefined;
+  const slash = text.lastIndexOf('/');
+  const ip = parseIp(text.slice(0, slash));
+  if (!ip) return undefined;
+  const prefix = Number(text.slice(slash + 1));
+  return { ip, cidr: { family: ip.family, prefix, network: ip.value & mask(ip.family, prefix) } };
+}
+
+/** Parses a canonical prefix; returns undefined when it is not one or when host bits are set. */
+export function parseCidr(text: string): Cidr | undefined {
+  const parsed = parseCidrWithHost(text);
+  if (!parsed || parsed.ip.value !== parsed.cidr.network) return undefined;
+  return parsed.cidr;
+}
+
+export function mask(family: Family, prefix: number): bigint {
+  const bits = BITS[family];
+  const all = (1n << BigInt(bits)) - 1n;
+  return prefix === 0 ? 0n : (all >> BigInt(bits - prefix)) << BigInt(bits - prefix);
+}
+
+export function size(cidr: Cidr): bigint {
+  return 1n << BigInt(BITS[cidr.family] - cidr.prefix);
+}
+
+export function lastValue(cidr: Cidr): bigint {
+  return cidr.network + size(cidr) - 1n;
+}
+
+export function contains(cidr: Cidr, ip: Ip): boolean {
+  return ip.family === cidr.family && (ip.value & mask(cidr.family, cidr.prefix)) === cidr.network;
+}
+
+export function containsCidr(outer: Cidr, inner: Cidr): boolean {
+  return outer.family === inner.family && inner.prefix >= outer.prefix && contains(outer, { family: inner.family, value: inner.network });
+}
+
+export function overlaps(a: Cidr, b: Cidr): boolean {
+  return containsCidr(a, b) || containsCidr(b, a);
+}
+
+export function formatIp(ip: Ip): string {
+  return ip.family === 4 ? formatV4(ip.value) : formatV6(ip.value);
+}
+
+export function formatCidr(cidr: Cidr): string {
+  return `${formatIp({ family: cidr.family, value: cidr.network })}/${cidr.prefix}`;
+}
+
+/** "10.0.0.5/24" style: an address with the prefix length of its subnet. */
+export function formatIpWithPrefix(ip: Ip, prefix: number): string {
+  return `${formatIp(ip)}/${prefix}`;
+}
+
+export function ipEquals(a: Ip, b: Ip): boolean {
+  return a.family === b.family && a.value === b.value;
+}
+
+/** Canonical text of an address, or undefined if it is not one. */
+export function canonicalIp(text: string): string | undefined {
+  const ip = parseIp(text);
+  return ip && formatIp(ip);
+}
+
+function formatV4(value: bigint): string {
+  const n = Number(value);
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+}
+
+/** RFC 5952 text: lower case, no leading zeros, the longest run of two or more zero groups as "::". */
+function formatV6(value: bigint): string {
+  const groups: number[] = [];
+  for (let i = 7; i >= 0; i--) groups.push(Number((value >> BigInt(i * 16)) & 0xffffn));
+  let bestStart = -1;
+  let bestLength = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLength) {
+      bestStart = i;
+      bestLength = j - i;
+    }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (bestStart < 0) return hex.join(':');
+  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLength).join(':')}`;
+}

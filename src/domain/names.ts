@@ -1,0 +1,84 @@
+/**
+ * Names of what the plugin creates in OVS and the kernel. Interface names are
+ * at most 15 characters (IFNAMSIZ - 1) and derived from Docker ids, so the same
+ * endpoint always maps to the same devices and a retried call finds its own work.
+ */
+import { badRequest } from '../errors.js';
+
+/** external_ids keys on every bridge and port the plugin creates. */
+export const OWNER_KEY = 'ovsnet-owner';
+export const OWNER_VALUE = 'ovsnet';
+export const NETWORK_KEY = 'ovsnet-network';
+export const ENDPOINT_KEY = 'ovsnet-endpoint';
+export const ROLE_KEY = 'ovsnet-role';
+
+export type PortRole = 'endpoint' | 'gateway' | 'tunnel' | 'uplink';
+
+/** Prefixes are distinct so a name alone says what a device is ("ovsgw+" also matches in iptables). */
+export const HOST_VETH_PREFIX = 'ovs';
+export const PEER_VETH_PREFIX = 'ovc';
+export const GATEWAY_PREFIX = 'ovsgw';
+
+const ID = /^[0-9a-f]{64}$/;
+
+export function isDockerId(id: unknown): id is string {
+  return typeof id === 'string' && ID.test(id);
+}
+
+/** Host end of an endpoint's veth pair: this one becomes the OVS port. */
+export function hostVethName(endpointId: string): string {
+  return HOST_VETH_PREFIX + endpointId.slice(0, 12);
+}
+
+/** Container end, until Docker moves it into the sandbox and renames it eth<N>. */
+export function peerVethName(endpointId: string): string {
+  return PEER_VETH_PREFIX + endpointId.slice(0, 12);
+}
+
+/** The OVS internal port that carries a network's gateway addresses on the host. */
+export function gatewayPortName(networkId: string): string {
+  return GATEWAY_PREFIX + networkId.slice(0, 10);
+}
+
+export function isHostVethName(name: string): boolean {
+  return name.length === 15 && name.startsWith(HOST_VETH_PREFIX) && /^[0-9a-f]{12}$/.test(name.slice(3));
+}
+
+export function isPeerVethName(name: string): boolean {
+  return name.length === 15 && name.startsWith(PEER_VETH_PREFIX) && /^[0-9a-f]{12}$/.test(name.slice(3));
+}
+
+const IFNAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
+
+export function isValidInterfaceName(name: string): boolean {
+  return typeof name === 'string' && IFNAME.test(name);
+}
+
+export const INTERFACE_NAME_RULE =
+  "1 to 15 characters from letters, digits, '_', '-' and '.', starting with a letter or digit";
+
+/** Every name that reaches ovs-vsctl, ip, ethtool or iptables passes here first. */
+export function assertInterfaceName(name: string, what: string): string {
+  if (!isValidInterfaceName(name)) {
+    throw badRequest('InvalidName', `invalid ${what} "${name}": must be ${INTERFACE_NAME_RULE}`);
+  }
+  return name;
+}
+
+/** A locally administered unicast MAC derived from the endpoint id, for when Docker sends none. */
+export function macForEndpoint(endpointId: string): string {
+  const bytes = ['02'];
+  for (let i = 0; i < 10; i += 2) bytes.push(endpointId.slice(i, i + 2));
+  return bytes.join(':');
+}
+
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+export function normaliseMac(text: string): string | undefined {
+  const mac = text.toLowerCase();
+  if (!MAC.test(mac)) return undefined;
+  const first = parseInt(mac.slice(0, 2), 16);
+  if (first & 1) return undefined; // multicast bit: not a valid interface address
+  if (mac === '00:00:00:00:00:00') return undefined;
+  return mac;
+}

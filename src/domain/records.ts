@@ -1,0 +1,78 @@
+/**
+ * What the plugin persists. Records hold canonical text (addresses already
+ * parsed and re-formatted) so that equality of text is equality of meaning.
+ */
+import type { NetworkSpec } from './options.js';
+
+export type Datapath = 'system' | 'netdev';
+
+export interface SubnetRecord {
+  /** Address space as Docker sent it ("local", "global", or "LocalDefault" for Docker's own IPAM). */
+  readonly addressSpace: string;
+  /** Canonical CIDR of the pool. */
+  readonly pool: string;
+  /** Gateway address without prefix length, if any. */
+  readonly gateway: string | undefined;
+  readonly auxAddresses: Readonly<Record<string, string>>;
+}
+
+export type NetworkState = 'creating' | 'ready';
+
+export interface NetworkRecord {
+  readonly id: string;
+  readonly spec: NetworkSpec;
+  readonly ipv4: readonly SubnetRecord[];
+  readonly ipv6: readonly SubnetRecord[];
+  /** Name of the OVS internal port holding the gateway addresses, when the gateway lives on the host. */
+  readonly gatewayPort: string | undefined;
+  /** Datapath of the bridge when the network was set up. */
+  readonly datapath: Datapath | undefined;
+  readonly state: NetworkState;
+  readonly createdAt: string;
+}
+
+export interface EndpointRecord {
+  readonly id: string;
+  readonly networkId: string;
+  /** "10.0.0.5/24", or "" when the endpoint has no IPv4 address. */
+  readonly address: string;
+  readonly addressIpv6: string;
+  readonly mac: string;
+  readonly hostIf: string;
+  readonly peerIf: string;
+  /** True between a successful Join and the matching Leave. */
+  readonly joined: boolean;
+  readonly sandboxKey: string;
+  readonly createdAt: string;
+}
+
+export interface PoolRecord {
+  /** "<address space>/<canonical cidr>", opaque to Docker. */
+  readonly id: string;
+  readonly addressSpace: string;
+  readonly pool: string;
+  /** The sub-pool that dynamic addresses come from (the pool itself without --ip-range). */
+  readonly range: string;
+  readonly v6: boolean;
+  /** Chosen by the plugin (no --subnet). */
+  readonly auto: boolean;
+  /** Last address handed out dynamically; the round-robin walk starts after it. */
+  readonly cursor: string | undefined;
+  readonly createdAt: string;
+}
+
+export type AddressKind = 'gateway' | 'aux' | 'endpoint';
+
+export interface AddressRecord {
+  readonly poolId: string;
+  /** Canonical address without prefix length. */
+  readonly address: string;
+  readonly kind: AddressKind;
+  /** MAC of the endpoint that asked, when Docker sent one. */
+  readonly mac: string;
+  readonly createdAt: string;
+}
+
+export function addressKey(poolId: string, address: string): string {
+  return `${poolId}|${address}`;
+}

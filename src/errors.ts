@@ -1,0 +1,35 @@
+/**
+ * One error type for everything the plugin reports. Callers branch on `kind`
+ * (and `code` for finer cases), never on message text; the HTTP layer maps
+ * `kind` to a status in exactly one place.
+ */
+export type ErrorKind = 'BadRequest' | 'NotFound' | 'Conflict' | 'Exhausted' | 'Unavailable' | 'Internal';
+
+export class PluginError extends Error {
+  readonly kind: ErrorKind;
+  readonly code: string;
+
+  constructor(kind: ErrorKind, code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PluginError';
+    this.kind = kind;
+    this.code = code;
+  }
+}
+
+export const badRequest = (code: string, message: string) => new PluginError('BadRequest', code, message);
+export const notFound = (code: string, message: string) => new PluginError('NotFound', code, message);
+export const conflict = (code: string, message: string) => new PluginError('Conflict', code, message);
+export const exhausted = (code: string, message: string) => new PluginError('Exhausted', code, message);
+export const unavailable = (code: string, message: string, cause?: unknown) =>
+  new PluginError('Unavailable', code, message, { cause });
+export const internal = (code: string, message: string, cause?: unknown) =>
+  new PluginError('Internal', code, message, { cause });
+
+export function isPluginError(err: unknown, kind?: ErrorKind): err is PluginError {
+  return err instanceof PluginError && (kind === undefined || err.kind === kind);
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,175 @@
+/**
+ * NetworkDriver wire types (errors travel in `Err`) and their decoders.
+ */
+import { badRequest } from '../errors.js';
+import {
+  type JsonObject,
+  dockerId,
+  object,
+  optionalArray,
+  optionalBoolean,
+  optionalObject,
+  optionalString,
+  requiredString,
+} from './decode.js';
+
+export const OPTION_GENERIC = 'com.docker.network.generic';
+export const OPTION_IPV6 = 'com.docker.network.enable_ipv6';
+export const OPTION_INTERNAL = 'com.docker.network.internal';
+export const OPTION_ENDPOINT_MAC = 'com.docker.network.endpoint.macaddress';
+
+export interface IpamData {
+  addressSpace: string;
+  pool: string;
+  gateway: string;
+  auxAddresses: Record<string, string>;
+}
+
+export interface CreateNetworkRequest {
+  networkId: string;
+  generic: Record<string, unknown>;
+  ipv6: boolean;
+  internal: boolean;
+  ipv4Data: IpamData[];
+  ipv6Data: IpamData[];
+}
+
+export interface NetworkRef {
+  networkId: string;
+}
+
+export interface EndpointRef {
+  networkId: string;
+  endpointId: string;
+}
+
+export interface CreateEndpointRequest extends EndpointRef {
+  address: string;
+  addressIpv6: string;
+  macAddress: string;
+  /** MAC from the endpoint options (base64 of the raw bytes), already turned into text. */
+  optionMac: string;
+}
+
+export interface JoinRequest extends EndpointRef {
+  sandboxKey: string;
+  options: JsonObject;
+}
+
+export interface ProgramRequest extends EndpointRef {
+  options: JsonObject;
+}
+
+function ipamData(list: unknown[], field: string): IpamData[] {
+  return list.map((item, i) => {
+    const o = object(item, `${field}[${i}]`);
+    const aux = optionalObject(o, 'AuxAddresses');
+    const auxAddresses: Record<string, string> = {};
+    for (const [name, value] of Object.entries(aux)) {
+      if (typeof value !== 'string') {
+        throw badRequest('InvalidRequest', `invalid request: field ${field}[${i}].AuxAddresses.${name} must be a string`);
+      }
+      auxAddresses[name] = value;
+    }
+    return {
+      addressSpace: optionalString(o, 'AddressSpace'),
+      pool: requiredString(o, 'Pool'),
+      gateway: optionalString(o, 'Gateway'),
+      auxAddresses,
+    };
+  });
+}
+
+export function decodeCreateNetwork(body: unknown): CreateNetworkRequest {
+  const o = object(body);
+  const options = optionalObject(o, 'Options');
+  return {
+    networkId: dockerId(o, 'NetworkID'),
+    generic: optionalObject(options, OPTION_GENERIC),
+    ipv6: optionalBoolean(options, OPTION_IPV6),
+    internal: optionalBoolean(options, OPTION_INTERNAL),
+    ipv4Data: ipamData(optionalArray(o, 'IPv4Data'), 'IPv4Data'),
+    ipv6Data: ipamData(optionalArray(o, 'IPv6Data'), 'IPv6Data'),
+  };
+}
+
+export function decodeNetworkRef(body: unknown): NetworkRef {
+  return { networkId: dockerId(object(body), 'NetworkID') };
+}
+
+export function decodeEndpointRef(body: unknown): EndpointRef {
+  const o = object(body);
+  return { networkId: dockerId(o, 'NetworkID'), endpointId: dockerId(o, 'EndpointID') };
+}
+
+/** The endpoint MAC option is base64 of the six raw bytes ("AkIKyQCW"). */
+export function macFromBase64(value: unknown): string {
+  if (typeof value !== 'string') {
+    throw badRequest('InvalidRequest', `invalid request: option ${OPTION_ENDPOINT_MAC} must be a base64 string`);
+  }
+  const bytes = Buffer.from(value, 'base64');
+  if (bytes.length !== 6 || bytes.toString('base64') !== value) {
+    throw badRequest(
+      'InvalidRequest',
+      `invalid request: option ${OPTION_ENDPOINT_MAC} must be base64 of 6 bytes (got ${JSON.stringify(value)})`,
+    );
+  }
+  return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+export function decodeCreateEndpoint(body: unknown): CreateEndpointRequest {
+  const o = object(body);
+  const iface = optionalObject(o, 'Interface');
+  const options = optionalObject(o, 'Options');
+  const rawMac = options[OPTION_ENDPOINT_MAC];
+  return {
+    networkId: dockerId(o, 'NetworkID'),
+    endpointId: dockerId(o, 'EndpointID'),
+    address: optionalString(iface, 'Address'),
+    addressIpv6: optionalString(iface, 'AddressIPv6'),
+    macAddress: optionalString(iface, 'MacAddress'),
+    optionMac: rawMac === undefined || rawMac === null || rawMac === '' ? '' : macFromBase64(rawMac),
+  };
+}
+
+export function decodeJoin(body: unknown): JoinRequest {
+  const o = object(body);
+  return {
+    networkId: dockerId(o, 'NetworkID'),
+    endpointId: dockerId(o, 'EndpointID'),
+    sandboxKey: optionalString(o, 'SandboxKey'),
+    options: optionalObject(o, 'Options'),
+  };
+}
+
+export function decodeProgram(body: unknown): ProgramRequest {
+  const o = object(body);
+  return {
+    networkId: dockerId(o, 'NetworkID'),
+    endpointId: dockerId(o, 'EndpointID'),
+    options: optionalObject(o, 'Options'),
+  };
+}
+
+export interface CreateEndpointResponse {
+  Interface?: { Address?: string; AddressIPv6?: string; MacAddress?: string };
+}
+
+export interface StaticRoute {
+  Destination: string;
+  RouteType: 0 | 1;
+  NextHop?: string;
+}
+
+export interface JoinResponse {
+  InterfaceName: { SrcName: string; DstPrefix: string };
+  Gateway?: string;
+  GatewayIPv6?: string;
+  StaticRoutes?: StaticRoute[];
+  DisableGatewayService?: boolean;
+}
+
+export interface CapabilitiesResponse {
+  Scope: 'local' | 'global';
+  ConnectivityScope: 'local' | 'global';
+}
