@@ -1,0 +1,56 @@
+/**
+ * The store on LevelDB. One sublevel per record kind; a commit is one batch,
+ * which LevelDB applies atomically (all or nothing, also across a crash).
+ */
+import { Level } from 'level';
+import { addressKey } from '../domain/records.js';
+import type { AddressRecord, EndpointRecord, NetworkRecord, PoolRecord } from '../domain/records.js';
+import type { Snapshot, Store, StoreOp } from '../driver/ports.js';
+
+type Kind = StoreOp['kind'];
+
+function sublevels(db: Level<string, unknown>) {
+  const make = (name: string) => db.sublevel<string, unknown>(name, { valueEncoding: 'json' });
+  return { network: make('networks'), endpoint: make('endpoints'), pool: make('pools'), address: make('addresses') };
+}
+
+export class LevelStore implements Store {
+  private readonly db: Level<string, unknown>;
+  private readonly sub: ReturnType<typeof sublevels>;
+
+  private constructor(path: string) {
+    this.db = new Level<string, unknown>(path, { valueEncoding: 'json' });
+    this.sub = sublevels(this.db);
+  }
+
+  static async open(path: string): Promise<LevelStore> {
+    const store = new LevelStore(path);
+    await store.db.open();
+    return store;
+  }
+
+  async load(): Promise<Snapshot> {
+    const values = async <T>(kind: Kind) => (await this.sub[kind].values().all()) as T[];
+    return {
+      networks: await values<NetworkRecord>('network'),
+      endpoints: await values<EndpointRecord>('endpoint'),
+      pools: await values<PoolRecord>('pool'),
+      addresses: await values<AddressRecord>('address'),
+    };
+  }
+
+  async commit(ops: readonly StoreOp[]): Promise<void> {
+    await this.db.batch(
+      ops.map((op) => {
+        const sublevel = this.sub[op.kind];
+        if (op.type === 'del') return { type: 'del' as const, sublevel, key: op.key };
+        const key = op.kind === 'address' ? addressKey(op.value.poolId, op.value.address) : op.value.id;
+        return { type: 'put' as const, sublevel, key, value: op.value };
+      }),
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}
