@@ -1,0 +1,103 @@
+/**
+ * Daemon settings: environment variables with defaults, validated once into a
+ * frozen Config. A bad setting stops the daemon with a message naming the
+ * variable, the value and what is valid.
+ */
+import path from 'node:path';
+import { type Cidr, formatCidr, parseCidr } from './domain/cidr.js';
+import { INTERFACE_NAME_RULE, isValidInterfaceName } from './domain/names.js';
+import { LEVELS, type Level } from './log.js';
+import { parseOvsdbAddress } from './adapters/ovsdb.js';
+import type { DatapathSetting } from './driver/network-driver.js';
+import type { DefaultPool } from './driver/ipam-driver.js';
+
+export interface Config {
+  readonly socketPath: string;
+  readonly stateDir: string;
+  readonly ovsdb: string;
+  readonly bridge: string;
+  readonly datapath: DatapathSetting;
+  readonly logLevel: Level;
+  readonly defaultPools: readonly DefaultPool[];
+  readonly mtu: number;
+}
+
+export interface SettingDoc {
+  readonly name: string;
+  readonly default: string;
+  readonly description: string;
+}
+
+/** Every setting, its default and meaning; the README's table is written from this. */
+export const SETTINGS: readonly SettingDoc[] = [
+  { name: 'OVSNET_SOCKET', default: '/run/docker/plugins/ovs.sock', description: 'Unix socket the plugin listens on; its file name (minus .sock) is the driver name' },
+  { name: 'OVSNET_STATE_DIR', default: '/var/lib/ovsnet', description: 'directory of the LevelDB state' },
+  { name: 'OVSNET_OVSDB', default: 'unix:/var/run/openvswitch/db.sock', description: 'OVSDB server: unix:<path> or tcp:<host>:<port>' },
+  { name: 'OVSNET_BRIDGE', default: 'ovs0', description: 'OVS bridge of networks that do not set -o bridge' },
+  { name: 'OVSNET_DATAPATH', default: 'auto', description: 'datapath of bridges the plugin creates: auto, system or netdev (auto: system when the openvswitch kernel module is loaded, else netdev)' },
+  { name: 'OVSNET_MTU', default: '1500', description: 'MTU of networks that do not set -o mtu' },
+  { name: 'OVSNET_DEFAULT_POOLS', default: '10.200.0.0/16:24,fd6f:766e:6574::/48:64', description: 'ranges for automatic subnets (no --subnet): comma-separated <base CIDR>:<prefix length of each subnet>' },
+  { name: 'OVSNET_LOG_LEVEL', default: 'info', description: 'debug, info, warn or error' },
+];
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function setting(env: NodeJS.ProcessEnv, name: string): string {
+  const doc = SETTINGS.find((s) => s.name === name)!;
+  const value = env[name];
+  return value === undefined || value === '' ? doc.default : value;
+}
+
+function invalid(name: string, value: string, rule: string): never {
+  throw new ConfigError(`invalid ${name}="${value}": ${rule}`);
+}
+
+export function parseDefaultPools(name: string, text: string): DefaultPool[] {
+  return text.split(',').map((item) => {
+    const match = /^(.+\/\d{1,3}):(\d{1,3})$/.exec(item.trim());
+    const base: Cidr | undefined = match ? parseCidr(match[1]!) : undefined;
+    const size = match ? Number(match[2]) : NaN;
+    const max = base?.family === 4 ? 30 : 126;
+    if (!base || !(size >= base.prefix && size <= max)) {
+      invalid(name, text, `each item is <base CIDR without host bits>:<prefix length>, with the prefix length between the base's and /30 (IPv4) or /126 (IPv6), e.g. 10.200.0.0/16:24`);
+    }
+    return { base, size };
+  });
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv): Config {
+  const socketPath = setting(env, 'OVSNET_SOCKET');
+  if (!path.isAbsolute(socketPath) || !socketPath.endsWith('.sock')) {
+    invalid('OVSNET_SOCKET', socketPath, 'must be an absolute path ending in .sock');
+  }
+  const stateDir = setting(env, 'OVSNET_STATE_DIR');
+  if (!path.isAbsolute(stateDir)) invalid('OVSNET_STATE_DIR', stateDir, 'must be an absolute path');
+  const ovsdb = setting(env, 'OVSNET_OVSDB');
+  if (!parseOvsdbAddress(ovsdb)) invalid('OVSNET_OVSDB', ovsdb, 'use unix:<path> or tcp:<host>:<port>');
+  const bridge = setting(env, 'OVSNET_BRIDGE');
+  if (!isValidInterfaceName(bridge)) invalid('OVSNET_BRIDGE', bridge, `a bridge name is ${INTERFACE_NAME_RULE}`);
+  const datapath = setting(env, 'OVSNET_DATAPATH');
+  if (!['auto', 'system', 'netdev'].includes(datapath)) invalid('OVSNET_DATAPATH', datapath, 'valid values are auto, system, netdev');
+  const logLevel = setting(env, 'OVSNET_LOG_LEVEL');
+  if (!(LEVELS as readonly string[]).includes(logLevel)) invalid('OVSNET_LOG_LEVEL', logLevel, `valid values are ${LEVELS.join(', ')}`);
+  const mtuText = setting(env, 'OVSNET_MTU');
+  const mtu = Number(mtuText);
+  if (!/^\d+$/.test(mtuText) || mtu < 68 || mtu > 65535) invalid('OVSNET_MTU', mtuText, 'must be an integer from 68 to 65535');
+  const defaultPools = parseDefaultPools('OVSNET_DEFAULT_POOLS', setting(env, 'OVSNET_DEFAULT_POOLS'));
+  return Object.freeze({
+    socketPath,
+    stateDir,
+    ovsdb,
+    bridge,
+    datapath: datapath as DatapathSetting,
+    logLevel: logLevel as Level,
+    defaultPools,
+    mtu,
+  });
+}
+
+export function describeConfig(config: Config): Record<string, unknown> {
+  return { ...config, defaultPools: config.defaultPools.map((p) => `${formatCidr(p.base)}:${p.size}`) };
+}

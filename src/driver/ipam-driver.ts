@@ -1,0 +1,380 @@
+/**
+ * The IpamDriver use cases: address pools and the addresses inside them.
+ *
+ * Replays. With RequiresRequestReplay, dockerd re-sends RequestPool and
+ * RequestAddress for everything it holds when it starts, and these requests
+ * look exactly like new ones. So identical requests are idempotent: the same
+ * pool gets the same PoolID, an address already held for the same purpose is
+ * handed out again. What tells a replay from a real clash is the endpoint MAC:
+ * with RequiresMACAddress, a new container's request carries its MAC, while
+ * replays, gateways and aux addresses carry none (libnetwork does not persist
+ * the option). A static `--ip` that another container holds therefore fails.
+ *
+ * A new network with the very same subnet as an existing one also looks like a
+ * replay here; the network driver rejects it and calls `shieldFromRollback`,
+ * so that the ReleaseAddress/ReleasePool Docker then sends to roll back do not
+ * free what the existing network still uses.
+ */
+import { badRequest, conflict, exhausted, notFound } from '../errors.js';
+import {
+  type Cidr,
+  contains,
+  containsCidr,
+  formatCidr,
+  formatIp,
+  overlaps,
+  parseCidr,
+  parseCidrWithHost,
+  parseIp,
+} from '../domain/cidr.js';
+import { boundsSize, isAssignable, nextFree, subnets, usableBounds } from '../domain/allocator.js';
+import type { AddressKind, AddressRecord, PoolRecord } from '../domain/records.js';
+import { addressKey } from '../domain/records.js';
+import type { RequestAddressRequest, RequestAddressResponse, RequestPoolRequest, RequestPoolResponse, ReleaseAddressRequest } from '../protocol/ipam.js';
+import type { Logger } from '../log.js';
+import { KeyedMutex } from './locks.js';
+import type { Links, StoreOp } from './ports.js';
+import type { State } from './state.js';
+
+export const LOCAL_SPACE = 'local';
+export const GLOBAL_SPACE = 'global';
+export const ADDRESS_SPACES: readonly string[] = [LOCAL_SPACE, GLOBAL_SPACE];
+
+/** A range that automatic pools are carved from: `base` split into prefixes of `size`. */
+export interface DefaultPool {
+  readonly base: Cidr;
+  readonly size: number;
+}
+
+export interface IpamDriverOptions {
+  state: State;
+  routes: Pick<Links, 'routes'>;
+  defaultPools: readonly DefaultPool[];
+  log: Logger;
+  now?: () => number;
+}
+
+/** How long after an idempotent answer its rollback may still arrive. */
+const ROLLBACK_WINDOW_MS = 60_000;
+
+export function poolIdOf(addressSpace: string, pool: string): string {
+  return `${addressSpace}/${pool}`;
+}
+
+export function isOwnAddressSpace(space: string): boolean {
+  return ADDRESS_SPACES.includes(space);
+}
+
+function describeHolder(held: AddressRecord): string {
+  switch (held.kind) {
+    case 'gateway':
+      return "as the network's gateway";
+    case 'aux':
+      return 'as an auxiliary address';
+    default:
+      return 'by another container';
+  }
+}
+
+export class IpamDriver {
+  private readonly lock = new KeyedMutex();
+  /** poolId -> addresses answered idempotently since the pool was last requested again. */
+  private readonly recentHits = new Map<string, Map<string, number>>();
+  /** poolId -> until when releases of idempotent answers are ignored. */
+  private readonly shields = new Map<string, number>();
+  private readonly now: () => number;
+
+  constructor(private readonly options: IpamDriverOptions) {
+    this.now = options.now ?? Date.now;
+  }
+
+  capabilities() {
+    return { RequiresMACAddress: true, RequiresRequestReplay: true };
+  }
+
+  addressSpaces() {
+    return { LocalDefaultAddressSpace: LOCAL_SPACE, GlobalDefaultAddressSpace: GLOBAL_SPACE };
+  }
+
+  requestPool(req: RequestPoolRequest): Promise<RequestPoolResponse> {
+    return this.lock.run('ipam', () => this.doRequestPool(req));
+  }
+
+  releasePool(poolId: string): Promise<void> {
+    return this.lock.run('ipam', () => this.doReleasePool(poolId));
+  }
+
+  requestAddress(req: RequestAddressRequest): Promise<RequestAddressResponse> {
+    return this.lock.run('ipam', () => this.doRequestAddress(req));
+  }
+
+  releaseAddress(req: ReleaseAddressRequest): Promise<void> {
+    return this.lock.run('ipam', () => this.doReleaseAddress(req));
+  }
+
+  /**
+   * Called by the network driver when it refuses a network whose pool another
+   * network already uses: Docker's rollback must not free that pool.
+   */
+  shieldFromRollback(poolId: string): void {
+    this.shields.set(poolId, this.now() + ROLLBACK_WINDOW_MS);
+    this.options.log.info('refused network shares a pool; its rollback will not release it', { poolId });
+  }
+
+  // ---- pools ----
+
+  private async doRequestPool(req: RequestPoolRequest): Promise<RequestPoolResponse> {
+    const { state, log } = this.options;
+    if (!isOwnAddressSpace(req.addressSpace)) {
+      throw badRequest(
+        'UnknownAddressSpace',
+        `unknown address space "${req.addressSpace}"; this IPAM driver has "${LOCAL_SPACE}" and "${GLOBAL_SPACE}"`,
+      );
+    }
+    for (const [key, value] of Object.entries(req.options)) {
+      if (key.startsWith('com.docker.')) continue; // set by Docker itself, not by the user
+      throw badRequest('UnknownOption', `unknown IPAM option ${key}=${value}; the ovs IPAM driver takes no --ipam-opt options`);
+    }
+    const family = req.v6 ? 6 : 4;
+    let pool: Cidr;
+    let range: Cidr;
+    let auto = false;
+    if (req.pool) {
+      pool = this.parseSubnet(req.pool, family, 'subnet');
+      range = pool;
+      if (req.subPool) {
+        range = this.parseSubnet(req.subPool, family, 'ip-range');
+        if (!containsCidr(pool, range)) {
+          throw badRequest('InvalidRange', `ip-range ${formatCidr(range)} is not inside subnet ${formatCidr(pool)}`);
+        }
+        if (boundsSize(usableBounds(pool, range)) === 0n) {
+          throw badRequest('InvalidRange', `ip-range ${formatCidr(range)} holds no usable address of subnet ${formatCidr(pool)}`);
+        }
+      }
+      this.checkSize(pool);
+    } else {
+      if (req.subPool) throw badRequest('InvalidRange', `ip-range ${req.subPool} needs a subnet (--subnet)`);
+      pool = await this.choosePool(family);
+      range = pool;
+      auto = true;
+    }
+
+    const id = poolIdOf(req.addressSpace, formatCidr(pool));
+    const existing = state.pools.get(id);
+    if (existing) {
+      if (existing.range !== formatCidr(range)) {
+        throw conflict('PoolOverlap', `subnet ${existing.pool} is already in use with ip-range ${existing.range}`);
+      }
+      this.recentHits.set(id, new Map());
+      log.debug('pool requested again (replay or shared subnet)', { poolId: id });
+      return { PoolID: id, Pool: existing.pool, Data: {} };
+    }
+    for (const other of state.pools.values()) {
+      if (other.addressSpace !== req.addressSpace) continue;
+      const otherCidr = parseCidr(other.pool);
+      if (otherCidr && overlaps(pool, otherCidr)) {
+        throw conflict('PoolOverlap', `subnet ${formatCidr(pool)} overlaps subnet ${other.pool}, which is already in use`);
+      }
+    }
+    const record: PoolRecord = {
+      id,
+      addressSpace: req.addressSpace,
+      pool: formatCidr(pool),
+      range: formatCidr(range),
+      v6: family === 6,
+      auto,
+      cursor: undefined,
+      createdAt: new Date(this.now()).toISOString(),
+    };
+    await state.commit([{ type: 'put', kind: 'pool', value: record }]);
+    log.info('pool allocated', { poolId: id, range: record.range, auto });
+    return { PoolID: id, Pool: record.pool, Data: {} };
+  }
+
+  private parseSubnet(text: string, family: 4 | 6, what: string): Cidr {
+    const parsed = parseCidrWithHost(text);
+    if (!parsed) throw badRequest('InvalidSubnet', `invalid ${what} "${text}": not an IPv4 or IPv6 prefix (like 10.1.0.0/24)`);
+    if (parsed.cidr.family !== family) {
+      throw badRequest(
+        'WrongFamily',
+        `${what} ${text} is IPv${parsed.cidr.family} but an IPv${family} ${what === 'subnet' ? 'pool' : 'range'} was requested`,
+      );
+    }
+    if (parsed.ip.value !== parsed.cidr.network) {
+      throw badRequest('HostBitsSet', `invalid ${what} "${text}": host bits are set; did you mean ${formatCidr(parsed.cidr)}?`);
+    }
+    return parsed.cidr;
+  }
+
+  private checkSize(pool: Cidr): void {
+    const max = pool.family === 4 ? 30 : 126;
+    if (pool.prefix > max) {
+      throw badRequest(
+        'SubnetTooSmall',
+        `subnet ${formatCidr(pool)} is too small: a network needs a gateway and at least one container address; use a /${max} or larger`,
+      );
+    }
+  }
+
+  private async choosePool(family: 4 | 6): Promise<Cidr> {
+    const { state, defaultPools, routes } = this.options;
+    const candidates = defaultPools.filter((d) => d.base.family === family);
+    if (candidates.length === 0) {
+      throw exhausted('NoDefaultPool', `no default IPv${family} range is configured for automatic subnets; give --subnet or set OVSNET_DEFAULT_POOLS`);
+    }
+    const taken: Cidr[] = [];
+    for (const p of state.pools.values()) {
+      const cidr = parseCidr(p.pool);
+      if (cidr) taken.push(cidr);
+    }
+    for (const route of await routes.routes(family)) {
+      const parsed = parseCidrWithHost(route);
+      if (parsed && parsed.cidr.prefix > 0) taken.push(parsed.cidr);
+    }
+    for (const { base, size } of candidates) {
+      for (const candidate of subnets(base, size)) {
+        if (!taken.some((t) => overlaps(t, candidate))) return candidate;
+      }
+    }
+    const described = candidates.map((c) => `${formatCidr(c.base)} (/${c.size} each)`).join(', ');
+    throw exhausted(
+      'PoolsExhausted',
+      `no free subnet left in the default ranges ${described}: every one overlaps a pool in use or a host route; give --subnet or widen OVSNET_DEFAULT_POOLS`,
+    );
+  }
+
+  private async doReleasePool(poolId: string): Promise<void> {
+    const { state, log } = this.options;
+    if (this.shielded(poolId)) {
+      this.shields.delete(poolId);
+      log.info('kept pool: release was the rollback of a refused network that shares it', { poolId });
+      return;
+    }
+    const pool = state.pools.get(poolId);
+    if (!pool) return;
+    const ops: StoreOp[] = [{ type: 'del', kind: 'pool', key: poolId }];
+    for (const address of state.addressesOf(poolId).keys()) {
+      ops.push({ type: 'del', kind: 'address', key: addressKey(poolId, address) });
+    }
+    await state.commit(ops);
+    this.recentHits.delete(poolId);
+    log.info('pool released', { poolId, addresses: ops.length - 1 });
+  }
+
+  // ---- addresses ----
+
+  private async doRequestAddress(req: RequestAddressRequest): Promise<RequestAddressResponse> {
+    const { state } = this.options;
+    const pool = state.pools.get(req.poolId);
+    if (!pool) throw notFound('UnknownPool', `unknown pool "${req.poolId}": the ovs IPAM driver holds no such pool`);
+    const cidr = parseCidr(pool.pool)!;
+    const held = state.addressesOf(req.poolId);
+    const answer = (address: string) => ({ Address: `${address}/${cidr.prefix}`, Data: {} });
+
+    if (req.address) {
+      const ip = parseIp(req.address);
+      if (!ip) throw badRequest('InvalidAddress', `invalid address "${req.address}": not an IPv4 or IPv6 address`);
+      if (!contains(cidr, ip)) throw badRequest('AddressOutOfPool', `address ${req.address} is not in subnet ${pool.pool}`);
+      if (!isAssignable(cidr, ip.value)) {
+        throw badRequest('AddressReserved', `address ${req.address} is the network or broadcast address of subnet ${pool.pool}`);
+      }
+      const address = formatIp(ip);
+      const current = held.get(address);
+      if (current) {
+        if (!this.sameRequest(current, req)) {
+          throw conflict('AddressInUse', `address ${address} is already in use in subnet ${pool.pool} (${describeHolder(current)})`);
+        }
+        this.noteHit(req.poolId, address);
+        return answer(address);
+      }
+      await this.hold(pool, address, req, false);
+      return answer(address);
+    }
+
+    if (req.gateway) {
+      const existing = [...held.values()].find((a) => a.kind === 'gateway');
+      if (existing) {
+        this.noteHit(req.poolId, existing.address);
+        return answer(existing.address);
+      }
+      const value = nextFree(usableBounds(cidr), (v) => held.has(formatIp({ family: cidr.family, value: v })), held.size);
+      if (value === undefined) throw this.exhaustedError(pool);
+      const address = formatIp({ family: cidr.family, value });
+      await this.hold(pool, address, req, false);
+      return answer(address);
+    }
+
+    const range = parseCidr(pool.range)!;
+    const cursor = pool.cursor ? parseIp(pool.cursor)?.value : undefined;
+    const value = nextFree(
+      usableBounds(cidr, range),
+      (v) => held.has(formatIp({ family: cidr.family, value: v })),
+      held.size,
+      cursor,
+    );
+    if (value === undefined) throw this.exhaustedError(pool);
+    const address = formatIp({ family: cidr.family, value });
+    await this.hold(pool, address, req, true);
+    return answer(address);
+  }
+
+  private exhaustedError(pool: PoolRecord) {
+    const cidr = parseCidr(pool.pool)!;
+    const usable = boundsSize(usableBounds(cidr, parseCidr(pool.range)!));
+    const where = pool.range === pool.pool ? `subnet ${pool.pool}` : `ip-range ${pool.range} of subnet ${pool.pool}`;
+    return exhausted('AddressesExhausted', `no free address left in ${where}: all ${usable} usable addresses are in use`);
+  }
+
+  /** Does an address already held answer this request (a replay or a retry), rather than clash with it? */
+  private sameRequest(held: AddressRecord, req: RequestAddressRequest): boolean {
+    if (req.gateway) return held.kind === 'gateway';
+    if (req.mac) return held.kind === 'endpoint' && held.mac === req.mac;
+    // No MAC: an aux address, or dockerd replaying an address it already holds.
+    return held.kind !== 'gateway';
+  }
+
+  private async hold(pool: PoolRecord, address: string, req: RequestAddressRequest, advanceCursor: boolean): Promise<void> {
+    const kind: AddressKind = req.gateway ? 'gateway' : req.mac ? 'endpoint' : 'aux';
+    const record: AddressRecord = {
+      poolId: pool.id,
+      address,
+      kind,
+      mac: req.mac,
+      createdAt: new Date(this.now()).toISOString(),
+    };
+    const ops: StoreOp[] = [{ type: 'put', kind: 'address', value: record }];
+    if (advanceCursor) ops.push({ type: 'put', kind: 'pool', value: { ...pool, cursor: address } });
+    await this.options.state.commit(ops);
+  }
+
+  private async doReleaseAddress(req: ReleaseAddressRequest): Promise<void> {
+    const { state, log } = this.options;
+    const ip = parseIp(req.address);
+    if (!ip) throw badRequest('InvalidAddress', `invalid address "${req.address}": not an IPv4 or IPv6 address`);
+    const address = formatIp(ip);
+    if (this.shielded(req.poolId) && this.recentHits.get(req.poolId)?.has(address)) {
+      log.info('kept address: release was the rollback of a refused network that shares its pool', { poolId: req.poolId, address });
+      return;
+    }
+    if (!state.addressesOf(req.poolId).has(address)) return;
+    await state.commit([{ type: 'del', kind: 'address', key: addressKey(req.poolId, address) }]);
+  }
+
+  private noteHit(poolId: string, address: string): void {
+    const hits = this.recentHits.get(poolId);
+    if (!hits) return;
+    const now = this.now();
+    for (const [a, at] of hits) if (now - at > ROLLBACK_WINDOW_MS) hits.delete(a);
+    hits.set(address, now);
+  }
+
+  private shielded(poolId: string): boolean {
+    const until = this.shields.get(poolId);
+    if (until === undefined) return false;
+    if (until < this.now()) {
+      this.shields.delete(poolId);
+      return false;
+    }
+    return true;
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * The side effects the drivers need, one narrow interface each. Adapters in
+ * src/adapters implement them for real; test/fakes implement them in memory.
+ */
+import type { AddressRecord, Datapath, EndpointRecord, NetworkRecord, PoolRecord } from '../domain/records.js';
+import type { FirewallRules } from '../domain/firewall.js';
+
+export interface Snapshot {
+  networks: NetworkRecord[];
+  endpoints: EndpointRecord[];
+  pools: PoolRecord[];
+  addresses: AddressRecord[];
+}
+
+export type StoreOp =
+  | { type: 'put'; kind: 'network'; value: NetworkRecord }
+  | { type: 'put'; kind: 'endpoint'; value: EndpointRecord }
+  | { type: 'put'; kind: 'pool'; value: PoolRecord }
+  | { type: 'put'; kind: 'address'; value: AddressRecord }
+  | { type: 'del'; kind: 'network' | 'endpoint' | 'pool' | 'address'; key: string };
+
+/** Durable state. `commit` is atomic: all ops land or none. */
+export interface Store {
+  load(): Promise<Snapshot>;
+  commit(ops: readonly StoreOp[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface BridgeInfo {
+  name: string;
+  datapathType: string;
+  externalIds: Record<string, string>;
+  /** Names of all ports, including the bridge's own local port. */
+  ports: string[];
+}
+
+export interface PortSpec {
+  bridge: string;
+  name: string;
+  /** OVS interface type: "" for a kernel device (veth), "internal", "vxlan", ... */
+  type: string;
+  tag: number | undefined;
+  externalIds: Record<string, string>;
+  mtuRequest?: number;
+}
+
+export interface PortInfo {
+  name: string;
+  bridge: string | undefined;
+  type: string;
+  tag: number | undefined;
+  externalIds: Record<string, string>;
+  ofport: number | undefined;
+  error: string | undefined;
+}
+
+export interface Ovs {
+  bridge(name: string): Promise<BridgeInfo | undefined>;
+  /** Creates the bridge if missing; an existing bridge is used as it is. */
+  ensureBridge(name: string, options: { datapathType: Datapath; externalIds: Record<string, string> }): Promise<{ created: boolean; info: BridgeInfo }>;
+  /** Deletes a bridge only if the plugin created it (owner in external_ids). */
+  deleteOwnedBridge(name: string): Promise<boolean>;
+  /** Adds a port and waits until ovs-vswitchd has it; an owned port of that name is replaced. */
+  addPort(spec: PortSpec): Promise<void>;
+  /** Deletes a port if it exists; refuses a port the plugin does not own. Returns whether it existed. */
+  deletePort(name: string): Promise<boolean>;
+  listOwnedPorts(): Promise<PortInfo[]>;
+}
+
+export interface LinkInfo {
+  name: string;
+  kind: string;
+  up: boolean;
+  mtu: number;
+}
+
+export interface Links {
+  createVeth(options: { host: string; peer: string; mtu: number; peerMac: string }): Promise<void>;
+  /** Turns TX checksum offload off (the userspace datapath forwards partial checksums as they are). */
+  disableTxOffload(names: readonly string[]): Promise<void>;
+  /** Deletes a link; returns false if it did not exist. */
+  deleteLink(name: string): Promise<boolean>;
+  /** Brings a device up with an MTU and exactly these addresses ("10.0.0.1/24"). */
+  configureAddresses(name: string, options: { mtu: number; addresses: readonly string[] }): Promise<void>;
+  list(): Promise<LinkInfo[]>;
+  /** Destinations of the host's routes in all tables, as CIDR text. */
+  routes(family: 4 | 6): Promise<string[]>;
+}
+
+export interface Firewall {
+  /** Makes the plugin's own chains exactly `rules`; touches nothing else but the jumps into them. */
+  sync(rules: FirewallRules): Promise<void>;
+}
+
+export interface Sysctl {
+  enableIpv4Forwarding(): Promise<void>;
+}
+
+export interface DatapathProbe {
+  /** The datapath new bridges get when the setting is `auto`. */
+  detect(): Promise<Datapath>;
+}

@@ -1,0 +1,88 @@
+/**
+ * The plugin's state in memory, written through to the store. A change is
+ * visible in memory only after the store accepted it, so a failed write never
+ * leaves a half-applied record behind, and an answer to Docker always
+ * follows a durable write.
+ */
+import { type AddressRecord, type EndpointRecord, type NetworkRecord, type PoolRecord, addressKey } from '../domain/records.js';
+import type { Store, StoreOp } from './ports.js';
+
+export class State {
+  readonly networks = new Map<string, NetworkRecord>();
+  readonly endpoints = new Map<string, EndpointRecord>();
+  readonly pools = new Map<string, PoolRecord>();
+  /** poolId -> address -> record */
+  readonly addresses = new Map<string, Map<string, AddressRecord>>();
+
+  private constructor(private readonly store: Store) {}
+
+  static async open(store: Store): Promise<State> {
+    const state = new State(store);
+    const snapshot = await store.load();
+    for (const n of snapshot.networks) state.networks.set(n.id, n);
+    for (const e of snapshot.endpoints) state.endpoints.set(e.id, e);
+    for (const p of snapshot.pools) state.pools.set(p.id, p);
+    for (const a of snapshot.addresses) state.addressesOf(a.poolId, true).set(a.address, a);
+    return state;
+  }
+
+  addressesOf(poolId: string, create = false): Map<string, AddressRecord> {
+    let map = this.addresses.get(poolId);
+    if (!map) {
+      map = new Map();
+      if (create) this.addresses.set(poolId, map);
+    }
+    return map;
+  }
+
+  endpointsOf(networkId: string): EndpointRecord[] {
+    return [...this.endpoints.values()].filter((e) => e.networkId === networkId);
+  }
+
+  async commit(ops: readonly StoreOp[]): Promise<void> {
+    if (ops.length === 0) return;
+    await this.store.commit(ops);
+    for (const op of ops) this.apply(op);
+  }
+
+  private apply(op: StoreOp): void {
+    if (op.type === 'put') {
+      switch (op.kind) {
+        case 'network':
+          this.networks.set(op.value.id, op.value);
+          return;
+        case 'endpoint':
+          this.endpoints.set(op.value.id, op.value);
+          return;
+        case 'pool':
+          this.pools.set(op.value.id, op.value);
+          return;
+        case 'address':
+          this.addressesOf(op.value.poolId, true).set(op.value.address, op.value);
+          return;
+      }
+    }
+    switch (op.kind) {
+      case 'network':
+        this.networks.delete(op.key);
+        return;
+      case 'endpoint':
+        this.endpoints.delete(op.key);
+        return;
+      case 'pool':
+        this.pools.delete(op.key);
+        this.addresses.delete(op.key);
+        return;
+      case 'address': {
+        const bar = op.key.lastIndexOf('|');
+        const poolId = op.key.slice(0, bar);
+        const map = this.addresses.get(poolId);
+        map?.delete(op.key.slice(bar + 1));
+        if (map && map.size === 0) this.addresses.delete(poolId);
+        return;
+      }
+    }
+  }
+}
+
+export { addressKey };

@@ -1,0 +1,150 @@
+/**
+ * The plugin's HTTP API as Docker speaks it: POST /<Interface>.<Method> with a
+ * JSON body and no Content-Type. Handlers only decode, call a driver and
+ * encode; one error middleware turns every error into the wire form
+ * (`Err` for the network driver, `Error` for IPAM; both are always set).
+ */
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { type ErrorKind, errorMessage, isPluginError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { NetworkDriver } from '../driver/network-driver.js';
+import type { IpamDriver } from '../driver/ipam-driver.js';
+import type { State } from '../driver/state.js';
+import {
+  decodeCreateEndpoint,
+  decodeCreateNetwork,
+  decodeEndpointRef,
+  decodeJoin,
+  decodeNetworkRef,
+  decodeProgram,
+} from '../protocol/network.js';
+import { decodePoolRef, decodeReleaseAddress, decodeRequestAddress, decodeRequestPool } from '../protocol/ipam.js';
+
+export interface AppOptions {
+  network: NetworkDriver;
+  ipam: IpamDriver;
+  state: State;
+  log: Logger;
+  /** Largest request body accepted; Docker's are a few kilobytes. */
+  bodyLimit?: string;
+}
+
+const STATUS: Record<ErrorKind, number> = {
+  BadRequest: 400,
+  NotFound: 404,
+  Conflict: 409,
+  Exhausted: 507,
+  Unavailable: 503,
+  Internal: 500,
+};
+
+type Handler = (body: unknown) => unknown;
+
+/** Calls that happen at every container start and stop: logged at debug level only. */
+const QUIET = new Set([
+  'NetworkDriver.EndpointOperInfo',
+  'NetworkDriver.ProgramExternalConnectivity',
+  'NetworkDriver.RevokeExternalConnectivity',
+]);
+
+export function createApp(options: AppOptions): express.Express {
+  const { network, ipam, log } = options;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  // Docker sends no Content-Type, so parse every body as JSON.
+  app.use(express.json({ type: () => true, limit: options.bodyLimit ?? '256kb', strict: false }));
+
+  const calls: Record<string, Handler> = {
+    'Plugin.Activate': () => ({ Implements: ['NetworkDriver', 'IpamDriver'] }),
+
+    'NetworkDriver.GetCapabilities': () => network.capabilities(),
+    'NetworkDriver.CreateNetwork': async (b) => (await network.createNetwork(decodeCreateNetwork(b)), {}),
+    'NetworkDriver.DeleteNetwork': async (b) => (await network.deleteNetwork(decodeNetworkRef(b).networkId), {}),
+    'NetworkDriver.CreateEndpoint': (b) => network.createEndpoint(decodeCreateEndpoint(b)),
+    'NetworkDriver.DeleteEndpoint': async (b) => (await network.deleteEndpoint(decodeEndpointRef(b)), {}),
+    'NetworkDriver.EndpointOperInfo': (b) => network.endpointOperInfo(decodeEndpointRef(b)),
+    'NetworkDriver.Join': (b) => network.join(decodeJoin(b)),
+    'NetworkDriver.Leave': async (b) => (await network.leave(decodeEndpointRef(b)), {}),
+    'NetworkDriver.ProgramExternalConnectivity': (b) => (decodeProgram(b), {}),
+    'NetworkDriver.RevokeExternalConnectivity': (b) => (decodeEndpointRef(b), {}),
+    'NetworkDriver.DiscoverNew': () => ({}),
+    'NetworkDriver.DiscoverDelete': () => ({}),
+
+    'IpamDriver.GetCapabilities': () => ipam.capabilities(),
+    'IpamDriver.GetDefaultAddressSpaces': () => ipam.addressSpaces(),
+    'IpamDriver.RequestPool': (b) => ipam.requestPool(decodeRequestPool(b)),
+    'IpamDriver.ReleasePool': async (b) => (await ipam.releasePool(decodePoolRef(b).poolId), {}),
+    'IpamDriver.RequestAddress': (b) => ipam.requestAddress(decodeRequestAddress(b)),
+    'IpamDriver.ReleaseAddress': async (b) => (await ipam.releaseAddress(decodeReleaseAddress(b)), {}),
+  };
+
+  for (const [name, handler] of Object.entries(calls)) {
+    app.post(`/${name}`, async (req: Request, res: Response) => {
+      const started = process.hrtime.bigint();
+      const result = await handler(req.body);
+      res.json(result ?? {});
+      const body = (req.body ?? {}) as Record<string, unknown>;
+      const fields = {
+        call: name,
+        networkId: body.NetworkID,
+        endpointId: body.EndpointID,
+        poolId: body.PoolID,
+        durationMs: Number(process.hrtime.bigint() - started) / 1e6,
+      };
+      if (QUIET.has(name) || !log.enabled('debug')) return;
+      log.debug('call', fields);
+    });
+  }
+
+  // Read-only view of the state for tests and the status CLI; Docker never sends GET.
+  app.get('/ovsnet/state', (_req, res) => {
+    const { state } = options;
+    res.json({
+      networks: [...state.networks.values()],
+      endpoints: [...state.endpoints.values()],
+      pools: [...state.pools.values()],
+      addresses: [...state.addresses.values()].flatMap((m) => [...m.values()]),
+    });
+  });
+
+  // Unknown calls: a plain 404, which Docker tolerates for optional methods.
+  app.use((_req, res) => {
+    res.status(404).type('text/plain').send('404 page not found\n');
+  });
+
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    let status: number;
+    let message: string;
+    const parserError = err as { type?: string; status?: number; message?: string };
+    if (isPluginError(err)) {
+      status = STATUS[err.kind];
+      message = err.message;
+    } else if (parserError.type === 'entity.parse.failed') {
+      status = 400;
+      message = `invalid request: body is not valid JSON (${parserError.message})`;
+    } else if (parserError.type === 'entity.too.large') {
+      status = 413;
+      message = `invalid request: body is larger than ${options.bodyLimit ?? '256kb'}`;
+    } else if (typeof parserError.status === 'number' && parserError.status >= 400 && parserError.status < 500) {
+      status = parserError.status;
+      message = `invalid request: ${errorMessage(err)}`;
+    } else {
+      status = 500;
+      message = `internal error: ${errorMessage(err)}`;
+    }
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    const fields = {
+      call: req.path.slice(1),
+      status,
+      error: message,
+      networkId: typeof body === 'object' ? body.NetworkID : undefined,
+      endpointId: typeof body === 'object' ? body.EndpointID : undefined,
+    };
+    if (status >= 500) log.error('call failed', fields);
+    else log.warn('call refused', fields);
+    res.status(status).json({ Err: message, Error: message });
+  });
+
+  return app;
+}
