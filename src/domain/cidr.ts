@@ -35,8 +35,12 @@ export function parseIp(text: string): Ip | undefined {
     return undefined;
   }
   const family = familyOf(text);
-  const value = new IPCIDR(`${text}/${BITS[family]}`).start<bigint>({ type: 'bigInteger' });
-  return { family, value: BigInt(value) };
+  try {
+    const value = new IPCIDR(`${text}/${BITS[family]}`).start<bigint>({ type: 'bigInteger' });
+    return { family, value: BigInt(value) };
+  } catch {
+    return undefined; // ip-cidr throws on forms it validated but cannot build, such as ::ffff:1.2.3.4
+  }
 }
 
 export interface ParsedCidr {

@@ -65,7 +65,17 @@ export function assertInterfaceName(name: string, what: string): string {
   return name;
 }
 
-/** A locally administered unicast MAC derived from the endpoint id, for when Docker sends none. */
+/**
+ * The MAC Docker's bridge driver would give: 02:42 and the IPv4 address. It
+ * stays the same when a container with a static address restarts, so its
+ * peers' ARP caches stay right.
+ */
+export function macForIpv4(address: string): string {
+  const octets = address.split('/')[0]!.split('.').map((o) => Number(o).toString(16).padStart(2, '0'));
+  return ['02', '42', ...octets].join(':');
+}
+
+/** A locally administered unicast MAC derived from the endpoint id, for endpoints without IPv4. */
 export function macForEndpoint(endpointId: string): string {
   const bytes = ['02'];
   for (let i = 0; i < 10; i += 2) bytes.push(endpointId.slice(i, i + 2));

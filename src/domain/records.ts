@@ -61,15 +61,14 @@ export interface PoolRecord {
   readonly createdAt: string;
 }
 
-export type AddressKind = 'gateway' | 'aux' | 'endpoint';
+/** A network's gateway, or any other address (containers' and aux addresses look alike to IPAM). */
+export type AddressKind = 'gateway' | 'address';
 
 export interface AddressRecord {
   readonly poolId: string;
   /** Canonical address without prefix length. */
   readonly address: string;
   readonly kind: AddressKind;
-  /** MAC of the endpoint that asked, when Docker sent one. */
-  readonly mac: string;
   readonly createdAt: string;
 }
 

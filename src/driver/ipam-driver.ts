@@ -5,15 +5,18 @@
  * RequestAddress for everything it holds when it starts, and these requests
  * look exactly like new ones. So identical requests are idempotent: the same
  * pool gets the same PoolID, an address already held for the same purpose is
- * handed out again. What tells a replay from a real clash is the endpoint MAC:
- * with RequiresMACAddress, a new container's request carries its MAC, while
- * replays, gateways and aux addresses carry none (libnetwork does not persist
- * the option). A static `--ip` that another container holds therefore fails.
+ * handed out again.
  *
- * A new network with the very same subnet as an existing one also looks like a
- * replay here; the network driver rejects it and calls `shieldFromRollback`,
- * so that the ReleaseAddress/ReleasePool Docker then sends to roll back do not
- * free what the existing network still uses.
+ * A real clash (a second network with the same subnet, a `--ip` another
+ * container holds) therefore passes here, and is caught by the network
+ * driver, which knows every network and endpoint. It refuses the request and
+ * calls `shieldFromRollback`, so that the ReleaseAddress/ReleasePool Docker
+ * sends to roll back do not free what the existing owner still uses.
+ *
+ * RequiresMACAddress stays off: Docker would then give every endpoint a random
+ * MAC, and a restarted container with a static address would be unreachable
+ * until its peers' ARP entries expire. The network driver derives the MAC from
+ * the address instead, as Docker's bridge driver does.
  */
 import { badRequest, conflict, exhausted, notFound } from '../errors.js';
 import {
@@ -65,23 +68,12 @@ export function isOwnAddressSpace(space: string): boolean {
   return ADDRESS_SPACES.includes(space);
 }
 
-function describeHolder(held: AddressRecord): string {
-  switch (held.kind) {
-    case 'gateway':
-      return "as the network's gateway";
-    case 'aux':
-      return 'as an auxiliary address';
-    default:
-      return 'by another container';
-  }
-}
-
 export class IpamDriver {
   private readonly lock = new KeyedMutex();
   /** poolId -> addresses answered idempotently since the pool was last requested again. */
   private readonly recentHits = new Map<string, Map<string, number>>();
-  /** poolId -> until when releases of idempotent answers are ignored. */
-  private readonly shields = new Map<string, number>();
+  /** poolId -> what Docker's next rollback must not release, and until when. */
+  private readonly shields = new Map<string, { until: number; pool: boolean; addresses: Set<string> }>();
   private readonly now: () => number;
 
   constructor(private readonly options: IpamDriverOptions) {
@@ -89,7 +81,7 @@ export class IpamDriver {
   }
 
   capabilities() {
-    return { RequiresMACAddress: true, RequiresRequestReplay: true };
+    return { RequiresMACAddress: false, RequiresRequestReplay: true };
   }
 
   addressSpaces() {
@@ -113,12 +105,22 @@ export class IpamDriver {
   }
 
   /**
-   * Called by the network driver when it refuses a network whose pool another
-   * network already uses: Docker's rollback must not free that pool.
+   * Called by the network driver when it refuses a request that Docker will
+   * roll back: a network whose pool another network uses (no `address`; the
+   * pool and the addresses answered idempotently are kept), or an endpoint
+   * whose address another endpoint holds (that one address is kept).
    */
-  shieldFromRollback(poolId: string): void {
-    this.shields.set(poolId, this.now() + ROLLBACK_WINDOW_MS);
-    this.options.log.info('refused network shares a pool; its rollback will not release it', { poolId });
+  shieldFromRollback(poolId: string, address?: string): void {
+    const shield = this.activeShield(poolId) ?? { until: 0, pool: false, addresses: new Set<string>() };
+    shield.until = this.now() + ROLLBACK_WINDOW_MS;
+    if (address === undefined) {
+      shield.pool = true;
+      for (const hit of this.recentHits.get(poolId)?.keys() ?? []) shield.addresses.add(hit);
+    } else {
+      shield.addresses.add(address);
+    }
+    this.shields.set(poolId, shield);
+    this.options.log.info('refused request; its rollback will not release what others hold', { poolId, address });
   }
 
   // ---- pools ----
@@ -245,7 +247,8 @@ export class IpamDriver {
 
   private async doReleasePool(poolId: string): Promise<void> {
     const { state, log } = this.options;
-    if (this.shielded(poolId)) {
+    const shield = this.activeShield(poolId);
+    if (shield?.pool) {
       this.shields.delete(poolId);
       log.info('kept pool: release was the rollback of a refused network that shares it', { poolId });
       return;
@@ -281,8 +284,10 @@ export class IpamDriver {
       const address = formatIp(ip);
       const current = held.get(address);
       if (current) {
-        if (!this.sameRequest(current, req)) {
-          throw conflict('AddressInUse', `address ${address} is already in use in subnet ${pool.pool} (${describeHolder(current)})`);
+        // The same kind of address asked for again: a replay (or a clash the network driver will catch).
+        if (current.kind !== (req.gateway ? 'gateway' : 'address')) {
+          const what = current.kind === 'gateway' ? 'is the gateway of' : 'is already in use in';
+          throw conflict('AddressInUse', `address ${address} ${what} subnet ${pool.pool}`);
         }
         this.noteHit(req.poolId, address);
         return answer(address);
@@ -325,21 +330,12 @@ export class IpamDriver {
     return exhausted('AddressesExhausted', `no free address left in ${where}: all ${usable} usable addresses are in use`);
   }
 
-  /** Does an address already held answer this request (a replay or a retry), rather than clash with it? */
-  private sameRequest(held: AddressRecord, req: RequestAddressRequest): boolean {
-    if (req.gateway) return held.kind === 'gateway';
-    if (req.mac) return held.kind === 'endpoint' && held.mac === req.mac;
-    // No MAC: an aux address, or dockerd replaying an address it already holds.
-    return held.kind !== 'gateway';
-  }
-
   private async hold(pool: PoolRecord, address: string, req: RequestAddressRequest, advanceCursor: boolean): Promise<void> {
-    const kind: AddressKind = req.gateway ? 'gateway' : req.mac ? 'endpoint' : 'aux';
+    const kind: AddressKind = req.gateway ? 'gateway' : 'address';
     const record: AddressRecord = {
       poolId: pool.id,
       address,
       kind,
-      mac: req.mac,
       createdAt: new Date(this.now()).toISOString(),
     };
     const ops: StoreOp[] = [{ type: 'put', kind: 'address', value: record }];
@@ -352,8 +348,10 @@ export class IpamDriver {
     const ip = parseIp(req.address);
     if (!ip) throw badRequest('InvalidAddress', `invalid address "${req.address}": not an IPv4 or IPv6 address`);
     const address = formatIp(ip);
-    if (this.shielded(req.poolId) && this.recentHits.get(req.poolId)?.has(address)) {
-      log.info('kept address: release was the rollback of a refused network that shares its pool', { poolId: req.poolId, address });
+    const shield = this.activeShield(req.poolId);
+    if (shield?.addresses.delete(address)) {
+      log.info('kept address: release was the rollback of a refused request', { poolId: req.poolId, address });
+      if (!shield.pool && shield.addresses.size === 0) this.shields.delete(req.poolId);
       return;
     }
     if (!state.addressesOf(req.poolId).has(address)) return;
@@ -368,13 +366,12 @@ export class IpamDriver {
     hits.set(address, now);
   }
 
-  private shielded(poolId: string): boolean {
-    const until = this.shields.get(poolId);
-    if (until === undefined) return false;
-    if (until < this.now()) {
+  private activeShield(poolId: string) {
+    const shield = this.shields.get(poolId);
+    if (shield && shield.until < this.now()) {
       this.shields.delete(poolId);
-      return false;
+      return undefined;
     }
-    return true;
+    return shield;
   }
 }

@@ -23,6 +23,7 @@ import {
   gatewayPortName,
   hostVethName,
   macForEndpoint,
+  macForIpv4,
   normaliseMac,
   peerVethName,
 } from '../domain/names.js';
@@ -52,8 +53,8 @@ export interface NetworkDriverOptions {
   firewall: Firewall;
   sysctl: Sysctl;
   datapathProbe: DatapathProbe;
-  /** Told about networks refused because another network holds their pool. */
-  ipam: { shieldFromRollback(poolId: string): void };
+  /** Told about requests refused because another network or endpoint holds their pool or address. */
+  ipam: { shieldFromRollback(poolId: string, address?: string): void };
   defaults: { bridge: string; datapath: DatapathSetting; mtu: number };
   log: Logger;
 }
@@ -266,11 +267,11 @@ export class NetworkDriver {
     return this.locks.run(`endpoint:${req.endpointId}`, async () => {
       const { state } = this.o;
       const network = this.network(req.networkId);
-      const given = req.macAddress || req.optionMac;
-      const mac = given ? normaliseMac(given) : macForEndpoint(req.endpointId);
-      if (!mac) throw badRequest('InvalidMac', `invalid MAC address "${given}": need a unicast address like 02:42:0a:00:00:05`);
       const address = this.endpointAddress(network, req.address, 4);
       const addressIpv6 = this.endpointAddress(network, req.addressIpv6, 6);
+      const given = req.macAddress || req.optionMac;
+      const mac = given ? normaliseMac(given) : address ? macForIpv4(address) : macForEndpoint(req.endpointId);
+      if (!mac) throw badRequest('InvalidMac', `invalid MAC address "${given}": need a unicast address like 02:42:0a:00:00:05`);
       const answer: CreateEndpointResponse = req.macAddress ? {} : { Interface: { MacAddress: mac } };
 
       const existing = state.endpoints.get(req.endpointId);
@@ -280,6 +281,8 @@ export class NetworkDriver {
         }
         return answer;
       }
+      this.checkAddressFree(network, req.endpointId, address);
+      this.checkAddressFree(network, req.endpointId, addressIpv6);
       const record: EndpointRecord = {
         id: req.endpointId,
         networkId: req.networkId,
@@ -296,6 +299,34 @@ export class NetworkDriver {
       this.o.log.debug('endpoint created', { networkId: req.networkId, endpointId: req.endpointId, address, mac });
       return answer;
     });
+  }
+
+  /**
+   * IPAM answers a request for an address it already holds as a replay, so a
+   * `--ip` that another container (or an aux address) holds is caught here.
+   */
+  private checkAddressFree(network: NetworkRecord, endpointId: string, address: string): void {
+    if (!address) return;
+    const ip = address.split('/')[0]!;
+    let holder: string | undefined;
+    for (const other of this.o.state.endpointsOf(network.id)) {
+      if (other.id !== endpointId && (other.address === address || other.addressIpv6 === address)) {
+        holder = `by endpoint ${other.id.slice(0, 12)}`;
+      }
+    }
+    const subnet = [...network.ipv4, ...network.ipv6].find((s) => {
+      const pool = parseCidr(s.pool);
+      const parsed = parseCidrWithHost(address);
+      return pool && parsed && contains(pool, parsed.ip);
+    });
+    for (const [name, aux] of Object.entries(subnet?.auxAddresses ?? {})) {
+      if (aux === ip) holder = `as auxiliary address "${name}"`;
+    }
+    if (!holder) return;
+    if (subnet && isOwnAddressSpace(subnet.addressSpace)) {
+      this.o.ipam.shieldFromRollback(poolIdOf(subnet.addressSpace, subnet.pool), ip);
+    }
+    throw conflict('AddressInUse', `address ${ip} is already in use on this network (${holder})`);
   }
 
   deleteEndpoint(ref: EndpointRef): Promise<void> {

@@ -6,7 +6,6 @@ import { type JsonObject, object, optionalBoolean, optionalString, requiredStrin
 
 export const REQUEST_ADDRESS_TYPE = 'RequestAddressType';
 export const GATEWAY_ADDRESS_TYPE = 'com.docker.network.gateway';
-export const IPAM_MAC_OPTION = 'com.docker.network.endpoint.macaddress';
 
 export interface RequestPoolRequest {
   addressSpace: string;
@@ -21,8 +20,6 @@ export interface RequestAddressRequest {
   address: string;
   /** The request is for a network's gateway. */
   gateway: boolean;
-  /** MAC of the endpoint asking; present for endpoints, absent for gateways, aux addresses and replays. */
-  mac: string;
 }
 
 export interface ReleaseAddressRequest {
@@ -55,15 +52,10 @@ export function decodeRequestAddress(body: unknown): RequestAddressRequest {
       `invalid request: Options.${REQUEST_ADDRESS_TYPE} must be "${GATEWAY_ADDRESS_TYPE}" (got ${JSON.stringify(type)})`,
     );
   }
-  const mac = options[IPAM_MAC_OPTION];
-  if (mac !== undefined && typeof mac !== 'string') {
-    throw badRequest('InvalidRequest', `invalid request: Options.${IPAM_MAC_OPTION} must be a string`);
-  }
   return {
     poolId: requiredString(o, 'PoolID'),
     address: optionalString(o, 'Address'),
     gateway: type === GATEWAY_ADDRESS_TYPE,
-    mac: mac ?? '',
   };
 }
 
