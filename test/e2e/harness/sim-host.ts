@@ -1,0 +1,389 @@
+/**
+ * A simulated Docker host: a network namespace with its own ovsdb-server,
+ * ovs-vswitchd (userspace datapath), dockerd (private roots, its own
+ * containerd) and its own plugin instance. Several can run on one machine;
+ * each plugin has its own driver name because every dockerd on the machine
+ * looks for plugins in the same /run/docker/plugins.
+ *
+ * Nothing here touches the machine's own network: all links, addresses,
+ * routes and iptables rules live inside the namespaces. `stop()` removes
+ * everything, and `start()` first removes what a crashed earlier run left.
+ */
+import { mkdir, readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { openSync, closeSync } from 'node:fs';
+import { busyboxTarball, TEST_IMAGE } from './image.js';
+import { type CmdOptions, type Result, alive, cmd, killAll, pidsMentioning, requireTools, sleep, waitFor } from './proc.js';
+
+export const BASE_DIR = '/tmp/ovsnet-t';
+export const REPO_ROOT = path.resolve(fileURLToPath(import.meta.url), '../../../../..');
+export const PLUGIN_MAIN = path.join(REPO_ROOT, 'dist/src/main.js');
+const PLUGIN_DIR = '/run/docker/plugins';
+const OVS_SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema';
+
+export const REQUIRED_TOOLS = [
+  'dockerd', 'docker', 'ovsdb-server', 'ovs-vswitchd', 'ovs-vsctl', 'ovsdb-tool', 'ip', 'nsenter',
+  'iptables', 'iptables-restore', 'ip6tables-restore', 'ethtool',
+];
+
+export interface SimHostOptions {
+  /** Short name: the namespace is ovsnet-t-<name>. */
+  name: string;
+  /** Plugin (driver) name; default "ovs-<name>". */
+  driver?: string;
+  /** Extra settings for the plugin process. */
+  pluginEnv?: Record<string, string>;
+  /** Extra dockerd flags. */
+  dockerArgs?: string[];
+  /** Let dockerd manage iptables in the namespace (needed for Docker's own bridge driver). */
+  dockerIptables?: boolean;
+  /** Start the plugin (default true). */
+  plugin?: boolean;
+}
+
+export interface OutsideNamespace {
+  ns: string;
+  /** Address of the host end of the link. */
+  hostAddress: string;
+  /** Address inside the outside namespace. */
+  address: string;
+}
+
+export class SimHost {
+  readonly name: string;
+  readonly ns: string;
+  readonly dir: string;
+  readonly driver: string;
+  readonly socket: string;
+  readonly dockerHost: string;
+  readonly ovsdb: string;
+  private plugin: ChildProcess | undefined;
+  private dockerd: ChildProcess | undefined;
+  private readonly extraNamespaces: string[] = [];
+  private pluginEnv: Record<string, string>;
+
+  private constructor(private readonly options: SimHostOptions) {
+    this.name = options.name;
+    this.ns = `ovsnet-t-${options.name}`;
+    this.dir = path.join(BASE_DIR, options.name);
+    this.driver = options.driver ?? `ovs-${options.name}`;
+    this.socket = path.join(PLUGIN_DIR, `${this.driver}.sock`);
+    this.dockerHost = `unix://${this.dir}/docker.sock`;
+    this.ovsdb = `unix:${this.dir}/ovs/db.sock`;
+    this.pluginEnv = options.pluginEnv ?? {};
+  }
+
+  static async start(options: SimHostOptions): Promise<SimHost> {
+    await requireTools(REQUIRED_TOOLS);
+    if (!(await stat(PLUGIN_MAIN).catch(() => undefined))) throw new Error(`${PLUGIN_MAIN} is missing: run "npm run build" first`);
+    const host = new SimHost(options);
+    await host.destroy();
+    try {
+      await mkdir(path.join(host.dir, 'ovs'), { recursive: true });
+      await cmd('ip', ['netns', 'add', host.ns]);
+      await host.exec('ip', ['link', 'set', 'lo', 'up']);
+      await host.startOvs();
+      await host.startDockerd();
+      const tarball = await busyboxTarball(BASE_DIR);
+      await host.docker(['import', tarball, TEST_IMAGE]);
+      if (options.plugin ?? true) await host.startPlugin();
+    } catch (err) {
+      await host.stop().catch(() => {});
+      throw err;
+    }
+    return host;
+  }
+
+  // ---- running things inside ----
+
+  exec(file: string, args: readonly string[], options?: CmdOptions): Promise<Result> {
+    return cmd('nsenter', [`--net=/run/netns/${this.ns}`, '--', file, ...args], options);
+  }
+
+  docker(args: readonly string[], options: CmdOptions = {}): Promise<Result> {
+    return cmd('docker', args, { ...options, env: { DOCKER_HOST: this.dockerHost, ...options.env } });
+  }
+
+  vsctl(args: readonly string[], options?: CmdOptions): Promise<Result> {
+    return cmd('ovs-vsctl', [`--db=${this.ovsdb}`, '--timeout=20', ...args], options);
+  }
+
+  private ovsEnv(): Record<string, string> {
+    const run = path.join(this.dir, 'ovs');
+    return { OVS_RUNDIR: run, OVS_LOGDIR: run, OVS_DBDIR: run };
+  }
+
+  // ---- Open vSwitch ----
+
+  async startOvs(): Promise<void> {
+    const run = path.join(this.dir, 'ovs');
+    const env = this.ovsEnv();
+    if (!(await stat(path.join(run, 'conf.db')).catch(() => undefined))) {
+      await cmd('ovsdb-tool', ['create', path.join(run, 'conf.db'), OVS_SCHEMA], { env });
+    }
+    await cmd('nsenter', [`--net=/run/netns/${this.ns}`, '--', 'ovsdb-server', path.join(run, 'conf.db'),
+      `--remote=punix:${run}/db.sock`, `--pidfile=${run}/ovsdb-server.pid`, `--unixctl=${run}/ovsdb-server.ctl`,
+      `--log-file=${run}/ovsdb-server.log`, '--detach'], { env });
+    await this.vsctl(['--no-wait', 'init']);
+    await this.startVswitchd();
+  }
+
+  async startVswitchd(): Promise<void> {
+    const run = path.join(this.dir, 'ovs');
+    // `ip netns exec` remounts /sys for the namespace, which ovs-vswitchd reads.
+    await cmd('ip', ['netns', 'exec', this.ns, 'ovs-vswitchd', this.ovsdb, `--pidfile=${run}/ovs-vswitchd.pid`,
+      `--unixctl=${run}/ovs-vswitchd.ctl`, `--log-file=${run}/ovs-vswitchd.log`, '--detach'], { env: this.ovsEnv() });
+    await this.vsctl(['show']);
+  }
+
+  async stopVswitchd(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    await this.stopByPidfile(path.join(this.dir, 'ovs/ovs-vswitchd.pid'), signal);
+  }
+
+  async stopOvsdb(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    await this.stopByPidfile(path.join(this.dir, 'ovs/ovsdb-server.pid'), signal);
+  }
+
+  private async stopByPidfile(pidfile: string, signal: NodeJS.Signals): Promise<void> {
+    const pid = Number((await readFile(pidfile, 'utf8').catch(() => '')).trim());
+    if (!pid) return;
+    await killAll([pid], signal);
+    await waitFor(`process ${pid} to exit`, async () => !alive(pid), 10_000).catch(() => killAll([pid]));
+  }
+
+  // ---- dockerd ----
+
+  async startDockerd(extraArgs: readonly string[] = []): Promise<void> {
+    await writeFile(path.join(this.dir, 'daemon.json'), '{}\n');
+    const args = [
+      `--net=/run/netns/${this.ns}`, '--', 'dockerd',
+      `--config-file=${this.dir}/daemon.json`,
+      `--data-root=${this.dir}/docker`, `--exec-root=${this.dir}/exec`, `--pidfile=${this.dir}/docker.pid`,
+      `-H`, this.dockerHost, `--cgroup-parent=/${this.ns}`, '--log-level=warn', '--userland-proxy=false',
+      ...(this.options.dockerIptables ? [] : ['--bridge=none', '--iptables=false']),
+      ...(this.options.dockerArgs ?? []),
+      ...extraArgs,
+    ];
+    const log = openSync(path.join(this.dir, 'dockerd.log'), 'a');
+    this.dockerd = spawn('nsenter', args, { stdio: ['ignore', log, log], detached: true });
+    closeSync(log);
+    this.dockerd.unref();
+    const child = this.dockerd;
+    await waitFor('dockerd to answer', async () => {
+      if (child.exitCode !== null) throw new Error(`dockerd exited (code ${child.exitCode}); see ${this.dir}/dockerd.log`);
+      return (await this.docker(['version', '--format', '{{.Server.Version}}'], { check: false, timeoutMs: 5_000 })).exitCode === 0;
+    }, 60_000, 200);
+  }
+
+  async stopDockerd(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const pid = Number((await readFile(path.join(this.dir, 'docker.pid'), 'utf8').catch(() => '')).trim()) || this.dockerd?.pid;
+    this.dockerd = undefined;
+    if (!pid) return;
+    await killAll([pid], signal);
+    await waitFor('dockerd to exit', async () => !alive(pid), 30_000).catch(() => killAll([pid]));
+    await this.unmountUnder(path.join(this.dir, 'exec'));
+  }
+
+  // ---- the plugin ----
+
+  async startPlugin(env: Record<string, string> = {}): Promise<void> {
+    this.pluginEnv = { ...this.pluginEnv, ...env };
+    const log = openSync(path.join(this.dir, 'plugin.log'), 'a');
+    this.plugin = spawn('nsenter', [`--net=/run/netns/${this.ns}`, '--', process.execPath, PLUGIN_MAIN], {
+      stdio: ['ignore', log, log],
+      env: {
+        ...process.env,
+        OVSNET_SOCKET: this.socket,
+        OVSNET_STATE_DIR: path.join(this.dir, 'state'),
+        OVSNET_OVSDB: this.ovsdb,
+        OVSNET_LOG_LEVEL: 'debug',
+        ...this.pluginEnv,
+      },
+    });
+    closeSync(log);
+    const child = this.plugin;
+    await waitFor('the plugin socket', async () => {
+      if (child.exitCode !== null) throw new Error(`plugin exited (code ${child.exitCode}): ${(await this.pluginLog()).slice(-2000)}`);
+      return (await this.pluginRequest('GET', '/ovsnet/state').catch(() => undefined)) !== undefined;
+    }, 20_000, 50);
+  }
+
+  async stopPlugin(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const child = this.plugin;
+    this.plugin = undefined;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill(signal);
+    await Promise.race([exited, sleep(10_000)]);
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+
+  get pluginPid(): number | undefined {
+    return this.plugin?.pid;
+  }
+
+  pluginLog(): Promise<string> {
+    return readFile(path.join(this.dir, 'plugin.log'), 'utf8').catch(() => '');
+  }
+
+  /** Log lines of the plugin as objects. */
+  async pluginLogLines(): Promise<Array<Record<string, unknown>>> {
+    return (await this.pluginLog())
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+
+  /** A raw HTTP request to the plugin socket, as dockerd would send it. */
+  pluginRequest(method: string, urlPath: string, body?: string): Promise<{ status: number; body: string }> {
+    return new Promise((resolve, reject) => {
+      const req = http.request({ socketPath: this.socket, method, path: urlPath, headers: body === undefined ? {} : { 'Content-Length': Buffer.byteLength(body) } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      });
+      req.on('error', reject);
+      req.setTimeout(10_000, () => req.destroy(new Error('plugin request timed out')));
+      req.end(body);
+    });
+  }
+
+  async pluginState(): Promise<PluginState> {
+    const res = await this.pluginRequest('GET', '/ovsnet/state');
+    if (res.status !== 200) throw new Error(`state request failed: ${res.status} ${res.body}`);
+    return JSON.parse(res.body) as PluginState;
+  }
+
+  // ---- what is on the host ----
+
+  /** OVS ports the plugin owns, with their tag and external_ids. */
+  async ownedPorts(): Promise<Array<{ name: string; tag: number | undefined; externalIds: Record<string, string> }>> {
+    const { stdout } = await this.vsctl(['--format=json', '--columns=name,tag,external_ids', 'find', 'Port', 'external_ids:ovsnet-owner=ovsnet']);
+    const table = JSON.parse(stdout) as { data: Array<[string, unknown, ['map', Array<[string, string]>]]> };
+    return table.data.map(([name, tag, ids]) => ({
+      name,
+      tag: typeof tag === 'number' ? tag : undefined,
+      externalIds: Object.fromEntries(ids[1]),
+    }));
+  }
+
+  async links(): Promise<Array<{ name: string; kind: string; mtu: number }>> {
+    const { stdout } = await this.exec('ip', ['-j', '-d', 'link', 'show']);
+    return (JSON.parse(stdout) as Array<{ ifname: string; mtu: number; linkinfo?: { info_kind?: string } }>).map((l) => ({
+      name: l.ifname,
+      kind: l.linkinfo?.info_kind ?? '',
+      mtu: l.mtu,
+    }));
+  }
+
+  /** Rules in one of the plugin's chains (without the chain declaration). */
+  async chainRules(table: 'filter' | 'nat', chain: string, tool = 'iptables'): Promise<string[]> {
+    const { stdout } = await this.exec(tool, ['-w', '-t', table, '-S', chain], { check: false });
+    return stdout.split('\n').filter((l) => l.startsWith('-A '));
+  }
+
+  /**
+   * A namespace standing in for the world beyond the host: linked to the host
+   * by a veth pair with a /30 on each end.
+   */
+  async addOutside(name: string, subnet: { hostAddress: string; address: string; prefix: number }): Promise<OutsideNamespace> {
+    const ns = `ovsnet-t-${name}`;
+    await cmd('ip', ['netns', 'del', ns], { check: false });
+    await cmd('ip', ['netns', 'add', ns]);
+    this.extraNamespaces.push(ns);
+    const hostEnd = `up-${name}`.slice(0, 15);
+    await this.exec('ip', ['link', 'add', 'name', hostEnd, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+    await this.exec('ip', ['address', 'add', `${subnet.hostAddress}/${subnet.prefix}`, 'dev', hostEnd]);
+    await this.exec('ip', ['link', 'set', 'dev', hostEnd, 'up']);
+    await cmd('ip', ['-n', ns, 'address', 'add', `${subnet.address}/${subnet.prefix}`, 'dev', 'eth0']);
+    await cmd('ip', ['-n', ns, 'link', 'set', 'dev', 'eth0', 'up']);
+    await cmd('ip', ['-n', ns, 'link', 'set', 'dev', 'lo', 'up']);
+    return { ns, hostAddress: subnet.hostAddress, address: subnet.address };
+  }
+
+  async newNamespace(name: string): Promise<string> {
+    const ns = `ovsnet-t-${name}`;
+    await cmd('ip', ['netns', 'del', ns], { check: false });
+    await cmd('ip', ['netns', 'add', ns]);
+    this.extraNamespaces.push(ns);
+    return ns;
+  }
+
+  // ---- teardown ----
+
+  async stop(): Promise<void> {
+    if (await stat(path.join(this.dir, 'docker.sock')).catch(() => undefined)) {
+      const ids = await this.docker(['ps', '-aq'], { check: false, timeoutMs: 10_000 });
+      if (ids.exitCode === 0 && ids.stdout.trim()) {
+        await this.docker(['rm', '-f', ...ids.stdout.trim().split('\n')], { check: false, timeoutMs: 60_000 });
+      }
+    }
+    await this.stopDockerd().catch(() => {});
+    await this.stopPlugin().catch(() => {});
+    await this.destroy();
+  }
+
+  /** Removes every trace of this host, whatever state a crash left it in. */
+  private async destroy(): Promise<void> {
+    await killAll(await pidsMentioning(this.dir + '/'));
+    await killAll(await this.cgroupPids());
+    await sleep(100);
+    await this.unmountUnder(this.dir);
+    await this.removeCgroups();
+    for (const ns of [...this.extraNamespaces, this.ns]) await cmd('ip', ['netns', 'del', ns], { check: false });
+    this.extraNamespaces.length = 0;
+    await rm(this.socket, { force: true });
+    await rm(this.dir, { recursive: true, force: true, maxRetries: 3 });
+  }
+
+  private async cgroupDirs(): Promise<string[]> {
+    const dirs: string[] = [];
+    const walk = async (dir: string) => {
+      dirs.push(dir);
+      for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+        if (entry.isDirectory()) await walk(path.join(dir, entry.name));
+      }
+    };
+    for (const controller of await readdir('/sys/fs/cgroup').catch(() => [] as string[])) {
+      const dir = path.join('/sys/fs/cgroup', controller, this.ns);
+      if (await stat(dir).catch(() => undefined)) await walk(dir);
+    }
+    const top = path.join('/sys/fs/cgroup', this.ns); // cgroup v2
+    if (!dirs.includes(top) && (await stat(path.join(top, 'cgroup.procs')).catch(() => undefined))) await walk(top);
+    return dirs;
+  }
+
+  private async cgroupPids(): Promise<number[]> {
+    const pids = new Set<number>();
+    for (const dir of await this.cgroupDirs()) {
+      const text = await readFile(path.join(dir, 'cgroup.procs'), 'utf8').catch(() => '');
+      for (const line of text.split('\n')) if (line.trim()) pids.add(Number(line));
+    }
+    return [...pids];
+  }
+
+  private async removeCgroups(): Promise<void> {
+    const dirs = (await this.cgroupDirs()).sort((a, b) => b.length - a.length);
+    for (const dir of dirs) await rmdir(dir).catch(() => {});
+  }
+
+  private async unmountUnder(prefix: string): Promise<void> {
+    const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+    const points = mountinfo
+      .split('\n')
+      .map((l) => l.split(' ')[4])
+      .filter((p): p is string => !!p && (p === prefix || p.startsWith(prefix + '/')))
+      .sort((a, b) => b.length - a.length);
+    for (const point of points) await cmd('umount', ['-l', point], { check: false });
+  }
+}
+
+export interface PluginState {
+  networks: Array<{ id: string; spec: Record<string, unknown>; gatewayPort?: string; ipv4: Array<{ pool: string; gateway?: string; auxAddresses?: Record<string, string> }> }>;
+  endpoints: Array<{ id: string; networkId: string; address: string; hostIf: string; joined: boolean }>;
+  pools: Array<{ id: string; pool: string; range: string }>;
+  addresses: Array<{ poolId: string; address: string; kind: string }>;
+}

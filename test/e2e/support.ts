@@ -1,0 +1,119 @@
+/**
+ * Checks the end-to-end tests share: start containers, ping, TCP, and an
+ * audit of everything the plugin holds on a host.
+ */
+import assert from 'node:assert/strict';
+import { TEST_IMAGE } from './harness/image.js';
+import type { SimHost } from './harness/sim-host.js';
+import { waitFor } from './harness/proc.js';
+
+export interface RunOptions {
+  ip?: string;
+  extra?: string[];
+  command?: string[];
+}
+
+export async function runContainer(host: SimHost, name: string, network: string, options: RunOptions = {}): Promise<string> {
+  const args = ['run', '-d', '--name', name, '--net', network];
+  if (options.ip) args.push('--ip', options.ip);
+  args.push(...(options.extra ?? []), TEST_IMAGE, ...(options.command ?? ['sleep', '1d']));
+  return (await host.docker(args)).stdout.trim();
+}
+
+export async function ping(host: SimHost, container: string, target: string, count = 1): Promise<boolean> {
+  const tool = target.includes(':') ? 'ping6' : 'ping';
+  const result = await host.docker(['exec', container, tool, '-c', String(count), '-W', '1', target], { check: false, timeoutMs: 15_000 });
+  return result.exitCode === 0;
+}
+
+/** Starts an HTTP server in the container serving /etc (so /hostname answers with the container's hostname). */
+export async function startHttp(host: SimHost, container: string, port = 8080): Promise<void> {
+  await host.docker(['exec', '-d', container, 'httpd', '-f', '-p', String(port), '-h', '/etc']);
+  await waitFor(`httpd in ${container}`, async () => {
+    const local = await host.docker(['exec', container, 'timeout', '1', 'wget', '-q', '-O', '-', `http://127.0.0.1:${port}/hostname`], { check: false });
+    return local.exitCode === 0;
+  }, 10_000);
+}
+
+/**
+ * Fetches a path over TCP from inside a container; undefined when the
+ * connection fails. (busybox 1.35's `wget -T` crashes, hence `timeout`.)
+ */
+export async function httpGet(host: SimHost, container: string, address: string, port = 8080, path = '/hostname'): Promise<string | undefined> {
+  const target = address.includes(':') ? `[${address}]` : address;
+  const result = await host.docker(['exec', container, 'timeout', '3', 'wget', '-q', '-O', '-', `http://${target}:${port}${path}`], {
+    check: false,
+    timeoutMs: 20_000,
+  });
+  return result.exitCode === 0 ? result.stdout.trim() : undefined;
+}
+
+export async function inspect(host: SimHost, what: 'container' | 'network', name: string): Promise<any> {
+  const { stdout } = await host.docker([what, 'inspect', name]);
+  return JSON.parse(stdout)[0];
+}
+
+export async function containerAddress(host: SimHost, container: string, network: string): Promise<{ ip: string; endpointId: string; mac: string; ipv6: string }> {
+  const info = await inspect(host, 'container', container);
+  const settings = info.NetworkSettings.Networks[network];
+  assert.ok(settings, `${container} is not on ${network}`);
+  return { ip: settings.IPAddress, endpointId: settings.EndpointID, mac: settings.MacAddress, ipv6: settings.GlobalIPv6Address };
+}
+
+export async function containerHostname(host: SimHost, container: string): Promise<string> {
+  return (await host.docker(['exec', container, 'hostname'])).stdout.trim();
+}
+
+export interface Audit {
+  /** OVS ports owned by the plugin, by role. */
+  endpointPorts: string[];
+  gatewayPorts: string[];
+  /** Plugin veth ends present in the host namespace. */
+  veths: string[];
+  endpoints: number;
+  networks: number;
+  pools: number;
+  /** Held addresses by kind. */
+  addresses: Record<string, number>;
+  forwardRules: number;
+  natRules: number;
+  /** Aux addresses the networks reserve (held by IPAM like container addresses). */
+  auxAddresses: number;
+}
+
+export async function audit(host: SimHost): Promise<Audit> {
+  const ports = await host.ownedPorts();
+  const links = await host.links();
+  const state = await host.pluginState();
+  const addresses: Record<string, number> = {};
+  for (const a of state.addresses) addresses[a.kind] = (addresses[a.kind] ?? 0) + 1;
+  return {
+    endpointPorts: ports.filter((p) => p.externalIds['ovsnet-role'] === 'endpoint').map((p) => p.name).sort(),
+    gatewayPorts: ports.filter((p) => p.externalIds['ovsnet-role'] === 'gateway').map((p) => p.name).sort(),
+    veths: links.filter((l) => l.kind === 'veth' && /^ov[sc][0-9a-f]{12}$/.test(l.name)).map((l) => l.name).sort(),
+    endpoints: state.endpoints.length,
+    networks: state.networks.length,
+    pools: state.pools.length,
+    addresses,
+    forwardRules: (await host.chainRules('filter', 'OVSNET-FORWARD')).length,
+    natRules: (await host.chainRules('nat', 'OVSNET-POSTROUTING')).length,
+    auxAddresses: state.networks.reduce((n, net) => n + net.ipv4.reduce((m, s) => m + Object.keys(s.auxAddresses ?? {}).length, 0), 0),
+  };
+}
+
+/** Asserts that the host holds exactly what `endpoints` running containers need, nothing more. */
+export async function assertAccountedFor(host: SimHost, expected: { endpoints: number; networks: number }): Promise<Audit> {
+  const a = await audit(host);
+  assert.equal(a.endpoints, expected.endpoints, `endpoints in the store: ${JSON.stringify(a)}`);
+  assert.equal(a.endpointPorts.length, expected.endpoints, `endpoint OVS ports: ${a.endpointPorts.join(', ')}`);
+  assert.equal(a.veths.length, expected.endpoints, `plugin veths in the host namespace: ${a.veths.join(', ')}`);
+  assert.equal(a.addresses.address ?? 0, expected.endpoints + a.auxAddresses, `addresses held: ${JSON.stringify(a.addresses)}`);
+  assert.equal(a.networks, expected.networks, 'networks in the store');
+  return a;
+}
+
+export async function dockerError(host: SimHost, args: string[]): Promise<string> {
+  const result = await host.docker(args, { check: false });
+  assert.notEqual(result.exitCode, 0, `expected "docker ${args.join(' ')}" to fail, but it succeeded: ${result.stdout}`);
+  return result.stderr.trim();
+}

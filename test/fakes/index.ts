@@ -1,0 +1,187 @@
+/**
+ * In-memory implementations of the drivers' ports, for unit tests. Each one
+ * records what it was asked to do and can be told to fail.
+ */
+import { addressKey } from '../../src/domain/records.js';
+import type { FirewallRules } from '../../src/domain/firewall.js';
+import type { Datapath } from '../../src/domain/records.js';
+import type {
+  BridgeInfo,
+  DatapathProbe,
+  Firewall,
+  LinkInfo,
+  Links,
+  Ovs,
+  PortInfo,
+  PortSpec,
+  Snapshot,
+  Store,
+  StoreOp,
+  Sysctl,
+} from '../../src/driver/ports.js';
+import { conflict, internal } from '../../src/errors.js';
+import { OWNER_KEY, OWNER_VALUE } from '../../src/domain/names.js';
+
+export class MemoryStore implements Store {
+  readonly data = new Map<string, unknown>();
+  commits = 0;
+  failNext: Error | undefined;
+
+  async load(): Promise<Snapshot> {
+    const of = <T>(kind: string) => [...this.data].filter(([k]) => k.startsWith(`${kind}:`)).map(([, v]) => structuredClone(v) as T);
+    return { networks: of('network'), endpoints: of('endpoint'), pools: of('pool'), addresses: of('address') };
+  }
+
+  async commit(ops: readonly StoreOp[]): Promise<void> {
+    if (this.failNext) {
+      const err = this.failNext;
+      this.failNext = undefined;
+      throw err;
+    }
+    this.commits++;
+    for (const op of ops) {
+      if (op.type === 'del') {
+        this.data.delete(`${op.kind}:${op.key}`);
+      } else {
+        const key = op.kind === 'address' ? addressKey(op.value.poolId, op.value.address) : op.value.id;
+        this.data.set(`${op.kind}:${key}`, structuredClone(op.value));
+      }
+    }
+  }
+
+  async close(): Promise<void> {}
+
+  count(kind: string): number {
+    return [...this.data.keys()].filter((k) => k.startsWith(`${kind}:`)).length;
+  }
+}
+
+interface FakePort extends PortSpec {
+  error?: string;
+}
+
+export class FakeOvs implements Ovs {
+  readonly bridges = new Map<string, BridgeInfo>();
+  readonly ports = new Map<string, FakePort>();
+  readonly calls: string[] = [];
+  /** Port names whose addPort fails. */
+  readonly failAddPort = new Set<string>();
+
+  async bridge(name: string): Promise<BridgeInfo | undefined> {
+    const b = this.bridges.get(name);
+    if (!b) return undefined;
+    return { ...b, ports: [b.name, ...[...this.ports.values()].filter((p) => p.bridge === name).map((p) => p.name)] };
+  }
+
+  async ensureBridge(name: string, options: { datapathType: Datapath; externalIds: Record<string, string> }) {
+    this.calls.push(`ensureBridge ${name}`);
+    const existing = await this.bridge(name);
+    if (existing) return { created: false, info: existing };
+    this.bridges.set(name, { name, datapathType: options.datapathType, externalIds: options.externalIds, ports: [name] });
+    return { created: true, info: (await this.bridge(name))! };
+  }
+
+  async deleteOwnedBridge(name: string): Promise<boolean> {
+    this.calls.push(`deleteBridge ${name}`);
+    const b = this.bridges.get(name);
+    if (!b || b.externalIds[OWNER_KEY] !== OWNER_VALUE) return false;
+    this.bridges.delete(name);
+    return true;
+  }
+
+  async addPort(spec: PortSpec): Promise<void> {
+    this.calls.push(`addPort ${spec.name}`);
+    if (!this.bridges.has(spec.bridge)) throw conflict('BridgeMissing', `OVS bridge ${spec.bridge} does not exist`);
+    if (this.failAddPort.has(spec.name)) throw internal('PortFailed', `OVS could not add port ${spec.name}`);
+    const existing = this.ports.get(spec.name);
+    if (existing && existing.externalIds[OWNER_KEY] !== OWNER_VALUE) throw conflict('NotOwned', `port ${spec.name} not ours`);
+    this.ports.set(spec.name, { ...spec });
+  }
+
+  async deletePort(name: string): Promise<boolean> {
+    this.calls.push(`deletePort ${name}`);
+    const port = this.ports.get(name);
+    if (!port) return false;
+    if (port.externalIds[OWNER_KEY] !== OWNER_VALUE) throw conflict('NotOwned', `OVS port ${name} was not created by ovsnet`);
+    this.ports.delete(name);
+    return true;
+  }
+
+  async listOwnedPorts(): Promise<PortInfo[]> {
+    return [...this.ports.values()]
+      .filter((p) => p.externalIds[OWNER_KEY] === OWNER_VALUE)
+      .map((p) => ({ name: p.name, bridge: p.bridge, type: p.type, tag: p.tag, externalIds: p.externalIds, ofport: 1, error: undefined }));
+  }
+}
+
+export class FakeLinks implements Links {
+  readonly links = new Map<string, { kind: string; mtu: number; mac?: string; peer?: string; addresses: string[]; txOff: boolean }>();
+  readonly calls: string[] = [];
+  hostRoutes: Record<4 | 6, string[]> = { 4: [], 6: [] };
+  failCreate: Error | undefined;
+
+  async createVeth(options: { host: string; peer: string; mtu: number; peerMac: string }): Promise<void> {
+    this.calls.push(`createVeth ${options.host} ${options.peer}`);
+    if (this.failCreate) throw this.failCreate;
+    this.links.delete(options.host);
+    this.links.delete(options.peer);
+    this.links.set(options.host, { kind: 'veth', mtu: options.mtu, peer: options.peer, addresses: [], txOff: false });
+    this.links.set(options.peer, { kind: 'veth', mtu: options.mtu, mac: options.peerMac, peer: options.host, addresses: [], txOff: false });
+  }
+
+  async disableTxOffload(names: readonly string[]): Promise<void> {
+    for (const name of names) {
+      this.calls.push(`txOff ${name}`);
+      const link = this.links.get(name);
+      if (link) link.txOff = true;
+    }
+  }
+
+  async deleteLink(name: string): Promise<boolean> {
+    this.calls.push(`deleteLink ${name}`);
+    const link = this.links.get(name);
+    if (!link) return false;
+    this.links.delete(name);
+    if (link.peer) this.links.delete(link.peer);
+    return true;
+  }
+
+  async configureAddresses(name: string, options: { mtu: number; addresses: readonly string[] }): Promise<void> {
+    this.calls.push(`configure ${name} ${options.addresses.join(',')}`);
+    this.links.set(name, { kind: 'internal', mtu: options.mtu, addresses: [...options.addresses], txOff: false });
+  }
+
+  async list(): Promise<LinkInfo[]> {
+    return [...this.links].map(([name, l]) => ({ name, kind: l.kind, up: true, mtu: l.mtu }));
+  }
+
+  async routes(family: 4 | 6): Promise<string[]> {
+    return this.hostRoutes[family];
+  }
+}
+
+export class FakeFirewall implements Firewall {
+  current: FirewallRules | undefined;
+  syncs = 0;
+
+  async sync(rules: FirewallRules): Promise<void> {
+    this.syncs++;
+    this.current = rules;
+  }
+}
+
+export class FakeSysctl implements Sysctl {
+  forwarding = false;
+
+  async enableIpv4Forwarding(): Promise<void> {
+    this.forwarding = true;
+  }
+}
+
+export class FakeProbe implements DatapathProbe {
+  constructor(public datapath: Datapath = 'netdev') {}
+
+  async detect(): Promise<Datapath> {
+    return this.datapath;
+  }
+}

@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import {
+  canonicalIp,
+  contains,
+  formatCidr,
+  formatIp,
+  overlaps,
+  parseCidr,
+  parseCidrWithHost,
+  parseIp,
+} from '../../src/domain/cidr.js';
+import { boundsSize, isAssignable, nextFree, subnets, usableBounds } from '../../src/domain/allocator.js';
+import {
+  assertInterfaceName,
+  gatewayPortName,
+  hostVethName,
+  isDockerId,
+  isHostVethName,
+  macForEndpoint,
+  macForIpv4,
+  normaliseMac,
+  peerVethName,
+} from '../../src/domain/names.js';
+
+const ID = 'a'.repeat(12) + '0123456789abcdef'.repeat(3) + '0123';
+
+describe('address math', () => {
+  it('parses plain addresses of both families and rejects everything else', () => {
+    assert.deepEqual(parseIp('10.1.2.3'), { family: 4, value: 0x0a010203n });
+    assert.equal(parseIp('fd00::1')?.family, 6);
+    for (const bad of ['10.1.2', '010.1.2.3', '10.1.2.3/24', 'fe80::1%eth0', ' 10.1.2.3', '', 'x']) {
+      assert.equal(parseIp(bad), undefined, bad);
+    }
+  });
+
+  it('formats IPv6 in RFC 5952 form', () => {
+    assert.equal(canonicalIp('FD00:0:0:0:0:0:0:1'), 'fd00::1');
+    assert.equal(canonicalIp('2001:db8:0:0:1:0:0:1'), '2001:db8::1:0:0:1');
+    assert.equal(canonicalIp('2001:db8:0:1:1:1:1:1'), '2001:db8:0:1:1:1:1:1');
+    assert.equal(canonicalIp('::'), '::');
+    assert.equal(canonicalIp('::ffff:1.2.3.4'), undefined, 'IPv4-mapped forms are not accepted');
+  });
+
+  it('keeps host bits apart from the prefix and rejects them where a subnet is wanted', () => {
+    const gw = parseCidrWithHost('10.13.160.1/24')!;
+    assert.equal(formatIp(gw.ip), '10.13.160.1');
+    assert.equal(formatCidr(gw.cidr), '10.13.160.0/24');
+    assert.equal(parseCidr('10.13.160.1/24'), undefined);
+    assert.equal(formatCidr(parseCidr('fd00:1::/64')!), 'fd00:1::/64');
+    assert.equal(parseCidr('10.0.0.0/33'), undefined);
+  });
+
+  it('tells containment and overlap', () => {
+    const a = parseCidr('10.0.0.0/16')!;
+    const b = parseCidr('10.0.4.0/24')!;
+    const c = parseCidr('10.1.0.0/24')!;
+    assert.ok(overlaps(a, b) && overlaps(b, a));
+    assert.ok(!overlaps(a, c));
+    assert.ok(contains(a, parseIp('10.0.255.255')!));
+    assert.ok(!contains(a, parseIp('fd00::1')!), 'families never mix');
+  });
+});
+
+describe('allocator', () => {
+  const pool = parseCidr('10.0.0.0/29')!; // .0 network, .7 broadcast
+
+  it('never hands out the network or broadcast address', () => {
+    const bounds = usableBounds(pool);
+    assert.equal(formatIp({ family: 4, value: bounds.first }), '10.0.0.1');
+    assert.equal(formatIp({ family: 4, value: bounds.last }), '10.0.0.6');
+    assert.equal(boundsSize(bounds), 6n);
+    assert.ok(!isAssignable(pool, parseIp('10.0.0.0')!.value));
+    assert.ok(!isAssignable(pool, parseIp('10.0.0.7')!.value));
+    assert.ok(isAssignable(pool, parseIp('10.0.0.6')!.value));
+  });
+
+  it('limits dynamic addresses to the ip-range', () => {
+    const bounds = usableBounds(parseCidr('10.0.0.0/24')!, parseCidr('10.0.0.128/25')!);
+    assert.equal(formatIp({ family: 4, value: bounds.first }), '10.0.0.128');
+    assert.equal(formatIp({ family: 4, value: bounds.last }), '10.0.0.254');
+  });
+
+  it('walks round-robin from the cursor and wraps around', () => {
+    const bounds = usableBounds(pool);
+    const taken = new Set([2n, 3n].map((n) => pool.network + n));
+    const isTaken = (v: bigint) => taken.has(v);
+    assert.equal(nextFree(bounds, isTaken, taken.size), pool.network + 1n);
+    assert.equal(nextFree(bounds, isTaken, taken.size, pool.network + 1n), pool.network + 4n);
+    assert.equal(nextFree(bounds, isTaken, taken.size, pool.network + 6n), pool.network + 1n, 'wraps');
+  });
+
+  it('reports exhaustion', () => {
+    const bounds = usableBounds(pool);
+    assert.equal(nextFree(bounds, () => true, 6), undefined);
+  });
+
+  it('scans a huge IPv6 range only as far as the taken count', () => {
+    const v6 = parseCidr('fd00::/64')!;
+    let probes = 0;
+    const value = nextFree(usableBounds(v6), () => (probes++, true), 5);
+    assert.equal(value, undefined);
+    assert.equal(probes, 6);
+  });
+
+  it('splits a base range into subnets', () => {
+    const list = [...subnets(parseCidr('10.200.0.0/22')!, 24)].map(formatCidr);
+    assert.deepEqual(list, ['10.200.0.0/24', '10.200.1.0/24', '10.200.2.0/24', '10.200.3.0/24']);
+  });
+});
+
+describe('names', () => {
+  it('derives interface names of at most 15 characters from Docker ids', () => {
+    for (const name of [hostVethName(ID), peerVethName(ID), gatewayPortName(ID)]) assert.ok(name.length <= 15, name);
+    assert.equal(hostVethName(ID), 'ovsaaaaaaaaaaaa');
+    assert.ok(isHostVethName(hostVethName(ID)));
+    assert.ok(!isHostVethName('ovs0'));
+    assert.equal(gatewayPortName(ID), 'ovsgwaaaaaaaaaa');
+  });
+
+  it('validates Docker ids strictly', () => {
+    assert.ok(isDockerId(ID));
+    assert.ok(!isDockerId(ID.toUpperCase()));
+    assert.ok(!isDockerId(ID.slice(1)));
+    assert.ok(!isDockerId('../../etc/passwd'));
+  });
+
+  it('validates interface names before they reach a command', () => {
+    assert.equal(assertInterfaceName('br-ext.1', 'bridge'), 'br-ext.1');
+    for (const bad of ['', '-x', 'a b', 'a/b', 'x'.repeat(16), 'eth0;rm', '$(x)']) {
+      assert.throws(() => assertInterfaceName(bad, 'bridge'), /invalid bridge/);
+    }
+  });
+
+  it('derives MACs like Docker and checks given ones', () => {
+    assert.equal(macForIpv4('10.13.160.50/24'), '02:42:0a:0d:a0:32');
+    assert.equal(macForEndpoint(ID), '02:aa:aa:aa:aa:aa');
+    assert.equal(normaliseMac('02:42:AC:11:00:02'), '02:42:ac:11:00:02');
+    assert.equal(normaliseMac('01:00:5e:00:00:01'), undefined, 'multicast');
+    assert.equal(normaliseMac('00:00:00:00:00:00'), undefined);
+    assert.equal(normaliseMac('02:42:ac:11:00'), undefined);
+  });
+});

@@ -1,0 +1,118 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ConfigError, loadConfig } from '../../src/config.js';
+import { JsonStream, parseOvsdbAddress, readMap, readOptional, readSet } from '../../src/adapters/ovsdb.js';
+import { KeyedMutex } from '../../src/driver/locks.js';
+import { CommandError, run } from '../../src/adapters/exec.js';
+import { createLogger } from '../../src/log.js';
+
+describe('settings', () => {
+  it('has defaults for everything', () => {
+    const c = loadConfig({});
+    assert.equal(c.socketPath, '/run/docker/plugins/ovs.sock');
+    assert.equal(c.bridge, 'ovs0');
+    assert.equal(c.datapath, 'auto');
+    assert.equal(c.mtu, 1500);
+    assert.equal(c.defaultPools.length, 2);
+    assert.ok(Object.isFrozen(c));
+  });
+
+  const bad: Array<[Record<string, string>, RegExp]> = [
+    [{ OVSNET_SOCKET: 'ovs.sock' }, /invalid OVSNET_SOCKET="ovs.sock": must be an absolute path ending in .sock/],
+    [{ OVSNET_DATAPATH: 'kernel' }, /invalid OVSNET_DATAPATH="kernel": valid values are auto, system, netdev/],
+    [{ OVSNET_BRIDGE: 'br 0' }, /invalid OVSNET_BRIDGE/],
+    [{ OVSNET_OVSDB: '/var/run/db.sock' }, /use unix:<path> or tcp:<host>:<port>/],
+    [{ OVSNET_LOG_LEVEL: 'trace' }, /valid values are debug, info, warn, error/],
+    [{ OVSNET_DEFAULT_POOLS: '10.200.0.0/16' }, /invalid OVSNET_DEFAULT_POOLS/],
+    [{ OVSNET_DEFAULT_POOLS: '10.200.0.1/16:24' }, /invalid OVSNET_DEFAULT_POOLS/],
+    [{ OVSNET_DEFAULT_POOLS: '10.200.0.0/16:8' }, /invalid OVSNET_DEFAULT_POOLS/],
+    [{ OVSNET_MTU: '1e3' }, /invalid OVSNET_MTU/],
+  ];
+  for (const [env, message] of bad) {
+    it(`rejects ${JSON.stringify(env)}`, () => {
+      assert.throws(() => loadConfig(env), (err: Error) => err instanceof ConfigError && message.test(err.message));
+    });
+  }
+});
+
+describe('OVSDB wire helpers', () => {
+  it('splits back-to-back JSON texts, across chunk boundaries and with braces in strings', () => {
+    const stream = new JsonStream();
+    assert.deepEqual(stream.push('{"id":1,"result":["a}"]}{"id":2,'), [{ id: 1, result: ['a}'] }]);
+    assert.deepEqual(stream.push('"result":"x\\"{"}\n{"id":3}'), [{ id: 2, result: 'x"{' }, { id: 3 }]);
+  });
+
+  it('parses OVSDB addresses', () => {
+    assert.deepEqual(parseOvsdbAddress('unix:/run/db.sock'), { path: '/run/db.sock' });
+    assert.deepEqual(parseOvsdbAddress('tcp:127.0.0.1:6640'), { host: '127.0.0.1', port: 6640 });
+    assert.equal(parseOvsdbAddress('tcp:host'), undefined);
+  });
+
+  it('reads maps, sets and optional scalars', () => {
+    assert.deepEqual(readMap(['map', [['a', '1']]]), { a: '1' });
+    assert.deepEqual(readSet(['set', [1, 2]]), [1, 2]);
+    assert.deepEqual(readSet(5), [5]);
+    assert.equal(readOptional(['set', []]), undefined);
+    assert.equal(readOptional(860), 860);
+  });
+});
+
+describe('keyed mutex', () => {
+  it('runs work on one key in order and other keys concurrently', async () => {
+    const mutex = new KeyedMutex();
+    const log: string[] = [];
+    const step = (key: string, name: string, ms: number) =>
+      mutex.run(key, async () => {
+        log.push(`${name}+`);
+        await new Promise((r) => setTimeout(r, ms));
+        log.push(`${name}-`);
+      });
+    await Promise.all([step('a', 'a1', 20), step('a', 'a2', 1), step('b', 'b1', 5)]);
+    assert.ok(log.indexOf('a1-') < log.indexOf('a2+'), log.join(' '));
+    assert.ok(log.indexOf('b1+') < log.indexOf('a1-'), log.join(' '));
+    assert.equal(mutex.size, 0, 'no keys left behind');
+  });
+
+  it('keeps going after a failure', async () => {
+    const mutex = new KeyedMutex();
+    await assert.rejects(mutex.run('k', async () => { throw new Error('boom'); }));
+    assert.equal(await mutex.run('k', async () => 42), 42);
+  });
+});
+
+describe('running programs', () => {
+  it('returns output and keeps stderr and the command line on failure', async () => {
+    assert.equal((await run('echo', ['a b'])).stdout, 'a b');
+    await assert.rejects(run('sh', ['-c', 'echo oops >&2; exit 3']), (err: CommandError) => {
+      assert.equal(err.exitCode, 3);
+      assert.match(err.message, /^sh -c echo oops >&2; exit 3: exit code 3: oops$/);
+      return true;
+    });
+  });
+
+  it('never uses a shell: arguments arrive verbatim', async () => {
+    assert.equal((await run('echo', ['$(id -u)', ';', '|'])).stdout, '$(id -u) ; |');
+  });
+
+  it('feeds input and enforces the timeout', async () => {
+    assert.equal((await run('cat', [], { input: 'hello' })).stdout, 'hello');
+    await assert.rejects(run('sleep', ['5'], { timeoutMs: 100 }), /timed out after 100 ms/);
+    await assert.rejects(run('no-such-program-here', []), /no-such-program-here is not installed/);
+  });
+});
+
+describe('logger', () => {
+  it('writes JSON lines with bound fields, above the threshold only', () => {
+    const lines: string[] = [];
+    const log = createLogger({ level: 'info', destination: { write: (l) => lines.push(l) } }).child({ networkId: 'n1' });
+    log.debug('hidden');
+    log.info('shown', { endpointId: 'e1', error: new Error('why') });
+    assert.equal(lines.length, 1);
+    const line = JSON.parse(lines[0]!);
+    assert.equal(line.msg, 'shown');
+    assert.equal(line.networkId, 'n1');
+    assert.equal(line.endpointId, 'e1');
+    assert.equal(line.error, 'why');
+    assert.equal(line.level, 'info');
+  });
+});
