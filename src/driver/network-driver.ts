@@ -4,8 +4,10 @@
  * A network is a bridge (created if missing), an optional VLAN tag, and, when
  * the gateway lives on the host (nat, routed), an OVS internal port carrying
  * the gateway addresses plus the firewall rules for its mode. An endpoint is a
- * veth pair created at Join: the host end becomes an access port on the
- * bridge, the other end goes into the container.
+ * veth pair whose host end becomes an access port on the bridge; the other end
+ * goes into the container. The devices are made in the background right after
+ * CreateEndpoint is answered, while dockerd does its own bookkeeping, and Join
+ * waits for them: the start of a container does not pay for both in a row.
  *
  * Records are written before the work they describe, so a crash in between
  * leaves a record that says what to finish or undo; removal happens the other
@@ -64,6 +66,8 @@ const CONTAINER_PREFIX = 'eth';
 
 export class NetworkDriver {
   private readonly locks = new KeyedMutex();
+  /** Device setup started at CreateEndpoint; Join (or DeleteEndpoint) waits for it. */
+  private readonly preparing = new Map<string, Promise<void>>();
 
   constructor(private readonly o: NetworkDriverOptions) {}
 
@@ -133,6 +137,7 @@ export class NetworkDriver {
       const log = this.o.log.child({ networkId });
       for (const endpoint of state.endpointsOf(networkId)) {
         await this.locks.run(`endpoint:${endpoint.id}`, async () => {
+          await this.settle(endpoint.id);
           await this.teardownEndpoint(endpoint);
           await state.commit([{ type: 'del', kind: 'endpoint', key: endpoint.id }]);
           log.info('removed endpoint left on deleted network', { endpointId: endpoint.id });
@@ -296,6 +301,7 @@ export class NetworkDriver {
         createdAt: new Date().toISOString(),
       };
       await state.commit([{ type: 'put', kind: 'endpoint', value: record }]);
+      this.prepare(network, record);
       this.o.log.debug('endpoint created', { networkId: req.networkId, endpointId: req.endpointId, address, mac });
       return answer;
     });
@@ -311,7 +317,7 @@ export class NetworkDriver {
     let holder: string | undefined;
     for (const other of this.o.state.endpointsOf(network.id)) {
       if (other.id !== endpointId && (other.address === address || other.addressIpv6 === address)) {
-        holder = `by endpoint ${other.id.slice(0, 12)}`;
+        holder = `by another container, endpoint ${other.id.slice(0, 12)}`;
       }
     }
     const subnet = [...network.ipv4, ...network.ipv6].find((s) => {
@@ -333,6 +339,7 @@ export class NetworkDriver {
     return this.locks.run(`endpoint:${ref.endpointId}`, async () => {
       const { state } = this.o;
       const record = state.endpoints.get(ref.endpointId);
+      await this.settle(ref.endpointId);
       // Even without a record the devices are derived from the id: clean them up.
       await this.teardownEndpoint(
         record ?? { id: ref.endpointId, hostIf: hostVethName(ref.endpointId), peerIf: peerVethName(ref.endpointId) },
@@ -344,27 +351,17 @@ export class NetworkDriver {
 
   join(req: JoinRequest): Promise<JoinResponse> {
     return this.locks.run(`endpoint:${req.endpointId}`, async () => {
-      const { state, links, ovs } = this.o;
+      const { state } = this.o;
       const network = this.network(req.networkId);
       const endpoint = this.endpoint(req.endpointId, req.networkId);
-      const { spec } = network;
       try {
-        await links.createVeth({ host: endpoint.hostIf, peer: endpoint.peerIf, mtu: spec.mtu, peerMac: endpoint.mac });
-        await Promise.all([
-          network.datapath === 'netdev' ? links.disableTxOffload([endpoint.hostIf, endpoint.peerIf]) : undefined,
-          ovs.addPort({
-            bridge: spec.bridge,
-            name: endpoint.hostIf,
-            type: '',
-            tag: spec.vlan,
-            externalIds: {
-              [OWNER_KEY]: OWNER_VALUE,
-              [NETWORK_KEY]: network.id,
-              [ENDPOINT_KEY]: endpoint.id,
-              [ROLE_KEY]: 'endpoint',
-            },
-          }),
-        ]);
+        // Started by CreateEndpoint; started here when that was another plugin process.
+        const devices = this.preparing.get(endpoint.id) ?? this.prepare(network, endpoint);
+        try {
+          await devices;
+        } finally {
+          this.preparing.delete(endpoint.id);
+        }
         await state.commit([{ type: 'put', kind: 'endpoint', value: { ...endpoint, joined: true, sandboxKey: req.sandboxKey } }]);
       } catch (err) {
         await this.teardownEndpoint(endpoint).catch((e) =>
@@ -399,6 +396,41 @@ export class NetworkDriver {
         addressIpv6: endpoint.addressIpv6,
       },
     };
+  }
+
+  /** Creates an endpoint's veth pair and OVS port; the promise is kept for Join to wait on. */
+  private prepare(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
+    const { links, ovs } = this.o;
+    const { spec } = network;
+    const work = (async () => {
+      await links.createVeth({ host: endpoint.hostIf, peer: endpoint.peerIf, mtu: spec.mtu, peerMac: endpoint.mac });
+      await Promise.all([
+        network.datapath === 'netdev' ? links.disableTxOffload([endpoint.hostIf, endpoint.peerIf]) : undefined,
+        ovs.addPort({
+          bridge: spec.bridge,
+          name: endpoint.hostIf,
+          type: '',
+          tag: spec.vlan,
+          externalIds: {
+            [OWNER_KEY]: OWNER_VALUE,
+            [NETWORK_KEY]: network.id,
+            [ENDPOINT_KEY]: endpoint.id,
+            [ROLE_KEY]: 'endpoint',
+          },
+        }),
+      ]);
+    })();
+    work.catch(() => {}); // the error is reported by Join, which awaits this
+    this.preparing.set(endpoint.id, work);
+    return work;
+  }
+
+  /** Waits for device setup still running for an endpoint, whatever its outcome. */
+  private async settle(endpointId: string): Promise<void> {
+    const pending = this.preparing.get(endpointId);
+    if (!pending) return;
+    await pending.catch(() => {});
+    this.preparing.delete(endpointId);
   }
 
   private joinAnswer(network: NetworkRecord, endpoint: EndpointRecord): JoinResponse {

@@ -117,3 +117,24 @@ export async function dockerError(host: SimHost, args: string[]): Promise<string
   assert.notEqual(result.exitCode, 0, `expected "docker ${args.join(' ')}" to fail, but it succeeded: ${result.stdout}`);
   return result.stderr.trim();
 }
+
+/**
+ * A TCP server in a namespace that answers every connection with the peer
+ * address it sees: tells whether traffic arrived masqueraded or routed.
+ */
+export async function startWhoAmI(ns: string, port: number): Promise<{ stop: () => void }> {
+  const { spawn } = await import('node:child_process');
+  const script = `require('net').createServer((s) => s.end(s.remoteAddress.replace('::ffff:', '') + '\\n')).listen(${port}, () => console.log('ready'))`;
+  const child = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.once('data', () => resolve());
+    child.once('exit', (code) => reject(new Error(`whoami server exited with ${code}`)));
+  });
+  return { stop: () => child.kill('SIGKILL') };
+}
+
+/** Connects from a container and returns what the server said, or undefined if the connection failed. */
+export async function tcpSay(host: SimHost, container: string, address: string, port: number): Promise<string | undefined> {
+  const result = await host.docker(['exec', container, 'timeout', '3', 'nc', address, String(port)], { check: false, timeoutMs: 15_000 });
+  return result.exitCode === 0 && result.stdout.trim() ? result.stdout.trim() : undefined;
+}

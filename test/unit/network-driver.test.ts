@@ -191,13 +191,22 @@ describe('network driver: endpoints', () => {
     assert.equal((await network.join({ networkId: NET, endpointId: EP, sandboxKey: '', options: {} })).Gateway, '10.13.160.1');
   });
 
-  it('cleans up devices when a join fails half way', async () => {
+  it('reports a device failure at Join and cleans up what was made', async () => {
     const { network, ovs, links } = await withNetwork();
-    await network.createEndpoint(endpointReq());
     ovs.failAddPort.add('ovseeeeeeeeeeee');
+    await network.createEndpoint(endpointReq());
     await assert.rejects(network.join({ networkId: NET, endpointId: EP, sandboxKey: '', options: {} }), /could not add port/);
     assert.ok(!links.links.has('ovseeeeeeeeeeee') && !links.links.has('ovceeeeeeeeeeee'));
     assert.ok(!ovs.ports.has('ovseeeeeeeeeeee'));
+  });
+
+  it('makes the devices right after CreateEndpoint, and DeleteEndpoint without Join removes them', async () => {
+    const { network, ovs, links, state } = await withNetwork();
+    await network.createEndpoint(endpointReq());
+    await network.deleteEndpoint({ networkId: NET, endpointId: EP });
+    assert.ok(!ovs.ports.has('ovseeeeeeeeeeee') && !links.links.has('ovseeeeeeeeeeee'));
+    assert.ok(links.calls.includes('createVeth ovseeeeeeeeeeee ovceeeeeeeeeeee'), 'the devices were made');
+    assert.equal(state.endpoints.size, 0);
   });
 
   it('keeps devices on Leave (Docker moves the container end back) and removes them on DeleteEndpoint', async () => {
@@ -221,7 +230,7 @@ describe('network driver: endpoints', () => {
     await ipam.requestAddress({ poolId: p.PoolID, address: '10.13.160.50', gateway: false });
     await assert.rejects(network.createEndpoint(endpointReq({ endpointId: EP2, address: '10.13.160.50/24' })), {
       kind: 'Conflict',
-      message: 'address 10.13.160.50 is already in use on this network (by endpoint eeeeeeeeeeee)',
+      message: 'address 10.13.160.50 is already in use on this network (by another container, endpoint eeeeeeeeeeee)',
     });
     await ipam.releaseAddress({ poolId: p.PoolID, address: '10.13.160.50' });
     assert.ok(state.addressesOf(p.PoolID).has('10.13.160.50'), 'the first container keeps its address');
