@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Brings a Debian/Ubuntu host up for the ovs plugin and starts it:
+#   packages (Open vSwitch, Docker Engine, iptables, ethtool, busybox for the
+#   test image), ovsdb-server + ovs-vswitchd, dockerd, the build, and the
+#   plugin itself on /run/docker/plugins/ovs.sock.
+# Safe to run again: what is installed or running is left as it is, except
+# the plugin, which is restarted on the fresh build.
+#
+#   sudo bash plugin/setup-host.sh              # everything, plugin included
+#   sudo bash plugin/setup-host.sh --no-plugin  # everything but starting the plugin
+set -euo pipefail
+
+start_plugin=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-plugin) start_plugin=0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $arg (valid: --no-plugin)" >&2; exit 2 ;;
+  esac
+done
+
+[ "$(id -u)" = 0 ] || { echo "run as root (sudo bash $0)" >&2; exit 1; }
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+log() { printf '== %s\n' "$*"; }
+have_systemd() { [ -d /run/systemd/system ] && systemctl is-system-running >/dev/null 2>&1; }
+
+packages=(openvswitch-switch docker.io iptables ethtool busybox-static iproute2 util-linux procps ca-certificates)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+[ "$node_major" -ge 20 ] || { echo "Node.js 20 or newer is needed (found: $(node -v 2>/dev/null || echo none))" >&2; exit 1; }
+
+if ! ovs-vsctl --timeout=3 show >/dev/null 2>&1; then
+  log "starting Open vSwitch"
+  if have_systemd; then
+    systemctl start openvswitch-switch
+  else
+    mkdir -p /var/run/openvswitch
+    # ovs-ctl would try to load the kernel module for ovs-vswitchd; start that one by hand.
+    /usr/share/openvswitch/scripts/ovs-ctl --no-ovs-vswitchd start --system-id=random >/dev/null
+    ovs-vswitchd --pidfile --detach --log-file >/dev/null 2>&1
+  fi
+  ovs-vsctl --timeout=10 show >/dev/null
+fi
+
+if ! docker version >/dev/null 2>&1; then
+  log "starting dockerd"
+  if have_systemd; then
+    systemctl start docker
+  else
+    setsid dockerd --host unix:///var/run/docker.sock >>/var/log/dockerd.log 2>&1 < /dev/null &
+  fi
+  for _ in $(seq 1 60); do docker version >/dev/null 2>&1 && break; sleep 1; done
+  docker version >/dev/null || { echo "dockerd did not come up; see /var/log/dockerd.log" >&2; exit 1; }
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  log "installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+log "building"
+npm run --silent build
+
+if ! docker image inspect local/busybox:latest >/dev/null 2>&1; then
+  log "importing the test image local/busybox"
+  rootfs=$(mktemp -d)
+  mkdir -p "$rootfs"/{bin,etc,tmp,proc,sys,dev,root}
+  cp /bin/busybox "$rootfs/bin/"
+  for applet in $(/bin/busybox --list); do [ "$applet" = busybox ] || ln -sf busybox "$rootfs/bin/$applet"; done
+  tar -C "$rootfs" -c . | docker import - local/busybox:latest >/dev/null
+  rm -rf "$rootfs"
+fi
+
+if [ "$start_plugin" = 1 ]; then
+  pidfile=/run/ovsnet.pid
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    log "stopping the running plugin"
+    kill "$(cat "$pidfile")"
+    for _ in $(seq 1 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
+  fi
+  log "starting the plugin (log: /var/log/ovsnet.log)"
+  setsid node "$repo/dist/src/main.js" >>/var/log/ovsnet.log 2>&1 < /dev/null &
+  echo $! > "$pidfile"
+  for _ in $(seq 1 50); do [ -S /run/docker/plugins/ovs.sock ] && break; sleep 0.1; done
+  [ -S /run/docker/plugins/ovs.sock ] || { echo "the plugin did not start; see /var/log/ovsnet.log" >&2; tail -5 /var/log/ovsnet.log >&2; exit 1; }
+  log "ready: docker network create -d ovs --ipam-driver ovs ..."
+fi
