@@ -40,7 +40,9 @@ import type {
   IpamData,
   JoinRequest,
   JoinResponse,
+  ProgramRequest,
 } from '../protocol/network.js';
+import { publishedPorts } from '../protocol/network.js';
 import { isOwnAddressSpace, poolIdOf } from './ipam-driver.js';
 import { KeyedMutex } from './locks.js';
 import type { DatapathProbe, Firewall, Links, Ovs, Sysctl } from './ports.js';
@@ -381,6 +383,21 @@ export class NetworkDriver {
       // The devices stay until DeleteEndpoint: Docker moves the container end back out after Leave.
       await this.o.state.commit([{ type: 'put', kind: 'endpoint', value: { ...record, joined: false, sandboxKey: '' } }]);
     });
+  }
+
+  /**
+   * Published ports are refused rather than ignored: the plugin does not map
+   * host ports, and a remote driver's mappings would not show in `docker port`.
+   */
+  programExternalConnectivity(req: ProgramRequest): Record<string, never> {
+    const ports = publishedPorts(req.options);
+    if (ports.length > 0) {
+      throw badRequest(
+        'PortsNotSupported',
+        'publishing ports (-p, -P) is not supported on ovs networks: with gateway_mode=routed or external the container is reachable at its own address; for published ports on the host, connect the container to a Docker bridge network as well',
+      );
+    }
+    return {};
   }
 
   endpointOperInfo(ref: EndpointRef): { Value: Record<string, unknown> } {

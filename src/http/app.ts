@@ -60,7 +60,7 @@ export function createApp(options: AppOptions): express.Express {
     'NetworkDriver.EndpointOperInfo': (b) => network.endpointOperInfo(decodeEndpointRef(b)),
     'NetworkDriver.Join': (b) => network.join(decodeJoin(b)),
     'NetworkDriver.Leave': async (b) => (await network.leave(decodeEndpointRef(b)), {}),
-    'NetworkDriver.ProgramExternalConnectivity': (b) => (decodeProgram(b), {}),
+    'NetworkDriver.ProgramExternalConnectivity': (b) => network.programExternalConnectivity(decodeProgram(b)),
     'NetworkDriver.RevokeExternalConnectivity': (b) => (decodeEndpointRef(b), {}),
     'NetworkDriver.DiscoverNew': () => ({}),
     'NetworkDriver.DiscoverDelete': () => ({}),

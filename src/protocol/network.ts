@@ -142,6 +142,14 @@ export function decodeJoin(body: unknown): JoinRequest {
   };
 }
 
+export const OPTION_PORTMAP = 'com.docker.network.portmap';
+
+/** Published ports (-p, -P) of a ProgramExternalConnectivity request. */
+export function publishedPorts(options: JsonObject): unknown[] {
+  const value = options[OPTION_PORTMAP];
+  return Array.isArray(value) ? value : [];
+}
+
 export function decodeProgram(body: unknown): ProgramRequest {
   const o = object(body);
   return {

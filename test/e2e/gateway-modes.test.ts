@@ -117,6 +117,14 @@ describe('gateway modes end to end', () => {
     assert.equal(await tcpSay(host, 't1', wan.address, 9000), undefined, 'forwarding is dropped even with a hand-made route');
   });
 
+  it('refuses published ports (-p) with a message that says what to do instead', async () => {
+    const result = await host.docker(['run', '-d', '--name', 'pub', '--net', 'natnet', '-p', '8080:80', 'local/busybox', 'sleep', '1d'], { check: false });
+    assert.notEqual(result.exitCode, 0);
+    assert.match(result.stderr, /NetworkDriver\.ProgramExternalConnectivity: publishing ports \(-p, -P\) is not supported on ovs networks/);
+    await host.docker(['rm', '-f', 'pub']);
+    assert.equal((await audit(host)).endpoints, 7, 'the refused start left no endpoint');
+  });
+
   it('removes what each mode put on the host, and never the foreign port', async () => {
     await host.docker(['rm', '-f', 'n1', 'o1', 'e1', 'i1', 'i2', 't1', 't2']);
     await host.docker(['network', 'rm', 'natnet', 'routednet', 'extnet', 'isonet', 'intnet']);
