@@ -80,7 +80,29 @@ export class IpLinks implements Links {
     return out;
   }
 
-  private async addressesOf(dev: string): Promise<string[]> {
+  async routeTo(address: string): Promise<{ dev: string; local: boolean } | undefined> {
+    try {
+      const { stdout } = await this.run('ip', ['-j', 'route', 'get', address]);
+      const [route] = JSON.parse(stdout || '[]') as Array<{ dev?: string; type?: string }>;
+      if (!route?.dev) return undefined;
+      return { dev: route.dev, local: route.type === 'local' };
+    } catch (err) {
+      if (err instanceof CommandError && /unreachable|No route|Network is unreachable/i.test(err.stderr)) return undefined;
+      throw err;
+    }
+  }
+
+  async defaultRouteDevices(): Promise<string[]> {
+    const devices = new Set<string>();
+    for (const family of ['-4', '-6']) {
+      const { stdout } = await this.run('ip', [family, '-j', 'route', 'show', 'default']);
+      for (const r of JSON.parse(stdout || '[]') as Array<{ dev?: string }>) if (r.dev) devices.add(r.dev);
+    }
+    return [...devices];
+  }
+
+  async addressesOf(name: string): Promise<string[]> {
+    const dev = assertInterfaceName(name, 'interface name');
     try {
       const { stdout } = await this.run('ip', ['-j', 'address', 'show', 'dev', dev]);
       const [link] = JSON.parse(stdout || '[]') as Array<{ addr_info?: Array<{ local: string; prefixlen: number; scope?: string }> }>;

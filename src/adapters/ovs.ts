@@ -115,12 +115,15 @@ export class OvsBridgeClient implements Ovs {
   async addPort(spec: PortSpec): Promise<void> {
     const interfaceRow: Record<string, unknown> = { name: spec.name, type: spec.type };
     if (spec.mtuRequest !== undefined) interfaceRow.mtu_request = spec.mtuRequest;
+    if (spec.options) interfaceRow.options = ovsMap(spec.options);
     const portRow: Record<string, unknown> = {
       name: spec.name,
       interfaces: namedUuid('iface'),
       external_ids: ovsMap(spec.externalIds),
     };
     if (spec.tag !== undefined) portRow.tag = spec.tag;
+    if (spec.trunks) portRow.trunks = ovsSet([...spec.trunks]);
+    if (spec.protected) portRow.protected = true;
     const ops: Operation[] = [
       present('Bridge', spec.bridge),
       absent('Port', spec.name),
@@ -174,16 +177,34 @@ export class OvsBridgeClient implements Ovs {
     return true;
   }
 
+  async setTrunks(name: string, trunks: readonly number[]): Promise<void> {
+    const [ports] = await this.db.transact([
+      { op: 'select', table: 'Port', where: [['name', '==', name]], columns: ['external_ids'] },
+    ]);
+    const row = rows(ports)[0];
+    if (!row || !isOwned(readMap(row.external_ids))) throw conflict('NotOwned', `OVS port ${name} is not an ovsnet port`);
+    const result = await this.db.transact([
+      { op: 'update', table: 'Port', where: [['name', '==', name]], row: { trunks: ovsSet([...trunks]) } },
+      ...bumpConfig,
+    ]);
+    await this.db.waitForConfig(this.nextCfg(result), this.options.applyTimeoutMs);
+  }
+
+  async portExists(name: string): Promise<boolean> {
+    const [ports] = await this.db.transact([{ op: 'select', table: 'Port', where: [['name', '==', name]], columns: ['name'] }]);
+    return rows(ports).length > 0;
+  }
+
   async listOwnedPorts(): Promise<PortInfo[]> {
     const [ports, bridges, interfaces] = await this.db.transact([
       {
         op: 'select',
         table: 'Port',
         where: [['external_ids', 'includes', ovsMap({ [OWNER_KEY]: OWNER_VALUE })]],
-        columns: ['_uuid', 'name', 'tag', 'external_ids', 'interfaces'],
+        columns: ['_uuid', 'name', 'tag', 'trunks', 'external_ids', 'interfaces'],
       },
       { op: 'select', table: 'Bridge', where: [], columns: ['name', 'ports'] },
-      { op: 'select', table: 'Interface', where: [], columns: ['_uuid', 'type', 'ofport', 'error'] },
+      { op: 'select', table: 'Interface', where: [], columns: ['_uuid', 'type', 'options', 'ofport', 'error'] },
     ]);
     const bridgeOf = new Map<string, string>();
     for (const b of rows(bridges)) for (const p of readSet(b.ports)) bridgeOf.set(readUuid(p), String(b.name));
@@ -196,6 +217,8 @@ export class OvsBridgeClient implements Ovs {
         bridge: bridgeOf.get(readUuid(p._uuid)),
         type: String(iface?.type ?? ''),
         tag: readOptional<number>(p.tag),
+        trunks: readSet(p.trunks) as number[],
+        options: iface ? readMap(iface.options) : {},
         externalIds: readMap(p.external_ids),
         ofport: iface ? readOptional<number>(iface.ofport) : undefined,
         error: iface ? readOptional<string>(iface.error) : undefined,

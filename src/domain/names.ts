@@ -3,6 +3,7 @@
  * at most 15 characters (IFNAMSIZ - 1) and derived from Docker ids, so the same
  * endpoint always maps to the same devices and a retried call finds its own work.
  */
+import { createHash } from 'node:crypto';
 import { badRequest } from '../errors.js';
 
 /** external_ids keys on every bridge and port the plugin creates. */
@@ -11,6 +12,7 @@ export const OWNER_VALUE = 'ovsnet';
 export const NETWORK_KEY = 'ovsnet-network';
 export const ENDPOINT_KEY = 'ovsnet-endpoint';
 export const ROLE_KEY = 'ovsnet-role';
+export const PEER_KEY = 'ovsnet-peer';
 
 export type PortRole = 'endpoint' | 'gateway' | 'tunnel' | 'uplink';
 
@@ -18,6 +20,7 @@ export type PortRole = 'endpoint' | 'gateway' | 'tunnel' | 'uplink';
 export const HOST_VETH_PREFIX = 'ovs';
 export const PEER_VETH_PREFIX = 'ovc';
 export const GATEWAY_PREFIX = 'ovsgw';
+export const TUNNEL_PREFIX = 'ovt';
 
 const ID = /^[0-9a-f]{64}$/;
 
@@ -38,6 +41,11 @@ export function peerVethName(endpointId: string): string {
 /** The OVS internal port that carries a network's gateway addresses on the host. */
 export function gatewayPortName(networkId: string): string {
   return GATEWAY_PREFIX + networkId.slice(0, 10);
+}
+
+/** A tunnel port of a network towards one peer. */
+export function tunnelPortName(networkId: string, peer: string): string {
+  return TUNNEL_PREFIX + createHash('sha256').update(`${networkId}|${peer}`).digest('hex').slice(0, 12);
 }
 
 export function isHostVethName(name: string): boolean {

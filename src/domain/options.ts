@@ -4,25 +4,41 @@
  * the value and what is valid; nothing downstream re-validates.
  */
 import { badRequest } from '../errors.js';
+import { formatIp, parseIp } from './cidr.js';
 import { INTERFACE_NAME_RULE, isValidInterfaceName } from './names.js';
 
 export const GATEWAY_MODES = ['nat', 'routed', 'external', 'isolated'] as const;
 export type GatewayMode = (typeof GATEWAY_MODES)[number];
 
+export const MODES = ['vlan', 'vxlan', 'gre'] as const;
+export type Mode = (typeof MODES)[number];
+
 export interface NetworkSpec {
+  /** vlan: a segment of the bridge (and its uplink); vxlan, gre: an overlay across hosts. */
+  readonly mode: Mode;
   readonly bridge: string;
-  /** 802.1Q tag of the network's access ports; undefined for an untagged network. */
+  /**
+   * 802.1Q tag of the network's ports on the bridge; undefined for an untagged
+   * VLAN network, or for an overlay that gets a local tag of its own. An
+   * overlay with a vlan carries the tag inside the tunnel.
+   */
   readonly vlan: number | undefined;
-  readonly mtu: number;
+  /** MTU asked for with -o mtu; undefined means the default (VLAN) or derived from the underlay (overlays). */
+  readonly mtu: number | undefined;
   readonly gatewayMode: GatewayMode;
   /** `--internal`: no route out of the network. */
   readonly internal: boolean;
   readonly ipv6: boolean;
+  /** VXLAN network identifier, or GRE key: what keeps overlays apart on the wire. */
+  readonly tunnelKey: number | undefined;
+  /** Tunnel endpoints of the other hosts (canonical addresses). */
+  readonly peers: readonly string[];
+  /** Host interface attached to the bridge as a VLAN trunk. */
+  readonly uplink: string | undefined;
 }
 
 export interface OptionDefaults {
   readonly bridge: string;
-  readonly mtu: number;
 }
 
 export interface NetworkFlags {
@@ -34,10 +50,15 @@ export interface NetworkFlags {
 const DOCKER_MTU = 'com.docker.network.driver.mtu';
 
 const DESCRIPTIONS: Record<string, string> = {
+  mode: `vlan (default), or an overlay across hosts: vxlan, gre`,
   bridge: 'OVS bridge the network lives on',
   vlan: '802.1Q VLAN id of the network (1-4094; absent means untagged)',
   mtu: 'MTU of container interfaces',
   gateway_mode: `where the gateway lives: ${GATEWAY_MODES.join(', ')}`,
+  vni: 'VXLAN network identifier (mode=vxlan)',
+  key: 'GRE key (mode=gre)',
+  peers: 'comma-separated tunnel addresses of the other hosts (mode=vxlan or gre)',
+  uplink: 'host interface attached to the bridge as a VLAN trunk (mode=vlan)',
 };
 
 export const NETWORK_OPTIONS = Object.freeze(Object.keys(DESCRIPTIONS).sort());
@@ -80,6 +101,10 @@ export function parseNetworkOptions(
     values[name] = raw;
   }
 
+  const mode = (values.mode ?? 'vlan') as Mode;
+  if (!(MODES as readonly string[]).includes(mode)) invalid('mode', values.mode!, `valid values are ${MODES.join(', ')}`);
+  const overlay = mode !== 'vlan';
+
   let bridge = defaults.bridge;
   if (values.bridge !== undefined) {
     if (!isValidInterfaceName(values.bridge)) invalid('bridge', values.bridge, `an OVS bridge name is ${INTERFACE_NAME_RULE}`);
@@ -94,8 +119,31 @@ export function parseNetworkOptions(
   const minMtu = flags.ipv6 ? 1280 : 68;
   const mtu =
     values.mtu === undefined
-      ? defaults.mtu
+      ? undefined
       : parseInteger('mtu', values.mtu, minMtu, 65535, flags.ipv6 ? ' (IPv6 needs at least 1280)' : '');
+
+  const keyOption = mode === 'vxlan' ? 'vni' : 'key';
+  for (const [option, needs] of [['vni', 'vxlan'], ['key', 'gre'], ['peers', 'vxlan or gre']] as const) {
+    if (values[option] !== undefined && !(needs.split(' or ') as string[]).includes(mode)) {
+      throw badRequest('InvalidOption', `option ${option} applies to mode=${needs}, not mode=${mode}`);
+    }
+  }
+  let tunnelKey: number | undefined;
+  if (overlay) {
+    const text = values[keyOption];
+    if (text === undefined) {
+      throw badRequest('MissingOption', `mode=${mode} needs -o ${keyOption}=<${mode === 'vxlan' ? '1-16777215' : '0-4294967295'}>: the same value on every host of the network`);
+    }
+    tunnelKey = mode === 'vxlan' ? parseInteger('vni', text, 1, 16777215) : parseInteger('key', text, 0, 4294967295);
+  }
+  const peers = values.peers === undefined ? [] : parsePeers(values.peers);
+
+  let uplink: string | undefined;
+  if (values.uplink !== undefined) {
+    if (overlay) throw badRequest('InvalidOption', `option uplink applies to mode=vlan: an overlay reaches its peers through the host's routing`);
+    if (!isValidInterfaceName(values.uplink)) invalid('uplink', values.uplink, `an interface name is ${INTERFACE_NAME_RULE}`);
+    uplink = values.uplink;
+  }
 
   let gatewayMode: GatewayMode = 'nat';
   if (values.gateway_mode !== undefined) {
@@ -104,13 +152,36 @@ export function parseNetworkOptions(
     }
     gatewayMode = values.gateway_mode as GatewayMode;
   }
+  if (overlay && gatewayMode === 'routed') {
+    invalid('gateway_mode', 'routed', `an overlay spans hosts, so its subnet cannot be routed to one of them; use nat (outbound through docker_gwbridge, as Docker's overlay driver does), external (a router on the overlay) or isolated`);
+  }
 
-  return Object.freeze({ bridge, vlan, mtu, gatewayMode, internal: flags.internal, ipv6: flags.ipv6 });
+  return Object.freeze({ mode, bridge, vlan, mtu, gatewayMode, internal: flags.internal, ipv6: flags.ipv6, tunnelKey, peers, uplink });
 }
 
-/** True when the gateway address lives on the host (an OVS internal port). */
+/** Comma-separated tunnel peers, as canonical addresses, without duplicates. */
+export function parsePeers(text: string): string[] {
+  const peers: string[] = [];
+  for (const item of text.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+    const ip = parseIp(item);
+    if (!ip) invalid('peers', text, `"${item}" is not an IPv4 or IPv6 address; give addresses separated by commas`);
+    const canonical = formatIp(ip);
+    if (!peers.includes(canonical)) peers.push(canonical);
+  }
+  return peers;
+}
+
+export function isOverlay(spec: NetworkSpec): boolean {
+  return spec.mode !== 'vlan';
+}
+
+/**
+ * True when the gateway address lives on the host (an OVS internal port).
+ * Overlays never have one: every host would hold the same gateway address on
+ * one shared segment.
+ */
 export function hasHostGateway(spec: NetworkSpec): boolean {
-  return spec.gatewayMode === 'nat' || spec.gatewayMode === 'routed';
+  return !isOverlay(spec) && (spec.gatewayMode === 'nat' || spec.gatewayMode === 'routed');
 }
 
 /** True when containers get a default route through the network's gateway. */

@@ -25,6 +25,10 @@ export interface NetworkRecord {
   readonly ipv6: readonly SubnetRecord[];
   /** Name of the OVS internal port holding the gateway addresses, when the gateway lives on the host. */
   readonly gatewayPort: string | undefined;
+  /** Tag of the network's ports on the bridge: its vlan, or for an overlay without one, a tag of its own. */
+  readonly localTag: number | undefined;
+  /** MTU of the containers' interfaces: asked for, or derived from the underlay for overlays. */
+  readonly mtu: number;
   /** Datapath of the bridge when the network was set up. */
   readonly datapath: Datapath | undefined;
   readonly state: NetworkState;

@@ -1,26 +1,35 @@
 /**
  * The NetworkDriver use cases.
  *
- * A network is a bridge (created if missing), an optional VLAN tag, and, when
- * the gateway lives on the host (nat, routed), an OVS internal port carrying
- * the gateway addresses plus the firewall rules for its mode. An endpoint is a
- * veth pair whose host end becomes an access port on the bridge; the other end
- * goes into the container. The devices are made in the background right after
- * CreateEndpoint is answered, while dockerd does its own bookkeeping, and Join
- * waits for them: the start of a container does not pay for both in a row.
+ * A network is a segment of an OVS bridge (created if missing), identified by
+ * a tag: its VLAN, or for an overlay without one, a local tag of its own.
+ * - mode=vlan: the segment is a VLAN; with `uplink`, a host interface carries
+ *   it to the physical network as a trunk.
+ * - mode=vxlan/gre: the segment is extended to each peer host by one tunnel
+ *   port per peer, keyed with the network's VNI or GRE key.
+ * When the gateway lives on the host (nat, routed; VLAN networks only), an OVS
+ * internal port on the segment carries the gateway addresses, with the
+ * firewall rules of its mode.
+ *
+ * An endpoint is a veth pair whose host end becomes an access port on the
+ * segment; the other end goes into the container. The devices are made in the
+ * background right after CreateEndpoint is answered, while dockerd does its
+ * own bookkeeping, and Join waits for them: the start of a container does not
+ * pay for both in a row.
  *
  * Records are written before the work they describe, so a crash in between
  * leaves a record that says what to finish or undo; removal happens the other
  * way round (undo the work, then drop the record).
  */
-import { badRequest, conflict, errorMessage, isPluginError, notFound } from '../errors.js';
-import { type Cidr, contains, formatCidr, formatIp, overlaps, parseCidr, parseCidrWithHost } from '../domain/cidr.js';
+import { badRequest, conflict, errorMessage, exhausted, isPluginError, notFound } from '../errors.js';
+import { type Cidr, contains, formatCidr, formatIp, overlaps, parseCidr, parseCidrWithHost, parseIp } from '../domain/cidr.js';
 import { firewallRules } from '../domain/firewall.js';
 import {
   ENDPOINT_KEY,
   NETWORK_KEY,
   OWNER_KEY,
   OWNER_VALUE,
+  PEER_KEY,
   ROLE_KEY,
   gatewayPortName,
   hostVethName,
@@ -28,8 +37,9 @@ import {
   macForIpv4,
   normaliseMac,
   peerVethName,
+  tunnelPortName,
 } from '../domain/names.js';
-import { type NetworkSpec, givesDefaultRoute, hasHostGateway, parseNetworkOptions } from '../domain/options.js';
+import { type NetworkSpec, givesDefaultRoute, hasHostGateway, isOverlay, parseNetworkOptions, parsePeers } from '../domain/options.js';
 import type { Datapath, EndpointRecord, NetworkRecord, SubnetRecord } from '../domain/records.js';
 import type { Logger } from '../log.js';
 import type {
@@ -45,7 +55,7 @@ import type {
 import { publishedPorts } from '../protocol/network.js';
 import { isOwnAddressSpace, poolIdOf } from './ipam-driver.js';
 import { KeyedMutex } from './locks.js';
-import type { DatapathProbe, Firewall, Links, Ovs, Sysctl } from './ports.js';
+import type { DatapathProbe, Firewall, Links, Ovs, PortInfo, PortSpec, Sysctl } from './ports.js';
 import type { State } from './state.js';
 
 export type DatapathSetting = 'auto' | Datapath;
@@ -66,10 +76,22 @@ export interface NetworkDriverOptions {
 /** Prefix Docker gives the container end when it moves it in: eth0, eth1, ... */
 const CONTAINER_PREFIX = 'eth';
 
+/**
+ * Bytes a tunnel adds around a container's IP packet: the outer IP header,
+ * the tunnel header and the inner Ethernet header.
+ * VXLAN: IP + UDP 8 + VXLAN 8 + Ethernet 14. GRE (Ethernet over GRE, with key): IP + GRE 4 + key 4 + Ethernet 14.
+ */
+const ENCAPSULATION = {
+  vxlan: { name: 'VXLAN', 4: 50, 6: 70 },
+  gre: { name: 'GRE', 4: 42, 6: 62 },
+} as const;
+const VLAN_TAG_BYTES = 4;
+
 export class NetworkDriver {
   private readonly locks = new KeyedMutex();
   /** Device setup started at CreateEndpoint; Join (or DeleteEndpoint) waits for it. */
   private readonly preparing = new Map<string, Promise<void>>();
+  private firewallChain = Promise.resolve();
 
   constructor(private readonly o: NetworkDriverOptions) {}
 
@@ -93,13 +115,17 @@ export class NetworkDriver {
       const existing = state.networks.get(req.networkId);
       if (existing) {
         if (JSON.stringify([existing.spec, existing.ipv4, existing.ipv6]) !== JSON.stringify([spec, ipv4, ipv6])) {
-          throw conflict('NetworkExists', `network ${req.networkId.slice(0, 12)} already exists with a different configuration`);
+          throw conflict('NetworkExists', `network ${short(req.networkId)} already exists with a different configuration`);
         }
         await this.realise(existing);
         return;
       }
-      this.checkConflicts(req.networkId, spec, [...ipv4, ...ipv6]);
+      const localTag = this.chooseTag(req.networkId, spec);
+      this.checkConflicts(req.networkId, spec, localTag, [...ipv4, ...ipv6]);
       await this.checkBridgeName(spec.bridge);
+      if (spec.uplink) await this.checkUplink(spec);
+      const datapath = await this.datapathOf(spec.bridge);
+      const mtu = await this.mtuFor(spec, datapath);
 
       const record: NetworkRecord = {
         id: req.networkId,
@@ -107,14 +133,16 @@ export class NetworkDriver {
         ipv4,
         ipv6,
         gatewayPort: hasHostGateway(spec) ? gatewayPortName(req.networkId) : undefined,
+        localTag,
+        mtu,
         datapath: undefined,
         state: 'creating',
         createdAt: new Date().toISOString(),
       };
       await state.commit([{ type: 'put', kind: 'network', value: record }]);
       try {
-        const datapath = await this.realise(record);
-        await state.commit([{ type: 'put', kind: 'network', value: { ...record, datapath, state: 'ready' } }]);
+        const applied = await this.realise(record);
+        await state.commit([{ type: 'put', kind: 'network', value: { ...record, datapath: applied, state: 'ready' } }]);
       } catch (err) {
         log.warn('network setup failed; rolling back', { error: errorMessage(err) });
         await this.unrealise(record).catch((e) => log.error('rollback of network setup failed', { error: errorMessage(e) }));
@@ -122,8 +150,14 @@ export class NetworkDriver {
         throw err;
       }
       log.info('network created', {
+        mode: spec.mode,
         bridge: spec.bridge,
         vlan: spec.vlan,
+        localTag,
+        tunnelKey: spec.tunnelKey,
+        peers: isOverlay(spec) ? spec.peers : undefined,
+        uplink: spec.uplink,
+        mtu,
         gatewayMode: spec.gatewayMode,
         internal: spec.internal,
         subnets: [...ipv4, ...ipv6].map((s) => s.pool),
@@ -151,32 +185,73 @@ export class NetworkDriver {
     });
   }
 
+  /**
+   * Replaces the tunnel peers of an overlay without recreating it: tunnel ports
+   * to new peers are added, those to removed peers deleted; containers stay.
+   */
+  setPeers(networkId: string, peersText: readonly string[]): Promise<NetworkRecord> {
+    return this.locks.run('networks', async () => {
+      const record = this.network(networkId);
+      if (!isOverlay(record.spec)) {
+        throw badRequest('NotOverlay', `network ${short(networkId)} is a VLAN network (mode=vlan); only overlays (mode=vxlan or gre) have peers`);
+      }
+      const peers = parsePeers(peersText.join(','));
+      const datapath = record.datapath ?? (await this.datapathOf(record.spec.bridge));
+      const path = await this.tunnelPathMtu(record.spec, peers, datapath);
+      if (record.mtu > path.max) {
+        throw badRequest(
+          'MtuTooLarge',
+          `the network's containers use MTU ${record.mtu}, but ${path.why} allows at most ${path.max}; recreate the network with -o mtu=${path.max} or raise the underlay MTU`,
+        );
+      }
+      const updated: NetworkRecord = { ...record, spec: Object.freeze({ ...record.spec, peers }) };
+      await this.o.state.commit([{ type: 'put', kind: 'network', value: updated }]);
+      await this.realise(updated);
+      this.o.log.info('peers changed', { networkId, peers, before: record.spec.peers });
+      return updated;
+    });
+  }
+
   /** Brings the host in line with a network record; safe to repeat. Returns the bridge's datapath. */
   async realise(record: NetworkRecord): Promise<Datapath> {
     const { ovs, links, sysctl, defaults } = this.o;
     const { spec } = record;
     const wanted = defaults.datapath === 'auto' ? await this.o.datapathProbe.detect() : defaults.datapath;
-    const { info } = await ovs.ensureBridge(spec.bridge, {
-      datapathType: wanted,
-      externalIds: { [OWNER_KEY]: OWNER_VALUE },
-    });
+    const { info } = await ovs.ensureBridge(spec.bridge, { datapathType: wanted, externalIds: { [OWNER_KEY]: OWNER_VALUE } });
     const datapath: Datapath = info.datapathType === 'netdev' ? 'netdev' : 'system';
+    const owned = await ovs.listOwnedPorts();
+    const has = (name: string) => owned.some((p) => p.name === name);
+
     if (record.gatewayPort) {
-      await ovs.addPort({
-        bridge: spec.bridge,
-        name: record.gatewayPort,
-        type: 'internal',
-        tag: spec.vlan,
-        mtuRequest: spec.mtu,
-        externalIds: { [OWNER_KEY]: OWNER_VALUE, [NETWORK_KEY]: record.id, [ROLE_KEY]: 'gateway' },
-      });
+      if (!has(record.gatewayPort)) {
+        await ovs.addPort({
+          bridge: spec.bridge,
+          name: record.gatewayPort,
+          type: 'internal',
+          tag: record.localTag,
+          mtuRequest: record.mtu,
+          externalIds: { [OWNER_KEY]: OWNER_VALUE, [NETWORK_KEY]: record.id, [ROLE_KEY]: 'gateway' },
+        });
+      }
       const addresses = [...record.ipv4, ...record.ipv6]
         .filter((s) => s.gateway)
         .map((s) => `${s.gateway}/${s.pool.split('/')[1]}`);
-      await links.configureAddresses(record.gatewayPort, { mtu: spec.mtu, addresses });
+      await links.configureAddresses(record.gatewayPort, { mtu: record.mtu, addresses });
       if (datapath === 'netdev') await links.disableTxOffload([record.gatewayPort]);
       if (!spec.internal && record.ipv4.length > 0) await sysctl.enableIpv4Forwarding();
     }
+
+    if (isOverlay(spec)) {
+      for (const peer of spec.peers) {
+        const port = this.tunnelPort(record, peer);
+        if (!has(port.name)) await ovs.addPort(port);
+      }
+      for (const stale of this.tunnelPortsOf(record.id, owned)) {
+        if (!spec.peers.includes(stale.externalIds[PEER_KEY] ?? '')) await ovs.deletePort(stale.name);
+      }
+    }
+
+    if (spec.uplink) await this.syncUplink(spec.bridge, spec.uplink, [...this.others(record.id), record], owned);
     await this.syncFirewall([...this.others(record.id), record]);
     return datapath;
   }
@@ -186,9 +261,11 @@ export class NetworkDriver {
     const log = this.o.log.child({ networkId: record.id });
     const others = this.others(record.id);
     if (record.gatewayPort) await this.deleteOwnedPort(record.gatewayPort, log);
+    const owned = await ovs.listOwnedPorts();
+    for (const tunnel of this.tunnelPortsOf(record.id, owned)) await this.deleteOwnedPort(tunnel.name, log);
+    if (record.spec.uplink) await this.syncUplink(record.spec.bridge, record.spec.uplink, others, owned);
     await this.syncFirewall(others);
-    const stillUsed = others.some((n) => n.spec.bridge === record.spec.bridge);
-    if (stillUsed) return;
+    if (others.some((n) => n.spec.bridge === record.spec.bridge)) return;
     const bridge = await ovs.bridge(record.spec.bridge);
     if (bridge && bridge.externalIds[OWNER_KEY] === OWNER_VALUE && bridge.ports.every((p) => p === bridge.name)) {
       await ovs.deleteOwnedBridge(bridge.name);
@@ -196,7 +273,53 @@ export class NetworkDriver {
     }
   }
 
-  private firewallChain = Promise.resolve();
+  private tunnelPort(record: NetworkRecord, peer: string): PortSpec {
+    const { spec } = record;
+    // With a vlan, the tag travels inside the tunnel (a trunk of one VLAN); without, the port is an access port.
+    // Tunnel ports are protected: what arrives from one peer is never sent on to another, which in a full
+    // mesh would loop broadcasts between the hosts.
+    return {
+      protected: true,
+      bridge: spec.bridge,
+      name: tunnelPortName(record.id, peer),
+      type: spec.mode,
+      tag: spec.vlan === undefined ? record.localTag : undefined,
+      trunks: spec.vlan === undefined ? undefined : [spec.vlan],
+      options: { remote_ip: peer, key: String(spec.tunnelKey) },
+      externalIds: { [OWNER_KEY]: OWNER_VALUE, [NETWORK_KEY]: record.id, [ROLE_KEY]: 'tunnel', [PEER_KEY]: peer },
+    };
+  }
+
+  private tunnelPortsOf(networkId: string, owned: readonly PortInfo[]): PortInfo[] {
+    return owned.filter((p) => p.externalIds[ROLE_KEY] === 'tunnel' && p.externalIds[NETWORK_KEY] === networkId);
+  }
+
+  /** The uplink carries the tags of the VLAN networks that name it; it goes when the last one does. */
+  private async syncUplink(bridge: string, uplink: string, networks: readonly NetworkRecord[], owned: readonly PortInfo[]): Promise<void> {
+    const users = networks.filter((n) => n.spec.bridge === bridge && n.spec.uplink === uplink);
+    const trunks = [...new Set(users.map((n) => n.localTag ?? 0))].sort((a, b) => a - b);
+    const port = owned.find((p) => p.name === uplink);
+    if (users.length === 0) {
+      if (port) {
+        await this.o.ovs.deletePort(uplink);
+        this.o.log.info('detached uplink, no network uses it any more', { uplink, bridge });
+      }
+      return;
+    }
+    if (!port) {
+      await this.o.ovs.addPort({
+        bridge,
+        name: uplink,
+        type: '',
+        tag: undefined,
+        trunks,
+        externalIds: { [OWNER_KEY]: OWNER_VALUE, [ROLE_KEY]: 'uplink' },
+      });
+      this.o.log.info('attached uplink as a trunk', { uplink, bridge, trunks });
+    } else if (JSON.stringify([...port.trunks].sort((a, b) => a - b)) !== JSON.stringify(trunks)) {
+      await this.o.ovs.setTrunks(uplink, trunks);
+    }
+  }
 
   private others(networkId: string): NetworkRecord[] {
     return [...this.o.state.networks.values()].filter((n) => n.id !== networkId);
@@ -208,6 +331,93 @@ export class NetworkDriver {
     const next = this.firewallChain.then(run, run);
     this.firewallChain = next.catch(() => {});
     return next;
+  }
+
+  private async datapathOf(bridge: string): Promise<Datapath> {
+    const existing = await this.o.ovs.bridge(bridge);
+    if (existing) return existing.datapathType === 'netdev' ? 'netdev' : 'system';
+    const { datapath } = this.o.defaults;
+    return datapath === 'auto' ? this.o.datapathProbe.detect() : datapath;
+  }
+
+  /** The tag of a network's ports: its vlan, or for an overlay without one, a free tag from 4094 down. */
+  private chooseTag(networkId: string, spec: NetworkSpec): number | undefined {
+    const used = new Map<number, NetworkRecord>();
+    for (const other of this.others(networkId)) {
+      if (other.spec.bridge === spec.bridge && other.localTag !== undefined) used.set(other.localTag, other);
+    }
+    if (spec.vlan !== undefined) {
+      const holder = used.get(spec.vlan);
+      if (holder && (isOverlay(spec) || isOverlay(holder.spec))) {
+        throw conflict(
+          'VlanInUse',
+          `vlan ${spec.vlan} on bridge ${spec.bridge} is already used by network ${short(holder.id)} (mode=${holder.spec.mode}); an overlay needs a tag of its own on its bridge`,
+        );
+      }
+      return spec.vlan;
+    }
+    if (!isOverlay(spec)) return undefined;
+    for (let tag = 4094; tag >= 1; tag--) if (!used.has(tag)) return tag;
+    throw exhausted('NoLocalTag', `bridge ${spec.bridge} has no free VLAN tag left for another overlay`);
+  }
+
+  /** MTU of the containers: asked for (and checked), or the most the uplink or the tunnel path allows. */
+  private async mtuFor(spec: NetworkSpec, datapath: Datapath): Promise<number> {
+    const { defaults, links } = this.o;
+    let max = 65535;
+    let why = '';
+    if (isOverlay(spec)) {
+      ({ max, why } = await this.tunnelPathMtu(spec, spec.peers, datapath));
+    } else if (spec.uplink) {
+      const uplink = (await links.list()).find((l) => l.name === spec.uplink)!;
+      max = uplink.mtu;
+      why = `the MTU of uplink ${spec.uplink}`;
+    }
+    if (spec.mtu === undefined) return Math.min(isOverlay(spec) ? max : defaults.mtu, max);
+    if (spec.mtu > max) {
+      throw badRequest('MtuTooLarge', `invalid value "${spec.mtu}" for option mtu: at most ${max} (${why})`);
+    }
+    return spec.mtu;
+  }
+
+  /**
+   * The largest container MTU the tunnels to `peers` carry, and why. Also
+   * checks each peer: reachable, not this host, and on the userspace datapath
+   * reached through an OVS bridge that holds the local tunnel address (OVS
+   * sends userspace tunnel packets out of such a bridge only).
+   */
+  private async tunnelPathMtu(spec: NetworkSpec, peers: readonly string[], datapath: Datapath): Promise<{ max: number; why: string }> {
+    const { links, ovs, defaults } = this.o;
+    const encapsulation = ENCAPSULATION[spec.mode as 'vxlan' | 'gre'];
+    const inner = spec.vlan === undefined ? 0 : VLAN_TAG_BYTES;
+    const describe = (overhead: number) =>
+      `${encapsulation.name} encapsulation${inner ? ' with the VLAN tag inside' : ''} takes ${overhead} bytes`;
+    if (peers.length === 0) {
+      const overhead = encapsulation[4] + inner;
+      return { max: defaults.mtu - overhead, why: `with no peers yet, an underlay MTU of ${defaults.mtu} is assumed and ${describe(overhead)}` };
+    }
+    const linkMtu = new Map((await links.list()).map((l) => [l.name, l.mtu]));
+    let best: { max: number; why: string } | undefined;
+    for (const peer of peers) {
+      const route = await links.routeTo(peer);
+      if (!route) throw badRequest('NoRouteToPeer', `invalid peer ${peer}: this host has no route to it`);
+      if (route.local) throw badRequest('PeerIsLocal', `invalid peer ${peer}: it is an address of this host; peers are the other hosts' tunnel addresses`);
+      if (datapath === 'netdev') {
+        const bridge = await ovs.bridge(route.dev);
+        if (!bridge || bridge.datapathType !== 'netdev') {
+          throw badRequest(
+            'TunnelPath',
+            `invalid peer ${peer}: on the userspace (netdev) datapath, tunnel packets must leave through an OVS netdev bridge that holds this host's tunnel address, but the route to ${peer} goes through ${route.dev}. Put the underlay interface and its address on such a bridge, e.g. ovs-vsctl add-br br-phy -- set bridge br-phy datapath_type=netdev -- add-port br-phy ${route.dev}, then move the address of ${route.dev} to br-phy`,
+          );
+        }
+      }
+      const family = parseIp(peer)!.family;
+      const overhead = encapsulation[family] + inner;
+      const underlay = linkMtu.get(route.dev) ?? defaults.mtu;
+      const max = underlay - overhead;
+      if (!best || max < best.max) best = { max, why: `the path to ${peer} (MTU ${underlay} on ${route.dev}) minus ${describe(overhead)}` };
+    }
+    return best!;
   }
 
   private subnets(data: readonly IpamData[], family: 4 | 6, field: string): SubnetRecord[] {
@@ -234,22 +444,28 @@ export class NetworkDriver {
     });
   }
 
-  private checkConflicts(networkId: string, spec: NetworkSpec, subnets: readonly SubnetRecord[]): void {
-    for (const other of this.o.state.networks.values()) {
-      if (other.id === networkId) continue;
-      const sameSegment = other.spec.bridge === spec.bridge && other.spec.vlan === spec.vlan;
+  private checkConflicts(networkId: string, spec: NetworkSpec, localTag: number | undefined, subnets: readonly SubnetRecord[]): void {
+    for (const other of this.others(networkId)) {
+      if (isOverlay(spec) && other.spec.mode === spec.mode && other.spec.tunnelKey === spec.tunnelKey) {
+        const what = spec.mode === 'vxlan' ? 'vni' : 'key';
+        throw conflict('TunnelKeyInUse', `${what} ${spec.tunnelKey} is already used by network ${short(other.id)} on this host; each overlay needs its own`);
+      }
+      if (spec.uplink && other.spec.uplink && other.spec.bridge === spec.bridge && other.spec.uplink !== spec.uplink) {
+        throw conflict('UplinkInUse', `bridge ${spec.bridge} already has uplink ${other.spec.uplink} (network ${short(other.id)}); a bridge has one uplink`);
+      }
+      const sameSegment = other.spec.bridge === spec.bridge && other.localTag === localTag;
       const routedOnHost = hasHostGateway(spec) || hasHostGateway(other.spec);
       for (const mine of subnets) {
         for (const theirs of [...other.ipv4, ...other.ipv6]) {
           if (mine.addressSpace === theirs.addressSpace && mine.pool === theirs.pool && isOwnAddressSpace(mine.addressSpace)) {
             this.o.ipam.shieldFromRollback(poolIdOf(mine.addressSpace, mine.pool));
-            throw conflict('SubnetInUse', `subnet ${mine.pool} is already used by network ${other.id.slice(0, 12)}; choose another --subnet`);
+            throw conflict('SubnetInUse', `subnet ${mine.pool} is already used by network ${short(other.id)}; choose another --subnet`);
           }
           const a = parseCidr(mine.pool) as Cidr;
           const b = parseCidr(theirs.pool) as Cidr;
           if (overlaps(a, b) && (routedOnHost || sameSegment)) {
             const why = routedOnHost ? 'both would be routed on this host' : 'both are on the same bridge and VLAN';
-            throw conflict('SubnetOverlap', `subnet ${mine.pool} overlaps subnet ${theirs.pool} of network ${other.id.slice(0, 12)} (${why})`);
+            throw conflict('SubnetOverlap', `subnet ${mine.pool} overlaps subnet ${theirs.pool} of network ${short(other.id)} (${why})`);
           }
         }
       }
@@ -261,11 +477,27 @@ export class NetworkDriver {
     if (await this.o.ovs.bridge(name)) return;
     const links = await this.o.links.list();
     if (links.some((l) => l.name === name)) {
-      throw badRequest(
-        'BridgeNameTaken',
-        `invalid value "${name}" for option bridge: a network interface with that name exists and is not an OVS bridge`,
+      throw badRequest('BridgeNameTaken', `invalid value "${name}" for option bridge: a network interface with that name exists and is not an OVS bridge`);
+    }
+  }
+
+  /** The plugin never takes an interface the host needs: one with addresses, or its default route. */
+  private async checkUplink(spec: NetworkSpec): Promise<void> {
+    const { links, ovs } = this.o;
+    const name = spec.uplink!;
+    const invalid = (rule: string) => badRequest('InvalidUplink', `invalid value "${name}" for option uplink: ${rule}`);
+    if (!(await links.list()).some((l) => l.name === name)) throw invalid('no such interface on this host');
+    if ((await ovs.listOwnedPorts()).some((p) => p.name === name && p.externalIds[ROLE_KEY] === 'uplink')) return;
+    if (await ovs.portExists(name)) {
+      throw invalid(`it is already a port of an OVS bridge, attached by someone else; a plain port already carries every VLAN, so leave out -o uplink, or remove that port first`);
+    }
+    const addresses = await links.addressesOf(name);
+    if (addresses.length > 0) {
+      throw invalid(
+        `it carries ${addresses.join(', ')}, and attaching it to a bridge would cut the host off that network. Move the addresses to the bridge yourself, in one step from a console: ovs-vsctl --may-exist add-br ${spec.bridge} -- --may-exist add-port ${spec.bridge} ${name} && ip address flush dev ${name} && ${addresses.map((a) => `ip address add ${a} dev ${spec.bridge}`).join(' && ')} && ip link set ${spec.bridge} up; then create networks without -o uplink (the port carries every VLAN)`,
       );
     }
+    if ((await links.defaultRouteDevices()).includes(name)) throw invalid('it carries the host default route');
   }
 
   // ---- endpoints ----
@@ -284,7 +516,7 @@ export class NetworkDriver {
       const existing = state.endpoints.get(req.endpointId);
       if (existing) {
         if (existing.networkId !== req.networkId || existing.address !== address || existing.mac !== mac) {
-          throw conflict('EndpointExists', `endpoint ${req.endpointId.slice(0, 12)} already exists with different settings`);
+          throw conflict('EndpointExists', `endpoint ${short(req.endpointId)} already exists with different settings`);
         }
         return answer;
       }
@@ -319,12 +551,12 @@ export class NetworkDriver {
     let holder: string | undefined;
     for (const other of this.o.state.endpointsOf(network.id)) {
       if (other.id !== endpointId && (other.address === address || other.addressIpv6 === address)) {
-        holder = `by another container, endpoint ${other.id.slice(0, 12)}`;
+        holder = `by another container, endpoint ${short(other.id)}`;
       }
     }
+    const parsed = parseCidrWithHost(address);
     const subnet = [...network.ipv4, ...network.ipv6].find((s) => {
       const pool = parseCidr(s.pool);
-      const parsed = parseCidrWithHost(address);
       return pool && parsed && contains(pool, parsed.ip);
     });
     for (const [name, aux] of Object.entries(subnet?.auxAddresses ?? {})) {
@@ -390,8 +622,7 @@ export class NetworkDriver {
    * host ports, and a remote driver's mappings would not show in `docker port`.
    */
   programExternalConnectivity(req: ProgramRequest): Record<string, never> {
-    const ports = publishedPorts(req.options);
-    if (ports.length > 0) {
+    if (publishedPorts(req.options).length > 0) {
       throw badRequest(
         'PortsNotSupported',
         'publishing ports (-p, -P) is not supported on ovs networks: with gateway_mode=routed or external the container is reachable at its own address; for published ports on the host, connect the container to a Docker bridge network as well',
@@ -406,7 +637,7 @@ export class NetworkDriver {
     return {
       Value: {
         bridge: network.spec.bridge,
-        vlan: network.spec.vlan ?? null,
+        vlan: network.localTag ?? null,
         port: endpoint.hostIf,
         mac: endpoint.mac,
         address: endpoint.address,
@@ -418,16 +649,15 @@ export class NetworkDriver {
   /** Creates an endpoint's veth pair and OVS port; the promise is kept for Join to wait on. */
   private prepare(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
     const { links, ovs } = this.o;
-    const { spec } = network;
     const work = (async () => {
-      await links.createVeth({ host: endpoint.hostIf, peer: endpoint.peerIf, mtu: spec.mtu, peerMac: endpoint.mac });
+      await links.createVeth({ host: endpoint.hostIf, peer: endpoint.peerIf, mtu: network.mtu, peerMac: endpoint.mac });
       await Promise.all([
         network.datapath === 'netdev' ? links.disableTxOffload([endpoint.hostIf, endpoint.peerIf]) : undefined,
         ovs.addPort({
-          bridge: spec.bridge,
+          bridge: network.spec.bridge,
           name: endpoint.hostIf,
           type: '',
-          tag: spec.vlan,
+          tag: network.localTag,
           externalIds: {
             [OWNER_KEY]: OWNER_VALUE,
             [NETWORK_KEY]: network.id,
@@ -451,15 +681,18 @@ export class NetworkDriver {
   }
 
   private joinAnswer(network: NetworkRecord, endpoint: EndpointRecord): JoinResponse {
+    const { spec } = network;
     const answer: JoinResponse = { InterfaceName: { SrcName: endpoint.peerIf, DstPrefix: CONTAINER_PREFIX } };
-    if (givesDefaultRoute(network.spec)) {
+    // An overlay in nat mode leaves the default route to Docker, which attaches docker_gwbridge as for its own overlays.
+    const viaDockerGateway = isOverlay(spec) && spec.gatewayMode === 'nat' && !spec.internal;
+    if (givesDefaultRoute(spec) && !viaDockerGateway) {
       const gateway = gatewayFor(network.ipv4, endpoint.address);
       const gatewayIpv6 = gatewayFor(network.ipv6, endpoint.addressIpv6);
       if (gateway) answer.Gateway = gateway;
       if (gatewayIpv6) answer.GatewayIPv6 = gatewayIpv6;
     }
     // Without a gateway Docker would otherwise attach docker_gwbridge to give one.
-    if (!answer.Gateway) answer.DisableGatewayService = true;
+    if (!answer.Gateway && !viaDockerGateway) answer.DisableGatewayService = true;
     return answer;
   }
 
@@ -481,14 +714,14 @@ export class NetworkDriver {
 
   private network(id: string): NetworkRecord {
     const network = this.o.state.networks.get(id);
-    if (!network) throw notFound('UnknownNetwork', `network ${id.slice(0, 12)} is not known to the ovs plugin`);
+    if (!network) throw notFound('UnknownNetwork', `network ${short(id)} is not known to the ovs plugin`);
     return network;
   }
 
   private endpoint(id: string, networkId: string): EndpointRecord {
     const endpoint = this.o.state.endpoints.get(id);
     if (!endpoint || endpoint.networkId !== networkId) {
-      throw notFound('UnknownEndpoint', `endpoint ${id.slice(0, 12)} is not known on network ${networkId.slice(0, 12)}`);
+      throw notFound('UnknownEndpoint', `endpoint ${short(id)} is not known on network ${short(networkId)}`);
     }
     return endpoint;
   }
@@ -497,10 +730,12 @@ export class NetworkDriver {
     if (!text) return '';
     const parsed = parseCidrWithHost(text);
     const subnets = family === 4 ? network.ipv4 : network.ipv6;
-    const fits = parsed && subnets.some((s) => {
-      const pool = parseCidr(s.pool);
-      return pool && pool.prefix === parsed.cidr.prefix && contains(pool, parsed.ip);
-    });
+    const fits =
+      parsed &&
+      subnets.some((s) => {
+        const pool = parseCidr(s.pool);
+        return pool && pool.prefix === parsed.cidr.prefix && contains(pool, parsed.ip);
+      });
     if (!parsed || !fits) {
       throw badRequest(
         'InvalidAddress',
@@ -509,6 +744,10 @@ export class NetworkDriver {
     }
     return `${formatIp(parsed.ip)}/${parsed.cidr.prefix}`;
   }
+}
+
+function short(id: string): string {
+  return id.slice(0, 12);
 }
 
 function gatewayFor(subnets: readonly SubnetRecord[], address: string): string | undefined {

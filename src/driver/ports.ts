@@ -42,6 +42,12 @@ export interface PortSpec {
   tag: number | undefined;
   externalIds: Record<string, string>;
   mtuRequest?: number;
+  /** Interface options, e.g. remote_ip and key of a tunnel. */
+  options?: Record<string, string>;
+  /** VLANs a trunk port carries (0 means untagged frames). */
+  trunks?: readonly number[];
+  /** Protected ports never forward to each other (split horizon between tunnels). */
+  protected?: boolean;
 }
 
 export interface PortInfo {
@@ -49,6 +55,8 @@ export interface PortInfo {
   bridge: string | undefined;
   type: string;
   tag: number | undefined;
+  trunks: number[];
+  options: Record<string, string>;
   externalIds: Record<string, string>;
   ofport: number | undefined;
   error: string | undefined;
@@ -64,6 +72,10 @@ export interface Ovs {
   addPort(spec: PortSpec): Promise<void>;
   /** Deletes a port if it exists; refuses a port the plugin does not own. Returns whether it existed. */
   deletePort(name: string): Promise<boolean>;
+  /** Sets the VLANs an owned trunk port carries. */
+  setTrunks(name: string, trunks: readonly number[]): Promise<void>;
+  /** Any port of that name, owned or not (to refuse taking over someone else's). */
+  portExists(name: string): Promise<boolean>;
   listOwnedPorts(): Promise<PortInfo[]>;
 }
 
@@ -85,6 +97,12 @@ export interface Links {
   list(): Promise<LinkInfo[]>;
   /** Destinations of the host's routes in all tables, as CIDR text. */
   routes(family: 4 | 6): Promise<string[]>;
+  /** How the host reaches an address: the output device, or undefined without a route. `local` when the address is the host's own. */
+  routeTo(address: string): Promise<{ dev: string; local: boolean } | undefined>;
+  /** Global addresses on a device ("192.168.1.5/24"). */
+  addressesOf(name: string): Promise<string[]>;
+  /** Devices that carry a default route. */
+  defaultRouteDevices(): Promise<string[]>;
 }
 
 export interface Firewall {

@@ -5,7 +5,7 @@
  * (`Err` for the network driver, `Error` for IPAM; both are always set).
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { type ErrorKind, errorMessage, isPluginError } from '../errors.js';
+import { type ErrorKind, badRequest, errorMessage, isPluginError, notFound } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { NetworkDriver } from '../driver/network-driver.js';
 import type { IpamDriver } from '../driver/ipam-driver.js';
@@ -104,6 +104,16 @@ export function createApp(options: AppOptions): express.Express {
     });
   });
 
+  // Changing an overlay's peers without recreating it (used by `ovsnet peers`).
+  app.put('/ovsnet/networks/:id/peers', async (req: Request, res: Response) => {
+    const body = (req.body ?? {}) as { Peers?: unknown };
+    if (!Array.isArray(body.Peers) || !body.Peers.every((p) => typeof p === 'string')) {
+      throw badRequest('InvalidRequest', 'invalid request: field Peers must be an array of addresses');
+    }
+    const record = await network.setPeers(resolveNetwork(options.state, String(req.params.id)), body.Peers as string[]);
+    res.json({ NetworkID: record.id, Peers: record.spec.peers });
+  });
+
   // Unknown calls: a plain 404, which Docker tolerates for optional methods.
   app.use((_req, res) => {
     res.status(404).type('text/plain').send('404 page not found\n');
@@ -143,4 +153,13 @@ export function createApp(options: AppOptions): express.Express {
   });
 
   return app;
+}
+
+/** A network by full id or unique id prefix (at least 4 characters). */
+export function resolveNetwork(state: State, ref: string): string {
+  if (state.networks.has(ref)) return ref;
+  const matches = ref.length >= 4 ? [...state.networks.keys()].filter((id) => id.startsWith(ref)) : [];
+  if (matches.length === 1) return matches[0]!;
+  if (matches.length > 1) throw badRequest('AmbiguousNetwork', `network id prefix "${ref}" matches ${matches.length} networks; give more characters`);
+  throw notFound('UnknownNetwork', `network "${ref}" is not known to the ovs plugin`);
 }

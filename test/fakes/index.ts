@@ -107,10 +107,31 @@ export class FakeOvs implements Ovs {
     return true;
   }
 
+  async setTrunks(name: string, trunks: readonly number[]): Promise<void> {
+    this.calls.push(`setTrunks ${name} ${trunks.join(',')}`);
+    const port = this.ports.get(name);
+    if (!port || port.externalIds[OWNER_KEY] !== OWNER_VALUE) throw conflict('NotOwned', `OVS port ${name} is not an ovsnet port`);
+    port.trunks = [...trunks];
+  }
+
+  async portExists(name: string): Promise<boolean> {
+    return this.ports.has(name);
+  }
+
   async listOwnedPorts(): Promise<PortInfo[]> {
     return [...this.ports.values()]
       .filter((p) => p.externalIds[OWNER_KEY] === OWNER_VALUE)
-      .map((p) => ({ name: p.name, bridge: p.bridge, type: p.type, tag: p.tag, externalIds: p.externalIds, ofport: 1, error: undefined }));
+      .map((p) => ({
+        name: p.name,
+        bridge: p.bridge,
+        type: p.type,
+        tag: p.tag,
+        trunks: [...(p.trunks ?? [])],
+        options: { ...(p.options ?? {}) },
+        externalIds: p.externalIds,
+        ofport: 1,
+        error: undefined,
+      }));
   }
 }
 
@@ -118,6 +139,9 @@ export class FakeLinks implements Links {
   readonly links = new Map<string, { kind: string; mtu: number; mac?: string; peer?: string; addresses: string[]; txOff: boolean }>();
   readonly calls: string[] = [];
   hostRoutes: Record<4 | 6, string[]> = { 4: [], 6: [] };
+  /** Where routeTo sends each address; `local` ones are the host's own. */
+  readonly routeTable = new Map<string, { dev: string; local: boolean }>();
+  readonly defaultDevices: string[] = [];
   failCreate: Error | undefined;
 
   async createVeth(options: { host: string; peer: string; mtu: number; peerMac: string }): Promise<void> {
@@ -157,6 +181,18 @@ export class FakeLinks implements Links {
 
   async routes(family: 4 | 6): Promise<string[]> {
     return this.hostRoutes[family];
+  }
+
+  async routeTo(address: string): Promise<{ dev: string; local: boolean } | undefined> {
+    return this.routeTable.get(address);
+  }
+
+  async addressesOf(name: string): Promise<string[]> {
+    return [...(this.links.get(name)?.addresses ?? [])];
+  }
+
+  async defaultRouteDevices(): Promise<string[]> {
+    return [...this.defaultDevices];
   }
 }
 

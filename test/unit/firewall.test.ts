@@ -5,13 +5,15 @@ import { parseNetworkOptions } from '../../src/domain/options.js';
 import type { NetworkRecord } from '../../src/domain/records.js';
 
 function network(id: string, generic: Record<string, string>, internal = false): NetworkRecord {
-  const spec = parseNetworkOptions(generic, { internal, ipv6: false }, { bridge: 'ovs0', mtu: 1500 });
+  const spec = parseNetworkOptions(generic, { internal, ipv6: false }, { bridge: 'ovs0' });
   return {
     id: id.repeat(64).slice(0, 64),
     spec,
     ipv4: [{ addressSpace: 'local', pool: `10.${id.charCodeAt(0) % 250}.0.0/24`, gateway: '10.0.0.1', auxAddresses: {} }],
     ipv6: [],
     gatewayPort: spec.gatewayMode === 'nat' || spec.gatewayMode === 'routed' ? `ovsgw${id.repeat(10).slice(0, 10)}` : undefined,
+    localTag: spec.vlan,
+    mtu: 1500,
     datapath: 'netdev',
     state: 'ready',
     createdAt: '',

@@ -2,18 +2,44 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { givesDefaultRoute, hasHostGateway, parseNetworkOptions } from '../../src/domain/options.js';
 
-const defaults = { bridge: 'ovs0', mtu: 1500 };
+const defaults = { bridge: 'ovs0' };
 const flags = { internal: false, ipv6: false };
 const parse = (generic: Record<string, unknown>, f = flags) => parseNetworkOptions(generic, f, defaults);
 
 describe('network options', () => {
   it('defaults to an untagged nat network on the default bridge', () => {
-    assert.deepEqual(parse({}), { bridge: 'ovs0', vlan: undefined, mtu: 1500, gatewayMode: 'nat', internal: false, ipv6: false });
+    assert.deepEqual(parse({}), {
+      mode: 'vlan',
+      bridge: 'ovs0',
+      vlan: undefined,
+      mtu: undefined,
+      gatewayMode: 'nat',
+      internal: false,
+      ipv6: false,
+      tunnelKey: undefined,
+      peers: [],
+      uplink: undefined,
+    });
   });
 
   it('reads every option', () => {
-    const spec = parse({ vlan: '860', bridge: 'br-ext', mtu: '9000', gateway_mode: 'external' });
-    assert.deepEqual(spec, { bridge: 'br-ext', vlan: 860, mtu: 9000, gatewayMode: 'external', internal: false, ipv6: false });
+    const spec = parse({ vlan: '860', bridge: 'br-ext', mtu: '9000', gateway_mode: 'external', uplink: 'eth1' });
+    assert.deepEqual(spec, {
+      mode: 'vlan',
+      bridge: 'br-ext',
+      vlan: 860,
+      mtu: 9000,
+      gatewayMode: 'external',
+      internal: false,
+      ipv6: false,
+      tunnelKey: undefined,
+      peers: [],
+      uplink: 'eth1',
+    });
+    const overlay = parse({ mode: 'vxlan', vni: '5001', peers: '10.250.0.2, 10.250.0.3,10.250.0.2' });
+    assert.equal(overlay.tunnelKey, 5001);
+    assert.deepEqual(overlay.peers, ['10.250.0.2', '10.250.0.3'], 'trimmed, canonical, without duplicates');
+    assert.equal(parse({ mode: 'gre', key: '0' }).tunnelKey, 0);
   });
 
   it("accepts Docker's own MTU option as a synonym", () => {
@@ -32,7 +58,18 @@ describe('network options', () => {
     [{ gateway_mode: 'bridge' }, /^invalid value "bridge" for option gateway_mode: valid values are nat, routed, external, isolated$/],
     [{ bridge: 'br/0' }, /^invalid value "br\/0" for option bridge: an OVS bridge name is 1 to 15 characters/],
     [{ bridge: 'a-very-long-bridge' }, /option bridge/],
-    [{ foo: 'bar' }, /^unknown option foo=bar; valid options: bridge, gateway_mode, mtu, vlan$/],
+    [{ foo: 'bar' }, /^unknown option foo=bar; valid options: bridge, gateway_mode, key, mode, mtu, peers, uplink, vlan, vni$/],
+    [{ mode: 'geneve' }, /^invalid value "geneve" for option mode: valid values are vlan, vxlan, gre$/],
+    [{ mode: 'vxlan' }, /^mode=vxlan needs -o vni=<1-16777215>: the same value on every host of the network$/],
+    [{ mode: 'gre' }, /^mode=gre needs -o key=<0-4294967295>/],
+    [{ mode: 'vxlan', vni: '16777216' }, /^invalid value "16777216" for option vni: must be an integer from 1 to 16777215$/],
+    [{ vni: '5' }, /^option vni applies to mode=vxlan, not mode=vlan$/],
+    [{ mode: 'gre', key: '5', vni: '5' }, /^option vni applies to mode=vxlan, not mode=gre$/],
+    [{ peers: '10.0.0.1' }, /^option peers applies to mode=vxlan or gre, not mode=vlan$/],
+    [{ mode: 'vxlan', vni: '5', peers: '10.0.0.1,host-b' }, /^invalid value "10.0.0.1,host-b" for option peers: "host-b" is not an IPv4 or IPv6 address/],
+    [{ mode: 'vxlan', vni: '5', uplink: 'eth1' }, /^option uplink applies to mode=vlan/],
+    [{ mode: 'vxlan', vni: '5', gateway_mode: 'routed' }, /^invalid value "routed" for option gateway_mode: an overlay spans hosts/],
+    [{ uplink: 'eth 1' }, /^invalid value "eth 1" for option uplink/],
     [{ vlan: 860 }, /invalid value 860 for option vlan: must be a string/],
   ];
   for (const [generic, message] of cases) {
@@ -48,6 +85,7 @@ describe('network options', () => {
   it('raises the minimum MTU for IPv6 networks', () => {
     assert.throws(() => parse({ mtu: '1000' }, { internal: false, ipv6: true }), /from 1280 to 65535 \(IPv6 needs at least 1280\)/);
     assert.equal(parse({ mtu: '1000' }).mtu, 1000);
+    assert.equal(parse({}).mtu, undefined, 'no mtu means: the default, or what the underlay allows');
   });
 
   it('says where the gateway lives and whether containers get a default route', () => {
@@ -56,5 +94,6 @@ describe('network options', () => {
     assert.ok(!hasHostGateway(parse({ gateway_mode: 'external' })) && givesDefaultRoute(parse({ gateway_mode: 'external' })));
     assert.ok(!givesDefaultRoute(parse({ gateway_mode: 'isolated' })));
     assert.ok(!givesDefaultRoute(parse({}, { internal: true, ipv6: false })));
+    assert.ok(!hasHostGateway(parse({ mode: 'vxlan', vni: '1' })), 'an overlay never has its gateway on the host');
   });
 });

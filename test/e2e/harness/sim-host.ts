@@ -42,6 +42,8 @@ export interface SimHostOptions {
   dockerIptables?: boolean;
   /** Start the plugin (default true). */
   plugin?: boolean;
+  /** Start dockerd (default true); a host without it is just a namespace with Open vSwitch (a switch). */
+  docker?: boolean;
 }
 
 export interface OutsideNamespace {
@@ -86,15 +88,22 @@ export class SimHost {
       await cmd('ip', ['netns', 'add', host.ns]);
       await host.exec('ip', ['link', 'set', 'lo', 'up']);
       await host.startOvs();
-      await host.startDockerd();
-      const tarball = await busyboxTarball(BASE_DIR);
-      await host.docker(['import', tarball, TEST_IMAGE]);
-      if (options.plugin ?? true) await host.startPlugin();
+      if (options.docker ?? true) {
+        await host.startDockerd();
+        const tarball = await busyboxTarball(BASE_DIR);
+        await host.docker(['import', tarball, TEST_IMAGE]);
+        if (options.plugin ?? true) await host.startPlugin();
+      }
     } catch (err) {
       await host.stop().catch(() => {});
       throw err;
     }
     return host;
+  }
+
+  /** Removes every trace of a host of that name (processes, mounts, cgroups, namespaces, files). */
+  static async cleanup(name: string): Promise<void> {
+    await new SimHost({ name }).destroy();
   }
 
   // ---- running things inside ----

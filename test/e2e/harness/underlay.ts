@@ -1,0 +1,43 @@
+/**
+ * The network between simulated hosts: a namespace with a Linux bridge that
+ * every host is cabled to with a veth pair. On each host the cable (eth1)
+ * is a port of an OVS netdev bridge br-phy that holds the host's underlay
+ * address, which is what userspace tunnels need (the tunnel endpoint address
+ * must live on an OVS bridge of the netdev datapath).
+ */
+import { cmd } from './proc.js';
+import type { SimHost } from './sim-host.js';
+
+export class Underlay {
+  readonly ns: string;
+  private readonly attached: SimHost[] = [];
+
+  private constructor(readonly name: string) {
+    this.ns = `ovsnet-t-${name}`;
+  }
+
+  static async create(name: string): Promise<Underlay> {
+    const underlay = new Underlay(name);
+    await cmd('ip', ['netns', 'del', underlay.ns], { check: false });
+    await cmd('ip', ['netns', 'add', underlay.ns]);
+    await cmd('ip', ['-n', underlay.ns, 'link', 'add', 'ul0', 'type', 'bridge']);
+    await cmd('ip', ['-n', underlay.ns, 'link', 'set', 'ul0', 'up']);
+    return underlay;
+  }
+
+  /** Cables a host in and gives it `address` (CIDR) on br-phy. */
+  async attach(host: SimHost, address: string, mtu = 1500): Promise<void> {
+    const cable = `ul-${host.name}`.slice(0, 15);
+    await cmd('ip', ['-n', this.ns, 'link', 'add', 'name', cable, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', 'eth1', 'mtu', String(mtu), 'netns', host.ns]);
+    await cmd('ip', ['-n', this.ns, 'link', 'set', cable, 'master', 'ul0', 'up']);
+    await host.exec('ip', ['link', 'set', 'eth1', 'up']);
+    await host.vsctl(['add-br', 'br-phy', '--', 'set', 'bridge', 'br-phy', 'datapath_type=netdev', '--', 'add-port', 'br-phy', 'eth1']);
+    await host.exec('ip', ['link', 'set', 'br-phy', 'mtu', String(mtu), 'up']);
+    await host.exec('ip', ['address', 'add', address, 'dev', 'br-phy']);
+    this.attached.push(host);
+  }
+
+  async destroy(): Promise<void> {
+    await cmd('ip', ['netns', 'del', this.ns], { check: false });
+  }
+}
