@@ -117,6 +117,24 @@ describe('overlays across hosts', () => {
     assert.equal(await ping(hosts.mh1, 'r1', b2.ip, 2), false, 'GRE and VXLAN overlays stay apart');
   });
 
+  it('carries a VLAN tag inside the tunnel, four bytes off the MTU', async () => {
+    await create('mh1', 'tagged', '--subnet', '192.168.8.0/24', '--ip-range', '192.168.8.0/25', '-o', 'mode=vxlan', '-o', 'vni=5300', '-o', 'vlan=300', '-o', `peers=${ADDR.mh2}`);
+    await create('mh2', 'tagged', '--subnet', '192.168.8.0/24', '--ip-range', '192.168.8.128/25', '-o', 'mode=vxlan', '-o', 'vni=5300', '-o', 'vlan=300', '-o', `peers=${ADDR.mh1}`);
+    await runContainer(hosts.mh1, 't1', 'tagged');
+    await runContainer(hosts.mh2, 't2', 'tagged');
+    assert.equal(await mtuOf('mh1', 't1'), 1446, '1500 minus 50 bytes of VXLAN minus the 4-byte tag inside');
+    const id = (await inspect(hosts.mh1, 'network', 'tagged')).Id;
+    const tunnel = (await hosts.mh1.ownedPorts()).find((p) => p.externalIds['ovsnet-role'] === 'tunnel' && p.externalIds['ovsnet-network'] === id);
+    assert.equal((await hosts.mh1.vsctl(['get', 'port', tunnel!.name, 'trunks'])).stdout.trim(), '[300]', 'a trunk of VLAN 300');
+    const t2 = await containerAddress(hosts.mh2, 't2', 'tagged');
+    assert.ok(await reaches('mh1', 't1', t2.ip));
+    assert.ok((await hosts.mh1.docker(['exec', 't1', 'ping', '-c', '2', '-s', String(1446 - 28), t2.ip], { check: false })).exitCode === 0, 'a full-size packet crosses');
+    await hosts.mh1.docker(['rm', '-f', 't1']);
+    await hosts.mh2.docker(['rm', '-f', 't2']);
+    await hosts.mh1.docker(['network', 'rm', 'tagged']);
+    await hosts.mh2.docker(['network', 'rm', 'tagged']);
+  });
+
   it('refuses an MTU larger than the tunnel path allows, saying the maximum', async () => {
     const err = await dockerError(hosts.mh1, ['network', 'create', '-d', hosts.mh1.driver, '--ipam-driver', hosts.mh1.driver, '--subnet', '192.168.9.0/24', '-o', 'mode=vxlan', '-o', 'vni=9', '-o', `peers=${ADDR.mh2}`, '-o', 'mtu=1500', 'toobig']);
     assert.equal(err, `Error response from daemon: NetworkDriver.CreateNetwork: invalid value "1500" for option mtu: at most 1450 (the path to ${ADDR.mh2} (MTU 1500 on br-phy) minus VXLAN encapsulation takes 50 bytes)`);
