@@ -10,6 +10,7 @@ import { LEVELS, type Level } from './log.js';
 import { parseOvsdbAddress } from './adapters/ovsdb.js';
 import type { DatapathSetting } from './driver/network-driver.js';
 import type { DefaultPool } from './driver/ipam-driver.js';
+import { FAULT_POINTS, type FaultCall, parseFault } from './driver/faults.js';
 
 export interface Config {
   readonly socketPath: string;
@@ -20,6 +21,12 @@ export interface Config {
   readonly logLevel: Level;
   readonly defaultPools: readonly DefaultPool[];
   readonly mtu: number;
+  /** Docker API address for reconciliation, or undefined when told not to ask Docker. */
+  readonly docker: string | undefined;
+  readonly reconcileIntervalMs: number;
+  readonly reconcileGraceMs: number;
+  /** Test-only crash point. */
+  readonly fault: { call: FaultCall; point: string } | undefined;
 }
 
 export interface SettingDoc {
@@ -38,6 +45,10 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'OVSNET_MTU', default: '1500', description: 'MTU of networks that do not set -o mtu' },
   { name: 'OVSNET_DEFAULT_POOLS', default: '10.200.0.0/16:24,fd6f:766e:6574::/48:64', description: 'ranges for automatic subnets (no --subnet): comma-separated <base CIDR>:<prefix length of each subnet>' },
   { name: 'OVSNET_LOG_LEVEL', default: 'info', description: 'debug, info, warn or error' },
+  { name: 'OVSNET_DOCKER', default: 'unix:///var/run/docker.sock', description: 'Docker API the reconciler compares with (unix://<path> or tcp://<host>:<port>), or none' },
+  { name: 'OVSNET_RECONCILE_INTERVAL', default: '60', description: 'seconds between full reconciliations with OVS, the kernel and Docker' },
+  { name: 'OVSNET_RECONCILE_GRACE', default: '60', description: 'seconds a record must be old before the reconciler may remove it as debris' },
+  { name: 'OVSNET_FAULT', default: '', description: 'testing only: <Call>:<point> where the plugin kills itself (see src/driver/faults.ts)' },
 ];
 
 export class ConfigError extends Error {
@@ -86,6 +97,21 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   const mtu = Number(mtuText);
   if (!/^\d+$/.test(mtuText) || mtu < 68 || mtu > 65535) invalid('OVSNET_MTU', mtuText, 'must be an integer from 68 to 65535');
   const defaultPools = parseDefaultPools('OVSNET_DEFAULT_POOLS', setting(env, 'OVSNET_DEFAULT_POOLS'));
+  const dockerText = setting(env, 'OVSNET_DOCKER');
+  if (dockerText !== 'none' && !/^(unix:\/\/\/.+|tcp:\/\/[^/]+:\d+)$/.test(dockerText)) {
+    invalid('OVSNET_DOCKER', dockerText, 'use unix:///<path>, tcp://<host>:<port>, or none');
+  }
+  const seconds = (name: string, min: number) => {
+    const text = setting(env, name);
+    if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > 86400) invalid(name, text, `must be a whole number of seconds from ${min} to 86400`);
+    return Number(text) * 1000;
+  };
+  const faultText = setting(env, 'OVSNET_FAULT');
+  const fault = faultText ? parseFault(faultText) : undefined;
+  if (faultText && !fault) {
+    const all = Object.entries(FAULT_POINTS).flatMap(([call, points]) => points.map((p) => `${call}:${p}`));
+    invalid('OVSNET_FAULT', faultText, `valid values are ${all.join(', ')}`);
+  }
   return Object.freeze({
     socketPath,
     stateDir,
@@ -95,9 +121,17 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     logLevel: logLevel as Level,
     defaultPools,
     mtu,
+    docker: dockerText === 'none' ? undefined : dockerText,
+    reconcileIntervalMs: seconds('OVSNET_RECONCILE_INTERVAL', 1),
+    reconcileGraceMs: seconds('OVSNET_RECONCILE_GRACE', 0),
+    fault,
   });
 }
 
 export function describeConfig(config: Config): Record<string, unknown> {
-  return { ...config, defaultPools: config.defaultPools.map((p) => `${formatCidr(p.base)}:${p.size}`) };
+  return {
+    ...config,
+    defaultPools: config.defaultPools.map((p) => `${formatCidr(p.base)}:${p.size}`),
+    fault: config.fault ? `${config.fault.call}:${config.fault.point}` : undefined,
+  };
 }

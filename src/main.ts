@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
- * Composition root: settings -> adapters -> drivers -> HTTP app -> socket.
- * Nothing imports this file.
+ * Composition root: settings -> adapters -> drivers -> HTTP app -> socket,
+ * then the reconciler and its watchers. Nothing imports this file.
  */
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -15,11 +15,18 @@ import { OvsBridgeClient } from './adapters/ovs.js';
 import { IpLinks } from './adapters/links.js';
 import { IptablesFirewall } from './adapters/iptables.js';
 import { ModuleDatapathProbe, ProcSysctl } from './adapters/system.js';
+import { DockerodeView, dockerFromAddress } from './adapters/docker.js';
+import { GatewayWatcher } from './adapters/watch.js';
 import { State } from './driver/state.js';
 import { IpamDriver } from './driver/ipam-driver.js';
 import { NetworkDriver } from './driver/network-driver.js';
+import { Reconciler } from './driver/reconcile.js';
+import { killAt, noFaults } from './driver/faults.js';
 import { createApp } from './http/app.js';
 import { listen } from './http/server.js';
+
+/** The longest a driver call waits for the networks to be restored after a start. */
+const STARTUP_WAIT_MS = 15_000;
 
 async function main(): Promise<void> {
   let config;
@@ -34,6 +41,12 @@ async function main(): Promise<void> {
   }
   const log = createLogger({ level: config.logLevel });
   log.info('starting', { settings: describeConfig(config), pid: process.pid });
+  const faults = config.fault
+    ? killAt(config.fault, () => {
+        log.warn('fault injected: the plugin kills itself here', { fault: `${config.fault!.call}:${config.fault!.point}` });
+        process.kill(process.pid, 'SIGKILL');
+      })
+    : noFaults;
 
   await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
   const store = await LevelStore.open(path.join(config.stateDir, 'db'));
@@ -41,7 +54,7 @@ async function main(): Promise<void> {
   const ovsdb = new OvsdbClient({ address: config.ovsdb, log });
   const ovs = new OvsBridgeClient(ovsdb);
   const links = new IpLinks(run);
-  const ipam = new IpamDriver({ state, routes: links, defaultPools: config.defaultPools, log });
+  const ipam = new IpamDriver({ state, routes: links, defaultPools: config.defaultPools, log, faults });
   const network = new NetworkDriver({
     state,
     ovs,
@@ -52,27 +65,45 @@ async function main(): Promise<void> {
     ipam,
     defaults: { bridge: config.bridge, datapath: config.datapath, mtu: config.mtu },
     log,
+    faults,
   });
-  const app = createApp({ network, ipam, state, log });
+  const reconciler = new Reconciler({
+    state,
+    network,
+    ipam,
+    ovs,
+    links,
+    docker: config.docker ? new DockerodeView(dockerFromAddress(config.docker)) : undefined,
+    graceMs: config.reconcileGraceMs,
+    log,
+  });
+
+  // Restore every network (bridge, gateway port and addresses, tunnels, firewall) before serving changes:
+  // after a reboot the plugin starts first, and dockerd's calls wait until the networks are back.
+  const restored = reconciler.run('start', false).catch((err) => {
+    log.error('could not restore the networks', { error: errorMessage(err) });
+  });
+  const ready = Promise.race([restored, new Promise<void>((r) => setTimeout(r, STARTUP_WAIT_MS).unref())]).then(() => {});
+  const app = createApp({ network, ipam, state, log, ready });
   const server = await listen(app, config.socketPath);
   log.info('listening', { socket: config.socketPath, networks: state.networks.size, endpoints: state.endpoints.size });
 
-  // Re-apply every network in the background: the socket is already up, so dockerd never waits on this.
-  void (async () => {
-    for (const record of state.networks.values()) {
-      try {
-        await network.realise(record);
-      } catch (err) {
-        log.error('could not restore network', { networkId: record.id, error: errorMessage(err) });
-      }
-    }
-  })();
+  const watcher = new GatewayWatcher((port) => reconciler.trigger(`gateway port ${port} changed`), log);
+  watcher.start();
+  ovsdb.onReconnect = () => reconciler.trigger('OVSDB connection back');
+  void restored.then(() => {
+    log.info('networks restored', { networks: state.networks.size });
+    reconciler.start(config.reconcileIntervalMs);
+    void reconciler.run('start', true);
+  });
 
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal });
+    reconciler.stop();
+    watcher.stop();
     server.close();
     server.closeAllConnections();
     ovsdb.close();

@@ -92,8 +92,9 @@ export class OvsdbClient {
   private readonly address: OvsdbAddress;
   private readonly requestTimeoutMs: number;
   private readonly log: Logger;
-  /** Called after every (re)connection; lets others re-arm monitors. */
-  onConnect: (() => void) | undefined;
+  private connections = 0;
+  /** Called after a lost connection is back (ovsdb-server may have restarted). */
+  onReconnect: (() => void) | undefined;
 
   constructor(private readonly options: OvsdbClientOptions) {
     const address = parseOvsdbAddress(options.address);
@@ -203,10 +204,11 @@ export class OvsdbClient {
           for (const message of messages) this.dispatch(socket, message as Record<string, unknown>);
         });
         this.socket = socket;
-        this.log.debug('connected to OVSDB', { address: this.options.address });
+        const again = this.connections++ > 0;
+        this.log[again ? 'info' : 'debug']('connected to OVSDB', { address: this.options.address });
         resolve(socket);
         this.armConfigMonitor().catch((err) => this.log.warn('cannot monitor cur_cfg', { error: err.message }));
-        this.onConnect?.();
+        if (again) this.onReconnect?.();
       });
     });
   }
@@ -257,11 +259,16 @@ export class OvsdbClient {
       this.pending.delete(id);
     }
     if (this.closed) return;
-    this.log.warn('OVSDB connection closed; will reconnect', { address: this.options.address });
-    // Waiters for ovs-vswitchd keep waiting on a new connection; reconnect for them.
-    if (this.cfgWaiters.size > 0) {
-      setTimeout(() => this.ensureConnected().catch(() => {}), 200).unref();
-    }
+    this.log.warn('OVSDB connection closed; reconnecting', { address: this.options.address });
+    this.reconnect(200);
+  }
+
+  /** Keeps trying, with backoff up to 5 s: a restarted ovsdb-server is noticed without waiting for a call. */
+  private reconnect(delayMs: number): void {
+    setTimeout(() => {
+      if (this.closed || this.socket) return;
+      this.ensureConnected().catch(() => this.reconnect(Math.min(delayMs * 2, 5_000)));
+    }, delayMs).unref();
   }
 }
 

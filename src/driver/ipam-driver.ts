@@ -35,6 +35,7 @@ import type { AddressKind, AddressRecord, PoolRecord } from '../domain/records.j
 import { addressKey } from '../domain/records.js';
 import type { RequestAddressRequest, RequestAddressResponse, RequestPoolRequest, RequestPoolResponse, ReleaseAddressRequest } from '../protocol/ipam.js';
 import type { Logger } from '../log.js';
+import { type Faults, noFaults } from './faults.js';
 import { KeyedMutex } from './locks.js';
 import type { Links, StoreOp } from './ports.js';
 import type { State } from './state.js';
@@ -55,6 +56,8 @@ export interface IpamDriverOptions {
   defaultPools: readonly DefaultPool[];
   log: Logger;
   now?: () => number;
+  /** Test-only crash points (OVSNET_FAULT). */
+  faults?: Faults;
 }
 
 /** How long after an idempotent answer its rollback may still arrive. */
@@ -341,6 +344,7 @@ export class IpamDriver {
     const ops: StoreOp[] = [{ type: 'put', kind: 'address', value: record }];
     if (advanceCursor) ops.push({ type: 'put', kind: 'pool', value: { ...pool, cursor: address } });
     await this.options.state.commit(ops);
+    (this.options.faults ?? noFaults).point('RequestAddress', 'after-record');
   }
 
   private async doReleaseAddress(req: ReleaseAddressRequest): Promise<void> {

@@ -53,6 +53,7 @@ import type {
   ProgramRequest,
 } from '../protocol/network.js';
 import { publishedPorts } from '../protocol/network.js';
+import { type Faults, noFaults } from './faults.js';
 import { isOwnAddressSpace, poolIdOf } from './ipam-driver.js';
 import { KeyedMutex } from './locks.js';
 import type { DatapathProbe, Firewall, Links, Ovs, PortInfo, PortSpec, Sysctl } from './ports.js';
@@ -71,6 +72,8 @@ export interface NetworkDriverOptions {
   ipam: { shieldFromRollback(poolId: string, address?: string): void };
   defaults: { bridge: string; datapath: DatapathSetting; mtu: number };
   log: Logger;
+  /** Test-only crash points (OVSNET_FAULT). */
+  faults?: Faults;
 }
 
 /** Prefix Docker gives the container end when it moves it in: eth0, eth1, ... */
@@ -93,7 +96,11 @@ export class NetworkDriver {
   private readonly preparing = new Map<string, Promise<void>>();
   private firewallChain = Promise.resolve();
 
-  constructor(private readonly o: NetworkDriverOptions) {}
+  private readonly faults: Faults;
+
+  constructor(private readonly o: NetworkDriverOptions) {
+    this.faults = o.faults ?? noFaults;
+  }
 
   capabilities() {
     return { Scope: 'local' as const, ConnectivityScope: 'local' as const };
@@ -140,8 +147,9 @@ export class NetworkDriver {
         createdAt: new Date().toISOString(),
       };
       await state.commit([{ type: 'put', kind: 'network', value: record }]);
+      this.faults.point('CreateNetwork', 'after-record');
       try {
-        const applied = await this.realise(record);
+        const applied = await this.realise(record, true);
         await state.commit([{ type: 'put', kind: 'network', value: { ...record, datapath: applied, state: 'ready' } }]);
       } catch (err) {
         log.warn('network setup failed; rolling back', { error: errorMessage(err) });
@@ -180,8 +188,41 @@ export class NetworkDriver {
         });
       }
       await this.unrealise(record);
+      this.faults.point('DeleteNetwork', 'after-teardown');
       await state.commit([{ type: 'del', kind: 'network', key: networkId }]);
       log.info('network deleted');
+    });
+  }
+
+  /**
+   * Undoes a network whose CreateNetwork never finished (the plugin died in
+   * it, so Docker got no answer and counts it as failed).
+   */
+  abandonCreate(networkId: string): Promise<void> {
+    return this.locks.run('networks', async () => {
+      const record = this.o.state.networks.get(networkId);
+      if (!record || record.state !== 'creating') return;
+      await this.unrealise(record);
+      await this.o.state.commit([{ type: 'del', kind: 'network', key: networkId }]);
+    });
+  }
+
+  /** Realises a network again under the network lock (the reconciler's way in). */
+  restore(networkId: string): Promise<void> {
+    return this.locks.run('networks', async () => {
+      const record = this.o.state.networks.get(networkId);
+      if (record?.state === 'ready') await this.realise(record);
+    });
+  }
+
+  /** Re-adds the OVS port of an endpoint whose veth is there but whose port is not (OVSDB lost it). */
+  repairEndpointPort(endpointId: string): Promise<boolean> {
+    return this.locks.run(`endpoint:${endpointId}`, async () => {
+      const endpoint = this.o.state.endpoints.get(endpointId);
+      const network = endpoint && this.o.state.networks.get(endpoint.networkId);
+      if (!endpoint || !network) return false;
+      await this.o.ovs.addPort(this.endpointPort(network, endpoint));
+      return true;
     });
   }
 
@@ -212,13 +253,17 @@ export class NetworkDriver {
     });
   }
 
-  /** Brings the host in line with a network record; safe to repeat. Returns the bridge's datapath. */
-  async realise(record: NetworkRecord): Promise<Datapath> {
+  /**
+   * Brings the host in line with a network record; safe to repeat. Returns the
+   * bridge's datapath. `creating` marks the call from CreateNetwork (fault points).
+   */
+  async realise(record: NetworkRecord, creating = false): Promise<Datapath> {
     const { ovs, links, sysctl, defaults } = this.o;
     const { spec } = record;
     const wanted = defaults.datapath === 'auto' ? await this.o.datapathProbe.detect() : defaults.datapath;
     const { info } = await ovs.ensureBridge(spec.bridge, { datapathType: wanted, externalIds: { [OWNER_KEY]: OWNER_VALUE } });
     const datapath: Datapath = info.datapathType === 'netdev' ? 'netdev' : 'system';
+    if (creating) this.faults.point('CreateNetwork', 'after-bridge');
     const owned = await ovs.listOwnedPorts();
     const has = (name: string) => owned.some((p) => p.name === name);
 
@@ -239,6 +284,7 @@ export class NetworkDriver {
       await links.configureAddresses(record.gatewayPort, { mtu: record.mtu, addresses });
       if (datapath === 'netdev') await links.disableTxOffload([record.gatewayPort]);
       if (!spec.internal && record.ipv4.length > 0) await sysctl.enableIpv4Forwarding();
+      if (creating) this.faults.point('CreateNetwork', 'after-gateway');
     }
 
     if (isOverlay(spec)) {
@@ -535,6 +581,7 @@ export class NetworkDriver {
         createdAt: new Date().toISOString(),
       };
       await state.commit([{ type: 'put', kind: 'endpoint', value: record }]);
+      this.faults.point('CreateEndpoint', 'after-record');
       this.prepare(network, record);
       this.o.log.debug('endpoint created', { networkId: req.networkId, endpointId: req.endpointId, address, mac });
       return answer;
@@ -578,6 +625,7 @@ export class NetworkDriver {
       await this.teardownEndpoint(
         record ?? { id: ref.endpointId, hostIf: hostVethName(ref.endpointId), peerIf: peerVethName(ref.endpointId) },
       );
+      this.faults.point('DeleteEndpoint', 'after-devices');
       if (record) await state.commit([{ type: 'del', kind: 'endpoint', key: record.id }]);
       this.o.log.debug('endpoint deleted', { networkId: ref.networkId, endpointId: ref.endpointId });
     });
@@ -596,6 +644,7 @@ export class NetworkDriver {
         } finally {
           this.preparing.delete(endpoint.id);
         }
+        this.faults.point('Join', 'after-devices');
         await state.commit([{ type: 'put', kind: 'endpoint', value: { ...endpoint, joined: true, sandboxKey: req.sandboxKey } }]);
       } catch (err) {
         await this.teardownEndpoint(endpoint).catch((e) =>
@@ -613,6 +662,7 @@ export class NetworkDriver {
       const record = this.o.state.endpoints.get(ref.endpointId);
       if (!record || !record.joined) return;
       // The devices stay until DeleteEndpoint: Docker moves the container end back out after Leave.
+      this.faults.point('Leave', 'before-record');
       await this.o.state.commit([{ type: 'put', kind: 'endpoint', value: { ...record, joined: false, sandboxKey: '' } }]);
     });
   }
@@ -653,23 +703,27 @@ export class NetworkDriver {
       await links.createVeth({ host: endpoint.hostIf, peer: endpoint.peerIf, mtu: network.mtu, peerMac: endpoint.mac });
       await Promise.all([
         network.datapath === 'netdev' ? links.disableTxOffload([endpoint.hostIf, endpoint.peerIf]) : undefined,
-        ovs.addPort({
-          bridge: network.spec.bridge,
-          name: endpoint.hostIf,
-          type: '',
-          tag: network.localTag,
-          externalIds: {
-            [OWNER_KEY]: OWNER_VALUE,
-            [NETWORK_KEY]: network.id,
-            [ENDPOINT_KEY]: endpoint.id,
-            [ROLE_KEY]: 'endpoint',
-          },
-        }),
+        ovs.addPort(this.endpointPort(network, endpoint)),
       ]);
     })();
     work.catch(() => {}); // the error is reported by Join, which awaits this
     this.preparing.set(endpoint.id, work);
     return work;
+  }
+
+  private endpointPort(network: NetworkRecord, endpoint: EndpointRecord): PortSpec {
+    return {
+      bridge: network.spec.bridge,
+      name: endpoint.hostIf,
+      type: '',
+      tag: network.localTag,
+      externalIds: {
+        [OWNER_KEY]: OWNER_VALUE,
+        [NETWORK_KEY]: network.id,
+        [ENDPOINT_KEY]: endpoint.id,
+        [ROLE_KEY]: 'endpoint',
+      },
+    };
   }
 
   /** Waits for device setup still running for an endpoint, whatever its outcome. */

@@ -118,3 +118,19 @@ export interface DatapathProbe {
   /** The datapath new bridges get when the setting is `auto`. */
   detect(): Promise<Datapath>;
 }
+
+export interface DockerNetwork {
+  id: string;
+  name: string;
+  /** Subnets of its IPAM configuration, as Docker shows them. */
+  subnets: string[];
+  auxAddresses: string[];
+  /** endpoint id -> the addresses Docker holds for it (no prefix length) */
+  endpoints: Map<string, { addresses: string[] }>;
+}
+
+/** What Docker knows; consulted only by the reconciler, in the background. */
+export interface DockerView {
+  /** Every network of the Docker engine (all drivers). Throws when Docker cannot be asked. */
+  networks(): Promise<DockerNetwork[]>;
+}

@@ -27,7 +27,16 @@ export interface AppOptions {
   log: Logger;
   /** Largest request body accepted; Docker's are a few kilobytes. */
   bodyLimit?: string;
+  /**
+   * Resolves once the networks are restored after a start. Calls that change
+   * things wait for it; activation and capability calls do not, so dockerd
+   * never waits long on the plugin.
+   */
+  ready?: Promise<void>;
 }
+
+/** Calls answered at once, even while the plugin is still restoring its networks. */
+const ALWAYS_READY = new Set(['Plugin.Activate', 'NetworkDriver.GetCapabilities', 'IpamDriver.GetCapabilities', 'IpamDriver.GetDefaultAddressSpaces']);
 
 const STATUS: Record<ErrorKind, number> = {
   BadRequest: 400,
@@ -79,6 +88,7 @@ export function createApp(options: AppOptions): express.Express {
     const handler = Object.hasOwn(calls, name) ? calls[name] : undefined;
     if (!handler) return next();
     const started = process.hrtime.bigint();
+    if (options.ready && !ALWAYS_READY.has(name)) await options.ready;
     const text = JSON.stringify((await handler(req.body)) ?? {});
     res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
     res.end(text);

@@ -8,6 +8,8 @@ import type { Datapath } from '../../src/domain/records.js';
 import type {
   BridgeInfo,
   DatapathProbe,
+  DockerNetwork,
+  DockerView,
   Firewall,
   LinkInfo,
   Links,
@@ -219,5 +221,28 @@ export class FakeProbe implements DatapathProbe {
 
   async detect(): Promise<Datapath> {
     return this.datapath;
+  }
+}
+
+export class FakeDocker implements DockerView {
+  readonly list: DockerNetwork[] = [];
+  down = false;
+
+  async networks(): Promise<DockerNetwork[]> {
+    if (this.down) throw new Error('connect ENOENT /var/run/docker.sock');
+    return this.list.map((n) => ({ ...n, endpoints: new Map(n.endpoints) }));
+  }
+
+  /** Docker's view as it would be after the given creations, by subnet. */
+  add(id: string, subnet: string, endpoints: Record<string, string> = {}, aux: string[] = []): DockerNetwork {
+    const network: DockerNetwork = {
+      id,
+      name: `net-${id.slice(0, 4)}`,
+      subnets: [subnet],
+      auxAddresses: aux,
+      endpoints: new Map(Object.entries(endpoints).map(([ep, address]) => [ep, { addresses: [address] }])),
+    };
+    this.list.push(network);
+    return network;
   }
 }

@@ -208,6 +208,7 @@ export class SimHost {
         OVSNET_SOCKET: this.socket,
         OVSNET_STATE_DIR: path.join(this.dir, 'state'),
         OVSNET_OVSDB: this.ovsdb,
+        OVSNET_DOCKER: this.dockerHost,
         OVSNET_LOG_LEVEL: 'debug',
         ...this.pluginEnv,
       },
