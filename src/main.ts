@@ -109,6 +109,8 @@ async function main(): Promise<void> {
     ovsdb.close();
     store.close().finally(() => process.exit(0));
   };
+  // A daemon that dockerd depends on keeps serving: a stray rejection is a bug to log, not a reason to die.
+  process.on('unhandledRejection', (err) => log.error('unhandled rejection (a bug; please report it)', { error: errorMessage(err) }));
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }

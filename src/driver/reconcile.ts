@@ -93,6 +93,11 @@ export class Reconciler {
         this.onPass?.(changes, withDocker);
         return changes;
       })
+      // A pass that cannot finish (OVSDB down, say) is logged; the next trigger or period tries again.
+      .catch((err) => {
+        this.o.log.warn('reconcile pass did not finish', { reason, error: errorMessage(err) });
+        return {};
+      })
       .finally(() => (this.running = undefined));
     return this.running;
   }

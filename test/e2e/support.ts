@@ -138,3 +138,52 @@ export async function tcpSay(host: SimHost, container: string, address: string, 
   const result = await host.docker(['exec', container, 'timeout', '3', 'nc', address, String(port)], { check: false, timeoutMs: 15_000 });
   return result.exitCode === 0 && result.stdout.trim() ? result.stdout.trim() : undefined;
 }
+
+/**
+ * The full audit: everything the plugin holds is accounted for by what Docker
+ * has, and the other way round. Networks, endpoints, OVS ports, veths, pools,
+ * held addresses and firewall rules; no duplicate address.
+ */
+export async function assertConsistent(host: SimHost): Promise<void> {
+  const state = await host.pluginState();
+  const ids = (await host.docker(['network', 'ls', '--no-trunc', '--filter', `driver=${host.driver}`, '--format', '{{.ID}}'])).stdout.split('\n').filter(Boolean);
+  const docker: any[] = ids.length ? JSON.parse((await host.docker(['network', 'inspect', ...ids])).stdout) : [];
+  const sorted = (xs: Iterable<string>) => [...xs].sort();
+
+  assert.deepEqual(sorted(state.networks.map((n) => n.id)), sorted(ids), 'plugin networks = Docker networks of the driver');
+  const dockerEndpoints = new Map<string, { ip: string; network: string }>();
+  for (const n of docker) {
+    for (const c of Object.values(n.Containers ?? {}) as any[]) dockerEndpoints.set(c.EndpointID, { ip: String(c.IPv4Address).split('/')[0]!, network: n.Id });
+    const ips = Object.values(n.Containers ?? {}).map((c: any) => c.IPv4Address);
+    assert.equal(new Set(ips).size, ips.length, `no duplicate address on ${n.Name}: ${ips.join(', ')}`);
+  }
+  assert.deepEqual(sorted(state.endpoints.map((e) => e.id)), sorted(dockerEndpoints.keys()), 'plugin endpoints = Docker endpoints');
+
+  const ports = await host.ownedPorts();
+  const byRole = (role: string) => sorted(ports.filter((p) => p.externalIds['ovsnet-role'] === role).map((p) => p.name));
+  assert.deepEqual(byRole('endpoint'), sorted(state.endpoints.map((e) => e.hostIf)), 'an OVS port per endpoint, no other');
+  assert.deepEqual(byRole('gateway'), sorted(state.networks.flatMap((n) => (n.gatewayPort ? [n.gatewayPort] : []))), 'a gateway port per nat/routed network, no other');
+  const veths = (await host.links()).filter((l) => l.kind === 'veth' && /^ov[sc][0-9a-f]{12}$/.test(l.name)).map((l) => l.name);
+  const known = new Set(state.endpoints.flatMap((e) => [e.hostIf, e.peerIf]));
+  assert.deepEqual(veths.filter((v) => !known.has(v)), [], 'no veth without an endpoint');
+  for (const e of state.endpoints) assert.ok(veths.includes(e.hostIf), `endpoint ${e.id.slice(0, 12)} has its veth`);
+
+  const ownIpam = docker.filter((n) => n.IPAM?.Driver === host.driver);
+  assert.deepEqual(sorted(state.pools.map((p) => p.pool)), sorted(ownIpam.flatMap((n) => n.IPAM.Config.map((c: any) => c.Subnet))), 'a pool per subnet, no other');
+  const expected = new Set<string>();
+  for (const n of ownIpam) {
+    for (const c of n.IPAM.Config) for (const a of Object.values(c.AuxiliaryAddresses ?? {})) expected.add(a as string);
+    for (const c of Object.values(n.Containers ?? {}) as any[]) expected.add(String(c.IPv4Address).split('/')[0]!);
+  }
+  const held = state.addresses.filter((a) => a.kind !== 'gateway').map((a) => a.address);
+  assert.deepEqual(sorted(held), sorted(expected), 'held addresses = containers and aux addresses');
+  for (const pool of state.pools) {
+    assert.ok(state.addresses.filter((a) => a.poolId === pool.id && a.kind === 'gateway').length <= 1, `one gateway in ${pool.pool}`);
+  }
+
+  const gatewayPorts = new Set(state.networks.flatMap((n) => (n.gatewayPort ? [n.gatewayPort] : [])));
+  for (const rule of [...(await host.chainRules('filter', 'OVSNET-FORWARD')), ...(await host.chainRules('nat', 'OVSNET-POSTROUTING'))]) {
+    const port = /ovsgw[0-9a-f]{10}/.exec(rule)?.[0];
+    assert.ok(port && gatewayPorts.has(port), `firewall rule of a live network: ${rule}`);
+  }
+}

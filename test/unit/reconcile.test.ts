@@ -138,6 +138,15 @@ describe('reconciler: with Docker', () => {
     assert.equal(s.state.networks.size, 1);
   });
 
+  it('survives a pass that cannot finish (OVSDB down) and reports it instead of throwing', async () => {
+    const s = await setup();
+    await withEndpoint(s);
+    s.ovs.listOwnedPorts = async () => {
+      throw new Error('cannot reach OVSDB');
+    };
+    assert.deepEqual(await s.reconciler.run('test', true), {});
+  });
+
   it('never runs two passes at once, and coalesces the waiting ones', async () => {
     const s = await setup();
     await withEndpoint(s);

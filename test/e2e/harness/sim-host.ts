@@ -133,11 +133,16 @@ export class SimHost {
     if (!(await stat(path.join(run, 'conf.db')).catch(() => undefined))) {
       await cmd('ovsdb-tool', ['create', path.join(run, 'conf.db'), OVS_SCHEMA], { env });
     }
-    await cmd('nsenter', [`--net=/run/netns/${this.ns}`, '--', 'ovsdb-server', path.join(run, 'conf.db'),
-      `--remote=punix:${run}/db.sock`, `--pidfile=${run}/ovsdb-server.pid`, `--unixctl=${run}/ovsdb-server.ctl`,
-      `--log-file=${run}/ovsdb-server.log`, '--detach'], { env });
+    await this.startOvsdb();
     await this.vsctl(['--no-wait', 'init']);
     await this.startVswitchd();
+  }
+
+  async startOvsdb(): Promise<void> {
+    const run = path.join(this.dir, 'ovs');
+    await cmd('nsenter', [`--net=/run/netns/${this.ns}`, '--', 'ovsdb-server', path.join(run, 'conf.db'),
+      `--remote=punix:${run}/db.sock`, `--pidfile=${run}/ovsdb-server.pid`, `--unixctl=${run}/ovsdb-server.ctl`,
+      `--log-file=${run}/ovsdb-server.log`, '--detach'], { env: this.ovsEnv() });
   }
 
   async startVswitchd(): Promise<void> {
@@ -187,13 +192,14 @@ export class SimHost {
     }, 60_000, 200);
   }
 
-  async stopDockerd(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  /** Stops dockerd; `keepMounts` for live-restore, whose running containers keep their namespace mounts. */
+  async stopDockerd(signal: NodeJS.Signals = 'SIGTERM', keepMounts = false): Promise<void> {
     const pid = Number((await readFile(path.join(this.dir, 'docker.pid'), 'utf8').catch(() => '')).trim()) || this.dockerd?.pid;
     this.dockerd = undefined;
     if (!pid) return;
     await killAll([pid], signal);
     await waitFor('dockerd to exit', async () => !alive(pid), 30_000).catch(() => killAll([pid]));
-    await this.unmountUnder(path.join(this.dir, 'exec'));
+    if (!keepMounts) await this.unmountUnder(path.join(this.dir, 'exec'));
   }
 
   // ---- the plugin ----
@@ -233,6 +239,38 @@ export class SimHost {
 
   get pluginPid(): number | undefined {
     return this.plugin?.pid;
+  }
+
+  /** Waits for the plugin process to end by itself (an injected fault). */
+  async waitPluginExit(timeoutMs = 30_000): Promise<void> {
+    const child = this.plugin;
+    if (!child) return;
+    await waitFor('the plugin to exit', async () => child.exitCode !== null || child.signalCode !== null, timeoutMs, 50);
+    this.plugin = undefined;
+  }
+
+  /**
+   * A power cut: every process of the host dies at once (containers, dockerd,
+   * the plugin, Open vSwitch), then the host comes back with an empty network
+   * namespace (no links, no addresses, no iptables rules) and an empty /run
+   * (dockerd's exec-root); disks are kept (the OVS database, Docker's data
+   * root, the plugin's state).
+   */
+  async powerCycle(): Promise<void> {
+    this.plugin = undefined;
+    this.dockerd = undefined;
+    await killAll(await this.cgroupPids());
+    await killAll(await pidsMentioning(this.dir + '/'));
+    await sleep(300);
+    await this.unmountUnder(this.dir);
+    await rm(path.join(this.dir, 'exec'), { recursive: true, force: true });
+    for (const name of ['ovs/db.sock', 'ovs/ovsdb-server.pid', 'ovs/ovs-vswitchd.pid', 'ovs/ovsdb-server.ctl', 'ovs/ovs-vswitchd.ctl', 'docker.pid', 'docker.sock']) {
+      await rm(path.join(this.dir, name), { force: true });
+    }
+    await rm(this.socket, { force: true });
+    await cmd('ip', ['netns', 'del', this.ns]);
+    await cmd('ip', ['netns', 'add', this.ns]);
+    await this.exec('ip', ['link', 'set', 'lo', 'up']);
   }
 
   pluginLog(): Promise<string> {
@@ -393,7 +431,7 @@ export class SimHost {
 
 export interface PluginState {
   networks: Array<{ id: string; spec: Record<string, unknown>; gatewayPort?: string; ipv4: Array<{ pool: string; gateway?: string; auxAddresses?: Record<string, string> }> }>;
-  endpoints: Array<{ id: string; networkId: string; address: string; hostIf: string; joined: boolean }>;
+  endpoints: Array<{ id: string; networkId: string; address: string; hostIf: string; peerIf: string; joined: boolean }>;
   pools: Array<{ id: string; pool: string; range: string }>;
   addresses: Array<{ poolId: string; address: string; kind: string }>;
 }
