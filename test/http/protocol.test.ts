@@ -129,6 +129,31 @@ describe('plugin protocol over HTTP', () => {
     assert.equal(state.networks.size, 0, 'nothing half-written');
   });
 
+  it('answers bad values with a clear error in the field Docker reads, the right status, and no record', async () => {
+    const { app: a, state } = await app();
+    const s = request(a);
+    const create = (ipv4: unknown[], generic: Record<string, string> = {}) =>
+      dockerPost(s, 'NetworkDriver.CreateNetwork', { NetworkID: NET, Options: { 'com.docker.network.generic': generic }, IPv4Data: ipv4, IPv6Data: [] });
+    const cases: Array<[Promise<request.Response>, number, string, RegExp]> = [
+      [create([{ AddressSpace: 'local', Pool: 'fd00::/64', Gateway: 'fd00::1/64' }]), 400, 'Err', /IPv4Data\[0\]\.Pool must be an IPv4 prefix without host bits \(got "fd00::\/64"\)/],
+      [create([{ AddressSpace: 'local', Pool: '10.0.0.1/24', Gateway: '10.0.0.1/24' }]), 400, 'Err', /IPv4Data\[0\]\.Pool must be an IPv4 prefix without host bits/],
+      [create([{ AddressSpace: 'local', Pool: '10.0.0.0/24', Gateway: '10.9.0.1/24' }]), 400, 'Err', /IPv4Data\[0\]\.Gateway "10\.9\.0\.1\/24" is not an address of 10\.0\.0\.0\/24/],
+      [create([{ AddressSpace: 'local', Pool: '10.0.0.0/24', Gateway: '10.0.0.1/24' }], { bridge: 'br;rm -rf' }), 400, 'Err', /invalid value "br;rm -rf" for option bridge/],
+      [create([{ AddressSpace: 'local', Pool: '10.0.0.0/24', Gateway: '10.0.0.1/24' }], { uplink: '../eth0' }), 400, 'Err', /invalid value "\.\.\/eth0" for option uplink/],
+      [dockerPost(s, 'NetworkDriver.Join', { NetworkID: NET, EndpointID: EP, SandboxKey: '' }), 404, 'Err', /network aaaaaaaaaaaa is not known to the ovs plugin/],
+      [dockerPost(s, 'NetworkDriver.EndpointOperInfo', { NetworkID: NET, EndpointID: EP }), 404, 'Err', /not known/],
+      [dockerPost(s, 'IpamDriver.RequestPool', { AddressSpace: 'local', Pool: 'fd00::/64', SubPool: '', Options: {}, V6: false }), 400, 'Error', /subnet fd00::\/64 is IPv6 but an IPv4 pool was requested/],
+      [dockerPost(s, 'IpamDriver.RequestPool', { AddressSpace: 'local', Pool: '10.0.0.1/24', SubPool: '', Options: {}, V6: false }), 400, 'Error', /host bits are set; did you mean 10\.0\.0\.0\/24\?/],
+      [dockerPost(s, 'IpamDriver.ReleaseAddress', { PoolID: 'local/10.0.0.0/24', Address: 'not-an-ip' }), 400, 'Error', /invalid address "not-an-ip"/],
+    ];
+    for (const [pending, status, field, message] of cases) {
+      const res = await pending;
+      assert.equal(res.status, status, res.text);
+      assert.match(res.body[field], message);
+    }
+    assert.deepEqual([state.networks.size, state.endpoints.size, state.pools.size], [0, 0, 0], 'nothing half-written');
+  });
+
   it('answers unknown calls with a plain 404, which Docker tolerates for optional methods', async () => {
     const { app: a } = await app();
     const res = await dockerPost(request(a), 'NetworkDriver.AllocateNetwork', {});

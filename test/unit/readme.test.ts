@@ -20,7 +20,8 @@ describe('README', () => {
   it('lists every setting with its default', async () => {
     const text = await readme();
     for (const setting of SETTINGS) {
-      assert.ok(text.includes(`| \`${setting.name}\` | \`${setting.default}\` |`), `${setting.name} with default ${setting.default}`);
+      const shown = setting.default === '' ? '(empty)' : `\`${setting.default}\``;
+      assert.ok(text.includes(`| \`${setting.name}\` | ${shown} |`), `${setting.name} with default ${shown}`);
     }
   });
 
