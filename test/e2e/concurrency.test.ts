@@ -20,6 +20,7 @@ describe('concurrency', () => {
 
   it('50 parallel docker run on one network: all start, all distinct, all accounted for', async () => {
     await host.docker(['network', 'create', '-d', host.driver, '--ipam-driver', host.driver, '--subnet', '10.60.0.0/24', '-o', 'vlan=60', 'busy']);
+    await host.vsctl(['add-port', 'ovs0', 'foreign0', 'tag=60', '--', 'set', 'interface', 'foreign0', 'type=internal']);
     const names = Array.from({ length: 50 }, (_, i) => `c${i}`);
     const results = await Promise.allSettled(names.map((n) => runContainer(host, n, 'busy')));
     const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [`${names[i]}: ${(r.reason as Error).message}`] : []));
@@ -61,5 +62,6 @@ describe('concurrency', () => {
     await host.docker(['network', 'rm', 'busy']);
     const empty = await audit(host);
     assert.deepEqual([empty.networks, empty.pools, empty.gatewayPorts.length, empty.forwardRules, empty.natRules], [0, 0, 0, 0, 0]);
+    assert.equal((await host.vsctl(['list-ports', 'ovs0'])).stdout.trim(), 'foreign0', 'the foreign port survives, and keeps the bridge');
   });
 });
