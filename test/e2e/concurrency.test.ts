@@ -59,7 +59,21 @@ describe('concurrency', () => {
     assert.equal(a.natRules, 21, 'one masquerade rule per nat network, none lost');
     await assertConsistent(host);
     await Promise.all(names.map((n) => host.docker(['network', 'rm', n])));
-    await host.docker(['network', 'rm', 'busy']);
+    const removed = await host.docker(['network', 'rm', 'busy'], { check: false });
+    if (removed.exitCode !== 0) {
+      // dockerd 20.10 can lose a decrement of its endpoint counter when containers are removed in parallel
+      // (moby/moby#42119): the network then lists no endpoint but "has active endpoints". That is only
+      // dockerd's if every DeleteEndpoint succeeded here and Docker lists nothing; then a restart of dockerd
+      // (the known workaround) clears its counter.
+      assert.match(removed.stderr, /has active endpoints/);
+      const info = JSON.parse((await host.docker(['network', 'inspect', 'busy'])).stdout)[0];
+      assert.deepEqual(info.Containers, {}, 'Docker lists no endpoint on the network');
+      const failed = (await host.pluginLogLines()).filter((l) => l.call === 'NetworkDriver.DeleteEndpoint' && l.level !== 'debug');
+      assert.deepEqual(failed, [], 'every DeleteEndpoint succeeded');
+      await host.stopDockerd();
+      await host.startDockerd();
+      await host.docker(['network', 'rm', 'busy']);
+    }
     const empty = await audit(host);
     assert.deepEqual([empty.networks, empty.pools, empty.gatewayPorts.length, empty.forwardRules, empty.natRules], [0, 0, 0, 0, 0]);
     assert.equal((await host.vsctl(['list-ports', 'ovs0'])).stdout.trim(), 'foreign0', 'the foreign port survives, and keeps the bridge');
