@@ -62,6 +62,11 @@ export interface PoolRecord {
   readonly auto: boolean;
   /** Last address handed out dynamically; the round-robin walk starts after it. */
   readonly cursor: string | undefined;
+  /**
+   * Addresses containers asked for by name (`--ip`), kept after their release:
+   * dynamic allocation leaves them to their owners while other addresses are free.
+   */
+  readonly statics?: readonly string[];
   readonly createdAt: string;
 }
 

@@ -71,6 +71,9 @@ export function isOwnAddressSpace(space: string): boolean {
   return ADDRESS_SPACES.includes(space);
 }
 
+/** How many `--ip` addresses a pool remembers for their owners. */
+const MAX_STATICS = 1024;
+
 export class IpamDriver {
   private readonly lock = new KeyedMutex();
   /** poolId -> addresses answered idempotently since the pool was last requested again. */
@@ -314,12 +317,15 @@ export class IpamDriver {
 
     const range = parseCidr(pool.range)!;
     const cursor = pool.cursor ? parseIp(pool.cursor)?.value : undefined;
-    const value = nextFree(
-      usableBounds(cidr, range),
-      (v) => held.has(formatIp({ family: cidr.family, value: v })),
-      held.size,
-      cursor,
-    );
+    const bounds = usableBounds(cidr, range);
+    const isHeld = (v: bigint) => held.has(formatIp({ family: cidr.family, value: v }));
+    // A container that restarts with its --ip (after dockerd or the host restarted, Docker
+    // released it meanwhile) finds it free: dynamic requests take such addresses last.
+    const statics = new Set(pool.statics ?? []);
+    const value =
+      (statics.size > 0
+        ? nextFree(bounds, (v) => isHeld(v) || statics.has(formatIp({ family: cidr.family, value: v })), held.size + statics.size, cursor)
+        : undefined) ?? nextFree(bounds, isHeld, held.size, cursor);
     if (value === undefined) throw this.exhaustedError(pool);
     const address = formatIp({ family: cidr.family, value });
     await this.hold(pool, address, req, true);
@@ -342,7 +348,14 @@ export class IpamDriver {
       createdAt: new Date(this.now()).toISOString(),
     };
     const ops: StoreOp[] = [{ type: 'put', kind: 'address', value: record }];
-    if (advanceCursor) ops.push({ type: 'put', kind: 'pool', value: { ...pool, cursor: address } });
+    const named = !advanceCursor && kind === 'address';
+    if (advanceCursor) {
+      ops.push({ type: 'put', kind: 'pool', value: { ...pool, cursor: address } });
+    } else if (named && !(pool.statics ?? []).includes(address)) {
+      // Remembered, most recent last, up to a bound so that a pool record stays small.
+      const statics = [...(pool.statics ?? []), address].slice(-MAX_STATICS);
+      ops.push({ type: 'put', kind: 'pool', value: { ...pool, statics } });
+    }
     await this.options.state.commit(ops);
     (this.options.faults ?? noFaults).point('RequestAddress', 'after-record');
   }

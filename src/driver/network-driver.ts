@@ -566,6 +566,7 @@ export class NetworkDriver {
         }
         return answer;
       }
+      await this.retireDeadHolders(network, req.endpointId, [address, addressIpv6]);
       this.checkAddressFree(network, req.endpointId, address);
       this.checkAddressFree(network, req.endpointId, addressIpv6);
       const record: EndpointRecord = {
@@ -586,6 +587,32 @@ export class NetworkDriver {
       this.o.log.debug('endpoint created', { networkId: req.networkId, endpointId: req.endpointId, address, mac });
       return answer;
     });
+  }
+
+  /**
+   * A joined endpoint whose host-side veth is gone has no container any more: the
+   * container's namespace went, taking the pair with it. Docker normally deletes such
+   * an endpoint, but a dockerd that was killed, or a host that lost power, can leave it
+   * behind; it would then refuse the same container's restart with its own `--ip`.
+   * Such endpoints are retired here rather than only by the next reconcile pass, which
+   * comes too late for the containers dockerd restarts when it starts.
+   */
+  private async retireDeadHolders(network: NetworkRecord, endpointId: string, addresses: string[]): Promise<void> {
+    const wanted = addresses.filter(Boolean);
+    const holders = this.o.state
+      .endpointsOf(network.id)
+      .filter((o) => o.id !== endpointId && o.joined && !this.preparing.has(o.id) && (wanted.includes(o.address) || wanted.includes(o.addressIpv6)));
+    if (holders.length === 0) return;
+    const present = new Set((await this.o.links.list()).map((l) => l.name));
+    for (const dead of holders.filter((h) => !present.has(h.hostIf))) {
+      this.o.log.warn('retired an endpoint whose container is gone (its veth no longer exists)', {
+        networkId: network.id,
+        endpointId: dead.id,
+        address: dead.address || dead.addressIpv6,
+        for: endpointId,
+      });
+      await this.deleteEndpoint({ networkId: network.id, endpointId: dead.id });
+    }
   }
 
   /**

@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { readFile } from 'node:fs/promises';
 import { cmd, waitFor } from './harness/proc.js';
 import { SimHost, type OutsideNamespace } from './harness/sim-host.js';
 import { assertConsistent, containerAddress, httpGet, inspect, ping, runContainer, startHttp, startWhoAmI, tcpSay } from './support.js';
@@ -51,6 +52,23 @@ describe('surviving crashes and restarts', () => {
     for (const [table, chain, ...rule] of FOREIGN_RULES) {
       assert.equal((await host.exec('iptables', ['-w', '-t', table, '-C', chain, ...rule], { check: false })).exitCode, 0, `foreign rule ${rule.join(' ')}`);
     }
+  }
+
+  /** What to look at when a wait fails: containers, the plugin's complaints, dockerd's errors. */
+  async function diagnosis(): Promise<string> {
+    const ps = (await host.docker(['ps', '-a', '--format', '{{.Names}}: {{.Status}}'], { check: false })).stdout;
+    const plugin = (await host.pluginLogLines()).filter((l) => l.level === 'warn' || l.level === 'error').slice(-8).map((l) => JSON.stringify(l));
+    const dockerd = (await readFile(`${host.dir}/dockerd.log`, 'utf8').catch(() => '')).split('\n').filter((l) => /level=(error|fatal)/.test(l)).slice(-8);
+    return `\ncontainers:\n${ps}\nplugin:\n${plugin.join('\n')}\ndockerd:\n${dockerd.join('\n')}`;
+  }
+
+  async function waitForBaseContainers(): Promise<void> {
+    await waitFor('k1 and k2 to run again', async () => {
+      const running = (await host.docker(['ps', '--format', '{{.Names}}'])).stdout.split('\n');
+      return running.includes('k1') && running.includes('k2');
+    }, 120_000, 500).catch(async (err) => {
+      throw new Error(`${(err as Error).message}${await diagnosis()}`);
+    });
   }
 
   /** Waits until the restarted plugin logs `msg` (its repair of what the crash left). */
@@ -162,10 +180,7 @@ describe('surviving crashes and restarts', () => {
     const poolsBefore = (await host.pluginState()).pools.length;
     await host.stopDockerd();
     await host.startDockerd();
-    await waitFor('k1 and k2 to run again', async () => {
-      const running = (await host.docker(['ps', '--format', '{{.Names}}'])).stdout.split('\n');
-      return running.includes('k1') && running.includes('k2');
-    }, 60_000, 500);
+    await waitForBaseContainers();
     assert.equal((await containerAddress(host, 'k1', 'base')).ip, '10.40.0.10', 'a static address comes back');
     assert.equal((await host.pluginState()).pools.length, poolsBefore, 'replayed RequestPool holds no new pool');
     await healthy();
@@ -226,10 +241,7 @@ describe('surviving crashes and restarts', () => {
     await host.startOvs();
     await host.startPlugin();
     await host.startDockerd();
-    await waitFor('k1 and k2 to run again', async () => {
-      const running = (await host.docker(['ps', '--format', '{{.Names}}'])).stdout.split('\n');
-      return running.includes('k1') && running.includes('k2');
-    }, 60_000, 500);
+    await waitForBaseContainers();
     const lines = await host.pluginLogLines();
     const lastStart = lines.map((l) => l.msg).lastIndexOf('starting');
     const since = lines.slice(lastStart);

@@ -109,6 +109,23 @@ describe('IPAM: addresses', () => {
     assert.equal((await ipam.requestAddress(addr(PoolID))).Address, '10.1.0.4/29', 'a freed address is not reused at once');
   });
 
+  it('keeps an address asked for with --ip for its owner while other addresses are free, across restarts', async () => {
+    const store = new MemoryStore();
+    const first = await world({ store });
+    const { PoolID } = await first.ipam.requestPool(pool({ pool: '10.1.0.0/29' }));
+    await first.ipam.requestAddress(addr(PoolID, '', true));
+    await first.ipam.requestAddress(addr(PoolID, '10.1.0.3'));
+    // dockerd stops: the static container's address is released with the others.
+    await first.ipam.releaseAddress({ poolId: PoolID, address: '10.1.0.3' });
+    const { ipam } = await world({ store });
+    const dynamic = [];
+    for (let i = 0; i < 4; i++) dynamic.push((await ipam.requestAddress(addr(PoolID))).Address);
+    assert.deepEqual(dynamic, ['10.1.0.2/29', '10.1.0.4/29', '10.1.0.5/29', '10.1.0.6/29'], '10.1.0.3 is left to its owner');
+    assert.equal((await ipam.requestAddress(addr(PoolID))).Address, '10.1.0.3/29', 'and handed out when nothing else is free');
+    await ipam.releaseAddress({ poolId: PoolID, address: '10.1.0.3' });
+    assert.equal((await ipam.requestAddress(addr(PoolID, '10.1.0.3'))).Address, '10.1.0.3/29');
+  });
+
   it('hands dynamic addresses only from the ip-range, but static ones from the whole subnet', async () => {
     const { ipam } = await world();
     const { PoolID } = await ipam.requestPool(pool({ pool: '10.1.0.0/24', subPool: '10.1.0.128/25' }));

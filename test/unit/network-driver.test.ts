@@ -236,6 +236,24 @@ describe('network driver: endpoints', () => {
     assert.ok(state.addressesOf(p.PoolID).has('10.13.160.50'), 'the first container keeps its address');
   });
 
+  it('retires a joined endpoint whose veth is gone when its address is asked for again', async () => {
+    const { network, ipam, state, links, ovs } = await world();
+    const p = await ipam.requestPool({ addressSpace: 'local', pool: '10.13.160.0/24', subPool: '', options: {}, v6: false });
+    await network.createNetwork(createReq());
+    await ipam.requestAddress({ poolId: p.PoolID, address: '10.13.160.50', gateway: false });
+    await network.createEndpoint(endpointReq({ address: '10.13.160.50/24' }));
+    await network.join({ networkId: NET, endpointId: EP, sandboxKey: '/var/run/docker/netns/x', options: {} });
+    // A live container keeps its address.
+    await assert.rejects(network.createEndpoint(endpointReq({ endpointId: EP2, address: '10.13.160.50/24' })), { kind: 'Conflict' });
+    // Its namespace goes without Docker saying so (dockerd killed, power cut): the pair goes with it.
+    links.links.delete('ovseeeeeeeeeeee');
+    links.links.delete('ovceeeeeeeeeeee');
+    await network.createEndpoint(endpointReq({ endpointId: EP2, address: '10.13.160.50/24' }));
+    assert.deepEqual([...state.endpoints.keys()], [EP2]);
+    assert.ok(!ovs.ports.has('ovseeeeeeeeeeee'), 'the dead endpoint\'s port is gone');
+    assert.ok(state.addressesOf(p.PoolID).has('10.13.160.50'), 'the address stays held, now for the new endpoint');
+  });
+
   it('refuses an endpoint address outside the network', async () => {
     const { network } = await withNetwork();
     await assert.rejects(network.createEndpoint(endpointReq({ address: '10.99.0.2/24' })), /must be an IPv4 address with prefix length inside one of the network's subnets \(10.13.160.0\/24\)/);
