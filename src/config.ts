@@ -27,6 +27,8 @@ export interface Config {
   readonly reconcileGraceMs: number;
   /** Test-only crash point. */
   readonly fault: { call: FaultCall; point: string } | undefined;
+  /** Where Prometheus metrics are served; undefined means off. */
+  readonly metrics: { host: string; port: number } | undefined;
 }
 
 export interface SettingDoc {
@@ -48,6 +50,7 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'OVSNET_DOCKER', default: 'unix:///var/run/docker.sock', description: 'Docker API the reconciler compares with (unix://<path> or tcp://<host>:<port>), or none' },
   { name: 'OVSNET_RECONCILE_INTERVAL', default: '60', description: 'seconds between full reconciliations with OVS, the kernel and Docker' },
   { name: 'OVSNET_RECONCILE_GRACE', default: '60', description: 'seconds a record must be old before the reconciler may remove it as debris' },
+  { name: 'OVSNET_METRICS', default: '', description: 'host:port to serve Prometheus metrics on (GET /metrics); empty means off' },
   { name: 'OVSNET_FAULT', default: '', description: 'testing only: <Call>:<point> where the plugin kills itself (see src/driver/faults.ts)' },
 ];
 
@@ -106,6 +109,14 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > 86400) invalid(name, text, `must be a whole number of seconds from ${min} to 86400`);
     return Number(text) * 1000;
   };
+  const metricsText = setting(env, 'OVSNET_METRICS');
+  let metrics: { host: string; port: number } | undefined;
+  if (metricsText) {
+    const match = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(metricsText);
+    const port = match ? Number(match[2]) : 0;
+    if (!match || port < 1 || port > 65535) invalid('OVSNET_METRICS', metricsText, 'use <host>:<port>, e.g. 127.0.0.1:9617, or leave it empty for no metrics');
+    metrics = { host: match[1]!.replace(/^\[|\]$/g, ''), port };
+  }
   const faultText = setting(env, 'OVSNET_FAULT');
   const fault = faultText ? parseFault(faultText) : undefined;
   if (faultText && !fault) {
@@ -125,6 +136,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     reconcileIntervalMs: seconds('OVSNET_RECONCILE_INTERVAL', 1),
     reconcileGraceMs: seconds('OVSNET_RECONCILE_GRACE', 0),
     fault,
+    metrics,
   });
 }
 
@@ -133,5 +145,6 @@ export function describeConfig(config: Config): Record<string, unknown> {
     ...config,
     defaultPools: config.defaultPools.map((p) => `${formatCidr(p.base)}:${p.size}`),
     fault: config.fault ? `${config.fault.call}:${config.fault.point}` : undefined,
+    metrics: config.metrics ? `${config.metrics.host}:${config.metrics.port}` : undefined,
   };
 }

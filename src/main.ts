@@ -23,6 +23,7 @@ import { NetworkDriver } from './driver/network-driver.js';
 import { Reconciler } from './driver/reconcile.js';
 import { killAt, noFaults } from './driver/faults.js';
 import { createApp } from './http/app.js';
+import { Metrics, serveMetrics } from './http/metrics.js';
 import { listen } from './http/server.js';
 
 /** The longest a driver call waits for the networks to be restored after a start. */
@@ -55,12 +56,14 @@ async function main(): Promise<void> {
   const ovs = new OvsBridgeClient(ovsdb);
   const links = new IpLinks(run);
   const ipam = new IpamDriver({ state, routes: links, defaultPools: config.defaultPools, log, faults });
+  const firewall = new IptablesFirewall(run);
+  const sysctl = new ProcSysctl();
   const network = new NetworkDriver({
     state,
     ovs,
     links,
-    firewall: new IptablesFirewall(run),
-    sysctl: new ProcSysctl(),
+    firewall,
+    sysctl,
     datapathProbe: new ModuleDatapathProbe(),
     ipam,
     defaults: { bridge: config.bridge, datapath: config.datapath, mtu: config.mtu },
@@ -73,6 +76,8 @@ async function main(): Promise<void> {
     ipam,
     ovs,
     links,
+    firewall,
+    sysctl,
     docker: config.docker ? new DockerodeView(dockerFromAddress(config.docker)) : undefined,
     graceMs: config.reconcileGraceMs,
     log,
@@ -84,9 +89,13 @@ async function main(): Promise<void> {
     log.error('could not restore the networks', { error: errorMessage(err) });
   });
   const ready = Promise.race([restored, new Promise<void>((r) => setTimeout(r, STARTUP_WAIT_MS).unref())]).then(() => {});
-  const app = createApp({ network, ipam, state, log, ready });
+  const metrics = new Metrics(state);
+  reconciler.onPass = (changes, withDocker) => metrics.pass(changes, withDocker);
+  const app = createApp({ network, ipam, state, log, ready, reconciler, metrics });
   const server = await listen(app, config.socketPath);
   log.info('listening', { socket: config.socketPath, networks: state.networks.size, endpoints: state.endpoints.size });
+  const metricsServer = config.metrics ? await serveMetrics(metrics, config.metrics) : undefined;
+  if (config.metrics) log.info('serving metrics', { address: `${config.metrics.host}:${config.metrics.port}` });
 
   const watcher = new GatewayWatcher((port) => reconciler.trigger(`gateway port ${port} changed`), log);
   watcher.start();
@@ -106,6 +115,7 @@ async function main(): Promise<void> {
     watcher.stop();
     server.close();
     server.closeAllConnections();
+    metricsServer?.close();
     ovsdb.close();
     store.close().finally(() => process.exit(0));
   };

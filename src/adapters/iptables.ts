@@ -35,6 +35,19 @@ export class IptablesFirewall implements Firewall {
     await this.apply('6', [{ name: 'filter', chain: FORWARD_CHAIN, parent: 'FORWARD', rules: rules.v6.filter }]);
   }
 
+  async read(): Promise<{ filter4: string[]; nat4: string[]; filter6: string[] }> {
+    const rules = async (tool: string, table: string, chain: string) => {
+      const { stdout } = await this.run(tool, ['--wait', '-t', table, '-S', chain]).catch(() => ({ stdout: '' }));
+      const prefix = `-A ${chain} `;
+      return stdout.split('\n').filter((l) => l.startsWith(prefix)).map((l) => l.slice(prefix.length));
+    };
+    return {
+      filter4: await rules('iptables', 'filter', FORWARD_CHAIN),
+      nat4: await rules('iptables', 'nat', POSTROUTING_CHAIN),
+      filter6: await rules('ip6tables', 'filter', FORWARD_CHAIN),
+    };
+  }
+
   private async apply(family: '4' | '6', tables: Table[]): Promise<void> {
     const tool = family === '4' ? 'iptables' : 'ip6tables';
     await this.run(`${tool}-restore`, ['--noflush', '--wait'], { input: restoreInput(tables) });

@@ -195,6 +195,11 @@ export class OvsBridgeClient implements Ovs {
     return rows(ports).length > 0;
   }
 
+  async bridgeNames(): Promise<string[]> {
+    const [bridges] = await this.db.transact([{ op: 'select', table: 'Bridge', where: [], columns: ['name'] }]);
+    return rows(bridges).map((b) => String(b.name));
+  }
+
   async listOwnedPorts(): Promise<PortInfo[]> {
     const [ports, bridges, interfaces] = await this.db.transact([
       {

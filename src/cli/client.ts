@@ -13,18 +13,21 @@ export class CliError extends Error {
 
 export interface PluginNetwork {
   id: string;
+  state: string;
+  gatewayPort?: string;
+  createdAt: string;
   spec: { mode: string; peers: string[]; bridge: string; vlan?: number; tunnelKey?: number; gatewayMode: string; uplink?: string };
   localTag?: number;
   mtu: number;
-  ipv4: Array<{ pool: string; gateway?: string }>;
-  ipv6: Array<{ pool: string; gateway?: string }>;
+  ipv4: Array<{ addressSpace: string; pool: string; gateway?: string; auxAddresses: Record<string, string> }>;
+  ipv6: Array<{ addressSpace: string; pool: string; gateway?: string; auxAddresses: Record<string, string> }>;
 }
 
 export interface PluginState {
   networks: PluginNetwork[];
-  endpoints: Array<{ id: string; networkId: string; address: string; addressIpv6: string; mac: string; hostIf: string; joined: boolean }>;
-  pools: Array<{ id: string; pool: string; range: string }>;
-  addresses: Array<{ poolId: string; address: string; kind: string }>;
+  endpoints: Array<{ id: string; networkId: string; address: string; addressIpv6: string; mac: string; hostIf: string; peerIf: string; joined: boolean; createdAt: string }>;
+  pools: Array<{ id: string; addressSpace: string; pool: string; range: string; createdAt: string }>;
+  addresses: Array<{ poolId: string; address: string; kind: string; createdAt: string }>;
 }
 
 export class PluginClient {
@@ -56,6 +59,14 @@ export class PluginClient {
       req.setTimeout(30_000, () => req.destroy(new Error('timed out')));
       req.end(text);
     });
+  }
+
+  /** True when a plugin answers on the socket. */
+  async reachable(): Promise<boolean> {
+    return this.request('GET', '/ovsnet/state').then(
+      (r) => r.status === 200,
+      () => false,
+    );
   }
 
   async state(): Promise<PluginState> {

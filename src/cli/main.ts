@@ -1,42 +1,59 @@
 #!/usr/bin/env node
 /**
- * ovsnet: the operator's command line for the ovs plugin.
- *
- *   ovsnet peers NETWORK                  the tunnel peers of an overlay
- *   ovsnet peers NETWORK set IP[,IP...]   replace them
- *   ovsnet peers NETWORK add IP...        add peers
- *   ovsnet peers NETWORK remove IP...     remove peers
- *
- * NETWORK is a Docker network name or id. Options: --socket PATH (default
- * $OVSNET_SOCKET or /run/docker/plugins/ovs.sock); Docker is reached through
- * $DOCKER_HOST or /var/run/docker.sock.
+ * ovsnet: the operator's command line for the ovs plugin. It reads the
+ * plugin's state over its socket and never disturbs it; only `peers` and
+ * `reconcile` change anything, through the plugin.
  */
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
 import { CliError, PluginClient, dockerClient, resolveNetwork } from './client.js';
+import { doctor, doctorLines } from './doctor.js';
+import { dockerNames, endpointRows, networkRows, table } from './status.js';
 
-const USAGE = `usage:
-  ovsnet peers NETWORK                  show the tunnel peers of an overlay network
-  ovsnet peers NETWORK set IP[,IP...]   replace them
-  ovsnet peers NETWORK add IP...        add peers
-  ovsnet peers NETWORK remove IP...     remove peers
+const DEFAULT_SOCKET = '/run/docker/plugins/ovs.sock';
+
+const USAGE = `usage: ovsnet <command> [--json] [--socket PATH]
+commands:
+  networks                             networks: mode, VLAN/VNI, bridge, gateway mode, pool usage
+  endpoints                            containers on them: name, address, MAC, OVS port, tag
+  doctor                               every difference between the plugin's records, OVS, the kernel
+                                       and Docker, with the command that fixes it (exit 1 on drift)
+  reconcile                            make the plugin reconcile now
+  peers NETWORK                        the tunnel peers of an overlay network
+  peers NETWORK set|add|remove IP...   change them (without recreating the network)
 options:
-  --socket PATH   plugin socket (default $OVSNET_SOCKET or /run/docker/plugins/ovs.sock)`;
+  --json          machine-readable output
+  --socket PATH   plugin socket (default $OVSNET_SOCKET, ${DEFAULT_SOCKET}, or a managed plugin's
+                  /run/docker/plugins/<id>/ovs.sock)`;
 
 interface Parsed {
   socket: string;
+  json: boolean;
   args: string[];
 }
 
+/** The managed plugin's socket lives in a directory named after its id. */
+function findSocket(env: NodeJS.ProcessEnv): string {
+  if (env.OVSNET_SOCKET) return env.OVSNET_SOCKET;
+  if (existsSync(DEFAULT_SOCKET)) return DEFAULT_SOCKET;
+  const dir = path.dirname(DEFAULT_SOCKET);
+  const managed = existsSync(dir) ? readdirSync(dir).map((d) => path.join(dir, d, 'ovs.sock')).filter((p) => existsSync(p)) : [];
+  return managed.length === 1 ? managed[0]! : DEFAULT_SOCKET;
+}
+
 function parse(argv: readonly string[], env: NodeJS.ProcessEnv): Parsed {
-  let socket = env.OVSNET_SOCKET || '/run/docker/plugins/ovs.sock';
+  let socket: string | undefined;
+  let json = false;
   const args: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--socket') {
-      const value = argv[++i];
-      if (!value) throw new CliError('--socket needs a path', 2);
-      socket = value;
+      socket = argv[++i];
+      if (!socket) throw new CliError('--socket needs a path', 2);
     } else if (arg.startsWith('--socket=')) {
       socket = arg.slice('--socket='.length);
+    } else if (arg === '--json') {
+      json = true;
     } else if (arg === '-h' || arg === '--help') {
       throw new CliError(USAGE, 0);
     } else if (arg.startsWith('-')) {
@@ -45,10 +62,12 @@ function parse(argv: readonly string[], env: NodeJS.ProcessEnv): Parsed {
       args.push(arg);
     }
   }
-  return { socket, args };
+  return { socket: socket ?? findSocket(env), json, args };
 }
 
-async function peers(client: PluginClient, env: NodeJS.ProcessEnv, args: string[], out: (line: string) => void): Promise<void> {
+type Out = (line: string) => void;
+
+async function peers(client: PluginClient, env: NodeJS.ProcessEnv, args: string[], json: boolean, out: Out): Promise<void> {
   const [ref, action, ...values] = args;
   if (!ref) throw new CliError(`ovsnet peers needs a network\n${USAGE}`, 2);
   const network = await resolveNetwork(await client.state(), dockerClient(env), ref);
@@ -58,7 +77,8 @@ async function peers(client: PluginClient, env: NodeJS.ProcessEnv, args: string[
   let wanted: string[];
   switch (action) {
     case undefined:
-      for (const peer of current) out(peer);
+      if (json) out(JSON.stringify({ network: network.id, peers: current }));
+      else for (const peer of current) out(peer);
       return;
     case 'set':
       wanted = given;
@@ -79,16 +99,56 @@ async function peers(client: PluginClient, env: NodeJS.ProcessEnv, args: string[
   }
   const res = await client.request('PUT', `/ovsnet/networks/${network.id}/peers`, { Peers: wanted });
   if (res.status !== 200) throw new CliError(`the plugin refused: ${res.body?.Err ?? JSON.stringify(res.body)}`);
-  for (const peer of res.body.Peers as string[]) out(peer);
+  if (json) out(JSON.stringify({ network: network.id, peers: res.body.Peers }));
+  else for (const peer of res.body.Peers as string[]) out(peer);
 }
 
-export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, out: (line: string) => void): Promise<void> {
-  const { socket, args } = parse(argv, env);
+export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, out: Out): Promise<number> {
+  const { socket, json, args } = parse(argv, env);
   const [command, ...rest] = args;
   const client = new PluginClient(socket);
   switch (command) {
+    case 'networks': {
+      const rows = networkRows(await client.state(), (await dockerNames(dockerClient(env))).networks);
+      if (json) return out(JSON.stringify(rows, null, 2)), 0;
+      const cells = rows.map((r) => [
+        r.name || '-',
+        r.id.slice(0, 12),
+        r.mode,
+        r.segment,
+        r.bridge,
+        r.gatewayMode,
+        String(r.mtu),
+        r.subnets.map((s) => `${s.subnet}${s.used === null ? '' : ` ${s.used}/${s.size}`}`).join(' '),
+        r.mode === 'vlan' ? (r.uplink ?? '-') : r.peers.join(',') || '-',
+      ]);
+      for (const line of table(['NAME', 'ID', 'MODE', 'SEGMENT', 'BRIDGE', 'GATEWAY', 'MTU', 'SUBNETS (USED/SIZE)', 'UPLINK/PEERS'], cells)) out(line);
+      return 0;
+    }
+    case 'endpoints': {
+      const rows = endpointRows(await client.state(), await dockerNames(dockerClient(env)));
+      if (json) return out(JSON.stringify(rows, null, 2)), 0;
+      const cells = rows.map((r) => [r.container || '-', r.containerId.slice(0, 12) || '-', r.network, r.address || r.addressIpv6, r.mac, r.port, r.tag === null ? '-' : String(r.tag)]);
+      for (const line of table(['CONTAINER', 'CONTAINER ID', 'NETWORK', 'ADDRESS', 'MAC', 'OVS PORT', 'TAG'], cells)) out(line);
+      return 0;
+    }
+    case 'doctor': {
+      const report = await doctor(client, env);
+      if (json) out(JSON.stringify(report, null, 2));
+      else for (const line of doctorLines(report)) out(line);
+      return report.drift.length === 0 ? 0 : 1;
+    }
+    case 'reconcile': {
+      const res = await client.request('POST', '/ovsnet/reconcile');
+      if (res.status !== 200) throw new CliError(`the plugin answered ${res.status}: ${JSON.stringify(res.body)}`);
+      const changes = res.body.Changes as Record<string, number>;
+      if (json) out(JSON.stringify(changes));
+      else out(Object.keys(changes).length === 0 ? 'nothing to change' : Object.entries(changes).map(([k, n]) => `${k}: ${n}`).join('\n'));
+      return 0;
+    }
     case 'peers':
-      return peers(client, env, rest, out);
+      await peers(client, env, rest, json, out);
+      return 0;
     case undefined:
       throw new CliError(USAGE, 2);
     default:
@@ -96,8 +156,11 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, ou
   }
 }
 
-runCli(process.argv.slice(2), process.env, (line) => process.stdout.write(line + '\n')).catch((err) => {
-  const code = err instanceof CliError ? err.exitCode : 1;
-  (code === 0 ? process.stdout : process.stderr).write(`${err instanceof CliError ? err.message : (err as Error).stack}\n`);
-  process.exit(code);
-});
+runCli(process.argv.slice(2), process.env, (line) => process.stdout.write(line + '\n')).then(
+  (code) => process.exit(code),
+  (err) => {
+    const code = err instanceof CliError ? err.exitCode : 1;
+    (code === 0 ? process.stdout : process.stderr).write(`${err instanceof CliError ? err.message : (err as Error).stack}\n`);
+    process.exit(code);
+  },
+);

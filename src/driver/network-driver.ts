@@ -109,6 +109,7 @@ export class NetworkDriver {
   // ---- networks ----
 
   createNetwork(req: CreateNetworkRequest): Promise<void> {
+    const started = performance.now();
     return this.locks.run('networks', async () => {
       const { state, defaults } = this.o;
       const spec = parseNetworkOptions(req.generic, { internal: req.internal, ipv6: req.ipv6 }, defaults);
@@ -169,11 +170,13 @@ export class NetworkDriver {
         gatewayMode: spec.gatewayMode,
         internal: spec.internal,
         subnets: [...ipv4, ...ipv6].map((s) => s.pool),
+        durationMs: Math.round((performance.now() - started) * 10) / 10,
       });
     });
   }
 
   deleteNetwork(networkId: string): Promise<void> {
+    const started = performance.now();
     return this.locks.run('networks', async () => {
       const { state } = this.o;
       const record = state.networks.get(networkId);
@@ -190,7 +193,7 @@ export class NetworkDriver {
       await this.unrealise(record);
       this.faults.point('DeleteNetwork', 'after-teardown');
       await state.commit([{ type: 'del', kind: 'network', key: networkId }]);
-      log.info('network deleted');
+      log.info('network deleted', { durationMs: Math.round((performance.now() - started) * 10) / 10 });
     });
   }
 

@@ -77,6 +77,8 @@ export interface Ovs {
   /** Any port of that name, owned or not (to refuse taking over someone else's). */
   portExists(name: string): Promise<boolean>;
   listOwnedPorts(): Promise<PortInfo[]>;
+  /** Names of all bridges. */
+  bridgeNames(): Promise<string[]>;
 }
 
 export interface LinkInfo {
@@ -108,10 +110,13 @@ export interface Links {
 export interface Firewall {
   /** Makes the plugin's own chains exactly `rules`; touches nothing else but the jumps into them. */
   sync(rules: FirewallRules): Promise<void>;
+  /** The rules now in the plugin's chains, as `iptables -S` prints them (without "-A CHAIN "). */
+  read(): Promise<{ filter4: string[]; nat4: string[]; filter6: string[] }>;
 }
 
 export interface Sysctl {
   enableIpv4Forwarding(): Promise<void>;
+  ipv4Forwarding(): Promise<boolean>;
 }
 
 export interface DatapathProbe {

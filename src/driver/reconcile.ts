@@ -5,28 +5,26 @@
  * while the plugin was down).
  *
  * The store is the plugin's intent; everything on the host is derived from it.
- * - repair(): local only, and what runs at start and when a watcher fires.
- *   Networks whose CreateNetwork never finished are undone; every other
- *   network is realised again (bridge, gateway port and addresses, tunnels,
- *   uplink, firewall); OVS ports and veths that no record accounts for are
- *   removed; endpoint ports OVSDB lost are added back.
- * - reconcile(): repair, then compare with Docker. Networks and endpoints
- *   Docker no longer has are removed, as are pools and addresses that no
- *   Docker network holds. Only records older than the grace period are
- *   touched, so an operation still in flight is never mistaken for debris.
+ * A pass undoes networks whose CreateNetwork never finished, realises every
+ * other network again (bridge, gateway port and addresses, tunnels, uplink,
+ * firewall), then observes the host (and, in a full pass, Docker) and acts on
+ * the drift `findDrift` reports: ports and veths no record accounts for are
+ * removed, endpoint ports OVSDB lost are added back, and networks, endpoints,
+ * pools and addresses Docker no longer holds are removed once older than the
+ * grace period (an operation still in flight is never mistaken for debris).
+ * `ovsnet doctor` shows the same drift without acting on it.
  *
  * It never runs inside a driver call, and it changes state only through the
  * drivers' own locked operations, so it cannot race them. Every change is
  * logged with the reason.
  */
 import { errorMessage } from '../errors.js';
-import { formatCidr, parseCidr } from '../domain/cidr.js';
-import { ENDPOINT_KEY, NETWORK_KEY, PEER_KEY, ROLE_KEY, isHostVethName, isPeerVethName } from '../domain/names.js';
+import { type Drift, findDrift } from '../domain/drift.js';
 import type { Logger } from '../log.js';
 import type { IpamDriver } from './ipam-driver.js';
-import { isOwnAddressSpace } from './ipam-driver.js';
 import type { NetworkDriver } from './network-driver.js';
-import type { DockerView, Links, Ovs } from './ports.js';
+import { observe } from './observe.js';
+import type { DockerView, Firewall, Links, Ovs, Sysctl } from './ports.js';
 import type { State } from './state.js';
 
 export interface ReconcilerOptions {
@@ -35,6 +33,8 @@ export interface ReconcilerOptions {
   ipam: IpamDriver;
   ovs: Ovs;
   links: Links;
+  firewall: Firewall;
+  sysctl: Sysctl;
   /** Undefined when the plugin was told not to ask Docker (OVSNET_DOCKER=none). */
   docker: DockerView | undefined;
   graceMs: number;
@@ -76,7 +76,7 @@ export class Reconciler {
     this.debounce.unref();
   }
 
-  /** Runs a pass now, or after the one in progress; passes never overlap. */
+  /** Runs a pass now, or after the one in progress; passes never overlap, and never reject. */
   async run(reason: string, withDocker: boolean): Promise<Changes> {
     if (this.running) {
       const merged = { reason, docker: withDocker || (this.pending?.docker ?? false) };
@@ -88,7 +88,7 @@ export class Reconciler {
       }
       return {};
     }
-    this.running = (withDocker ? this.reconcile(reason) : this.repair(reason))
+    this.running = this.pass(reason, withDocker)
       .then((changes) => {
         this.onPass?.(changes, withDocker);
         return changes;
@@ -102,9 +102,24 @@ export class Reconciler {
     return this.running;
   }
 
-  /** Local repair: records against Open vSwitch and the kernel. */
-  async repair(reason: string): Promise<Changes> {
-    const { state, network, ovs, links } = this.o;
+  /** What differs now, without changing anything (for `ovsnet doctor`). */
+  async drift(withDocker: boolean): Promise<Drift[]> {
+    const observed = await observe(this.o, this.gatewayPorts(), withDocker);
+    return findDrift(this.records(), observed, { now: this.now(), graceMs: this.o.graceMs });
+  }
+
+  /** Local repair only (what runs at start and when a watcher fires). */
+  repair(reason: string): Promise<Changes> {
+    return this.pass(reason, false);
+  }
+
+  /** Repair, and remove what Docker no longer has. */
+  reconcile(reason: string): Promise<Changes> {
+    return this.pass(reason, true);
+  }
+
+  private async pass(reason: string, withDocker: boolean): Promise<Changes> {
+    const { state, network } = this.o;
     const changes: Changes = {};
     const count = (kind: string) => (changes[kind] = (changes[kind] ?? 0) + 1);
     const log = this.o.log.child({ reconcile: reason });
@@ -117,137 +132,89 @@ export class Reconciler {
         count('networksUndone');
       });
     }
-
     for (const record of [...state.networks.values()]) {
       await this.attempt(log, 'restore network', { networkId: record.id }, () => network.restore(record.id));
     }
 
-    const owned = await ovs.listOwnedPorts();
-    for (const port of owned) {
-      const role = port.externalIds[ROLE_KEY];
-      const net = state.networks.get(port.externalIds[NETWORK_KEY] ?? '');
-      let why: string | undefined;
-      if (role === 'endpoint' && !state.endpoints.has(port.externalIds[ENDPOINT_KEY] ?? '')) why = 'its endpoint is unknown';
-      if (role === 'gateway' && net?.gatewayPort !== port.name) why = 'its network is unknown';
-      if (role === 'tunnel' && !net?.spec.peers.includes(port.externalIds[PEER_KEY] ?? '')) why = 'its network or peer is unknown';
-      if (role === 'uplink' && ![...state.networks.values()].some((n) => n.spec.uplink === port.name && n.spec.bridge === port.bridge)) {
-        why = 'no network uses it';
-      }
-      if (!why) continue;
-      await this.attempt(log, 'remove orphan port', { port: port.name }, async () => {
-        await ovs.deletePort(port.name);
-        if (role === 'endpoint') await links.deleteLink(port.name);
-        log.info('reconcile: removed an OVS port no record accounts for', { port: port.name, role, why });
-        count('portsRemoved');
-      });
-    }
-
-    const devices = new Set<string>();
-    for (const e of state.endpoints.values()) devices.add(e.hostIf).add(e.peerIf);
-    const present = await links.list();
-    for (const link of present) {
-      if (link.kind !== 'veth' || !(isHostVethName(link.name) || isPeerVethName(link.name)) || devices.has(link.name)) continue;
-      // Look again: an endpoint created while the links were listed has its record by now.
-      if ([...state.endpoints.values()].some((e) => e.hostIf === link.name || e.peerIf === link.name)) continue;
-      await this.attempt(log, 'remove orphan veth', { link: link.name }, async () => {
-        if (await links.deleteLink(link.name)) {
-          log.info('reconcile: removed a veth no endpoint accounts for', { link: link.name });
-          count('vethsRemoved');
-        }
-      });
-    }
-
-    const portNames = new Set(owned.map((p) => p.name));
-    const linkNames = new Set(present.map((l) => l.name));
-    for (const endpoint of [...state.endpoints.values()]) {
-      if (portNames.has(endpoint.hostIf) || !linkNames.has(endpoint.hostIf)) continue;
-      await this.attempt(log, 'restore endpoint port', { endpointId: endpoint.id }, async () => {
-        if (await network.repairEndpointPort(endpoint.id)) {
-          log.info('reconcile: added back the OVS port of an endpoint', { endpointId: endpoint.id, port: endpoint.hostIf });
-          count('portsRestored');
+    // Observe first, read the records after: a device made meanwhile already has its record.
+    const observed = await observe(this.o, this.gatewayPorts(), withDocker && this.o.docker !== undefined);
+    const drift = findDrift(this.records(), observed, { now: this.now(), graceMs: this.o.graceMs });
+    for (const item of drift) {
+      const action = this.action(item);
+      if (!action) continue;
+      await this.attempt(log, action.what, { subject: item.subject }, async () => {
+        if (await action.run()) {
+          log.info(`reconcile: ${action.what}`, { networkId: item.networkId, endpointId: item.endpointId, port: item.port, poolId: item.poolId, address: item.address, why: item.detail });
+          count(action.counter);
         }
       });
     }
     return changes;
   }
 
-  /** Repair, then remove what Docker no longer has. */
-  async reconcile(reason: string): Promise<Changes> {
-    const changes = await this.repair(reason);
-    if (!this.o.docker) return changes;
-    const { state, network, ipam } = this.o;
-    const count = (kind: string) => (changes[kind] = (changes[kind] ?? 0) + 1);
-    const log = this.o.log.child({ reconcile: reason });
-    let docker;
-    try {
-      docker = await this.o.docker.networks();
-    } catch (err) {
-      log.debug('reconcile: Docker cannot be asked now; only local repairs were made', { error: errorMessage(err) });
-      return changes;
+  /** The repair for a kind of drift; kinds without one are only reported (by `ovsnet doctor`). */
+  private action(item: Drift): { what: string; counter: string; run: () => Promise<unknown> } | undefined {
+    const { network, ipam, ovs, links, state } = this.o;
+    switch (item.kind) {
+      case 'orphan-port':
+        return {
+          what: 'removed an OVS port no record accounts for',
+          counter: 'portsRemoved',
+          run: async () => {
+            await ovs.deletePort(item.port!);
+            if (item.role === 'endpoint') await links.deleteLink(item.port!);
+            return true;
+          },
+        };
+      case 'orphan-veth':
+        return {
+          what: 'removed a veth no endpoint accounts for',
+          counter: 'vethsRemoved',
+          // Look again: an endpoint created since the records were read has its record by now.
+          run: async () => ![...state.endpoints.values()].some((e) => e.hostIf === item.port || e.peerIf === item.port) && links.deleteLink(item.port!),
+        };
+      case 'endpoint-port-missing':
+        return { what: 'added back the OVS port of an endpoint', counter: 'portsRestored', run: () => network.repairEndpointPort(item.endpointId!) };
+      case 'network-unknown-to-docker':
+        return { what: 'removed a network Docker no longer has', counter: 'networksRemoved', run: () => network.deleteNetwork(item.networkId!).then(() => true) };
+      case 'endpoint-unknown-to-docker':
+        return {
+          what: 'removed an endpoint Docker no longer has',
+          counter: 'endpointsRemoved',
+          run: () => network.deleteEndpoint({ networkId: item.networkId!, endpointId: item.endpointId! }).then(() => true),
+        };
+      case 'pool-unused':
+        return { what: 'released a pool no Docker network uses', counter: 'poolsReleased', run: () => ipam.releasePool(item.poolId!).then(() => true) };
+      case 'address-unused':
+        return {
+          what: 'released an address no container or aux address holds',
+          counter: 'addressesReleased',
+          run: () => ipam.releaseAddress({ poolId: item.poolId!, address: item.address! }).then(() => true),
+        };
+      default:
+        return undefined;
     }
-    const old = (createdAt: string) => this.now() - Date.parse(createdAt) > this.o.graceMs;
-    const byId = new Map(docker.map((n) => [n.id, n]));
+  }
 
-    for (const record of [...state.networks.values()]) {
-      if (byId.has(record.id) || !old(record.createdAt)) continue;
-      await this.attempt(log, 'remove network unknown to Docker', { networkId: record.id }, async () => {
-        await network.deleteNetwork(record.id);
-        log.info('reconcile: removed a network Docker no longer has', { networkId: record.id });
-        count('networksRemoved');
-      });
-    }
+  private records() {
+    const { state } = this.o;
+    return {
+      networks: [...state.networks.values()],
+      endpoints: [...state.endpoints.values()],
+      pools: [...state.pools.values()],
+      addresses: [...state.addresses.values()].flatMap((m) => [...m.values()]),
+    };
+  }
 
-    for (const endpoint of [...state.endpoints.values()]) {
-      const dockerNetwork = byId.get(endpoint.networkId);
-      if (!dockerNetwork || dockerNetwork.endpoints.has(endpoint.id) || !old(endpoint.createdAt)) continue;
-      await this.attempt(log, 'remove endpoint unknown to Docker', { endpointId: endpoint.id }, async () => {
-        await network.deleteEndpoint({ networkId: endpoint.networkId, endpointId: endpoint.id });
-        log.info('reconcile: removed an endpoint Docker no longer has', { networkId: endpoint.networkId, endpointId: endpoint.id });
-        count('endpointsRemoved');
-      });
-    }
-
-    // Pools and addresses: what some Docker network with that subnet holds, plus gateways (released with their pool).
-    const holders = new Map<string, { addresses: Set<string> }>();
-    for (const n of docker) {
-      for (const subnet of n.subnets) {
-        const cidr = parseCidr(subnet);
-        if (!cidr) continue;
-        const key = formatCidr(cidr);
-        const entry = holders.get(key) ?? { addresses: new Set<string>() };
-        for (const a of n.auxAddresses) entry.addresses.add(a);
-        for (const e of n.endpoints.values()) for (const a of e.addresses) entry.addresses.add(a);
-        holders.set(key, entry);
-      }
-    }
-    for (const pool of [...state.pools.values()]) {
-      if (!isOwnAddressSpace(pool.addressSpace) || !old(pool.createdAt)) continue;
-      const holder = holders.get(pool.pool);
-      if (!holder) {
-        await this.attempt(log, 'release pool unknown to Docker', { poolId: pool.id }, async () => {
-          await ipam.releasePool(pool.id);
-          log.info('reconcile: released a pool no Docker network uses', { poolId: pool.id });
-          count('poolsReleased');
-        });
-        continue;
-      }
-      for (const address of [...state.addressesOf(pool.id).values()]) {
-        if (address.kind === 'gateway' || holder.addresses.has(address.address) || !old(address.createdAt)) continue;
-        await this.attempt(log, 'release address unknown to Docker', { poolId: pool.id, address: address.address }, async () => {
-          await ipam.releaseAddress({ poolId: pool.id, address: address.address });
-          log.info('reconcile: released an address no container or aux address holds', { poolId: pool.id, address: address.address });
-          count('addressesReleased');
-        });
-      }
-    }
-    return changes;
+  private gatewayPorts(): string[] {
+    return [...this.o.state.networks.values()].flatMap((n) => (n.gatewayPort ? [n.gatewayPort] : []));
   }
 
   private async attempt(log: Logger, what: string, fields: Record<string, unknown>, work: () => Promise<unknown>): Promise<void> {
     try {
       await work();
     } catch (err) {
-      log.error(`reconcile: could not ${what}`, { ...fields, error: errorMessage(err) });
+      log.error(`reconcile: could not do this: ${what}`, { ...fields, error: errorMessage(err) });
     }
   }
 }

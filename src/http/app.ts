@@ -10,6 +10,8 @@ import type { Logger } from '../log.js';
 import type { NetworkDriver } from '../driver/network-driver.js';
 import type { IpamDriver } from '../driver/ipam-driver.js';
 import type { State } from '../driver/state.js';
+import type { Reconciler } from '../driver/reconcile.js';
+import type { Metrics } from './metrics.js';
 import {
   decodeCreateEndpoint,
   decodeCreateNetwork,
@@ -33,6 +35,9 @@ export interface AppOptions {
    * never waits long on the plugin.
    */
   ready?: Promise<void>;
+  /** Drift and reconciliation on demand (ovsnet doctor, ovsnet reconcile). */
+  reconciler?: Pick<Reconciler, 'drift' | 'run'>;
+  metrics?: Metrics;
 }
 
 /** Calls answered at once, even while the plugin is still restoring its networks. */
@@ -54,7 +59,7 @@ export function createApp(options: AppOptions): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.set('query parser', false);
+  app.set('query parser', 'simple');
   // Docker sends no Content-Type, so parse every body as JSON.
   app.use(express.json({ type: () => true, limit: options.bodyLimit ?? '256kb', strict: false }));
 
@@ -88,19 +93,17 @@ export function createApp(options: AppOptions): express.Express {
     const handler = Object.hasOwn(calls, name) ? calls[name] : undefined;
     if (!handler) return next();
     const started = process.hrtime.bigint();
+    res.locals.call = name;
+    res.locals.started = started;
     if (options.ready && !ALWAYS_READY.has(name)) await options.ready;
     const text = JSON.stringify((await handler(req.body)) ?? {});
     res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
     res.end(text);
+    const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+    options.metrics?.call(name, durationMs / 1000);
     if (!log.enabled('debug')) return;
     const body = (req.body ?? {}) as Record<string, unknown>;
-    log.debug('call', {
-      call: name,
-      networkId: body.NetworkID,
-      endpointId: body.EndpointID,
-      poolId: body.PoolID,
-      durationMs: Number(process.hrtime.bigint() - started) / 1e6,
-    });
+    log.debug('call', { call: name, networkId: body.NetworkID, endpointId: body.EndpointID, poolId: body.PoolID, durationMs });
   });
 
   // Read-only view of the state for tests and the status CLI; Docker never sends GET.
@@ -122,6 +125,18 @@ export function createApp(options: AppOptions): express.Express {
     }
     const record = await network.setPeers(resolveNetwork(options.state, String(req.params.id)), body.Peers as string[]);
     res.json({ NetworkID: record.id, Peers: record.spec.peers });
+  });
+
+  // What differs between the records and the host (and Docker), without changing anything.
+  app.get('/ovsnet/drift', async (req: Request, res: Response) => {
+    if (!options.reconciler) throw notFound('NoReconciler', 'drift is not available in this process');
+    res.json({ Drift: await options.reconciler.drift(req.query?.docker !== '0') });
+  });
+
+  // A full reconciliation now, instead of at the next period.
+  app.post('/ovsnet/reconcile', async (_req: Request, res: Response) => {
+    if (!options.reconciler) throw notFound('NoReconciler', 'reconciliation is not available in this process');
+    res.json({ Changes: await options.reconciler.run('requested', true) });
   });
 
   // Unknown calls: a plain 404, which Docker tolerates for optional methods.
@@ -150,8 +165,13 @@ export function createApp(options: AppOptions): express.Express {
       message = `internal error: ${errorMessage(err)}`;
     }
     const body = (req.body ?? {}) as Record<string, unknown>;
+    const call = (res.locals.call as string | undefined) ?? req.path.slice(1);
+    const started = res.locals.started as bigint | undefined;
+    const durationMs = started === undefined ? undefined : Number(process.hrtime.bigint() - started) / 1e6;
+    if (res.locals.call) options.metrics?.call(call, (durationMs ?? 0) / 1000, isPluginError(err) ? err.kind : status >= 500 ? 'Internal' : 'BadRequest');
     const fields = {
-      call: req.path.slice(1),
+      call,
+      durationMs,
       status,
       error: message,
       networkId: typeof body === 'object' ? body.NetworkID : undefined,

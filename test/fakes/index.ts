@@ -116,6 +116,10 @@ export class FakeOvs implements Ovs {
     port.trunks = [...trunks];
   }
 
+  async bridgeNames(): Promise<string[]> {
+    return [...this.bridges.keys()];
+  }
+
   async portExists(name: string): Promise<boolean> {
     return this.ports.has(name);
   }
@@ -206,6 +210,11 @@ export class FakeFirewall implements Firewall {
     this.syncs++;
     this.current = rules;
   }
+
+  async read(): Promise<{ filter4: string[]; nat4: string[]; filter6: string[] }> {
+    const text = (rules: readonly (readonly string[])[] | undefined) => (rules ?? []).map((r) => r.join(' '));
+    return { filter4: text(this.current?.v4.filter), nat4: text(this.current?.v4.nat), filter6: text(this.current?.v6.filter) };
+  }
 }
 
 export class FakeSysctl implements Sysctl {
@@ -213,6 +222,10 @@ export class FakeSysctl implements Sysctl {
 
   async enableIpv4Forwarding(): Promise<void> {
     this.forwarding = true;
+  }
+
+  async ipv4Forwarding(): Promise<boolean> {
+    return this.forwarding;
   }
 }
 

@@ -28,6 +28,8 @@ async function setup(options: { grace?: number; now?: () => number } = {}) {
     ipam: w.ipam,
     ovs: w.ovs,
     links: w.links,
+    firewall: w.firewall,
+    sysctl: w.sysctl,
     docker,
     graceMs: options.grace ?? 0,
     log: silentLogger,

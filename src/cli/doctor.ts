@@ -1,0 +1,75 @@
+/**
+ * `ovsnet doctor`: every difference between the plugin's records, Open
+ * vSwitch, the kernel and Docker, each with the command that fixes it. It
+ * only reads. With the plugin running it asks the plugin; with the plugin
+ * down it reads the store and the host itself.
+ */
+import path from 'node:path';
+import { loadConfig } from '../config.js';
+import { type Drift, findDrift } from '../domain/drift.js';
+import { silentLogger } from '../log.js';
+import { run } from '../adapters/exec.js';
+import { LevelStore } from '../adapters/level-store.js';
+import { OvsdbClient } from '../adapters/ovsdb.js';
+import { OvsBridgeClient } from '../adapters/ovs.js';
+import { IpLinks } from '../adapters/links.js';
+import { IptablesFirewall } from '../adapters/iptables.js';
+import { ProcSysctl } from '../adapters/system.js';
+import { DockerodeView, dockerFromAddress } from '../adapters/docker.js';
+import { observe } from '../driver/observe.js';
+import { CliError, type PluginClient } from './client.js';
+
+export interface DoctorReport {
+  pluginRunning: boolean;
+  drift: Drift[];
+}
+
+export async function doctor(client: PluginClient, env: NodeJS.ProcessEnv): Promise<DoctorReport> {
+  if (await client.reachable()) {
+    const res = await client.request('GET', '/ovsnet/drift');
+    if (res.status !== 200) throw new CliError(`the plugin answered ${res.status}: ${JSON.stringify(res.body)}`);
+    return { pluginRunning: true, drift: res.body.Drift as Drift[] };
+  }
+  const config = loadConfig(env);
+  let store: LevelStore;
+  try {
+    store = await LevelStore.open(path.join(config.stateDir, 'db'));
+  } catch (err) {
+    throw new CliError(`the plugin does not answer on ${client.socketPath}, and its store in ${config.stateDir} cannot be opened (${(err as Error).message}); give --socket if it serves another socket`);
+  }
+  const ovsdb = new OvsdbClient({ address: config.ovsdb, log: silentLogger, requestTimeoutMs: 5_000 });
+  try {
+    const snapshot = await store.load();
+    const observed = await observe(
+      {
+        ovs: new OvsBridgeClient(ovsdb),
+        links: new IpLinks(run),
+        firewall: new IptablesFirewall(run),
+        sysctl: new ProcSysctl(),
+        docker: config.docker ? new DockerodeView(dockerFromAddress(config.docker)) : undefined,
+        log: silentLogger,
+      },
+      snapshot.networks.flatMap((n) => (n.gatewayPort ? [n.gatewayPort] : [])),
+      true,
+    );
+    const drift = findDrift(snapshot, observed, { now: Date.now(), graceMs: config.reconcileGraceMs });
+    drift.unshift({
+      kind: 'plugin-not-running',
+      subject: client.socketPath,
+      detail: `the plugin does not answer on ${client.socketPath}: Docker cannot create networks or start containers on them`,
+      fix: 'systemctl start ovsnet   (managed plugin: docker plugin enable ovs)',
+    });
+    return { pluginRunning: false, drift };
+  } finally {
+    ovsdb.close();
+    await store.close();
+  }
+}
+
+export function doctorLines(report: DoctorReport): string[] {
+  if (report.drift.length === 0) return ["no drift: the plugin's records, Open vSwitch, the kernel and Docker agree"];
+  const lines: string[] = [];
+  for (const d of report.drift) lines.push(`${d.kind}: ${d.detail}`, `    fix: ${d.fix}`);
+  lines.push(`${report.drift.length} difference${report.drift.length === 1 ? '' : 's'}`);
+  return lines;
+}

@@ -1,0 +1,123 @@
+/**
+ * Prometheus metrics (text format, prom-client) on an optional listener, off
+ * unless OVSNET_METRICS names an address. Counters and histograms are fed by
+ * the HTTP app and the reconciler; gauges are read from the state on scrape.
+ */
+import http from 'node:http';
+import client from 'prom-client';
+import { boundsSize, usableBounds } from '../domain/allocator.js';
+import { parseCidr } from '../domain/cidr.js';
+import type { State } from '../driver/state.js';
+
+export class Metrics {
+  readonly registry = new client.Registry();
+  private readonly requests = new client.Counter({
+    name: 'ovsnet_requests_total',
+    help: 'Protocol calls from Docker, by call and outcome (ok or error)',
+    labelNames: ['call', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  private readonly duration = new client.Histogram({
+    name: 'ovsnet_request_duration_seconds',
+    help: 'Time to answer a protocol call, by call',
+    labelNames: ['call'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+    registers: [this.registry],
+  });
+  private readonly errors = new client.Counter({
+    name: 'ovsnet_errors_total',
+    help: 'Refused or failed protocol calls, by error kind (BadRequest, NotFound, Conflict, Exhausted, Unavailable, Internal)',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  private readonly passes = new client.Counter({
+    name: 'ovsnet_reconcile_passes_total',
+    help: 'Reconciliation passes, local (repair) or with Docker (full)',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  });
+  private readonly changes = new client.Counter({
+    name: 'ovsnet_reconcile_changes_total',
+    help: 'What reconciliation repaired or removed, by kind',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(state: State) {
+    // Process metrics (memory, CPU, event loop lag) as every Node exporter has them.
+    client.collectDefaultMetrics({ register: this.registry });
+    new client.Gauge({
+      name: 'ovsnet_networks',
+      help: 'Networks the plugin holds',
+      registers: [this.registry],
+      collect() {
+        this.set(state.networks.size);
+      },
+    });
+    new client.Gauge({
+      name: 'ovsnet_endpoints',
+      help: 'Endpoints (container attachments) the plugin holds',
+      registers: [this.registry],
+      collect() {
+        this.set(state.endpoints.size);
+      },
+    });
+    const poolLabels = (poolId: string) => {
+      const pool = state.pools.get(poolId)!;
+      const network = [...state.networks.values()].find((n) => [...n.ipv4, ...n.ipv6].some((s) => s.pool === pool.pool && s.addressSpace === pool.addressSpace));
+      return { network: network?.id.slice(0, 12) ?? '', pool: pool.pool };
+    };
+    new client.Gauge({
+      name: 'ovsnet_pool_addresses',
+      help: 'Addresses dynamic allocation can hand out, per pool (its ip-range without network and broadcast)',
+      labelNames: ['network', 'pool'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const pool of state.pools.values()) {
+          this.set(poolLabels(pool.id), Number(boundsSize(usableBounds(parseCidr(pool.pool)!, parseCidr(pool.range)!))));
+        }
+      },
+    });
+    new client.Gauge({
+      name: 'ovsnet_pool_addresses_used',
+      help: 'Addresses held in a pool (containers, gateway and aux addresses)',
+      labelNames: ['network', 'pool'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const pool of state.pools.values()) this.set(poolLabels(pool.id), state.addressesOf(pool.id).size);
+      },
+    });
+  }
+
+  call(call: string, seconds: number, errorKind?: string): void {
+    this.requests.inc({ call, outcome: errorKind ? 'error' : 'ok' });
+    this.duration.observe({ call }, seconds);
+    if (errorKind) this.errors.inc({ kind: errorKind });
+  }
+
+  pass(changes: Record<string, number>, withDocker: boolean): void {
+    this.passes.inc({ type: withDocker ? 'full' : 'repair' });
+    for (const [kind, n] of Object.entries(changes)) this.changes.inc({ kind }, n);
+  }
+}
+
+/** Serves GET /metrics on host:port. */
+export async function serveMetrics(metrics: Metrics, address: { host: string; port: number }): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'GET' || req.url !== '/metrics') {
+      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('only GET /metrics here\n');
+      return;
+    }
+    metrics.registry
+      .metrics()
+      .then((text) => res.writeHead(200, { 'Content-Type': metrics.registry.contentType }).end(text))
+      .catch((err: Error) => res.writeHead(500, { 'Content-Type': 'text/plain' }).end(err.message));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(address.port, address.host, resolve);
+  });
+  return server;
+}
