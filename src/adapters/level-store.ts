@@ -25,7 +25,13 @@ export class LevelStore implements Store {
 
   static async open(path: string): Promise<LevelStore> {
     const store = new LevelStore(path);
-    await store.db.open();
+    try {
+      await store.db.open();
+    } catch (err) {
+      const cause = (err as { cause?: Error }).cause?.message ?? (err as Error).message;
+      const hint = /lock/i.test(cause) ? ': another plugin process holds it (only one may use a state directory)' : '';
+      throw new Error(`cannot open the state in ${path}: ${cause}${hint}`, { cause: err });
+    }
     return store;
   }
 

@@ -29,6 +29,7 @@ export type DriftKind =
   | 'pool-unused'
   | 'address-unused'
   | 'endpoint-unknown-to-plugin'
+  | 'network-unknown-to-plugin'
   | 'plugin-not-running';
 
 export interface Drift {
@@ -178,6 +179,26 @@ export function findDrift(records: Records, observed: Observed, options: { now: 
     if (role === 'gateway' && network?.gatewayPort !== port.name) why = 'its network is unknown';
     if (role === 'tunnel' && !network?.spec.peers.includes(port.externalIds[PEER_KEY] ?? '')) why = 'its network or peer is unknown';
     if (role === 'uplink' && !records.networks.some((n) => n.spec.uplink === port.name && n.spec.bridge === port.bridge)) why = 'no network uses it';
+    const networkId = port.externalIds[NETWORK_KEY];
+    if (why && networkId && !network) {
+      // A port of a network the records lack is debris only if Docker lacks it too. If Docker
+      // has it, the plugin's records are what is missing (a wrong state directory or mount):
+      // removing the port would cut the network's containers off.
+      if (!observed.docker) continue;
+      const known = observed.docker.find((n) => n.id === networkId);
+      if (known) {
+        drift.push({
+          kind: 'network-unknown-to-plugin',
+          subject: port.name,
+          networkId,
+          port: port.name,
+          role,
+          detail: `OVS port ${port.name} belongs to Docker network ${known.name} (${short(networkId)}), which the plugin's records lack: its state directory is not the one it used`,
+          fix: 'point OVSNET_STATE_DIR (managed plugin: docker plugin set ovs state.source=<dir>) at the state the network was made with, and restart the plugin',
+        });
+        continue;
+      }
+    }
     if (why) {
       drift.push({
         kind: 'orphan-port',
@@ -192,7 +213,8 @@ export function findDrift(records: Records, observed: Observed, options: { now: 
 
   const devices = new Set(records.endpoints.flatMap((e) => [e.hostIf, e.peerIf]));
   for (const [name, kind] of observed.links) {
-    if (kind !== 'veth' || !(isHostVethName(name) || isPeerVethName(name)) || devices.has(name)) continue;
+    // A veth that is an owned OVS port is judged by its port (above), which knows its network.
+    if (kind !== 'veth' || !(isHostVethName(name) || isPeerVethName(name)) || devices.has(name) || ports.has(name)) continue;
     drift.push({ kind: 'orphan-veth', subject: name, port: name, detail: `veth ${name} belongs to no endpoint`, fix: `ip link del ${name}` });
   }
 

@@ -81,9 +81,25 @@ describe('reconciler: local repair', () => {
     s.links.links.set('ovc888888888888', { kind: 'veth', mtu: 1500, addresses: [], txOff: false });
     s.links.links.set('ovs777777777777', { kind: 'veth', mtu: 1500, addresses: [], txOff: false });
     const changes = await s.reconciler.repair('test');
-    assert.deepEqual(changes, { portsRemoved: 2, vethsRemoved: 2 });
-    assert.deepEqual([...s.ovs.ports.keys()].sort(), ['foreign0', 'ovseeeeeeeeeeee', 'ovsgw1111111111']);
+    assert.deepEqual(changes, { portsRemoved: 1, vethsRemoved: 2 });
+    assert.ok(s.ovs.ports.has('ovsgw2222222222'), 'a port of an unknown network waits for Docker to say it is debris');
     assert.ok(s.links.links.has('ovseeeeeeeeeeee'), 'the live endpoint keeps its veth');
+  });
+
+  it('removes a port of a network Docker lacks too, but never one of a network Docker has (lost state)', async () => {
+    const s = await setup();
+    await withEndpoint(s);
+    s.docker.add(NET, '10.13.160.0/24', { [EP]: '10.13.160.2' });
+    const owner = { 'ovsnet-owner': 'ovsnet' };
+    s.ovs.ports.set('ovsgw2222222222', { bridge: 'ovs0', name: 'ovsgw2222222222', type: 'internal', tag: 5, externalIds: { ...owner, 'ovsnet-role': 'gateway', 'ovsnet-network': id('2') } });
+    s.ovs.ports.set('ovsgw3333333333', { bridge: 'ovs0', name: 'ovsgw3333333333', type: 'internal', tag: 6, externalIds: { ...owner, 'ovsnet-role': 'gateway', 'ovsnet-network': id('3') } });
+    s.docker.add(id('3'), '10.60.0.0/24');
+    const lost = (await s.reconciler.drift(true)).find((d) => d.kind === 'network-unknown-to-plugin');
+    assert.equal(lost?.port, 'ovsgw3333333333');
+    assert.match(lost!.fix, /OVSNET_STATE_DIR/);
+    await s.reconciler.reconcile('test');
+    assert.ok(!s.ovs.ports.has('ovsgw2222222222'), 'debris of a network nobody has is removed');
+    assert.ok(s.ovs.ports.has('ovsgw3333333333'), 'a network Docker has keeps its port');
   });
 
   it('adds back the port of an endpoint whose veth is still there', async () => {
