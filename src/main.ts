@@ -3,6 +3,7 @@
  * Composition root: settings -> adapters -> drivers -> HTTP app -> socket,
  * then the reconciler and its watchers. Nothing imports this file.
  */
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError, describeConfig, loadConfig } from './config.js';
@@ -42,14 +43,25 @@ async function main(): Promise<void> {
   }
   const log = createLogger({ level: config.logLevel });
   log.info('starting', { settings: describeConfig(config), pid: process.pid });
-  const faults = config.fault
-    ? killAt(config.fault, () => {
-        log.warn('fault injected: the plugin kills itself here', { fault: `${config.fault!.call}:${config.fault!.point}` });
-        process.kill(process.pid, 'SIGKILL');
-      })
-    : noFaults;
-
   await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
+  // A fault fires once per setting: dockerd starts a managed plugin that died again with the same
+  // settings, and that start must see what the crash left, not crash again.
+  const faultMarker = path.join(config.stateDir, 'fault-fired');
+  const faultText = config.fault ? `${config.fault.call}:${config.fault.point}` : '';
+  const fired = !!config.fault && existsSync(faultMarker) && readFileSync(faultMarker, 'utf8') === faultText;
+  if (!config.fault) rmSync(faultMarker, { force: true });
+  if (fired) log.warn('fault already fired once with this setting; not armed', { fault: faultText });
+  const faults =
+    config.fault && !fired
+      ? killAt(config.fault, () => {
+          writeFileSync(faultMarker, faultText);
+          log.warn('fault injected: the plugin kills itself here', { fault: faultText });
+          process.kill(process.pid, 'SIGKILL');
+          // As PID 1 of its namespace (a managed plugin) the kernel ignores that: end at once all the same.
+          process.exit(137);
+        })
+      : noFaults;
+
   const store = await LevelStore.open(path.join(config.stateDir, 'db'));
   const state = await State.open(store);
   const ovsdb = new OvsdbClient({ address: config.ovsdb, log });
