@@ -25,7 +25,9 @@ repo=$(pwd)
 log() { printf '== %s\n' "$*"; }
 have_systemd() { [ -d /run/systemd/system ] && systemctl is-system-running >/dev/null 2>&1; }
 
-packages=(openvswitch-switch docker.io iptables ethtool busybox-static iproute2 util-linux procps ca-certificates)
+# The last three serve the managed plugin's build and its tests (a base image without a registry, a local
+# registry on loopback).
+packages=(openvswitch-switch docker.io iptables ethtool busybox-static iproute2 util-linux procps ca-certificates curl debootstrap docker-registry)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -33,6 +35,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian's registry service would listen on every interface; the tests start their own on loopback.
+  if have_systemd && systemctl is-enabled docker-registry >/dev/null 2>&1; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
 fi
 
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)

@@ -9,7 +9,7 @@
  * routes and iptables rules live inside the namespaces. `stop()` removes
  * everything, and `start()` first removes what a crashed earlier run left.
  */
-import { mkdir, readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +19,15 @@ import { busyboxTarball, TEST_IMAGE } from './image.js';
 import { type CmdOptions, type Result, alive, cmd, killAll, pidsMentioning, requireTools, sleep, waitFor } from './proc.js';
 
 export const BASE_DIR = '/tmp/ovsnet-t';
+/**
+ * OVSNET_E2E_PLUGIN=managed runs every host's plugin as the managed (v2) plugin, installed with
+ * `docker plugin install` from a registry; otherwise the plugin is a process started from dist/.
+ */
+export const MANAGED = process.env.OVSNET_E2E_PLUGIN === 'managed';
+/** Where the managed plugin is pulled from (each host runs a registry on its own loopback, same storage). */
+export const MANAGED_REF = process.env.OVSNET_E2E_PLUGIN_REF ?? 'localhost:5000/ovsnet:latest';
+export const REGISTRY_STORAGE = process.env.OVSNET_E2E_REGISTRY ?? '/var/lib/ovsnet-registry';
+const MANAGED_ALIAS = 'ovs';
 export const REPO_ROOT = path.resolve(fileURLToPath(import.meta.url), '../../../../..');
 export const PLUGIN_MAIN = path.join(REPO_ROOT, 'dist/src/main.js');
 const PLUGIN_DIR = '/run/docker/plugins';
@@ -59,7 +68,8 @@ export class SimHost {
   readonly ns: string;
   readonly dir: string;
   readonly driver: string;
-  readonly socket: string;
+  /** The plugin socket; for a managed plugin it is known once the plugin is installed. */
+  socket: string;
   readonly dockerHost: string;
   readonly ovsdb: string;
   private plugin: ChildProcess | undefined;
@@ -71,7 +81,8 @@ export class SimHost {
     this.name = options.name;
     this.ns = `ovsnet-t-${options.name}`;
     this.dir = path.join(BASE_DIR, options.name);
-    this.driver = options.driver ?? `ovs-${options.name}`;
+    // A managed plugin is named with its tag in -d and --ipam-driver.
+    this.driver = MANAGED ? `${MANAGED_ALIAS}:latest` : (options.driver ?? `ovs-${options.name}`);
     this.socket = path.join(PLUGIN_DIR, `${this.driver}.sock`);
     this.dockerHost = `unix://${this.dir}/docker.sock`;
     this.ovsdb = `unix:${this.dir}/ovs/db.sock`;
@@ -176,7 +187,9 @@ export class SimHost {
       `--net=/run/netns/${this.ns}`, '--', 'dockerd',
       `--config-file=${this.dir}/daemon.json`,
       `--data-root=${this.dir}/docker`, `--exec-root=${this.dir}/exec`, `--pidfile=${this.dir}/docker.pid`,
-      `-H`, this.dockerHost, `--cgroup-parent=/${this.ns}`, '--log-level=warn', '--userland-proxy=false',
+      `-H`, this.dockerHost, `--cgroup-parent=/${this.ns}`, `--log-level=${MANAGED ? 'info' : 'warn'}`, '--userland-proxy=false',
+      // The test containers run `sleep` as PID 1, which ignores SIGTERM: do not wait 15 s for each.
+      '--shutdown-timeout=3',
       ...(this.options.dockerIptables ? [] : ['--bridge=none', '--iptables=false']),
       ...(this.options.dockerArgs ?? []),
       ...extraArgs,
@@ -190,6 +203,11 @@ export class SimHost {
       if (child.exitCode !== null) throw new Error(`dockerd exited (code ${child.exitCode}); see ${this.dir}/dockerd.log`);
       return (await this.docker(['version', '--format', '{{.Server.Version}}'], { check: false, timeoutMs: 5_000 })).exitCode === 0;
     }, 60_000, 200);
+    if (MANAGED && (await this.docker(['plugin', 'inspect', '-f', '{{.Id}}', MANAGED_ALIAS], { check: false })).exitCode === 0) {
+      // dockerd enables an installed plugin itself when it starts.
+      const id = (await this.docker(['plugin', 'inspect', '-f', '{{.Id}}', MANAGED_ALIAS])).stdout.trim();
+      this.socket = path.join(PLUGIN_DIR, id, 'ovs.sock');
+    }
   }
 
   /** Stops dockerd; `keepMounts` for live-restore, whose running containers keep their namespace mounts. */
@@ -206,6 +224,7 @@ export class SimHost {
 
   async startPlugin(env: Record<string, string> = {}): Promise<void> {
     this.pluginEnv = { ...this.pluginEnv, ...env };
+    if (MANAGED) return this.startManagedPlugin();
     const log = openSync(path.join(this.dir, 'plugin.log'), 'a');
     this.plugin = spawn('nsenter', [`--net=/run/netns/${this.ns}`, '--', process.execPath, PLUGIN_MAIN], {
       stdio: ['ignore', log, log],
@@ -228,6 +247,7 @@ export class SimHost {
   }
 
   async stopPlugin(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    if (MANAGED) return this.stopManagedPlugin(signal);
     const child = this.plugin;
     this.plugin = undefined;
     if (!child || child.exitCode !== null) return;
@@ -243,6 +263,11 @@ export class SimHost {
 
   /** Waits for the plugin process to end by itself (an injected fault). */
   async waitPluginExit(timeoutMs = 30_000): Promise<void> {
+    if (MANAGED) {
+      // dockerd restarts a managed plugin that dies at once; the plugin's last words tell it happened.
+      await waitFor('the plugin to die at its fault', async () => (await this.pluginLogLines()).some((l) => l.msg === 'fault injected: the plugin kills itself here' && Number(l.seq) > this.logMark), timeoutMs, 100);
+      return;
+    }
     const child = this.plugin;
     if (!child) return;
     await waitFor('the plugin to exit', async () => child.exitCode !== null || child.signalCode !== null, timeoutMs, 50);
@@ -259,6 +284,7 @@ export class SimHost {
   async powerCycle(): Promise<void> {
     this.plugin = undefined;
     this.dockerd = undefined;
+    await killAll(await this.managedPluginPids());
     await killAll(await this.cgroupPids());
     await killAll(await pidsMentioning(this.dir + '/'));
     await sleep(300);
@@ -274,7 +300,89 @@ export class SimHost {
   }
 
   pluginLog(): Promise<string> {
+    if (MANAGED) return this.managedPluginLog();
     return readFile(path.join(this.dir, 'plugin.log'), 'utf8').catch(() => '');
+  }
+
+  // ---- the managed plugin ----
+
+  /** Log lines seen before the current start (a fault must come after it). */
+  private logMark = -1;
+
+  /** Installs the plugin from the registry (once), gives it this host's sockets and state, and enables it. */
+  private async startManagedPlugin(): Promise<void> {
+    if (!(await stat(path.join(this.dir, 'docker.sock')).catch(() => undefined))) return; // starts with dockerd
+    const installed = (await this.docker(['plugin', 'inspect', MANAGED_ALIAS], { check: false })).exitCode === 0;
+    if (!installed) {
+      await this.startRegistry();
+      await this.docker(['plugin', 'install', '--alias', MANAGED_ALIAS, '--grant-all-permissions', '--disable', MANAGED_REF], { timeoutMs: 180_000 });
+    } else if ((await this.docker(['plugin', 'inspect', '-f', '{{.Enabled}}', MANAGED_ALIAS])).stdout.trim() === 'true') {
+      await this.docker(['plugin', 'disable', '-f', MANAGED_ALIAS]);
+    }
+    await mkdir(path.join(this.dir, 'state'), { recursive: true });
+    const env = { OVSNET_LOG_LEVEL: 'debug', OVSNET_FAULT: '', ...this.pluginEnv };
+    await this.docker(['plugin', 'set', MANAGED_ALIAS,
+      `ovs-run.source=${path.join(this.dir, 'ovs')}`, `state.source=${path.join(this.dir, 'state')}`, `docker-sock.source=${path.join(this.dir, 'docker.sock')}`,
+      ...Object.entries(env).map(([k, v]) => `${k}=${v}`)]);
+    this.logMark = (await this.pluginLogLines()).length;
+    await this.docker(['plugin', 'enable', MANAGED_ALIAS], { timeoutMs: 60_000 });
+    const id = (await this.docker(['plugin', 'inspect', '-f', '{{.Id}}', MANAGED_ALIAS])).stdout.trim();
+    this.socket = path.join(PLUGIN_DIR, id, 'ovs.sock');
+    await waitFor('the managed plugin socket', async () => (await this.pluginRequest('GET', '/ovsnet/state').catch(() => undefined)) !== undefined, 30_000, 100);
+  }
+
+  private async stopManagedPlugin(signal: NodeJS.Signals): Promise<void> {
+    if (signal === 'SIGKILL') {
+      // A crash: dockerd notices and starts the plugin again, as it does for managed plugins.
+      await killAll(await this.managedPluginPids(), 'SIGKILL');
+      return;
+    }
+    if (!(await stat(path.join(this.dir, 'docker.sock')).catch(() => undefined))) return;
+    await this.docker(['plugin', 'disable', '-f', MANAGED_ALIAS], { check: false });
+  }
+
+  /** Processes whose root is a plugin rootfs of this host's dockerd. */
+  private async managedPluginPids(): Promise<number[]> {
+    const pids: number[] = [];
+    const marker = path.join(this.dir, 'docker/plugins') + '/';
+    for (const entry of await readdir('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      const root = await readlink(`/proc/${entry}/root`).catch(() => '');
+      if (root.startsWith(marker)) pids.push(Number(entry));
+    }
+    return pids;
+  }
+
+  /** The plugin's stdout, as dockerd logs it (one JSON line in `msg`, per line, with plugin=<id>). */
+  private async managedPluginLog(): Promise<string> {
+    const text = await readFile(path.join(this.dir, 'dockerd.log'), 'utf8').catch(() => '');
+    const out: string[] = [];
+    let seq = 0;
+    for (const line of text.split('\n')) {
+      if (!line.includes(' plugin=')) continue;
+      const match = /msg="((?:[^"\\]|\\.)*)"/.exec(line);
+      if (!match) continue;
+      let msg: string;
+      try {
+        msg = JSON.parse(`"${match[1]}"`) as string;
+      } catch {
+        continue;
+      }
+      if (!msg.startsWith('{')) continue;
+      // Number the lines so that "since this start" can be told apart from earlier runs.
+      out.push(msg.replace(/^\{/, `{"seq":${seq++},`));
+    }
+    return out.join('\n');
+  }
+
+  private async startRegistry(): Promise<void> {
+    if ((await this.exec('busybox', ['wget', '-q', '-O', '/dev/null', 'http://127.0.0.1:5000/v2/'], { check: false })).exitCode === 0) return;
+    const config = path.join(this.dir, 'registry.yml');
+    await writeFile(config, `version: 0.1\nlog: { level: warn }\nstorage: { filesystem: { rootdirectory: ${REGISTRY_STORAGE} } }\nhttp: { addr: 127.0.0.1:5000 }\n`);
+    const log = openSync(path.join(this.dir, 'registry.log'), 'a');
+    spawn('nsenter', [`--net=/run/netns/${this.ns}`, '--', 'docker-registry', 'serve', config], { stdio: ['ignore', log, log], detached: true }).unref();
+    closeSync(log);
+    await waitFor('the registry in the host', async () => (await this.exec('busybox', ['wget', '-q', '-O', '/dev/null', 'http://127.0.0.1:5000/v2/'], { check: false })).exitCode === 0, 20_000, 100);
   }
 
   /** Log lines of the plugin as objects. */
@@ -376,6 +484,7 @@ export class SimHost {
 
   /** Removes every trace of this host, whatever state a crash left it in. */
   private async destroy(): Promise<void> {
+    await killAll(await this.managedPluginPids());
     await killAll(await pidsMentioning(this.dir + '/'));
     await killAll(await this.cgroupPids());
     await sleep(100);

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The managed plugin's real install path, then every end-to-end test against it:
+#   build the plugin (plugin/build-managed.sh), push it to a local registry on loopback (plugin/registry.sh),
+#   as :latest and as :v2 (for the upgrade test), then run the end-to-end suite with OVSNET_E2E_PLUGIN=managed:
+#   each simulated host pulls it with `docker plugin install --alias ovs --grant-all-permissions`.
+#
+#   bash test/run-managed.sh [test files...]     (default: every end-to-end test, then the managed plugin's own)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ref=localhost:5000/ovsnet
+bash plugin/registry.sh start
+bash plugin/build-managed.sh "$ref:latest"
+docker plugin push "$ref:latest" >/dev/null
+# The second version differs by a build note, as a real upgrade differs by content.
+rm -rf plugin/build-v2 && cp -a plugin/build plugin/build-v2
+echo "upgrade test build $(date -u +%FT%TZ)" > plugin/build-v2/rootfs/opt/ovsnet/BUILD
+docker plugin rm -f "$ref:v2" >/dev/null 2>&1 || true
+docker plugin create "$ref:v2" plugin/build-v2 >/dev/null
+docker plugin push "$ref:v2" >/dev/null
+rm -rf plugin/build-v2
+docker plugin rm -f "$ref:latest" "$ref:v2" >/dev/null
+echo "== pushed $ref:latest and $ref:v2; running the end-to-end suite against the managed plugin"
+[ $# -gt 0 ] || set -- dist/test/e2e/*.test.js dist/test/e2e-managed/*.test.js
+OVSNET_E2E_PLUGIN=managed OVSNET_E2E_PLUGIN_REF="$ref:latest" \
+  node --test --test-reporter=spec --test-concurrency=1 "$@"
