@@ -593,18 +593,22 @@ export class NetworkDriver {
   }
 
   /**
-   * A joined endpoint whose host-side veth is gone has no container any more: the
-   * container's namespace went, taking the pair with it. Docker normally deletes such
-   * an endpoint, but a dockerd that was killed, or a host that lost power, can leave it
-   * behind; it would then refuse the same container's restart with its own `--ip`.
-   * Such endpoints are retired here rather than only by the next reconcile pass, which
-   * comes too late for the containers dockerd restarts when it starts.
+   * An endpoint whose host-side veth is gone, and whose devices are not being made
+   * right now, has no container any more: the container's namespace went, taking the
+   * pair with it. Docker normally deletes such an endpoint, but a dockerd that was
+   * killed, or a host that lost power, can leave it behind (seen: dockerd's store lost
+   * it, so its clean-up never called DeleteEndpoint); it would then refuse the same
+   * container's restart with its own `--ip`. Such endpoints are retired here rather
+   * than only by the next reconcile pass, which comes too late for the containers
+   * dockerd restarts when it starts. (An endpoint created before a plugin restart and
+   * not joined yet also has no veth; retiring it can only fail a container that asked
+   * for the same address at the same time, which one of the two had to.)
    */
   private async retireDeadHolders(network: NetworkRecord, endpointId: string, addresses: string[]): Promise<void> {
     const wanted = addresses.filter(Boolean);
     const holders = this.o.state
       .endpointsOf(network.id)
-      .filter((o) => o.id !== endpointId && o.joined && !this.preparing.has(o.id) && (wanted.includes(o.address) || wanted.includes(o.addressIpv6)));
+      .filter((o) => o.id !== endpointId && !this.preparing.has(o.id) && (wanted.includes(o.address) || wanted.includes(o.addressIpv6)));
     if (holders.length === 0) return;
     const present = new Set((await this.o.links.list()).map((l) => l.name));
     for (const dead of holders.filter((h) => !present.has(h.hostIf))) {
@@ -612,6 +616,7 @@ export class NetworkDriver {
         networkId: network.id,
         endpointId: dead.id,
         address: dead.address || dead.addressIpv6,
+        joined: dead.joined,
         for: endpointId,
       });
       await this.deleteEndpoint({ networkId: network.id, endpointId: dead.id });

@@ -57,7 +57,13 @@ describe('surviving crashes and restarts', () => {
   /** What to look at when a wait fails: containers, the plugin's complaints, dockerd's errors. */
   async function diagnosis(): Promise<string> {
     const ps = (await host.docker(['ps', '-a', '--format', '{{.Names}}: {{.Status}}'], { check: false })).stdout;
-    const plugin = (await host.pluginLogLines()).filter((l) => l.level === 'warn' || l.level === 'error').slice(-8).map((l) => JSON.stringify(l));
+    const lines = await host.pluginLogLines();
+    const plugin = lines.filter((l) => l.level === 'warn' || l.level === 'error').slice(-8).map((l) => JSON.stringify(l));
+    // The story of every endpoint a refusal names.
+    const named = new Set(plugin.flatMap((l) => [...l.matchAll(/endpoint ([0-9a-f]{12})/g)].map((m) => m[1]!)));
+    for (const id of named) {
+      plugin.push(`endpoint ${id}: ${lines.filter((l) => String(l.endpointId ?? '').startsWith(id)).map((l) => `${l.time} ${l.msg}${l.call ? ` ${l.call}` : ''}`).join(' | ')}`);
+    }
     const dockerd = (await readFile(`${host.dir}/dockerd.log`, 'utf8').catch(() => '')).split('\n').filter((l) => /level=(error|fatal)/.test(l)).slice(-8);
     return `\ncontainers:\n${ps}\nplugin:\n${plugin.join('\n')}\ndockerd:\n${dockerd.join('\n')}`;
   }

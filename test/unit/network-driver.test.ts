@@ -236,7 +236,7 @@ describe('network driver: endpoints', () => {
     assert.ok(state.addressesOf(p.PoolID).has('10.13.160.50'), 'the first container keeps its address');
   });
 
-  it('retires a joined endpoint whose veth is gone when its address is asked for again', async () => {
+  it('retires an endpoint whose veth is gone when its address is asked for again', async () => {
     const { network, ipam, state, links, ovs } = await world();
     const p = await ipam.requestPool({ addressSpace: 'local', pool: '10.13.160.0/24', subPool: '', options: {}, v6: false });
     await network.createNetwork(createReq());
@@ -252,6 +252,20 @@ describe('network driver: endpoints', () => {
     assert.deepEqual([...state.endpoints.keys()], [EP2]);
     assert.ok(!ovs.ports.has('ovseeeeeeeeeeee'), 'the dead endpoint\'s port is gone');
     assert.ok(state.addressesOf(p.PoolID).has('10.13.160.50'), 'the address stays held, now for the new endpoint');
+  });
+
+  it('retires an endpoint left unjoined by a dockerd that lost it, but not one whose devices are being made', async () => {
+    const store = new MemoryStore();
+    const first = await world({ store });
+    await first.ipam.requestPool({ addressSpace: 'local', pool: '10.13.160.0/24', subPool: '', options: {}, v6: false });
+    await first.network.createNetwork(createReq());
+    await first.network.createEndpoint(endpointReq({ address: '10.13.160.50/24' }));
+    await assert.rejects(first.network.createEndpoint(endpointReq({ endpointId: EP2, address: '10.13.160.50/24' })), { kind: 'Conflict' });
+    // The plugin and the host restart: the record stays, the devices are gone.
+    const { network, state, links } = await world({ store });
+    assert.ok(!links.links.has('ovseeeeeeeeeeee'));
+    await network.createEndpoint(endpointReq({ endpointId: EP2, address: '10.13.160.50/24' }));
+    assert.deepEqual([...state.endpoints.keys()], [EP2]);
   });
 
   it('refuses an endpoint address outside the network', async () => {
