@@ -92,7 +92,7 @@ const short = (id: string) => id.slice(0, 12);
 
 export function findDrift(records: Records, observed: Observed, options: { now: number; graceMs: number }): Drift[] {
   const drift: Drift[] = [];
-  const old = (createdAt: string) => options.now - Date.parse(createdAt) > options.graceMs;
+  const old = (createdAt: string) => options.now - Date.parse(createdAt) >= options.graceMs;
   const networks = new Map(records.networks.map((n) => [n.id, n]));
   const endpoints = new Map(records.endpoints.map((e) => [e.id, e]));
   const ports = new Map(observed.ports.map((p) => [p.name, p]));
