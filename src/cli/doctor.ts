@@ -7,6 +7,7 @@
 import path from 'node:path';
 import { loadConfig } from '../config.js';
 import { type Drift, findDrift } from '../domain/drift.js';
+import { gatewayPortsOf } from '../domain/records.js';
 import { silentLogger } from '../log.js';
 import { run } from '../adapters/exec.js';
 import { LevelStore } from '../adapters/level-store.js';
@@ -49,7 +50,7 @@ export async function doctor(client: PluginClient, env: NodeJS.ProcessEnv): Prom
         docker: config.docker ? new DockerodeView(dockerFromAddress(config.docker)) : undefined,
         log: silentLogger,
       },
-      snapshot.networks.flatMap((n) => (n.gatewayPort ? [n.gatewayPort] : [])),
+      gatewayPortsOf(snapshot.networks),
       true,
     );
     const drift = findDrift(snapshot, observed, { now: Date.now(), graceMs: config.reconcileGraceMs });

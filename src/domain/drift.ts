@@ -8,7 +8,7 @@ import { formatCidr, parseCidr } from './cidr.js';
 import { firewallRules } from './firewall.js';
 import { ENDPOINT_KEY, NETWORK_KEY, PEER_KEY, ROLE_KEY, isHostVethName, isPeerVethName, tunnelPortName } from './names.js';
 import { isOverlay } from './options.js';
-import type { AddressRecord, EndpointRecord, NetworkRecord, PoolRecord } from './records.js';
+import { type AddressRecord, type EndpointRecord, type NetworkRecord, type PoolRecord, isOwnAddressSpace } from './records.js';
 
 export type DriftKind =
   | 'network-creating'
@@ -290,7 +290,7 @@ export function findDrift(records: Records, observed: Observed, options: { now: 
       }
     }
     for (const pool of records.pools) {
-      if (pool.addressSpace !== 'local' && pool.addressSpace !== 'global') continue;
+      if (!isOwnAddressSpace(pool.addressSpace)) continue;
       const held = holders.get(pool.pool);
       if (!held) {
         if (old(pool.createdAt)) {

@@ -84,3 +84,16 @@ export interface AddressRecord {
 export function addressKey(poolId: string, address: string): string {
   return `${poolId}|${address}`;
 }
+
+/** The address spaces the ovs IPAM driver serves; pools in any other belong to another IPAM driver. */
+export const LOCAL_SPACE = 'local';
+export const GLOBAL_SPACE = 'global';
+
+export function isOwnAddressSpace(space: string): boolean {
+  return space === LOCAL_SPACE || space === GLOBAL_SPACE;
+}
+
+/** The gateway ports the networks hold, whose addresses the drift check reads. */
+export function gatewayPortsOf(networks: Iterable<NetworkRecord>): string[] {
+  return [...networks].flatMap((n) => (n.gatewayPort ? [n.gatewayPort] : []));
+}

@@ -39,10 +39,8 @@ import { type Faults, noFaults } from './faults.js';
 import { KeyedMutex } from './locks.js';
 import type { Links, StoreOp } from './ports.js';
 import type { State } from './state.js';
+import { GLOBAL_SPACE, LOCAL_SPACE, isOwnAddressSpace } from '../domain/records.js';
 
-export const LOCAL_SPACE = 'local';
-export const GLOBAL_SPACE = 'global';
-export const ADDRESS_SPACES: readonly string[] = [LOCAL_SPACE, GLOBAL_SPACE];
 
 /** A range that automatic pools are carved from: `base` split into prefixes of `size`. */
 export interface DefaultPool {
@@ -65,10 +63,6 @@ const ROLLBACK_WINDOW_MS = 60_000;
 
 export function poolIdOf(addressSpace: string, pool: string): string {
   return `${addressSpace}/${pool}`;
-}
-
-export function isOwnAddressSpace(space: string): boolean {
-  return ADDRESS_SPACES.includes(space);
 }
 
 /** How many `--ip` addresses a pool remembers for their owners. */

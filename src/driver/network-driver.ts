@@ -40,7 +40,7 @@ import {
   tunnelPortName,
 } from '../domain/names.js';
 import { type NetworkSpec, givesDefaultRoute, hasHostGateway, isOverlay, parseNetworkOptions, parsePeers } from '../domain/options.js';
-import type { Datapath, EndpointRecord, NetworkRecord, SubnetRecord } from '../domain/records.js';
+import { type Datapath, type EndpointRecord, type NetworkRecord, type SubnetRecord, isOwnAddressSpace } from '../domain/records.js';
 import type { Logger } from '../log.js';
 import type {
   CreateEndpointRequest,
@@ -54,7 +54,7 @@ import type {
 } from '../protocol/network.js';
 import { publishedPorts } from '../protocol/network.js';
 import { type Faults, noFaults } from './faults.js';
-import { isOwnAddressSpace, poolIdOf } from './ipam-driver.js';
+import { poolIdOf } from './ipam-driver.js';
 import { KeyedMutex } from './locks.js';
 import type { DatapathProbe, Firewall, Links, Ovs, PortInfo, PortSpec, Sysctl } from './ports.js';
 import type { State } from './state.js';

@@ -20,6 +20,7 @@
  */
 import { errorMessage } from '../errors.js';
 import { type Drift, findDrift } from '../domain/drift.js';
+import { gatewayPortsOf } from '../domain/records.js';
 import type { Logger } from '../log.js';
 import type { IpamDriver } from './ipam-driver.js';
 import type { NetworkDriver } from './network-driver.js';
@@ -207,7 +208,7 @@ export class Reconciler {
   }
 
   private gatewayPorts(): string[] {
-    return [...this.o.state.networks.values()].flatMap((n) => (n.gatewayPort ? [n.gatewayPort] : []));
+    return gatewayPortsOf(this.o.state.networks.values());
   }
 
   private async attempt(log: Logger, what: string, fields: Record<string, unknown>, work: () => Promise<unknown>): Promise<void> {
