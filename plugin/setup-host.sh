@@ -27,7 +27,7 @@ have_systemd() { [ -d /run/systemd/system ] && systemctl is-system-running >/dev
 
 # The last three serve the managed plugin's build and its tests (a base image without a registry, a local
 # registry on loopback).
-packages=(openvswitch-switch docker.io iptables ethtool busybox-static iproute2 util-linux procps ca-certificates curl debootstrap docker-registry)
+packages=(openvswitch-switch docker.io iptables ethtool busybox-static iputils-ping iproute2 util-linux procps ca-certificates curl debootstrap docker-registry)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
