@@ -4,13 +4,13 @@
  * variable, the value and what is valid.
  */
 import path from 'node:path';
-import { type Cidr, formatCidr, parseCidr } from './domain/cidr.js';
+import { formatCidr } from './domain/cidr.js';
 import { INTERFACE_NAME_RULE, isValidInterfaceName } from './domain/names.js';
+import { DEFAULT_POOL_RULE, type DefaultPool, parseDefaultPools as parsePools } from './domain/ranges.js';
+import type { DatapathSetting } from './domain/records.js';
+import { OVSDB_REMOTE_RULE, parseOvsdbRemote } from './domain/remotes.js';
 import { LEVELS, type Level } from './log.js';
-import { parseOvsdbAddress } from './adapters/ovsdb.js';
-import type { DatapathSetting } from './driver/network-driver.js';
-import type { DefaultPool } from './driver/ipam-driver.js';
-import { FAULT_POINTS, type FaultCall, parseFault } from './driver/faults.js';
+import { FAULT_POINTS, type FaultCall, parseFault } from './faults.js';
 
 export interface Config {
   readonly socketPath: string;
@@ -69,16 +69,7 @@ function invalid(name: string, value: string, rule: string): never {
 }
 
 export function parseDefaultPools(name: string, text: string): DefaultPool[] {
-  return text.split(',').map((item) => {
-    const match = /^(.+\/\d{1,3}):(\d{1,3})$/.exec(item.trim());
-    const base: Cidr | undefined = match ? parseCidr(match[1]!) : undefined;
-    const size = match ? Number(match[2]) : NaN;
-    const max = base?.family === 4 ? 30 : 126;
-    if (!base || !(size >= base.prefix && size <= max)) {
-      invalid(name, text, `each item is <base CIDR without host bits>:<prefix length>, with the prefix length between the base's and /30 (IPv4) or /126 (IPv6), e.g. 10.200.0.0/16:24`);
-    }
-    return { base, size };
-  });
+  return parsePools(text) ?? invalid(name, text, DEFAULT_POOL_RULE);
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv): Config {
@@ -89,7 +80,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   const stateDir = setting(env, 'OVSNET_STATE_DIR');
   if (!path.isAbsolute(stateDir)) invalid('OVSNET_STATE_DIR', stateDir, 'must be an absolute path');
   const ovsdb = setting(env, 'OVSNET_OVSDB');
-  if (!parseOvsdbAddress(ovsdb)) invalid('OVSNET_OVSDB', ovsdb, 'use unix:<path> or tcp:<host>:<port>');
+  if (!parseOvsdbRemote(ovsdb)) invalid('OVSNET_OVSDB', ovsdb, OVSDB_REMOTE_RULE);
   const bridge = setting(env, 'OVSNET_BRIDGE');
   if (!isValidInterfaceName(bridge)) invalid('OVSNET_BRIDGE', bridge, `a bridge name is ${INTERFACE_NAME_RULE}`);
   const datapath = setting(env, 'OVSNET_DATAPATH');

@@ -9,23 +9,15 @@ import path from 'node:path';
 import { ConfigError, describeConfig, loadConfig } from './config.js';
 import { createLogger } from './log.js';
 import { errorMessage } from './errors.js';
-import { run } from './adapters/exec.js';
-import { LevelStore } from './adapters/level-store.js';
-import { OvsdbClient } from './adapters/ovsdb.js';
-import { OvsBridgeClient } from './adapters/ovs.js';
-import { IpLinks } from './adapters/links.js';
-import { IptablesFirewall } from './adapters/iptables.js';
-import { ModuleDatapathProbe, ProcSysctl } from './adapters/system.js';
-import { DockerodeView, dockerFromAddress } from './adapters/docker.js';
-import { GatewayWatcher } from './adapters/watch.js';
+import { killAt, noFaults } from './faults.js';
 import { State } from './driver/state.js';
 import { IpamDriver } from './driver/ipam-driver.js';
 import { NetworkDriver } from './driver/network-driver.js';
 import { Reconciler } from './driver/reconcile.js';
-import { killAt, noFaults } from './driver/faults.js';
 import { createApp } from './http/app.js';
 import { Metrics, serveMetrics } from './http/metrics.js';
 import { listen } from './http/server.js';
+import { openHost, openStore, watchGateways } from './wiring.js';
 
 /** The longest a driver call waits for the networks to be restored after a start. */
 const STARTUP_WAIT_MS = 15_000;
@@ -62,38 +54,12 @@ async function main(): Promise<void> {
         })
       : noFaults;
 
-  const store = await LevelStore.open(path.join(config.stateDir, 'db'));
+  const store = await openStore(config);
   const state = await State.open(store);
-  const ovsdb = new OvsdbClient({ address: config.ovsdb, log });
-  const ovs = new OvsBridgeClient(ovsdb);
-  const links = new IpLinks(run);
-  const ipam = new IpamDriver({ state, routes: links, defaultPools: config.defaultPools, log, faults });
-  const firewall = new IptablesFirewall(run);
-  const sysctl = new ProcSysctl();
-  const network = new NetworkDriver({
-    state,
-    ovs,
-    links,
-    firewall,
-    sysctl,
-    datapathProbe: new ModuleDatapathProbe(),
-    ipam,
-    defaults: { bridge: config.bridge, datapath: config.datapath, mtu: config.mtu },
-    log,
-    faults,
-  });
-  const reconciler = new Reconciler({
-    state,
-    network,
-    ipam,
-    ovs,
-    links,
-    firewall,
-    sysctl,
-    docker: config.docker ? new DockerodeView(dockerFromAddress(config.docker)) : undefined,
-    graceMs: config.reconcileGraceMs,
-    log,
-  });
+  const { ovsdb, host, docker, close } = openHost(config, log);
+  const ipam = new IpamDriver({ state, routes: host.links, defaultPools: config.defaultPools, log, faults });
+  const network = new NetworkDriver({ state, host, ipam, defaults: { bridge: config.bridge, mtu: config.mtu }, log, faults });
+  const reconciler = new Reconciler({ state, network, ipam, docker, graceMs: config.reconcileGraceMs, log });
 
   // Restore every network (bridge, gateway port and addresses, tunnels, firewall) before serving changes:
   // after a reboot the plugin starts first, and dockerd's calls wait until the networks are back.
@@ -109,8 +75,7 @@ async function main(): Promise<void> {
   const metricsServer = config.metrics ? await serveMetrics(metrics, config.metrics) : undefined;
   if (config.metrics) log.info('serving metrics', { address: `${config.metrics.host}:${config.metrics.port}` });
 
-  const watcher = new GatewayWatcher((port) => reconciler.trigger(`gateway port ${port} changed`), log);
-  watcher.start();
+  const watcher = watchGateways((port) => reconciler.trigger(`gateway port ${port} changed`), log);
   ovsdb.onReconnect = () => reconciler.trigger('OVSDB connection back');
   void restored.then(() => {
     log.info('networks restored', { networks: state.networks.size });
@@ -128,7 +93,7 @@ async function main(): Promise<void> {
     server.close();
     server.closeAllConnections();
     metricsServer?.close();
-    ovsdb.close();
+    close();
     store.close().finally(() => process.exit(0));
   };
   // A daemon that dockerd depends on keeps serving: a stray rejection is a bug to log, not a reason to die.

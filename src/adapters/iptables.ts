@@ -4,6 +4,7 @@
  * from the built-in chain. No other rule or chain is touched.
  */
 import { FORWARD_CHAIN, POSTROUTING_CHAIN, type FirewallRules, type Rule } from '../domain/firewall.js';
+import type { ObservedFirewall } from '../domain/host.js';
 import type { Firewall } from '../driver/ports.js';
 import type { Runner } from './exec.js';
 
@@ -35,17 +36,24 @@ export class IptablesFirewall implements Firewall {
     await this.apply('6', [{ name: 'filter', chain: FORWARD_CHAIN, parent: 'FORWARD', rules: rules.v6.filter }]);
   }
 
-  async read(): Promise<{ filter4: string[]; nat4: string[]; filter6: string[] }> {
-    const rules = async (tool: string, table: string, chain: string) => {
-      const { stdout } = await this.run(tool, ['--wait', '-t', table, '-S', chain]).catch(() => ({ stdout: '' }));
+  /** One iptables-save per table: the plugin's chains and the jumps into them, in one read each. */
+  async read(): Promise<ObservedFirewall> {
+    const table = async (tool: string, name: string, chain: string, parent: string) => {
+      const { stdout } = await this.run(tool, ['-t', name]);
+      const lines = stdout.split('\n');
       const prefix = `-A ${chain} `;
-      return stdout.split('\n').filter((l) => l.startsWith(prefix)).map((l) => l.slice(prefix.length));
+      return {
+        // iptables-save quotes comments ("ovsnet:..."); the rules as written carry them bare.
+        rules: lines.filter((l) => l.startsWith(prefix)).map((l) => l.slice(prefix.length).replace(/--comment "([^"\s]*)"/g, '--comment $1')),
+        jump: lines.includes(`-A ${parent} -j ${chain}`),
+      };
     };
-    return {
-      filter4: await rules('iptables', 'filter', FORWARD_CHAIN),
-      nat4: await rules('iptables', 'nat', POSTROUTING_CHAIN),
-      filter6: await rules('ip6tables', 'filter', FORWARD_CHAIN),
-    };
+    const [filter4, nat4, filter6] = await Promise.all([
+      table('iptables-save', 'filter', FORWARD_CHAIN, 'FORWARD'),
+      table('iptables-save', 'nat', POSTROUTING_CHAIN, 'POSTROUTING'),
+      table('ip6tables-save', 'filter', FORWARD_CHAIN, 'FORWARD'),
+    ]);
+    return { filter4: filter4.rules, nat4: nat4.rules, filter6: filter6.rules, jumps: filter4.jump && nat4.jump && filter6.jump };
   }
 
   private async apply(family: '4' | '6', tables: Table[]): Promise<void> {

@@ -3,7 +3,8 @@
  * possible (`ip -batch` for several changes), since each spawn costs ~5 ms.
  */
 import { assertInterfaceName } from '../domain/names.js';
-import type { LinkInfo, Links } from '../driver/ports.js';
+import type { ObservedLink } from '../domain/host.js';
+import type { Links } from '../driver/ports.js';
 import { CommandError, type Runner } from './exec.js';
 
 function missing(err: unknown): boolean {
@@ -52,7 +53,7 @@ export class IpLinks implements Links {
     await this.run('ip', ['-batch', '-'], { input: lines.join('\n') + '\n' });
   }
 
-  async list(): Promise<LinkInfo[]> {
+  async list(): Promise<Map<string, ObservedLink>> {
     const { stdout } = await this.run('ip', ['-j', '-d', 'link', 'show']);
     const links = JSON.parse(stdout || '[]') as Array<{
       ifname: string;
@@ -60,12 +61,17 @@ export class IpLinks implements Links {
       mtu?: number;
       linkinfo?: { info_kind?: string };
     }>;
-    return links.map((l) => ({
-      name: l.ifname,
-      kind: l.linkinfo?.info_kind ?? '',
-      up: (l.flags ?? []).includes('UP'),
-      mtu: l.mtu ?? 0,
-    }));
+    return new Map(links.map((l) => [l.ifname, { kind: l.linkinfo?.info_kind ?? '', up: (l.flags ?? []).includes('UP'), mtu: l.mtu ?? 0 }]));
+  }
+
+  async addresses(): Promise<Map<string, string[]>> {
+    const { stdout } = await this.run('ip', ['-j', 'address', 'show']);
+    const out = new Map<string, string[]>();
+    for (const link of JSON.parse(stdout || '[]') as AddressInfo[]) {
+      const global = globalAddresses(link);
+      if (global.length > 0) out.set(link.ifname, global);
+    }
+    return out;
   }
 
   async routes(family: 4 | 6): Promise<string[]> {
@@ -101,15 +107,25 @@ export class IpLinks implements Links {
     return [...devices];
   }
 
-  async addressesOf(name: string): Promise<string[]> {
+  private async addressesOf(name: string): Promise<string[]> {
     const dev = assertInterfaceName(name, 'interface name');
     try {
       const { stdout } = await this.run('ip', ['-j', 'address', 'show', 'dev', dev]);
-      const [link] = JSON.parse(stdout || '[]') as Array<{ addr_info?: Array<{ local: string; prefixlen: number; scope?: string }> }>;
-      return (link?.addr_info ?? []).filter((a) => a.scope !== 'link').map((a) => `${a.local}/${a.prefixlen}`);
+      const [link] = JSON.parse(stdout || '[]') as AddressInfo[];
+      return link ? globalAddresses(link) : [];
     } catch (err) {
       if (missing(err)) return [];
       throw err;
     }
   }
+}
+
+interface AddressInfo {
+  ifname: string;
+  addr_info?: Array<{ local: string; prefixlen: number; scope?: string }>;
+}
+
+/** Addresses that are not link-local ("10.0.0.1/24"). */
+function globalAddresses(link: AddressInfo): string[] {
+  return (link.addr_info ?? []).filter((a) => a.scope !== 'link').map((a) => `${a.local}/${a.prefixlen}`);
 }

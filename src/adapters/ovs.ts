@@ -4,9 +4,9 @@
  * delete a port or bridge that does not carry it.
  */
 import { conflict, internal } from '../errors.js';
+import type { BridgeSpec } from '../domain/host.js';
 import { OWNER_KEY, OWNER_VALUE } from '../domain/names.js';
-import type { Datapath } from '../domain/records.js';
-import type { BridgeInfo, Ovs, PortInfo, PortSpec } from '../driver/ports.js';
+import type { ObservedBridge, ObservedPort, Ovs, PortSpec } from '../driver/ports.js';
 import {
   type Operation,
   type OvsdbClient,
@@ -48,53 +48,74 @@ export class OvsBridgeClient implements Ovs {
     private readonly options: { applyTimeoutMs: number } = { applyTimeoutMs: 10_000 },
   ) {}
 
-  async bridge(name: string): Promise<BridgeInfo | undefined> {
-    const [bridges, ports] = await this.db.transact([
-      { op: 'select', table: 'Bridge', where: [['name', '==', name]], columns: ['name', 'datapath_type', 'external_ids', 'ports'] },
+  async snapshot(): Promise<{ bridges: ObservedBridge[]; ports: ObservedPort[] }> {
+    const [bridges, allPorts, owned, interfaces] = await this.db.transact([
+      { op: 'select', table: 'Bridge', where: [], columns: ['name', 'datapath_type', 'external_ids', 'ports'] },
       { op: 'select', table: 'Port', where: [], columns: ['_uuid', 'name'] },
+      {
+        op: 'select',
+        table: 'Port',
+        where: [['external_ids', 'includes', ovsMap({ [OWNER_KEY]: OWNER_VALUE })]],
+        columns: ['_uuid', 'name', 'tag', 'trunks', 'protected', 'external_ids', 'interfaces'],
+      },
+      { op: 'select', table: 'Interface', where: [], columns: ['_uuid', 'type', 'options', 'mtu_request', 'ofport', 'error'] },
     ]);
-    const row = rows(bridges)[0];
-    if (!row) return undefined;
-    const portNames = new Map(rows(ports).map((p) => [readUuid(p._uuid), String(p.name)]));
-    return {
-      name,
-      datapathType: String(row.datapath_type ?? ''),
-      externalIds: readMap(row.external_ids),
-      ports: readSet(row.ports).map((p) => portNames.get(readUuid(p)) ?? '?'),
-    };
+    const portNames = new Map(rows(allPorts).map((p) => [readUuid(p._uuid), String(p.name)]));
+    const bridgeOf = new Map<string, string>();
+    const bridgeList = rows(bridges).map((b): ObservedBridge => {
+      const ports = readSet(b.ports).map(readUuid);
+      for (const id of ports) bridgeOf.set(id, String(b.name));
+      return {
+        name: String(b.name),
+        datapathType: String(b.datapath_type ?? ''),
+        externalIds: readMap(b.external_ids),
+        ports: ports.map((id) => portNames.get(id) ?? '?'),
+      };
+    });
+    const ifaces = new Map(rows(interfaces).map((i) => [readUuid(i._uuid), i]));
+    const ports = rows(owned).map((p): ObservedPort => {
+      const ifaceId = readSet(p.interfaces).map(readUuid)[0];
+      const iface = ifaceId ? ifaces.get(ifaceId) : undefined;
+      return {
+        name: String(p.name),
+        bridge: bridgeOf.get(readUuid(p._uuid)) ?? '',
+        type: String(iface?.type ?? ''),
+        tag: readOptional<number>(p.tag),
+        trunks: (readSet(p.trunks) as number[]).sort((a, b) => a - b),
+        protected: p.protected === true,
+        options: iface ? readMap(iface.options) : {},
+        mtuRequest: iface ? readOptional<number>(iface.mtu_request) : undefined,
+        externalIds: readMap(p.external_ids),
+        ofport: iface ? readOptional<number>(iface.ofport) : undefined,
+        error: iface ? readOptional<string>(iface.error) : undefined,
+      };
+    });
+    return { bridges: bridgeList, ports };
   }
 
-  async ensureBridge(
-    name: string,
-    options: { datapathType: Datapath; externalIds: Record<string, string> },
-  ): Promise<{ created: boolean; info: BridgeInfo }> {
-    const existing = await this.bridge(name);
-    if (existing) return { created: false, info: existing };
+  async ensureBridge(spec: BridgeSpec): Promise<{ created: boolean; datapathType: string }> {
+    const existing = await this.bridgeDatapath(spec.name);
+    if (existing !== undefined) return { created: false, datapathType: existing };
     try {
       const result = await this.db.transact([
-        absent('Bridge', name),
-        { op: 'insert', table: 'Interface', row: { name, type: 'internal' }, 'uuid-name': 'iface' },
-        { op: 'insert', table: 'Port', row: { name, interfaces: namedUuid('iface') }, 'uuid-name': 'port' },
+        absent('Bridge', spec.name),
+        { op: 'insert', table: 'Interface', row: { name: spec.name, type: 'internal' }, 'uuid-name': 'iface' },
+        { op: 'insert', table: 'Port', row: { name: spec.name, interfaces: namedUuid('iface') }, 'uuid-name': 'port' },
         {
           op: 'insert',
           table: 'Bridge',
-          row: {
-            name,
-            ports: namedUuid('port'),
-            datapath_type: options.datapathType,
-            external_ids: ovsMap(options.externalIds),
-          },
+          row: { name: spec.name, ports: namedUuid('port'), datapath_type: spec.datapath, external_ids: ovsMap(spec.externalIds) },
           'uuid-name': 'bridge',
         },
         { op: 'mutate', table: 'Open_vSwitch', where: [], mutations: [['bridges', 'insert', ovsSet([namedUuid('bridge')])]] },
         ...bumpConfig,
       ]);
       await this.db.waitForConfig(this.nextCfg(result), this.options.applyTimeoutMs);
-      return { created: true, info: { name, datapathType: options.datapathType, externalIds: options.externalIds, ports: [name] } };
+      return { created: true, datapathType: spec.datapath };
     } catch (err) {
       // Someone else created it between our look and our insert: use theirs.
-      const raced = await this.bridge(name);
-      if (raced) return { created: false, info: raced };
+      const raced = await this.bridgeDatapath(spec.name);
+      if (raced !== undefined) return { created: false, datapathType: raced };
       throw err;
     }
   }
@@ -113,17 +134,16 @@ export class OvsBridgeClient implements Ovs {
   }
 
   async addPort(spec: PortSpec): Promise<void> {
-    const interfaceRow: Record<string, unknown> = { name: spec.name, type: spec.type };
+    const interfaceRow: Record<string, unknown> = { name: spec.name, type: spec.type, options: ovsMap(spec.options) };
     if (spec.mtuRequest !== undefined) interfaceRow.mtu_request = spec.mtuRequest;
-    if (spec.options) interfaceRow.options = ovsMap(spec.options);
     const portRow: Record<string, unknown> = {
       name: spec.name,
       interfaces: namedUuid('iface'),
       external_ids: ovsMap(spec.externalIds),
+      trunks: ovsSet([...spec.trunks]),
+      protected: spec.protected,
     };
     if (spec.tag !== undefined) portRow.tag = spec.tag;
-    if (spec.trunks) portRow.trunks = ovsSet([...spec.trunks]);
-    if (spec.protected) portRow.protected = true;
     const ops: Operation[] = [
       present('Bridge', spec.bridge),
       absent('Port', spec.name),
@@ -149,15 +169,32 @@ export class OvsBridgeClient implements Ovs {
       result = await this.db.transact(ops);
     }
     await this.db.waitForConfig(this.nextCfg(result), this.options.applyTimeoutMs);
-    const [iface] = await this.db.transact([
-      { op: 'select', table: 'Interface', where: [['name', '==', spec.name]], columns: ['ofport', 'error'] },
+    await this.checkInterface(spec);
+  }
+
+  async updatePort(spec: PortSpec): Promise<void> {
+    await this.ownedPortRow(spec.name);
+    const keys = Object.keys(spec.externalIds);
+    const result = await this.db.transact([
+      {
+        op: 'update',
+        table: 'Port',
+        where: [['name', '==', spec.name]],
+        row: { tag: spec.tag === undefined ? ovsSet([]) : spec.tag, trunks: ovsSet([...spec.trunks]), protected: spec.protected },
+      },
+      // The plugin's keys are set; keys someone else added (annotations) stay.
+      { op: 'mutate', table: 'Port', where: [['name', '==', spec.name]], mutations: [['external_ids', 'delete', ovsSet(keys)]] },
+      { op: 'mutate', table: 'Port', where: [['name', '==', spec.name]], mutations: [['external_ids', 'insert', ovsMap(spec.externalIds)]] },
+      {
+        op: 'update',
+        table: 'Interface',
+        where: [['name', '==', spec.name]],
+        row: { options: ovsMap(spec.options), mtu_request: spec.mtuRequest === undefined ? ovsSet([]) : spec.mtuRequest },
+      },
+      ...bumpConfig,
     ]);
-    const row = rows(iface)[0];
-    const error = row ? readOptional<string>(row.error) : 'the interface disappeared';
-    const ofport = row ? readOptional<number>(row.ofport) : undefined;
-    if (error || ofport === -1) {
-      throw internal('PortFailed', `OVS could not add port ${spec.name} to ${spec.bridge}: ${error ?? 'no OpenFlow port assigned'}`);
-    }
+    await this.db.waitForConfig(this.nextCfg(result), this.options.applyTimeoutMs);
+    await this.checkInterface(spec);
   }
 
   async deletePort(name: string): Promise<boolean> {
@@ -177,58 +214,30 @@ export class OvsBridgeClient implements Ovs {
     return true;
   }
 
-  async setTrunks(name: string, trunks: readonly number[]): Promise<void> {
-    const [ports] = await this.db.transact([
-      { op: 'select', table: 'Port', where: [['name', '==', name]], columns: ['external_ids'] },
-    ]);
+  private async ownedPortRow(name: string): Promise<Row> {
+    const [ports] = await this.db.transact([{ op: 'select', table: 'Port', where: [['name', '==', name]], columns: ['external_ids'] }]);
     const row = rows(ports)[0];
     if (!row || !isOwned(readMap(row.external_ids))) throw conflict('NotOwned', `OVS port ${name} is not an ovsnet port`);
-    const result = await this.db.transact([
-      { op: 'update', table: 'Port', where: [['name', '==', name]], row: { trunks: ovsSet([...trunks]) } },
-      ...bumpConfig,
+    return row;
+  }
+
+  private async bridgeDatapath(name: string): Promise<string | undefined> {
+    const [bridges] = await this.db.transact([{ op: 'select', table: 'Bridge', where: [['name', '==', name]], columns: ['datapath_type'] }]);
+    const row = rows(bridges)[0];
+    return row ? String(row.datapath_type ?? '') : undefined;
+  }
+
+  /** After ovs-vswitchd applied a change: the interface has an OpenFlow port and no error. */
+  private async checkInterface(spec: PortSpec): Promise<void> {
+    const [iface] = await this.db.transact([
+      { op: 'select', table: 'Interface', where: [['name', '==', spec.name]], columns: ['ofport', 'error'] },
     ]);
-    await this.db.waitForConfig(this.nextCfg(result), this.options.applyTimeoutMs);
-  }
-
-  async portExists(name: string): Promise<boolean> {
-    const [ports] = await this.db.transact([{ op: 'select', table: 'Port', where: [['name', '==', name]], columns: ['name'] }]);
-    return rows(ports).length > 0;
-  }
-
-  async bridgeNames(): Promise<string[]> {
-    const [bridges] = await this.db.transact([{ op: 'select', table: 'Bridge', where: [], columns: ['name'] }]);
-    return rows(bridges).map((b) => String(b.name));
-  }
-
-  async listOwnedPorts(): Promise<PortInfo[]> {
-    const [ports, bridges, interfaces] = await this.db.transact([
-      {
-        op: 'select',
-        table: 'Port',
-        where: [['external_ids', 'includes', ovsMap({ [OWNER_KEY]: OWNER_VALUE })]],
-        columns: ['_uuid', 'name', 'tag', 'trunks', 'external_ids', 'interfaces'],
-      },
-      { op: 'select', table: 'Bridge', where: [], columns: ['name', 'ports'] },
-      { op: 'select', table: 'Interface', where: [], columns: ['_uuid', 'type', 'options', 'ofport', 'error'] },
-    ]);
-    const bridgeOf = new Map<string, string>();
-    for (const b of rows(bridges)) for (const p of readSet(b.ports)) bridgeOf.set(readUuid(p), String(b.name));
-    const ifaces = new Map(rows(interfaces).map((i) => [readUuid(i._uuid), i]));
-    return rows(ports).map((p) => {
-      const ifaceId = readSet(p.interfaces).map(readUuid)[0];
-      const iface = ifaceId ? ifaces.get(ifaceId) : undefined;
-      return {
-        name: String(p.name),
-        bridge: bridgeOf.get(readUuid(p._uuid)),
-        type: String(iface?.type ?? ''),
-        tag: readOptional<number>(p.tag),
-        trunks: readSet(p.trunks) as number[],
-        options: iface ? readMap(iface.options) : {},
-        externalIds: readMap(p.external_ids),
-        ofport: iface ? readOptional<number>(iface.ofport) : undefined,
-        error: iface ? readOptional<string>(iface.error) : undefined,
-      };
-    });
+    const row = rows(iface)[0];
+    const error = row ? readOptional<string>(row.error) : 'the interface disappeared';
+    const ofport = row ? readOptional<number>(row.ofport) : undefined;
+    if (error || ofport === -1) {
+      throw internal('PortFailed', `OVS could not add port ${spec.name} to ${spec.bridge}: ${error ?? 'no OpenFlow port assigned'}`);
+    }
   }
 
   private nextCfg(result: Row[]): number {

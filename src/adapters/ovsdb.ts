@@ -8,6 +8,7 @@
  */
 import net from 'node:net';
 import { PluginError, unavailable } from '../errors.js';
+import { OVSDB_REMOTE_RULE, type OvsdbRemote, parseOvsdbRemote } from '../domain/remotes.js';
 import type { Logger } from '../log.js';
 
 export type Datum = unknown;
@@ -15,15 +16,6 @@ export type Row = Record<string, Datum>;
 export type Operation = Record<string, unknown>;
 
 export const DATABASE = 'Open_vSwitch';
-
-export type OvsdbAddress = { path: string } | { host: string; port: number };
-
-export function parseOvsdbAddress(text: string): OvsdbAddress | undefined {
-  if (text.startsWith('unix:') && text.length > 5) return { path: text.slice(5) };
-  const tcp = /^tcp:(.+):(\d{1,5})$/.exec(text);
-  if (tcp && Number(tcp[2]) > 0 && Number(tcp[2]) < 65536) return { host: tcp[1]!.replace(/^\[|\]$/g, ''), port: Number(tcp[2]) };
-  return undefined;
-}
 
 /** Splits a byte stream into top-level JSON texts (OVSDB sends them back to back, unframed). */
 export class JsonStream {
@@ -89,7 +81,7 @@ export class OvsdbClient {
   private curCfg: number | undefined;
   private readonly cfgWaiters = new Set<{ target: number; resolve: () => void }>();
   private closed = false;
-  private readonly address: OvsdbAddress;
+  private readonly address: OvsdbRemote;
   private readonly requestTimeoutMs: number;
   private readonly log: Logger;
   private connections = 0;
@@ -97,8 +89,8 @@ export class OvsdbClient {
   onReconnect: (() => void) | undefined;
 
   constructor(private readonly options: OvsdbClientOptions) {
-    const address = parseOvsdbAddress(options.address);
-    if (!address) throw new PluginError('BadRequest', 'InvalidSetting', `invalid OVSDB address "${options.address}": use unix:<path> or tcp:<host>:<port>`);
+    const address = parseOvsdbRemote(options.address);
+    if (!address) throw new PluginError('BadRequest', 'InvalidSetting', `invalid OVSDB address "${options.address}": ${OVSDB_REMOTE_RULE}`);
     this.address = address;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
     this.log = options.log;

@@ -4,20 +4,12 @@
  * only reads. With the plugin running it asks the plugin; with the plugin
  * down it reads the store and the host itself.
  */
-import path from 'node:path';
 import { loadConfig } from '../config.js';
-import { type Drift, findDrift } from '../domain/drift.js';
-import { gatewayPortsOf } from '../domain/records.js';
+import type { Drift } from '../domain/drift.js';
+import { upgradeNetworkRecord } from '../domain/records.js';
 import { silentLogger } from '../log.js';
-import { run } from '../adapters/exec.js';
-import { LevelStore } from '../adapters/level-store.js';
-import { OvsdbClient } from '../adapters/ovsdb.js';
-import { OvsBridgeClient } from '../adapters/ovs.js';
-import { IpLinks } from '../adapters/links.js';
-import { IptablesFirewall } from '../adapters/iptables.js';
-import { ProcSysctl } from '../adapters/system.js';
-import { DockerodeView, dockerFromAddress } from '../adapters/docker.js';
-import { observe } from '../driver/observe.js';
+import { readDrift } from '../driver/network/repair.js';
+import { openHost, openStore } from '../wiring.js';
 import { CliError, type PluginClient } from './client.js';
 
 export interface DoctorReport {
@@ -32,28 +24,18 @@ export async function doctor(client: PluginClient, env: NodeJS.ProcessEnv): Prom
     return { pluginRunning: true, drift: res.body.Drift as Drift[] };
   }
   const config = loadConfig(env);
-  let store: LevelStore;
+  let store: Awaited<ReturnType<typeof openStore>>;
   try {
-    store = await LevelStore.open(path.join(config.stateDir, 'db'));
+    store = await openStore(config);
   } catch (err) {
     throw new CliError(`the plugin does not answer on ${client.socketPath}, and its store in ${config.stateDir} cannot be opened (${(err as Error).message}); give --socket if it serves another socket`);
   }
-  const ovsdb = new OvsdbClient({ address: config.ovsdb, log: silentLogger, requestTimeoutMs: 5_000 });
+  const { host, docker, close } = openHost(config, silentLogger, { requestTimeoutMs: 5_000 });
   try {
     const snapshot = await store.load();
-    const observed = await observe(
-      {
-        ovs: new OvsBridgeClient(ovsdb),
-        links: new IpLinks(run),
-        firewall: new IptablesFirewall(run),
-        sysctl: new ProcSysctl(),
-        docker: config.docker ? new DockerodeView(dockerFromAddress(config.docker)) : undefined,
-        log: silentLogger,
-      },
-      gatewayPortsOf(snapshot.networks),
-      true,
-    );
-    const drift = findDrift(snapshot, observed, { now: Date.now(), graceMs: config.reconcileGraceMs });
+    const records = { ...snapshot, networks: snapshot.networks.map(upgradeNetworkRecord) };
+    const dockerNetworks = docker ? await docker.networks().catch(() => undefined) : undefined;
+    const drift = await readDrift(host, () => records, { docker: dockerNetworks, now: Date.now(), graceMs: config.reconcileGraceMs });
     drift.unshift({
       kind: 'plugin-not-running',
       subject: client.socketPath,
@@ -62,7 +44,7 @@ export async function doctor(client: PluginClient, env: NodeJS.ProcessEnv): Prom
     });
     return { pluginRunning: false, drift };
   } finally {
-    ovsdb.close();
+    close();
     await store.close();
   }
 }

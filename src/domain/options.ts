@@ -1,7 +1,8 @@
 /**
  * `docker network create -o key=value` options, decoded once into a typed
- * spec. Every bad value is rejected here with a message naming the option,
- * the value and what is valid; nothing downstream re-validates.
+ * spec, one shape per mode. Every bad value is rejected here with a message
+ * naming the option, the value and what is valid; nothing downstream
+ * re-validates.
  */
 import { badRequest } from '../errors.js';
 import { formatIp, parseIp } from './cidr.js';
@@ -12,30 +13,40 @@ export type GatewayMode = (typeof GATEWAY_MODES)[number];
 
 export const MODES = ['vlan', 'vxlan', 'gre'] as const;
 export type Mode = (typeof MODES)[number];
+export type TunnelMode = Exclude<Mode, 'vlan'>;
 
-export interface NetworkSpec {
-  /** vlan: a segment of the bridge (and its uplink); vxlan, gre: an overlay across hosts. */
-  readonly mode: Mode;
+interface SpecBase {
+  /** OVS bridge the network's ports are on. */
   readonly bridge: string;
-  /**
-   * 802.1Q tag of the network's ports on the bridge; undefined for an untagged
-   * VLAN network, or for an overlay that gets a local tag of its own. An
-   * overlay with a vlan carries the tag inside the tunnel.
-   */
-  readonly vlan: number | undefined;
   /** MTU asked for with -o mtu; undefined means the default (VLAN) or derived from the underlay (overlays). */
   readonly mtu: number | undefined;
   readonly gatewayMode: GatewayMode;
   /** `--internal`: no route out of the network. */
   readonly internal: boolean;
   readonly ipv6: boolean;
-  /** VXLAN network identifier, or GRE key: what keeps overlays apart on the wire. */
-  readonly tunnelKey: number | undefined;
-  /** Tunnel endpoints of the other hosts (canonical addresses). */
-  readonly peers: readonly string[];
+}
+
+/** A VLAN (or the untagged segment) of a bridge, and of its uplink when it has one. */
+export interface VlanSpec extends SpecBase {
+  readonly mode: 'vlan';
+  /** 802.1Q tag of the network's ports; undefined for the untagged segment. */
+  readonly vlan: number | undefined;
   /** Host interface attached to the bridge as a VLAN trunk. */
   readonly uplink: string | undefined;
 }
+
+/** An overlay: the segment is carried to each peer host by a VXLAN or GRE tunnel. */
+export interface TunnelSpec extends SpecBase {
+  readonly mode: TunnelMode;
+  /** A tag carried inside the tunnel; without it the overlay gets a local tag of its own on the bridge. */
+  readonly vlan: number | undefined;
+  /** VXLAN network identifier, or GRE key: what keeps overlays apart on the wire. */
+  readonly tunnelKey: number;
+  /** Tunnel endpoints of the other hosts (canonical addresses). */
+  readonly peers: readonly string[];
+}
+
+export type NetworkSpec = VlanSpec | TunnelSpec;
 
 export interface OptionDefaults {
   readonly bridge: string;
@@ -72,7 +83,7 @@ function invalid(key: string, value: string, rule: string): never {
 }
 
 function parseInteger(key: string, value: string, min: number, max: number, hint = ''): number {
-  if (!/^[0-9]{1,6}$/.test(value)) invalid(key, value, `must be an integer from ${min} to ${max}${hint}`);
+  if (!/^[0-9]{1,10}$/.test(value)) invalid(key, value, `must be an integer from ${min} to ${max}${hint}`);
   const n = Number(value);
   if (n < min || n > max) invalid(key, value, `must be an integer from ${min} to ${max}${hint}`);
   return n;
@@ -90,10 +101,7 @@ export function parseNetworkOptions(
     }
     const name = key === DOCKER_MTU ? 'mtu' : key;
     if (!(name in DESCRIPTIONS)) {
-      throw badRequest(
-        'UnknownOption',
-        `unknown option ${key}=${raw}; valid options: ${NETWORK_OPTIONS.join(', ')}`,
-      );
+      throw badRequest('UnknownOption', `unknown option ${key}=${raw}; valid options: ${NETWORK_OPTIONS.join(', ')}`);
     }
     if (name in values && values[name] !== raw) {
       throw badRequest('InvalidOption', `option mtu is given twice with different values ("${values[name]}" and "${raw}")`);
@@ -103,46 +111,23 @@ export function parseNetworkOptions(
 
   const mode = (values.mode ?? 'vlan') as Mode;
   if (!(MODES as readonly string[]).includes(mode)) invalid('mode', values.mode!, `valid values are ${MODES.join(', ')}`);
-  const overlay = mode !== 'vlan';
 
   let bridge = defaults.bridge;
   if (values.bridge !== undefined) {
     if (!isValidInterfaceName(values.bridge)) invalid('bridge', values.bridge, `an OVS bridge name is ${INTERFACE_NAME_RULE}`);
     bridge = values.bridge;
   }
-
   const vlan =
-    values.vlan === undefined
-      ? undefined
-      : parseInteger('vlan', values.vlan, 1, 4094, ' (leave vlan out for an untagged network)');
-
+    values.vlan === undefined ? undefined : parseInteger('vlan', values.vlan, 1, 4094, ' (leave vlan out for an untagged network)');
   const minMtu = flags.ipv6 ? 1280 : 68;
   const mtu =
-    values.mtu === undefined
-      ? undefined
-      : parseInteger('mtu', values.mtu, minMtu, 65535, flags.ipv6 ? ' (IPv6 needs at least 1280)' : '');
+    values.mtu === undefined ? undefined : parseInteger('mtu', values.mtu, minMtu, 65535, flags.ipv6 ? ' (IPv6 needs at least 1280)' : '');
 
-  const keyOption = mode === 'vxlan' ? 'vni' : 'key';
-  for (const [option, needs] of [['vni', 'vxlan'], ['key', 'gre'], ['peers', 'vxlan or gre']] as const) {
+  for (const [option, needs] of [['vni', 'vxlan'], ['key', 'gre'], ['peers', 'vxlan or gre'], ['uplink', 'vlan']] as const) {
     if (values[option] !== undefined && !(needs.split(' or ') as string[]).includes(mode)) {
+      if (option === 'uplink') throw badRequest('InvalidOption', `option uplink applies to mode=vlan: an overlay reaches its peers through the host's routing`);
       throw badRequest('InvalidOption', `option ${option} applies to mode=${needs}, not mode=${mode}`);
     }
-  }
-  let tunnelKey: number | undefined;
-  if (overlay) {
-    const text = values[keyOption];
-    if (text === undefined) {
-      throw badRequest('MissingOption', `mode=${mode} needs -o ${keyOption}=<${mode === 'vxlan' ? '1-16777215' : '0-4294967295'}>: the same value on every host of the network`);
-    }
-    tunnelKey = mode === 'vxlan' ? parseInteger('vni', text, 1, 16777215) : parseInteger('key', text, 0, 4294967295);
-  }
-  const peers = values.peers === undefined ? [] : parsePeers(values.peers);
-
-  let uplink: string | undefined;
-  if (values.uplink !== undefined) {
-    if (overlay) throw badRequest('InvalidOption', `option uplink applies to mode=vlan: an overlay reaches its peers through the host's routing`);
-    if (!isValidInterfaceName(values.uplink)) invalid('uplink', values.uplink, `an interface name is ${INTERFACE_NAME_RULE}`);
-    uplink = values.uplink;
   }
 
   let gatewayMode: GatewayMode = 'nat';
@@ -152,11 +137,28 @@ export function parseNetworkOptions(
     }
     gatewayMode = values.gateway_mode as GatewayMode;
   }
-  if (overlay && gatewayMode === 'routed') {
-    invalid('gateway_mode', 'routed', `an overlay spans hosts, so its subnet cannot be routed to one of them; use nat (outbound through docker_gwbridge, as Docker's overlay driver does), external (a router on the overlay) or isolated`);
+  const base = { bridge, mtu, gatewayMode, internal: flags.internal, ipv6: flags.ipv6 };
+
+  if (mode === 'vlan') {
+    let uplink: string | undefined;
+    if (values.uplink !== undefined) {
+      if (!isValidInterfaceName(values.uplink)) invalid('uplink', values.uplink, `an interface name is ${INTERFACE_NAME_RULE}`);
+      uplink = values.uplink;
+    }
+    return Object.freeze({ mode, vlan, ...base, uplink });
   }
 
-  return Object.freeze({ mode, bridge, vlan, mtu, gatewayMode, internal: flags.internal, ipv6: flags.ipv6, tunnelKey, peers, uplink });
+  const keyOption = mode === 'vxlan' ? 'vni' : 'key';
+  const text = values[keyOption];
+  if (text === undefined) {
+    throw badRequest('MissingOption', `mode=${mode} needs -o ${keyOption}=<${mode === 'vxlan' ? '1-16777215' : '0-4294967295'}>: the same value on every host of the network`);
+  }
+  const tunnelKey = mode === 'vxlan' ? parseInteger('vni', text, 1, 16777215) : parseInteger('key', text, 0, 4294967295);
+  if (gatewayMode === 'routed') {
+    invalid('gateway_mode', 'routed', `an overlay spans hosts, so its subnet cannot be routed to one of them; use nat (outbound through docker_gwbridge, as Docker's overlay driver does), external (a router on the overlay) or isolated`);
+  }
+  const peers = values.peers === undefined ? [] : parsePeers(values.peers);
+  return Object.freeze({ mode, vlan, ...base, tunnelKey, peers: Object.freeze(peers) });
 }
 
 /** Comma-separated tunnel peers, as canonical addresses, without duplicates. */
@@ -171,7 +173,7 @@ export function parsePeers(text: string): string[] {
   return peers;
 }
 
-export function isOverlay(spec: NetworkSpec): boolean {
+export function isOverlay(spec: NetworkSpec): spec is TunnelSpec {
   return spec.mode !== 'vlan';
 }
 
@@ -181,10 +183,42 @@ export function isOverlay(spec: NetworkSpec): boolean {
  * one shared segment.
  */
 export function hasHostGateway(spec: NetworkSpec): boolean {
-  return !isOverlay(spec) && (spec.gatewayMode === 'nat' || spec.gatewayMode === 'routed');
+  return spec.mode === 'vlan' && (spec.gatewayMode === 'nat' || spec.gatewayMode === 'routed');
 }
 
 /** True when containers get a default route through the network's gateway. */
 export function givesDefaultRoute(spec: NetworkSpec): boolean {
   return !spec.internal && spec.gatewayMode !== 'isolated';
+}
+
+/**
+ * A spec as stored by any earlier version, in the current shape: specs were
+ * once one flat record with every mode's fields (a VLAN network had `peers: []`).
+ */
+export function normaliseSpec(stored: NetworkSpec): NetworkSpec {
+  const raw = stored as unknown as Record<string, unknown>;
+  const base = {
+    bridge: raw.bridge as string,
+    mtu: raw.mtu as number | undefined,
+    gatewayMode: raw.gatewayMode as GatewayMode,
+    internal: !!raw.internal,
+    ipv6: !!raw.ipv6,
+  };
+  if (stored.mode === 'vlan') return Object.freeze({ mode: 'vlan', vlan: raw.vlan as number | undefined, ...base, uplink: raw.uplink as string | undefined });
+  return Object.freeze({
+    mode: stored.mode,
+    vlan: raw.vlan as number | undefined,
+    ...base,
+    tunnelKey: raw.tunnelKey as number,
+    peers: Object.freeze([...((raw.peers as string[] | undefined) ?? [])]),
+  });
+}
+
+/** Text equal for equal meaning: keys sorted, absent and undefined alike. */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined).sort(([a], [b]) => a.localeCompare(b)))
+      : v,
+  );
 }

@@ -2,9 +2,11 @@
  * What the plugin persists. Records hold canonical text (addresses already
  * parsed and re-formatted) so that equality of text is equality of meaning.
  */
-import type { NetworkSpec } from './options.js';
+import { type NetworkSpec, normaliseSpec } from './options.js';
 
 export type Datapath = 'system' | 'netdev';
+/** The datapath setting: a datapath, or `auto` (system when the kernel module is loaded). */
+export type DatapathSetting = 'auto' | Datapath;
 
 export interface SubnetRecord {
   /** Address space as Docker sent it ("local", "global", or "LocalDefault" for Docker's own IPAM). */
@@ -81,6 +83,11 @@ export interface AddressRecord {
   readonly createdAt: string;
 }
 
+/** "<address space>/<canonical cidr>": the PoolID Docker gets, opaque to it. */
+export function poolIdOf(addressSpace: string, pool: string): string {
+  return `${addressSpace}/${pool}`;
+}
+
 export function addressKey(poolId: string, address: string): string {
   return `${poolId}|${address}`;
 }
@@ -93,7 +100,7 @@ export function isOwnAddressSpace(space: string): boolean {
   return space === LOCAL_SPACE || space === GLOBAL_SPACE;
 }
 
-/** The gateway ports the networks hold, whose addresses the drift check reads. */
-export function gatewayPortsOf(networks: Iterable<NetworkRecord>): string[] {
-  return [...networks].flatMap((n) => (n.gatewayPort ? [n.gatewayPort] : []));
+/** A network record as stored by any earlier version, in the current shape. */
+export function upgradeNetworkRecord(stored: NetworkRecord): NetworkRecord {
+  return { ...stored, spec: normaliseSpec(stored.spec) };
 }

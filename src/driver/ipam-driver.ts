@@ -31,22 +31,14 @@ import {
   parseIp,
 } from '../domain/cidr.js';
 import { boundsSize, isAssignable, nextFree, subnets, usableBounds } from '../domain/allocator.js';
-import type { AddressKind, AddressRecord, PoolRecord } from '../domain/records.js';
-import { addressKey } from '../domain/records.js';
+import { type DefaultPool, checkRange, rangeInside } from '../domain/ranges.js';
+import { type AddressKind, type AddressRecord, type PoolRecord, GLOBAL_SPACE, LOCAL_SPACE, addressKey, isOwnAddressSpace, poolIdOf } from '../domain/records.js';
 import type { RequestAddressRequest, RequestAddressResponse, RequestPoolRequest, RequestPoolResponse, ReleaseAddressRequest } from '../protocol/ipam.js';
 import type { Logger } from '../log.js';
-import { type Faults, noFaults } from './faults.js';
+import { type Faults, noFaults } from '../faults.js';
 import { KeyedMutex } from './locks.js';
 import type { Links, StoreOp } from './ports.js';
 import type { State } from './state.js';
-import { GLOBAL_SPACE, LOCAL_SPACE, isOwnAddressSpace } from '../domain/records.js';
-
-
-/** A range that automatic pools are carved from: `base` split into prefixes of `size`. */
-export interface DefaultPool {
-  readonly base: Cidr;
-  readonly size: number;
-}
 
 export interface IpamDriverOptions {
   state: State;
@@ -60,10 +52,6 @@ export interface IpamDriverOptions {
 
 /** How long after an idempotent answer its rollback may still arrive. */
 const ROLLBACK_WINDOW_MS = 60_000;
-
-export function poolIdOf(addressSpace: string, pool: string): string {
-  return `${addressSpace}/${pool}`;
-}
 
 /** How many `--ip` addresses a pool remembers for their owners. */
 const MAX_STATICS = 1024;
@@ -146,14 +134,13 @@ export class IpamDriver {
       range = pool;
       if (req.subPool) {
         range = this.parseSubnet(req.subPool, family, 'ip-range');
-        if (!containsCidr(pool, range)) {
+        if (!rangeInside(range, pool)) {
           throw badRequest('InvalidRange', `ip-range ${formatCidr(range)} is not inside subnet ${formatCidr(pool)}`);
         }
         if (boundsSize(usableBounds(pool, range)) === 0n) {
           throw badRequest('InvalidRange', `ip-range ${formatCidr(range)} holds no usable address of subnet ${formatCidr(pool)}`);
         }
       }
-      this.checkSize(pool);
     } else {
       if (req.subPool) throw badRequest('InvalidRange', `ip-range ${req.subPool} needs a subnet (--subnet)`);
       pool = await this.choosePool(family);
@@ -193,28 +180,22 @@ export class IpamDriver {
     return { PoolID: id, Pool: record.pool, Data: {} };
   }
 
-  private parseSubnet(text: string, family: 4 | 6, what: string): Cidr {
-    const parsed = parseCidrWithHost(text);
-    if (!parsed) throw badRequest('InvalidSubnet', `invalid ${what} "${text}": not an IPv4 or IPv6 prefix (like 10.1.0.0/24)`);
-    if (parsed.cidr.family !== family) {
-      throw badRequest(
-        'WrongFamily',
-        `${what} ${text} is IPv${parsed.cidr.family} but an IPv${family} ${what === 'subnet' ? 'pool' : 'range'} was requested`,
-      );
-    }
-    if (parsed.ip.value !== parsed.cidr.network) {
-      throw badRequest('HostBitsSet', `invalid ${what} "${text}": host bits are set; did you mean ${formatCidr(parsed.cidr)}?`);
-    }
-    return parsed.cidr;
-  }
-
-  private checkSize(pool: Cidr): void {
-    const max = pool.family === 4 ? 30 : 126;
-    if (pool.prefix > max) {
-      throw badRequest(
-        'SubnetTooSmall',
-        `subnet ${formatCidr(pool)} is too small: a network needs a gateway and at least one container address; use a /${max} or larger`,
-      );
+  /** A subnet or ip-range as the user gave it, through the one range check. */
+  private parseSubnet(text: string, family: 4 | 6, what: 'subnet' | 'ip-range'): Cidr {
+    const check = checkRange(text, { family, subnet: what === 'subnet' });
+    if (check.ok) return check.cidr;
+    switch (check.problem) {
+      case 'not-prefix':
+        throw badRequest('InvalidSubnet', `invalid ${what} "${text}": not an IPv4 or IPv6 prefix (like 10.1.0.0/24)`);
+      case 'wrong-family':
+        throw badRequest('WrongFamily', `${what} ${text} is IPv${check.family} but an IPv${family} ${what === 'subnet' ? 'pool' : 'range'} was requested`);
+      case 'host-bits':
+        throw badRequest('HostBitsSet', `invalid ${what} "${text}": host bits are set; did you mean ${formatCidr(check.canonical)}?`);
+      case 'too-small':
+        throw badRequest(
+          'SubnetTooSmall',
+          `subnet ${formatCidr(check.cidr)} is too small: a network needs a gateway and at least one container address; use a /${check.max} or larger`,
+        );
     }
   }
 

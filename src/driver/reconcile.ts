@@ -5,37 +5,30 @@
  * while the plugin was down).
  *
  * The store is the plugin's intent; everything on the host is derived from it.
- * A pass undoes networks whose CreateNetwork never finished, realises every
- * other network again (bridge, gateway port and addresses, tunnels, uplink,
- * firewall), then observes the host (and, in a full pass, Docker) and acts on
- * the drift `findDrift` reports: ports and veths no record accounts for are
- * removed, endpoint ports OVSDB lost are added back, and networks, endpoints,
- * pools and addresses Docker no longer holds are removed once older than the
- * grace period (an operation still in flight is never mistaken for debris).
- * `ovsnet doctor` shows the same drift without acting on it.
+ * A pass undoes networks whose CreateNetwork never finished, then brings the
+ * host in line with the desired host (one observation, one diff, the repairs
+ * it calls for: bridges, ports with their tags, trunks and options, gateway
+ * addresses, tunnels, uplinks, the firewall; debris removed), and in a full
+ * pass removes networks, endpoints, pools and addresses Docker no longer holds
+ * once older than the grace period (an operation still in flight is never
+ * mistaken for debris). `ovsnet doctor` shows the same drift without acting.
  *
  * It never runs inside a driver call, and it changes state only through the
  * drivers' own locked operations, so it cannot race them. Every change is
  * logged with the reason.
  */
 import { errorMessage } from '../errors.js';
-import { type Drift, findDrift } from '../domain/drift.js';
-import { gatewayPortsOf } from '../domain/records.js';
+import { type Drift, type DockerNetwork, dockerDrift } from '../domain/drift.js';
 import type { Logger } from '../log.js';
 import type { IpamDriver } from './ipam-driver.js';
 import type { NetworkDriver } from './network-driver.js';
-import { observe } from './observe.js';
-import type { DockerView, Firewall, Links, Ovs, Sysctl } from './ports.js';
+import type { DockerView } from './ports.js';
 import type { State } from './state.js';
 
 export interface ReconcilerOptions {
   state: State;
   network: NetworkDriver;
   ipam: IpamDriver;
-  ovs: Ovs;
-  links: Links;
-  firewall: Firewall;
-  sysctl: Sysctl;
   /** Undefined when the plugin was told not to ask Docker (OVSNET_DOCKER=none). */
   docker: DockerView | undefined;
   graceMs: number;
@@ -45,6 +38,24 @@ export interface ReconcilerOptions {
 
 /** What one pass changed, by kind. */
 export type Changes = Record<string, number>;
+
+/** For each kind of drift the reconciler repairs: what the log line says, and what it is counted as. */
+const REPAIRED: Partial<Record<Drift['kind'], { what: string; counter: string }>> = {
+  'bridge-missing': { what: 'made a missing bridge again', counter: 'bridgesRestored' },
+  'orphan-bridge': { what: 'removed a bridge the plugin made that no network uses', counter: 'bridgesRemoved' },
+  'gateway-port-missing': { what: 'added back a gateway port', counter: 'portsRestored' },
+  'tunnel-port-missing': { what: 'added back a tunnel port', counter: 'portsRestored' },
+  'uplink-missing': { what: 'attached an uplink again', counter: 'portsRestored' },
+  'endpoint-port-missing': { what: 'added back the OVS port of an endpoint', counter: 'portsRestored' },
+  'port-differs': { what: 'set an OVS port back to what its records say', counter: 'portsRepaired' },
+  'gateway-address-missing': { what: 'set a gateway port back to its addresses', counter: 'gatewaysRepaired' },
+  'gateway-address-extra': { what: 'set a gateway port back to its addresses', counter: 'gatewaysRepaired' },
+  'gateway-link-differs': { what: 'set a gateway port back to its addresses', counter: 'gatewaysRepaired' },
+  'orphan-port': { what: 'removed an OVS port no record accounts for', counter: 'portsRemoved' },
+  'orphan-veth': { what: 'removed a veth no endpoint accounts for', counter: 'vethsRemoved' },
+  'firewall-drift': { what: "rewrote the plugin's firewall chains", counter: 'firewallRewritten' },
+  'ip-forward-off': { what: 'turned IPv4 forwarding on', counter: 'forwardingEnabled' },
+};
 
 export class Reconciler {
   private running: Promise<Changes> | undefined;
@@ -105,8 +116,8 @@ export class Reconciler {
 
   /** What differs now, without changing anything (for `ovsnet doctor`). */
   async drift(withDocker: boolean): Promise<Drift[]> {
-    const observed = await observe(this.o, this.gatewayPorts(), withDocker);
-    return findDrift(this.records(), observed, { now: this.now(), graceMs: this.o.graceMs });
+    const docker = withDocker ? await this.dockerNetworks() : undefined;
+    return this.o.network.drift({ docker, now: this.now(), graceMs: this.o.graceMs });
   }
 
   /** Local repair only (what runs at start and when a watcher fires). */
@@ -128,87 +139,63 @@ export class Reconciler {
     for (const record of [...state.networks.values()]) {
       if (record.state !== 'creating') continue;
       await this.attempt(log, 'undo half-created network', { networkId: record.id }, async () => {
-        await network.abandonCreate(record.id);
+        if (!(await network.abandonCreate(record.id))) return;
         log.info('reconcile: undid a network whose creation never finished', { networkId: record.id });
         count('networksUndone');
       });
     }
-    for (const record of [...state.networks.values()]) {
-      await this.attempt(log, 'restore network', { networkId: record.id }, () => network.restore(record.id));
+
+    const docker = withDocker ? await this.dockerNetworks() : undefined;
+    for (const result of await network.converge({ docker, now: this.now(), graceMs: this.o.graceMs })) {
+      const { drift } = result;
+      const known = REPAIRED[drift.kind] ?? { what: `repaired ${drift.kind}`, counter: 'otherRepairs' };
+      const fields = { networkId: drift.networkId, endpointId: drift.endpointId, port: drift.port, address: drift.address, why: drift.detail };
+      if (result.error !== undefined) log.error(`reconcile: could not do this: ${known.what}`, { ...fields, error: result.error });
+      if (!result.done) continue;
+      log.info(`reconcile: ${known.what}`, fields);
+      count(known.counter);
     }
 
-    // Observe first, read the records after: a device made meanwhile already has its record.
-    const observed = await observe(this.o, this.gatewayPorts(), withDocker && this.o.docker !== undefined);
-    const drift = findDrift(this.records(), observed, { now: this.now(), graceMs: this.o.graceMs });
-    for (const item of drift) {
-      const action = this.action(item);
-      if (!action) continue;
-      await this.attempt(log, action.what, { subject: item.subject }, async () => {
-        if (await action.run()) {
-          log.info(`reconcile: ${action.what}`, { networkId: item.networkId, endpointId: item.endpointId, port: item.port, poolId: item.poolId, address: item.address, why: item.detail });
+    if (docker) {
+      for (const item of dockerDrift(state.records(), docker, { now: this.now(), graceMs: this.o.graceMs })) {
+        const action = this.action(item);
+        if (!action) continue;
+        await this.attempt(log, action.what, { subject: item.subject }, async () => {
+          await action.run();
+          log.info(`reconcile: ${action.what}`, { networkId: item.networkId, endpointId: item.endpointId, poolId: item.poolId, address: item.address, why: item.detail });
           count(action.counter);
-        }
-      });
+        });
+      }
     }
     return changes;
   }
 
-  /** The repair for a kind of drift; kinds without one are only reported (by `ovsnet doctor`). */
+  /** The repair for what Docker no longer holds; other kinds are only reported (by `ovsnet doctor`). */
   private action(item: Drift): { what: string; counter: string; run: () => Promise<unknown> } | undefined {
-    const { network, ipam, ovs, links, state } = this.o;
+    const { network, ipam } = this.o;
     switch (item.kind) {
-      case 'orphan-port':
-        return {
-          what: 'removed an OVS port no record accounts for',
-          counter: 'portsRemoved',
-          run: async () => {
-            await ovs.deletePort(item.port!);
-            if (item.role === 'endpoint') await links.deleteLink(item.port!);
-            return true;
-          },
-        };
-      case 'orphan-veth':
-        return {
-          what: 'removed a veth no endpoint accounts for',
-          counter: 'vethsRemoved',
-          // Look again: an endpoint created since the records were read has its record by now.
-          run: async () => ![...state.endpoints.values()].some((e) => e.hostIf === item.port || e.peerIf === item.port) && links.deleteLink(item.port!),
-        };
-      case 'endpoint-port-missing':
-        return { what: 'added back the OVS port of an endpoint', counter: 'portsRestored', run: () => network.repairEndpointPort(item.endpointId!) };
       case 'network-unknown-to-docker':
-        return { what: 'removed a network Docker no longer has', counter: 'networksRemoved', run: () => network.deleteNetwork(item.networkId!).then(() => true) };
+        return { what: 'removed a network Docker no longer has', counter: 'networksRemoved', run: () => network.deleteNetwork(item.networkId!) };
       case 'endpoint-unknown-to-docker':
-        return {
-          what: 'removed an endpoint Docker no longer has',
-          counter: 'endpointsRemoved',
-          run: () => network.deleteEndpoint({ networkId: item.networkId!, endpointId: item.endpointId! }).then(() => true),
-        };
+        return { what: 'removed an endpoint Docker no longer has', counter: 'endpointsRemoved', run: () => network.deleteEndpoint({ networkId: item.networkId!, endpointId: item.endpointId! }) };
       case 'pool-unused':
-        return { what: 'released a pool no Docker network uses', counter: 'poolsReleased', run: () => ipam.releasePool(item.poolId!).then(() => true) };
+        return { what: 'released a pool no Docker network uses', counter: 'poolsReleased', run: () => ipam.releasePool(item.poolId!) };
       case 'address-unused':
-        return {
-          what: 'released an address no container or aux address holds',
-          counter: 'addressesReleased',
-          run: () => ipam.releaseAddress({ poolId: item.poolId!, address: item.address! }).then(() => true),
-        };
+        return { what: 'released an address no container or aux address holds', counter: 'addressesReleased', run: () => ipam.releaseAddress({ poolId: item.poolId!, address: item.address! }) };
       default:
         return undefined;
     }
   }
 
-  private records() {
-    const { state } = this.o;
-    return {
-      networks: [...state.networks.values()],
-      endpoints: [...state.endpoints.values()],
-      pools: [...state.pools.values()],
-      addresses: [...state.addresses.values()].flatMap((m) => [...m.values()]),
-    };
-  }
-
-  private gatewayPorts(): string[] {
-    return gatewayPortsOf(this.o.state.networks.values());
+  /** Docker's networks, or undefined when Docker is not to be asked or cannot be. */
+  private async dockerNetworks(): Promise<DockerNetwork[] | undefined> {
+    if (!this.o.docker) return undefined;
+    try {
+      return await this.o.docker.networks();
+    } catch (err) {
+      this.o.log.debug('Docker cannot be asked now', { error: errorMessage(err) });
+      return undefined;
+    }
   }
 
   private async attempt(log: Logger, what: string, fields: Record<string, unknown>, work: () => Promise<unknown>): Promise<void> {

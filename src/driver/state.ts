@@ -4,7 +4,8 @@
  * leaves a half-applied record behind, and an answer to Docker always
  * follows a durable write.
  */
-import { type AddressRecord, type EndpointRecord, type NetworkRecord, type PoolRecord, addressKey } from '../domain/records.js';
+import type { Records } from '../domain/drift.js';
+import { type AddressRecord, type EndpointRecord, type NetworkRecord, type PoolRecord, addressKey, upgradeNetworkRecord } from '../domain/records.js';
 import type { Store, StoreOp } from './ports.js';
 
 export class State {
@@ -19,7 +20,7 @@ export class State {
   static async open(store: Store): Promise<State> {
     const state = new State(store);
     const snapshot = await store.load();
-    for (const n of snapshot.networks) state.networks.set(n.id, n);
+    for (const n of snapshot.networks) state.networks.set(n.id, upgradeNetworkRecord(n));
     for (const e of snapshot.endpoints) state.endpoints.set(e.id, e);
     for (const p of snapshot.pools) state.pools.set(p.id, p);
     for (const a of snapshot.addresses) state.addressesOf(a.poolId, true).set(a.address, a);
@@ -33,6 +34,16 @@ export class State {
       if (create) this.addresses.set(poolId, map);
     }
     return map;
+  }
+
+  /** Every record, as lists. */
+  records(): Records {
+    return {
+      networks: [...this.networks.values()],
+      endpoints: [...this.endpoints.values()],
+      pools: [...this.pools.values()],
+      addresses: [...this.addresses.values()].flatMap((m) => [...m.values()]),
+    };
   }
 
   endpointsOf(networkId: string): EndpointRecord[] {

@@ -7,6 +7,7 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { type ErrorKind, badRequest, errorMessage, isPluginError, notFound } from '../errors.js';
 import type { Logger } from '../log.js';
+import { isOverlay } from '../domain/options.js';
 import type { NetworkDriver } from '../driver/network-driver.js';
 import type { IpamDriver } from '../driver/ipam-driver.js';
 import type { State } from '../driver/state.js';
@@ -124,7 +125,7 @@ export function createApp(options: AppOptions): express.Express {
       throw badRequest('InvalidRequest', 'invalid request: field Peers must be an array of addresses');
     }
     const record = await network.setPeers(resolveNetwork(options.state, String(req.params.id)), body.Peers as string[]);
-    res.json({ NetworkID: record.id, Peers: record.spec.peers });
+    res.json({ NetworkID: record.id, Peers: isOverlay(record.spec) ? record.spec.peers : [] });
   });
 
   // What differs between the records and the host (and Docker), without changing anything.

@@ -5,16 +5,16 @@
 import { addressKey } from '../../src/domain/records.js';
 import type { FirewallRules } from '../../src/domain/firewall.js';
 import type { Datapath } from '../../src/domain/records.js';
+import type { BridgeSpec, ObservedFirewall, ObservedLink } from '../../src/domain/host.js';
 import type {
-  BridgeInfo,
   DatapathProbe,
   DockerNetwork,
   DockerView,
   Firewall,
-  LinkInfo,
   Links,
+  ObservedBridge,
+  ObservedPort,
   Ovs,
-  PortInfo,
   PortSpec,
   Snapshot,
   Store,
@@ -58,29 +58,50 @@ export class MemoryStore implements Store {
   }
 }
 
-interface FakePort extends PortSpec {
-  error?: string;
-}
+/** A port as a test writes it: the fields a real port always has may be left out. */
+export type FakePort = Pick<PortSpec, 'bridge' | 'name' | 'type' | 'tag' | 'externalIds'> & Partial<PortSpec> & { error?: string };
+
+/** A bridge as a test writes it; its port list is worked out from the ports. */
+export type FakeBridge = Omit<ObservedBridge, 'ports'> & { ports?: readonly string[] };
 
 export class FakeOvs implements Ovs {
-  readonly bridges = new Map<string, BridgeInfo>();
+  readonly bridges = new Map<string, FakeBridge>();
   readonly ports = new Map<string, FakePort>();
   readonly calls: string[] = [];
   /** Port names whose addPort fails. */
   readonly failAddPort = new Set<string>();
 
-  async bridge(name: string): Promise<BridgeInfo | undefined> {
-    const b = this.bridges.get(name);
-    if (!b) return undefined;
-    return { ...b, ports: [b.name, ...[...this.ports.values()].filter((p) => p.bridge === name).map((p) => p.name)] };
+  async snapshot(): Promise<{ bridges: ObservedBridge[]; ports: ObservedPort[] }> {
+    const bridges = [...this.bridges.values()].map((b) => ({
+      name: b.name,
+      datapathType: b.datapathType,
+      externalIds: { ...b.externalIds },
+      ports: [b.name, ...[...this.ports.values()].filter((p) => p.bridge === b.name).map((p) => p.name)],
+    }));
+    const ports = [...this.ports.values()]
+      .filter((p) => p.externalIds[OWNER_KEY] === OWNER_VALUE)
+      .map((p) => ({
+        name: p.name,
+        bridge: this.bridges.has(p.bridge) ? p.bridge : '',
+        type: p.type,
+        tag: p.tag,
+        trunks: [...(p.trunks ?? [])].sort((a, b) => a - b),
+        options: { ...(p.options ?? {}) },
+        protected: p.protected ?? false,
+        mtuRequest: p.mtuRequest,
+        externalIds: { ...p.externalIds },
+        ofport: 1,
+        error: p.error,
+      }));
+    return { bridges, ports };
   }
 
-  async ensureBridge(name: string, options: { datapathType: Datapath; externalIds: Record<string, string> }) {
-    this.calls.push(`ensureBridge ${name}`);
-    const existing = await this.bridge(name);
-    if (existing) return { created: false, info: existing };
-    this.bridges.set(name, { name, datapathType: options.datapathType, externalIds: options.externalIds, ports: [name] });
-    return { created: true, info: (await this.bridge(name))! };
+  async ensureBridge(spec: BridgeSpec): Promise<{ created: boolean; datapathType: string }> {
+    this.calls.push(`ensureBridge ${spec.name}`);
+    const existing = this.bridges.get(spec.name);
+    if (existing) return { created: false, datapathType: existing.datapathType };
+    this.bridges.set(spec.name, { name: spec.name, datapathType: spec.datapath, externalIds: { ...spec.externalIds } });
+    return { created: true, datapathType: spec.datapath };
   }
 
   async deleteOwnedBridge(name: string): Promise<boolean> {
@@ -88,6 +109,7 @@ export class FakeOvs implements Ovs {
     const b = this.bridges.get(name);
     if (!b || b.externalIds[OWNER_KEY] !== OWNER_VALUE) return false;
     this.bridges.delete(name);
+    for (const [portName, port] of this.ports) if (port.bridge === name) this.ports.delete(portName);
     return true;
   }
 
@@ -96,53 +118,47 @@ export class FakeOvs implements Ovs {
     if (!this.bridges.has(spec.bridge)) throw conflict('BridgeMissing', `OVS bridge ${spec.bridge} does not exist`);
     if (this.failAddPort.has(spec.name)) throw internal('PortFailed', `OVS could not add port ${spec.name}`);
     const existing = this.ports.get(spec.name);
-    if (existing && existing.externalIds[OWNER_KEY] !== OWNER_VALUE) throw conflict('NotOwned', `port ${spec.name} not ours`);
-    this.ports.set(spec.name, { ...spec });
+    if (existing && existing.externalIds[OWNER_KEY] !== OWNER_VALUE) throw conflict('NotOwned', `OVS port ${spec.name} was not created by ovsnet; leaving it alone`);
+    this.ports.set(spec.name, structuredClone({ ...spec }));
+  }
+
+  async updatePort(spec: PortSpec): Promise<void> {
+    this.calls.push(`updatePort ${spec.name}`);
+    const port = this.ports.get(spec.name);
+    if (!port || port.externalIds[OWNER_KEY] !== OWNER_VALUE) throw conflict('NotOwned', `OVS port ${spec.name} is not an ovsnet port`);
+    this.ports.set(spec.name, {
+      ...port,
+      tag: spec.tag,
+      trunks: [...spec.trunks],
+      protected: spec.protected,
+      options: { ...spec.options },
+      mtuRequest: spec.mtuRequest,
+      externalIds: { ...port.externalIds, ...spec.externalIds },
+    });
   }
 
   async deletePort(name: string): Promise<boolean> {
     this.calls.push(`deletePort ${name}`);
     const port = this.ports.get(name);
     if (!port) return false;
-    if (port.externalIds[OWNER_KEY] !== OWNER_VALUE) throw conflict('NotOwned', `OVS port ${name} was not created by ovsnet`);
+    if (port.externalIds[OWNER_KEY] !== OWNER_VALUE) throw conflict('NotOwned', `OVS port ${name} was not created by ovsnet; leaving it alone`);
     this.ports.delete(name);
     return true;
   }
+}
 
-  async setTrunks(name: string, trunks: readonly number[]): Promise<void> {
-    this.calls.push(`setTrunks ${name} ${trunks.join(',')}`);
-    const port = this.ports.get(name);
-    if (!port || port.externalIds[OWNER_KEY] !== OWNER_VALUE) throw conflict('NotOwned', `OVS port ${name} is not an ovsnet port`);
-    port.trunks = [...trunks];
-  }
-
-  async bridgeNames(): Promise<string[]> {
-    return [...this.bridges.keys()];
-  }
-
-  async portExists(name: string): Promise<boolean> {
-    return this.ports.has(name);
-  }
-
-  async listOwnedPorts(): Promise<PortInfo[]> {
-    return [...this.ports.values()]
-      .filter((p) => p.externalIds[OWNER_KEY] === OWNER_VALUE)
-      .map((p) => ({
-        name: p.name,
-        bridge: p.bridge,
-        type: p.type,
-        tag: p.tag,
-        trunks: [...(p.trunks ?? [])],
-        options: { ...(p.options ?? {}) },
-        externalIds: p.externalIds,
-        ofport: 1,
-        error: undefined,
-      }));
-  }
+export interface FakeLink {
+  kind: string;
+  mtu: number;
+  up?: boolean;
+  mac?: string;
+  peer?: string;
+  addresses: string[];
+  txOff: boolean;
 }
 
 export class FakeLinks implements Links {
-  readonly links = new Map<string, { kind: string; mtu: number; mac?: string; peer?: string; addresses: string[]; txOff: boolean }>();
+  readonly links = new Map<string, FakeLink>();
   readonly calls: string[] = [];
   hostRoutes: Record<4 | 6, string[]> = { 4: [], 6: [] };
   /** Where routeTo sends each address; `local` ones are the host's own. */
@@ -155,7 +171,7 @@ export class FakeLinks implements Links {
     if (this.failCreate) throw this.failCreate;
     this.links.delete(options.host);
     this.links.delete(options.peer);
-    this.links.set(options.host, { kind: 'veth', mtu: options.mtu, peer: options.peer, addresses: [], txOff: false });
+    this.links.set(options.host, { kind: 'veth', mtu: options.mtu, up: true, peer: options.peer, addresses: [], txOff: false });
     this.links.set(options.peer, { kind: 'veth', mtu: options.mtu, mac: options.peerMac, peer: options.host, addresses: [], txOff: false });
   }
 
@@ -178,11 +194,15 @@ export class FakeLinks implements Links {
 
   async configureAddresses(name: string, options: { mtu: number; addresses: readonly string[] }): Promise<void> {
     this.calls.push(`configure ${name} ${options.addresses.join(',')}`);
-    this.links.set(name, { kind: 'internal', mtu: options.mtu, addresses: [...options.addresses], txOff: false });
+    this.links.set(name, { kind: 'internal', mtu: options.mtu, up: true, addresses: [...options.addresses], txOff: false });
   }
 
-  async list(): Promise<LinkInfo[]> {
-    return [...this.links].map(([name, l]) => ({ name, kind: l.kind, up: true, mtu: l.mtu }));
+  async list(): Promise<Map<string, ObservedLink>> {
+    return new Map([...this.links].map(([name, l]) => [name, { kind: l.kind, up: l.up ?? true, mtu: l.mtu }]));
+  }
+
+  async addresses(): Promise<Map<string, string[]>> {
+    return new Map([...this.links].filter(([, l]) => l.addresses.length > 0).map(([name, l]) => [name, [...l.addresses]]));
   }
 
   async routes(family: 4 | 6): Promise<string[]> {
@@ -191,10 +211,6 @@ export class FakeLinks implements Links {
 
   async routeTo(address: string): Promise<{ dev: string; local: boolean } | undefined> {
     return this.routeTable.get(address);
-  }
-
-  async addressesOf(name: string): Promise<string[]> {
-    return [...(this.links.get(name)?.addresses ?? [])];
   }
 
   async defaultRouteDevices(): Promise<string[]> {
@@ -211,9 +227,9 @@ export class FakeFirewall implements Firewall {
     this.current = rules;
   }
 
-  async read(): Promise<{ filter4: string[]; nat4: string[]; filter6: string[] }> {
+  async read(): Promise<ObservedFirewall> {
     const text = (rules: readonly (readonly string[])[] | undefined) => (rules ?? []).map((r) => r.join(' '));
-    return { filter4: text(this.current?.v4.filter), nat4: text(this.current?.v4.nat), filter6: text(this.current?.v6.filter) };
+    return { filter4: text(this.current?.v4.filter), nat4: text(this.current?.v4.nat), filter6: text(this.current?.v6.filter), jumps: this.current !== undefined };
   }
 }
 
@@ -237,8 +253,10 @@ export class FakeProbe implements DatapathProbe {
   }
 }
 
+type FakeDockerNetwork = Omit<DockerNetwork, 'endpoints'> & { endpoints: Map<string, { addresses: string[] }> };
+
 export class FakeDocker implements DockerView {
-  readonly list: DockerNetwork[] = [];
+  readonly list: FakeDockerNetwork[] = [];
   down = false;
 
   async networks(): Promise<DockerNetwork[]> {
@@ -247,8 +265,8 @@ export class FakeDocker implements DockerView {
   }
 
   /** Docker's view as it would be after the given creations, by subnet. */
-  add(id: string, subnet: string, endpoints: Record<string, string> = {}, aux: string[] = []): DockerNetwork {
-    const network: DockerNetwork = {
+  add(id: string, subnet: string, endpoints: Record<string, string> = {}, aux: string[] = []): FakeDockerNetwork {
+    const network: FakeDockerNetwork = {
       id,
       name: `net-${id.slice(0, 4)}`,
       subnets: [subnet],

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { type Observed, findDrift } from '../../src/domain/drift.js';
+import { findDrift } from '../../src/domain/host-diff.js';
+import { type ObservedHost, desiredHost } from '../../src/domain/host.js';
 import { firewallRules } from '../../src/domain/firewall.js';
 import { Reconciler } from '../../src/driver/reconcile.js';
 import { silentLogger } from '../../src/log.js';
@@ -68,16 +69,15 @@ describe('drift', () => {
 
   it('compares firewall rules per network, whatever order iptables prints their matches in', () => {
     const records = { networks: [], endpoints: [], pools: [], addresses: [] };
-    const observed: Observed = {
-      bridges: new Set(),
-      ports: [],
+    const observed: ObservedHost = {
+      bridges: new Map(),
+      ports: new Map(),
       links: new Map(),
-      gatewayAddresses: new Map(),
-      firewall: { filter4: ['-i ovsgw1 -m comment --comment ovsnet:aaaaaaaaaaaa -j ACCEPT'], nat4: [], filter6: [] },
+      addresses: new Map(),
+      firewall: { filter4: ['-i ovsgw1 -m comment --comment ovsnet:aaaaaaaaaaaa -j ACCEPT'], nat4: [], filter6: [], jumps: true },
       ipv4Forwarding: true,
-      docker: undefined,
     };
-    const [item] = findDrift(records, observed, { now: Date.now(), graceMs: 0 });
+    const [item] = findDrift(records, desiredHost([], [], { datapath: 'netdev' }), observed, { now: Date.now(), graceMs: 0 });
     assert.equal(item?.kind, 'firewall-drift');
     assert.match(item!.detail, /has 1 rules for ovsnet:aaaaaaaaaaaa where 0 belong/);
     assert.deepEqual(firewallRules([]).v4.filter, []);

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ConfigError, loadConfig } from '../../src/config.js';
-import { JsonStream, parseOvsdbAddress, readMap, readOptional, readSet } from '../../src/adapters/ovsdb.js';
+import { JsonStream, readMap, readOptional, readSet } from '../../src/adapters/ovsdb.js';
+import { parseOvsdbRemote as parseOvsdbAddress } from '../../src/domain/remotes.js';
 import { KeyedMutex } from '../../src/driver/locks.js';
 import { CommandError, run } from '../../src/adapters/exec.js';
 import { createLogger } from '../../src/log.js';

@@ -16,8 +16,6 @@ describe('network options', () => {
       gatewayMode: 'nat',
       internal: false,
       ipv6: false,
-      tunnelKey: undefined,
-      peers: [],
       uplink: undefined,
     });
   });
@@ -32,14 +30,15 @@ describe('network options', () => {
       gatewayMode: 'external',
       internal: false,
       ipv6: false,
-      tunnelKey: undefined,
-      peers: [],
       uplink: 'eth1',
     });
     const overlay = parse({ mode: 'vxlan', vni: '5001', peers: '10.250.0.2, 10.250.0.3,10.250.0.2' });
+    assert.ok(overlay.mode === 'vxlan', 'an overlay spec');
     assert.equal(overlay.tunnelKey, 5001);
     assert.deepEqual(overlay.peers, ['10.250.0.2', '10.250.0.3'], 'trimmed, canonical, without duplicates');
-    assert.equal(parse({ mode: 'gre', key: '0' }).tunnelKey, 0);
+    const gre = parse({ mode: 'gre', key: '4294967295' });
+    assert.ok(gre.mode === 'gre');
+    assert.equal(gre.tunnelKey, 4294967295, 'the largest GRE key');
   });
 
   it("accepts Docker's own MTU option as a synonym", () => {

@@ -26,10 +26,6 @@ async function setup(options: { grace?: number; now?: () => number } = {}) {
     state: w.state,
     network: w.network,
     ipam: w.ipam,
-    ovs: w.ovs,
-    links: w.links,
-    firewall: w.firewall,
-    sysctl: w.sysctl,
     docker,
     graceMs: options.grace ?? 0,
     log: silentLogger,
@@ -159,7 +155,7 @@ describe('reconciler: with Docker', () => {
   it('survives a pass that cannot finish (OVSDB down) and reports it instead of throwing', async () => {
     const s = await setup();
     await withEndpoint(s);
-    s.ovs.listOwnedPorts = async () => {
+    s.ovs.snapshot = async () => {
       throw new Error('cannot reach OVSDB');
     };
     assert.deepEqual(await s.reconciler.run('test', true), {});

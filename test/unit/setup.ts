@@ -1,5 +1,6 @@
 /** Builds both drivers on in-memory fakes, sharing one state, as main.ts does with real adapters. */
 import { parseDefaultPools } from '../../src/config.js';
+import { LocalHost } from '../../src/driver/host.js';
 import { IpamDriver } from '../../src/driver/ipam-driver.js';
 import { NetworkDriver } from '../../src/driver/network-driver.js';
 import { State } from '../../src/driver/state.js';
@@ -13,6 +14,7 @@ export async function world(options: { store?: MemoryStore; now?: () => number }
   const links = new FakeLinks();
   const firewall = new FakeFirewall();
   const sysctl = new FakeSysctl();
+  const host = new LocalHost({ ovs, links, firewall, sysctl, datapathProbe: new FakeProbe('netdev'), datapath: 'auto', log: silentLogger });
   const ipam = new IpamDriver({
     state,
     routes: links,
@@ -20,18 +22,8 @@ export async function world(options: { store?: MemoryStore; now?: () => number }
     log: silentLogger,
     now: options.now,
   });
-  const network = new NetworkDriver({
-    state,
-    ovs,
-    links,
-    firewall,
-    sysctl,
-    datapathProbe: new FakeProbe('netdev'),
-    ipam,
-    defaults: { bridge: 'ovs0', datapath: 'auto', mtu: 1500 },
-    log: silentLogger,
-  });
-  return { store, state, ovs, links, firewall, sysctl, ipam, network };
+  const network = new NetworkDriver({ state, host, ipam, defaults: { bridge: 'ovs0', mtu: 1500 }, log: silentLogger });
+  return { store, state, ovs, links, firewall, sysctl, host, ipam, network };
 }
 
 export const id = (c: string) => c.repeat(64).slice(0, 64);

@@ -1,0 +1,389 @@
+/**
+ * The one comparison of the desired host with the observed one. Each
+ * difference says, for a person, what is wrong and the command that fixes it
+ * (what `ovsnet doctor` prints), and, as data, the repairs that put it right
+ * (what realising a network and the reconciler apply). Ports are compared by
+ * everything the plugin sets: bridge, type, tag, trunks, options, protection,
+ * MTU and external_ids, not only by name.
+ */
+import { type Drift, type DockerNetwork, type Records, REPAIR, dockerDrift, short } from './drift.js';
+import { type FirewallRules } from './firewall.js';
+import type { BridgeSpec, DesiredHost, DesiredPort, GatewaySpec, ObservedHost, ObservedPort } from './host.js';
+import { ENDPOINT_KEY, NETWORK_KEY, OWNER_KEY, OWNER_VALUE, ROLE_KEY, isHostVethName, isPeerVethName } from './names.js';
+import type { NetworkRecord } from './records.js';
+
+export type Repair =
+  | { readonly type: 'add-bridge'; readonly bridge: BridgeSpec }
+  /** Adds the port, replacing an owned one of that name. */
+  | { readonly type: 'add-port'; readonly port: DesiredPort }
+  /** Sets the port's tag, trunks, protection, options, MTU and external_ids in place. */
+  | { readonly type: 'update-port'; readonly port: DesiredPort }
+  | { readonly type: 'delete-port'; readonly name: string; readonly deleteLink: boolean }
+  | { readonly type: 'configure-gateway'; readonly gateway: GatewaySpec }
+  | { readonly type: 'delete-veth'; readonly name: string }
+  | { readonly type: 'delete-bridge'; readonly name: string }
+  | { readonly type: 'sync-firewall'; readonly rules: FirewallRules }
+  | { readonly type: 'enable-forwarding' };
+
+export interface HostDifference {
+  readonly drift: Drift;
+  /** What puts it right; empty when it can only be reported. */
+  readonly repairs: readonly Repair[];
+  /** Set for what belongs to an endpoint: its repair goes through the endpoint's lock. */
+  readonly endpointId?: string;
+}
+
+/** What a diff is limited to: these networks, and what they share with others (bridges, uplinks, firewall, forwarding). */
+export interface DiffScope {
+  readonly networks: ReadonlySet<string>;
+  readonly bridges: ReadonlySet<string>;
+}
+
+export function scopeOf(networks: readonly NetworkRecord[]): DiffScope {
+  return { networks: new Set(networks.map((n) => n.id)), bridges: new Set(networks.map((n) => n.spec.bridge)) };
+}
+
+export interface DiffOptions {
+  /** Every record, whatever was passed to desiredHost: ports of a network being created are never debris. */
+  readonly records: Pick<Records, 'networks' | 'endpoints'>;
+  /** Undefined: the whole host. */
+  readonly scope?: DiffScope;
+  /** Docker's networks, when Docker was asked: a port of a network the records lack is debris only if Docker lacks it too. */
+  readonly docker?: readonly DockerNetwork[];
+  readonly now: number;
+  readonly graceMs: number;
+}
+
+/** The ordering in which repairs are applied: bridges first, ports before their kernel settings, bridges last out. */
+export const REPAIR_ORDER: readonly Repair['type'][] = [
+  'add-bridge',
+  'delete-port',
+  'add-port',
+  'update-port',
+  'configure-gateway',
+  'delete-veth',
+  'sync-firewall',
+  'enable-forwarding',
+  'delete-bridge',
+];
+
+export function diffHost(desired: DesiredHost, observed: ObservedHost, options: DiffOptions): HostDifference[] {
+  const out: HostDifference[] = [];
+  const { scope } = options;
+  const networks = new Map(options.records.networks.map((n) => [n.id, n]));
+  const endpoints = new Map(options.records.endpoints.map((e) => [e.id, e]));
+  const inScope = (networkId: string | undefined, bridge: string) =>
+    !scope || (networkId !== undefined ? scope.networks.has(networkId) : scope.bridges.has(bridge));
+  const old = (createdAt: string) => options.now - Date.parse(createdAt) >= options.graceMs;
+
+  for (const bridge of desired.bridges.values()) {
+    if (scope && !scope.bridges.has(bridge.name)) continue;
+    if (observed.bridges.has(bridge.name)) continue;
+    out.push({
+      drift: { kind: 'bridge-missing', subject: bridge.name, detail: `bridge ${bridge.name} is missing`, fix: REPAIR },
+      repairs: [{ type: 'add-bridge', bridge }],
+    });
+  }
+
+  for (const want of desired.ports.values()) {
+    if (!inScope(want.networkId, want.bridge)) continue;
+    const have = observed.ports.get(want.name);
+    if (have) {
+      const changes = portDifferences(want, have);
+      if (changes.length > 0) out.push(portDiffers(want, have, changes));
+      continue;
+    }
+    const net = want.networkId ? short(want.networkId) : '';
+    const base = { subject: want.name, port: want.name, networkId: want.networkId };
+    switch (want.role) {
+      case 'endpoint': {
+        const endpoint = endpoints.get(want.endpointId!)!;
+        if (observed.links.has(want.name)) {
+          out.push({
+            drift: { kind: 'endpoint-port-missing', ...base, endpointId: endpoint.id, detail: `endpoint ${short(endpoint.id)} has its veth ${want.name} but no OVS port`, fix: addPortCommand(want) },
+            repairs: [{ type: 'add-port', port: want }],
+            endpointId: endpoint.id,
+          });
+        } else if (endpoint.joined && old(endpoint.createdAt)) {
+          out.push({
+            drift: {
+              kind: 'endpoint-veth-missing',
+              subject: want.name,
+              endpointId: endpoint.id,
+              networkId: endpoint.networkId,
+              detail: `endpoint ${short(endpoint.id)} lost its veth ${want.name}: its container has no interface on network ${net}`,
+              fix: `docker restart <the container of endpoint ${short(endpoint.id)}>`,
+            },
+            repairs: [],
+          });
+        }
+        break;
+      }
+      case 'gateway': {
+        const gateway = desired.gateways.get(want.name)!;
+        out.push({
+          drift: { kind: 'gateway-port-missing', ...base, detail: `gateway port ${want.name} of network ${net} is missing`, fix: REPAIR },
+          repairs: [{ type: 'add-port', port: want }, { type: 'configure-gateway', gateway }],
+        });
+        break;
+      }
+      case 'tunnel':
+        out.push({
+          drift: { kind: 'tunnel-port-missing', ...base, detail: `tunnel port ${want.name} of network ${net} to peer ${want.options.remote_ip} is missing`, fix: REPAIR },
+          repairs: [{ type: 'add-port', port: want }],
+        });
+        break;
+      case 'uplink':
+        out.push({
+          drift: { kind: 'uplink-missing', subject: want.name, port: want.name, detail: `uplink ${want.name} of bridge ${want.bridge} is not attached`, fix: REPAIR },
+          repairs: [{ type: 'add-port', port: want }],
+        });
+        break;
+    }
+  }
+
+  for (const gateway of desired.gateways.values()) {
+    if (!inScope(gateway.networkId, '') || !observed.ports.has(gateway.port)) continue;
+    out.push(...gatewayDifferences(gateway, observed));
+  }
+
+  const deleted = new Set<string>();
+  for (const have of observed.ports.values()) {
+    if (have.error) {
+      if (inScope(have.externalIds[NETWORK_KEY], have.bridge)) {
+        out.push({ drift: { kind: 'port-error', subject: have.name, port: have.name, detail: `OVS reports an error on port ${have.name}: ${have.error}`, fix: REPAIR }, repairs: [] });
+      }
+    }
+    if (desired.ports.has(have.name)) continue;
+    const role = have.externalIds[ROLE_KEY];
+    const networkId = have.externalIds[NETWORK_KEY];
+    if (!inScope(networkId, have.bridge)) continue;
+    const network = networkId ? networks.get(networkId) : undefined;
+    // A scoped diff is made under the network lock by the one realising or removing those
+    // networks: what they do not call for is debris. A whole-host diff leaves alone ports of
+    // networks being made right now, and asks Docker about networks the records lack.
+    if (!scope && network?.state === 'creating') continue;
+    if (!scope && networkId && !network) {
+      // A port of a network the records lack is debris only if Docker lacks it too. If Docker
+      // has it, the plugin's records are what is missing (a wrong state directory or mount):
+      // removing the port would cut the network's containers off.
+      if (!options.docker) continue;
+      const known = options.docker.find((n) => n.id === networkId);
+      if (known) {
+        out.push({
+          drift: {
+            kind: 'network-unknown-to-plugin',
+            subject: have.name,
+            networkId,
+            port: have.name,
+            role,
+            detail: `OVS port ${have.name} belongs to Docker network ${known.name} (${short(networkId)}), which the plugin's records lack: its state directory is not the one it used`,
+            fix: 'point OVSNET_STATE_DIR (managed plugin: docker plugin set ovs state.source=<dir>) at the state the network was made with, and restart the plugin',
+          },
+          repairs: [],
+        });
+        continue;
+      }
+    }
+    const why =
+      role === 'endpoint'
+        ? endpoints.has(have.externalIds[ENDPOINT_KEY] ?? '') ? 'its network is unknown' : 'its endpoint is unknown'
+        : role === 'gateway' ? 'its network is unknown'
+        : role === 'tunnel' ? 'its network or peer is unknown'
+        : role === 'uplink' ? 'no network uses it'
+        : 'it has no role';
+    deleted.add(have.name);
+    out.push({
+      drift: {
+        kind: 'orphan-port',
+        subject: have.name,
+        port: have.name,
+        role,
+        detail: `OVS port ${have.name} (${role ?? 'no role'}) belongs to nothing: ${why}`,
+        fix: `ovs-vsctl --if-exists del-port ${have.name}${role === 'endpoint' ? ` && ip link del ${have.name}` : ''}`,
+      },
+      repairs: [{ type: 'delete-port', name: have.name, deleteLink: role === 'endpoint' }],
+    });
+  }
+
+  for (const bridge of observed.bridges.values()) {
+    if (desired.bridges.has(bridge.name) || bridge.externalIds[OWNER_KEY] !== OWNER_VALUE) continue;
+    if (scope && !scope.bridges.has(bridge.name)) continue;
+    if (!bridge.ports.every((p) => p === bridge.name || deleted.has(p))) continue;
+    out.push({
+      drift: { kind: 'orphan-bridge', subject: bridge.name, detail: `bridge ${bridge.name} was made by the plugin and no network uses it`, fix: `ovs-vsctl --if-exists del-br ${bridge.name}` },
+      repairs: [{ type: 'delete-bridge', name: bridge.name }],
+    });
+  }
+
+  if (!scope) {
+    for (const [name, link] of observed.links) {
+      // A veth that is an owned OVS port is judged by its port (above), which knows its network.
+      if (link.kind !== 'veth' || !(isHostVethName(name) || isPeerVethName(name)) || desired.devices.has(name) || observed.ports.has(name)) continue;
+      out.push({ drift: { kind: 'orphan-veth', subject: name, port: name, detail: `veth ${name} belongs to no endpoint`, fix: `ip link del ${name}` }, repairs: [{ type: 'delete-veth', name }] });
+    }
+  }
+
+  out.push(...firewallDifferences(desired.firewall, observed));
+  if (desired.ipv4Forwarding && observed.ipv4Forwarding === false) {
+    out.push({
+      drift: { kind: 'ip-forward-off', subject: 'net.ipv4.ip_forward', detail: 'IPv4 forwarding is off, so nat and routed networks cannot reach beyond the host', fix: 'sysctl -w net.ipv4.ip_forward=1' },
+      repairs: [{ type: 'enable-forwarding' }],
+    });
+  }
+  return out;
+}
+
+/** Every difference between the records and the host, and (when Docker was asked) Docker. */
+export function findDrift(records: Records, desired: DesiredHost, observed: ObservedHost, options: { docker?: readonly DockerNetwork[]; now: number; graceMs: number }): Drift[] {
+  const creating = records.networks
+    .filter((n) => n.state === 'creating')
+    .map((n): Drift => ({ kind: 'network-creating', subject: short(n.id), networkId: n.id, detail: `network ${short(n.id)} was being created when the plugin stopped`, fix: REPAIR }));
+  const host = diffHost(desired, observed, { records, docker: options.docker, now: options.now, graceMs: options.graceMs }).map((d) => d.drift);
+  return [...creating, ...host, ...(options.docker ? dockerDrift(records, options.docker, options) : [])];
+}
+
+// ---- ports ----
+
+const sameList = (a: readonly number[], b: readonly number[]) => JSON.stringify([...a].sort((x, y) => x - y)) === JSON.stringify([...b].sort((x, y) => x - y));
+
+/** What differs, as `ovs-vsctl` arguments that set it right (one per difference); structural differences need the port made again. */
+export function portDifferences(want: DesiredPort, have: ObservedPort): Array<{ what: string; set: string | undefined }> {
+  const out: Array<{ what: string; set: string | undefined }> = [];
+  const name = want.name;
+  if (have.bridge !== want.bridge) out.push({ what: `it is on bridge ${have.bridge || '(none)'}, not ${want.bridge}`, set: undefined });
+  if (have.type !== want.type) out.push({ what: `its type is "${have.type}", not "${want.type}"`, set: undefined });
+  if (have.tag !== want.tag) {
+    out.push({
+      what: `tag ${have.tag ?? '(none)'} where ${want.tag ?? '(none)'} belongs`,
+      set: want.tag === undefined ? `clear port ${name} tag` : `set port ${name} tag=${want.tag}`,
+    });
+  }
+  if (!sameList(have.trunks, want.trunks)) {
+    out.push({
+      what: `trunks ${have.trunks.join(',') || '(none)'} where ${want.trunks.join(',') || '(none)'} belong`,
+      set: want.trunks.length === 0 ? `clear port ${name} trunks` : `set port ${name} trunks=${want.trunks.join(',')}`,
+    });
+  }
+  if (have.protected !== want.protected) out.push({ what: `protected=${have.protected} where ${want.protected} belongs`, set: `set port ${name} protected=${want.protected}` });
+  for (const key of new Set([...Object.keys(want.options), ...Object.keys(have.options)])) {
+    const w = want.options[key];
+    const h = have.options[key];
+    if (w === h) continue;
+    out.push({
+      what: `option ${key}=${h ?? '(none)'} where ${w ?? '(none)'} belongs`,
+      set: w === undefined ? `remove interface ${name} options ${key}` : `set interface ${name} options:${key}=${w}`,
+    });
+  }
+  if (want.mtuRequest !== undefined && have.mtuRequest !== want.mtuRequest) {
+    out.push({ what: `mtu_request ${have.mtuRequest ?? '(none)'} where ${want.mtuRequest} belongs`, set: `set interface ${name} mtu_request=${want.mtuRequest}` });
+  }
+  for (const [key, value] of Object.entries(want.externalIds)) {
+    if (have.externalIds[key] !== value) out.push({ what: `external_ids:${key}=${have.externalIds[key] ?? '(none)'} where ${value} belongs`, set: `set port ${name} external_ids:${key}=${value}` });
+  }
+  return out;
+}
+
+function portDiffers(want: DesiredPort, have: ObservedPort, changes: ReturnType<typeof portDifferences>): HostDifference {
+  const structural = changes.some((c) => c.set === undefined);
+  return {
+    drift: {
+      kind: 'port-differs',
+      subject: want.name,
+      port: want.name,
+      role: want.role,
+      networkId: want.networkId,
+      endpointId: want.endpointId,
+      detail: `OVS port ${want.name} (${want.role}${want.networkId ? ` of network ${short(want.networkId)}` : ''}) differs: ${changes.map((c) => c.what).join('; ')}`,
+      fix: structural ? REPAIR : `ovs-vsctl ${changes.map((c) => c.set).join(' -- ')}`,
+    },
+    repairs: [{ type: structural ? 'add-port' : 'update-port', port: want }],
+    endpointId: want.endpointId,
+  };
+}
+
+/** `ovs-vsctl` arguments that make the port from nothing. */
+export function addPortCommand(port: DesiredPort): string {
+  const sets = [
+    port.tag === undefined ? '' : ` tag=${port.tag}`,
+    port.trunks.length ? ` trunks=${port.trunks.join(',')}` : '',
+    port.protected ? ' protected=true' : '',
+  ].join('');
+  const iface = [
+    port.type ? ` type=${port.type}` : '',
+    ...Object.entries(port.options).map(([k, v]) => ` options:${k}=${v}`),
+    port.mtuRequest === undefined ? '' : ` mtu_request=${port.mtuRequest}`,
+  ].join('');
+  return (
+    `ovs-vsctl add-port ${port.bridge} ${port.name}${sets}` +
+    (iface ? ` -- set interface ${port.name}${iface}` : '') +
+    ` -- set port ${port.name} ${Object.entries(port.externalIds).map(([k, v]) => `external_ids:${k}=${v}`).join(' ')}`
+  );
+}
+
+// ---- gateway ports in the kernel ----
+
+function gatewayDifferences(gateway: GatewaySpec, observed: ObservedHost): HostDifference[] {
+  const out: HostDifference[] = [];
+  const { port } = gateway;
+  const repairs: Repair[] = [{ type: 'configure-gateway', gateway }];
+  const base = { subject: port, port, networkId: gateway.networkId };
+  const have = observed.addresses.get(port) ?? [];
+  for (const address of gateway.addresses) {
+    if (have.includes(address)) continue;
+    out.push({
+      drift: { kind: 'gateway-address-missing', ...base, address, detail: `gateway port ${port} of network ${short(gateway.networkId)} lacks its address ${address}`, fix: `ip address add ${address} dev ${port} && ip link set ${port} up` },
+      repairs,
+    });
+  }
+  for (const address of have) {
+    if (gateway.addresses.includes(address)) continue;
+    out.push({
+      drift: { kind: 'gateway-address-extra', ...base, address, detail: `gateway port ${port} of network ${short(gateway.networkId)} carries ${address}, which is not its gateway`, fix: `ip address del ${address} dev ${port}` },
+      repairs,
+    });
+  }
+  const link = observed.links.get(port);
+  if (link && (link.mtu !== gateway.mtu || !link.up)) {
+    out.push({
+      drift: { kind: 'gateway-link-differs', ...base, detail: `gateway port ${port} is ${link.up ? 'up' : 'down'} with MTU ${link.mtu}, where up with MTU ${gateway.mtu} belongs`, fix: `ip link set dev ${port} mtu ${gateway.mtu} up` },
+      repairs,
+    });
+  }
+  return out;
+}
+
+// ---- the firewall ----
+
+function firewallDifferences(rules: FirewallRules, observed: ObservedHost): HostDifference[] {
+  if (!observed.firewall) return [];
+  const out: HostDifference[] = [];
+  const repairs: Repair[] = [{ type: 'sync-firewall', rules }];
+  if (!observed.firewall.jumps) {
+    out.push({ drift: { kind: 'firewall-drift', subject: 'jumps', detail: "a jump into the plugin's chains (OVSNET-FORWARD, OVSNET-POSTROUTING) is missing", fix: REPAIR }, repairs });
+  }
+  const rows = [
+    { table: 'filter (IPv4)', have: observed.firewall.filter4, want: rules.v4.filter },
+    { table: 'nat (IPv4)', have: observed.firewall.nat4, want: rules.v4.nat },
+    { table: 'filter (IPv6)', have: observed.firewall.filter6, want: rules.v6.filter },
+  ];
+  for (const { table, have, want } of rows) {
+    // Compare per network (by the comment tag): iptables may print a rule's matches in another order.
+    const count = (list: readonly string[]) => {
+      const tags = new Map<string, number>();
+      for (const r of list) {
+        const tag = /ovsnet:[0-9a-f]{12}/.exec(r)?.[0] ?? 'untagged';
+        tags.set(tag, (tags.get(tag) ?? 0) + 1);
+      }
+      return tags;
+    };
+    const haveTags = count(have);
+    const wantTags = count(want.map((r) => r.join(' ')));
+    for (const tag of new Set([...haveTags.keys(), ...wantTags.keys()])) {
+      const h = haveTags.get(tag) ?? 0;
+      const w = wantTags.get(tag) ?? 0;
+      if (h !== w) out.push({ drift: { kind: 'firewall-drift', subject: tag, detail: `the ${table} chain has ${h} rules for ${tag} where ${w} belong`, fix: REPAIR }, repairs });
+    }
+  }
+  return out;
+}

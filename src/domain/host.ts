@@ -1,0 +1,253 @@
+/**
+ * The host as a value: what should exist on it, derived from the records by
+ * one pure function, and what was observed on it. Realising a network, the
+ * reconciler and `ovsnet doctor` all compare the two (host-diff.ts), so they
+ * cannot disagree. This is the only place `external_ids` are built.
+ */
+import { type FirewallRules, firewallRules } from './firewall.js';
+import { ENDPOINT_KEY, NETWORK_KEY, OWNER_KEY, OWNER_VALUE, PEER_KEY, ROLE_KEY, type PortRole, tunnelPortName } from './names.js';
+import { isOverlay } from './options.js';
+import type { Datapath, EndpointRecord, NetworkRecord } from './records.js';
+
+/** An OVS port with its one interface, as the plugin makes it. */
+export interface PortSpec {
+  readonly bridge: string;
+  readonly name: string;
+  /** Interface type: "" for a kernel device (veth), "internal", "vxlan", "gre". */
+  readonly type: string;
+  readonly tag: number | undefined;
+  /** VLANs a trunk port carries; empty for an access port. */
+  readonly trunks: readonly number[];
+  /** Interface options, e.g. remote_ip and key of a tunnel. */
+  readonly options: Readonly<Record<string, string>>;
+  /** Protected ports never forward to each other (split horizon between tunnels). */
+  readonly protected: boolean;
+  /** Interface mtu_request (internal ports); undefined leaves the MTU to the device. */
+  readonly mtuRequest: number | undefined;
+  /** Port external_ids: the owner mark, the role, the network, endpoint or peer. */
+  readonly externalIds: Readonly<Record<string, string>>;
+}
+
+/** A port the records call for, with what it is for. */
+export interface DesiredPort extends PortSpec {
+  readonly role: PortRole;
+  readonly networkId: string | undefined;
+  readonly endpointId: string | undefined;
+}
+
+export interface BridgeSpec {
+  readonly name: string;
+  /** Datapath a missing bridge is created with; an existing bridge is used as it is. */
+  readonly datapath: Datapath;
+  readonly externalIds: Readonly<Record<string, string>>;
+}
+
+/** The kernel side of a gateway port (an OVS internal port): its link settings and addresses. */
+export interface GatewaySpec {
+  readonly port: string;
+  readonly networkId: string;
+  readonly mtu: number;
+  /** "10.0.0.1/24", sorted. */
+  readonly addresses: readonly string[];
+  /** On the userspace datapath TX checksum offload must be off (OVS forwards partial checksums as they are). */
+  readonly txOffloadOff: boolean;
+}
+
+export interface DesiredHost {
+  readonly bridges: ReadonlyMap<string, BridgeSpec>;
+  readonly ports: ReadonlyMap<string, DesiredPort>;
+  readonly gateways: ReadonlyMap<string, GatewaySpec>;
+  readonly firewall: FirewallRules;
+  readonly ipv4Forwarding: boolean;
+  /** Kernel devices the endpoints account for: both ends of every veth pair. */
+  readonly devices: ReadonlySet<string>;
+}
+
+// ---- what was observed ----
+
+export interface ObservedBridge {
+  readonly name: string;
+  readonly datapathType: string;
+  readonly externalIds: Readonly<Record<string, string>>;
+  /** Names of all its ports, foreign ones and its own local port included. */
+  readonly ports: readonly string[];
+}
+
+/** An owned port as OVSDB has it. */
+export interface ObservedPort extends PortSpec {
+  /** The bridge it is on; "" when no bridge holds it. */
+  readonly bridge: string;
+  readonly ofport: number | undefined;
+  readonly error: string | undefined;
+}
+
+export interface ObservedLink {
+  readonly kind: string;
+  readonly mtu: number;
+  readonly up: boolean;
+}
+
+export interface ObservedFirewall {
+  /** Rules in the plugin's chains, as `iptables -S` prints them (without "-A CHAIN "). */
+  readonly filter4: readonly string[];
+  readonly nat4: readonly string[];
+  readonly filter6: readonly string[];
+  /** Both built-in chains jump into the plugin's chains (IPv4 filter and nat, IPv6 filter). */
+  readonly jumps: boolean;
+}
+
+export interface ObservedHost {
+  readonly bridges: ReadonlyMap<string, ObservedBridge>;
+  /** Ports carrying the plugin's owner mark. */
+  readonly ports: ReadonlyMap<string, ObservedPort>;
+  readonly links: ReadonlyMap<string, ObservedLink>;
+  /** Global addresses ("10.0.0.1/24") of every device that has any. */
+  readonly addresses: ReadonlyMap<string, readonly string[]>;
+  /** Undefined when not read. */
+  readonly firewall: ObservedFirewall | undefined;
+  readonly ipv4Forwarding: boolean | undefined;
+}
+
+// ---- the ports the plugin makes ----
+
+const OWNED = { [OWNER_KEY]: OWNER_VALUE };
+
+function port(fields: Omit<DesiredPort, 'trunks' | 'options' | 'protected' | 'mtuRequest' | 'tag' | 'networkId' | 'endpointId'> & Partial<DesiredPort>): DesiredPort {
+  return {
+    tag: undefined,
+    trunks: [],
+    options: {},
+    protected: false,
+    mtuRequest: undefined,
+    networkId: undefined,
+    endpointId: undefined,
+    ...fields,
+  };
+}
+
+export function ownedBridge(name: string, datapath: Datapath): BridgeSpec {
+  return { name, datapath, externalIds: OWNED };
+}
+
+/** The access port of an endpoint: the host end of its veth pair, tagged with the network's segment. */
+export function endpointPort(network: NetworkRecord, endpoint: Pick<EndpointRecord, 'id' | 'hostIf'>): DesiredPort {
+  return port({
+    role: 'endpoint',
+    bridge: network.spec.bridge,
+    name: endpoint.hostIf,
+    type: '',
+    tag: network.localTag,
+    networkId: network.id,
+    endpointId: endpoint.id,
+    externalIds: { ...OWNED, [NETWORK_KEY]: network.id, [ENDPOINT_KEY]: endpoint.id, [ROLE_KEY]: 'endpoint' },
+  });
+}
+
+/** The internal port holding a network's gateway addresses on the host. */
+export function gatewayPort(network: NetworkRecord & { gatewayPort: string }): DesiredPort {
+  return port({
+    role: 'gateway',
+    bridge: network.spec.bridge,
+    name: network.gatewayPort,
+    type: 'internal',
+    tag: network.localTag,
+    mtuRequest: network.mtu,
+    networkId: network.id,
+    externalIds: { ...OWNED, [NETWORK_KEY]: network.id, [ROLE_KEY]: 'gateway' },
+  });
+}
+
+/**
+ * A tunnel port of an overlay towards one peer. With a vlan, the tag travels
+ * inside the tunnel (a trunk of one VLAN); without, it is an access port of
+ * the overlay's local tag. Tunnel ports are protected: what arrives from one
+ * peer is never sent on to another, which in a full mesh would loop broadcasts.
+ */
+export function tunnelPort(network: NetworkRecord, peer: string): DesiredPort {
+  const { spec } = network;
+  if (!isOverlay(spec)) throw new Error(`network ${network.id} is not an overlay`);
+  return port({
+    role: 'tunnel',
+    protected: true,
+    bridge: spec.bridge,
+    name: tunnelPortName(network.id, peer),
+    type: spec.mode,
+    tag: spec.vlan === undefined ? network.localTag : undefined,
+    trunks: spec.vlan === undefined ? [] : [spec.vlan],
+    options: { remote_ip: peer, key: String(spec.tunnelKey) },
+    networkId: network.id,
+    externalIds: { ...OWNED, [NETWORK_KEY]: network.id, [ROLE_KEY]: 'tunnel', [PEER_KEY]: peer },
+  });
+}
+
+/** A host interface on a bridge as the trunk of the VLAN networks that name it (0: the untagged one). */
+export function uplinkPort(bridge: string, uplink: string, trunks: readonly number[]): DesiredPort {
+  return port({ role: 'uplink', bridge, name: uplink, type: '', trunks, externalIds: { ...OWNED, [ROLE_KEY]: 'uplink' } });
+}
+
+export function gatewayAddresses(network: NetworkRecord): string[] {
+  return [...network.ipv4, ...network.ipv6]
+    .filter((s) => s.gateway)
+    .map((s) => `${s.gateway}/${s.pool.split('/')[1]}`)
+    .sort();
+}
+
+/**
+ * Everything the records call for on this host. `datapath` is what a missing
+ * bridge would be created with; networks that are still being created count
+ * as if they were ready (the caller decides which networks to pass).
+ */
+export function desiredHost(networks: readonly NetworkRecord[], endpoints: readonly EndpointRecord[], options: { datapath: Datapath }): DesiredHost {
+  const bridges = new Map<string, BridgeSpec>();
+  const ports = new Map<string, DesiredPort>();
+  const gateways = new Map<string, GatewaySpec>();
+  const uplinks = new Map<string, { bridge: string; uplink: string; tags: Set<number> }>();
+  const byId = new Map(networks.map((n) => [n.id, n]));
+
+  for (const network of networks) {
+    const { spec } = network;
+    if (!bridges.has(spec.bridge)) bridges.set(spec.bridge, ownedBridge(spec.bridge, options.datapath));
+    if (network.gatewayPort) {
+      const gw = gatewayPort(network as NetworkRecord & { gatewayPort: string });
+      ports.set(gw.name, gw);
+      gateways.set(gw.name, {
+        port: gw.name,
+        networkId: network.id,
+        mtu: network.mtu,
+        addresses: gatewayAddresses(network),
+        txOffloadOff: network.datapath === 'netdev',
+      });
+    }
+    if (isOverlay(spec)) {
+      for (const peer of spec.peers) {
+        const tunnel = tunnelPort(network, peer);
+        ports.set(tunnel.name, tunnel);
+      }
+    } else if (spec.uplink) {
+      const key = `${spec.bridge}|${spec.uplink}`;
+      const entry = uplinks.get(key) ?? { bridge: spec.bridge, uplink: spec.uplink, tags: new Set<number>() };
+      entry.tags.add(network.localTag ?? 0);
+      uplinks.set(key, entry);
+    }
+  }
+  for (const { bridge, uplink, tags } of uplinks.values()) {
+    ports.set(uplink, uplinkPort(bridge, uplink, [...tags].sort((a, b) => a - b)));
+  }
+
+  const devices = new Set<string>();
+  for (const endpoint of endpoints) {
+    devices.add(endpoint.hostIf);
+    devices.add(endpoint.peerIf);
+    const network = byId.get(endpoint.networkId);
+    if (network) ports.set(endpoint.hostIf, endpointPort(network, endpoint));
+  }
+
+  return {
+    bridges,
+    ports,
+    gateways,
+    firewall: firewallRules(networks),
+    ipv4Forwarding: networks.some((n) => n.gatewayPort && !n.spec.internal && n.ipv4.length > 0),
+    devices,
+  };
+}

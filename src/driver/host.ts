@@ -1,0 +1,151 @@
+/**
+ * This host, through the adapters: observed in one go (OVSDB, links,
+ * addresses, firewall, forwarding), and changed by applying repairs that the
+ * pure diff (domain/host-diff.ts) decided. Nothing here decides what should
+ * exist.
+ */
+import { errorMessage, isPluginError } from '../errors.js';
+import { type HostDifference, REPAIR_ORDER, type Repair } from '../domain/host-diff.js';
+import type { ObservedHost } from '../domain/host.js';
+import type { Datapath, DatapathSetting } from '../domain/records.js';
+import type { Logger } from '../log.js';
+import type { DatapathProbe, Firewall, Links, Ovs, Sysctl } from './ports.js';
+
+export interface LocalHostOptions {
+  ovs: Ovs;
+  links: Links;
+  firewall: Firewall;
+  sysctl: Sysctl;
+  datapathProbe: DatapathProbe;
+  /** What bridges the plugin creates get. */
+  datapath: DatapathSetting;
+  log: Logger;
+}
+
+export class LocalHost {
+  private firewallChain = Promise.resolve();
+
+  constructor(readonly o: LocalHostOptions) {}
+
+  get ovs(): Ovs {
+    return this.o.ovs;
+  }
+
+  get links(): Links {
+    return this.o.links;
+  }
+
+  /** The datapath a missing bridge is created with. */
+  async datapath(): Promise<Datapath> {
+    return this.o.datapath === 'auto' ? this.o.datapathProbe.detect() : this.o.datapath;
+  }
+
+  /** Everything the diff compares, read in parallel; `firewall: false` skips the iptables read. */
+  async observe(options: { firewall?: boolean } = {}): Promise<ObservedHost> {
+    const { ovs, links, firewall, sysctl } = this.o;
+    const [snapshot, linkList, addresses, rules, forwarding] = await Promise.all([
+      ovs.snapshot(),
+      links.list(),
+      links.addresses(),
+      options.firewall === false ? undefined : firewall.read(),
+      sysctl.ipv4Forwarding().catch(() => undefined),
+    ]);
+    return {
+      bridges: new Map(snapshot.bridges.map((b) => [b.name, b])),
+      ports: new Map(snapshot.ports.map((p) => [p.name, p])),
+      links: linkList,
+      addresses,
+      firewall: rules,
+      ipv4Forwarding: forwarding,
+    };
+  }
+
+  /** The repairs of `differences`, each once, in the order they must happen. */
+  static repairsOf(differences: readonly HostDifference[]): Repair[] {
+    const seen = new Set<string>();
+    const repairs: Repair[] = [];
+    for (const d of differences) {
+      for (const r of d.repairs) {
+        const key = repairKey(r);
+        if (seen.has(key)) continue;
+        seen.add(key);
+        repairs.push(r);
+      }
+    }
+    return repairs.sort((a, b) => REPAIR_ORDER.indexOf(a.type) - REPAIR_ORDER.indexOf(b.type));
+  }
+
+  async apply(repair: Repair): Promise<void> {
+    const { ovs, links, sysctl, log } = this.o;
+    switch (repair.type) {
+      case 'add-bridge':
+        await ovs.ensureBridge(repair.bridge);
+        return;
+      case 'add-port':
+        await ovs.addPort(repair.port);
+        return;
+      case 'update-port':
+        await ovs.updatePort(repair.port);
+        return;
+      case 'delete-port':
+        await this.deleteOwnedPort(repair.name);
+        if (repair.deleteLink) await links.deleteLink(repair.name);
+        return;
+      case 'configure-gateway': {
+        const { port, mtu, addresses, txOffloadOff } = repair.gateway;
+        await links.configureAddresses(port, { mtu, addresses });
+        if (txOffloadOff) await links.disableTxOffload([port]);
+        return;
+      }
+      case 'delete-veth':
+        await links.deleteLink(repair.name);
+        return;
+      case 'delete-bridge':
+        if (await ovs.deleteOwnedBridge(repair.name)) log.info('deleted bridge the plugin created, now unused', { bridge: repair.name });
+        return;
+      case 'sync-firewall':
+        await this.syncFirewall(repair);
+        return;
+      case 'enable-forwarding':
+        await sysctl.enableIpv4Forwarding();
+        return;
+    }
+  }
+
+  /** Deletes a port, leaving (with a log line) one the plugin does not own. */
+  async deleteOwnedPort(name: string): Promise<void> {
+    try {
+      await this.o.ovs.deletePort(name);
+    } catch (err) {
+      if (!isPluginError(err, 'Conflict')) throw err;
+      this.o.log.warn('left a port alone that the plugin does not own', { port: name, error: errorMessage(err) });
+    }
+  }
+
+  /** Firewall rewrites are whole and run one at a time. */
+  private syncFirewall(repair: Extract<Repair, { type: 'sync-firewall' }>): Promise<void> {
+    const run = () => this.o.firewall.sync(repair.rules);
+    const next = this.firewallChain.then(run, run);
+    this.firewallChain = next.catch(() => {});
+    return next;
+  }
+}
+
+function repairKey(r: Repair): string {
+  switch (r.type) {
+    case 'add-bridge':
+      return `${r.type}|${r.bridge.name}`;
+    case 'add-port':
+    case 'update-port':
+      return `port|${r.port.name}`;
+    case 'configure-gateway':
+      return `${r.type}|${r.gateway.port}`;
+    case 'delete-port':
+    case 'delete-veth':
+    case 'delete-bridge':
+      return `${r.type}|${r.name}`;
+    case 'sync-firewall':
+    case 'enable-forwarding':
+      return r.type;
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * CreateEndpoint and DeleteEndpoint, and the repair of one endpoint's port.
+ *
+ * An endpoint is a veth pair whose host end becomes a port of its network;
+ * the other end goes into the container. Its record is written at
+ * CreateEndpoint and the answer sent at once; the devices are then made in
+ * the background while dockerd does its own bookkeeping, and Join waits for
+ * them, so a start does not pay for both in a row.
+ */
+import { conflict, isPluginError } from '../../errors.js';
+import { parseCidrWithHost } from '../../domain/cidr.js';
+import type { HostDifference } from '../../domain/host-diff.js';
+import { hostVethName, macForEndpoint, macForIpv4, normaliseMac, peerVethName } from '../../domain/names.js';
+import { endpointAddress, subnetHolding } from '../../domain/ranges.js';
+import { type EndpointRecord, type NetworkRecord, isOwnAddressSpace, poolIdOf } from '../../domain/records.js';
+import { badRequest } from '../../errors.js';
+import type { CreateEndpointRequest, CreateEndpointResponse, EndpointRef } from '../../protocol/network.js';
+import { type NetworkContext, backendFor, endpointLock, networkOf, short } from './context.js';
+
+export function createEndpoint(ctx: NetworkContext, req: CreateEndpointRequest): Promise<CreateEndpointResponse> {
+  return ctx.locks.run(endpointLock(req.endpointId), async () => {
+    const { state } = ctx;
+    const network = networkOf(ctx, req.networkId);
+    const address = endpointAddress(req.address, network.ipv4, 4);
+    const addressIpv6 = endpointAddress(req.addressIpv6, network.ipv6, 6);
+    const given = req.macAddress || req.optionMac;
+    const mac = given ? normaliseMac(given) : address ? macForIpv4(address) : macForEndpoint(req.endpointId);
+    if (!mac) throw badRequest('InvalidMac', `invalid MAC address "${given}": need a unicast address like 02:42:0a:00:00:05`);
+    const answer: CreateEndpointResponse = req.macAddress ? {} : { Interface: { MacAddress: mac } };
+
+    const existing = state.endpoints.get(req.endpointId);
+    if (existing) {
+      if (existing.networkId !== req.networkId || existing.address !== address || existing.mac !== mac) {
+        throw conflict('EndpointExists', `endpoint ${short(req.endpointId)} already exists with different settings`);
+      }
+      return answer;
+    }
+    await retireDeadHolders(ctx, network, req.endpointId, [address, addressIpv6]);
+    try {
+      checkAddressFree(ctx, network, req.endpointId, address);
+      checkAddressFree(ctx, network, req.endpointId, addressIpv6);
+    } catch (err) {
+      if (isPluginError(err) && err.shield) ctx.ipam.shieldFromRollback(err.shield.poolId, err.shield.address);
+      throw err;
+    }
+    const record: EndpointRecord = {
+      id: req.endpointId,
+      networkId: req.networkId,
+      address,
+      addressIpv6,
+      mac,
+      hostIf: hostVethName(req.endpointId),
+      peerIf: peerVethName(req.endpointId),
+      joined: false,
+      sandboxKey: '',
+      createdAt: new Date().toISOString(),
+    };
+    await state.commit([{ type: 'put', kind: 'endpoint', value: record }]);
+    ctx.faults.point('CreateEndpoint', 'after-record');
+    startDevices(ctx, network, record);
+    ctx.log.debug('endpoint created', { networkId: req.networkId, endpointId: req.endpointId, address, mac });
+    return answer;
+  });
+}
+
+export function deleteEndpoint(ctx: NetworkContext, ref: EndpointRef): Promise<void> {
+  return ctx.locks.run(endpointLock(ref.endpointId), () => removeEndpoint(ctx, ref));
+}
+
+/** DeleteEndpoint's work, for a caller that holds the endpoint's lock. */
+async function removeEndpoint(ctx: NetworkContext, ref: EndpointRef): Promise<void> {
+  const record = ctx.state.endpoints.get(ref.endpointId);
+  await settleDevices(ctx, ref.endpointId);
+  // Even without a record the devices are derived from the id: clean them up.
+  await teardownDevices(ctx, record ?? { id: ref.endpointId, hostIf: hostVethName(ref.endpointId), peerIf: peerVethName(ref.endpointId) });
+  ctx.faults.point('DeleteEndpoint', 'after-devices');
+  if (record) await ctx.state.commit([{ type: 'del', kind: 'endpoint', key: record.id }]);
+  ctx.log.debug('endpoint deleted', { networkId: ref.networkId, endpointId: ref.endpointId });
+}
+
+/** Starts making an endpoint's devices; the promise is kept for Join to wait on. */
+export function startDevices(ctx: NetworkContext, network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
+  const work = backendFor(ctx, network.spec).prepareEndpoint(network, endpoint);
+  work.catch(() => {}); // the error is reported by Join, which awaits this
+  ctx.devices.set(endpoint.id, work);
+  return work;
+}
+
+/** Waits for device setup still running for an endpoint, whatever its outcome. */
+export async function settleDevices(ctx: NetworkContext, endpointId: string): Promise<void> {
+  const pending = ctx.devices.get(endpointId);
+  if (!pending) return;
+  await pending.catch(() => {});
+  ctx.devices.delete(endpointId);
+}
+
+/** Removes an endpoint's devices through its network's backend (the bridge backend's when the network is unknown). */
+export async function teardownDevices(ctx: NetworkContext, endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf'> & { networkId?: string }): Promise<void> {
+  const network = endpoint.networkId === undefined ? undefined : ctx.state.networks.get(endpoint.networkId);
+  await (network ? backendFor(ctx, network.spec) : ctx.bridge).teardownEndpoint(endpoint);
+}
+
+/**
+ * Applies the repair of one endpoint's port (the reconciler's way in), under
+ * the endpoint's lock and only while the endpoint still stands as it was
+ * observed: not deleted meanwhile, and its devices not being made right now.
+ */
+export function repairEndpoint(ctx: NetworkContext, difference: HostDifference, apply: () => Promise<void>): Promise<boolean> {
+  const endpointId = difference.endpointId!;
+  return ctx.locks.run(endpointLock(endpointId), async () => {
+    const endpoint = ctx.state.endpoints.get(endpointId);
+    if (!endpoint || !ctx.state.networks.has(endpoint.networkId) || ctx.devices.has(endpointId)) return false;
+    await apply();
+    return true;
+  });
+}
+
+/**
+ * An endpoint whose host-side veth is gone, and whose devices are not being made
+ * right now, has no container any more: the container's namespace went, taking the
+ * pair with it. Docker normally deletes such an endpoint, but a dockerd that was
+ * killed, or a host that lost power, can leave it behind (seen: dockerd's store lost
+ * it, so its clean-up never called DeleteEndpoint); it would then refuse the same
+ * container's restart with its own `--ip`. Such endpoints are retired here rather
+ * than only by the next reconcile pass, which comes too late for the containers
+ * dockerd restarts when it starts. (An endpoint created before a plugin restart and
+ * not joined yet also has no veth; retiring it can only fail a container that asked
+ * for the same address at the same time, which one of the two had to.)
+ */
+async function retireDeadHolders(ctx: NetworkContext, network: NetworkRecord, endpointId: string, addresses: string[]): Promise<void> {
+  const wanted = addresses.filter(Boolean);
+  const holders = ctx.state
+    .endpointsOf(network.id)
+    .filter((o) => o.id !== endpointId && !ctx.devices.has(o.id) && (wanted.includes(o.address) || wanted.includes(o.addressIpv6)));
+  if (holders.length === 0) return;
+  const present = await ctx.host.links.list();
+  for (const dead of holders.filter((h) => !present.has(h.hostIf))) {
+    ctx.log.warn('retired an endpoint whose container is gone (its veth no longer exists)', {
+      networkId: network.id,
+      endpointId: dead.id,
+      address: dead.address || dead.addressIpv6,
+      joined: dead.joined,
+      for: endpointId,
+    });
+    await ctx.locks.run(endpointLock(dead.id), () => removeEndpoint(ctx, { networkId: network.id, endpointId: dead.id }));
+  }
+}
+
+/**
+ * IPAM answers a request for an address it already holds as a replay, so a
+ * `--ip` that another container (or an aux address) holds is caught here.
+ */
+function checkAddressFree(ctx: NetworkContext, network: NetworkRecord, endpointId: string, address: string): void {
+  if (!address) return;
+  const parsed = parseCidrWithHost(address);
+  const ip = address.split('/')[0]!;
+  let holder: string | undefined;
+  for (const other of ctx.state.endpointsOf(network.id)) {
+    if (other.id !== endpointId && (other.address === address || other.addressIpv6 === address)) holder = `by another container, endpoint ${short(other.id)}`;
+  }
+  const subnet = parsed ? subnetHolding([...network.ipv4, ...network.ipv6], parsed.ip) : undefined;
+  for (const [name, aux] of Object.entries(subnet?.auxAddresses ?? {})) {
+    if (aux === ip) holder = `as auxiliary address "${name}"`;
+  }
+  if (!holder) return;
+  const shield = subnet && isOwnAddressSpace(subnet.addressSpace) ? { poolId: poolIdOf(subnet.addressSpace, subnet.pool), address: ip } : undefined;
+  throw conflict('AddressInUse', `address ${ip} is already in use on this network (${holder})`, shield);
+}

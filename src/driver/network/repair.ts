@@ -1,0 +1,87 @@
+/**
+ * The reconciler's ways into the network driver: bringing the whole host in
+ * line with the records (one observation, one diff, the repairs it calls
+ * for), and reading the drift without changing anything (`ovsnet doctor`).
+ * Both use the same desired host and the same diff, so they cannot disagree.
+ */
+import { errorMessage } from '../../errors.js';
+import type { DockerNetwork, Drift, Records } from '../../domain/drift.js';
+import { type HostDifference, type Repair, diffHost, findDrift } from '../../domain/host-diff.js';
+import { type DesiredHost, desiredHost } from '../../domain/host.js';
+import { LocalHost } from '../host.js';
+import { type NetworkContext, NETWORKS_LOCK } from './context.js';
+import { repairEndpoint } from './endpoints.js';
+
+/** One repair the reconciler attempted, with the drift that called for it first. */
+export interface RepairResult {
+  readonly drift: Drift;
+  readonly repair: Repair;
+  /** False when it was not needed any more (the endpoint changed meanwhile). */
+  readonly done: boolean;
+  readonly error?: string;
+}
+
+export interface ConvergeOptions {
+  /** Docker's networks, when Docker could be asked. */
+  readonly docker: readonly DockerNetwork[] | undefined;
+  readonly now: number;
+  readonly graceMs: number;
+}
+
+/** What the records call for on the host (networks still being created do not count). */
+export async function desiredFrom(host: LocalHost, records: Records): Promise<DesiredHost> {
+  return desiredHost(records.networks.filter((n) => n.state === 'ready'), records.endpoints, { datapath: await host.datapath() });
+}
+
+/**
+ * Repairs every difference between the records and the host. It holds the
+ * network lock (no CreateNetwork or DeleteNetwork meanwhile); what belongs to
+ * one endpoint is repaired under that endpoint's lock, and left alone if the
+ * endpoint changed since it was observed.
+ */
+export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise<RepairResult[]> {
+  return ctx.locks.run(NETWORKS_LOCK, async () => {
+    // Observe first, read the records after: a device made meanwhile already has its record.
+    const observed = await ctx.host.observe();
+    const records = ctx.state.records();
+    const desired = await desiredFrom(ctx.host, records);
+    const differences = diffHost(desired, observed, { records, docker: options.docker, now: options.now, graceMs: options.graceMs });
+    const results: RepairResult[] = [];
+    const firstDrift = new Map<Repair, Drift>();
+    for (const d of differences) for (const r of d.repairs) if (!firstDrift.has(r)) firstDrift.set(r, d.drift);
+
+    for (const repair of LocalHost.repairsOf(differences.filter((d) => !d.endpointId))) {
+      results.push(await attempt(firstDrift.get(repair)!, repair, async () => {
+        // Look again: an endpoint created since the records were read has its record by now.
+        if (repair.type === 'delete-veth' && [...ctx.state.endpoints.values()].some((e) => e.hostIf === repair.name || e.peerIf === repair.name)) return false;
+        await ctx.host.apply(repair);
+        return true;
+      }));
+    }
+    for (const difference of differences.filter((d): d is HostDifference & { endpointId: string } => !!d.endpointId && d.repairs.length > 0)) {
+      for (const repair of difference.repairs) {
+        results.push(await attempt(difference.drift, repair, () => repairEndpoint(ctx, difference, () => ctx.host.apply(repair))));
+      }
+    }
+    return results;
+  });
+}
+
+/**
+ * Every difference between the records, the host and (when given) Docker,
+ * changing nothing: what the plugin serves to `ovsnet doctor`, and what the
+ * command works out itself when the plugin is down.
+ */
+export async function readDrift(host: LocalHost, records: () => Records, options: ConvergeOptions): Promise<Drift[]> {
+  const observed = await host.observe();
+  const now = records();
+  return findDrift(now, await desiredFrom(host, now), observed, { docker: options.docker, now: options.now, graceMs: options.graceMs });
+}
+
+async function attempt(drift: Drift, repair: Repair, work: () => Promise<boolean>): Promise<RepairResult> {
+  try {
+    return { drift, repair, done: await work() };
+  } catch (err) {
+    return { drift, repair, done: false, error: errorMessage(err) };
+  }
+}

@@ -1,0 +1,221 @@
+/**
+ * The desired host and the one diff against the observed host: ports are
+ * compared by everything the plugin sets, every difference carries the
+ * command that fixes it, and a scoped diff stays inside its networks.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { diffHost, scopeOf } from '../../src/domain/host-diff.js';
+import { type DesiredPort, type ObservedHost, type ObservedPort, desiredHost, endpointPort, gatewayPort, tunnelPort } from '../../src/domain/host.js';
+import { parseNetworkOptions } from '../../src/domain/options.js';
+import type { EndpointRecord, NetworkRecord } from '../../src/domain/records.js';
+import { firewallRules } from '../../src/domain/firewall.js';
+
+const id = (c: string) => c.repeat(64).slice(0, 64);
+const NOW = Date.parse('2026-12-01T12:00:00Z');
+const LONG_AGO = '2026-12-01T11:00:00.000Z';
+
+function network(o: { id?: string; generic?: Record<string, string>; state?: 'ready' | 'creating'; localTag?: number } = {}): NetworkRecord {
+  const netId = o.id ?? id('1');
+  const spec = parseNetworkOptions(o.generic ?? { vlan: '860' }, { internal: false, ipv6: false }, { bridge: 'ovs0' });
+  return {
+    id: netId,
+    spec,
+    ipv4: [{ addressSpace: 'local', pool: '10.13.160.0/24', gateway: '10.13.160.1', auxAddresses: {} }],
+    ipv6: [],
+    gatewayPort: spec.mode === 'vlan' ? `ovsgw${netId.slice(0, 10)}` : undefined,
+    localTag: o.localTag ?? spec.vlan ?? (spec.mode === 'vlan' ? undefined : 4094),
+    mtu: 1500,
+    datapath: 'netdev',
+    state: o.state ?? 'ready',
+    createdAt: LONG_AGO,
+  };
+}
+
+function endpoint(o: Partial<EndpointRecord> = {}): EndpointRecord {
+  const epId = o.id ?? id('e');
+  return {
+    id: epId,
+    networkId: id('1'),
+    address: '10.13.160.2/24',
+    addressIpv6: '',
+    mac: '02:42:0a:0d:a0:02',
+    hostIf: `ovs${epId.slice(0, 12)}`,
+    peerIf: `ovc${epId.slice(0, 12)}`,
+    joined: true,
+    sandboxKey: '',
+    createdAt: LONG_AGO,
+    ...o,
+  };
+}
+
+const observedPort = (p: DesiredPort, changes: Partial<ObservedPort> = {}): ObservedPort => ({ ...p, ofport: 1, error: undefined, ...changes });
+
+/** A host where everything the records call for is in place. */
+function healthy(networks: NetworkRecord[], endpoints: EndpointRecord[]): { observed: ObservedHost; ports: Map<string, ObservedPort> } {
+  const desired = desiredHost(networks, endpoints, { datapath: 'netdev' });
+  const ports = new Map([...desired.ports.values()].map((p) => [p.name, observedPort(p)]));
+  const links = new Map<string, { kind: string; mtu: number; up: boolean }>();
+  const addresses = new Map<string, string[]>();
+  for (const e of endpoints) {
+    links.set(e.hostIf, { kind: 'veth', mtu: 1500, up: true });
+    links.set(e.peerIf, { kind: 'veth', mtu: 1500, up: true });
+  }
+  for (const g of desired.gateways.values()) {
+    links.set(g.port, { kind: 'openvswitch', mtu: g.mtu, up: true });
+    addresses.set(g.port, [...g.addresses]);
+  }
+  const text = (rules: readonly (readonly string[])[]) => rules.map((r) => r.join(' '));
+  const rules = firewallRules(networks);
+  return {
+    ports,
+    observed: {
+      bridges: new Map([['ovs0', { name: 'ovs0', datapathType: 'netdev', externalIds: { 'ovsnet-owner': 'ovsnet' }, ports: ['ovs0', ...ports.keys()] }]]),
+      ports,
+      links,
+      addresses,
+      firewall: { filter4: text(rules.v4.filter), nat4: text(rules.v4.nat), filter6: text(rules.v6.filter), jumps: true },
+      ipv4Forwarding: true,
+    },
+  };
+}
+
+function diff(networks: NetworkRecord[], endpoints: EndpointRecord[], observed: ObservedHost, extra: Partial<Parameters<typeof diffHost>[2]> = {}) {
+  const desired = desiredHost(networks.filter((n) => n.state === 'ready'), endpoints, { datapath: 'netdev' });
+  return diffHost(desired, observed, { records: { networks, endpoints }, now: NOW, graceMs: 60_000, ...extra });
+}
+
+describe('desired host', () => {
+  it('builds every port with its external_ids in one place', () => {
+    const vlan = network();
+    const ep = endpoint();
+    assert.deepEqual(endpointPort(vlan, ep).externalIds, { 'ovsnet-owner': 'ovsnet', 'ovsnet-network': vlan.id, 'ovsnet-endpoint': ep.id, 'ovsnet-role': 'endpoint' });
+    assert.deepEqual(gatewayPort(vlan as NetworkRecord & { gatewayPort: string }).externalIds, { 'ovsnet-owner': 'ovsnet', 'ovsnet-network': vlan.id, 'ovsnet-role': 'gateway' });
+    const overlay = network({ id: id('2'), generic: { mode: 'vxlan', vni: '9', peers: '10.0.0.2' } });
+    assert.deepEqual(tunnelPort(overlay, '10.0.0.2').externalIds, { 'ovsnet-owner': 'ovsnet', 'ovsnet-network': overlay.id, 'ovsnet-role': 'tunnel', 'ovsnet-peer': '10.0.0.2' });
+  });
+
+  it('trunks an uplink with the tags of every VLAN network that names it', () => {
+    const a = network({ generic: { vlan: '100', uplink: 'eth1' } });
+    const b = network({ id: id('2'), generic: { uplink: 'eth1' } });
+    const uplink = desiredHost([a, b], [], { datapath: 'netdev' }).ports.get('eth1')!;
+    assert.deepEqual(uplink.trunks, [0, 100]);
+    assert.equal(uplink.role, 'uplink');
+  });
+});
+
+describe('host diff', () => {
+  it('finds nothing on a healthy host', () => {
+    const nets = [network()];
+    const eps = [endpoint()];
+    assert.deepEqual(diff(nets, eps, healthy(nets, eps).observed), []);
+  });
+
+  it('reports a port whose tag, trunks, options, protection or MTU changed, with the ovs-vsctl that sets it back', () => {
+    const vlan = network();
+    const overlay = network({ id: id('2'), generic: { mode: 'vxlan', vni: '9', peers: '10.0.0.2' }, localTag: 4094 });
+    const nets = [vlan, overlay];
+    const eps = [endpoint()];
+    const { observed, ports } = healthy(nets, eps);
+    const ep = ports.get(endpoint().hostIf)!;
+    ports.set(ep.name, { ...ep, tag: 999 });
+    const tunnel = [...ports.values()].find((p) => p.type === 'vxlan')!;
+    ports.set(tunnel.name, { ...tunnel, options: { ...tunnel.options, remote_ip: '10.0.0.9' }, protected: false });
+    const gw = ports.get(vlan.gatewayPort!)!;
+    ports.set(gw.name, { ...gw, mtuRequest: 9000, trunks: [5] });
+    const found = diff(nets, eps, observed);
+    const byPort = new Map(found.map((d) => [d.drift.subject, d]));
+    assert.deepEqual(found.map((d) => d.drift.kind), ['port-differs', 'port-differs', 'port-differs']);
+    assert.equal(byPort.get(ep.name)!.drift.fix, `ovs-vsctl set port ${ep.name} tag=860`);
+    assert.equal(byPort.get(ep.name)!.endpointId, endpoint().id, 'an endpoint port is repaired under its endpoint lock');
+    assert.equal(byPort.get(tunnel.name)!.drift.fix, `ovs-vsctl set port ${tunnel.name} protected=true -- set interface ${tunnel.name} options:remote_ip=10.0.0.2`);
+    assert.equal(byPort.get(gw.name)!.drift.fix, `ovs-vsctl clear port ${gw.name} trunks -- set interface ${gw.name} mtu_request=1500`);
+    assert.deepEqual(found.map((d) => d.repairs.map((r) => r.type)), [['update-port'], ['update-port'], ['update-port']]);
+  });
+
+  it('makes a port on the wrong bridge or of the wrong type again', () => {
+    const nets = [network()];
+    const { observed, ports } = healthy(nets, []);
+    const gw = ports.get(nets[0]!.gatewayPort!)!;
+    ports.set(gw.name, { ...gw, type: 'vxlan' });
+    const [item] = diff(nets, [], observed);
+    assert.equal(item?.drift.kind, 'port-differs');
+    assert.equal(item?.drift.fix, 'ovsnet reconcile');
+    assert.deepEqual(item?.repairs.map((r) => r.type), ['add-port']);
+  });
+
+  it('reports gateway addresses missing or extra, and a gateway link that is down or has the wrong MTU', () => {
+    const nets = [network()];
+    const { observed } = healthy(nets, []);
+    const port = nets[0]!.gatewayPort!;
+    (observed.addresses as Map<string, string[]>).set(port, ['10.99.0.1/24']);
+    (observed.links as Map<string, { kind: string; mtu: number; up: boolean }>).set(port, { kind: 'openvswitch', mtu: 1400, up: false });
+    const found = diff(nets, [], observed);
+    assert.deepEqual(found.map((d) => [d.drift.kind, d.drift.fix]), [
+      ['gateway-address-missing', `ip address add 10.13.160.1/24 dev ${port} && ip link set ${port} up`],
+      ['gateway-address-extra', `ip address del 10.99.0.1/24 dev ${port}`],
+      ['gateway-link-differs', `ip link set dev ${port} mtu 1500 up`],
+    ]);
+    assert.ok(found.every((d) => d.repairs[0]?.type === 'configure-gateway'));
+  });
+
+  it('leaves ports of a network being created alone, and asks Docker before calling a port of an unknown network debris', () => {
+    const ready = network();
+    const creating = network({ id: id('2'), generic: { vlan: '5' }, state: 'creating' });
+    const { observed: both, ports } = healthy([ready, creating], []);
+    const observed = { ...both, firewall: healthy([ready], []).observed.firewall }; // a network being created has no rules yet
+    const unknown = gatewayPort({ ...network({ id: id('3'), generic: { vlan: '6' } }), gatewayPort: 'ovsgw3333333333' });
+    ports.set(unknown.name, observedPort(unknown));
+    assert.deepEqual(diff([ready, creating], [], observed), [], 'without Docker, a port of an unknown network is left alone');
+    const known = diff([ready, creating], [], observed, { docker: [{ id: id('3'), name: 'theirs', subnets: [], auxAddresses: [], endpoints: new Map() }] });
+    assert.deepEqual(known.map((d) => d.drift.kind), ['network-unknown-to-plugin']);
+    const gone = diff([ready, creating], [], observed, { docker: [] });
+    assert.deepEqual(gone.map((d) => [d.drift.kind, d.drift.fix]), [['orphan-port', 'ovs-vsctl --if-exists del-port ovsgw3333333333']]);
+  });
+
+  it('keeps a scoped diff to its networks: their ports, their bridge, what they share', () => {
+    const a = network();
+    const b = network({ id: id('2'), generic: { vlan: '861' } });
+    const { observed, ports } = healthy([a, b], []);
+    ports.delete(b.gatewayPort!);
+    (observed.bridges.get('ovs0')!.ports as string[]).splice(0);
+    // Removing `a`: its port is debris, b's missing gateway port is none of this diff's business.
+    const desired = desiredHost([b], [], { datapath: 'netdev' });
+    const found = diffHost(desired, observed, { records: { networks: [b], endpoints: [] }, scope: scopeOf([a]), now: NOW, graceMs: 0 });
+    assert.deepEqual(found.map((d) => [d.drift.kind, d.drift.subject]), [
+      ['orphan-port', a.gatewayPort],
+      ['firewall-drift', `ovsnet:${a.id.slice(0, 12)}`],
+      ['firewall-drift', `ovsnet:${a.id.slice(0, 12)}`],
+    ]);
+  });
+
+  it('removes a bridge the plugin made once nothing is left on it, never a foreign one', () => {
+    const { observed } = healthy([], []);
+    const bridges = observed.bridges as Map<string, ObservedHost['bridges'] extends ReadonlyMap<string, infer B> ? B : never>;
+    bridges.set('br-foreign', { name: 'br-foreign', datapathType: 'netdev', externalIds: {}, ports: ['br-foreign'] });
+    bridges.set('ovs0', { name: 'ovs0', datapathType: 'netdev', externalIds: { 'ovsnet-owner': 'ovsnet' }, ports: ['ovs0'] });
+    bridges.set('ovs1', { name: 'ovs1', datapathType: 'netdev', externalIds: { 'ovsnet-owner': 'ovsnet' }, ports: ['ovs1', 'foreign0'] });
+    assert.deepEqual(diff([], [], observed).map((d) => [d.drift.kind, d.drift.subject]), [['orphan-bridge', 'ovs0']]);
+  });
+
+  it('adds back an endpoint port only while its veth is there; a joined endpoint that lost its veth is only reported', () => {
+    const nets = [network()];
+    const eps = [endpoint()];
+    const { observed, ports } = healthy(nets, eps);
+    ports.delete(eps[0]!.hostIf);
+    const [missing] = diff(nets, eps, observed);
+    assert.equal(missing?.drift.kind, 'endpoint-port-missing');
+    assert.match(missing!.drift.fix, /^ovs-vsctl add-port ovs0 ovseeeeeeeeeeee tag=860 -- set port ovseeeeeeeeeeee external_ids:ovsnet-owner=ovsnet /);
+    (observed.links as Map<string, unknown>).delete(eps[0]!.hostIf);
+    const [lost] = diff(nets, eps, observed);
+    assert.deepEqual([lost?.drift.kind, lost?.repairs], ['endpoint-veth-missing', []]);
+    assert.deepEqual(diff(nets, [{ ...eps[0]!, createdAt: new Date(NOW).toISOString() }], observed), [], 'a young endpoint may still be being made');
+  });
+
+  it("rewrites the firewall when a jump into the plugin's chains is gone", () => {
+    const nets = [network()];
+    const { observed } = healthy(nets, []);
+    const item = diff(nets, [], { ...observed, firewall: { ...observed.firewall!, jumps: false } });
+    assert.deepEqual(item.map((d) => [d.drift.kind, d.repairs[0]?.type]), [['firewall-drift', 'sync-firewall']]);
+  });
+});
