@@ -1,0 +1,76 @@
+/**
+ * The iptables adapter inside a scratch network namespace: its chains made
+ * exactly as asked, read back with the jumps into them, and nothing else
+ * touched.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { run, type Runner } from '../../src/adapters/exec.js';
+import { IptablesFirewall } from '../../src/adapters/iptables.js';
+import { firewallRules } from '../../src/domain/firewall.js';
+import { parseNetworkOptions } from '../../src/domain/options.js';
+import type { NetworkRecord } from '../../src/domain/records.js';
+import { cmd } from '../e2e/harness/proc.js';
+
+const NS = 'ovsnet-t-it-fw';
+const inNamespace: Runner = (file, args, options) => run('nsenter', [`--net=/run/netns/${NS}`, '--', file, ...args], options);
+const ipt = (args: string[]) => cmd('ip', ['netns', 'exec', NS, 'iptables', '-w', ...args]);
+
+function network(id: string, gatewayMode: string): NetworkRecord {
+  return {
+    id: id.repeat(64),
+    spec: parseNetworkOptions({ gateway_mode: gatewayMode, vlan: '9' }, { internal: false, ipv6: true }, { bridge: 'ovs0' }),
+    ipv4: [{ addressSpace: 'local', pool: `10.8${id}.0.0/24`, gateway: `10.8${id}.0.1`, auxAddresses: {} }],
+    ipv6: [{ addressSpace: 'local', pool: `fd00:${id}::/64`, gateway: `fd00:${id}::1`, auxAddresses: {} }],
+    gatewayPort: `ovsgw${id.repeat(10)}`,
+    localTag: 9,
+    mtu: 1500,
+    datapath: 'netdev',
+    state: 'ready',
+    createdAt: new Date(0).toISOString(),
+  };
+}
+
+describe('iptables adapter in a scratch namespace', () => {
+  const firewall = new IptablesFirewall(inNamespace);
+
+  before(async () => {
+    await cmd('ip', ['netns', 'del', NS], { check: false });
+    await cmd('ip', ['netns', 'add', NS]);
+    await ipt(['-N', 'DOCKER-USER']);
+    await ipt(['-A', 'FORWARD', '-j', 'DOCKER-USER']);
+    await ipt(['-A', 'FORWARD', '-i', 'foreign0', '-j', 'ACCEPT']);
+    await ipt(['-t', 'nat', '-A', 'POSTROUTING', '-s', '203.0.113.0/24', '-j', 'MASQUERADE']);
+  });
+  after(async () => {
+    await cmd('ip', ['netns', 'del', NS], { check: false });
+  });
+
+  it('makes its chains exactly the rules, reads them back, and puts its jump right after DOCKER-USER', async () => {
+    const rules = firewallRules([network('1', 'nat'), network('2', 'routed')]);
+    await firewall.sync(rules);
+    const read = await firewall.read();
+    const text = (list: readonly (readonly string[])[]) => list.map((r) => r.join(' '));
+    assert.deepEqual(read, { filter4: text(rules.v4.filter), nat4: text(rules.v4.nat), filter6: text(rules.v6.filter), jumps: true });
+    const forward = (await ipt(['-S', 'FORWARD'])).stdout.split('\n').filter((l) => l.startsWith('-A'));
+    assert.deepEqual(forward, ['-A FORWARD -j DOCKER-USER', '-A FORWARD -j OVSNET-FORWARD', '-A FORWARD -i foreign0 -j ACCEPT']);
+  });
+
+  it('replaces its chains whole on the next sync, once, and leaves foreign rules alone', async () => {
+    await firewall.sync(firewallRules([network('3', 'nat')]));
+    await firewall.sync(firewallRules([network('3', 'nat')]));
+    const read = await firewall.read();
+    assert.ok(read.filter4.every((r) => r.includes('ovsnet:333333333333')));
+    assert.equal(read.nat4.length, 1);
+    assert.equal((await ipt(['-S', 'FORWARD'])).stdout.split('\n').filter((l) => l === '-A FORWARD -j OVSNET-FORWARD').length, 1, 'one jump');
+    assert.equal((await ipt(['-C', 'FORWARD', '-i', 'foreign0', '-j', 'ACCEPT'])).exitCode, 0);
+    assert.equal((await ipt(['-t', 'nat', '-C', 'POSTROUTING', '-s', '203.0.113.0/24', '-j', 'MASQUERADE'])).exitCode, 0);
+  });
+
+  it('sees a jump someone removed, and the next sync puts it back', async () => {
+    await ipt(['-t', 'nat', '-D', 'POSTROUTING', '-j', 'OVSNET-POSTROUTING']);
+    assert.equal((await firewall.read()).jumps, false);
+    await firewall.sync(firewallRules([network('3', 'nat')]));
+    assert.equal((await firewall.read()).jumps, true);
+  });
+});

@@ -1,0 +1,59 @@
+/**
+ * The iproute2 and ethtool adapter inside a scratch network namespace: the
+ * Links contract, plus offload, routes and the errors the tools print.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { run, type Runner, CommandError } from '../../src/adapters/exec.js';
+import { IpLinks } from '../../src/adapters/links.js';
+import { linksContract } from '../contract/links.js';
+import { cmd } from '../e2e/harness/proc.js';
+
+const NS = 'ovsnet-t-it-links';
+/** Every command of the adapter runs inside the scratch namespace. */
+const inNamespace: Runner = (file, args, options) => run('nsenter', [`--net=/run/netns/${NS}`, '--', file, ...args], options);
+
+describe('links adapter in a scratch namespace', () => {
+  const links = new IpLinks(inNamespace);
+
+  before(async () => {
+    await cmd('ip', ['netns', 'del', NS], { check: false });
+    await cmd('ip', ['netns', 'add', NS]);
+    await cmd('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
+  });
+  after(async () => {
+    await cmd('ip', ['netns', 'del', NS], { check: false });
+  });
+
+  describe('the Links contract', () => {
+    linksContract(async () => links);
+  });
+
+  it('turns TX checksum offload off on both ends', async () => {
+    await links.createVeth({ host: 'itvh0', peer: 'itvp0', mtu: 1500, peerMac: '02:42:0a:00:00:09' });
+    await links.disableTxOffload(['itvh0', 'itvp0']);
+    for (const dev of ['itvh0', 'itvp0']) {
+      assert.match((await cmd('ip', ['netns', 'exec', NS, 'ethtool', '-k', dev])).stdout, /tx-checksumming: off/);
+    }
+    assert.equal((await cmd('ip', ['-n', NS, '-j', 'link', 'show', 'dev', 'itvp0'])).stdout.includes('02:42:0a:00:00:09'), true, 'the peer has its MAC');
+    await links.deleteLink('itvh0');
+  });
+
+  it('reads routes, the route to an address (own or not), and the default route device', async () => {
+    await links.createVeth({ host: 'itvh1', peer: 'itvp1', mtu: 1500, peerMac: '02:42:0a:00:00:0a' });
+    await links.configureAddresses('itvh1', { mtu: 1500, addresses: ['10.77.0.1/24'] });
+    await cmd('ip', ['-n', NS, 'link', 'set', 'itvp1', 'up']);
+    await cmd('ip', ['-n', NS, 'route', 'add', 'default', 'via', '10.77.0.254', 'dev', 'itvh1']);
+    assert.ok((await links.routes(4)).includes('10.77.0.0/24'));
+    assert.deepEqual(await links.routeTo('10.77.0.9'), { dev: 'itvh1', local: false });
+    assert.deepEqual(await links.routeTo('10.77.0.1'), { dev: 'lo', local: true });
+    assert.deepEqual(await links.defaultRouteDevices(), ['itvh1']);
+    await links.deleteLink('itvh1');
+    assert.equal(await links.routeTo('10.77.0.9'), undefined, 'no route');
+  });
+
+  it("keeps the command line and the tool's stderr on a failure, and refuses a bad name before running anything", async () => {
+    await assert.rejects(links.configureAddresses('itnosuchdev', { mtu: 1500, addresses: [] }), (err: unknown) => err instanceof CommandError && /Cannot find device|does not exist/.test(err.stderr) && err.message.includes('nsenter'));
+    await assert.rejects(links.deleteLink('bad name'), { kind: 'BadRequest', code: 'InvalidName' });
+  });
+});

@@ -1,0 +1,97 @@
+/**
+ * The OVSDB client and the OVS bridge client against a real ovsdb-server and
+ * ovs-vswitchd (userspace datapath) in a scratch network namespace: the
+ * Ovs contract, plus what only the real thing does (waiting for
+ * ovs-vswitchd, OVS's own errors, reconnecting).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { OvsBridgeClient } from '../../src/adapters/ovs.js';
+import { OvsdbClient } from '../../src/adapters/ovsdb.js';
+import { gatewayPort, ownedBridge } from '../../src/domain/host.js';
+import { silentLogger } from '../../src/log.js';
+import { ovsContract } from '../contract/ovs.js';
+import { SimHost } from '../e2e/harness/sim-host.js';
+import { waitFor } from '../e2e/harness/proc.js';
+
+describe('OVS adapters on a real ovsdb-server and ovs-vswitchd', () => {
+  let host: SimHost;
+  let db: OvsdbClient;
+  let ovs: OvsBridgeClient;
+
+  before(async () => {
+    host = await SimHost.start({ name: 'it-ovs', docker: false });
+    db = new OvsdbClient({ address: host.ovsdb, log: silentLogger, requestTimeoutMs: 5_000 });
+    ovs = new OvsBridgeClient(db, { applyTimeoutMs: 3_000 });
+  });
+  after(async () => {
+    db?.close();
+    await host?.stop();
+  });
+
+  /** Nothing of an earlier test left: no bridge, no test device. */
+  async function clean(): Promise<void> {
+    for (const bridge of (await host.vsctl(['list-br'])).stdout.split('\n').filter(Boolean)) await host.vsctl(['--if-exists', 'del-br', bridge]);
+    for (const link of await host.links()) if (link.kind === 'veth') await host.exec('ip', ['link', 'del', 'dev', link.name], { check: false });
+  }
+
+  describe('the Ovs contract', () => {
+    ovsContract(async () => {
+      await clean();
+      return {
+        ovs,
+        foreignBridge: async (name) => void (await host.vsctl(['add-br', name, '--', 'set', 'bridge', name, 'datapath_type=netdev'])),
+        foreignPort: async (bridge, name) => void (await host.vsctl(['add-port', bridge, name, '--', 'set', 'interface', name, 'type=internal'])),
+        device: async (name) => void (await host.exec('ip', ['link', 'add', 'name', name, 'up', 'type', 'veth', 'peer', 'name', `${name.slice(0, 12)}pp`])),
+      };
+    });
+  });
+
+  it('answers only once ovs-vswitchd has the port, with its OpenFlow port number', async () => {
+    await clean();
+    await ovs.ensureBridge(ownedBridge('itbr0', 'netdev'));
+    const port = { ...gatewayPort({ id: '2'.repeat(64), gatewayPort: 'ovsgw2222222222', spec: { bridge: 'itbr0' }, localTag: 9, mtu: 1500 } as never), bridge: 'itbr0' };
+    await ovs.addPort(port);
+    const ofport = Number((await host.vsctl(['get', 'interface', port.name, 'ofport'])).stdout.trim());
+    assert.ok(ofport > 0, `ofport ${ofport}`);
+    assert.ok((await host.links()).some((l) => l.name === port.name), 'the internal port exists in the kernel already');
+  });
+
+  it("reports OVS's own error for a port whose device does not exist", async () => {
+    await clean();
+    await ovs.ensureBridge(ownedBridge('itbr0', 'netdev'));
+    const port = { ...gatewayPort({ id: '3'.repeat(64), gatewayPort: 'ovsnodevice0001', spec: { bridge: 'itbr0' }, localTag: 9, mtu: 1500 } as never), type: '', mtuRequest: undefined };
+    await assert.rejects(ovs.addPort(port), (err: Error & { code?: string }) => err.code === 'PortFailed' && /ovsnodevice0001/.test(err.message) && /could not open|No such device/i.test(err.message));
+  });
+
+  it('names the failing operation of a transaction', async () => {
+    await assert.rejects(
+      db.transact([{ op: 'insert', table: 'Bridge', row: { name: 'x', no_such_column: 1 } }]),
+      (err: Error) => /OVSDB transaction failed \(operation 0: insert Bridge\)/.test(err.message),
+    );
+  });
+
+  it('says ovs-vswitchd is not applying changes when it is down, within the timeout', async () => {
+    await clean();
+    await ovs.ensureBridge(ownedBridge('itbr0', 'netdev'));
+    await host.stopVswitchd();
+    try {
+      const port = { ...gatewayPort({ id: '4'.repeat(64), gatewayPort: 'ovsgw4444444444', spec: { bridge: 'itbr0' }, localTag: 9, mtu: 1500 } as never), bridge: 'itbr0' };
+      const started = Date.now();
+      await assert.rejects(ovs.addPort(port), { kind: 'Unavailable', code: 'VswitchdTimeout' });
+      assert.ok(Date.now() - started < 6_000);
+    } finally {
+      await host.startVswitchd();
+    }
+  });
+
+  it('reconnects after ovsdb-server restarts, and says so', async () => {
+    let reconnected = 0;
+    db.onReconnect = () => reconnected++;
+    await host.stopOvsdb();
+    await host.startOvsdb();
+    await waitFor('the client to reconnect', async () => reconnected > 0, 15_000, 100);
+    assert.ok(Array.isArray((await ovs.snapshot()).bridges));
+    db.onReconnect = undefined;
+  });
+});

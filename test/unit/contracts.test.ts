@@ -1,0 +1,21 @@
+/** The ports' contracts (test/contract) held against the in-memory fakes; test/integration holds them against the real adapters. */
+import { describe } from 'node:test';
+import { linksContract } from '../contract/links.js';
+import { ovsContract } from '../contract/ovs.js';
+import { FakeLinks, FakeOvs } from '../fakes/index.js';
+
+describe('contract: FakeOvs', () => {
+  ovsContract(async () => {
+    const ovs = new FakeOvs();
+    return {
+      ovs,
+      foreignBridge: async (name) => void ovs.bridges.set(name, { name, datapathType: 'netdev', externalIds: {} }),
+      foreignPort: async (bridge, name) => void ovs.ports.set(name, { bridge, name, type: 'internal', tag: undefined, externalIds: {} }),
+      device: async () => {},
+    };
+  });
+});
+
+describe('contract: FakeLinks', () => {
+  linksContract(async () => new FakeLinks());
+});
