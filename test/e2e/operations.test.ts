@@ -104,6 +104,64 @@ describe('operating the plugin', () => {
     assert.equal((await cli(['doctor'])).exitCode, 0, 'the printed fix fixes it');
   });
 
+  it('doctor and reconcile compare ports by what they carry: a changed tag or tunnel remote_ip is reported with its fix and put back', async () => {
+    // An overlay needs a tunnel path: this host's underlay address on a netdev bridge (no peer needs to answer).
+    await host.vsctl(['--may-exist', 'add-br', 'br-phy', '--', 'set', 'bridge', 'br-phy', 'datapath_type=netdev']);
+    await host.exec('ip', ['address', 'replace', '10.251.0.1/24', 'dev', 'br-phy']);
+    await host.exec('ip', ['link', 'set', 'br-phy', 'up']);
+    await host.docker(['network', 'create', '-d', host.driver, '--ipam-driver', host.driver, '--subnet', '10.71.0.0/24', '-o', 'mode=vxlan', '-o', 'vni=71', '-o', 'peers=10.251.0.2', 'opsover']);
+    await runContainer(host, 'drifter', 'opsnet');
+    await host.vsctl(['--may-exist', 'add-port', 'ovs0', 'foreign9', '--', 'set', 'interface', 'foreign9', 'type=internal', '--', 'set', 'port', 'foreign9', 'tag=70']);
+    const ip = (await containerAddress(host, 'drifter', 'opsnet')).ip;
+    const endpoint = (await host.pluginState()).endpoints.find((e) => e.address === `${ip}/24`)!;
+    const tunnel = (await host.ownedPorts()).find((p) => p.externalIds['ovsnet-role'] === 'tunnel')!;
+    assert.equal((await cli(['doctor'])).exitCode, 0, 'no drift to begin with');
+
+    await host.vsctl(['set', 'port', endpoint.hostIf, 'tag=999']);
+    await host.vsctl(['set', 'interface', tunnel.name, 'options:remote_ip=10.251.0.9']);
+    await host.vsctl(['set', 'port', 'foreign9', 'tag=999']);
+    const report = JSON.parse((await cli(['doctor', '--json'], false)).stdout) as { drift: Array<{ kind: string; subject: string; fix: string; detail: string }> };
+    const about = (subject: string) => report.drift.filter((d) => d.subject === subject);
+    assert.deepEqual(about(endpoint.hostIf).map((d) => [d.kind, d.fix]), [['port-differs', `ovs-vsctl set port ${endpoint.hostIf} tag=70`]]);
+    assert.match(about(endpoint.hostIf)[0]!.detail, /tag 999 where 70 belongs/);
+    assert.deepEqual(about(tunnel.name).map((d) => [d.kind, d.fix]), [['port-differs', `ovs-vsctl set interface ${tunnel.name} options:remote_ip=10.251.0.2`]]);
+    assert.deepEqual(about('foreign9'), [], "a foreign port is none of the plugin's business");
+    assert.equal(report.drift.length, 2, JSON.stringify(report.drift));
+
+    await cli(['reconcile']);
+    // Counted from the log: a periodic pass may have come first.
+    const repaired = (await host.pluginLogLines()).filter((l) => l.msg === 'reconcile: set an OVS port back to what its records say').map((l) => l.port);
+    assert.deepEqual(repaired.sort(), [endpoint.hostIf, tunnel.name].sort());
+    assert.equal((await cli(['doctor'])).exitCode, 0, 'reconcile put everything back');
+    assert.equal((await host.vsctl(['get', 'port', endpoint.hostIf, 'tag'])).stdout.trim(), '70');
+    assert.equal((await host.vsctl(['get', 'interface', tunnel.name, 'options:remote_ip'])).stdout.trim(), '"10.251.0.2"');
+    assert.equal((await host.vsctl(['get', 'port', 'foreign9', 'tag'])).stdout.trim(), '999', 'the foreign port is untouched');
+    await host.vsctl(['del-port', 'foreign9']);
+    await host.docker(['rm', '-f', 'drifter']);
+    await host.docker(['network', 'rm', 'opsover']);
+  });
+
+  it('a removed gateway address: doctor names the command that puts it back, and the plugin puts it back by itself', async () => {
+    const gateway = (await host.pluginState()).networks.find((n) => n.gatewayPort)!.gatewayPort!;
+    const hasAddress = async () => (await host.exec('ip', ['-br', 'address', 'show', 'dev', gateway])).stdout.includes('10.70.0.1/24');
+    // With the plugin running, the kernel watcher sees the address go and a repair follows at once.
+    await host.exec('ip', ['address', 'del', '10.70.0.1/24', 'dev', gateway]);
+    await waitFor('the gateway address to come back', hasAddress, 10_000, 100);
+    // With the plugin down, doctor reads the store and the host itself, with the same diff.
+    await host.stopPlugin();
+    try {
+      await host.exec('ip', ['address', 'del', '10.70.0.1/24', 'dev', gateway]);
+      const report = JSON.parse((await cli(['doctor', '--json'], false)).stdout) as { drift: Array<{ kind: string; fix: string }> };
+      const missing = report.drift.filter((d) => d.kind === 'gateway-address-missing');
+      assert.deepEqual(missing.map((d) => d.fix), [`ip address add 10.70.0.1/24 dev ${gateway} && ip link set ${gateway} up`]);
+      for (const step of missing[0]!.fix.split(' && ')) await host.exec(step.split(' ')[0]!, step.split(' ').slice(1));
+      const after = JSON.parse((await cli(['doctor', '--json'], false)).stdout) as { drift: Array<{ kind: string }> };
+      assert.deepEqual(after.drift.map((d) => d.kind), ['plugin-not-running'], 'the printed fix fixes it');
+    } finally {
+      await host.startPlugin();
+    }
+  });
+
   it('doctor works with the plugin down, and says so', async () => {
     await host.stopPlugin();
     try {
