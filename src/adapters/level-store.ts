@@ -3,15 +3,12 @@
  * which LevelDB applies atomically (all or nothing, also across a crash).
  */
 import { Level } from 'level';
-import { addressKey } from '../domain/records.js';
-import type { AddressRecord, EndpointRecord, NetworkRecord, PoolRecord } from '../domain/records.js';
-import type { Snapshot, Store, StoreOp } from '../driver/ports.js';
-
-type Kind = StoreOp['kind'];
+import type { AddressRecord, EndpointRecord, NameRecord, NetworkRecord, PoolRecord } from '../domain/records.js';
+import { type Snapshot, type Store, type StoreKind as Kind, type StoreOp, storeKey } from '../driver/ports.js';
 
 function sublevels(db: Level<string, unknown>) {
   const make = (name: string) => db.sublevel<string, unknown>(name, { valueEncoding: 'json' });
-  return { network: make('networks'), endpoint: make('endpoints'), pool: make('pools'), address: make('addresses') };
+  return { network: make('networks'), endpoint: make('endpoints'), pool: make('pools'), address: make('addresses'), name: make('names') };
 }
 
 export class LevelStore implements Store {
@@ -42,6 +39,7 @@ export class LevelStore implements Store {
       endpoints: await values<EndpointRecord>('endpoint'),
       pools: await values<PoolRecord>('pool'),
       addresses: await values<AddressRecord>('address'),
+      names: await values<NameRecord>('name'),
     };
   }
 
@@ -50,8 +48,7 @@ export class LevelStore implements Store {
       ops.map((op) => {
         const sublevel = this.sub[op.kind];
         if (op.type === 'del') return { type: 'del' as const, sublevel, key: op.key };
-        const key = op.kind === 'address' ? addressKey(op.value.poolId, op.value.address) : op.value.id;
-        return { type: 'put' as const, sublevel, key, value: op.value };
+        return { type: 'put' as const, sublevel, key: storeKey(op), value: op.value };
       }),
     );
   }

@@ -55,6 +55,8 @@ export interface OptionDefaults {
 export interface NetworkFlags {
   readonly internal: boolean;
   readonly ipv6: boolean;
+  /** Docker 28 and later say whether IPv4 is on (`--ipv4=false` turns it off); earlier engines always have it. */
+  readonly ipv4?: boolean;
 }
 
 /** Docker's own name for the MTU option, accepted as a synonym of `mtu`. */
@@ -94,6 +96,9 @@ export function parseNetworkOptions(
   flags: NetworkFlags,
   defaults: OptionDefaults,
 ): NetworkSpec {
+  if (flags.ipv4 === false && !flags.ipv6) {
+    throw badRequest('NoAddressFamily', 'a network needs IPv4 or IPv6, and this one has both off (--ipv4=false without --ipv6): add --ipv6 (with an IPv6 --subnet for a fixed one), or leave IPv4 on');
+  }
   const values: Record<string, string> = {};
   for (const [key, raw] of Object.entries(generic)) {
     if (typeof raw !== 'string') {
@@ -221,4 +226,23 @@ export function canonicalJson(value: unknown): string {
       ? Object.fromEntries(Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined).sort(([a], [b]) => a.localeCompare(b)))
       : v,
   );
+}
+
+/** Options of one endpoint (`docker network connect --driver-opt K=V`), by name and meaning. */
+const ENDPOINT_DESCRIPTIONS: Record<string, string> = {};
+
+export const ENDPOINT_OPTIONS = Object.freeze(Object.keys(ENDPOINT_DESCRIPTIONS).sort());
+
+/** What an endpoint's own options ask for; refused by name when unknown, with the valid ones. */
+export type EndpointSpec = Readonly<Record<string, never>>;
+
+export function parseEndpointOptions(options: Readonly<Record<string, string>>): EndpointSpec {
+  for (const [key, value] of Object.entries(options)) {
+    if (key in ENDPOINT_DESCRIPTIONS) continue;
+    throw badRequest(
+      'UnknownOption',
+      `unknown endpoint option ${key}=${value} (docker network connect --driver-opt); valid endpoint options: ${ENDPOINT_OPTIONS.length ? ENDPOINT_OPTIONS.join(', ') : 'none yet'}`,
+    );
+  }
+  return {};
 }

@@ -92,6 +92,24 @@ export function addressKey(poolId: string, address: string): string {
   return `${poolId}|${address}`;
 }
 
+/**
+ * The address a pool last gave a named endpoint (Docker 29 names the endpoint
+ * in every RequestAddress: for a container, its name), so that the container
+ * gets it again when it asks again, after a dockerd restart say.
+ */
+export interface NameRecord {
+  readonly poolId: string;
+  /** The endpoint's name as Docker sends it. */
+  readonly name: string;
+  readonly address: string;
+  /** When it was last handed out; the least recently used go first when a pool has too many. */
+  readonly usedAt: string;
+}
+
+export function nameKey(poolId: string, name: string): string {
+  return `${poolId}|${name}`;
+}
+
 /** The address spaces the ovs IPAM driver serves; pools in any other belong to another IPAM driver. */
 export const LOCAL_SPACE = 'local';
 export const GLOBAL_SPACE = 'global';

@@ -32,7 +32,7 @@ import {
 } from '../domain/cidr.js';
 import { boundsSize, isAssignable, nextFree, subnets, usableBounds } from '../domain/allocator.js';
 import { type DefaultPool, checkRange, rangeInside } from '../domain/ranges.js';
-import { type AddressKind, type AddressRecord, type PoolRecord, GLOBAL_SPACE, LOCAL_SPACE, addressKey, isOwnAddressSpace, poolIdOf } from '../domain/records.js';
+import { type AddressKind, type AddressRecord, type PoolRecord, GLOBAL_SPACE, LOCAL_SPACE, addressKey, isOwnAddressSpace, nameKey, poolIdOf } from '../domain/records.js';
 import type { RequestAddressRequest, RequestAddressResponse, RequestPoolRequest, RequestPoolResponse, ReleaseAddressRequest } from '../protocol/ipam.js';
 import type { Logger } from '../log.js';
 import { type Faults, noFaults } from '../faults.js';
@@ -55,6 +55,8 @@ const ROLLBACK_WINDOW_MS = 60_000;
 
 /** How many `--ip` addresses a pool remembers for their owners. */
 const MAX_STATICS = 1024;
+/** How many endpoint names a pool remembers the last address of. */
+const MAX_NAMES = 4096;
 
 export class IpamDriver {
   private readonly lock = new KeyedMutex();
@@ -240,9 +242,11 @@ export class IpamDriver {
     for (const address of state.addressesOf(poolId).keys()) {
       ops.push({ type: 'del', kind: 'address', key: addressKey(poolId, address) });
     }
+    for (const name of state.namesOf(poolId).keys()) ops.push({ type: 'del', kind: 'name', key: nameKey(poolId, name) });
+    const addresses = state.addressesOf(poolId).size;
     await state.commit(ops);
     this.recentHits.delete(poolId);
-    log.info('pool released', { poolId, addresses: ops.length - 1 });
+    log.info('pool released', { poolId, addresses });
   }
 
   // ---- addresses ----
@@ -291,18 +295,35 @@ export class IpamDriver {
     }
 
     const range = parseCidr(pool.range)!;
-    const cursor = pool.cursor ? parseIp(pool.cursor)?.value : undefined;
     const bounds = usableBounds(cidr, range);
-    const isHeld = (v: bigint) => held.has(formatIp({ family: cidr.family, value: v }));
-    // A container that restarts with its --ip (after dockerd or the host restarted, Docker
-    // released it meanwhile) finds it free: dynamic requests take such addresses last.
+    const name = req.endpointName ?? '';
+    // A named endpoint (Docker 29 names each one) gets the address it had last, if it is free:
+    // a container that asks again after a dockerd restart keeps its address.
+    const before = name ? state.namesOf(req.poolId).get(name) : undefined;
+    const again = before && !held.has(before.address) ? parseIp(before.address) : undefined;
+    if (again && contains(range, again) && again.value >= bounds.first && again.value <= bounds.last) {
+      await this.hold(pool, before!.address, req, false);
+      return answer(before!.address);
+    }
+    const cursor = pool.cursor ? parseIp(pool.cursor)?.value : undefined;
+    const text = (v: bigint) => formatIp({ family: cidr.family, value: v });
+    const isHeld = (v: bigint) => held.has(text(v));
+    // Addresses a container asked for with --ip, or that another named endpoint had, wait for their
+    // owners (after dockerd or the host restarted, Docker released them meanwhile): dynamic requests
+    // take such addresses last.
     const statics = new Set(pool.statics ?? []);
+    const named = state.namesOf(req.poolId);
+    const kept = (v: bigint) => {
+      const address = text(v);
+      if (statics.has(address)) return true;
+      const owner = state.nameOfAddress(req.poolId, address);
+      return owner !== undefined && owner !== name;
+    };
     const value =
-      (statics.size > 0
-        ? nextFree(bounds, (v) => isHeld(v) || statics.has(formatIp({ family: cidr.family, value: v })), held.size + statics.size, cursor)
-        : undefined) ?? nextFree(bounds, isHeld, held.size, cursor);
+      (statics.size > 0 || named.size > 0 ? nextFree(bounds, (v) => isHeld(v) || kept(v), held.size + statics.size + named.size, cursor) : undefined) ??
+      nextFree(bounds, isHeld, held.size, cursor);
     if (value === undefined) throw this.exhaustedError(pool);
-    const address = formatIp({ family: cidr.family, value });
+    const address = text(value);
     await this.hold(pool, address, req, true);
     return answer(address);
   }
@@ -314,24 +335,32 @@ export class IpamDriver {
     return exhausted('AddressesExhausted', `no free address left in ${where}: all ${usable} usable addresses are in use`);
   }
 
-  private async hold(pool: PoolRecord, address: string, req: RequestAddressRequest, advanceCursor: boolean): Promise<void> {
+  /**
+   * Holds an address: its record, and in the same batch the pool's cursor (a dynamic address), the
+   * address remembered for its owner (`--ip`), or for the endpoint that named itself.
+   */
+  private async hold(pool: PoolRecord, address: string, req: RequestAddressRequest, dynamic: boolean): Promise<void> {
+    const { state } = this.options;
     const kind: AddressKind = req.gateway ? 'gateway' : 'address';
-    const record: AddressRecord = {
-      poolId: pool.id,
-      address,
-      kind,
-      createdAt: new Date(this.now()).toISOString(),
-    };
-    const ops: StoreOp[] = [{ type: 'put', kind: 'address', value: record }];
-    const named = !advanceCursor && kind === 'address';
-    if (advanceCursor) {
+    const at = new Date(this.now()).toISOString();
+    const ops: StoreOp[] = [{ type: 'put', kind: 'address', value: { poolId: pool.id, address, kind, createdAt: at } }];
+    if (dynamic) {
       ops.push({ type: 'put', kind: 'pool', value: { ...pool, cursor: address } });
-    } else if (named && !(pool.statics ?? []).includes(address)) {
+    } else if (kind === 'address' && req.address && !(pool.statics ?? []).includes(address)) {
       // Remembered, most recent last, up to a bound so that a pool record stays small.
       const statics = [...(pool.statics ?? []), address].slice(-MAX_STATICS);
       ops.push({ type: 'put', kind: 'pool', value: { ...pool, statics } });
     }
-    await this.options.state.commit(ops);
+    const name = kind === 'address' ? (req.endpointName ?? '') : '';
+    if (name) {
+      ops.push({ type: 'put', kind: 'name', value: { poolId: pool.id, name, address, usedAt: at } });
+      const names = state.namesOf(pool.id);
+      if (!names.has(name) && names.size >= MAX_NAMES) {
+        const oldest = [...names.values()].reduce((a, b) => (a.usedAt <= b.usedAt ? a : b));
+        ops.push({ type: 'del', kind: 'name', key: nameKey(pool.id, oldest.name) });
+      }
+    }
+    await state.commit(ops);
     (this.options.faults ?? noFaults).point('RequestAddress', 'after-record');
   }
 

@@ -6,7 +6,7 @@
 import type { FirewallRules } from '../domain/firewall.js';
 import type { DockerNetwork } from '../domain/drift.js';
 import type { BridgeSpec, ObservedBridge, ObservedFirewall, ObservedLink, ObservedPort, PortSpec } from '../domain/host.js';
-import type { AddressRecord, Datapath, EndpointRecord, NetworkRecord, PoolRecord } from '../domain/records.js';
+import { type AddressRecord, type Datapath, type EndpointRecord, type NameRecord, type NetworkRecord, type PoolRecord, addressKey, nameKey } from '../domain/records.js';
 
 export type { DockerNetwork, ObservedBridge, ObservedPort, PortSpec };
 
@@ -15,6 +15,7 @@ export interface Snapshot {
   endpoints: EndpointRecord[];
   pools: PoolRecord[];
   addresses: AddressRecord[];
+  names: NameRecord[];
 }
 
 export type StoreOp =
@@ -22,7 +23,22 @@ export type StoreOp =
   | { type: 'put'; kind: 'endpoint'; value: EndpointRecord }
   | { type: 'put'; kind: 'pool'; value: PoolRecord }
   | { type: 'put'; kind: 'address'; value: AddressRecord }
-  | { type: 'del'; kind: 'network' | 'endpoint' | 'pool' | 'address'; key: string };
+  | { type: 'put'; kind: 'name'; value: NameRecord }
+  | { type: 'del'; kind: 'network' | 'endpoint' | 'pool' | 'address' | 'name'; key: string };
+
+export type StoreKind = StoreOp['kind'];
+
+/** The key a record is stored under. */
+export function storeKey(op: Extract<StoreOp, { type: 'put' }>): string {
+  switch (op.kind) {
+    case 'address':
+      return addressKey(op.value.poolId, op.value.address);
+    case 'name':
+      return nameKey(op.value.poolId, op.value.name);
+    default:
+      return op.value.id;
+  }
+}
 
 /** Durable state. `commit` is atomic: all ops land or none. */
 export interface Store {

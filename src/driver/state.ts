@@ -5,7 +5,7 @@
  * follows a durable write.
  */
 import type { Records } from '../domain/drift.js';
-import { type AddressRecord, type EndpointRecord, type NetworkRecord, type PoolRecord, addressKey, upgradeNetworkRecord } from '../domain/records.js';
+import { type AddressRecord, type EndpointRecord, type NameRecord, type NetworkRecord, type PoolRecord, upgradeNetworkRecord } from '../domain/records.js';
 import type { Store, StoreOp } from './ports.js';
 
 export class State {
@@ -14,6 +14,10 @@ export class State {
   readonly pools = new Map<string, PoolRecord>();
   /** poolId -> address -> record */
   readonly addresses = new Map<string, Map<string, AddressRecord>>();
+  /** poolId -> endpoint name -> the address it was last given */
+  private readonly names = new Map<string, Map<string, NameRecord>>();
+  /** poolId -> address -> the name it was last given to (the reverse of `names`) */
+  private readonly namedAddresses = new Map<string, Map<string, string>>();
 
   private constructor(private readonly store: Store) {}
 
@@ -24,7 +28,40 @@ export class State {
     for (const e of snapshot.endpoints) state.endpoints.set(e.id, e);
     for (const p of snapshot.pools) state.pools.set(p.id, p);
     for (const a of snapshot.addresses) state.addressesOf(a.poolId, true).set(a.address, a);
+    for (const n of snapshot.names ?? []) state.putName(n);
     return state;
+  }
+
+  /** The addresses a pool last gave named endpoints, by name. */
+  namesOf(poolId: string): ReadonlyMap<string, NameRecord> {
+    return this.names.get(poolId) ?? EMPTY;
+  }
+
+  /** The name an address of a pool was last given to, if any. */
+  nameOfAddress(poolId: string, address: string): string | undefined {
+    return this.namedAddresses.get(poolId)?.get(address);
+  }
+
+  private putName(record: NameRecord): void {
+    const names = this.names.get(record.poolId) ?? new Map<string, NameRecord>();
+    const byAddress = this.namedAddresses.get(record.poolId) ?? new Map<string, string>();
+    const before = names.get(record.name);
+    if (before && byAddress.get(before.address) === record.name) byAddress.delete(before.address);
+    names.set(record.name, record);
+    byAddress.set(record.address, record.name);
+    this.names.set(record.poolId, names);
+    this.namedAddresses.set(record.poolId, byAddress);
+  }
+
+  private deleteName(key: string): void {
+    const bar = key.indexOf('|');
+    const poolId = key.slice(0, bar);
+    const name = key.slice(bar + 1);
+    const record = this.names.get(poolId)?.get(name);
+    if (!record) return;
+    this.names.get(poolId)!.delete(name);
+    const byAddress = this.namedAddresses.get(poolId)!;
+    if (byAddress.get(record.address) === name) byAddress.delete(record.address);
   }
 
   addressesOf(poolId: string, create = false): Map<string, AddressRecord> {
@@ -71,6 +108,9 @@ export class State {
         case 'address':
           this.addressesOf(op.value.poolId, true).set(op.value.address, op.value);
           return;
+        case 'name':
+          this.putName(op.value);
+          return;
       }
     }
     switch (op.kind) {
@@ -84,6 +124,9 @@ export class State {
         this.pools.delete(op.key);
         this.addresses.delete(op.key);
         return;
+      case 'name':
+        this.deleteName(op.key);
+        return;
       case 'address': {
         const bar = op.key.lastIndexOf('|');
         const poolId = op.key.slice(0, bar);
@@ -96,4 +139,4 @@ export class State {
   }
 }
 
-export { addressKey };
+const EMPTY: ReadonlyMap<string, NameRecord> = new Map();

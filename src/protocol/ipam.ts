@@ -6,6 +6,8 @@ import { type JsonObject, object, optionalBoolean, optionalString, requiredStrin
 
 export const REQUEST_ADDRESS_TYPE = 'RequestAddressType';
 export const GATEWAY_ADDRESS_TYPE = 'com.docker.network.gateway';
+/** Docker 29 names the endpoint (for a container: its name) in every endpoint address request. */
+export const ENDPOINT_NAME = 'com.docker.network.endpoint.name';
 
 export interface RequestPoolRequest {
   addressSpace: string;
@@ -20,6 +22,8 @@ export interface RequestAddressRequest {
   address: string;
   /** The request is for a network's gateway. */
   gateway: boolean;
+  /** The endpoint the address is for, when the engine says (Docker 29); "" otherwise. */
+  endpointName?: string;
 }
 
 export interface ReleaseAddressRequest {
@@ -56,6 +60,7 @@ export function decodeRequestAddress(body: unknown): RequestAddressRequest {
     poolId: requiredString(o, 'PoolID'),
     address: optionalString(o, 'Address'),
     gateway: type === GATEWAY_ADDRESS_TYPE,
+    endpointName: optionalString(options, ENDPOINT_NAME),
   };
 }
 

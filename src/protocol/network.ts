@@ -15,6 +15,8 @@ import {
 
 export const OPTION_GENERIC = 'com.docker.network.generic';
 export const OPTION_IPV6 = 'com.docker.network.enable_ipv6';
+/** Sent by Docker 28 and later; absent (IPv4 on) before. */
+export const OPTION_IPV4 = 'com.docker.network.enable_ipv4';
 export const OPTION_INTERNAL = 'com.docker.network.internal';
 export const OPTION_ENDPOINT_MAC = 'com.docker.network.endpoint.macaddress';
 
@@ -29,6 +31,8 @@ export interface CreateNetworkRequest {
   networkId: string;
   generic: Record<string, unknown>;
   ipv6: boolean;
+  /** False when the network has no IPv4 (`--ipv4=false`, Docker 28 and later); absent means on. */
+  ipv4?: boolean;
   internal: boolean;
   ipv4Data: IpamData[];
   ipv6Data: IpamData[];
@@ -49,6 +53,8 @@ export interface CreateEndpointRequest extends EndpointRef {
   macAddress: string;
   /** MAC from the endpoint options (base64 of the raw bytes), already turned into text. */
   optionMac: string;
+  /** The user's own endpoint options (`docker network connect --driver-opt K=V`): every key not under com.docker. */
+  driverOptions?: Record<string, string>;
 }
 
 export interface JoinRequest extends EndpointRef {
@@ -87,6 +93,7 @@ export function decodeCreateNetwork(body: unknown): CreateNetworkRequest {
     networkId: dockerId(o, 'NetworkID'),
     generic: optionalObject(options, OPTION_GENERIC),
     ipv6: optionalBoolean(options, OPTION_IPV6),
+    ipv4: options[OPTION_IPV4] === undefined || options[OPTION_IPV4] === null ? true : optionalBoolean(options, OPTION_IPV4),
     internal: optionalBoolean(options, OPTION_INTERNAL),
     ipv4Data: ipamData(optionalArray(o, 'IPv4Data'), 'IPv4Data'),
     ipv6Data: ipamData(optionalArray(o, 'IPv6Data'), 'IPv6Data'),
@@ -129,7 +136,19 @@ export function decodeCreateEndpoint(body: unknown): CreateEndpointRequest {
     addressIpv6: optionalString(iface, 'AddressIPv6'),
     macAddress: optionalString(iface, 'MacAddress'),
     optionMac: rawMac === undefined || rawMac === null || rawMac === '' ? '' : macFromBase64(rawMac),
+    driverOptions: userOptions(options),
   };
+}
+
+/** Docker's own endpoint options live under com.docker.; everything else came from --driver-opt and must be a string. */
+function userOptions(options: JsonObject): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(options)) {
+    if (key.startsWith('com.docker.')) continue;
+    if (typeof value !== 'string') throw badRequest('InvalidOption', `invalid value ${JSON.stringify(value)} for endpoint option ${key}: must be a string`);
+    out[key] = value;
+  }
+  return out;
 }
 
 export function decodeJoin(body: unknown): JoinRequest {

@@ -11,7 +11,7 @@ import { tunnelPortName } from '../../src/domain/names.js';
 import { cmd, waitFor } from './harness/proc.js';
 import { REPO_ROOT, SimHost } from './harness/sim-host.js';
 import { Underlay } from './harness/underlay.js';
-import { containerAddress, dockerError, httpGet, inspect, ping, runContainer, startHttp } from './support.js';
+import { assertPluginSaid, containerAddress, dockerError, httpGet, inspect, ping, runContainer, startHttp } from './support.js';
 
 const CLI = `${REPO_ROOT}/dist/src/cli/main.js`;
 const ADDR = { mh1: '10.250.0.1', mh2: '10.250.0.2', mh3: '10.250.0.3' } as const;
@@ -137,7 +137,7 @@ describe('overlays across hosts', () => {
 
   it('refuses an MTU larger than the tunnel path allows, saying the maximum', async () => {
     const err = await dockerError(hosts.mh1, ['network', 'create', '-d', hosts.mh1.driver, '--ipam-driver', hosts.mh1.driver, '--subnet', '192.168.9.0/24', '-o', 'mode=vxlan', '-o', 'vni=9', '-o', `peers=${ADDR.mh2}`, '-o', 'mtu=1500', 'toobig']);
-    assert.equal(err, `Error response from daemon: NetworkDriver.CreateNetwork: invalid value "1500" for option mtu: at most 1450 (the path to ${ADDR.mh2} (MTU 1500 on br-phy) minus VXLAN encapsulation takes 50 bytes)`);
+    assertPluginSaid(err, 'NetworkDriver.CreateNetwork', `invalid value "1500" for option mtu: at most 1450 (the path to ${ADDR.mh2} (MTU 1500 on br-phy) minus VXLAN encapsulation takes 50 bytes)`);
   });
 
   it('a full mesh of three hosts', async () => {

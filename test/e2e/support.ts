@@ -112,6 +112,18 @@ export async function assertAccountedFor(host: SimHost, expected: { endpoints: n
   return a;
 }
 
+/**
+ * Asserts that a failed docker command shows the plugin's own answer, whatever each engine wraps
+ * around it (Docker 28 prefixes "failed to set up container networking:", for one).
+ */
+export function assertPluginSaid(stderr: string, call: string, message: string | RegExp): void {
+  const said = stderr.indexOf(`${call}: `);
+  assert.ok(said >= 0, `the plugin's answer to ${call} is shown: ${stderr}`);
+  const text = stderr.slice(said + call.length + 2).split('\n')[0]!.trim();
+  if (typeof message === 'string') assert.equal(text, message);
+  else assert.match(text, message);
+}
+
 export async function dockerError(host: SimHost, args: string[]): Promise<string> {
   const result = await host.docker(args, { check: false });
   assert.notEqual(result.exitCode, 0, `expected "docker ${args.join(' ')}" to fail, but it succeeded: ${result.stdout}`);

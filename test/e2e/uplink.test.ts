@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { cmd } from './harness/proc.js';
 import { SimHost } from './harness/sim-host.js';
-import { audit, dockerError, ping, runContainer, startWhoAmI, tcpSay } from './support.js';
+import { assertPluginSaid, audit, dockerError, ping, runContainer, startWhoAmI, tcpSay } from './support.js';
 
 describe('VLAN trunk uplink', () => {
   let host: SimHost;
@@ -83,7 +83,7 @@ describe('VLAN trunk uplink', () => {
   it('refuses an interface that carries addresses, explaining how to move them', async () => {
     const before = await audit(host);
     const err = await dockerError(host, ['network', 'create', '-d', host.driver, '--ipam-driver', host.driver, '--subnet', '10.100.1.0/24', '-o', 'vlan=101', '-o', 'bridge=ovs1', '-o', 'uplink=eth2', 'refused']);
-    assert.match(err, /^Error response from daemon: NetworkDriver\.CreateNetwork: invalid value "eth2" for option uplink: it carries 192\.168\.50\.2\/24, and attaching it to a bridge would cut the host off that network\. Move the addresses to the bridge yourself/);
+    assertPluginSaid(err, 'NetworkDriver.CreateNetwork', /^invalid value "eth2" for option uplink: it carries 192\.168\.50\.2\/24, and attaching it to a bridge would cut the host off that network\. Move the addresses to the bridge yourself/);
     assert.match(err, /ip address add 192\.168\.50\.2\/24 dev ovs1/);
     assert.deepEqual(await audit(host), before);
     assert.equal((await host.vsctl(['br-exists', 'ovs1'], { check: false })).exitCode, 2, 'no bridge was created for the refused network');

@@ -2,7 +2,6 @@
  * In-memory implementations of the drivers' ports, for unit tests. Each one
  * records what it was asked to do and can be told to fail.
  */
-import { addressKey } from '../../src/domain/records.js';
 import type { FirewallRules } from '../../src/domain/firewall.js';
 import type { Datapath } from '../../src/domain/records.js';
 import type { BridgeSpec, ObservedFirewall, ObservedLink } from '../../src/domain/host.js';
@@ -21,6 +20,7 @@ import type {
   StoreOp,
   Sysctl,
 } from '../../src/driver/ports.js';
+import { storeKey } from '../../src/driver/ports.js';
 import { conflict, internal } from '../../src/errors.js';
 import { OWNER_KEY, OWNER_VALUE } from '../../src/domain/names.js';
 
@@ -31,7 +31,7 @@ export class MemoryStore implements Store {
 
   async load(): Promise<Snapshot> {
     const of = <T>(kind: string) => [...this.data].filter(([k]) => k.startsWith(`${kind}:`)).map(([, v]) => structuredClone(v) as T);
-    return { networks: of('network'), endpoints: of('endpoint'), pools: of('pool'), addresses: of('address') };
+    return { networks: of('network'), endpoints: of('endpoint'), pools: of('pool'), addresses: of('address'), names: of('name') };
   }
 
   async commit(ops: readonly StoreOp[]): Promise<void> {
@@ -45,8 +45,7 @@ export class MemoryStore implements Store {
       if (op.type === 'del') {
         this.data.delete(`${op.kind}:${op.key}`);
       } else {
-        const key = op.kind === 'address' ? addressKey(op.value.poolId, op.value.address) : op.value.id;
-        this.data.set(`${op.kind}:${key}`, structuredClone(op.value));
+        this.data.set(`${op.kind}:${storeKey(op)}`, structuredClone(op.value));
       }
     }
   }

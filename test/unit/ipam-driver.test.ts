@@ -204,6 +204,37 @@ describe('IPAM: addresses', () => {
   });
 });
 
+describe('IPAM: named endpoints (Docker 29)', () => {
+  const named = (poolId: string, name: string) => ({ poolId, address: '', gateway: false, endpointName: name });
+
+  it('gives a name its last address again across a plugin restart, and forgets the names with the pool', async () => {
+    const store = new MemoryStore();
+    const first = await world({ store });
+    const { PoolID } = await first.ipam.requestPool(pool({ pool: '10.50.0.0/24' }));
+    const web = (await first.ipam.requestAddress(named(PoolID, 'web'))).Address;
+    await first.ipam.requestAddress(named(PoolID, 'db'));
+    await first.ipam.releaseAddress({ poolId: PoolID, address: web.split('/')[0]! });
+    const again = await world({ store });
+    assert.notEqual((await again.ipam.requestAddress(named(PoolID, 'new'))).Address, web, 'kept for its name while others are free');
+    assert.equal((await again.ipam.requestAddress(named(PoolID, 'web'))).Address, web);
+    assert.equal(store.count('name'), 3);
+    await again.ipam.releasePool(PoolID);
+    assert.equal(store.count('name'), 0, 'the names go with the pool');
+  });
+
+  it('hands a remembered address to another name only when no other address is free', async () => {
+    const { ipam } = await world();
+    const { PoolID } = await ipam.requestPool(pool({ pool: '10.51.0.0/29' })); // .1-.6 usable
+    await ipam.requestAddress(addr(PoolID, '', true)); // gateway .1
+    const first = (await ipam.requestAddress(named(PoolID, 'a'))).Address;
+    await ipam.releaseAddress({ poolId: PoolID, address: first.split('/')[0]! });
+    const others = [];
+    for (const n of ['b', 'c', 'd', 'e']) others.push((await ipam.requestAddress(named(PoolID, n))).Address);
+    assert.ok(!others.includes(first));
+    assert.equal((await ipam.requestAddress(named(PoolID, 'f'))).Address, first, 'the last free one, although remembered for a');
+  });
+});
+
 describe('IPAM: rollback of refused requests', () => {
   it('keeps a shared pool and its gateway when Docker rolls back a refused network', async () => {
     const { ipam, state } = await world();

@@ -21,6 +21,7 @@ describe('request decoders', () => {
       networkId: NET,
       generic: { foo: 'bar', vlan: '100' },
       ipv6: false,
+      ipv4: true,
       internal: false,
       ipv4Data: [{ addressSpace: 'local', pool: '10.201.0.0/24', gateway: '10.201.0.1/24', auxAddresses: { a: '10.201.0.5/24' } }],
       ipv6Data: [],
@@ -47,6 +48,15 @@ describe('request decoders', () => {
     });
     assert.equal(req.optionMac, '02:42:0a:c9:00:96');
     assert.equal(req.address, '10.0.0.2/24');
+    assert.deepEqual(req.driverOptions, {}, "Docker's own options are not the user's");
+  });
+
+  it("reads Docker 28's enable_ipv4, and the user's --driver-opt endpoint options", () => {
+    const off = decodeCreateNetwork({ NetworkID: NET, Options: { 'com.docker.network.enable_ipv4': false, 'com.docker.network.enable_ipv6': true }, IPv4Data: [], IPv6Data: [] });
+    assert.deepEqual([off.ipv4, off.ipv6], [false, true]);
+    const ep = decodeCreateEndpoint({ NetworkID: NET, EndpointID: EP, Interface: {}, Options: { rate: '10', 'com.docker.network.endpoint.exposedports': [] } });
+    assert.deepEqual(ep.driverOptions, { rate: '10' });
+    assert.throws(() => decodeCreateEndpoint({ NetworkID: NET, EndpointID: EP, Options: { rate: 10 } }), /invalid value 10 for endpoint option rate: must be a string/);
   });
 
   it('tells gateway requests from the rest', () => {
@@ -54,8 +64,11 @@ describe('request decoders', () => {
       poolId: 'p',
       address: '',
       gateway: true,
+      endpointName: '',
     });
     assert.equal(decodeRequestAddress({ PoolID: 'p', Address: '10.0.0.5', Options: null }).gateway, false);
+    const named = decodeRequestAddress({ PoolID: 'p', Address: '', Options: { 'com.docker.network.endpoint.name': 'web' } });
+    assert.deepEqual([named.gateway, named.endpointName], [false, 'web'], 'Docker 29 names the endpoint');
     assert.throws(() => decodeRequestAddress({ PoolID: 'p', Options: { RequestAddressType: 'x' } }), /RequestAddressType/);
   });
 

@@ -11,6 +11,7 @@ import { conflict, isPluginError } from '../../errors.js';
 import { parseCidrWithHost } from '../../domain/cidr.js';
 import type { HostDifference } from '../../domain/host-diff.js';
 import { hostVethName, macForEndpoint, macForIpv4, normaliseMac, peerVethName } from '../../domain/names.js';
+import { parseEndpointOptions } from '../../domain/options.js';
 import { endpointAddress, subnetHolding } from '../../domain/ranges.js';
 import { type EndpointRecord, type NetworkRecord, isOwnAddressSpace, poolIdOf } from '../../domain/records.js';
 import { badRequest } from '../../errors.js';
@@ -21,6 +22,7 @@ export function createEndpoint(ctx: NetworkContext, req: CreateEndpointRequest):
   return ctx.locks.run(endpointLock(req.endpointId), async () => {
     const { state } = ctx;
     const network = networkOf(ctx, req.networkId);
+    parseEndpointOptions(req.driverOptions ?? {});
     const address = endpointAddress(req.address, network.ipv4, 4);
     const addressIpv6 = endpointAddress(req.addressIpv6, network.ipv6, 6);
     const given = req.macAddress || req.optionMac;

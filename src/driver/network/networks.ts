@@ -19,7 +19,7 @@ export function createNetwork(ctx: NetworkContext, req: CreateNetworkRequest): P
   const started = performance.now();
   return ctx.locks.run(NETWORKS_LOCK, async () => {
     const { state } = ctx;
-    const spec = parseNetworkOptions(req.generic, { internal: req.internal, ipv6: req.ipv6 }, ctx.defaults);
+    const spec = parseNetworkOptions(req.generic, { internal: req.internal, ipv6: req.ipv6, ipv4: req.ipv4 }, ctx.defaults);
     const ipv4 = canonicalSubnets(req.ipv4Data, 4, 'IPv4Data');
     const ipv6 = canonicalSubnets(req.ipv6Data, 6, 'IPv6Data');
     if (hasHostGateway(spec) && !spec.internal && ipv4.length > 0 && ipv4.some((s) => !s.gateway)) {

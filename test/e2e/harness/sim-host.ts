@@ -27,6 +27,13 @@ export const MANAGED = process.env.OVSNET_E2E_PLUGIN === 'managed';
 /** Where the managed plugin is pulled from (each host runs a registry on its own loopback, same storage). */
 export const MANAGED_REF = process.env.OVSNET_E2E_PLUGIN_REF ?? 'localhost:5000/ovsnet:latest';
 export const REGISTRY_STORAGE = process.env.OVSNET_E2E_REGISTRY ?? '/var/lib/ovsnet-registry';
+/**
+ * OVSNET_E2E_ENGINE=28.5 runs every host's dockerd from the private Docker Engine 28.5 that
+ * test/install-engines.sh unpacks (with its containerd first in PATH); otherwise the system's dockerd.
+ */
+export const ENGINE = process.env.OVSNET_E2E_ENGINE || 'system';
+export const ENGINES_DIR = process.env.OVSNET_E2E_ENGINES_DIR ?? '/var/lib/ovsnet-engines';
+const ENGINE_ROOTS: Record<string, string> = { '28.5': `${ENGINES_DIR}/docker-28.5` };
 const MANAGED_ALIAS = 'ovs';
 export const REPO_ROOT = path.resolve(fileURLToPath(import.meta.url), '../../../../..');
 export const PLUGIN_MAIN = path.join(REPO_ROOT, 'dist/src/main.js');
@@ -72,6 +79,8 @@ export class SimHost {
   socket: string;
   readonly dockerHost: string;
   readonly ovsdb: string;
+  /** What the host's dockerd says its version is. */
+  engineVersion = '';
   private plugin: ChildProcess | undefined;
   private dockerd: ChildProcess | undefined;
   private readonly extraNamespaces: string[] = [];
@@ -91,6 +100,11 @@ export class SimHost {
 
   static async start(options: SimHostOptions): Promise<SimHost> {
     await requireTools(REQUIRED_TOOLS);
+    if (ENGINE !== 'system') {
+      const root = ENGINE_ROOTS[ENGINE];
+      if (!root) throw new Error(`OVSNET_E2E_ENGINE=${ENGINE} is not an engine the tests know (system, ${Object.keys(ENGINE_ROOTS).join(', ')})`);
+      if (!(await stat(`${root}/usr/sbin/dockerd`).catch(() => undefined))) throw new Error(`${root}/usr/sbin/dockerd is missing: run "bash test/install-engines.sh"`);
+    }
     if (!(await stat(PLUGIN_MAIN).catch(() => undefined))) throw new Error(`${PLUGIN_MAIN} is missing: run "npm run build" first`);
     const host = new SimHost(options);
     await host.destroy();
@@ -195,13 +209,17 @@ export class SimHost {
       ...extraArgs,
     ];
     const log = openSync(path.join(this.dir, 'dockerd.log'), 'a');
-    this.dockerd = spawn('nsenter', args, { stdio: ['ignore', log, log], detached: true });
+    this.dockerd = spawn('nsenter', args, { stdio: ['ignore', log, log], detached: true, env: dockerdEnv() });
     closeSync(log);
     this.dockerd.unref();
     const child = this.dockerd;
     await waitFor('dockerd to answer', async () => {
       if (child.exitCode !== null) throw new Error(`dockerd exited (code ${child.exitCode}); see ${this.dir}/dockerd.log`);
-      return (await this.docker(['version', '--format', '{{.Server.Version}}'], { check: false, timeoutMs: 5_000 })).exitCode === 0;
+      const version = await this.docker(['version', '--format', '{{.Server.Version}}'], { check: false, timeoutMs: 5_000 });
+      if (version.exitCode !== 0) return false;
+      if (ENGINE !== 'system' && !version.stdout.trim().startsWith(ENGINE)) throw new Error(`dockerd answers as ${version.stdout.trim()}, not the Docker Engine ${ENGINE} asked for`);
+      this.engineVersion = version.stdout.trim();
+      return true;
     }, 60_000, 200);
     if (MANAGED && (await this.docker(['plugin', 'inspect', '-f', '{{.Id}}', MANAGED_ALIAS], { check: false })).exitCode === 0) {
       // dockerd enables an installed plugin itself when it starts.
@@ -536,6 +554,12 @@ export class SimHost {
       .sort((a, b) => b.length - a.length);
     for (const point of points) await cmd('umount', ['-l', point], { check: false });
   }
+}
+
+/** The environment dockerd runs in: for a private engine, its binaries (dockerd, containerd, shims) first in PATH. */
+export function dockerdEnv(): NodeJS.ProcessEnv {
+  const root = ENGINE_ROOTS[ENGINE];
+  return root ? { ...process.env, PATH: `${root}/usr/sbin:${root}/usr/bin:${process.env.PATH ?? ''}` } : process.env;
 }
 
 export interface PluginState {
