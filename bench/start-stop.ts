@@ -1,18 +1,25 @@
 /**
- * Container start and removal on an `ovs` network, on Docker's `bridge`
- * network and with `--net none`, interleaved in one run on one simulated
- * host, so the ratios compare like with like on a noisy machine.
+ * Container start and removal on an `ovs` VLAN network, on an `ovs` OVN
+ * network, on Docker's `bridge` network and with `--net none`, interleaved in
+ * one run on one simulated host, so the ratios compare like with like on a
+ * noisy machine. A second simulated host (also an OVN chassis) pings each new
+ * OVN container from its own container, to measure how soon after `docker run`
+ * returns it answers across hosts.
  *
  *   npm run bench -- [containers per kind, default 30]
+ *   OVSNET_E2E_ENGINE=28.5 npm run bench -- 30     (on Docker Engine 28.5; see test/install-engines.sh)
  *
  * Prints median and p90 of start and removal per kind, the ratios to
- * `bridge`, and the plugin's own work per start (the sum of its protocol call
- * durations from RequestAddress to the last EndpointOperInfo).
+ * `bridge`, the plugin's own work per start (the sum of its protocol call
+ * durations), and the cross-host ping latency of OVN containers.
  */
 import Docker from 'dockerode';
 import path from 'node:path';
-import { SimHost } from '../test/e2e/harness/sim-host.js';
+import { OvnCluster } from '../test/e2e/harness/ovn.js';
+import { cmd } from '../test/e2e/harness/proc.js';
+import { ENGINE, SimHost } from '../test/e2e/harness/sim-host.js';
 import { TEST_IMAGE } from '../test/e2e/harness/image.js';
+import { Underlay } from '../test/e2e/harness/underlay.js';
 
 const N = Number(process.argv[2] ?? 30);
 if (!Number.isInteger(N) || N < 3) {
@@ -27,52 +34,87 @@ function quantile(values: number[], q: number): number {
 }
 
 const fmt = (ms: number) => `${ms.toFixed(1).padStart(7)} ms`;
+const KINDS = ['ovs', 'ovn', 'bridge', 'none'] as const;
+type Kind = (typeof KINDS)[number];
 
 async function main(): Promise<void> {
-  const host = await SimHost.start({ name: 'bench', dockerIptables: true, pluginEnv: { OVSNET_LOG_LEVEL: 'debug' } });
+  const underlay = await Underlay.create('bench-ul');
+  const a = await SimHost.start({ name: 'bench', dockerIptables: true, plugin: false });
+  const b = await SimHost.start({ name: 'bench2', plugin: false });
   try {
-    const docker = new Docker({ socketPath: path.join(host.dir, 'docker.sock') });
-    await host.docker(['network', 'create', '-d', host.driver, '--ipam-driver', host.driver, '--subnet', '10.60.0.0/16', '-o', 'vlan=60', 'bench-ovs']);
-    await host.docker(['network', 'create', '-d', 'bridge', '--subnet', '10.61.0.0/16', 'bench-bridge']);
-    const kinds = { ovs: 'bench-ovs', bridge: 'bench-bridge', none: 'none' } as const;
-    type Kind = keyof typeof kinds;
-    const start: Record<Kind, number[]> = { ovs: [], bridge: [], none: [] };
-    const remove: Record<Kind, number[]> = { ovs: [], bridge: [], none: [] };
-    const pluginWork: number[] = [];
+    await underlay.attach(a, '10.250.9.1/24');
+    await underlay.attach(b, '10.250.9.2/24');
+    const cluster = await OvnCluster.start([{ host: a, address: '10.250.9.1' }, { host: b, address: '10.250.9.2' }], { databases: 1 });
+    for (const h of [a, b]) await h.startPlugin({ OVSNET_LOG_LEVEL: 'debug', OVSNET_OVN_NB: cluster.nbRemotes });
+    const docker = new Docker({ socketPath: path.join(a.dir, 'docker.sock') });
+    await a.docker(['network', 'create', '-d', a.driver, '--ipam-driver', a.driver, '--subnet', '10.60.0.0/16', '-o', 'vlan=60', 'bench-ovs']);
+    await a.docker(['network', 'create', '-d', a.driver, '--ipam-driver', a.driver, '--subnet', '10.62.0.0/16', '-o', 'mode=ovn', 'bench-ovn']);
+    await b.docker(['network', 'create', '-d', b.driver, '--ipam-driver', b.driver, '--subnet', '10.62.0.0/16', '-o', 'mode=ovn', 'bench-ovn']);
+    await a.docker(['network', 'create', '-d', 'bridge', '--subnet', '10.61.0.0/16', 'bench-bridge']);
+    await b.docker(['run', '-d', '--name', 'pinger', '--net', 'bench-ovn', TEST_IMAGE, 'sleep', '1d']);
+    const pingerPid = JSON.parse((await b.docker(['inspect', 'pinger'])).stdout)[0].State.Pid as number;
+
+    const networks: Record<Kind, string> = { ovs: 'bench-ovs', ovn: 'bench-ovn', bridge: 'bench-bridge', none: 'none' };
+    const start = Object.fromEntries(KINDS.map((k) => [k, [] as number[]])) as Record<Kind, number[]>;
+    const remove = Object.fromEntries(KINDS.map((k) => [k, [] as number[]])) as Record<Kind, number[]>;
+    const pluginWork: Record<'ovs' | 'ovn', number[]> = { ovs: [], ovn: [] };
+    const answered: number[] = [];
+
+    /** From docker run returning to the first reply to a ping from the other host. */
+    const answersAfter = async (ip: string, since: number): Promise<number> => {
+      for (;;) {
+        const reply = await cmd('nsenter', [`--net=/proc/${pingerPid}/ns/net`, 'ping', '-c', '1', '-W', '0.05', ip], { check: false, timeoutMs: 5_000 });
+        if (reply.exitCode === 0) return performance.now() - since;
+        if (performance.now() - since > 10_000) return Infinity;
+      }
+    };
 
     const once = async (kind: Kind, record: boolean) => {
-      const container = await docker.createContainer({ Image: TEST_IMAGE, Cmd: ['sleep', '1d'], HostConfig: { NetworkMode: kinds[kind] } });
-      const logBefore = (await host.pluginLog()).length;
+      const container = await docker.createContainer({ Image: TEST_IMAGE, Cmd: ['sleep', '1d'], HostConfig: { NetworkMode: networks[kind] } });
+      const logBefore = (await a.pluginLog()).length;
       const t0 = performance.now();
       await container.start();
       const t1 = performance.now();
-      const calls = (await host.pluginLog()).slice(logBefore).split('\n').filter((l) => l.includes('"msg":"call"'));
-      await container.remove({ force: true });
+      let latency: number | undefined;
+      if (kind === 'ovn') {
+        const ip = (await container.inspect()).NetworkSettings.Networks['bench-ovn']!.IPAddress;
+        latency = await answersAfter(ip, t1);
+      }
+      const calls = (await a.pluginLog()).slice(logBefore).split('\n').filter((l) => l.includes('"msg":"call"'));
       const t2 = performance.now();
+      await container.remove({ force: true });
+      const t3 = performance.now();
       if (!record) return;
       start[kind].push(t1 - t0);
-      remove[kind].push(t2 - t1);
-      if (kind === 'ovs') pluginWork.push(calls.reduce((sum, l) => sum + (JSON.parse(l).durationMs as number), 0));
+      remove[kind].push(t3 - t2);
+      if (kind === 'ovs' || kind === 'ovn') pluginWork[kind].push(calls.reduce((sum, l) => sum + (JSON.parse(l).durationMs as number), 0));
+      if (latency !== undefined) answered.push(latency);
     };
 
-    for (const kind of ['ovs', 'bridge', 'none'] as const) await once(kind, false); // warm-up
+    for (const kind of KINDS) await once(kind, false); // warm-up
     for (let i = 0; i < N; i++) {
       // Rotate the order so no kind always follows the same one.
-      const order: Kind[] = (['ovs', 'bridge', 'none'] as const).map((_, j, all) => all[(i + j) % 3]!);
+      const order = KINDS.map((_, j) => KINDS[(i + j) % KINDS.length]!);
       for (const kind of order) await once(kind, true);
     }
 
-    console.log(`\n${N} containers per kind, interleaved, on one simulated host (userspace datapath)\n`);
+    const version = (await a.docker(['version', '--format', '{{.Server.Version}}'])).stdout.trim();
+    console.log(`\n${N} containers per kind, interleaved, on one simulated host (userspace datapath), Docker ${version} (${ENGINE})\n`);
     console.log('kind      start median   start p90   remove median  remove p90');
-    for (const kind of ['ovs', 'bridge', 'none'] as const) {
+    for (const kind of KINDS) {
       console.log(`${kind.padEnd(8)} ${fmt(quantile(start[kind], 0.5))} ${fmt(quantile(start[kind], 0.9))} ${fmt(quantile(remove[kind], 0.5))} ${fmt(quantile(remove[kind], 0.9))}`);
     }
-    const ratio = (a: number[], b: number[]) => (quantile(a, 0.5) / quantile(b, 0.5)).toFixed(3);
-    console.log(`\novs/bridge  start median ratio ${ratio(start.ovs, start.bridge)} (target <= 1.05)`);
-    console.log(`ovs/bridge  remove median ratio ${ratio(remove.ovs, remove.bridge)} (target <= 1.00)`);
-    console.log(`plugin work per start: median ${fmt(quantile(pluginWork, 0.5))}, p90 ${fmt(quantile(pluginWork, 0.9))} (target median < 25 ms)`);
+    const ratio = (x: number[], y: number[]) => (quantile(x, 0.5) / quantile(y, 0.5)).toFixed(3);
+    console.log(`\novs/bridge  start median ratio ${ratio(start.ovs, start.bridge)}, remove median ratio ${ratio(remove.ovs, remove.bridge)}`);
+    console.log(`ovn/bridge  start median ratio ${ratio(start.ovn, start.bridge)} (target <= 1.3), remove median ratio ${ratio(remove.ovn, remove.bridge)}`);
+    for (const kind of ['ovs', 'ovn'] as const) {
+      console.log(`plugin work per start (${kind}): median ${fmt(quantile(pluginWork[kind], 0.5))}, p90 ${fmt(quantile(pluginWork[kind], 0.9))}`);
+    }
+    console.log(`ovn: a container answers a ping from another host ${fmt(quantile(answered, 0.5))} (median), ${fmt(quantile(answered, 0.9))} (p90), ${fmt(Math.max(...answered))} (max) after docker run returns (target <= 200 ms)`);
   } finally {
-    await host.stop();
+    await b.stop();
+    await a.stop();
+    await underlay.destroy();
   }
 }
 

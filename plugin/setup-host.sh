@@ -7,15 +7,19 @@
 # the plugin, which is restarted on the fresh build.
 #
 #   sudo bash plugin/setup-host.sh              # everything, plugin included
+#   sudo bash plugin/setup-host.sh --ovn        # and a one-host OVN (northbound and southbound databases,
+#                                               # ovn-northd, ovn-controller), with the plugin pointed at it
 #   sudo bash plugin/setup-host.sh --no-plugin  # everything but starting the plugin
 set -euo pipefail
 
 start_plugin=1
+ovn=0
 for arg in "$@"; do
   case "$arg" in
     --no-plugin) start_plugin=0 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $arg (valid: --no-plugin)" >&2; exit 2 ;;
+    --ovn) ovn=1 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $arg (valid: --ovn, --no-plugin)" >&2; exit 2 ;;
   esac
 done
 
@@ -27,14 +31,27 @@ have_systemd() { [ -d /run/systemd/system ] && systemctl is-system-running >/dev
 
 # The last three serve the managed plugin's build and its tests (a base image without a registry, a local
 # registry on loopback).
-packages=(openvswitch-switch docker.io iptables ethtool busybox-static iputils-ping iproute2 util-linux procps ca-certificates curl debootstrap docker-registry)
+# OVN (ovn-central, ovn-host) serves OVN mode; its services are not started by the install (they are started
+# below with --ovn, or by the operator), since a host usually runs only some of them.
+packages=(openvswitch-switch docker.io iptables ethtool busybox-static iputils-ping iproute2 util-linux procps ca-certificates curl debootstrap docker-registry ovn-central ovn-host)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -z "$policy" ] || rm -f "$policy"
+  if have_systemd; then
+    for unit in ovn-central ovn-host ovn-northd ovn-controller ovn-ovsdb-server-nb ovn-ovsdb-server-sb; do
+      systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    done
+  fi
   # Debian's registry service would listen on every interface; the tests start their own on loopback.
   if have_systemd && systemctl is-enabled docker-registry >/dev/null 2>&1; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
 fi
@@ -83,6 +100,29 @@ if ! docker image inspect local/busybox:latest >/dev/null 2>&1; then
   rm -rf "$rootfs"
 fi
 
+plugin_env=()
+if [ "$ovn" = 1 ]; then
+  # One host: the databases on local sockets, ovn-northd, and ovn-controller on this host's Open vSwitch
+  # (a single chassis needs no tunnel; its encapsulation address is loopback).
+  ctl=/usr/share/ovn/scripts/ovn-ctl
+  if ! ovn-nbctl --timeout=3 show >/dev/null 2>&1; then
+    log "starting OVN's northbound and southbound databases and ovn-northd"
+    "$ctl" start_northd >/dev/null
+  fi
+  datapath=netdev
+  [ -d /sys/module/openvswitch ] && datapath=system
+  ovs-vsctl set open . external_ids:ovn-remote=unix:/var/run/ovn/ovnsb_db.sock external_ids:ovn-encap-type=geneve \
+    external_ids:ovn-encap-ip=127.0.0.1 external_ids:ovn-bridge=br-int "external_ids:ovn-bridge-datapath-type=$datapath"
+  [ -n "$(ovs-vsctl get open . external_ids:system-id 2>/dev/null)" ] || ovs-vsctl set open . "external_ids:system-id=$(hostname)"
+  if ! ovn-appctl -t ovn-controller version >/dev/null 2>&1; then
+    log "starting ovn-controller"
+    "$ctl" start_controller >/dev/null
+  fi
+  for _ in $(seq 1 50); do ovs-vsctl br-exists br-int && break; sleep 0.2; done
+  ovs-vsctl br-exists br-int || { echo "ovn-controller made no br-int; see /var/log/ovn/ovn-controller.log" >&2; exit 1; }
+  plugin_env=(OVSNET_OVN_NB=unix:/var/run/ovn/ovnnb_db.sock)
+fi
+
 if [ "$start_plugin" = 1 ]; then
   pidfile=/run/ovsnet.pid
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
@@ -91,9 +131,13 @@ if [ "$start_plugin" = 1 ]; then
     for _ in $(seq 1 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
   fi
   log "starting the plugin (log: /var/log/ovsnet.log)"
-  setsid node "$repo/dist/src/main.js" >>/var/log/ovsnet.log 2>&1 < /dev/null &
+  setsid env "${plugin_env[@]}" node "$repo/dist/src/main.js" >>/var/log/ovsnet.log 2>&1 < /dev/null &
   echo $! > "$pidfile"
   for _ in $(seq 1 50); do [ -S /run/docker/plugins/ovs.sock ] && break; sleep 0.1; done
   [ -S /run/docker/plugins/ovs.sock ] || { echo "the plugin did not start; see /var/log/ovsnet.log" >&2; tail -5 /var/log/ovsnet.log >&2; exit 1; }
-  log "ready: docker network create -d ovs --ipam-driver ovs ..."
+  if [ "$ovn" = 1 ]; then
+    log "ready: docker network create -d ovs --ipam-driver ovs -o mode=ovn --subnet 10.60.0.0/24 web"
+  else
+    log "ready: docker network create -d ovs --ipam-driver ovs ..."
+  fi
 fi

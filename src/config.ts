@@ -8,7 +8,7 @@ import { formatCidr } from './domain/cidr.js';
 import { INTERFACE_NAME_RULE, isValidInterfaceName } from './domain/names.js';
 import { DEFAULT_POOL_RULE, type DefaultPool, parseDefaultPools as parsePools } from './domain/ranges.js';
 import type { DatapathSetting } from './domain/records.js';
-import { OVSDB_REMOTE_RULE, parseOvsdbRemote } from './domain/remotes.js';
+import { OVSDB_REMOTE_RULE, parseOvsdbRemote, parseOvsdbRemotes } from './domain/remotes.js';
 import { LEVELS, type Level } from './log.js';
 import { FAULT_POINTS, type FaultCall, parseFault } from './faults.js';
 
@@ -29,6 +29,8 @@ export interface Config {
   readonly fault: { call: FaultCall; point: string } | undefined;
   /** Where Prometheus metrics are served; undefined means off. */
   readonly metrics: { host: string; port: number } | undefined;
+  /** OVN mode: the northbound database's remotes and the integration bridge; undefined means off. */
+  readonly ovn: { readonly nb: string; readonly bridge: string; readonly timeoutMs: number } | undefined;
 }
 
 export interface SettingDoc {
@@ -51,7 +53,10 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'OVSNET_RECONCILE_INTERVAL', default: '60', description: 'seconds between full reconciliations with OVS, the kernel and Docker' },
   { name: 'OVSNET_RECONCILE_GRACE', default: '60', description: 'seconds a record must be old before the reconciler may remove it as debris' },
   { name: 'OVSNET_METRICS', default: '', description: 'host:port to serve Prometheus metrics on (GET /metrics); empty means off' },
-  { name: 'OVSNET_FAULT', default: '', description: 'testing only: <Call>:<point> where the plugin kills itself (see src/driver/faults.ts)' },
+  { name: 'OVSNET_OVN_NB', default: '', description: "OVN mode: the northbound database's remotes, comma-separated (unix:<path> or tcp:<ip>:<port>, every member of its Raft cluster); empty means OVN mode is off" },
+  { name: 'OVSNET_OVN_BRIDGE', default: 'br-int', description: "OVN mode: ovn-controller's integration bridge, where the containers' ports go" },
+  { name: 'OVSNET_OVN_TIMEOUT', default: '10', description: 'OVN mode: seconds a call waits for the northbound database and for ovn-controller to install a port' },
+  { name: 'OVSNET_FAULT', default: '', description: 'testing only: <Call>:<point> where the plugin kills itself (see src/faults.ts)' },
 ];
 
 export class ConfigError extends Error {
@@ -108,6 +113,11 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     if (!match || port < 1 || port > 65535) invalid('OVSNET_METRICS', metricsText, 'use <host>:<port>, e.g. 127.0.0.1:9617, or leave it empty for no metrics');
     metrics = { host: match[1]!.replace(/^\[|\]$/g, ''), port };
   }
+  const nbText = setting(env, 'OVSNET_OVN_NB');
+  if (nbText && !parseOvsdbRemotes(nbText)) invalid('OVSNET_OVN_NB', nbText, `a comma-separated list of remotes: ${OVSDB_REMOTE_RULE}`);
+  const ovnBridge = setting(env, 'OVSNET_OVN_BRIDGE');
+  if (!isValidInterfaceName(ovnBridge)) invalid('OVSNET_OVN_BRIDGE', ovnBridge, `a bridge name is ${INTERFACE_NAME_RULE}`);
+  const ovnTimeoutMs = seconds('OVSNET_OVN_TIMEOUT', 1);
   const faultText = setting(env, 'OVSNET_FAULT');
   const fault = faultText ? parseFault(faultText) : undefined;
   if (faultText && !fault) {
@@ -128,6 +138,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     reconcileGraceMs: seconds('OVSNET_RECONCILE_GRACE', 0),
     fault,
     metrics,
+    ovn: nbText ? { nb: nbText, bridge: ovnBridge, timeoutMs: ovnTimeoutMs } : undefined,
   });
 }
 
@@ -137,5 +148,6 @@ export function describeConfig(config: Config): Record<string, unknown> {
     defaultPools: config.defaultPools.map((p) => `${formatCidr(p.base)}:${p.size}`),
     fault: config.fault ? `${config.fault.call}:${config.fault.point}` : undefined,
     metrics: config.metrics ? `${config.metrics.host}:${config.metrics.port}` : undefined,
+    ovn: config.ovn ? `${config.ovn.nb} (bridge ${config.ovn.bridge})` : 'off',
   };
 }

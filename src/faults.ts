@@ -4,13 +4,13 @@
  * show that a restart repairs whatever a crash left half done. Off unless set.
  */
 export const FAULT_POINTS = {
-  CreateNetwork: ['after-record', 'after-bridge', 'after-gateway'],
+  CreateNetwork: ['after-record', 'after-bridge', 'after-gateway', 'after-switch'],
   CreateEndpoint: ['after-record'],
   Join: ['after-devices'],
   Leave: ['before-record'],
   DeleteEndpoint: ['after-devices'],
   DeleteNetwork: ['after-teardown'],
-  RequestAddress: ['after-record'],
+  RequestAddress: ['after-claim', 'after-record'],
 } as const;
 
 export type FaultCall = keyof typeof FAULT_POINTS;

@@ -17,7 +17,7 @@ import { Reconciler } from './driver/reconcile.js';
 import { createApp } from './http/app.js';
 import { Metrics, serveMetrics } from './http/metrics.js';
 import { listen } from './http/server.js';
-import { openHost, openStore, watchGateways } from './wiring.js';
+import { openHost, openStore, ovnBackend, watchGateways } from './wiring.js';
 
 /** The longest a driver call waits for the networks to be restored after a start. */
 const STARTUP_WAIT_MS = 15_000;
@@ -56,9 +56,11 @@ async function main(): Promise<void> {
 
   const store = await openStore(config);
   const state = await State.open(store);
-  const { ovsdb, host, docker, close } = openHost(config, log);
-  const ipam = new IpamDriver({ state, routes: host.links, defaultPools: config.defaultPools, log, faults });
-  const network = new NetworkDriver({ state, host, ipam, defaults: { bridge: config.bridge, mtu: config.mtu }, log, faults });
+  const adapters = openHost(config, log);
+  const { ovsdb, host, docker, close } = adapters;
+  const ovn = ovnBackend(config, adapters, state, log);
+  const ipam = new IpamDriver({ state, routes: host.links, defaultPools: config.defaultPools, distributed: ovn, log, faults });
+  const network = new NetworkDriver({ state, host, ovn, ipam, defaults: { bridge: config.bridge, mtu: config.mtu, ovn: config.ovn && { bridge: config.ovn.bridge } }, log, faults });
   const reconciler = new Reconciler({ state, network, ipam, docker, graceMs: config.reconcileGraceMs, log });
 
   // Restore every network (bridge, gateway port and addresses, tunnels, firewall) before serving changes:

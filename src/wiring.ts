@@ -14,8 +14,11 @@ import { OvsBridgeClient } from './adapters/ovs.js';
 import { OvsdbClient } from './adapters/ovsdb.js';
 import { ModuleDatapathProbe, ProcSysctl } from './adapters/system.js';
 import { GatewayWatcher } from './adapters/watch.js';
+import { NB_DATABASE, OvnNorthbound } from './adapters/ovn-nb.js';
 import { LocalHost } from './driver/host.js';
-import type { DockerView } from './driver/ports.js';
+import { OvnBackend } from './driver/ovn-backend.js';
+import type { DockerView, Northbound } from './driver/ports.js';
+import type { State } from './driver/state.js';
 
 export interface HostAdapters {
   /** The connection to this host's OVSDB (for its reconnect hook). */
@@ -24,6 +27,8 @@ export interface HostAdapters {
   readonly host: LocalHost;
   /** Docker, for the reconciler; undefined with OVSNET_DOCKER=none. */
   readonly docker: DockerView | undefined;
+  /** The OVN northbound database (its cluster's leader), when OVN mode is on. */
+  readonly nb: Northbound | undefined;
   close(): void;
 }
 
@@ -39,12 +44,33 @@ export function openHost(config: Config, log: Logger, options: { requestTimeoutM
     datapath: config.datapath,
     log,
   });
+  const nbClient = config.ovn
+    ? new OvsdbClient({ address: config.ovn.nb, database: NB_DATABASE, leaderOnly: true, label: 'the OVN northbound database', log, requestTimeoutMs: config.ovn.timeoutMs })
+    : undefined;
   return {
     ovsdb,
     host,
     docker: config.docker ? new DockerodeView(dockerFromAddress(config.docker)) : undefined,
-    close: () => ovsdb.close(),
+    nb: nbClient && new OvnNorthbound(nbClient),
+    close: () => {
+      ovsdb.close();
+      nbClient?.close();
+    },
   };
+}
+
+/** The backend of OVN networks, when OVN mode is on. */
+export function ovnBackend(config: Config, adapters: HostAdapters, state: State, log: Logger): OvnBackend | undefined {
+  if (!config.ovn || !adapters.nb) return undefined;
+  return new OvnBackend({
+    host: adapters.host,
+    state,
+    nb: adapters.nb,
+    bridge: config.ovn.bridge,
+    installTimeoutMs: config.ovn.timeoutMs,
+    defaults: { mtu: config.mtu },
+    log,
+  });
 }
 
 export function openStore(config: Config): Promise<LevelStore> {

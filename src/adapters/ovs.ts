@@ -58,7 +58,7 @@ export class OvsBridgeClient implements Ovs {
         where: [['external_ids', 'includes', ovsMap({ [OWNER_KEY]: OWNER_VALUE })]],
         columns: ['_uuid', 'name', 'tag', 'trunks', 'protected', 'external_ids', 'interfaces'],
       },
-      { op: 'select', table: 'Interface', where: [], columns: ['_uuid', 'type', 'options', 'mtu_request', 'ofport', 'error'] },
+      { op: 'select', table: 'Interface', where: [], columns: ['_uuid', 'type', 'options', 'mtu_request', 'ofport', 'error', 'external_ids'] },
     ]);
     const portNames = new Map(rows(allPorts).map((p) => [readUuid(p._uuid), String(p.name)]));
     const bridgeOf = new Map<string, string>();
@@ -86,6 +86,7 @@ export class OvsBridgeClient implements Ovs {
         options: iface ? readMap(iface.options) : {},
         mtuRequest: iface ? readOptional<number>(iface.mtu_request) : undefined,
         externalIds: readMap(p.external_ids),
+        interfaceExternalIds: iface ? readMap(iface.external_ids) : {},
         ofport: iface ? readOptional<number>(iface.ofport) : undefined,
         error: iface ? readOptional<string>(iface.error) : undefined,
       };
@@ -134,7 +135,7 @@ export class OvsBridgeClient implements Ovs {
   }
 
   async addPort(spec: PortSpec): Promise<void> {
-    const interfaceRow: Record<string, unknown> = { name: spec.name, type: spec.type, options: ovsMap(spec.options) };
+    const interfaceRow: Record<string, unknown> = { name: spec.name, type: spec.type, options: ovsMap(spec.options), external_ids: ovsMap(spec.interfaceExternalIds) };
     if (spec.mtuRequest !== undefined) interfaceRow.mtu_request = spec.mtuRequest;
     const portRow: Record<string, unknown> = {
       name: spec.name,
@@ -175,6 +176,7 @@ export class OvsBridgeClient implements Ovs {
   async updatePort(spec: PortSpec): Promise<void> {
     await this.ownedPortRow(spec.name);
     const keys = Object.keys(spec.externalIds);
+    const ifaceKeys = Object.keys(spec.interfaceExternalIds);
     const result = await this.db.transact([
       {
         op: 'update',
@@ -191,6 +193,8 @@ export class OvsBridgeClient implements Ovs {
         where: [['name', '==', spec.name]],
         row: { options: ovsMap(spec.options), mtu_request: spec.mtuRequest === undefined ? ovsSet([]) : spec.mtuRequest },
       },
+      { op: 'mutate', table: 'Interface', where: [['name', '==', spec.name]], mutations: [['external_ids', 'delete', ovsSet(ifaceKeys)]] },
+      { op: 'mutate', table: 'Interface', where: [['name', '==', spec.name]], mutations: [['external_ids', 'insert', ovsMap(spec.interfaceExternalIds)]] },
       ...bumpConfig,
     ]);
     await this.db.waitForConfig(this.nextCfg(result), this.options.applyTimeoutMs);
@@ -212,6 +216,17 @@ export class OvsBridgeClient implements Ovs {
       { op: 'mutate', table: 'Open_vSwitch', where: [], mutations: [['next_cfg', '+=', 1]] },
     ]);
     return true;
+  }
+
+  async systemIds(): Promise<Record<string, string>> {
+    const [row] = await this.db.transact([{ op: 'select', table: 'Open_vSwitch', where: [], columns: ['external_ids'] }]);
+    return readMap(rows(row)[0]?.external_ids);
+  }
+
+  async interfaceIds(name: string): Promise<Record<string, string> | undefined> {
+    const [row] = await this.db.transact([{ op: 'select', table: 'Interface', where: [['name', '==', name]], columns: ['external_ids'] }]);
+    const found = rows(row)[0];
+    return found ? readMap(found.external_ids) : undefined;
   }
 
   private async ownedPortRow(name: string): Promise<Row> {

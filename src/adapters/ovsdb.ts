@@ -7,8 +7,8 @@
  * until ovs-vswitchd has applied it (cur_cfg reaches the next_cfg we set).
  */
 import net from 'node:net';
-import { PluginError, unavailable } from '../errors.js';
-import { OVSDB_REMOTE_RULE, type OvsdbRemote, parseOvsdbRemote } from '../domain/remotes.js';
+import { PluginError, isPluginError, unavailable } from '../errors.js';
+import { OVSDB_REMOTE_RULE, type OvsdbRemote, formatOvsdbRemote, parseOvsdbRemotes } from '../domain/remotes.js';
 import type { Logger } from '../log.js';
 
 export type Datum = unknown;
@@ -68,9 +68,28 @@ interface Pending {
 }
 
 export interface OvsdbClientOptions {
+  /** One remote, or a comma-separated list of them: the members of a clustered database. */
   address: string;
+  /** The database to use (default Open_vSwitch). */
+  database?: string;
+  /**
+   * Use only the leader of a clustered database (checked through its _Server database, and
+   * watched there: when the server stops being the leader or loses its cluster, the client
+   * moves on). A cluster without a leader answers writes never; this is how the client can say so.
+   */
+  leaderOnly?: boolean;
+  /** What to call the database in messages. */
+  label?: string;
   log: Logger;
   requestTimeoutMs?: number;
+}
+
+/** How one member of a cluster answered when asked whether it leads. */
+interface MemberStatus {
+  remote: string;
+  /** `leader`: use it; `follower`: connected, another leads (or an election is on); `disconnected`: it cannot reach a majority. */
+  state: 'leader' | 'follower' | 'disconnected' | 'unreachable' | 'joining';
+  detail?: string;
 }
 
 export class OvsdbClient {
@@ -81,7 +100,11 @@ export class OvsdbClient {
   private curCfg: number | undefined;
   private readonly cfgWaiters = new Set<{ target: number; resolve: () => void }>();
   private closed = false;
-  private readonly address: OvsdbRemote;
+  private readonly remotes: OvsdbRemote[];
+  /** The remote to try first: the last one that worked. */
+  private preferred = 0;
+  private readonly database: string;
+  private readonly label: string;
   private readonly requestTimeoutMs: number;
   private readonly log: Logger;
   private connections = 0;
@@ -89,9 +112,11 @@ export class OvsdbClient {
   onReconnect: (() => void) | undefined;
 
   constructor(private readonly options: OvsdbClientOptions) {
-    const address = parseOvsdbRemote(options.address);
-    if (!address) throw new PluginError('BadRequest', 'InvalidSetting', `invalid OVSDB address "${options.address}": ${OVSDB_REMOTE_RULE}`);
-    this.address = address;
+    const remotes = parseOvsdbRemotes(options.address);
+    if (!remotes) throw new PluginError('BadRequest', 'InvalidSetting', `invalid OVSDB address "${options.address}": ${OVSDB_REMOTE_RULE}`);
+    this.remotes = remotes;
+    this.database = options.database ?? DATABASE;
+    this.label = options.label ?? 'OVSDB';
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
     this.log = options.log;
   }
@@ -100,13 +125,26 @@ export class OvsdbClient {
     return this.socket !== undefined;
   }
 
+  /** The remote in use, if connected. */
+  get remote(): string | undefined {
+    return this.socket ? formatOvsdbRemote(this.remotes[this.preferred]!) : undefined;
+  }
+
   async transact(ops: readonly Operation[]): Promise<Row[]> {
-    const result = (await this.request('transact', [DATABASE, ...ops])) as Array<Record<string, unknown> | null>;
+    let result: Array<Record<string, unknown> | null>;
+    try {
+      result = (await this.request('transact', [this.database, ...ops])) as Array<Record<string, unknown> | null>;
+    } catch (err) {
+      // A leader that stepped down mid-call: ask the new one (or learn there is none). The plugin's
+      // transactions are all safe to send twice (unique names, waits, deletes by uuid).
+      if (!this.options.leaderOnly || !isPluginError(err) || err.code !== 'OvsdbDisconnected') throw err;
+      result = (await this.request('transact', [this.database, ...ops])) as Array<Record<string, unknown> | null>;
+    }
     for (let i = 0; i < result.length; i++) {
       const r = result[i];
       if (r && typeof r.error === 'string') {
         const op = i < ops.length ? ` (operation ${i}: ${String(ops[i]?.op)} ${String(ops[i]?.table ?? '')})` : ' (commit)';
-        throw new OvsdbError(`OVSDB transaction failed${op}: ${r.error}${r.details ? `: ${String(r.details)}` : ''}`, { index: i, error: r.error });
+        throw new OvsdbError(`${this.label} transaction failed${op}: ${r.error}${r.details ? `: ${String(r.details)}` : ''}`, { index: i, error: r.error });
       }
     }
     return result as Row[];
@@ -139,16 +177,7 @@ export class OvsdbClient {
   }
 
   async request(method: string, params: unknown[]): Promise<unknown> {
-    const socket = await this.ensureConnected();
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(unavailable('OvsdbTimeout', `OVSDB ${method} got no answer within ${this.requestTimeoutMs} ms from ${this.options.address}`));
-      }, this.requestTimeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
-      socket.write(JSON.stringify({ method, params, id }));
-    });
+    return this.requestOn(await this.ensureConnected(), method, params);
   }
 
   close(): void {
@@ -157,57 +186,159 @@ export class OvsdbClient {
     this.socket = undefined;
   }
 
+  private requestOn(socket: net.Socket, method: string, params: unknown[]): Promise<unknown> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(
+          unavailable(
+            'OvsdbTimeout',
+            `${this.label} ${method} got no answer within ${this.requestTimeoutMs} ms from ${this.options.address}${this.options.leaderOnly ? ' (a cluster that lost its quorum answers nothing)' : ''}`,
+          ),
+        );
+      }, this.requestTimeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      socket.write(JSON.stringify({ method, params, id }));
+    });
+  }
+
   private ensureConnected(): Promise<net.Socket> {
     if (this.socket) return Promise.resolve(this.socket);
-    if (this.closed) return Promise.reject(unavailable('OvsdbClosed', 'OVSDB client is closed'));
+    if (this.closed) return Promise.reject(unavailable('OvsdbClosed', `${this.label} client is closed`));
     this.connecting ??= this.open().finally(() => (this.connecting = undefined));
     return this.connecting;
   }
 
-  private open(): Promise<net.Socket> {
+  /**
+   * Connects to the first remote that will do, starting with the last one that did. With
+   * leaderOnly, that is the leader of the cluster; while members say an election is on, it
+   * keeps asking (up to the request timeout); when none can reach a majority, it says at once
+   * that the cluster has no quorum.
+   */
+  private async open(): Promise<net.Socket> {
+    const deadline = Date.now() + this.requestTimeoutMs;
+    for (;;) {
+      const statuses: MemberStatus[] = [];
+      for (let i = 0; i < this.remotes.length; i++) {
+        const index = (this.preferred + i) % this.remotes.length;
+        const remote = this.remotes[index]!;
+        let socket: net.Socket;
+        try {
+          socket = await this.connect(remote);
+        } catch (err) {
+          statuses.push({ remote: formatOvsdbRemote(remote), state: 'unreachable', detail: (err as NodeJS.ErrnoException).code ?? (err as Error).message });
+          continue;
+        }
+        const status = this.options.leaderOnly ? await this.memberStatus(socket, remote) : { remote: formatOvsdbRemote(remote), state: 'leader' as const };
+        if (status.state === 'leader') {
+          this.preferred = index;
+          return this.adopt(socket);
+        }
+        socket.destroy();
+        statuses.push(status);
+      }
+      const electing = statuses.some((s) => s.state === 'follower' || s.state === 'joining');
+      if (!electing || Date.now() > deadline) throw this.noServer(statuses, electing);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  private noServer(statuses: MemberStatus[], electing: boolean) {
+    const each = statuses.map((s) => `${s.remote} ${s.state}${s.detail ? ` (${s.detail})` : ''}`).join(', ');
+    if (!this.options.leaderOnly || statuses.every((s) => s.state === 'unreachable')) {
+      const hint = this.options.leaderOnly ? '' : ': is ovsdb-server running?';
+      return unavailable('OvsdbUnavailable', `cannot reach ${this.label} at ${each}${hint}`);
+    }
+    if (electing) return unavailable('NoLeader', `${this.label} has no leader after ${this.requestTimeoutMs} ms (members: ${each}): an election is not finishing`);
+    return unavailable(
+      'NoQuorum',
+      `${this.label} has no quorum: no member can reach a majority of its cluster (members: ${each}); calls that change networks fail until a majority is back`,
+    );
+  }
+
+  /** Asks a server of a clustered database whether it leads, through its _Server database. */
+  private async memberStatus(socket: net.Socket, remote: OvsdbRemote): Promise<MemberStatus> {
+    const name = formatOvsdbRemote(remote);
+    try {
+      const [result] = (await this.requestOn(socket, 'transact', [
+        '_Server',
+        { op: 'select', table: 'Database', where: [['name', '==', this.database]], columns: ['model', 'connected', 'leader', 'schema'] },
+      ])) as Array<{ rows?: Row[] }>;
+      const row = result?.rows?.[0];
+      if (!row) return { remote: name, state: 'unreachable', detail: `it has no ${this.database} database` };
+      if (row.model !== 'clustered') return { remote: name, state: 'leader' };
+      if (readOptional<string>(row.schema) === undefined) return { remote: name, state: 'joining' };
+      if (row.connected !== true) return { remote: name, state: 'disconnected' };
+      return { remote: name, state: row.leader === true ? 'leader' : 'follower' };
+    } catch (err) {
+      return { remote: name, state: 'unreachable', detail: (err as Error).message };
+    }
+  }
+
+  private connect(remote: OvsdbRemote): Promise<net.Socket> {
     return new Promise((resolve, reject) => {
-      const socket = 'path' in this.address ? net.connect(this.address.path) : net.connect(this.address.port, this.address.host);
+      const socket = 'path' in remote ? net.connect(remote.path) : net.connect(remote.port, remote.host);
       const stream = new JsonStream();
       socket.setEncoding('utf8');
+      const timer = setTimeout(() => socket.destroy(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })), Math.min(this.requestTimeoutMs, 3_000));
       const onError = (err: Error) => {
+        clearTimeout(timer);
         socket.destroy();
-        reject(
-          unavailable(
-            'OvsdbUnavailable',
-            `cannot reach OVSDB at ${this.options.address} (${(err as NodeJS.ErrnoException).code ?? err.message}): is ovsdb-server running?`,
-            err,
-          ),
-        );
+        reject(err);
       };
       socket.once('error', onError);
       socket.once('connect', () => {
+        clearTimeout(timer);
         socket.off('error', onError);
-        socket.on('error', (err) => this.log.warn('OVSDB connection error', { error: err.message }));
+        socket.on('error', (err) => this.log.warn(`${this.label} connection error`, { error: err.message }));
         socket.on('close', () => this.dropped(socket));
         socket.on('data', (chunk: string) => {
           let messages: unknown[];
           try {
             messages = stream.push(chunk);
           } catch (err) {
-            this.log.error('OVSDB sent invalid JSON; reconnecting', { error: (err as Error).message });
+            this.log.error(`${this.label} sent invalid JSON; reconnecting`, { error: (err as Error).message });
             socket.destroy();
             return;
           }
           for (const message of messages) this.dispatch(socket, message as Record<string, unknown>);
         });
-        this.socket = socket;
-        const again = this.connections++ > 0;
-        this.log[again ? 'info' : 'debug']('connected to OVSDB', { address: this.options.address });
         resolve(socket);
-        this.armConfigMonitor().catch((err) => this.log.warn('cannot monitor cur_cfg', { error: err.message }));
-        if (again) this.onReconnect?.();
       });
     });
+  }
+
+  private adopt(socket: net.Socket): net.Socket {
+    this.socket = socket;
+    const again = this.connections++ > 0;
+    this.log[again ? 'info' : 'debug'](`connected to ${this.label}`, { address: this.remote });
+    if (this.database === DATABASE) this.armConfigMonitor().catch((err) => this.log.warn('cannot monitor cur_cfg', { error: err.message }));
+    if (this.options.leaderOnly) this.armLeaderMonitor(socket).catch((err) => this.log.warn(`cannot watch the leadership of ${this.label}`, { error: err.message }));
+    if (again) this.onReconnect?.();
+    return socket;
   }
 
   private async armConfigMonitor(): Promise<void> {
     const initial = (await this.request('monitor', [DATABASE, 'cfg', { Open_vSwitch: { columns: ['cur_cfg'] } }])) as Record<string, unknown>;
     this.applyCfgUpdate(initial);
+  }
+
+  /** A leader that steps down (or loses its cluster) is left at once, so that the next call finds the new one. */
+  private async armLeaderMonitor(socket: net.Socket): Promise<void> {
+    const initial = (await this.requestOn(socket, 'monitor', ['_Server', 'leader', { Database: { columns: ['name', 'leader', 'connected'] } }])) as Record<string, unknown>;
+    this.applyLeaderUpdate(socket, initial);
+  }
+
+  private applyLeaderUpdate(socket: net.Socket, updates: Record<string, unknown> | undefined): void {
+    const rows = (updates?.Database ?? {}) as Record<string, { new?: { name?: string; leader?: boolean; connected?: boolean } }>;
+    for (const row of Object.values(rows)) {
+      if (row.new?.name !== this.database) continue;
+      if (row.new.leader === false || row.new.connected === false) {
+        this.log.info(`${this.label} member stopped leading; finding the new leader`, { address: this.remote, leader: row.new.leader, connected: row.new.connected });
+        socket.destroy();
+      }
+    }
   }
 
   private applyCfgUpdate(updates: Record<string, unknown> | undefined): void {
@@ -227,6 +358,7 @@ export class OvsdbClient {
     if (message.method === 'update') {
       const params = message.params as [string, Record<string, unknown>];
       if (params?.[0] === 'cfg') this.applyCfgUpdate(params[1]);
+      if (params?.[0] === 'leader') this.applyLeaderUpdate(socket, params[1]);
       return;
     }
     const id = message.id as number;
@@ -235,7 +367,7 @@ export class OvsdbClient {
     this.pending.delete(id);
     clearTimeout(pending.timer);
     if (message.error !== null && message.error !== undefined) {
-      pending.reject(new OvsdbError(`OVSDB error: ${JSON.stringify(message.error)}`, message.error));
+      pending.reject(new OvsdbError(`${this.label} error: ${JSON.stringify(message.error)}`, message.error));
     } else {
       pending.resolve(message.result);
     }
@@ -247,15 +379,15 @@ export class OvsdbClient {
     this.curCfg = undefined;
     for (const [id, pending] of this.pending) {
       clearTimeout(pending.timer);
-      pending.reject(unavailable('OvsdbDisconnected', `OVSDB connection to ${this.options.address} closed`));
+      pending.reject(unavailable('OvsdbDisconnected', `${this.label} connection to ${formatOvsdbRemote(this.remotes[this.preferred]!)} closed during the call`));
       this.pending.delete(id);
     }
     if (this.closed) return;
-    this.log.warn('OVSDB connection closed; reconnecting', { address: this.options.address });
+    this.log.warn(`${this.label} connection closed; reconnecting`, { address: formatOvsdbRemote(this.remotes[this.preferred]!) });
     this.reconnect(200);
   }
 
-  /** Keeps trying, with backoff up to 5 s: a restarted ovsdb-server is noticed without waiting for a call. */
+  /** Keeps trying, with backoff up to 5 s: a restarted server is noticed without waiting for a call. */
   private reconnect(delayMs: number): void {
     setTimeout(() => {
       if (this.closed || this.socket) return;

@@ -16,7 +16,8 @@ export interface PluginNetwork {
   state: string;
   gatewayPort?: string;
   createdAt: string;
-  spec: { mode: string; peers: string[]; bridge: string; vlan?: number; tunnelKey?: number; gatewayMode: string; uplink?: string };
+  spec: { mode: string; peers?: string[]; bridge: string; vlan?: number; tunnelKey?: number; gatewayMode: string; uplink?: string; ovnNetwork?: string };
+  ovn?: { switchName: string; subnet: string };
   localTag?: number;
   mtu: number;
   ipv4: Array<{ addressSpace: string; pool: string; gateway?: string; auxAddresses: Record<string, string> }>;
@@ -28,6 +29,8 @@ export interface PluginState {
   endpoints: Array<{ id: string; networkId: string; address: string; addressIpv6: string; mac: string; hostIf: string; peerIf: string; joined: boolean; createdAt: string }>;
   pools: Array<{ id: string; addressSpace: string; pool: string; range: string; createdAt: string }>;
   addresses: Array<{ poolId: string; address: string; kind: string; createdAt: string }>;
+  /** OVN networks: the hosts that use each (asked with ?ovn=1). */
+  ovnHosts?: Record<string, string[]>;
 }
 
 export class PluginClient {
@@ -69,8 +72,8 @@ export class PluginClient {
     );
   }
 
-  async state(): Promise<PluginState> {
-    const res = await this.request('GET', '/ovsnet/state');
+  async state(options: { ovn?: boolean } = {}): Promise<PluginState> {
+    const res = await this.request('GET', options.ovn ? '/ovsnet/state?ovn=1' : '/ovsnet/state');
     if (res.status !== 200) throw new CliError(`the plugin answered ${res.status}: ${JSON.stringify(res.body)}`);
     return res.body as PluginState;
   }

@@ -6,10 +6,10 @@
  */
 import { loadConfig } from '../config.js';
 import type { Drift } from '../domain/drift.js';
-import { upgradeNetworkRecord } from '../domain/records.js';
 import { silentLogger } from '../log.js';
 import { readDrift } from '../driver/network/repair.js';
-import { openHost, openStore } from '../wiring.js';
+import { State } from '../driver/state.js';
+import { openHost, openStore, ovnBackend } from '../wiring.js';
 import { CliError, type PluginClient } from './client.js';
 
 export interface DoctorReport {
@@ -30,12 +30,12 @@ export async function doctor(client: PluginClient, env: NodeJS.ProcessEnv): Prom
   } catch (err) {
     throw new CliError(`the plugin does not answer on ${client.socketPath}, and its store in ${config.stateDir} cannot be opened (${(err as Error).message}); give --socket if it serves another socket`);
   }
-  const { host, docker, close } = openHost(config, silentLogger, { requestTimeoutMs: 5_000 });
+  const adapters = openHost(config, silentLogger, { requestTimeoutMs: 5_000 });
+  const { host, docker, close } = adapters;
   try {
-    const snapshot = await store.load();
-    const records = { ...snapshot, networks: snapshot.networks.map(upgradeNetworkRecord) };
+    const state = await State.open(store);
     const dockerNetworks = docker ? await docker.networks().catch(() => undefined) : undefined;
-    const drift = await readDrift(host, () => records, { docker: dockerNetworks, now: Date.now(), graceMs: config.reconcileGraceMs });
+    const drift = await readDrift(host, () => state.records(), { docker: dockerNetworks, now: Date.now(), graceMs: config.reconcileGraceMs, ovn: ovnBackend(config, adapters, state, silentLogger) });
     drift.unshift({
       kind: 'plugin-not-running',
       subject: client.socketPath,

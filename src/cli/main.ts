@@ -71,8 +71,8 @@ async function peers(client: PluginClient, env: NodeJS.ProcessEnv, args: string[
   const [ref, action, ...values] = args;
   if (!ref) throw new CliError(`ovsnet peers needs a network\n${USAGE}`, 2);
   const network = await resolveNetwork(await client.state(), dockerClient(env), ref);
-  if (network.spec.mode === 'vlan') throw new CliError(`network ${ref} is a VLAN network (mode=vlan); only overlays have peers`);
-  const current = network.spec.peers;
+  if (network.spec.mode !== 'vxlan' && network.spec.mode !== 'gre') throw new CliError(`network ${ref} is a ${network.spec.mode} network; only overlays (mode=vxlan or gre) have peers`);
+  const current = network.spec.peers ?? [];
   const given = values.flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v);
   let wanted: string[];
   switch (action) {
@@ -109,7 +109,7 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, ou
   const client = new PluginClient(socket);
   switch (command) {
     case 'networks': {
-      const rows = networkRows(await client.state(), (await dockerNames(dockerClient(env))).networks);
+      const rows = networkRows(await client.state({ ovn: true }), (await dockerNames(dockerClient(env))).networks);
       if (json) return out(JSON.stringify(rows, null, 2)), 0;
       const cells = rows.map((r) => [
         r.name || '-',
@@ -120,7 +120,7 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, ou
         r.gatewayMode,
         String(r.mtu),
         r.subnets.map((s) => `${s.subnet}${s.used === null ? '' : ` ${s.used}/${s.size}`}`).join(' '),
-        r.mode === 'vlan' ? (r.uplink ?? '-') : r.peers.join(',') || '-',
+        r.mode === 'vlan' ? (r.uplink ?? '-') : r.mode === 'ovn' ? `hosts: ${r.hosts?.join(',') ?? '(northbound database unreachable)'}` : r.peers.join(',') || '-',
       ]);
       for (const line of table(['NAME', 'ID', 'MODE', 'SEGMENT', 'BRIDGE', 'GATEWAY', 'MTU', 'SUBNETS (USED/SIZE)', 'UPLINK/PEERS'], cells)) out(line);
       return 0;

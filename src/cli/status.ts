@@ -18,6 +18,8 @@ export interface NetworkRow {
   subnets: Array<{ subnet: string; gateway: string | null; range: string | null; used: number | null; size: number | null }>;
   peers: string[];
   uplink: string | null;
+  /** OVN networks: the hosts that use it (null when the northbound database could not be asked). */
+  hosts: string[] | null;
   endpoints: number;
 }
 
@@ -54,7 +56,11 @@ export async function dockerNames(docker: Docker): Promise<{ networks: Map<strin
 export function networkRows(state: PluginState, names: Map<string, string>): NetworkRow[] {
   return state.networks.map((n) => {
     const segment =
-      n.spec.mode === 'vlan' ? (n.spec.vlan === undefined ? 'untagged' : `vlan ${n.spec.vlan}`) : `${n.spec.mode === 'vxlan' ? 'vni' : 'key'} ${n.spec.tunnelKey}${n.spec.vlan === undefined ? '' : ` vlan ${n.spec.vlan}`}`;
+      n.spec.mode === 'ovn'
+        ? `switch ${n.ovn?.switchName ?? '?'}`
+        : n.spec.mode === 'vlan'
+          ? n.spec.vlan === undefined ? 'untagged' : `vlan ${n.spec.vlan}`
+          : `${n.spec.mode === 'vxlan' ? 'vni' : 'key'} ${n.spec.tunnelKey}${n.spec.vlan === undefined ? '' : ` vlan ${n.spec.vlan}`}`;
     return {
       name: names.get(n.id) ?? '',
       id: n.id,
@@ -74,8 +80,9 @@ export function networkRows(state: PluginState, names: Map<string, string>): Net
           size: pool && cidr ? Number(boundsSize(usableBounds(cidr, parseCidr(pool.range)!))) : null,
         };
       }),
-      peers: n.spec.peers,
+      peers: n.spec.peers ?? [],
       uplink: n.spec.uplink ?? null,
+      hosts: n.spec.mode === 'ovn' ? (state.ovnHosts?.[n.id] ?? null) : null,
       endpoints: state.endpoints.filter((e) => e.networkId === n.id).length,
     };
   });

@@ -13,6 +13,7 @@ const short = (id: string) => id.slice(0, 12);
 
 /** The tag of a network's ports: its vlan, or for an overlay without one, a free tag from 4094 down. */
 export function chooseTag(spec: NetworkSpec, others: readonly NetworkRecord[]): number | undefined {
+  if (spec.mode === 'ovn') return undefined; // OVN keeps logical switches apart, not tags
   const used = new Map<number, NetworkRecord>();
   for (const other of others) {
     if (other.spec.bridge === spec.bridge && other.localTag !== undefined) used.set(other.localTag, other);
@@ -48,7 +49,8 @@ export function checkConflicts(networkId: string, spec: NetworkSpec, localTag: n
     if (spec.mode === 'vlan' && spec.uplink && other.spec.mode === 'vlan' && other.spec.uplink && other.spec.bridge === spec.bridge && other.spec.uplink !== spec.uplink) {
       throw conflict('UplinkInUse', `bridge ${spec.bridge} already has uplink ${other.spec.uplink} (network ${short(other.id)}); a bridge has one uplink`);
     }
-    const sameSegment = other.spec.bridge === spec.bridge && other.localTag === localTag;
+    // OVN networks are apart by logical switch; the others by bridge and tag.
+    const sameSegment = spec.mode !== 'ovn' && other.spec.mode !== 'ovn' && other.spec.bridge === spec.bridge && other.localTag === localTag;
     const routedOnHost = hasHostGateway(spec) || hasHostGateway(other.spec);
     for (const mine of subnets) {
       for (const theirs of [...other.ipv4, ...other.ipv6]) {

@@ -31,7 +31,16 @@ export type DriftKind =
   | 'address-unused'
   | 'endpoint-unknown-to-plugin'
   | 'network-unknown-to-plugin'
-  | 'plugin-not-running';
+  | 'plugin-not-running'
+  | 'ovn-unreachable'
+  | 'ovn-switch-missing'
+  | 'ovn-host-not-listed'
+  | 'ovn-port-missing'
+  | 'ovn-address-conflict'
+  | 'ovn-port-differs'
+  | 'ovn-port-orphan'
+  | 'ovn-switch-unused-here'
+  | 'ovn-port-not-installed';
 
 export interface Drift {
   kind: DriftKind;

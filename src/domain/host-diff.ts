@@ -79,9 +79,15 @@ export function diffHost(desired: DesiredHost, observed: ObservedHost, options: 
   for (const bridge of desired.bridges.values()) {
     if (scope && !scope.bridges.has(bridge.name)) continue;
     if (observed.bridges.has(bridge.name)) continue;
+    const byController = bridge.madeBy === 'ovn-controller';
     out.push({
-      drift: { kind: 'bridge-missing', subject: bridge.name, detail: `bridge ${bridge.name} is missing`, fix: REPAIR },
-      repairs: [{ type: 'add-bridge', bridge }],
+      drift: {
+        kind: 'bridge-missing',
+        subject: bridge.name,
+        detail: byController ? `OVN's integration bridge ${bridge.name} is missing: ovn-controller makes it when it runs` : `bridge ${bridge.name} is missing`,
+        fix: byController ? 'start ovn-controller (systemctl start ovn-controller, or ovn-ctl start_controller)' : REPAIR,
+      },
+      repairs: byController ? [] : [{ type: 'add-bridge', bridge }],
     });
   }
 
@@ -281,6 +287,11 @@ export function portDifferences(want: DesiredPort, have: ObservedPort): Array<{ 
   for (const [key, value] of Object.entries(want.externalIds)) {
     if (have.externalIds[key] !== value) out.push({ what: `external_ids:${key}=${have.externalIds[key] ?? '(none)'} where ${value} belongs`, set: `set port ${name} external_ids:${key}=${value}` });
   }
+  for (const [key, value] of Object.entries(want.interfaceExternalIds)) {
+    if (have.interfaceExternalIds[key] !== value) {
+      out.push({ what: `interface external_ids:${key}=${have.interfaceExternalIds[key] ?? '(none)'} where ${value} belongs`, set: `set interface ${name} external_ids:${key}=${value}` });
+    }
+  }
   return out;
 }
 
@@ -313,6 +324,7 @@ export function addPortCommand(port: DesiredPort): string {
     port.type ? ` type=${port.type}` : '',
     ...Object.entries(port.options).map(([k, v]) => ` options:${k}=${v}`),
     port.mtuRequest === undefined ? '' : ` mtu_request=${port.mtuRequest}`,
+    ...Object.entries(port.interfaceExternalIds).map(([k, v]) => ` external_ids:${k}=${v}`),
   ].join('');
   return (
     `ovs-vsctl add-port ${port.bridge} ${port.name}${sets}` +
@@ -359,7 +371,8 @@ function firewallDifferences(rules: FirewallRules, observed: ObservedHost): Host
   if (!observed.firewall) return [];
   const out: HostDifference[] = [];
   const repairs: Repair[] = [{ type: 'sync-firewall', rules }];
-  if (!observed.firewall.jumps) {
+  const wanted = rules.v4.filter.length + rules.v4.nat.length + rules.v6.filter.length > 0;
+  if (!observed.firewall.jumps && wanted) {
     out.push({ drift: { kind: 'firewall-drift', subject: 'jumps', detail: "a jump into the plugin's chains (OVSNET-FORWARD, OVSNET-POSTROUTING) is missing", fix: REPAIR }, repairs });
   }
   const rows = [

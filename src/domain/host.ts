@@ -7,6 +7,7 @@
 import { type FirewallRules, firewallRules } from './firewall.js';
 import { ENDPOINT_KEY, NETWORK_KEY, OWNER_KEY, OWNER_VALUE, PEER_KEY, ROLE_KEY, type PortRole, tunnelPortName } from './names.js';
 import { isOverlay } from './options.js';
+import { portName, primaryAddress } from './ovn.js';
 import type { Datapath, EndpointRecord, NetworkRecord } from './records.js';
 
 /** An OVS port with its one interface, as the plugin makes it. */
@@ -26,6 +27,11 @@ export interface PortSpec {
   readonly mtuRequest: number | undefined;
   /** Port external_ids: the owner mark, the role, the network, endpoint or peer. */
   readonly externalIds: Readonly<Record<string, string>>;
+  /**
+   * Interface external_ids the plugin sets: for a port of an OVN network, the logical port it is
+   * (`iface-id`) and its MAC (`attached-mac`). Keys others set (ovn-controller's `ovn-installed`) are not compared.
+   */
+  readonly interfaceExternalIds: Readonly<Record<string, string>>;
 }
 
 /** A port the records call for, with what it is for. */
@@ -40,6 +46,11 @@ export interface BridgeSpec {
   /** Datapath a missing bridge is created with; an existing bridge is used as it is. */
   readonly datapath: Datapath;
   readonly externalIds: Readonly<Record<string, string>>;
+  /**
+   * Who makes it when it is missing: the plugin, or (OVN's integration bridge) ovn-controller; the
+   * plugin then only says so.
+   */
+  readonly madeBy: 'plugin' | 'ovn-controller';
 }
 
 /** The kernel side of a gateway port (an OVS internal port): its link settings and addresses. */
@@ -112,7 +123,9 @@ export interface ObservedHost {
 
 const OWNED = { [OWNER_KEY]: OWNER_VALUE };
 
-function port(fields: Omit<DesiredPort, 'trunks' | 'options' | 'protected' | 'mtuRequest' | 'tag' | 'networkId' | 'endpointId'> & Partial<DesiredPort>): DesiredPort {
+function port(
+  fields: Omit<DesiredPort, 'trunks' | 'options' | 'protected' | 'mtuRequest' | 'tag' | 'networkId' | 'endpointId' | 'interfaceExternalIds'> & Partial<DesiredPort>,
+): DesiredPort {
   return {
     tag: undefined,
     trunks: [],
@@ -121,16 +134,20 @@ function port(fields: Omit<DesiredPort, 'trunks' | 'options' | 'protected' | 'mt
     mtuRequest: undefined,
     networkId: undefined,
     endpointId: undefined,
+    interfaceExternalIds: {},
     ...fields,
   };
 }
 
 export function ownedBridge(name: string, datapath: Datapath): BridgeSpec {
-  return { name, datapath, externalIds: OWNED };
+  return { name, datapath, externalIds: OWNED, madeBy: 'plugin' };
 }
 
-/** The access port of an endpoint: the host end of its veth pair, tagged with the network's segment. */
-export function endpointPort(network: NetworkRecord, endpoint: Pick<EndpointRecord, 'id' | 'hostIf'>): DesiredPort {
+/**
+ * The access port of an endpoint: the host end of its veth pair, tagged with the network's
+ * segment; on an OVN network, bound to the endpoint's logical port instead.
+ */
+export function endpointPort(network: NetworkRecord, endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'mac' | 'address' | 'addressIpv6'>): DesiredPort {
   return port({
     role: 'endpoint',
     bridge: network.spec.bridge,
@@ -140,6 +157,7 @@ export function endpointPort(network: NetworkRecord, endpoint: Pick<EndpointReco
     networkId: network.id,
     endpointId: endpoint.id,
     externalIds: { ...OWNED, [NETWORK_KEY]: network.id, [ENDPOINT_KEY]: endpoint.id, [ROLE_KEY]: 'endpoint' },
+    interfaceExternalIds: network.ovn ? { 'iface-id': portName(network.ovn, primaryAddress(endpoint)), 'attached-mac': endpoint.mac } : {},
   });
 }
 
@@ -206,7 +224,9 @@ export function desiredHost(networks: readonly NetworkRecord[], endpoints: reado
 
   for (const network of networks) {
     const { spec } = network;
-    if (!bridges.has(spec.bridge)) bridges.set(spec.bridge, ownedBridge(spec.bridge, options.datapath));
+    if (!bridges.has(spec.bridge)) {
+      bridges.set(spec.bridge, spec.mode === 'ovn' ? { name: spec.bridge, datapath: options.datapath, externalIds: {}, madeBy: 'ovn-controller' } : ownedBridge(spec.bridge, options.datapath));
+    }
     if (network.gatewayPort) {
       const gw = gatewayPort(network as NetworkRecord & { gatewayPort: string });
       ports.set(gw.name, gw);
@@ -223,7 +243,7 @@ export function desiredHost(networks: readonly NetworkRecord[], endpoints: reado
         const tunnel = tunnelPort(network, peer);
         ports.set(tunnel.name, tunnel);
       }
-    } else if (spec.uplink) {
+    } else if (spec.mode === 'vlan' && spec.uplink) {
       const key = `${spec.bridge}|${spec.uplink}`;
       const entry = uplinks.get(key) ?? { bridge: spec.bridge, uplink: spec.uplink, tags: new Set<number>() };
       entry.tags.add(network.localTag ?? 0);

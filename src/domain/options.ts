@@ -11,9 +11,9 @@ import { INTERFACE_NAME_RULE, isValidInterfaceName } from './names.js';
 export const GATEWAY_MODES = ['nat', 'routed', 'external', 'isolated'] as const;
 export type GatewayMode = (typeof GATEWAY_MODES)[number];
 
-export const MODES = ['vlan', 'vxlan', 'gre'] as const;
+export const MODES = ['vlan', 'vxlan', 'gre', 'ovn'] as const;
 export type Mode = (typeof MODES)[number];
-export type TunnelMode = Exclude<Mode, 'vlan'>;
+export type TunnelMode = 'vxlan' | 'gre';
 
 interface SpecBase {
   /** OVS bridge the network's ports are on. */
@@ -46,11 +46,27 @@ export interface TunnelSpec extends SpecBase {
   readonly peers: readonly string[];
 }
 
-export type NetworkSpec = VlanSpec | TunnelSpec;
+/**
+ * A logical switch of OVN, shared by every host that has a network of the same subnet; its ports
+ * are on the integration bridge, bound to logical ports, and OVN carries the traffic between hosts.
+ */
+export interface OvnSpec extends SpecBase {
+  readonly mode: 'ovn';
+  /** The name asked for with -o ovn_network (hosts that share the subnet must agree on it). */
+  readonly ovnNetwork: string | undefined;
+}
+
+export type NetworkSpec = VlanSpec | TunnelSpec | OvnSpec;
 
 export interface OptionDefaults {
   readonly bridge: string;
+  /** OVN mode, when the northbound database is set (OVSNET_OVN_NB); its networks live on this bridge. */
+  readonly ovn?: { readonly bridge: string };
 }
+
+/** What OVSNET_OVN_NB wants, for the refusal of mode=ovn without it. */
+export const OVN_SETTING_HINT =
+  "set OVSNET_OVN_NB to the northbound database's remotes (unix:<path> or tcp:<ip>:6641, comma-separated, every member of its cluster) and restart the plugin";
 
 export interface NetworkFlags {
   readonly internal: boolean;
@@ -63,7 +79,7 @@ export interface NetworkFlags {
 const DOCKER_MTU = 'com.docker.network.driver.mtu';
 
 const DESCRIPTIONS: Record<string, string> = {
-  mode: `vlan (default), or an overlay across hosts: vxlan, gre`,
+  mode: `vlan (default), an overlay across hosts: vxlan, gre, or a logical switch of OVN: ovn`,
   bridge: 'OVS bridge the network lives on',
   vlan: '802.1Q VLAN id of the network (1-4094; absent means untagged)',
   mtu: 'MTU of container interfaces',
@@ -72,7 +88,22 @@ const DESCRIPTIONS: Record<string, string> = {
   key: 'GRE key (mode=gre)',
   peers: 'comma-separated tunnel addresses of the other hosts (mode=vxlan or gre)',
   uplink: 'host interface attached to the bridge as a VLAN trunk (mode=vlan)',
+  ovn_network: 'name of the OVN logical switch (mode=ovn; the same on every host of the subnet)',
 };
+
+/** Options and the modes they apply to. */
+const APPLIES: Record<string, readonly Mode[]> = {
+  vni: ['vxlan'],
+  key: ['gre'],
+  peers: ['vxlan', 'gre'],
+  uplink: ['vlan'],
+  vlan: ['vlan', 'vxlan', 'gre'],
+  bridge: ['vlan', 'vxlan', 'gre'],
+  ovn_network: ['ovn'],
+};
+
+/** An OVN logical switch name as the plugin accepts it. */
+const OVN_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
 export const NETWORK_OPTIONS = Object.freeze(Object.keys(DESCRIPTIONS).sort());
 
@@ -128,11 +159,11 @@ export function parseNetworkOptions(
   const mtu =
     values.mtu === undefined ? undefined : parseInteger('mtu', values.mtu, minMtu, 65535, flags.ipv6 ? ' (IPv6 needs at least 1280)' : '');
 
-  for (const [option, needs] of [['vni', 'vxlan'], ['key', 'gre'], ['peers', 'vxlan or gre'], ['uplink', 'vlan']] as const) {
-    if (values[option] !== undefined && !(needs.split(' or ') as string[]).includes(mode)) {
-      if (option === 'uplink') throw badRequest('InvalidOption', `option uplink applies to mode=vlan: an overlay reaches its peers through the host's routing`);
-      throw badRequest('InvalidOption', `option ${option} applies to mode=${needs}, not mode=${mode}`);
-    }
+  for (const [option, modes] of Object.entries(APPLIES)) {
+    if (values[option] === undefined || modes.includes(mode)) continue;
+    if (option === 'uplink') throw badRequest('InvalidOption', `option uplink applies to mode=vlan: an overlay reaches its peers through the host's routing`);
+    if (mode === 'ovn' && option === 'bridge') throw badRequest('InvalidOption', `option bridge does not apply to mode=ovn: its networks live on the integration bridge of ovn-controller (OVSNET_OVN_BRIDGE)`);
+    throw badRequest('InvalidOption', `option ${option} applies to mode=${modes.join(' or ')}, not mode=${mode}`);
   }
 
   let gatewayMode: GatewayMode = 'nat';
@@ -143,6 +174,16 @@ export function parseNetworkOptions(
     gatewayMode = values.gateway_mode as GatewayMode;
   }
   const base = { bridge, mtu, gatewayMode, internal: flags.internal, ipv6: flags.ipv6 };
+
+  if (mode === 'ovn') {
+    if (!defaults.ovn) throw badRequest('OvnOff', `mode=ovn is off on this host: ${OVN_SETTING_HINT}`);
+    if (gatewayMode === 'routed') {
+      invalid('gateway_mode', 'routed', `an OVN network spans hosts, so its subnet cannot be routed to one of them; use nat (outbound through docker_gwbridge), external (a router on the network) or isolated`);
+    }
+    const name = values.ovn_network;
+    if (name !== undefined && !OVN_NAME.test(name)) invalid('ovn_network', name, `a name is 1 to 63 characters from letters, digits, '_', '-' and '.', starting with a letter or digit`);
+    return Object.freeze({ mode, ...base, bridge: defaults.ovn.bridge, ovnNetwork: name });
+  }
 
   if (mode === 'vlan') {
     let uplink: string | undefined;
@@ -179,6 +220,11 @@ export function parsePeers(text: string): string[] {
 }
 
 export function isOverlay(spec: NetworkSpec): spec is TunnelSpec {
+  return spec.mode === 'vxlan' || spec.mode === 'gre';
+}
+
+/** A network whose segment spans hosts (an overlay or an OVN logical switch): no host holds its gateway. */
+export function spansHosts(spec: NetworkSpec): boolean {
   return spec.mode !== 'vlan';
 }
 
@@ -210,6 +256,7 @@ export function normaliseSpec(stored: NetworkSpec): NetworkSpec {
     ipv6: !!raw.ipv6,
   };
   if (stored.mode === 'vlan') return Object.freeze({ mode: 'vlan', vlan: raw.vlan as number | undefined, ...base, uplink: raw.uplink as string | undefined });
+  if (stored.mode === 'ovn') return Object.freeze({ mode: 'ovn', ...base, ovnNetwork: raw.ovnNetwork as string | undefined });
   return Object.freeze({
     mode: stored.mode,
     vlan: raw.vlan as number | undefined,

@@ -20,6 +20,14 @@ export interface SubnetRecord {
 
 export type NetworkState = 'creating' | 'ready';
 
+/** Where an OVN network lives in the northbound database. */
+export interface OvnRecord {
+  /** Name of its logical switch: the same on every host of the subnet. */
+  readonly switchName: string;
+  /** What identifies it there: its first subnet (IPv4 if it has one). */
+  readonly subnet: string;
+}
+
 export interface NetworkRecord {
   readonly id: string;
   readonly spec: NetworkSpec;
@@ -35,6 +43,8 @@ export interface NetworkRecord {
   readonly datapath: Datapath | undefined;
   readonly state: NetworkState;
   readonly createdAt: string;
+  /** Set for OVN networks. */
+  readonly ovn?: OvnRecord;
 }
 
 export interface EndpointRecord {

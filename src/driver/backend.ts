@@ -7,7 +7,7 @@
  */
 import type { ObservedHost } from '../domain/host.js';
 import type { NetworkSpec } from '../domain/options.js';
-import type { Datapath, EndpointRecord, NetworkRecord, SubnetRecord } from '../domain/records.js';
+import type { Datapath, EndpointRecord, NetworkRecord, OvnRecord, SubnetRecord } from '../domain/records.js';
 
 export interface AdmitRequest {
   readonly networkId: string;
@@ -25,10 +25,12 @@ export interface Admitted {
   readonly datapath: Datapath;
   /** The observation admission was decided on, reused by the realise that follows (observe once). */
   readonly observed: ObservedHost;
+  /** Where an OVN network lives in the northbound database. */
+  readonly ovn?: OvnRecord;
 }
 
 /** Progress marks inside realise, where tests may inject a crash. */
-export type RealiseStep = 'bridge' | 'gateway';
+export type RealiseStep = 'bridge' | 'gateway' | 'switch';
 
 export interface NetworkBackend {
   /** Looks at the host once, decides whether the network can live here and what it derives to; changes nothing. */
@@ -37,6 +39,8 @@ export interface NetworkBackend {
   realise(network: NetworkRecord, options?: { observed?: ObservedHost; step?: (step: RealiseStep) => void }): Promise<void>;
   /** Removes what the network has on the host; the records no longer hold it. */
   unrealise(network: NetworkRecord): Promise<void>;
+  /** Tells the network's control plane about a new endpoint (OVN: its logical port's MAC and addresses), before Docker hears back. */
+  attachEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void>;
   /** Makes an endpoint's devices (its veth pair and port); Join waits for them. */
   prepareEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void>;
   /** Removes an endpoint's devices; tolerates what is already gone. */

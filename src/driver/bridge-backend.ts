@@ -7,10 +7,10 @@
  */
 import { checkBridgeName, checkConflicts, checkUplink, chooseTag } from '../domain/admission.js';
 import { diffHost, REPAIR_ORDER, scopeOf } from '../domain/host-diff.js';
-import { desiredHost, endpointPort, type ObservedHost } from '../domain/host.js';
+import { desiredHost, type ObservedHost } from '../domain/host.js';
 import { type MtuLimit, type PeerPath, networkMtu, tunnelPathMtu } from '../domain/mtu.js';
 import { gatewayPortName } from '../domain/names.js';
-import { type NetworkSpec, type TunnelSpec, hasHostGateway } from '../domain/options.js';
+import { type NetworkSpec, type TunnelSpec, hasHostGateway, isOverlay } from '../domain/options.js';
 import type { Datapath, EndpointRecord, NetworkRecord } from '../domain/records.js';
 import type { Logger } from '../log.js';
 import type { AdmitRequest, Admitted, NetworkBackend, RealiseStep } from './backend.js';
@@ -87,20 +87,16 @@ export class BridgeBackend implements NetworkBackend {
     for (const repair of LocalHost.repairsOf(differences)) await host.apply(repair);
   }
 
-  async prepareEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
-    const { ovs, links } = this.o.host;
-    await links.createVeth({ host: endpoint.hostIf, peer: endpoint.peerIf, mtu: network.mtu, peerMac: endpoint.mac });
-    await Promise.all([
-      network.datapath === 'netdev' ? links.disableTxOffload([endpoint.hostIf, endpoint.peerIf]) : undefined,
-      ovs.addPort(endpointPort(network, endpoint)),
-    ]);
+  async attachEndpoint(): Promise<void> {
+    // Nothing beyond this host knows about a bridge's endpoints.
   }
 
-  async teardownEndpoint(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf'>): Promise<void> {
-    const { host } = this.o;
-    const [, hadHost] = await Promise.all([host.deleteOwnedPort(endpoint.hostIf), host.links.deleteLink(endpoint.hostIf)]);
-    // Deleting one end of a veth deletes both; the peer only remains if the pair was never complete.
-    if (!hadHost) await host.links.deleteLink(endpoint.peerIf);
+  prepareEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
+    return this.o.host.makeEndpointDevices(network, endpoint);
+  }
+
+  teardownEndpoint(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf'>): Promise<void> {
+    return this.o.host.removeEndpointDevices(endpoint);
   }
 
   private async datapathOf(bridge: string, observed: ObservedHost): Promise<Datapath> {
@@ -111,10 +107,10 @@ export class BridgeBackend implements NetworkBackend {
 
   /** What caps the MTU: the tunnel path to the peers, or the uplink. */
   private async mtuLimit(spec: NetworkSpec, observed: ObservedHost, datapath: Datapath): Promise<MtuLimit | undefined> {
-    if (spec.mode !== 'vlan') {
+    if (isOverlay(spec)) {
       return tunnelPathMtu(spec, await this.peerPaths(spec.peers, observed), { datapath, defaultMtu: this.o.defaults.mtu });
     }
-    if (spec.uplink) return { max: observed.links.get(spec.uplink)!.mtu, why: `the MTU of uplink ${spec.uplink}` };
+    if (spec.mode === 'vlan' && spec.uplink) return { max: observed.links.get(spec.uplink)!.mtu, why: `the MTU of uplink ${spec.uplink}` };
     return undefined;
   }
 

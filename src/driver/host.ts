@@ -6,8 +6,8 @@
  */
 import { errorMessage, isPluginError } from '../errors.js';
 import { type HostDifference, REPAIR_ORDER, type Repair } from '../domain/host-diff.js';
-import type { ObservedHost } from '../domain/host.js';
-import type { Datapath, DatapathSetting } from '../domain/records.js';
+import { type ObservedHost, endpointPort } from '../domain/host.js';
+import type { Datapath, DatapathSetting, EndpointRecord, NetworkRecord } from '../domain/records.js';
 import type { Logger } from '../log.js';
 import type { DatapathProbe, Firewall, Links, Ovs, Sysctl } from './ports.js';
 
@@ -110,6 +110,23 @@ export class LocalHost {
         await sysctl.enableIpv4Forwarding();
         return;
     }
+  }
+
+  /** An endpoint's veth pair and its port on the network's bridge (TX offload off on the userspace datapath). */
+  async makeEndpointDevices(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
+    const { ovs, links } = this.o;
+    await links.createVeth({ host: endpoint.hostIf, peer: endpoint.peerIf, mtu: network.mtu, peerMac: endpoint.mac });
+    await Promise.all([
+      network.datapath === 'netdev' ? links.disableTxOffload([endpoint.hostIf, endpoint.peerIf]) : undefined,
+      ovs.addPort(endpointPort(network, endpoint)),
+    ]);
+  }
+
+  /** Removes an endpoint's port and veth pair; tolerates what is already gone. */
+  async removeEndpointDevices(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf'>): Promise<void> {
+    const [, hadHost] = await Promise.all([this.deleteOwnedPort(endpoint.hostIf), this.o.links.deleteLink(endpoint.hostIf)]);
+    // Deleting one end of a veth deletes both; the peer only remains if the pair was never complete.
+    if (!hadHost) await this.o.links.deleteLink(endpoint.peerIf);
   }
 
   /** Deletes a port, leaving (with a log line) one the plugin does not own. */

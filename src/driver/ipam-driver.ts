@@ -32,7 +32,7 @@ import {
 } from '../domain/cidr.js';
 import { boundsSize, isAssignable, nextFree, subnets, usableBounds } from '../domain/allocator.js';
 import { type DefaultPool, checkRange, rangeInside } from '../domain/ranges.js';
-import { type AddressKind, type AddressRecord, type PoolRecord, GLOBAL_SPACE, LOCAL_SPACE, addressKey, isOwnAddressSpace, nameKey, poolIdOf } from '../domain/records.js';
+import { type AddressKind, type AddressRecord, type NetworkRecord, type PoolRecord, GLOBAL_SPACE, LOCAL_SPACE, addressKey, isOwnAddressSpace, nameKey, poolIdOf } from '../domain/records.js';
 import type { RequestAddressRequest, RequestAddressResponse, RequestPoolRequest, RequestPoolResponse, ReleaseAddressRequest } from '../protocol/ipam.js';
 import type { Logger } from '../log.js';
 import { type Faults, noFaults } from '../faults.js';
@@ -40,8 +40,28 @@ import { KeyedMutex } from './locks.js';
 import type { Links, StoreOp } from './ports.js';
 import type { State } from './state.js';
 
+/**
+ * Addresses held across hosts (OVN networks): a backend whose hosts share a subnet holds each
+ * address in its control plane, so that two hosts never give out the same one.
+ */
+export interface DistributedAddresses {
+  /** The network of a pool, when its addresses are held across hosts. */
+  networkOf(poolId: string): NetworkRecord | undefined;
+  /** False for what every host holds alike: the gateway and aux addresses. */
+  isShared(network: NetworkRecord, address: string): boolean;
+  /** Holds an address for this host, or says who holds it. */
+  claim(network: NetworkRecord, address: string, options: { explicit: boolean }): Promise<{ claimed: true } | { claimed: false; holder: string }>;
+  release(network: NetworkRecord, address: string): Promise<void>;
+  /** The addresses other hosts hold in a network. */
+  heldElsewhere(network: NetworkRecord): Promise<string[]>;
+  /** Where this host starts in a range, so that hosts rarely race for one address. */
+  startOffset(): Promise<number>;
+}
+
 export interface IpamDriverOptions {
   state: State;
+  /** Set when OVN mode is on. */
+  distributed?: DistributedAddresses;
   routes: Pick<Links, 'routes'>;
   defaultPools: readonly DefaultPool[];
   log: Logger;
@@ -277,6 +297,12 @@ export class IpamDriver {
         this.noteHit(req.poolId, address);
         return answer(address);
       }
+      const shared = this.sharedNetwork(req, address);
+      if (shared) {
+        const claim = await shared.distributed.claim(shared.network, address, { explicit: true });
+        if (!claim.claimed) throw conflict('AddressInUse', `address ${address} of subnet ${pool.pool} is held by ${claim.holder}`);
+        (this.options.faults ?? noFaults).point('RequestAddress', 'after-claim');
+      }
       await this.hold(pool, address, req, false);
       return answer(address);
     }
@@ -319,20 +345,50 @@ export class IpamDriver {
       const owner = state.nameOfAddress(req.poolId, address);
       return owner !== undefined && owner !== name;
     };
-    const value =
-      (statics.size > 0 || named.size > 0 ? nextFree(bounds, (v) => isHeld(v) || kept(v), held.size + statics.size + named.size, cursor) : undefined) ??
-      nextFree(bounds, isHeld, held.size, cursor);
-    if (value === undefined) throw this.exhaustedError(pool);
-    const address = text(value);
-    await this.hold(pool, address, req, true);
-    return answer(address);
+    // On a network whose addresses are held across hosts, an address is this host's only once the
+    // control plane says so; one another host holds is skipped, and the walk goes on.
+    const distributed = this.options.distributed;
+    const network = distributed?.networkOf(req.poolId);
+    const taken = new Set<bigint>();
+    let from = cursor ?? (network && distributed ? bounds.first - 1n + (BigInt(await distributed.startOffset()) % boundsSize(bounds)) : undefined);
+    for (;;) {
+      const free = (v: bigint) => !isHeld(v) && !taken.has(v);
+      const count = held.size + taken.size;
+      const value =
+        (statics.size > 0 || named.size > 0 ? nextFree(bounds, (v) => !free(v) || kept(v), count + statics.size + named.size, from) : undefined) ??
+        nextFree(bounds, (v) => !free(v), count, from);
+      if (value === undefined) throw this.exhaustedError(pool, taken.size);
+      const address = text(value);
+      if (network && distributed) {
+        const claim = await distributed.claim(network, address, { explicit: false });
+        if (!claim.claimed) {
+          taken.add(value);
+          from = value;
+          // Walking into addresses another host handed out: learn them all at once.
+          if (taken.size === 8) for (const other of await distributed.heldElsewhere(network)) if (parseIp(other)) taken.add(parseIp(other)!.value);
+          continue;
+        }
+        (this.options.faults ?? noFaults).point('RequestAddress', 'after-claim');
+      }
+      await this.hold(pool, address, req, true);
+      return answer(address);
+    }
   }
 
-  private exhaustedError(pool: PoolRecord) {
+  /** The network and backend of an address held across hosts (not a gateway or aux address, and not asked before the network was made). */
+  private sharedNetwork(req: RequestAddressRequest, address: string): { network: NetworkRecord; distributed: DistributedAddresses } | undefined {
+    const distributed = this.options.distributed;
+    const network = distributed?.networkOf(req.poolId);
+    if (!distributed || !network || req.gateway || !distributed.isShared(network, address)) return undefined;
+    return { network, distributed };
+  }
+
+  private exhaustedError(pool: PoolRecord, elsewhere = 0) {
     const cidr = parseCidr(pool.pool)!;
     const usable = boundsSize(usableBounds(cidr, parseCidr(pool.range)!));
     const where = pool.range === pool.pool ? `subnet ${pool.pool}` : `ip-range ${pool.range} of subnet ${pool.pool}`;
-    return exhausted('AddressesExhausted', `no free address left in ${where}: all ${usable} usable addresses are in use`);
+    const hosts = elsewhere > 0 ? ` (${elsewhere} of them on other hosts)` : '';
+    return exhausted('AddressesExhausted', `no free address left in ${where}: all ${usable} usable addresses are in use${hosts}`);
   }
 
   /**
@@ -375,7 +431,11 @@ export class IpamDriver {
       if (!shield.pool && shield.addresses.size === 0) this.shields.delete(req.poolId);
       return;
     }
-    if (!state.addressesOf(req.poolId).has(address)) return;
+    const current = state.addressesOf(req.poolId).get(address);
+    if (!current) return;
+    // Released in the control plane first: if that fails, the record stays, and the reconciler tries again.
+    const shared = current.kind === 'address' ? this.sharedNetwork({ poolId: req.poolId, address, gateway: false }, address) : undefined;
+    if (shared) await shared.distributed.release(shared.network, address);
     await state.commit([{ type: 'del', kind: 'address', key: addressKey(req.poolId, address) }]);
   }
 

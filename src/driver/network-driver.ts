@@ -11,6 +11,7 @@ import type { Logger } from '../log.js';
 import type { CreateEndpointRequest, CreateEndpointResponse, CreateNetworkRequest, EndpointRef, JoinRequest, JoinResponse, ProgramRequest } from '../protocol/network.js';
 import { BridgeBackend } from './bridge-backend.js';
 import type { LocalHost } from './host.js';
+import type { OvnBackend } from './ovn-backend.js';
 import { KeyedMutex } from './locks.js';
 import type { NetworkContext } from './network/context.js';
 import { createEndpoint, deleteEndpoint } from './network/endpoints.js';
@@ -22,9 +23,11 @@ import type { State } from './state.js';
 export interface NetworkDriverOptions {
   state: State;
   host: LocalHost;
+  /** The backend of OVN networks, when OVN mode is on. */
+  ovn?: OvnBackend;
   /** Told about requests refused because another network or endpoint holds their pool or address. */
   ipam: { shieldFromRollback(poolId: string, address?: string): void };
-  defaults: { bridge: string; mtu: number };
+  defaults: { bridge: string; mtu: number; ovn?: { bridge: string } };
   log: Logger;
   /** Test-only crash points (OVSNET_FAULT). */
   faults?: Faults;
@@ -38,6 +41,7 @@ export class NetworkDriver {
       state: o.state,
       host: o.host,
       bridge: new BridgeBackend({ host: o.host, state: o.state, defaults: o.defaults, log: o.log }),
+      ovn: o.ovn,
       ipam: o.ipam,
       locks: new KeyedMutex(),
       devices: new Map(),
@@ -100,8 +104,13 @@ export class NetworkDriver {
     return converge(this.ctx, options);
   }
 
+  /** Which hosts use each OVN network (for `ovsnet networks`); undefined when OVN is off or cannot be asked. */
+  ovnHosts(): Promise<Record<string, string[]> | undefined> {
+    return this.ctx.ovn ? this.ctx.ovn.hostsOf() : Promise.resolve(undefined);
+  }
+
   /** What differs, changing nothing. */
   drift(options: ConvergeOptions): Promise<Drift[]> {
-    return readDrift(this.ctx.host, () => this.ctx.state.records(), options);
+    return readDrift(this.ctx.host, () => this.ctx.state.records(), { ...options, ovn: this.ctx.ovn });
   }
 }

@@ -6,6 +6,7 @@
 import type { FirewallRules } from '../domain/firewall.js';
 import type { DockerNetwork } from '../domain/drift.js';
 import type { BridgeSpec, ObservedBridge, ObservedFirewall, ObservedLink, ObservedPort, PortSpec } from '../domain/host.js';
+import type { NbPort, NbPortSpec, NbSwitch, NbView } from '../domain/ovn.js';
 import { type AddressRecord, type Datapath, type EndpointRecord, type NameRecord, type NetworkRecord, type PoolRecord, addressKey, nameKey } from '../domain/records.js';
 
 export type { DockerNetwork, ObservedBridge, ObservedPort, PortSpec };
@@ -60,6 +61,10 @@ export interface Ovs {
   updatePort(spec: PortSpec): Promise<void>;
   /** Deletes a port if it exists; refuses a port the plugin does not own. Returns whether it existed. */
   deletePort(name: string): Promise<boolean>;
+  /** The Open_vSwitch row's external_ids: system-id (OVN's chassis name), hostname, ovn-encap-ip, ... */
+  systemIds(): Promise<Record<string, string>>;
+  /** An interface's external_ids (ovn-controller marks an installed port `ovn-installed`); undefined when there is no such interface. */
+  interfaceIds(name: string): Promise<Record<string, string> | undefined>;
 }
 
 export interface Links {
@@ -96,6 +101,27 @@ export interface Sysctl {
 export interface DatapathProbe {
   /** The datapath new bridges get when the setting is `auto`. */
   detect(): Promise<Datapath>;
+}
+
+/** What OVN mode needs of the northbound database; every row it writes carries the owner mark. */
+export interface Northbound {
+  /** The plugin's switches (owner mark), each with its ports. */
+  view(): Promise<NbView>;
+  /** The plugin's switch of a subnet. */
+  findSwitch(subnet: string): Promise<NbSwitch | undefined>;
+  /** Makes the switch unless one of that subnet exists (made by another host meanwhile): then that one, with created false. */
+  createSwitch(subnet: string, row: { name: string; externalIds: Record<string, string> }): Promise<{ created: boolean; sw: NbSwitch }>;
+  /** Sets and removes keys of a switch's external_ids; false when the switch is gone. */
+  updateSwitchIds(uuid: string, set: Record<string, string>, remove: readonly string[]): Promise<boolean>;
+  /** Deletes a switch (and its ports) only while its external_ids are still `expected`: nobody joined meanwhile. */
+  deleteSwitchIf(uuid: string, expected: Readonly<Record<string, string>>): Promise<boolean>;
+  /** Adds a port to a switch. `taken`: a port of that name exists (and which); `no-switch`: the switch is gone. */
+  addPort(switchUuid: string, port: NbPortSpec): Promise<{ added: true } | { added: false; reason: 'taken'; holder: NbPort | undefined } | { added: false; reason: 'no-switch' }>;
+  port(name: string): Promise<NbPort | undefined>;
+  /** Sets a port's addresses and port security and some external_ids, if the port carries `owner` (chassis) in ovsnet-chassis; false otherwise. */
+  updatePort(name: string, chassis: string, changes: { addresses: readonly string[]; portSecurity: readonly string[]; externalIds: Record<string, string> }): Promise<boolean>;
+  /** Deletes a port of a switch if it carries `chassis`; false when it is not there (or not this host's). */
+  deletePort(switchUuid: string, name: string, chassis: string): Promise<boolean>;
 }
 
 /** What Docker knows; consulted only by the reconciler, in the background. */

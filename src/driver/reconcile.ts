@@ -55,6 +55,12 @@ const REPAIRED: Partial<Record<Drift['kind'], { what: string; counter: string }>
   'orphan-veth': { what: 'removed a veth no endpoint accounts for', counter: 'vethsRemoved' },
   'firewall-drift': { what: "rewrote the plugin's firewall chains", counter: 'firewallRewritten' },
   'ip-forward-off': { what: 'turned IPv4 forwarding on', counter: 'forwardingEnabled' },
+  'ovn-switch-missing': { what: 'made the OVN logical switch of a network again', counter: 'ovnSwitchesRestored' },
+  'ovn-host-not-listed': { what: 'listed this host on an OVN logical switch again', counter: 'ovnSwitchesRestored' },
+  'ovn-port-missing': { what: 'held an address in the northbound database again', counter: 'ovnPortsRestored' },
+  'ovn-port-differs': { what: "set a logical port back to its endpoint's MAC and addresses", counter: 'ovnPortsRepaired' },
+  'ovn-port-orphan': { what: 'removed a logical port whose address this host holds no more', counter: 'ovnPortsRemoved' },
+  'ovn-switch-unused-here': { what: 'took this host off an OVN logical switch it has no network of', counter: 'ovnSwitchesLeft' },
 };
 
 export class Reconciler {

@@ -108,14 +108,11 @@ export function createApp(options: AppOptions): express.Express {
   });
 
   // Read-only view of the state for tests and the status CLI; Docker never sends GET.
-  app.get('/ovsnet/state', (_req, res) => {
+  app.get('/ovsnet/state', async (req: Request, res: Response) => {
     const { state } = options;
-    res.json({
-      networks: [...state.networks.values()],
-      endpoints: [...state.endpoints.values()],
-      pools: [...state.pools.values()],
-      addresses: [...state.addresses.values()].flatMap((m) => [...m.values()]),
-    });
+    // Which hosts use each OVN network (asked of the northbound database only when wanted: ?ovn=1).
+    const ovnHosts = req.query?.ovn === '1' ? await network.ovnHosts() : undefined;
+    res.json({ ...state.records(), ...(ovnHosts ? { ovnHosts } : {}) });
   });
 
   // Changing an overlay's peers without recreating it (used by `ovsnet peers`).

@@ -33,7 +33,7 @@ function record(generic: Record<string, string>): NetworkRecord {
     ipv4: [{ addressSpace: 'local', pool: '10.9.0.0/24', gateway: '10.9.0.1', auxAddresses: {} }],
     ipv6: [],
     gatewayPort: 'ovsgw1111111111',
-    localTag: spec.vlan ?? 4094,
+    localTag: (spec.mode === 'ovn' ? undefined : spec.vlan) ?? 4094,
     mtu: 1400,
     datapath: 'netdev',
     state: 'ready',
@@ -64,7 +64,7 @@ export function ovsContract(fresh: () => Promise<OvsSubject>): void {
     const tunnel = tunnelPort(overlay, '10.99.0.2');
     await device('ovseeeeeeeeeeee');
     await device('ctup0');
-    const endpoint = endpointPort(vlan, { id: EP, hostIf: 'ovseeeeeeeeeeee' });
+    const endpoint = { ...endpointPort(vlan, { id: EP, hostIf: 'ovseeeeeeeeeeee', mac: '02:42:0a:09:00:02', address: '10.9.0.2/24', addressIpv6: '' }), interfaceExternalIds: { 'iface-id': 'lsp-1', 'attached-mac': '02:42:0a:09:00:02' } };
     const uplink = uplinkPort('ctbr0', 'ctup0', [0, 100, 200]);
     for (const port of [gateway, tunnel, endpoint, uplink]) await ovs.addPort(port);
     const { ports, bridges } = await ovs.snapshot();
@@ -72,8 +72,8 @@ export function ovsContract(fresh: () => Promise<OvsSubject>): void {
       const have = ports.find((p) => p.name === want.name);
       assert.ok(have, `${want.name} is read back`);
       assert.deepEqual(
-        { bridge: have.bridge, type: have.type, tag: have.tag, trunks: have.trunks, options: have.options, protected: have.protected, mtuRequest: have.mtuRequest, externalIds: have.externalIds },
-        { bridge: want.bridge, type: want.type, tag: want.tag, trunks: want.trunks, options: want.options, protected: want.protected, mtuRequest: want.mtuRequest, externalIds: want.externalIds },
+        { bridge: have.bridge, type: have.type, tag: have.tag, trunks: have.trunks, options: have.options, protected: have.protected, mtuRequest: have.mtuRequest, externalIds: have.externalIds, interfaceExternalIds: have.interfaceExternalIds },
+        { bridge: want.bridge, type: want.type, tag: want.tag, trunks: want.trunks, options: want.options, protected: want.protected, mtuRequest: want.mtuRequest, externalIds: want.externalIds, interfaceExternalIds: want.interfaceExternalIds },
         want.name,
       );
     }

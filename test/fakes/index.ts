@@ -5,12 +5,14 @@
 import type { FirewallRules } from '../../src/domain/firewall.js';
 import type { Datapath } from '../../src/domain/records.js';
 import type { BridgeSpec, ObservedFirewall, ObservedLink } from '../../src/domain/host.js';
+import type { NbPort, NbPortSpec, NbSwitch, NbView } from '../../src/domain/ovn.js';
 import type {
   DatapathProbe,
   DockerNetwork,
   DockerView,
   Firewall,
   Links,
+  Northbound,
   ObservedBridge,
   ObservedPort,
   Ovs,
@@ -89,10 +91,27 @@ export class FakeOvs implements Ovs {
         protected: p.protected ?? false,
         mtuRequest: p.mtuRequest,
         externalIds: { ...p.externalIds },
+        interfaceExternalIds: { ...(p.interfaceExternalIds ?? {}), ...(this.installed.has(p.name) ? { 'ovn-installed': 'true' } : {}) },
         ofport: 1,
         error: p.error,
       }));
     return { bridges, ports };
+  }
+
+  /** The Open_vSwitch row's external_ids. */
+  readonly system: Record<string, string> = { 'system-id': 'chassis-test', hostname: 'host-test' };
+  /** Ports ovn-controller has installed (their interface says ovn-installed=true); `autoInstall` marks every new port. */
+  readonly installed = new Set<string>();
+  autoInstall = true;
+
+  async systemIds(): Promise<Record<string, string>> {
+    return { ...this.system };
+  }
+
+  async interfaceIds(name: string): Promise<Record<string, string> | undefined> {
+    const port = this.ports.get(name);
+    if (!port) return undefined;
+    return { ...(port.interfaceExternalIds ?? {}), ...(this.installed.has(name) ? { 'ovn-installed': 'true' } : {}) };
   }
 
   async ensureBridge(spec: BridgeSpec): Promise<{ created: boolean; datapathType: string }> {
@@ -119,6 +138,7 @@ export class FakeOvs implements Ovs {
     const existing = this.ports.get(spec.name);
     if (existing && existing.externalIds[OWNER_KEY] !== OWNER_VALUE) throw conflict('NotOwned', `OVS port ${spec.name} was not created by ovsnet; leaving it alone`);
     this.ports.set(spec.name, structuredClone({ ...spec }));
+    if (this.autoInstall && spec.interfaceExternalIds['iface-id']) this.installed.add(spec.name);
   }
 
   async updatePort(spec: PortSpec): Promise<void> {
@@ -133,6 +153,7 @@ export class FakeOvs implements Ovs {
       options: { ...spec.options },
       mtuRequest: spec.mtuRequest,
       externalIds: { ...port.externalIds, ...spec.externalIds },
+      interfaceExternalIds: { ...(port.interfaceExternalIds ?? {}), ...spec.interfaceExternalIds },
     });
   }
 
@@ -274,5 +295,102 @@ export class FakeDocker implements DockerView {
     };
     this.list.push(network);
     return network;
+  }
+}
+
+/**
+ * An in-memory northbound database with the guarantees the plugin relies on: unique port names,
+ * one switch per subnet when created through createSwitch, and a conditional delete. Several
+ * "hosts" (worlds) can share one.
+ */
+export class FakeNorthbound implements Northbound {
+  readonly switches = new Map<string, { uuid: string; name: string; externalIds: Record<string, string>; ports: Set<string> }>();
+  readonly portRows = new Map<string, NbPort>();
+  /** When set, every call fails as a cluster without quorum does. */
+  down: Error | undefined;
+  private next = 1;
+
+  private check(): void {
+    if (this.down) throw this.down;
+  }
+
+  async view(): Promise<NbView> {
+    this.check();
+    const ports = new Map<string, NbPort[]>();
+    for (const sw of this.switches.values()) ports.set(sw.uuid, [...sw.ports].map((id) => structuredClone(this.portRows.get(id)!)));
+    return { switches: [...this.switches.values()].map((s) => ({ uuid: s.uuid, name: s.name, externalIds: { ...s.externalIds } })), ports };
+  }
+
+  async findSwitch(subnet: string): Promise<NbSwitch | undefined> {
+    this.check();
+    const sw = [...this.switches.values()].find((s) => s.externalIds['ovsnet-subnet'] === subnet);
+    return sw && { uuid: sw.uuid, name: sw.name, externalIds: { ...sw.externalIds } };
+  }
+
+  async createSwitch(subnet: string, row: { name: string; externalIds: Record<string, string> }) {
+    const existing = await this.findSwitch(subnet);
+    if (existing) return { created: false, sw: existing };
+    const uuid = `ls-${this.next++}`;
+    this.switches.set(uuid, { uuid, name: row.name, externalIds: { ...row.externalIds }, ports: new Set() });
+    return { created: true, sw: { uuid, name: row.name, externalIds: { ...row.externalIds } } };
+  }
+
+  async updateSwitchIds(uuid: string, set: Record<string, string>, remove: readonly string[]): Promise<boolean> {
+    this.check();
+    const sw = this.switches.get(uuid);
+    if (!sw) return false;
+    for (const key of remove) delete sw.externalIds[key];
+    Object.assign(sw.externalIds, set);
+    return true;
+  }
+
+  async deleteSwitchIf(uuid: string, expected: Readonly<Record<string, string>>): Promise<boolean> {
+    this.check();
+    const sw = this.switches.get(uuid);
+    if (!sw || JSON.stringify(Object.entries(sw.externalIds).sort()) !== JSON.stringify(Object.entries(expected).sort())) return false;
+    for (const id of sw.ports) this.portRows.delete(id);
+    this.switches.delete(uuid);
+    return true;
+  }
+
+  async addPort(switchUuid: string, port: NbPortSpec) {
+    this.check();
+    const holder = [...this.portRows.values()].find((p) => p.name === port.name);
+    if (holder) return { added: false as const, reason: 'taken' as const, holder: structuredClone(holder) };
+    const sw = this.switches.get(switchUuid);
+    if (!sw) return { added: false as const, reason: 'no-switch' as const };
+    const uuid = `lsp-${this.next++}`;
+    this.portRows.set(uuid, { uuid, name: port.name, addresses: [...port.addresses], portSecurity: [...port.portSecurity], externalIds: { ...port.externalIds }, up: false });
+    sw.ports.add(uuid);
+    return { added: true as const };
+  }
+
+  async port(name: string): Promise<NbPort | undefined> {
+    this.check();
+    const port = [...this.portRows.values()].find((p) => p.name === name);
+    return port && structuredClone(port);
+  }
+
+  async updatePort(name: string, chassis: string, changes: { addresses: readonly string[]; portSecurity: readonly string[]; externalIds: Record<string, string> }): Promise<boolean> {
+    this.check();
+    const port = [...this.portRows.values()].find((p) => p.name === name);
+    if (!port || port.externalIds['ovsnet-chassis'] !== chassis || port.externalIds[OWNER_KEY] !== OWNER_VALUE) return false;
+    this.portRows.set(port.uuid, { ...port, addresses: [...changes.addresses], portSecurity: [...changes.portSecurity], externalIds: { ...port.externalIds, ...changes.externalIds } });
+    return true;
+  }
+
+  async deletePort(switchUuid: string, name: string, chassis: string): Promise<boolean> {
+    this.check();
+    const port = [...this.portRows.values()].find((p) => p.name === name);
+    const sw = this.switches.get(switchUuid);
+    if (!port || !sw || port.externalIds['ovsnet-chassis'] !== chassis || !sw.ports.has(port.uuid)) return false;
+    sw.ports.delete(port.uuid);
+    this.portRows.delete(port.uuid);
+    return true;
+  }
+
+  /** Ports by name, for assertions. */
+  named(name: string): NbPort | undefined {
+    return [...this.portRows.values()].find((p) => p.name === name);
   }
 }

@@ -1,12 +1,14 @@
 /** The ports' contracts (test/contract) held against the in-memory fakes; test/integration holds them against the real adapters. */
 import { describe } from 'node:test';
 import { linksContract } from '../contract/links.js';
+import { northboundContract } from '../contract/northbound.js';
 import { ovsContract } from '../contract/ovs.js';
-import { FakeLinks, FakeOvs } from '../fakes/index.js';
+import { FakeLinks, FakeNorthbound, FakeOvs } from '../fakes/index.js';
 
 describe('contract: FakeOvs', () => {
   ovsContract(async () => {
     const ovs = new FakeOvs();
+    ovs.autoInstall = false; // no ovn-controller here
     return {
       ovs,
       foreignBridge: async (name) => void ovs.bridges.set(name, { name, datapathType: 'netdev', externalIds: {} }),
@@ -18,4 +20,8 @@ describe('contract: FakeOvs', () => {
 
 describe('contract: FakeLinks', () => {
   linksContract(async () => new FakeLinks());
+});
+
+describe('contract: FakeNorthbound', () => {
+  northboundContract(async () => new FakeNorthbound());
 });

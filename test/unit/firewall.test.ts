@@ -12,7 +12,7 @@ function network(id: string, generic: Record<string, string>, internal = false):
     ipv4: [{ addressSpace: 'local', pool: `10.${id.charCodeAt(0) % 250}.0.0/24`, gateway: '10.0.0.1', auxAddresses: {} }],
     ipv6: [],
     gatewayPort: spec.gatewayMode === 'nat' || spec.gatewayMode === 'routed' ? `ovsgw${id.repeat(10).slice(0, 10)}` : undefined,
-    localTag: spec.vlan,
+    localTag: spec.mode === 'ovn' ? undefined : spec.vlan,
     mtu: 1500,
     datapath: 'netdev',
     state: 'ready',

@@ -24,7 +24,7 @@ function network(o: { id?: string; generic?: Record<string, string>; state?: 're
     ipv4: [{ addressSpace: 'local', pool: '10.13.160.0/24', gateway: '10.13.160.1', auxAddresses: {} }],
     ipv6: [],
     gatewayPort: spec.mode === 'vlan' ? `ovsgw${netId.slice(0, 10)}` : undefined,
-    localTag: o.localTag ?? spec.vlan ?? (spec.mode === 'vlan' ? undefined : 4094),
+    localTag: o.localTag ?? (spec.mode === 'ovn' ? undefined : spec.vlan) ?? (spec.mode === 'vlan' ? undefined : 4094),
     mtu: 1500,
     datapath: 'netdev',
     state: o.state ?? 'ready',

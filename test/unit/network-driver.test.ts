@@ -61,7 +61,7 @@ describe('network driver: networks', () => {
       await network.createNetwork(createReq({ generic: { vlan: '5', gateway_mode: mode } }));
       assert.deepEqual([...ovs.ports.keys()], []);
       assert.equal(sysctl.forwarding, false);
-      assert.deepEqual(firewall.current, { v4: { filter: [], nat: [] }, v6: { filter: [] } });
+      assert.deepEqual(await firewall.read(), { filter4: [], nat4: [], filter6: [], jumps: false }, 'no rule, and no chain needed');
     }
   });
 
@@ -113,7 +113,7 @@ describe('network driver: networks', () => {
     await assert.rejects(network.createNetwork(createReq()), /could not add port/);
     assert.equal(state.networks.size, 0);
     assert.equal(ovs.bridges.size, 0, 'the bridge it created is removed again');
-    assert.deepEqual(firewall.current?.v4.nat, []);
+    assert.deepEqual((await firewall.read()).nat4, [], 'no NAT rule left');
   });
 
   it('is idempotent for a repeated CreateNetwork and refuses a different one with the same id', async () => {

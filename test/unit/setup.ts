@@ -3,11 +3,19 @@ import { parseDefaultPools } from '../../src/config.js';
 import { LocalHost } from '../../src/driver/host.js';
 import { IpamDriver } from '../../src/driver/ipam-driver.js';
 import { NetworkDriver } from '../../src/driver/network-driver.js';
+import { OvnBackend } from '../../src/driver/ovn-backend.js';
 import { State } from '../../src/driver/state.js';
 import { silentLogger } from '../../src/log.js';
-import { FakeFirewall, FakeLinks, FakeOvs, FakeProbe, FakeSysctl, MemoryStore } from '../fakes/index.js';
+import { FakeFirewall, FakeLinks, FakeNorthbound, FakeOvs, FakeProbe, FakeSysctl, MemoryStore } from '../fakes/index.js';
 
-export async function world(options: { store?: MemoryStore; now?: () => number } = {}) {
+export interface WorldOptions {
+  store?: MemoryStore;
+  now?: () => number;
+  /** OVN mode on, with this (shared) northbound database; `chassis` names the host (default "chassis-a"). */
+  ovn?: { nb: FakeNorthbound; chassis?: string; encapIp?: string; installTimeoutMs?: number };
+}
+
+export async function world(options: WorldOptions = {}) {
   const store = options.store ?? new MemoryStore();
   const state = await State.open(store);
   const ovs = new FakeOvs();
@@ -15,15 +23,25 @@ export async function world(options: { store?: MemoryStore; now?: () => number }
   const firewall = new FakeFirewall();
   const sysctl = new FakeSysctl();
   const host = new LocalHost({ ovs, links, firewall, sysctl, datapathProbe: new FakeProbe('netdev'), datapath: 'auto', log: silentLogger });
+  let ovn: OvnBackend | undefined;
+  if (options.ovn) {
+    const chassis = options.ovn.chassis ?? 'chassis-a';
+    const encapIp = options.ovn.encapIp ?? '10.250.0.1';
+    Object.assign(ovs.system, { 'system-id': chassis, hostname: `host-${chassis}`, 'ovn-encap-ip': encapIp, 'ovn-encap-type': 'geneve', 'ovn-remote': 'tcp:10.250.0.1:6642' });
+    ovs.bridges.set('br-int', { name: 'br-int', datapathType: 'netdev', externalIds: {} });
+    links.links.set('br-phy', { kind: 'openvswitch', mtu: 1500, addresses: [`${encapIp}/24`], txOff: false });
+    ovn = new OvnBackend({ host, state, nb: options.ovn.nb, bridge: 'br-int', installTimeoutMs: options.ovn.installTimeoutMs ?? 1_000, defaults: { mtu: 1500 }, log: silentLogger });
+  }
   const ipam = new IpamDriver({
     state,
     routes: links,
     defaultPools: parseDefaultPools('test', '10.200.0.0/22:24,fd00:aa::/62:64'),
+    distributed: ovn,
     log: silentLogger,
     now: options.now,
   });
-  const network = new NetworkDriver({ state, host, ipam, defaults: { bridge: 'ovs0', mtu: 1500 }, log: silentLogger });
-  return { store, state, ovs, links, firewall, sysctl, host, ipam, network };
+  const network = new NetworkDriver({ state, host, ovn, ipam, defaults: { bridge: 'ovs0', mtu: 1500, ovn: ovn ? { bridge: 'br-int' } : undefined }, log: silentLogger });
+  return { store, state, ovs, links, firewall, sysctl, host, ipam, network, ovn };
 }
 
 export const id = (c: string) => c.repeat(64).slice(0, 64);

@@ -9,7 +9,10 @@ import type { NetworkSpec } from '../../domain/options.js';
 import type { EndpointRecord, NetworkRecord } from '../../domain/records.js';
 import type { Logger } from '../../log.js';
 import type { NetworkBackend } from '../backend.js';
+import { badRequest } from '../../errors.js';
+import { OVN_SETTING_HINT } from '../../domain/options.js';
 import type { BridgeBackend } from '../bridge-backend.js';
+import type { OvnBackend } from '../ovn-backend.js';
 import type { LocalHost } from '../host.js';
 import type { KeyedMutex } from '../locks.js';
 import type { State } from '../state.js';
@@ -19,12 +22,14 @@ export interface NetworkContext {
   readonly host: LocalHost;
   /** The backend of networks on a local bridge (VLANs and overlays); it also checks peers. */
   readonly bridge: BridgeBackend;
+  /** The backend of OVN networks, when OVN mode is on (OVSNET_OVN_NB). */
+  readonly ovn: OvnBackend | undefined;
   /** Told about requests refused because another network or endpoint holds their pool or address. */
   readonly ipam: { shieldFromRollback(poolId: string, address?: string): void };
   readonly locks: KeyedMutex;
   /** Device setup started at CreateEndpoint; Join (or DeleteEndpoint) waits for it. */
   readonly devices: Map<string, Promise<void>>;
-  readonly defaults: { readonly bridge: string };
+  readonly defaults: { readonly bridge: string; readonly ovn?: { readonly bridge: string } };
   readonly log: Logger;
   /** Test-only crash points (OVSNET_FAULT). */
   readonly faults: Faults;
@@ -36,8 +41,10 @@ export const NETWORKS_LOCK = 'networks';
 /** Calls on one endpoint run one after another. */
 export const endpointLock = (endpointId: string) => `endpoint:${endpointId}`;
 
-export function backendFor(ctx: NetworkContext, _spec: NetworkSpec): NetworkBackend {
-  return ctx.bridge;
+export function backendFor(ctx: NetworkContext, spec: NetworkSpec): NetworkBackend {
+  if (spec.mode !== 'ovn') return ctx.bridge;
+  if (!ctx.ovn) throw badRequest('OvnOff', `this network is an OVN network, and OVN mode is off on this host: ${OVN_SETTING_HINT}`);
+  return ctx.ovn;
 }
 
 export function networkOf(ctx: NetworkContext, id: string): NetworkRecord {

@@ -59,6 +59,13 @@ export function createEndpoint(ctx: NetworkContext, req: CreateEndpointRequest):
     };
     await state.commit([{ type: 'put', kind: 'endpoint', value: record }]);
     ctx.faults.point('CreateEndpoint', 'after-record');
+    try {
+      await backendFor(ctx, network.spec).attachEndpoint(network, record);
+    } catch (err) {
+      // Docker rolls a failed CreateEndpoint back with ReleaseAddress only: the record must not stay.
+      await state.commit([{ type: 'del', kind: 'endpoint', key: record.id }]);
+      throw err;
+    }
     startDevices(ctx, network, record);
     ctx.log.debug('endpoint created', { networkId: req.networkId, endpointId: req.endpointId, address, mac });
     return answer;

@@ -4,8 +4,9 @@
  */
 import { badRequest, errorMessage } from '../../errors.js';
 import { parseCidrWithHost } from '../../domain/cidr.js';
+import { portName, primaryAddress } from '../../domain/ovn.js';
 import { subnetHolding } from '../../domain/ranges.js';
-import { givesDefaultRoute, isOverlay } from '../../domain/options.js';
+import { givesDefaultRoute, spansHosts } from '../../domain/options.js';
 import type { EndpointRecord, NetworkRecord, SubnetRecord } from '../../domain/records.js';
 import { publishedPorts, type EndpointRef, type JoinRequest, type JoinResponse, type ProgramRequest } from '../../protocol/network.js';
 import { type NetworkContext, endpointLock, endpointOf, networkOf } from './context.js';
@@ -72,6 +73,7 @@ export function endpointOperInfo(ctx: NetworkContext, ref: EndpointRef): { Value
       mac: endpoint.mac,
       address: endpoint.address,
       addressIpv6: endpoint.addressIpv6,
+      ...(network.ovn ? { logicalPort: portName(network.ovn, primaryAddress(endpoint)) } : {}),
     },
   };
 }
@@ -79,8 +81,9 @@ export function endpointOperInfo(ctx: NetworkContext, ref: EndpointRef): { Value
 function joinAnswer(network: NetworkRecord, endpoint: EndpointRecord): JoinResponse {
   const { spec } = network;
   const answer: JoinResponse = { InterfaceName: { SrcName: endpoint.peerIf, DstPrefix: CONTAINER_PREFIX } };
-  // An overlay in nat mode leaves the default route to Docker, which attaches docker_gwbridge as for its own overlays.
-  const viaDockerGateway = isOverlay(spec) && spec.gatewayMode === 'nat' && !spec.internal;
+  // A network across hosts (an overlay, an OVN switch) in nat mode leaves the default route to Docker, which
+  // attaches docker_gwbridge as for its own overlays.
+  const viaDockerGateway = spansHosts(spec) && spec.gatewayMode === 'nat' && !spec.internal;
   if (givesDefaultRoute(spec) && !viaDockerGateway) {
     const gateway = gatewayFor(network.ipv4, endpoint.address);
     const gatewayIpv6 = gatewayFor(network.ipv6, endpoint.addressIpv6);

@@ -44,7 +44,7 @@ export function createNetwork(ctx: NetworkContext, req: CreateNetworkRequest): P
       if (isPluginError(err) && err.shield) ctx.ipam.shieldFromRollback(err.shield.poolId, err.shield.address);
       throw err;
     }
-    const { localTag, mtu, gatewayPort, datapath, observed } = admitted;
+    const { localTag, mtu, gatewayPort, datapath, observed, ovn } = admitted;
     const record: NetworkRecord = {
       id: req.networkId,
       spec,
@@ -56,6 +56,7 @@ export function createNetwork(ctx: NetworkContext, req: CreateNetworkRequest): P
       datapath,
       state: 'creating',
       createdAt: new Date().toISOString(),
+      ...(ovn ? { ovn } : {}),
     };
     await state.commit([{ type: 'put', kind: 'network', value: record }]);
     ctx.faults.point('CreateNetwork', 'after-record');
@@ -64,6 +65,7 @@ export function createNetwork(ctx: NetworkContext, req: CreateNetworkRequest): P
         observed,
         step: (step) => {
           if (step === 'bridge') ctx.faults.point('CreateNetwork', 'after-bridge');
+          else if (step === 'switch') ctx.faults.point('CreateNetwork', 'after-switch');
           else if (record.gatewayPort) ctx.faults.point('CreateNetwork', 'after-gateway');
         },
       });
@@ -77,7 +79,8 @@ export function createNetwork(ctx: NetworkContext, req: CreateNetworkRequest): P
     log.info('network created', {
       mode: spec.mode,
       bridge: spec.bridge,
-      vlan: spec.vlan,
+      vlan: spec.mode === 'ovn' ? undefined : spec.vlan,
+      ovnNetwork: spec.mode === 'ovn' ? record.ovn?.switchName : undefined,
       localTag,
       tunnelKey: isOverlay(spec) ? spec.tunnelKey : undefined,
       peers: isOverlay(spec) ? spec.peers : undefined,

@@ -8,14 +8,16 @@ import { errorMessage } from '../../errors.js';
 import type { DockerNetwork, Drift, Records } from '../../domain/drift.js';
 import { type HostDifference, type Repair, diffHost, findDrift } from '../../domain/host-diff.js';
 import { type DesiredHost, desiredHost } from '../../domain/host.js';
+import type { NbRepair } from '../../domain/ovn.js';
 import { LocalHost } from '../host.js';
+import type { OvnBackend } from '../ovn-backend.js';
 import { type NetworkContext, NETWORKS_LOCK } from './context.js';
 import { repairEndpoint } from './endpoints.js';
 
 /** One repair the reconciler attempted, with the drift that called for it first. */
 export interface RepairResult {
   readonly drift: Drift;
-  readonly repair: Repair;
+  readonly repair: Repair | NbRepair;
   /** False when it was not needed any more (the endpoint changed meanwhile). */
   readonly done: boolean;
   readonly error?: string;
@@ -63,6 +65,12 @@ export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise
         results.push(await attempt(difference.drift, repair, () => repairEndpoint(ctx, difference, () => ctx.host.apply(repair))));
       }
     }
+    // OVN: what this host holds in the northbound database.
+    if (ctx.ovn) {
+      for (const { drift, repair } of await ctx.ovn.differences(observed, options)) {
+        if (repair) results.push(await attempt(drift, repair, () => ctx.ovn!.repair(repair)));
+      }
+    }
     return results;
   });
 }
@@ -72,13 +80,15 @@ export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise
  * changing nothing: what the plugin serves to `ovsnet doctor`, and what the
  * command works out itself when the plugin is down.
  */
-export async function readDrift(host: LocalHost, records: () => Records, options: ConvergeOptions): Promise<Drift[]> {
+export async function readDrift(host: LocalHost, records: () => Records, options: ConvergeOptions & { ovn?: OvnBackend }): Promise<Drift[]> {
   const observed = await host.observe();
   const now = records();
-  return findDrift(now, await desiredFrom(host, now), observed, { docker: options.docker, now: options.now, graceMs: options.graceMs });
+  const drift = findDrift(now, await desiredFrom(host, now), observed, { docker: options.docker, now: options.now, graceMs: options.graceMs });
+  if (options.ovn) drift.push(...(await options.ovn.differences(observed, options)).map((d) => d.drift));
+  return drift;
 }
 
-async function attempt(drift: Drift, repair: Repair, work: () => Promise<boolean>): Promise<RepairResult> {
+async function attempt(drift: Drift, repair: Repair | NbRepair, work: () => Promise<boolean>): Promise<RepairResult> {
   try {
     return { drift, repair, done: await work() };
   } catch (err) {

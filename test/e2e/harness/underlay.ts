@@ -25,16 +25,17 @@ export class Underlay {
     return underlay;
   }
 
-  /** Cables a host in and gives it `address` (CIDR) on br-phy. */
+  /** Cables a host in and gives it `address` (CIDR) on br-phy; again after the host's power cut, too. */
   async attach(host: SimHost, address: string, mtu = 1500): Promise<void> {
     const cable = `ul-${host.name}`.slice(0, 15);
+    await cmd('ip', ['-n', this.ns, 'link', 'del', cable], { check: false });
     await cmd('ip', ['-n', this.ns, 'link', 'add', 'name', cable, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', 'eth1', 'mtu', String(mtu), 'netns', host.ns]);
     await cmd('ip', ['-n', this.ns, 'link', 'set', cable, 'master', 'ul0', 'up']);
     await host.exec('ip', ['link', 'set', 'eth1', 'up']);
-    await host.vsctl(['add-br', 'br-phy', '--', 'set', 'bridge', 'br-phy', 'datapath_type=netdev', '--', 'add-port', 'br-phy', 'eth1']);
+    await host.vsctl(['--may-exist', 'add-br', 'br-phy', '--', 'set', 'bridge', 'br-phy', 'datapath_type=netdev', '--', '--may-exist', 'add-port', 'br-phy', 'eth1']);
     await host.exec('ip', ['link', 'set', 'br-phy', 'mtu', String(mtu), 'up']);
-    await host.exec('ip', ['address', 'add', address, 'dev', 'br-phy']);
-    this.attached.push(host);
+    await host.exec('ip', ['address', 'replace', address, 'dev', 'br-phy']);
+    if (!this.attached.includes(host)) this.attached.push(host);
   }
 
   async destroy(): Promise<void> {

@@ -1,0 +1,355 @@
+/**
+ * OVN networks in the northbound database, as pure decisions: the names of
+ * switches and ports, the configuration every host of a subnet must agree
+ * on, the logical port that holds an address, and the comparison of this
+ * host's records with what the northbound database has (for the reconciler
+ * and `ovsnet doctor`).
+ *
+ * One logical switch per network, identified by its first subnet (hosts
+ * agree on a network by its subnet). One logical port per address held: its
+ * name is made of the subnet and the address, and the database's unique
+ * index on port names is what makes an address held by one host only.
+ */
+import { badRequest, conflict } from '../errors.js';
+import type { Drift } from './drift.js';
+import { REPAIR, short } from './drift.js';
+import { OWNER_KEY, OWNER_VALUE } from './names.js';
+import { canonicalJson, type OvnSpec } from './options.js';
+import type { AddressRecord, EndpointRecord, NetworkRecord, OvnRecord, PoolRecord, SubnetRecord } from './records.js';
+
+/**
+ * Bytes Geneve adds around a container's frame, by underlay family: outer IP (20 or 40) + UDP 8 +
+ * Geneve 8 + OVN's option 8 + inner Ethernet 14 (OVN's own GENEVE_TUNNEL_OVERHEAD is 38 plus the IP header).
+ */
+export const GENEVE_OVERHEAD = { 4: 58, 6: 78 } as const;
+
+/** external_ids keys in the northbound database (beside the owner mark). */
+export const NB = {
+  subnet: 'ovsnet-subnet',
+  config: 'ovsnet-config',
+  createdBy: 'ovsnet-created-by',
+  /** Prefix of a switch key per host that uses the network: `ovsnet-host:<chassis>` = its hostname. */
+  hostPrefix: 'ovsnet-host:',
+  address: 'ovsnet-address',
+  chassis: 'ovsnet-chassis',
+  hostname: 'ovsnet-hostname',
+  network: 'ovsnet-network',
+  endpoint: 'ovsnet-endpoint',
+  createdAt: 'ovsnet-created-at',
+} as const;
+
+/** This host as OVN knows it: the chassis name (OVS system-id) and its hostname. */
+export interface Chassis {
+  readonly name: string;
+  readonly hostname: string;
+}
+
+/** A logical switch as read from the northbound database. */
+export interface NbSwitch {
+  readonly uuid: string;
+  readonly name: string;
+  readonly externalIds: Readonly<Record<string, string>>;
+}
+
+/** A logical switch port as read from the northbound database. */
+export interface NbPort {
+  readonly uuid: string;
+  readonly name: string;
+  readonly addresses: readonly string[];
+  readonly portSecurity: readonly string[];
+  readonly externalIds: Readonly<Record<string, string>>;
+  readonly up: boolean | undefined;
+}
+
+/** A port as the plugin writes it. */
+export interface NbPortSpec {
+  readonly name: string;
+  readonly addresses: readonly string[];
+  readonly portSecurity: readonly string[];
+  readonly externalIds: Readonly<Record<string, string>>;
+}
+
+// ---- names ----
+
+/** The subnet that identifies a network: its first IPv4 subnet, or its first IPv6 one. */
+export function identifyingSubnet(ipv4: readonly SubnetRecord[], ipv6: readonly SubnetRecord[]): string {
+  const first = ipv4[0] ?? ipv6[0];
+  if (!first) throw badRequest('NoSubnet', 'an OVN network needs a subnet');
+  return first.pool;
+}
+
+const keyOf = (subnet: string) => subnet.replace(/[/:]/g, '_');
+
+export function defaultSwitchName(subnet: string): string {
+  return `ovsnet-${keyOf(subnet)}`;
+}
+
+/** The logical port that holds `address` of a network: also the iface-id its OVS interface carries. */
+export function portName(network: OvnRecord, address: string): string {
+  return `ovsnet-${keyOf(network.subnet)}-${address}`;
+}
+
+/** The address that names an endpoint's logical port: its IPv4 address, or its IPv6 one. */
+export function primaryAddress(endpoint: Pick<EndpointRecord, 'address' | 'addressIpv6'>): string {
+  return (endpoint.address || endpoint.addressIpv6).split('/')[0]!;
+}
+
+export function chassisKey(chassis: string): string {
+  return `${NB.hostPrefix}${chassis}`;
+}
+
+/** The hosts that use a switch: chassis name -> hostname. */
+export function switchHosts(sw: Pick<NbSwitch, 'externalIds'>): Map<string, string> {
+  const hosts = new Map<string, string>();
+  for (const [key, value] of Object.entries(sw.externalIds)) if (key.startsWith(NB.hostPrefix)) hosts.set(key.slice(NB.hostPrefix.length), value);
+  return hosts;
+}
+
+// ---- what hosts must agree on ----
+
+/** The configuration every host of an OVN network gives the same: its identity across hosts. */
+export interface SharedConfig {
+  readonly name: string;
+  readonly subnets: ReadonlyArray<{ readonly pool: string; readonly gateway: string | null; readonly range: string; readonly aux: Readonly<Record<string, string>> }>;
+  readonly gatewayMode: string;
+  readonly internal: boolean;
+  readonly mtu: number | null;
+}
+
+/** The shared configuration of a network about to be made here; `ranges` are the IPAM pools' ip-ranges by subnet. */
+export function sharedConfig(spec: OvnSpec, name: string, subnets: readonly SubnetRecord[], ranges: ReadonlyMap<string, string>): SharedConfig {
+  return {
+    name,
+    subnets: subnets.map((s) => ({ pool: s.pool, gateway: s.gateway ?? null, range: ranges.get(s.pool) ?? s.pool, aux: { ...s.auxAddresses } })),
+    gatewayMode: spec.gatewayMode,
+    internal: spec.internal,
+    mtu: spec.mtu ?? null,
+  };
+}
+
+export function encodeConfig(config: SharedConfig): string {
+  return canonicalJson(config);
+}
+
+/**
+ * Refuses a network whose configuration differs from the one the subnet already has in OVN,
+ * naming the first difference with both values and who made the switch.
+ */
+export function checkSameConfig(existing: SharedConfig, mine: SharedConfig, madeBy: string): void {
+  const refuse = (what: string, theirs: unknown, ours: unknown, flag: string) => {
+    throw conflict(
+      'OvnNetworkDiffers',
+      `subnet ${mine.subnets[0]?.pool} is already the OVN network ${existing.name} (made by host ${madeBy}) with ${what} ${show(theirs)}; this host asked for ${show(ours)}: give the same ${flag} on every host of the network`,
+    );
+  };
+  if (existing.name !== mine.name) refuse('the name', existing.name, mine.name, '-o ovn_network');
+  const theirs = new Map(existing.subnets.map((s) => [s.pool, s]));
+  const pools = (list: SharedConfig['subnets']) => list.map((s) => s.pool).sort().join(', ');
+  if (pools(existing.subnets) !== pools(mine.subnets)) refuse('the subnets', pools(existing.subnets), pools(mine.subnets), '--subnet');
+  for (const s of mine.subnets) {
+    const t = theirs.get(s.pool)!;
+    if (t.gateway !== s.gateway) refuse(`the gateway of ${s.pool}`, t.gateway, s.gateway, '--gateway');
+    if (t.range !== s.range) refuse(`the ip-range of ${s.pool}`, t.range, s.range, '--ip-range');
+    if (canonicalJson(t.aux) !== canonicalJson(s.aux)) refuse(`the aux addresses of ${s.pool}`, t.aux, s.aux, '--aux-address');
+  }
+  if (existing.gatewayMode !== mine.gatewayMode) refuse('gateway_mode', existing.gatewayMode, mine.gatewayMode, '-o gateway_mode');
+  if (existing.internal !== mine.internal) refuse('--internal', existing.internal, mine.internal, '--internal (or none)');
+  if (existing.mtu !== mine.mtu) refuse('mtu', existing.mtu ?? 'derived', mine.mtu ?? 'derived', '-o mtu (or none)');
+}
+
+function show(value: unknown): string {
+  if (value === null || value === undefined) return 'none';
+  return typeof value === 'string' ? value : JSON.stringify(value);
+}
+
+export function decodeConfig(text: string | undefined): SharedConfig | undefined {
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text) as SharedConfig;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The switch row a host writes when it makes the network. */
+export function switchRow(network: OvnRecord, config: SharedConfig, chassis: Chassis): { name: string; externalIds: Record<string, string> } {
+  return {
+    name: network.switchName,
+    externalIds: {
+      [OWNER_KEY]: OWNER_VALUE,
+      [NB.subnet]: network.subnet,
+      [NB.config]: encodeConfig(config),
+      [NB.createdBy]: chassis.hostname,
+      [chassisKey(chassis.name)]: chassis.hostname,
+    },
+  };
+}
+
+// ---- ports ----
+
+/** A port that holds an address for this host; addresses and port security come when an endpoint takes it. */
+export function reservationPort(network: OvnRecord & { networkId: string }, address: string, chassis: Chassis, now: string): NbPortSpec {
+  return {
+    name: portName(network, address),
+    addresses: [],
+    portSecurity: [],
+    externalIds: {
+      [OWNER_KEY]: OWNER_VALUE,
+      [NB.subnet]: network.subnet,
+      [NB.address]: address,
+      [NB.chassis]: chassis.name,
+      [NB.hostname]: chassis.hostname,
+      [NB.network]: network.networkId,
+      [NB.createdAt]: now,
+    },
+  };
+}
+
+/**
+ * What an endpoint's logical port carries: its MAC and addresses, as `addresses` (so OVN delivers
+ * to it) and as `port_security` (so it sends from nothing else: not another MAC, not another
+ * address, in ARP and neighbour discovery too).
+ */
+export function boundAddresses(endpoint: Pick<EndpointRecord, 'mac' | 'address' | 'addressIpv6'>): string[] {
+  const ips = [endpoint.address, endpoint.addressIpv6].filter(Boolean).map((a) => a.split('/')[0]!);
+  return [[endpoint.mac, ...ips].join(' ')];
+}
+
+/** Who holds an address, for a person: "host B (chassis b1)". */
+export function holderOf(port: Pick<NbPort, 'externalIds'>): string {
+  const hostname = port.externalIds[NB.hostname];
+  const chassis = port.externalIds[NB.chassis];
+  if (!chassis) return 'a logical port the plugin did not make';
+  return hostname && hostname !== chassis ? `host ${hostname} (chassis ${chassis})` : `host ${chassis}`;
+}
+
+// ---- the comparison with the northbound database ----
+
+export type NbRepair =
+  /** Make the network's switch (or take the one there) and list this host on it. */
+  | { readonly type: 'ensure-switch'; readonly networkId: string }
+  /** Hold an address again that this host holds but the database lost. */
+  | { readonly type: 'claim'; readonly networkId: string; readonly address: string }
+  /** Give an endpoint's port its addresses and port security. */
+  | { readonly type: 'bind'; readonly networkId: string; readonly endpointId: string }
+  | { readonly type: 'delete-port'; readonly switchUuid: string; readonly name: string }
+  /** Take this host off a switch it has no network of (and remove the switch if it was the last). */
+  | { readonly type: 'leave-switch'; readonly switchUuid: string };
+
+export interface NbDifference {
+  readonly drift: Drift;
+  readonly repair: NbRepair | undefined;
+}
+
+export interface NbView {
+  readonly switches: readonly NbSwitch[];
+  /** Ports of the plugin's switches, by switch uuid. */
+  readonly ports: ReadonlyMap<string, readonly NbPort[]>;
+}
+
+export interface NbRecords {
+  readonly networks: readonly NetworkRecord[];
+  readonly endpoints: readonly EndpointRecord[];
+  readonly pools: readonly PoolRecord[];
+  readonly addresses: readonly AddressRecord[];
+}
+
+/**
+ * Every difference between this host's records and the northbound database: switches and this
+ * host's listing on them, the addresses it holds, its endpoints' ports, and ports it made that
+ * nothing here holds any more (once older than the grace period: a call may be in flight).
+ */
+export function diffNorthbound(records: NbRecords, view: NbView, chassis: Chassis, options: { now: number; graceMs: number }): NbDifference[] {
+  const out: NbDifference[] = [];
+  const bySubnet = new Map(view.switches.map((s) => [s.externalIds[NB.subnet] ?? '', s]));
+  const mine = (p: NbPort) => p.externalIds[NB.chassis] === chassis.name;
+  const networks = records.networks.filter((n) => n.ovn && n.state === 'ready');
+  const served = new Set<string>();
+
+  for (const network of networks) {
+    const ovn = network.ovn!;
+    const sw = bySubnet.get(ovn.subnet);
+    const net = short(network.id);
+    if (!sw) {
+      out.push({
+        drift: { kind: 'ovn-switch-missing', subject: ovn.switchName, networkId: network.id, detail: `the OVN logical switch ${ovn.switchName} of network ${net} (subnet ${ovn.subnet}) is not in the northbound database`, fix: REPAIR },
+        repair: { type: 'ensure-switch', networkId: network.id },
+      });
+      continue;
+    }
+    served.add(sw.uuid);
+    if (!switchHosts(sw).has(chassis.name)) {
+      out.push({
+        drift: { kind: 'ovn-host-not-listed', subject: sw.name, networkId: network.id, detail: `this host (${chassis.name}) is not listed on the OVN logical switch ${sw.name}, so another host could remove it`, fix: REPAIR },
+        repair: { type: 'ensure-switch', networkId: network.id },
+      });
+    }
+    const ports = new Map((view.ports.get(sw.uuid) ?? []).map((p) => [p.name, p]));
+    const pools = new Set(records.pools.filter((p) => [...network.ipv4, ...network.ipv6].some((s) => s.pool === p.pool && s.addressSpace === p.addressSpace)).map((p) => p.id));
+    const gateways = new Set([...network.ipv4, ...network.ipv6].map((s) => s.gateway));
+    const aux = new Set([...network.ipv4, ...network.ipv6].flatMap((s) => Object.values(s.auxAddresses)));
+    const held = records.addresses.filter((a) => pools.has(a.poolId) && a.kind === 'address' && !aux.has(a.address) && !gateways.has(a.address));
+    const heldNames = new Set<string>();
+    for (const a of held) {
+      const name = portName(ovn, a.address);
+      heldNames.add(name);
+      const port = ports.get(name);
+      if (!port) {
+        out.push({
+          drift: { kind: 'ovn-port-missing', subject: name, networkId: network.id, address: a.address, detail: `address ${a.address} is held here, but the northbound database has no logical port ${name} for it`, fix: REPAIR },
+          repair: { type: 'claim', networkId: network.id, address: a.address },
+        });
+      } else if (!mine(port)) {
+        out.push({
+          drift: { kind: 'ovn-address-conflict', subject: name, networkId: network.id, address: a.address, detail: `address ${a.address} is held here and by ${holderOf(port)}`, fix: `docker restart <the container with ${a.address} on this host>` },
+          repair: undefined,
+        });
+      }
+    }
+    for (const endpoint of records.endpoints.filter((e) => e.networkId === network.id)) {
+      const name = portName(ovn, primaryAddress(endpoint));
+      const port = ports.get(name);
+      if (!port || !mine(port)) continue; // reported above
+      const want = boundAddresses(endpoint);
+      if (canonicalJson([port.addresses, port.portSecurity, port.externalIds[NB.endpoint]]) !== canonicalJson([want, want, endpoint.id])) {
+        out.push({
+          drift: {
+            kind: 'ovn-port-differs',
+            subject: name,
+            networkId: network.id,
+            endpointId: endpoint.id,
+            detail: `logical port ${name} of endpoint ${short(endpoint.id)} has addresses [${port.addresses.join(', ')}] and port security [${port.portSecurity.join(', ')}] where [${want.join(', ')}] belong`,
+            fix: `ovn-nbctl lsp-set-addresses ${name} "${want[0]}" -- lsp-set-port-security ${name} "${want[0]}"`,
+          },
+          repair: { type: 'bind', networkId: network.id, endpointId: endpoint.id },
+        });
+      }
+    }
+    for (const port of ports.values()) {
+      if (!mine(port) || heldNames.has(port.name)) continue;
+      const made = Date.parse(port.externalIds[NB.createdAt] ?? '');
+      if (Number.isFinite(made) && options.now - made < options.graceMs) continue;
+      out.push({
+        drift: { kind: 'ovn-port-orphan', subject: port.name, networkId: network.id, address: port.externalIds[NB.address], detail: `logical port ${port.name} was made by this host, which holds its address no more`, fix: `ovn-nbctl lsp-del ${port.name}` },
+        repair: { type: 'delete-port', switchUuid: sw.uuid, name: port.name },
+      });
+    }
+  }
+
+  for (const sw of view.switches) {
+    if (served.has(sw.uuid)) continue;
+    const listed = switchHosts(sw).has(chassis.name);
+    const leftovers = (view.ports.get(sw.uuid) ?? []).filter(mine);
+    if (!listed && leftovers.length === 0) continue;
+    out.push({
+      drift: {
+        kind: 'ovn-switch-unused-here',
+        subject: sw.name,
+        detail: `this host ${listed ? 'is listed on' : 'has ports on'} the OVN logical switch ${sw.name} (subnet ${sw.externalIds[NB.subnet]}), but has no network of it`,
+        fix: REPAIR,
+      },
+      repair: { type: 'leave-switch', switchUuid: sw.uuid },
+    });
+  }
+  return out;
+}

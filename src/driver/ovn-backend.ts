@@ -1,0 +1,405 @@
+/**
+ * The backend of OVN networks: one logical switch per network in the
+ * northbound database, shared by every host of the subnet; one logical port
+ * per address a host holds (the database's unique index on port names keeps
+ * an address on one host); container ports on the integration bridge, bound
+ * to their logical port (`iface-id`), answered to Docker once this host's
+ * ovn-controller has installed them.
+ *
+ * What only this host needs stays in its records; what hosts share lives in
+ * the northbound database, and every row written there carries the owner
+ * mark and the host that made it. The plugin never changes a row it did not write.
+ */
+import { badRequest, conflict, errorMessage, isPluginError, unavailable } from '../errors.js';
+import { checkConflicts } from '../domain/admission.js';
+import type { Drift } from '../domain/drift.js';
+import { diffHost, scopeOf } from '../domain/host-diff.js';
+import { desiredHost, type ObservedHost } from '../domain/host.js';
+import { networkMtu } from '../domain/mtu.js';
+import { parseIp } from '../domain/cidr.js';
+import {
+  type Chassis,
+  GENEVE_OVERHEAD,
+  NB,
+  type NbRepair,
+  type NbSwitch,
+  boundAddresses,
+  chassisKey,
+  checkSameConfig,
+  decodeConfig,
+  defaultSwitchName,
+  diffNorthbound,
+  holderOf,
+  identifyingSubnet,
+  portName,
+  primaryAddress,
+  reservationPort,
+  sharedConfig,
+  switchHosts,
+  switchRow,
+} from '../domain/ovn.js';
+import type { OvnSpec } from '../domain/options.js';
+import { type EndpointRecord, type NetworkRecord, type OvnRecord, isOwnAddressSpace, poolIdOf } from '../domain/records.js';
+import type { Logger } from '../log.js';
+import type { AdmitRequest, Admitted, NetworkBackend, RealiseStep } from './backend.js';
+import { LocalHost } from './host.js';
+import type { DistributedAddresses } from './ipam-driver.js';
+import type { Northbound } from './ports.js';
+import type { State } from './state.js';
+
+export interface OvnBackendOptions {
+  host: LocalHost;
+  state: State;
+  nb: Northbound;
+  /** The integration bridge (OVSNET_OVN_BRIDGE). */
+  bridge: string;
+  /** How long Join waits for ovn-controller to install a port. */
+  installTimeoutMs: number;
+  defaults: { mtu: number };
+  log: Logger;
+}
+
+/** How an OVN network is made known on the host: what is missing, and how to give it. */
+const CHASSIS_HOWTO =
+  'run ovn-controller on this host with external_ids set in its Open vSwitch: ovs-vsctl set open . external_ids:system-id=<unique name> external_ids:ovn-remote=<southbound remotes> external_ids:ovn-encap-type=geneve external_ids:ovn-encap-ip=<this host\'s underlay address> (see the README, OVN mode)';
+
+export class OvnBackend implements NetworkBackend, DistributedAddresses {
+  private chassisName: Chassis | undefined;
+
+  constructor(private readonly o: OvnBackendOptions) {}
+
+  /** This host as OVN knows it (its chassis name is OVS's system-id). */
+  async chassis(): Promise<Chassis> {
+    if (this.chassisName) return this.chassisName;
+    const ids = await this.o.host.ovs.systemIds();
+    const name = ids['system-id'];
+    if (!name) throw badRequest('OvnNotReady', `this host has no OVN chassis name (external_ids:system-id of Open vSwitch): ${CHASSIS_HOWTO}`);
+    this.chassisName = { name, hostname: ids.hostname || name };
+    return this.chassisName;
+  }
+
+  // ---- networks ----
+
+  async admit({ networkId, spec, subnets, others }: AdmitRequest): Promise<Admitted> {
+    const ovnSpec = spec as OvnSpec;
+    if (subnets.length === 0) throw badRequest('NoSubnet', 'an OVN network needs a subnet');
+    if (!subnets.every((s) => isOwnAddressSpace(s.addressSpace))) {
+      throw badRequest('OvnNeedsIpam', 'mode=ovn needs --ipam-driver set to this plugin: addresses of an OVN network are held through the northbound database, so that no two hosts give out the same one');
+    }
+    checkConflicts(networkId, spec, undefined, subnets, others);
+    const subnet = identifyingSubnet(subnets.filter((s) => !s.pool.includes(':')), subnets.filter((s) => s.pool.includes(':')));
+    const observed = await this.o.host.observe({ firewall: false });
+    const integration = observed.bridges.get(this.o.bridge);
+    if (!integration) throw badRequest('OvnNotReady', `OVN's integration bridge ${this.o.bridge} is not on this host: ${CHASSIS_HOWTO}`);
+    const ids = await this.o.host.ovs.systemIds();
+    const encapIp = ids['ovn-encap-ip'];
+    if (!ids['system-id'] || !encapIp || !ids['ovn-encap-type']) throw badRequest('OvnNotReady', `this host is not an OVN chassis yet: ${CHASSIS_HOWTO}`);
+    const chassis = await this.chassis();
+    const mtu = networkMtu(spec, this.geneveLimit(encapIp, observed), this.o.defaults.mtu);
+    const ovn: OvnRecord = { subnet, switchName: ovnSpec.ovnNetwork ?? defaultSwitchName(subnet) };
+
+    // Hosts agree on a network by its subnet: one that exists must be asked for the same way.
+    const view = await this.o.nb.view();
+    const existing = view.switches.find((s) => s.externalIds[NB.subnet] === subnet);
+    const mine = sharedConfig(ovnSpec, ovn.switchName, subnets, this.ranges(subnets));
+    if (existing) {
+      const theirs = decodeConfig(existing.externalIds[NB.config]);
+      if (theirs) checkSameConfig(theirs, mine, existing.externalIds[NB.createdBy] ?? 'unknown');
+    }
+    const namesake = view.switches.find((s) => s.name === ovn.switchName && s.externalIds[NB.subnet] !== subnet);
+    if (namesake) {
+      throw conflict('OvnNameInUse', `ovn_network ${ovn.switchName} is already the OVN network of subnet ${namesake.externalIds[NB.subnet]} (made by host ${namesake.externalIds[NB.createdBy] ?? 'unknown'}); give another name, or the same subnet`);
+    }
+    this.o.log.debug('OVN network admitted', { networkId, subnet, switch: ovn.switchName, chassis: chassis.name, mtu });
+    return { localTag: undefined, mtu, gatewayPort: undefined, datapath: integration.datapathType === 'netdev' ? 'netdev' : 'system', observed, ovn };
+  }
+
+  async realise(network: NetworkRecord, options: { observed?: ObservedHost; step?: (step: RealiseStep) => void } = {}): Promise<void> {
+    await this.ensureSwitch(network);
+    options.step?.('switch');
+    const { host, state } = this.o;
+    const observed = options.observed ?? (await host.observe());
+    const networks = [...state.networks.values()].filter((n) => n.id !== network.id && n.state === 'ready');
+    const desired = desiredHost([...networks, network], [...state.endpoints.values()], { datapath: await host.datapath() });
+    const differences = diffHost(desired, observed, { records: state.records(), scope: scopeOf([network]), now: Date.now(), graceMs: Infinity });
+    for (const repair of LocalHost.repairsOf(differences)) await host.apply(repair);
+  }
+
+  async unrealise(network: NetworkRecord): Promise<void> {
+    const { host, state, nb } = this.o;
+    const observed = await host.observe({ firewall: false });
+    const remaining = [...state.networks.values()].filter((n) => n.id !== network.id);
+    const endpoints = [...state.endpoints.values()].filter((e) => e.networkId !== network.id);
+    const desired = desiredHost(remaining.filter((n) => n.state === 'ready'), endpoints, { datapath: await host.datapath() });
+    const differences = diffHost(desired, observed, { records: { networks: remaining, endpoints }, scope: scopeOf([network]), now: Date.now(), graceMs: Infinity });
+    for (const repair of LocalHost.repairsOf(differences)) await host.apply(repair);
+    const sw = network.ovn && (await nb.findSwitch(network.ovn.subnet));
+    if (sw) await this.leaveSwitch(sw);
+  }
+
+  /** Makes the network's switch, or takes the one another host made, and lists this host on it. */
+  private async ensureSwitch(network: NetworkRecord): Promise<NbSwitch> {
+    const { nb, log } = this.o;
+    const ovn = network.ovn!;
+    const chassis = await this.chassis();
+    const config = sharedConfig(network.spec as OvnSpec, ovn.switchName, [...network.ipv4, ...network.ipv6], this.ranges([...network.ipv4, ...network.ipv6]));
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const found = await nb.findSwitch(ovn.subnet);
+      if (!found) {
+        const { created, sw } = await nb.createSwitch(ovn.subnet, switchRow(ovn, config, chassis));
+        if (created) {
+          log.info('made the OVN logical switch', { networkId: network.id, switch: sw.name, subnet: ovn.subnet });
+          return sw;
+        }
+        continue; // another host made it meanwhile: take that one
+      }
+      const theirs = decodeConfig(found.externalIds[NB.config]);
+      if (theirs) checkSameConfig(theirs, config, found.externalIds[NB.createdBy] ?? 'unknown');
+      if (switchHosts(found).get(chassis.name) === chassis.hostname) return found;
+      if (await nb.updateSwitchIds(found.uuid, { [chassisKey(chassis.name)]: chassis.hostname }, [])) {
+        log.info('joined the OVN logical switch', { networkId: network.id, switch: found.name, subnet: ovn.subnet, hosts: [...switchHosts(found).values(), chassis.hostname] });
+        return found;
+      }
+      // The last host removed it between our look and our write: make it again.
+    }
+    throw unavailable('OvnBusy', `the OVN switch of ${ovn.subnet} kept changing while this host joined it; try again`);
+  }
+
+  /** Takes this host off a switch: its ports go, then its listing; the last host to leave removes the switch. */
+  private async leaveSwitch(sw: NbSwitch): Promise<void> {
+    const { nb, log } = this.o;
+    const chassis = await this.chassis();
+    const view = await nb.view();
+    for (const port of view.ports.get(sw.uuid) ?? []) {
+      if (port.externalIds[NB.chassis] === chassis.name) await nb.deletePort(sw.uuid, port.name, chassis.name);
+    }
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const current = await nb.findSwitch(sw.externalIds[NB.subnet] ?? '');
+      if (!current || current.uuid !== sw.uuid) return;
+      const hosts = switchHosts(current);
+      const others = [...hosts.keys()].filter((c) => c !== chassis.name);
+      if (others.length > 0) {
+        await nb.updateSwitchIds(current.uuid, {}, [chassisKey(chassis.name)]);
+        log.info('left the OVN logical switch; other hosts still use it', { switch: current.name, hosts: others });
+        return;
+      }
+      // The last one out removes it, unless a host joined between our look and our delete.
+      if (await nb.deleteSwitchIf(current.uuid, current.externalIds)) {
+        log.info('removed the OVN logical switch: no host uses it any more', { switch: current.name });
+        return;
+      }
+    }
+    throw unavailable('OvnBusy', `the OVN switch ${sw.name} kept changing while this host left it; try again`);
+  }
+
+  // ---- endpoints ----
+
+  async attachEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
+    const { nb } = this.o;
+    const chassis = await this.chassis();
+    const ovn = network.ovn!;
+    const addresses = boundAddresses(endpoint);
+    const primary = primaryAddress(endpoint);
+    const ids = { [NB.endpoint]: endpoint.id };
+    if (!(await nb.updatePort(portName(ovn, primary), chassis.name, { addresses, portSecurity: addresses, externalIds: ids }))) {
+      // IPAM holds its addresses through the database; a port that is not there (the database lost it) is claimed again.
+      await this.claim(network, primary, { explicit: true });
+      await nb.updatePort(portName(ovn, primary), chassis.name, { addresses, portSecurity: addresses, externalIds: ids });
+    }
+    const secondary = endpoint.address && endpoint.addressIpv6 ? endpoint.addressIpv6.split('/')[0]! : undefined;
+    if (secondary) await nb.updatePort(portName(ovn, secondary), chassis.name, { addresses: [], portSecurity: [], externalIds: ids });
+  }
+
+  async prepareEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
+    await this.o.host.makeEndpointDevices(network, endpoint);
+    await this.installed(endpoint.hostIf, portName(network.ovn!, primaryAddress(endpoint)));
+  }
+
+  teardownEndpoint(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf'>): Promise<void> {
+    return this.o.host.removeEndpointDevices(endpoint);
+  }
+
+  /** Waits until this host's ovn-controller has installed the port's flows (it marks the interface ovn-installed). */
+  private async installed(iface: string, logicalPort: string): Promise<void> {
+    const deadline = Date.now() + this.o.installTimeoutMs;
+    for (let wait = 2; ; wait = Math.min(wait * 2, 50)) {
+      const ids = await this.o.host.ovs.interfaceIds(iface);
+      if (ids?.['ovn-installed'] === 'true') return;
+      if (Date.now() > deadline) {
+        throw unavailable(
+          'OvnNotInstalled',
+          `ovn-controller on this host did not install logical port ${logicalPort} within ${this.o.installTimeoutMs} ms: is it running and connected to the southbound database? (ovn-appctl -t ovn-controller connection-status)`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+
+  // ---- addresses held across hosts (for IPAM) ----
+
+  networkOf(poolId: string): NetworkRecord | undefined {
+    for (const network of this.o.state.networks.values()) {
+      if (!network.ovn) continue;
+      if ([...network.ipv4, ...network.ipv6].some((s) => poolIdOf(s.addressSpace, s.pool) === poolId)) return network;
+    }
+    return undefined;
+  }
+
+  isShared(network: NetworkRecord, address: string): boolean {
+    return ![...network.ipv4, ...network.ipv6].some((s) => s.gateway === address || Object.values(s.auxAddresses).includes(address));
+  }
+
+  async startOffset(): Promise<number> {
+    const { name } = await this.chassis();
+    let hash = 0;
+    for (const c of name) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
+    return hash;
+  }
+
+  async claim(network: NetworkRecord, address: string, options: { explicit: boolean }): Promise<{ claimed: true } | { claimed: false; holder: string }> {
+    const { nb } = this.o;
+    const chassis = await this.chassis();
+    const ovn = network.ovn!;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const sw = await nb.findSwitch(ovn.subnet);
+      if (!sw) {
+        await this.ensureSwitch(network);
+        continue;
+      }
+      const result = await nb.addPort(sw.uuid, reservationPort({ ...ovn, networkId: network.id }, address, chassis, new Date().toISOString()));
+      if (result.added) return { claimed: true };
+      if (result.reason === 'no-switch') continue;
+      // Held already: by this host (a replay after a restart) it is ours; by another, it is theirs.
+      if (result.holder?.externalIds[NB.chassis] === chassis.name) return { claimed: true };
+      if (options.explicit) this.o.log.info('address held by another host', { networkId: network.id, address, holder: result.holder && holderOf(result.holder) });
+      return { claimed: false, holder: result.holder ? holderOf(result.holder) : 'another host' };
+    }
+    throw unavailable('OvnBusy', `the OVN switch of ${ovn.subnet} is gone and could not be made again; try again`);
+  }
+
+  async heldElsewhere(network: NetworkRecord): Promise<string[]> {
+    const { nb } = this.o;
+    const chassis = await this.chassis();
+    const view = await nb.view();
+    const sw = view.switches.find((s) => s.externalIds[NB.subnet] === network.ovn!.subnet);
+    return (sw ? view.ports.get(sw.uuid) ?? [] : []).filter((p) => p.externalIds[NB.chassis] !== chassis.name).flatMap((p) => (p.externalIds[NB.address] ? [p.externalIds[NB.address]!] : []));
+  }
+
+  async release(network: NetworkRecord, address: string): Promise<void> {
+    const { nb } = this.o;
+    const chassis = await this.chassis();
+    const sw = await nb.findSwitch(network.ovn!.subnet);
+    if (sw) await nb.deletePort(sw.uuid, portName(network.ovn!, address), chassis.name);
+  }
+
+  // ---- the reconciler's and doctor's view ----
+
+  /** Differences between this host's records and the northbound database (and its own ovn-controller). */
+  async differences(observed: ObservedHost, options: { now: number; graceMs: number }): Promise<Array<{ drift: Drift; repair: NbRepair | undefined }>> {
+    const records = this.o.state.records();
+    let view;
+    try {
+      view = await this.o.nb.view();
+    } catch (err) {
+      return [{ drift: { kind: 'ovn-unreachable', subject: 'OVSNET_OVN_NB', detail: `the OVN northbound database cannot be asked: ${errorMessage(err)}`, fix: 'check the northbound database cluster (ovn-appctl -t <its ctl socket> cluster/status OVN_Northbound) and OVSNET_OVN_NB' }, repair: undefined }];
+    }
+    const out: Array<{ drift: Drift; repair: NbRepair | undefined }> = diffNorthbound(records, view, await this.chassis(), options);
+    // A port ovn-controller has not installed carries no traffic (unless its logical port is missing: that is the cause, reported above).
+    const lost = new Set(out.filter((d) => d.drift.kind === 'ovn-port-missing').map((d) => d.drift.subject));
+    for (const endpoint of records.endpoints) {
+      const network = records.networks.find((n) => n.id === endpoint.networkId);
+      const port = observed.ports.get(endpoint.hostIf);
+      if (!network?.ovn || !port || !endpoint.joined || port.interfaceExternalIds['ovn-installed'] === 'true') continue;
+      if (lost.has(portName(network.ovn, primaryAddress(endpoint)))) continue;
+      out.push({
+        drift: {
+          kind: 'ovn-port-not-installed',
+          subject: endpoint.hostIf,
+          endpointId: endpoint.id,
+          networkId: network.id,
+          port: endpoint.hostIf,
+          detail: `ovn-controller has not installed the port ${endpoint.hostIf} of endpoint ${endpoint.id.slice(0, 12)} (logical port ${port.interfaceExternalIds['iface-id']}): its container is cut off`,
+          fix: 'check ovn-controller on this host (ovn-appctl -t ovn-controller connection-status; its log)',
+        },
+        repair: undefined,
+      });
+    }
+    return out;
+  }
+
+  /** Applies one repair of the northbound diff. */
+  async repair(repair: NbRepair): Promise<boolean> {
+    const { state, nb } = this.o;
+    const chassis = await this.chassis();
+    switch (repair.type) {
+      case 'ensure-switch': {
+        const network = state.networks.get(repair.networkId);
+        if (!network) return false;
+        await this.ensureSwitch(network);
+        return true;
+      }
+      case 'claim': {
+        const network = state.networks.get(repair.networkId);
+        if (!network) return false;
+        return (await this.claim(network, repair.address, { explicit: true })).claimed;
+      }
+      case 'bind': {
+        const network = state.networks.get(repair.networkId);
+        const endpoint = state.endpoints.get(repair.endpointId);
+        if (!network || !endpoint) return false;
+        await this.attachEndpoint(network, endpoint);
+        return true;
+      }
+      case 'delete-port':
+        return nb.deletePort(repair.switchUuid, repair.name, chassis.name);
+      case 'leave-switch': {
+        const sw = (await nb.view()).switches.find((s) => s.uuid === repair.switchUuid);
+        if (!sw) return false;
+        await this.leaveSwitch(sw);
+        return true;
+      }
+    }
+  }
+
+  /** The hosts that use each OVN network, for `ovsnet networks`; undefined when the database cannot be asked. */
+  async hostsOf(): Promise<Record<string, string[]> | undefined> {
+    try {
+      const view = await this.o.nb.view();
+      const out: Record<string, string[]> = {};
+      for (const network of this.o.state.networks.values()) {
+        const sw = network.ovn && view.switches.find((s) => s.externalIds[NB.subnet] === network.ovn!.subnet);
+        if (sw) out[network.id] = [...switchHosts(sw).values()].sort();
+      }
+      return out;
+    } catch (err) {
+      if (isPluginError(err)) return undefined;
+      throw err;
+    }
+  }
+
+  // ---- helpers ----
+
+  /** The IPAM pools' ip-ranges of a network's subnets (every host must give the same). */
+  private ranges(subnets: readonly { addressSpace: string; pool: string }[]): Map<string, string> {
+    const out = new Map<string, string>();
+    for (const s of subnets) {
+      const pool = this.o.state.pools.get(poolIdOf(s.addressSpace, s.pool));
+      if (pool) out.set(s.pool, pool.range);
+    }
+    return out;
+  }
+
+  /** Geneve's cost on the device that holds this host's encapsulation address. */
+  private geneveLimit(encapIp: string, observed: ObservedHost): { max: number; why: string } {
+    const family = parseIp(encapIp)?.family ?? 4;
+    const overhead = GENEVE_OVERHEAD[family];
+    const dev = [...observed.addresses].find(([, list]) => list.some((a) => a.split('/')[0] === encapIp))?.[0];
+    const underlay = (dev && observed.links.get(dev)?.mtu) || this.o.defaults.mtu;
+    return {
+      max: underlay - overhead,
+      why: dev
+        ? `the underlay (MTU ${underlay} on ${dev}, which holds the encapsulation address ${encapIp}) minus Geneve encapsulation takes ${overhead} bytes`
+        : `an underlay MTU of ${underlay} is assumed (no device holds the encapsulation address ${encapIp}) and Geneve encapsulation takes ${overhead} bytes`,
+    };
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * What every implementation of the Northbound port must do, run against the
+ * fake (unit tier) and the real client on a scratch OVN northbound
+ * ovsdb-server (integration tier): one switch per subnet, unique port names,
+ * conditional deletes, and never a change to another host's port.
+ */
+import assert from 'node:assert/strict';
+import { it } from 'node:test';
+import type { Northbound } from '../../src/driver/ports.js';
+
+const mark = (subnet: string, extra: Record<string, string> = {}) => ({ 'ovsnet-owner': 'ovsnet', 'ovsnet-subnet': subnet, ...extra });
+const port = (name: string, chassis: string) => ({ name, addresses: [], portSecurity: [], externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-chassis': chassis, 'ovsnet-address': name } });
+
+/** Registers the contract's tests; `fresh` gives a database with none of the plugin's rows. */
+export function northboundContract(fresh: () => Promise<Northbound>): void {
+  it('makes one switch per subnet: a second create gives the first one', async () => {
+    const nb = await fresh();
+    const first = await nb.createSwitch('10.9.0.0/24', { name: 'a', externalIds: mark('10.9.0.0/24') });
+    const second = await nb.createSwitch('10.9.0.0/24', { name: 'b', externalIds: mark('10.9.0.0/24') });
+    assert.deepEqual([first.created, second.created, second.sw.uuid, second.sw.name], [true, false, first.sw.uuid, 'a']);
+    assert.equal((await nb.findSwitch('10.9.0.0/24'))?.uuid, first.sw.uuid);
+    assert.equal(await nb.findSwitch('10.8.0.0/24'), undefined);
+  });
+
+  it('sets and removes external_ids of a switch, and says when the switch is gone', async () => {
+    const nb = await fresh();
+    const { sw } = await nb.createSwitch('10.9.1.0/24', { name: 's', externalIds: mark('10.9.1.0/24', { 'ovsnet-host:a': 'a' }) });
+    assert.equal(await nb.updateSwitchIds(sw.uuid, { 'ovsnet-host:b': 'b' }, ['ovsnet-host:a']), true);
+    assert.deepEqual((await nb.findSwitch('10.9.1.0/24'))?.externalIds, mark('10.9.1.0/24', { 'ovsnet-host:b': 'b' }));
+    assert.equal(await nb.deleteSwitchIf(sw.uuid, mark('10.9.1.0/24', { 'ovsnet-host:a': 'a' })), false, 'not while someone changed it');
+    assert.equal(await nb.deleteSwitchIf(sw.uuid, mark('10.9.1.0/24', { 'ovsnet-host:b': 'b' })), true);
+    assert.equal(await nb.updateSwitchIds(sw.uuid, { x: 'y' }, []), false);
+  });
+
+  it('holds a port name once: a second add says who holds it; a port needs its switch', async () => {
+    const nb = await fresh();
+    const { sw } = await nb.createSwitch('10.9.2.0/24', { name: 'p', externalIds: mark('10.9.2.0/24') });
+    assert.deepEqual(await nb.addPort(sw.uuid, port('p-10.9.2.5', 'a')), { added: true });
+    const again = await nb.addPort(sw.uuid, port('p-10.9.2.5', 'b'));
+    assert.ok(!again.added && again.reason === 'taken');
+    assert.equal(again.holder?.externalIds['ovsnet-chassis'], 'a');
+    assert.deepEqual((await nb.view()).ports.get(sw.uuid)?.map((p) => p.name), ['p-10.9.2.5']);
+    await nb.deleteSwitchIf(sw.uuid, (await nb.findSwitch('10.9.2.0/24'))!.externalIds);
+    assert.equal(await nb.port('p-10.9.2.5'), undefined, "a switch's ports go with it");
+    assert.deepEqual(await nb.addPort(sw.uuid, port('p-10.9.2.6', 'a')), { added: false, reason: 'no-switch' });
+    assert.equal(await nb.port('p-10.9.2.6'), undefined, 'and nothing is left of the refused port');
+  });
+
+  it("changes and deletes only this host's ports", async () => {
+    const nb = await fresh();
+    const { sw } = await nb.createSwitch('10.9.3.0/24', { name: 'q', externalIds: mark('10.9.3.0/24') });
+    await nb.addPort(sw.uuid, port('q-1', 'a'));
+    const changes = { addresses: ['02:42:0a:09:03:01 10.9.3.1'], portSecurity: ['02:42:0a:09:03:01 10.9.3.1'], externalIds: { 'ovsnet-endpoint': 'e1' } };
+    assert.equal(await nb.updatePort('q-1', 'b', changes), false);
+    assert.equal(await nb.updatePort('q-1', 'a', changes), true);
+    const updated = (await nb.port('q-1'))!;
+    assert.deepEqual([updated.addresses, updated.portSecurity, updated.externalIds['ovsnet-endpoint'], updated.externalIds['ovsnet-chassis']], [changes.addresses, changes.portSecurity, 'e1', 'a']);
+    assert.equal(await nb.deletePort(sw.uuid, 'q-1', 'b'), false);
+    assert.equal(await nb.deletePort(sw.uuid, 'q-1', 'a'), true);
+    assert.equal(await nb.port('q-1'), undefined);
+    assert.equal(await nb.deletePort(sw.uuid, 'q-1', 'a'), false, 'a delete tolerates absence');
+  });
+}

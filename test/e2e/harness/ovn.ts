@@ -1,0 +1,191 @@
+/**
+ * OVN across simulated hosts: the northbound and southbound databases as
+ * Raft clusters with one member on each host (listening on its underlay
+ * address), ovn-northd, and an ovn-controller on every host bound to that
+ * host's own Open vSwitch (integration bridge br-int, userspace datapath,
+ * Geneve over the underlay). Every daemon runs inside its host's namespace
+ * with its files under the host's directory, so a host's stop() or power
+ * cut takes them with it.
+ */
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { alive, cmd, killAll, sleep, waitFor } from './proc.js';
+import type { SimHost } from './sim-host.js';
+
+const SCHEMAS = { nb: '/usr/share/ovn/ovn-nb.ovsschema', sb: '/usr/share/ovn/ovn-sb.ovsschema' } as const;
+const PORTS = { nb: { client: 6641, raft: 6643 }, sb: { client: 6642, raft: 6644 } } as const;
+const NAMES = { nb: 'OVN_Northbound', sb: 'OVN_Southbound' } as const;
+export const OVN_TOOLS = ['ovsdb-tool', 'ovsdb-server', 'ovn-northd', 'ovn-controller', 'ovn-nbctl', 'ovn-sbctl', 'ovn-appctl'];
+
+type Db = 'nb' | 'sb';
+
+export interface OvnMember {
+  host: SimHost;
+  /** The host's underlay address, where its members listen. */
+  address: string;
+}
+
+export class OvnCluster {
+  private constructor(
+    readonly members: readonly OvnMember[],
+    /** Every host with an ovn-controller (the members, and hosts without a database). */
+    readonly chassis: readonly OvnMember[],
+  ) {}
+
+  /** The northbound remotes, every member: what OVSNET_OVN_NB gets. */
+  get nbRemotes(): string {
+    return this.remotes('nb');
+  }
+
+  remotes(db: Db): string {
+    return this.members.map((m) => `tcp:${m.address}:${PORTS[db].client}`).join(',');
+  }
+
+  private dir(member: OvnMember): string {
+    return path.join(member.host.dir, 'ovn');
+  }
+
+  private env(member: OvnMember): Record<string, string> {
+    const dir = this.dir(member);
+    // OVS_RUNDIR is where ovn-controller finds ovs-vswitchd's OpenFlow socket (br-int.mgmt): the host's own.
+    return { OVN_RUNDIR: dir, OVN_LOGDIR: dir, OVN_DBDIR: dir, OVS_RUNDIR: path.join(member.host.dir, 'ovs') };
+  }
+
+  /**
+   * Builds both clusters, starts ovn-northd on the first host and ovn-controller on every host.
+   * `databases` limits the cluster members to the first few hosts (the others only run ovn-controller).
+   */
+  static async start(all: OvnMember[], options: { electionTimerMs?: number; databases?: number } = {}): Promise<OvnCluster> {
+    const members = all.slice(0, options.databases ?? all.length);
+    const cluster = new OvnCluster(members, all);
+    for (const member of all) {
+      await rm(cluster.dir(member), { recursive: true, force: true });
+      await mkdir(cluster.dir(member), { recursive: true });
+      // Raft and OVSDB clients cross the underlay over TCP from the host's own stack: the userspace
+      // datapath forwards partial checksums as they are.
+      await member.host.exec('ethtool', ['-K', 'br-phy', 'tx', 'off']);
+    }
+    for (const db of ['nb', 'sb'] as const) {
+      for (const [i, member] of members.entries()) {
+        const file = path.join(cluster.dir(member), `${db}.db`);
+        const local = `tcp:${member.address}:${PORTS[db].raft}`;
+        if (i === 0) {
+          await cmd('ovsdb-tool', [`--election-timer=${options.electionTimerMs ?? 2000}`, 'create-cluster', file, SCHEMAS[db], local]);
+        } else {
+          await cmd('ovsdb-tool', ['join-cluster', file, NAMES[db], local, `tcp:${members[0]!.address}:${PORTS[db].raft}`]);
+        }
+      }
+      for (const member of members) await cluster.startMember(db, member);
+    }
+    await cluster.waitForLeader('nb');
+    await cluster.waitForLeader('sb');
+    await cluster.nbctl(['init']);
+    await cluster.startNorthd();
+    for (const [i, member] of all.entries()) {
+      await member.host.vsctl([
+        'set', 'open', '.',
+        `external_ids:system-id=${member.host.name}`,
+        `external_ids:hostname=${member.host.name}`,
+        `external_ids:ovn-remote="${cluster.remotes('sb')}"`,
+        'external_ids:ovn-encap-type=geneve',
+        `external_ids:ovn-encap-ip=${member.address}`,
+        'external_ids:ovn-bridge=br-int',
+        'external_ids:ovn-bridge-datapath-type=netdev',
+      ]);
+      await cluster.startController(i);
+    }
+    for (const member of all) {
+      await waitFor(`br-int on ${member.host.name}`, async () => (await member.host.vsctl(['br-exists', 'br-int'], { check: false })).exitCode === 0, 30_000, 200);
+    }
+    await waitFor('every chassis in the southbound database', async () => {
+      const { stdout } = await members[0]!.host.exec('ovn-sbctl', [`--db=${cluster.remotes('sb')}`, '--timeout=10', '--bare', '--columns=name', 'list', 'Chassis'], { check: false });
+      return all.every((m) => stdout.split('\n').includes(m.host.name));
+    }, 60_000, 500);
+    return cluster;
+  }
+
+  async startMember(db: Db, member: OvnMember): Promise<void> {
+    const dir = this.dir(member);
+    await member.host.exec('ovsdb-server', [
+      path.join(dir, `${db}.db`),
+      `--remote=punix:${dir}/${db}.sock`,
+      `--remote=ptcp:${PORTS[db].client}:${member.address}`,
+      `--pidfile=${dir}/${db}.pid`,
+      `--unixctl=${dir}/${db}.ctl`,
+      `--log-file=${dir}/${db}.log`,
+      '--detach',
+    ], { env: this.env(member) });
+  }
+
+  /** Kills one member of a cluster (SIGKILL: no goodbye to the others). */
+  async killMember(db: Db, index: number): Promise<void> {
+    const member = this.members[index]!;
+    await this.killPidfile(path.join(this.dir(member), `${db}.pid`));
+  }
+
+  /** Which member leads a cluster now, as the members themselves say; undefined while none does. */
+  async leader(db: Db): Promise<number | undefined> {
+    for (const [i, member] of this.members.entries()) {
+      const status = await cmd('ovn-appctl', ['-t', path.join(this.dir(member), `${db}.ctl`), 'cluster/status', NAMES[db]], { check: false, timeoutMs: 5_000 });
+      if (/^Role: leader$/m.test(status.stdout)) return i;
+    }
+    return undefined;
+  }
+
+  async waitForLeader(db: Db): Promise<number> {
+    return waitFor(`a leader of the ${db} cluster`, () => this.leader(db), 60_000, 200);
+  }
+
+  /** Waits until ovn-northd has caught up with the northbound database (after an outage it reconnects with a backoff). */
+  async waitForNorthd(): Promise<void> {
+    await this.waitForLeader('nb');
+    await this.nbctl(['--wait=sb', '--timeout=60', 'sync']);
+  }
+
+  async startNorthd(): Promise<void> {
+    const member = this.members[0]!;
+    const dir = this.dir(member);
+    await member.host.exec('ovn-northd', [
+      `--ovnnb-db=${this.remotes('nb')}`,
+      `--ovnsb-db=${this.remotes('sb')}`,
+      `--pidfile=${dir}/northd.pid`,
+      `--unixctl=${dir}/northd.ctl`,
+      `--log-file=${dir}/northd.log`,
+      '--detach',
+    ], { env: this.env(member) });
+  }
+
+  async startController(index: number): Promise<void> {
+    const member = this.chassis[index]!;
+    const dir = this.dir(member);
+    // `ip netns exec` remounts /sys for the namespace, which ovn-controller reads, as ovs-vswitchd does.
+    await cmd('ip', ['netns', 'exec', member.host.ns, 'ovn-controller', member.host.ovsdb,
+      `--pidfile=${dir}/controller.pid`, `--log-file=${dir}/controller.log`, '--detach'], { env: this.env(member) });
+  }
+
+  async stopController(index: number): Promise<void> {
+    await this.killPidfile(path.join(this.dir(this.chassis[index]!), 'controller.pid'), 'SIGTERM');
+  }
+
+  /** After a host's power cut: its members and ovn-controller again (the databases are on its disk). */
+  async restartHost(index: number): Promise<void> {
+    const member = this.chassis[index]!;
+    if (this.members.includes(member)) for (const db of ['nb', 'sb'] as const) await this.startMember(db, member);
+    await member.host.exec('ethtool', ['-K', 'br-phy', 'tx', 'off']);
+    if (index === 0) await this.startNorthd();
+    await this.startController(index);
+  }
+
+  /** Runs ovn-nbctl against the cluster (for checks and for damage done on purpose), from the first host: the underlay is only there. */
+  nbctl(args: string[], check = true) {
+    return this.members[0]!.host.exec('ovn-nbctl', [`--db=${this.nbRemotes}`, '--timeout=20', ...args], { check });
+  }
+
+  private async killPidfile(pidfile: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const pid = Number((await readFile(pidfile, 'utf8').catch(() => '')).trim());
+    if (!pid) return;
+    await killAll([pid], signal);
+    await waitFor(`process ${pid} to exit`, async () => !alive(pid), 10_000, 50).catch(() => killAll([pid]));
+    await sleep(50);
+  }
+}

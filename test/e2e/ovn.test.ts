@@ -1,0 +1,297 @@
+/**
+ * OVN mode end to end on three simulated hosts (each with its own Open
+ * vSwitch, dockerd, ovn-controller and plugin), joined by an underlay, with
+ * the northbound and southbound databases as three-member Raft clusters
+ * spread over them and ovn-northd running: one network across the hosts,
+ * addresses unique across every host, port security, and the faults: the
+ * plugin killed mid-call, dockerd and ovn-controller restarted, the
+ * northbound leader killed, two of three members down, a power cut. After
+ * each, no address is held twice, no logical port is without its container,
+ * and no container without its port.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { OvnCluster, OVN_TOOLS } from './harness/ovn.js';
+import { requireTools, waitFor } from './harness/proc.js';
+import { REPO_ROOT, SimHost } from './harness/sim-host.js';
+import { Underlay } from './harness/underlay.js';
+import { assertConsistent, assertPluginSaid, containerAddress, dockerError, httpGet, ping, runContainer, startHttp } from './support.js';
+
+const NAMES = ['on1', 'on2', 'on3'] as const;
+const ADDR: Record<string, string> = { on1: '10.250.1.1', on2: '10.250.1.2', on3: '10.250.1.3' };
+const SUBNET = '10.60.0.0/24';
+const FAST = { OVSNET_RECONCILE_INTERVAL: '2', OVSNET_RECONCILE_GRACE: '3', OVSNET_OVN_TIMEOUT: '10' };
+const CLI = `${REPO_ROOT}/dist/src/cli/main.js`;
+
+interface NbPortRow {
+  name: string;
+  addresses: string[];
+  portSecurity: string[];
+  ids: Record<string, string>;
+}
+
+describe('OVN mode across three hosts', () => {
+  let underlay: Underlay;
+  let cluster: OvnCluster;
+  const hosts: SimHost[] = [];
+  const net = (h: SimHost) => ['network', 'create', '-d', h.driver, '--ipam-driver', h.driver];
+
+  /** The logical ports the plugin made, from the northbound database. */
+  async function nbPorts(): Promise<NbPortRow[]> {
+    const { stdout } = await cluster.nbctl(['--format=json', '--columns=name,addresses,port_security,external_ids', 'find', 'Logical_Switch_Port', 'external_ids:ovsnet-owner=ovsnet']);
+    const table = JSON.parse(stdout) as { data: Array<[string, unknown, unknown, ['map', Array<[string, string]>]]> };
+    const set = (v: unknown) => (Array.isArray(v) && v[0] === 'set' ? (v[1] as string[]) : typeof v === 'string' ? [v] : []);
+    return table.data.map(([name, addresses, security, ids]) => ({ name, addresses: set(addresses), portSecurity: set(security), ids: Object.fromEntries(ids[1]) }));
+  }
+
+  /** Containers on OVN networks across all hosts: address, host, container. */
+  async function containersEverywhere(network: string): Promise<Array<{ host: string; container: string; ip: string; mac: string }>> {
+    const out = [];
+    for (const h of hosts) {
+      const inspect = await h.docker(['network', 'inspect', network], { check: false });
+      if (inspect.exitCode !== 0) continue;
+      for (const c of Object.values(JSON.parse(inspect.stdout)[0].Containers ?? {}) as Array<{ Name: string; IPv4Address: string; MacAddress: string }>) {
+        out.push({ host: h.name, container: c.Name, ip: c.IPv4Address.split('/')[0]!, mac: c.MacAddress });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Across every host: each one's plugin, Docker and Open vSwitch agree; no address is held twice;
+   * every container has its logical port (on its host's chassis, with its MAC and address) and no
+   * logical port is without a container.
+   */
+  async function assertOvnConsistent(network = 'web'): Promise<void> {
+    await waitFor('the hosts, Docker and OVN to agree', async () => {
+      for (const h of hosts) await assertConsistent(h);
+      const containers = await containersEverywhere(network);
+      assert.equal(new Set(containers.map((c) => c.ip)).size, containers.length, `no address twice: ${containers.map((c) => `${c.host}/${c.container}=${c.ip}`).join(' ')}`);
+      const ports = (await nbPorts()).filter((p) => p.ids['ovsnet-subnet'] === SUBNET);
+      const byAddress = new Map(ports.map((p) => [p.ids['ovsnet-address'], p]));
+      for (const c of containers) {
+        const port = byAddress.get(c.ip);
+        assert.ok(port, `${c.host}/${c.container} (${c.ip}) has its logical port`);
+        assert.equal(port.ids['ovsnet-chassis'], c.host, `the port of ${c.ip} is ${c.host}'s`);
+        assert.match(port.portSecurity.join(' '), new RegExp(`^[0-9a-f:]{17} ${c.ip.replace(/\./g, '\\.')}$`), `port security of ${c.ip}`);
+      }
+      assert.deepEqual(ports.map((p) => p.ids['ovsnet-address']).sort(), containers.map((c) => c.ip).sort(), 'no logical port without its container');
+      return true;
+    }, 40_000, 1_000).catch(async () => {
+      for (const h of hosts) await assertConsistent(h);
+      throw new Error(`OVN and the hosts do not agree: ports ${JSON.stringify((await nbPorts()).map((p) => [p.name, p.ids['ovsnet-chassis']]))}, containers ${JSON.stringify(await containersEverywhere(network))}`);
+    });
+  }
+
+  /** Kills a host's plugin at a fault point during `action`, then starts it again as an operator would. */
+  async function crashIn(h: SimHost, fault: string, action: () => Promise<unknown>): Promise<void> {
+    await h.stopPlugin();
+    await h.startPlugin({ OVSNET_FAULT: fault });
+    const done = action().catch(() => undefined);
+    await h.waitPluginExit();
+    await h.startPlugin({ OVSNET_FAULT: '' });
+    await done;
+  }
+
+  const cli = (h: SimHost, args: string[], check = true) =>
+    h.exec(process.execPath, [CLI, ...args], { check, env: { OVSNET_SOCKET: h.socket, DOCKER_HOST: h.dockerHost, OVSNET_STATE_DIR: `${h.dir}/state`, OVSNET_OVSDB: h.ovsdb, OVSNET_OVN_NB: cluster.nbRemotes } });
+
+  before(async () => {
+    await requireTools(OVN_TOOLS);
+    underlay = await Underlay.create('ovn-ul');
+    for (const name of NAMES) {
+      const h = await SimHost.start({ name, plugin: false });
+      hosts.push(h);
+      await underlay.attach(h, `${ADDR[name]}/24`);
+    }
+    cluster = await OvnCluster.start(NAMES.map((name, i) => ({ host: hosts[i]!, address: ADDR[name]! })));
+    for (const h of hosts) await h.startPlugin({ ...FAST, OVSNET_OVN_NB: cluster.nbRemotes });
+  });
+  after(async () => {
+    for (const h of hosts) await h.stop().catch(() => {});
+    await underlay?.destroy();
+  });
+
+  it('one logical switch for the same network made on three hosts at once; containers reach each other across hosts by ping and TCP', async () => {
+    await Promise.all(hosts.map((h) => h.docker([...net(h), '--subnet', SUBNET, '-o', 'mode=ovn', 'web'])));
+    const switches = (await cluster.nbctl(['--bare', '--columns=name', 'find', 'Logical_Switch', `external_ids:ovsnet-subnet="${SUBNET}"`])).stdout.split('\n').filter(Boolean);
+    assert.deepEqual(switches, ['ovsnet-10.60.0.0_24'], 'three hosts at the same moment, one switch');
+    for (const [i, h] of hosts.entries()) await runContainer(h, `w${i + 1}`, 'web', { extra: ['--restart', 'always'] });
+    const ips = await Promise.all(hosts.map((h, i) => containerAddress(h, `w${i + 1}`, 'web')));
+    assert.equal(new Set(ips.map((a) => a.ip)).size, 3);
+    for (const [i, h] of hosts.entries()) {
+      const other = ips[(i + 1) % 3]!;
+      assert.ok(await ping(h, `w${i + 1}`, other.ip, 3), `w${i + 1} on ${h.name} pings ${other.ip} on another host`);
+    }
+    await startHttp(hosts[2]!, 'w3');
+    assert.equal(await httpGet(hosts[0]!, 'w1', ips[2]!.ip), (await hosts[2]!.docker(['exec', 'w3', 'hostname'])).stdout.trim(), 'TCP across hosts');
+    const mtu = await hosts[0]!.docker(['exec', 'w1', 'cat', '/sys/class/net/eth0/mtu']);
+    assert.equal(mtu.stdout.trim(), '1442', 'Geneve: 1500 minus 58');
+    const endpoint = (await hosts[0]!.pluginState()).endpoints[0]!;
+    assert.equal((await hosts[0]!.links()).find((l) => l.name === endpoint.hostIf)?.mtu, 1442, 'both veth ends');
+    const port = await hosts[0]!.vsctl(['get', 'interface', endpoint.hostIf, 'external_ids:ovn-installed']);
+    assert.equal(port.stdout.trim(), '"true"', 'installed by ovn-controller before Docker heard back');
+    const rows = JSON.parse((await cli(hosts[1]!, ['networks', '--json'])).stdout);
+    assert.deepEqual(rows[0].hosts, ['on1', 'on2', 'on3'], 'ovsnet networks shows which hosts use it');
+    await assertOvnConsistent();
+  });
+
+  it('refuses a host that asks for a known subnet differently, and --ip for an address another host holds, naming that host', async () => {
+    await hosts[0]!.docker([...net(hosts[0]!), '--subnet', '10.61.0.0/24', '--gateway', '10.61.0.1', '-o', 'mode=ovn', 'other']);
+    const err = await dockerError(hosts[1]!, [...net(hosts[1]!), '--subnet', '10.61.0.0/24', '--gateway', '10.61.0.254', '-o', 'mode=ovn', 'other']);
+    assertPluginSaid(err, 'NetworkDriver.CreateNetwork', 'subnet 10.61.0.0/24 is already the OVN network ovsnet-10.61.0.0_24 (made by host on1) with the gateway of 10.61.0.0/24 10.61.0.1; this host asked for 10.61.0.254: give the same --gateway on every host of the network');
+    await hosts[0]!.docker(['network', 'rm', 'other']);
+    const w1 = (await containerAddress(hosts[0]!, 'w1', 'web')).ip;
+    const taken = await dockerError(hosts[1]!, ['run', '-d', '--name', 'thief', '--net', 'web', '--ip', w1, 'local/busybox', 'sleep', '1d']);
+    assertPluginSaid(taken, 'IpamDriver.RequestAddress', `address ${w1} of subnet ${SUBNET} is held by host on1`);
+    await hosts[1]!.docker(['rm', '-f', 'thief']);
+    await assertOvnConsistent();
+  });
+
+  it('3 x 20 parallel docker run on three hosts: 60 distinct addresses, no range split', async () => {
+    await Promise.all(hosts.map((h, i) => Promise.all(Array.from({ length: 20 }, (_, n) => runContainer(h, `p${i}x${n}`, 'web')))));
+    const containers = await containersEverywhere('web');
+    assert.equal(containers.length, 63);
+    assert.equal(new Set(containers.map((c) => c.ip)).size, 63, 'every address once');
+    await assertOvnConsistent();
+    await Promise.all(hosts.map((h, i) => h.docker(['rm', '-f', ...Array.from({ length: 20 }, (_, n) => `p${i}x${n}`)])));
+    await assertOvnConsistent();
+  });
+
+  it('port security: a container that takes a neighbour\'s address, or another MAC, gets nothing through; the neighbour keeps its traffic', async () => {
+    const [a, b] = [hosts[0]!, hosts[1]!];
+    await runContainer(a, 'spoofer', 'web', { extra: ['--cap-add', 'NET_ADMIN'] });
+    const w1 = (await containerAddress(a, 'w1', 'web')).ip;
+    const w2 = (await containerAddress(b, 'w2', 'web')).ip;
+    assert.ok(await ping(a, 'spoofer', w2, 3), 'its own address works');
+    await a.docker(['exec', 'spoofer', 'ip', 'address', 'add', `${w1}/24`, 'dev', 'eth0']);
+    const spoofed = await a.docker(['exec', 'spoofer', 'ping', '-c', '2', '-W', '1', '-I', w1, w2], { check: false });
+    assert.notEqual(spoofed.exitCode, 0, "with w1's address it reaches nobody");
+    assert.ok(await ping(b, 'w2', w1, 3), 'w1 keeps its traffic');
+    await a.docker(['exec', 'spoofer', 'ip', 'address', 'del', `${w1}/24`, 'dev', 'eth0']);
+    await a.docker(['exec', 'spoofer', 'ip', 'link', 'set', 'eth0', 'address', '02:42:de:ad:be:ef']);
+    assert.equal(await ping(a, 'spoofer', w2, 2), false, 'with another MAC it reaches nobody');
+    await a.docker(['rm', '-f', 'spoofer']);
+  });
+
+  it('doctor compares this host with the northbound database; reconcile puts a deleted logical port back', async () => {
+    const h = hosts[1]!;
+    const ip = (await containerAddress(h, 'w2', 'web')).ip;
+    const name = `ovsnet-10.60.0.0_24-${ip}`;
+    await h.stopPlugin(); // so that the periodic reconciler does not repair it first
+    try {
+      await cluster.nbctl(['lsp-del', name]);
+      const report = JSON.parse((await cli(h, ['doctor', '--json'], false)).stdout) as { drift: Array<{ kind: string; subject: string; fix: string }> };
+      assert.deepEqual(report.drift.filter((d) => d.kind.startsWith('ovn-')).map((d) => [d.kind, d.subject, d.fix]), [['ovn-port-missing', name, 'ovsnet reconcile']]);
+    } finally {
+      await h.startPlugin();
+    }
+    await waitFor('the logical port to be back with its addresses', async () => (await nbPorts()).find((p) => p.name === name && p.portSecurity.length === 1), 20_000, 300);
+    assert.ok(await ping(hosts[0]!, 'w1', ip, 3));
+    await assertOvnConsistent();
+  });
+
+  for (const fault of ['CreateNetwork:after-switch', 'RequestAddress:after-claim', 'RequestAddress:after-record', 'CreateEndpoint:after-record', 'Join:after-devices']) {
+    it(`the plugin killed in ${fault}: nothing is left half-made, on the host or in OVN`, async () => {
+      const h = hosts[2]!;
+      if (fault.startsWith('CreateNetwork')) {
+        await crashIn(h, fault, () => h.docker([...net(h), '--subnet', '10.62.0.0/24', '-o', 'mode=ovn', 'half']));
+        await h.docker(['network', 'rm', 'half'], { check: false });
+        await waitFor('the half-made network to be undone, and its switch with it', async () => {
+          const switches = (await cluster.nbctl(['--bare', '--columns=name', 'find', 'Logical_Switch', 'external_ids:ovsnet-subnet="10.62.0.0/24"'])).stdout.trim();
+          return switches === '' && (await h.pluginState()).networks.length === 1;
+        }, 30_000, 500);
+      } else {
+        await crashIn(h, fault, () => runContainer(h, 'victim', 'web'));
+        await h.docker(['rm', '-f', 'victim'], { check: false });
+      }
+      await assertOvnConsistent();
+    });
+  }
+
+  it('dockerd restarted: containers come back on the network with their logical ports', async () => {
+    const h = hosts[1]!;
+    await h.stopDockerd();
+    await h.startDockerd();
+    await waitFor('w2 to run again', async () => (await h.docker(['ps', '-q', '--filter', 'name=w2'])).stdout.trim() !== '', 60_000, 500);
+    await assertOvnConsistent();
+    const w2 = (await containerAddress(h, 'w2', 'web')).ip;
+    assert.ok(await ping(hosts[0]!, 'w1', w2, 3));
+  });
+
+  it('ovn-controller restarted: containers keep talking, and a new one starts once it is back', async () => {
+    const w1 = (await containerAddress(hosts[0]!, 'w1', 'web')).ip;
+    await cluster.stopController(2);
+    assert.ok(await ping(hosts[2]!, 'w3', w1, 3), 'the flows stay in Open vSwitch');
+    await cluster.startController(2);
+    await runContainer(hosts[2]!, 'after-controller', 'web');
+    assert.ok(await ping(hosts[2]!, 'after-controller', w1, 3));
+    await hosts[2]!.docker(['rm', '-f', 'after-controller']);
+    await assertOvnConsistent();
+  });
+
+  it('the northbound leader killed: a start waits for the election, then goes on', async () => {
+    const leader = (await cluster.leader('nb'))!;
+    await cluster.killMember('nb', leader);
+    const started = Date.now();
+    const h = hosts[(leader + 1) % 3]!;
+    await runContainer(h, 'during-election', 'web');
+    const took = Date.now() - started;
+    assert.ok(await ping(h, 'during-election', (await containerAddress(hosts[0]!, 'w1', 'web')).ip, 3));
+    await cluster.startMember('nb', cluster.members[leader]!);
+    await cluster.waitForNorthd();
+    await h.docker(['rm', '-f', 'during-election']);
+    await assertOvnConsistent();
+    assert.ok(took < 30_000, `the start took ${took} ms`);
+  });
+
+  it('two of three northbound members down: creates and starts fail fast saying there is no quorum, running containers keep talking, nothing half-made stays', async () => {
+    const w3 = (await containerAddress(hosts[2]!, 'w3', 'web')).ip;
+    await cluster.killMember('nb', 1);
+    await cluster.killMember('nb', 2);
+    try {
+      const started = Date.now();
+      const run = await dockerError(hosts[0]!, ['run', '-d', '--name', 'noquorum', '--net', 'web', 'local/busybox', 'sleep', '1d']);
+      assertPluginSaid(run, 'IpamDriver.RequestAddress', /has no quorum: no member can reach a majority of its cluster/);
+      const create = await dockerError(hosts[0]!, [...net(hosts[0]!), '--subnet', '10.63.0.0/24', '-o', 'mode=ovn', 'noquorum']);
+      assertPluginSaid(create, 'NetworkDriver.CreateNetwork', /has no quorum/);
+      assert.ok(Date.now() - started < 20_000, `both refusals came fast (${Date.now() - started} ms)`);
+      assert.ok(await ping(hosts[0]!, 'w1', w3, 3), 'running containers keep talking');
+      await hosts[0]!.docker(['rm', '-f', 'noquorum']);
+      assert.equal((await hosts[0]!.pluginState()).networks.length, 1, 'no half-made network');
+    } finally {
+      await cluster.startMember('nb', cluster.members[1]!);
+      await cluster.startMember('nb', cluster.members[2]!);
+      await cluster.waitForNorthd();
+    }
+    await runContainer(hosts[0]!, 'quorum-back', 'web');
+    await hosts[0]!.docker(['rm', '-f', 'quorum-back']);
+    await assertOvnConsistent();
+  });
+
+  it('a power cut of one host: it comes back with its containers and their logical ports', async () => {
+    const h = hosts[2]!;
+    await h.powerCycle();
+    await h.startOvs();
+    await underlay.attach(h, `${ADDR.on3}/24`);
+    await cluster.restartHost(2);
+    await h.startPlugin();
+    await h.startDockerd();
+    await waitFor('w3 to run again', async () => (await h.docker(['ps', '-q', '--filter', 'name=w3'])).stdout.trim() !== '', 90_000, 500);
+    await cluster.waitForLeader('nb');
+    await assertOvnConsistent();
+    const w3 = (await containerAddress(h, 'w3', 'web')).ip;
+    await waitFor('w1 to reach w3 again', () => ping(hosts[0]!, 'w1', w3, 1), 30_000, 500);
+  });
+
+  it('the last host to remove the network removes the switch', async () => {
+    for (const [i, h] of hosts.entries()) await h.docker(['rm', '-f', `w${i + 1}`]);
+    for (const h of hosts.slice(0, 2)) await h.docker(['network', 'rm', 'web']);
+    const left = await cluster.nbctl(['--bare', '--columns=external_ids', 'find', 'Logical_Switch', `external_ids:ovsnet-subnet="${SUBNET}"`]);
+    assert.match(left.stdout, /ovsnet-host:on3=on3/);
+    assert.doesNotMatch(left.stdout, /ovsnet-host:on1/);
+    await hosts[2]!.docker(['network', 'rm', 'web']);
+    assert.equal((await cluster.nbctl(['--bare', '--columns=name', 'find', 'Logical_Switch', 'external_ids:ovsnet-owner=ovsnet'])).stdout.trim(), '');
+    assert.deepEqual(await nbPorts(), []);
+  });
+});

@@ -1,0 +1,191 @@
+/**
+ * OVN mode on fakes: hosts share a fake northbound database (each host is a
+ * world with its own store, OVS and chassis name).
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { unavailable } from '../../src/errors.js';
+import { Reconciler } from '../../src/driver/reconcile.js';
+import { silentLogger } from '../../src/log.js';
+import type { CreateNetworkRequest } from '../../src/protocol/network.js';
+import { FakeDocker, FakeNorthbound } from '../fakes/index.js';
+import { id, world } from './setup.js';
+
+const NET_A = id('a');
+const NET_B = id('b');
+const EP = id('e');
+
+/** A host of the OVN network 10.60.0.0/24: its pool and gateway, as dockerd asks before CreateNetwork. */
+async function host(nb: FakeNorthbound, chassis: string, o: { gateway?: string; range?: string; generic?: Record<string, string> } = {}) {
+  const w = await world({ ovn: { nb, chassis } });
+  const pool = await w.ipam.requestPool({ addressSpace: 'local', pool: '10.60.0.0/24', subPool: o.range ?? '', options: {}, v6: false });
+  const gateway = o.gateway ?? '10.60.0.1';
+  await w.ipam.requestAddress({ poolId: pool.PoolID, address: gateway, gateway: true });
+  const req: CreateNetworkRequest = {
+    networkId: chassis === 'chassis-a' ? NET_A : NET_B,
+    generic: { mode: 'ovn', ...o.generic },
+    ipv6: false,
+    internal: false,
+    ipv4Data: [{ addressSpace: 'local', pool: '10.60.0.0/24', gateway: `${gateway}/24`, auxAddresses: {} }],
+    ipv6Data: [],
+  };
+  return { ...w, poolId: pool.PoolID, req, networkId: req.networkId };
+}
+
+describe('OVN mode', () => {
+  it('is refused when OVSNET_OVN_NB is not set, saying which setting to give', async () => {
+    const { network, state } = await world();
+    await assert.rejects(
+      network.createNetwork({ networkId: NET_A, generic: { mode: 'ovn' }, ipv6: false, internal: false, ipv4Data: [{ addressSpace: 'local', pool: '10.60.0.0/24', gateway: '10.60.0.1/24', auxAddresses: {} }], ipv6Data: [] }),
+      { kind: 'BadRequest', code: 'OvnOff', message: /^mode=ovn is off on this host: set OVSNET_OVN_NB to the northbound database's remotes/ },
+    );
+    assert.equal(state.networks.size, 0);
+  });
+
+  it('makes one logical switch for a subnet, listed with every host that uses it, with the Geneve MTU', async () => {
+    const nb = new FakeNorthbound();
+    const a = await host(nb, 'chassis-a');
+    const b = await host(nb, 'chassis-b');
+    await a.network.createNetwork(a.req);
+    await b.network.createNetwork(b.req);
+    assert.equal(nb.switches.size, 1, 'one switch for the subnet');
+    const sw = [...nb.switches.values()][0]!;
+    assert.equal(sw.name, 'ovsnet-10.60.0.0_24');
+    assert.equal(sw.externalIds['ovsnet-owner'], 'ovsnet');
+    assert.equal(sw.externalIds['ovsnet-created-by'], 'host-chassis-a');
+    assert.deepEqual([sw.externalIds['ovsnet-host:chassis-a'], sw.externalIds['ovsnet-host:chassis-b']], ['host-chassis-a', 'host-chassis-b']);
+    const record = a.state.networks.get(NET_A)!;
+    assert.deepEqual(record.ovn, { subnet: '10.60.0.0/24', switchName: 'ovsnet-10.60.0.0_24' });
+    assert.equal(record.mtu, 1442, '1500 on the device with the encapsulation address, minus 58 for Geneve');
+    assert.equal(record.gatewayPort, undefined, 'nothing on the host holds the gateway');
+    assert.deepEqual(await a.network.ovnHosts(), { [NET_A]: ['host-chassis-a', 'host-chassis-b'] });
+  });
+
+  it('refuses a host that gives a subnet another gateway, ip-range or name, naming both values and who made it', async () => {
+    const nb = new FakeNorthbound();
+    const a = await host(nb, 'chassis-a', { range: '10.60.0.0/25' });
+    await a.network.createNetwork(a.req);
+    const gateway = await host(nb, 'chassis-b', { gateway: '10.60.0.254', range: '10.60.0.0/25' });
+    await assert.rejects(gateway.network.createNetwork(gateway.req), {
+      kind: 'Conflict',
+      message: 'subnet 10.60.0.0/24 is already the OVN network ovsnet-10.60.0.0_24 (made by host host-chassis-a) with the gateway of 10.60.0.0/24 10.60.0.1; this host asked for 10.60.0.254: give the same --gateway on every host of the network',
+    });
+    const range = await host(nb, 'chassis-c', { range: '10.60.0.128/25' });
+    await assert.rejects(range.network.createNetwork(range.req), /with the ip-range of 10\.60\.0\.0\/24 10\.60\.0\.0\/25; this host asked for 10\.60\.0\.128\/25/);
+    const name = await host(nb, 'chassis-d', { range: '10.60.0.0/25', generic: { ovn_network: 'web' } });
+    await assert.rejects(name.network.createNetwork(name.req), /with the name ovsnet-10\.60\.0\.0_24; this host asked for web: give the same -o ovn_network/);
+    assert.equal(gateway.state.networks.size + range.state.networks.size + name.state.networks.size, 0, 'nothing kept');
+    assert.deepEqual(Object.keys([...nb.switches.values()][0]!.externalIds).filter((k) => k.startsWith('ovsnet-host:')), ['ovsnet-host:chassis-a']);
+  });
+
+  it('holds every address in the northbound database: two hosts never hand out the same, and --ip names the host that holds it', async () => {
+    const nb = new FakeNorthbound();
+    const a = await host(nb, 'chassis-a');
+    const b = await host(nb, 'chassis-b');
+    await a.network.createNetwork(a.req);
+    await b.network.createNetwork(b.req);
+    const given = new Set<string>();
+    for (let i = 0; i < 20; i++) {
+      for (const h of [a, b]) given.add((await h.ipam.requestAddress({ poolId: h.poolId, address: '', gateway: false })).Address);
+    }
+    assert.equal(given.size, 40, 'forty distinct addresses');
+    assert.ok(![...given].includes('10.60.0.1/24'), 'never the gateway');
+    const heldByA = [...a.state.addressesOf(a.poolId).values()].find((r) => r.kind === 'address')!.address;
+    await assert.rejects(b.ipam.requestAddress({ poolId: b.poolId, address: heldByA, gateway: false }), {
+      kind: 'Conflict',
+      message: `address ${heldByA} of subnet 10.60.0.0/24 is held by host host-chassis-a (chassis chassis-a)`,
+    });
+    const port = nb.named(`ovsnet-10.60.0.0_24-${heldByA}`)!;
+    assert.equal(port.externalIds['ovsnet-chassis'], 'chassis-a');
+    await a.ipam.releaseAddress({ poolId: a.poolId, address: heldByA });
+    assert.equal(nb.named(`ovsnet-10.60.0.0_24-${heldByA}`), undefined, 'released in the database too');
+    assert.equal((await b.ipam.requestAddress({ poolId: b.poolId, address: heldByA, gateway: false })).Address, `${heldByA}/24`);
+  });
+
+  it("binds an endpoint's port to its logical port, with port security, and answers Join once ovn-controller installed it", async () => {
+    const nb = new FakeNorthbound();
+    const a = await host(nb, 'chassis-a');
+    await a.network.createNetwork(a.req);
+    const { Address } = await a.ipam.requestAddress({ poolId: a.poolId, address: '', gateway: false });
+    await a.network.createEndpoint({ networkId: NET_A, endpointId: EP, address: Address, addressIpv6: '', macAddress: '', optionMac: '' });
+    const ip = Address.split('/')[0]!;
+    const lsp = nb.named(`ovsnet-10.60.0.0_24-${ip}`)!;
+    const mac = `02:42:0a:3c:00:${Number(ip.split('.')[3]).toString(16).padStart(2, '0')}`;
+    assert.deepEqual([lsp.addresses, lsp.portSecurity, lsp.externalIds['ovsnet-endpoint']], [[`${mac} ${ip}`], [`${mac} ${ip}`], EP]);
+    const join = await a.network.join({ networkId: NET_A, endpointId: EP, sandboxKey: '', options: {} });
+    assert.deepEqual(join, { InterfaceName: { SrcName: 'ovceeeeeeeeeeee', DstPrefix: 'eth' } }, 'outbound through docker_gwbridge, as for overlays in nat mode');
+    const port = a.ovs.ports.get('ovseeeeeeeeeeee')!;
+    assert.deepEqual([port.bridge, port.tag, port.interfaceExternalIds], ['br-int', undefined, { 'iface-id': lsp.name, 'attached-mac': mac }]);
+    assert.equal(a.links.links.get('ovseeeeeeeeeeee')?.mtu, 1442);
+  });
+
+  it('fails Join with a clear error when ovn-controller does not install the port in time, and leaves no device', async () => {
+    const nb = new FakeNorthbound();
+    const a = await host(nb, 'chassis-a');
+    a.ovs.autoInstall = false;
+    await a.network.createNetwork(a.req);
+    const { Address } = await a.ipam.requestAddress({ poolId: a.poolId, address: '', gateway: false });
+    await a.network.createEndpoint({ networkId: NET_A, endpointId: EP, address: Address, addressIpv6: '', macAddress: '', optionMac: '' });
+    await assert.rejects(a.network.join({ networkId: NET_A, endpointId: EP, sandboxKey: '', options: {} }), {
+      kind: 'Unavailable',
+      code: 'OvnNotInstalled',
+      message: /^ovn-controller on this host did not install logical port ovsnet-10\.60\.0\.0_24-10\.60\.0\.\d+ within 1000 ms: is it running and connected to the southbound database\?/,
+    });
+    assert.ok(!a.ovs.ports.has('ovseeeeeeeeeeee') && !a.links.links.has('ovseeeeeeeeeeee'));
+  });
+
+  it('the last host to remove its network removes the switch; the others only leave it', async () => {
+    const nb = new FakeNorthbound();
+    const a = await host(nb, 'chassis-a');
+    const b = await host(nb, 'chassis-b');
+    await a.network.createNetwork(a.req);
+    await b.network.createNetwork(b.req);
+    await a.ipam.requestAddress({ poolId: a.poolId, address: '', gateway: false });
+    await a.network.deleteNetwork(NET_A);
+    const sw = [...nb.switches.values()][0]!;
+    assert.deepEqual(Object.keys(sw.externalIds).filter((k) => k.startsWith('ovsnet-host:')), ['ovsnet-host:chassis-b']);
+    assert.equal(sw.ports.size, 0, "the leaving host's ports went with it");
+    await b.network.deleteNetwork(NET_B);
+    assert.equal(nb.switches.size, 0);
+  });
+
+  it('fails fast, changing nothing, when the northbound database cannot be asked', async () => {
+    const nb = new FakeNorthbound();
+    const a = await host(nb, 'chassis-a');
+    nb.down = unavailable('NoQuorum', 'the OVN northbound database has no quorum: no member can reach a majority of its cluster');
+    await assert.rejects(a.network.createNetwork(a.req), { code: 'NoQuorum' });
+    assert.equal(a.state.networks.size, 0);
+    nb.down = undefined;
+    await a.network.createNetwork(a.req);
+    nb.down = unavailable('NoQuorum', 'no quorum');
+    await assert.rejects(a.ipam.requestAddress({ poolId: a.poolId, address: '', gateway: false }), { code: 'NoQuorum' });
+    assert.equal([...a.state.addressesOf(a.poolId).values()].filter((r) => r.kind === 'address').length, 0, 'no address held without the database');
+  });
+
+  it('reconciles with the northbound database: a lost port and a lost listing come back, a stray port of this host goes', async () => {
+    const nb = new FakeNorthbound();
+    const a = await host(nb, 'chassis-a');
+    await a.network.createNetwork(a.req);
+    const { Address } = await a.ipam.requestAddress({ poolId: a.poolId, address: '', gateway: false });
+    await a.network.createEndpoint({ networkId: NET_A, endpointId: EP, address: Address, addressIpv6: '', macAddress: '', optionMac: '' });
+    await a.network.join({ networkId: NET_A, endpointId: EP, sandboxKey: '', options: {} });
+    const reconciler = new Reconciler({ state: a.state, network: a.network, ipam: a.ipam, docker: new FakeDocker(), graceMs: 0, log: silentLogger });
+    assert.deepEqual((await reconciler.drift(false)).map((d) => d.kind), []);
+
+    const ip = Address.split('/')[0]!;
+    const sw = [...nb.switches.values()][0]!;
+    const lsp = nb.named(`ovsnet-10.60.0.0_24-${ip}`)!;
+    sw.ports.delete(lsp.uuid);
+    nb.portRows.delete(lsp.uuid);
+    delete sw.externalIds['ovsnet-host:chassis-a'];
+    await nb.addPort(sw.uuid, { name: 'ovsnet-10.60.0.0_24-10.60.0.99', addresses: [], portSecurity: [], externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-chassis': 'chassis-a', 'ovsnet-address': '10.60.0.99' } });
+    const kinds = (await reconciler.drift(false)).map((d) => d.kind).sort();
+    assert.deepEqual(kinds, ['ovn-host-not-listed', 'ovn-port-missing', 'ovn-port-orphan']);
+    const changes = await reconciler.repair('test');
+    assert.deepEqual(changes, { ovnSwitchesRestored: 1, ovnPortsRestored: 1, ovnPortsRemoved: 1 });
+    assert.deepEqual((await reconciler.drift(false)).map((d) => d.kind), ['ovn-port-differs'], 'the port came back as a reservation; its binding is the next repair');
+    await reconciler.repair('test');
+    assert.deepEqual(await reconciler.drift(false), []);
+    assert.equal(nb.named(`ovsnet-10.60.0.0_24-${ip}`)?.externalIds['ovsnet-endpoint'], EP);
+  });
+});
