@@ -34,7 +34,12 @@ function quantile(values: number[], q: number): number {
 }
 
 const fmt = (ms: number) => `${ms.toFixed(1).padStart(7)} ms`;
-const KINDS = ['ovs', 'ovn', 'bridge', 'none'] as const;
+/**
+ * `ovn` is an OVN network in the default gateway mode (nat), for which Docker also attaches its
+ * docker_gwbridge (a second endpoint it makes itself) for outbound traffic; `ovn-iso` is one in
+ * gateway_mode=isolated, without it: the plugin's own path alone.
+ */
+const KINDS = ['ovs', 'ovn', 'ovn-iso', 'bridge', 'none'] as const;
 type Kind = (typeof KINDS)[number];
 
 async function main(): Promise<void> {
@@ -50,14 +55,15 @@ async function main(): Promise<void> {
     await a.docker(['network', 'create', '-d', a.driver, '--ipam-driver', a.driver, '--subnet', '10.60.0.0/16', '-o', 'vlan=60', 'bench-ovs']);
     await a.docker(['network', 'create', '-d', a.driver, '--ipam-driver', a.driver, '--subnet', '10.62.0.0/16', '-o', 'mode=ovn', 'bench-ovn']);
     await b.docker(['network', 'create', '-d', b.driver, '--ipam-driver', b.driver, '--subnet', '10.62.0.0/16', '-o', 'mode=ovn', 'bench-ovn']);
+    await a.docker(['network', 'create', '-d', a.driver, '--ipam-driver', a.driver, '--subnet', '10.63.0.0/16', '-o', 'mode=ovn', '-o', 'gateway_mode=isolated', 'bench-ovn-iso']);
     await a.docker(['network', 'create', '-d', 'bridge', '--subnet', '10.61.0.0/16', 'bench-bridge']);
     await b.docker(['run', '-d', '--name', 'pinger', '--net', 'bench-ovn', TEST_IMAGE, 'sleep', '1d']);
     const pingerPid = JSON.parse((await b.docker(['inspect', 'pinger'])).stdout)[0].State.Pid as number;
 
-    const networks: Record<Kind, string> = { ovs: 'bench-ovs', ovn: 'bench-ovn', bridge: 'bench-bridge', none: 'none' };
+    const networks: Record<Kind, string> = { ovs: 'bench-ovs', ovn: 'bench-ovn', 'ovn-iso': 'bench-ovn-iso', bridge: 'bench-bridge', none: 'none' };
     const start = Object.fromEntries(KINDS.map((k) => [k, [] as number[]])) as Record<Kind, number[]>;
     const remove = Object.fromEntries(KINDS.map((k) => [k, [] as number[]])) as Record<Kind, number[]>;
-    const pluginWork: Record<'ovs' | 'ovn', number[]> = { ovs: [], ovn: [] };
+    const pluginWork: Record<'ovs' | 'ovn' | 'ovn-iso', number[]> = { ovs: [], ovn: [], 'ovn-iso': [] };
     const answered: number[] = [];
 
     /** From docker run returning to the first reply to a ping from the other host. */
@@ -87,7 +93,7 @@ async function main(): Promise<void> {
       if (!record) return;
       start[kind].push(t1 - t0);
       remove[kind].push(t3 - t2);
-      if (kind === 'ovs' || kind === 'ovn') pluginWork[kind].push(calls.reduce((sum, l) => sum + (JSON.parse(l).durationMs as number), 0));
+      if (kind === 'ovs' || kind === 'ovn' || kind === 'ovn-iso') pluginWork[kind].push(calls.reduce((sum, l) => sum + (JSON.parse(l).durationMs as number), 0));
       if (latency !== undefined) answered.push(latency);
     };
 
@@ -102,12 +108,13 @@ async function main(): Promise<void> {
     console.log(`\n${N} containers per kind, interleaved, on one simulated host (userspace datapath), Docker ${version} (${ENGINE})\n`);
     console.log('kind      start median   start p90   remove median  remove p90');
     for (const kind of KINDS) {
-      console.log(`${kind.padEnd(8)} ${fmt(quantile(start[kind], 0.5))} ${fmt(quantile(start[kind], 0.9))} ${fmt(quantile(remove[kind], 0.5))} ${fmt(quantile(remove[kind], 0.9))}`);
+      console.log(`${kind.padEnd(9)}${fmt(quantile(start[kind], 0.5))} ${fmt(quantile(start[kind], 0.9))} ${fmt(quantile(remove[kind], 0.5))} ${fmt(quantile(remove[kind], 0.9))}`);
     }
     const ratio = (x: number[], y: number[]) => (quantile(x, 0.5) / quantile(y, 0.5)).toFixed(3);
     console.log(`\novs/bridge  start median ratio ${ratio(start.ovs, start.bridge)}, remove median ratio ${ratio(remove.ovs, remove.bridge)}`);
     console.log(`ovn/bridge  start median ratio ${ratio(start.ovn, start.bridge)} (target <= 1.3), remove median ratio ${ratio(remove.ovn, remove.bridge)}`);
-    for (const kind of ['ovs', 'ovn'] as const) {
+    console.log(`ovn-iso/bridge  start median ratio ${ratio(start['ovn-iso'], start.bridge)}, remove median ratio ${ratio(remove['ovn-iso'], remove.bridge)}`);
+    for (const kind of ['ovs', 'ovn', 'ovn-iso'] as const) {
       console.log(`plugin work per start (${kind}): median ${fmt(quantile(pluginWork[kind], 0.5))}, p90 ${fmt(quantile(pluginWork[kind], 0.9))}`);
     }
     console.log(`ovn: a container answers a ping from another host ${fmt(quantile(answered, 0.5))} (median), ${fmt(quantile(answered, 0.9))} (p90), ${fmt(Math.max(...answered))} (max) after docker run returns (target <= 200 ms)`);

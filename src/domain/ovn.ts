@@ -13,7 +13,7 @@
 import { badRequest, conflict } from '../errors.js';
 import type { Drift } from './drift.js';
 import { REPAIR, short } from './drift.js';
-import { OWNER_KEY, OWNER_VALUE } from './names.js';
+import { OWNER_KEY, OWNER_VALUE, macForIpv4 } from './names.js';
 import { canonicalJson, type OvnSpec } from './options.js';
 import type { AddressRecord, EndpointRecord, NetworkRecord, OvnRecord, PoolRecord, SubnetRecord } from './records.js';
 
@@ -34,7 +34,6 @@ export const NB = {
   chassis: 'ovsnet-chassis',
   hostname: 'ovsnet-hostname',
   network: 'ovsnet-network',
-  endpoint: 'ovsnet-endpoint',
   createdAt: 'ovsnet-created-at',
 } as const;
 
@@ -187,12 +186,17 @@ export function switchRow(network: OvnRecord, config: SharedConfig, chassis: Cha
 
 // ---- ports ----
 
-/** A port that holds an address for this host; addresses and port security come when an endpoint takes it. */
+/**
+ * A port that holds an address for this host. An IPv4 address gets, at once, the MAC an endpoint
+ * derives from it (as addresses and port security), so that the usual start needs no second write;
+ * an endpoint with another MAC or an IPv6 address too is bound again when it is made.
+ */
 export function reservationPort(network: OvnRecord & { networkId: string }, address: string, chassis: Chassis, now: string): NbPortSpec {
+  const bound = address.includes(':') ? [] : [`${macForIpv4(address)} ${address}`];
   return {
     name: portName(network, address),
-    addresses: [],
-    portSecurity: [],
+    addresses: bound,
+    portSecurity: bound,
     externalIds: {
       [OWNER_KEY]: OWNER_VALUE,
       [NB.subnet]: network.subnet,
@@ -311,7 +315,7 @@ export function diffNorthbound(records: NbRecords, view: NbView, chassis: Chassi
       const port = ports.get(name);
       if (!port || !mine(port)) continue; // reported above
       const want = boundAddresses(endpoint);
-      if (canonicalJson([port.addresses, port.portSecurity, port.externalIds[NB.endpoint]]) !== canonicalJson([want, want, endpoint.id])) {
+      if (canonicalJson([port.addresses, port.portSecurity]) !== canonicalJson([want, want])) {
         out.push({
           drift: {
             kind: 'ovn-port-differs',

@@ -38,7 +38,7 @@ import {
   switchHosts,
   switchRow,
 } from '../domain/ovn.js';
-import type { OvnSpec } from '../domain/options.js';
+import { type OvnSpec, canonicalJson } from '../domain/options.js';
 import { type EndpointRecord, type NetworkRecord, type OvnRecord, isOwnAddressSpace, poolIdOf } from '../domain/records.js';
 import type { Logger } from '../log.js';
 import type { AdmitRequest, Admitted, NetworkBackend, RealiseStep } from './backend.js';
@@ -65,6 +65,8 @@ const CHASSIS_HOWTO =
 
 export class OvnBackend implements NetworkBackend, DistributedAddresses {
   private chassisName: Chassis | undefined;
+  /** Switch uuids by subnet, so that a claim is one transaction. */
+  private readonly switchIds = new Map<string, string>();
 
   constructor(private readonly o: OvnBackendOptions) {}
 
@@ -185,6 +187,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
       }
       // The last one out removes it, unless a host joined between our look and our delete.
       if (await nb.deleteSwitchIf(current.uuid, current.externalIds)) {
+        this.switchIds.delete(current.externalIds[NB.subnet] ?? '');
         log.info('removed the OVN logical switch: no host uses it any more', { switch: current.name });
         return;
       }
@@ -195,19 +198,25 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   // ---- endpoints ----
 
   async attachEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
+    const ovn = network.ovn!;
+    const primary = primaryAddress(endpoint);
+    const addresses = boundAddresses(endpoint);
+    // The claim bound an IPv4 address to the MAC derived from it: the usual endpoint needs no write here.
+    if (canonicalJson(addresses) === canonicalJson(reservationPort({ ...ovn, networkId: network.id }, primary, await this.chassis(), '').addresses)) return;
+    await this.bind(network, endpoint);
+  }
+
+  /** Gives an endpoint's logical port its MAC and addresses (claiming it again if the database lost it). */
+  private async bind(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
     const { nb } = this.o;
     const chassis = await this.chassis();
     const ovn = network.ovn!;
     const addresses = boundAddresses(endpoint);
     const primary = primaryAddress(endpoint);
-    const ids = { [NB.endpoint]: endpoint.id };
-    if (!(await nb.updatePort(portName(ovn, primary), chassis.name, { addresses, portSecurity: addresses, externalIds: ids }))) {
-      // IPAM holds its addresses through the database; a port that is not there (the database lost it) is claimed again.
+    if (!(await nb.updatePort(portName(ovn, primary), chassis.name, { addresses, portSecurity: addresses, externalIds: {} }))) {
       await this.claim(network, primary, { explicit: true });
-      await nb.updatePort(portName(ovn, primary), chassis.name, { addresses, portSecurity: addresses, externalIds: ids });
+      await nb.updatePort(portName(ovn, primary), chassis.name, { addresses, portSecurity: addresses, externalIds: {} });
     }
-    const secondary = endpoint.address && endpoint.addressIpv6 ? endpoint.addressIpv6.split('/')[0]! : undefined;
-    if (secondary) await nb.updatePort(portName(ovn, secondary), chassis.name, { addresses: [], portSecurity: [], externalIds: ids });
   }
 
   async prepareEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
@@ -222,7 +231,8 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   /** Waits until this host's ovn-controller has installed the port's flows (it marks the interface ovn-installed). */
   private async installed(iface: string, logicalPort: string): Promise<void> {
     const deadline = Date.now() + this.o.installTimeoutMs;
-    for (let wait = 2; ; wait = Math.min(wait * 2, 50)) {
+    // A local OVSDB read every few milliseconds: ovn-controller marks a port some tens of milliseconds after it is added.
+    for (let wait = 5; ; wait = Math.min(wait + 1, 20)) {
       const ids = await this.o.host.ovs.interfaceIds(iface);
       if (ids?.['ovn-installed'] === 'true') return;
       if (Date.now() > deadline) {
@@ -260,15 +270,19 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     const { nb } = this.o;
     const chassis = await this.chassis();
     const ovn = network.ovn!;
-    for (let attempt = 0; attempt < 2; attempt++) {
-      const sw = await nb.findSwitch(ovn.subnet);
-      if (!sw) {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const uuid = this.switchIds.get(ovn.subnet) ?? (await nb.findSwitch(ovn.subnet))?.uuid;
+      if (!uuid) {
         await this.ensureSwitch(network);
         continue;
       }
-      const result = await nb.addPort(sw.uuid, reservationPort({ ...ovn, networkId: network.id }, address, chassis, new Date().toISOString()));
+      this.switchIds.set(ovn.subnet, uuid);
+      const result = await nb.addPort(uuid, reservationPort({ ...ovn, networkId: network.id }, address, chassis, new Date().toISOString()));
       if (result.added) return { claimed: true };
-      if (result.reason === 'no-switch') continue;
+      if (result.reason === 'no-switch') {
+        this.switchIds.delete(ovn.subnet); // made again meanwhile: look it up
+        continue;
+      }
       // Held already: by this host (a replay after a restart) it is ours; by another, it is theirs.
       if (result.holder?.externalIds[NB.chassis] === chassis.name) return { claimed: true };
       if (options.explicit) this.o.log.info('address held by another host', { networkId: network.id, address, holder: result.holder && holderOf(result.holder) });
@@ -347,7 +361,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
         const network = state.networks.get(repair.networkId);
         const endpoint = state.endpoints.get(repair.endpointId);
         if (!network || !endpoint) return false;
-        await this.attachEndpoint(network, endpoint);
+        await this.bind(network, endpoint);
         return true;
       }
       case 'delete-port':

@@ -111,12 +111,22 @@ describe('OVN mode', () => {
     const ip = Address.split('/')[0]!;
     const lsp = nb.named(`ovsnet-10.60.0.0_24-${ip}`)!;
     const mac = `02:42:0a:3c:00:${Number(ip.split('.')[3]).toString(16).padStart(2, '0')}`;
-    assert.deepEqual([lsp.addresses, lsp.portSecurity, lsp.externalIds['ovsnet-endpoint']], [[`${mac} ${ip}`], [`${mac} ${ip}`], EP]);
+    assert.deepEqual([lsp.addresses, lsp.portSecurity], [[`${mac} ${ip}`], [`${mac} ${ip}`]], 'bound to the MAC derived from the address when the address was claimed');
     const join = await a.network.join({ networkId: NET_A, endpointId: EP, sandboxKey: '', options: {} });
     assert.deepEqual(join, { InterfaceName: { SrcName: 'ovceeeeeeeeeeee', DstPrefix: 'eth' } }, 'outbound through docker_gwbridge, as for overlays in nat mode');
     const port = a.ovs.ports.get('ovseeeeeeeeeeee')!;
     assert.deepEqual([port.bridge, port.tag, port.interfaceExternalIds], ['br-int', undefined, { 'iface-id': lsp.name, 'attached-mac': mac }]);
     assert.equal(a.links.links.get('ovseeeeeeeeeeee')?.mtu, 1442);
+  });
+
+  it('binds a MAC the engine set (--mac-address) on its logical port', async () => {
+    const nb = new FakeNorthbound();
+    const a = await host(nb, 'chassis-a');
+    await a.network.createNetwork(a.req);
+    const { Address } = await a.ipam.requestAddress({ poolId: a.poolId, address: '', gateway: false });
+    await a.network.createEndpoint({ networkId: NET_A, endpointId: EP, address: Address, addressIpv6: '', macAddress: '02:42:aa:bb:cc:dd', optionMac: '' });
+    const ip = Address.split('/')[0]!;
+    assert.deepEqual(nb.named(`ovsnet-10.60.0.0_24-${ip}`)?.portSecurity, [`02:42:aa:bb:cc:dd ${ip}`]);
   });
 
   it('fails Join with a clear error when ovn-controller does not install the port in time, and leaves no device', async () => {
@@ -183,9 +193,13 @@ describe('OVN mode', () => {
     assert.deepEqual(kinds, ['ovn-host-not-listed', 'ovn-port-missing', 'ovn-port-orphan']);
     const changes = await reconciler.repair('test');
     assert.deepEqual(changes, { ovnSwitchesRestored: 1, ovnPortsRestored: 1, ovnPortsRemoved: 1 });
-    assert.deepEqual((await reconciler.drift(false)).map((d) => d.kind), ['ovn-port-differs'], 'the port came back as a reservation; its binding is the next repair');
-    await reconciler.repair('test');
     assert.deepEqual(await reconciler.drift(false), []);
-    assert.equal(nb.named(`ovsnet-10.60.0.0_24-${ip}`)?.externalIds['ovsnet-endpoint'], EP);
+    const back = nb.named(`ovsnet-10.60.0.0_24-${ip}`)!;
+    assert.equal(back.portSecurity.length, 1, 'back with its port security');
+    // An endpoint with a MAC of its own (--mac-address) is bound again when its port differs.
+    await nb.updatePort(back.name, 'chassis-a', { addresses: [], portSecurity: [], externalIds: {} });
+    assert.deepEqual((await reconciler.drift(false)).map((d) => d.kind), ['ovn-port-differs']);
+    assert.deepEqual(await reconciler.repair('test'), { ovnPortsRepaired: 1 });
+    assert.deepEqual(await reconciler.drift(false), []);
   });
 });
