@@ -4,9 +4,10 @@
  * variable, the value and what is valid.
  */
 import path from 'node:path';
-import { formatCidr } from './domain/cidr.js';
+import { type Cidr, contains, formatCidr, formatIp, parseIp } from './domain/cidr.js';
+import type { OvnExternal } from './domain/ovn.js';
 import { INTERFACE_NAME_RULE, isValidInterfaceName } from './domain/names.js';
-import { DEFAULT_POOL_RULE, type DefaultPool, parseDefaultPools as parsePools } from './domain/ranges.js';
+import { DEFAULT_POOL_RULE, type DefaultPool, checkRange, parseDefaultPools as parsePools } from './domain/ranges.js';
 import type { DatapathSetting } from './domain/records.js';
 import { OVSDB_REMOTE_RULE, parseOvsdbRemote, parseOvsdbRemotes } from './domain/remotes.js';
 import { LEVELS, type Level } from './log.js';
@@ -30,7 +31,15 @@ export interface Config {
   /** Where Prometheus metrics are served; undefined means off. */
   readonly metrics: { host: string; port: number } | undefined;
   /** OVN mode: the northbound database's remotes and the integration bridge; undefined means off. */
-  readonly ovn: { readonly nb: string; readonly bridge: string; readonly timeoutMs: number } | undefined;
+  readonly ovn: OvnSettings | undefined;
+}
+
+export interface OvnSettings {
+  readonly nb: string;
+  readonly bridge: string;
+  readonly timeoutMs: number;
+  /** Where OVN routers SNAT to, on their gateway chassis; undefined: routers have no way out. */
+  readonly external: OvnExternal | undefined;
 }
 
 export interface SettingDoc {
@@ -55,7 +64,9 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'OVSNET_METRICS', default: '', description: 'host:port to serve Prometheus metrics on (GET /metrics); empty means off' },
   { name: 'OVSNET_OVN_NB', default: '', description: "OVN mode: the northbound database's remotes, comma-separated (unix:<path> or tcp:<ip>:<port>, every member of its Raft cluster); empty means OVN mode is off" },
   { name: 'OVSNET_OVN_BRIDGE', default: 'br-int', description: "OVN mode: ovn-controller's integration bridge, where the containers' ports go" },
-  { name: 'OVSNET_OVN_TIMEOUT', default: '10', description: 'OVN mode: seconds a call waits for the northbound database and for ovn-controller to install a port' },
+  { name: 'OVSNET_OVN_TIMEOUT', default: '30', description: 'OVN mode: seconds a call waits for the northbound database and for ovn-controller to install a port' },
+  { name: 'OVSNET_OVN_EXTERNAL', default: '', description: 'OVN mode: the outside network routers SNAT onto, <physical network>,<subnet>,<next hop> (e.g. physnet,192.0.2.0/24,192.0.2.1); the physical network is the name in the gateway chassis\' ovn-bridge-mappings; empty means routers have no way out' },
+  { name: 'OVSNET_OVN_GATEWAYS', default: '', description: 'OVN mode: the gateway chassis (OVS system-ids) that carry routers\' outside traffic, <chassis>[:<priority>],... (highest priority active, the others standby)' },
   { name: 'OVSNET_FAULT', default: '', description: 'testing only: <Call>:<point> where the plugin kills itself (see src/faults.ts)' },
 ];
 
@@ -75,6 +86,23 @@ function invalid(name: string, value: string, rule: string): never {
 
 export function parseDefaultPools(name: string, text: string): DefaultPool[] {
   return parsePools(text) ?? invalid(name, text, DEFAULT_POOL_RULE);
+}
+
+function parseOvnExternal(text: string, gatewaysText: string): OvnExternal {
+  const [physnet, cidrText, nexthopText, ...rest] = text.split(',').map((x) => x.trim());
+  const cidr = cidrText ? checkRange(cidrText, { family: 4 }) : undefined;
+  const nexthop = nexthopText ? parseIp(nexthopText) : undefined;
+  if (rest.length > 0 || !physnet || !/^[A-Za-z0-9_.-]{1,63}$/.test(physnet) || !cidr?.ok || !nexthop || !contains(cidr.cidr, nexthop) || cidr.cidr.prefix > 30) {
+    invalid('OVSNET_OVN_EXTERNAL', text, '<physical network name>,<IPv4 subnet>,<next hop in that subnet>, e.g. physnet,192.0.2.0/24,192.0.2.1');
+  }
+  const gateways = gatewaysText.split(',').map((x) => x.trim()).filter(Boolean).map((item, i) => {
+    const match = /^([A-Za-z0-9_.:-]+?)(?::(\d{1,5}))?$/.exec(item);
+    const priority = match?.[2] === undefined ? 100 - i : Number(match[2]);
+    if (!match || priority > 32767) invalid('OVSNET_OVN_GATEWAYS', gatewaysText, '<chassis name>[:<priority 0-32767>], comma-separated, e.g. gw1:20,gw2:10');
+    return { chassis: match[1]!, priority };
+  });
+  if (gateways.length === 0) invalid('OVSNET_OVN_GATEWAYS', gatewaysText, 'name at least one gateway chassis (the system-id of a host with ovn-bridge-mappings for the physical network) when OVSNET_OVN_EXTERNAL is set');
+  return { physnet: physnet!, subnet: formatCidr((cidr as { cidr: Cidr }).cidr), nexthop: formatIp(nexthop!), gateways };
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv): Config {
@@ -118,6 +146,10 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   const ovnBridge = setting(env, 'OVSNET_OVN_BRIDGE');
   if (!isValidInterfaceName(ovnBridge)) invalid('OVSNET_OVN_BRIDGE', ovnBridge, `a bridge name is ${INTERFACE_NAME_RULE}`);
   const ovnTimeoutMs = seconds('OVSNET_OVN_TIMEOUT', 1);
+  const externalText = setting(env, 'OVSNET_OVN_EXTERNAL');
+  const gatewaysText = setting(env, 'OVSNET_OVN_GATEWAYS');
+  const external = externalText ? parseOvnExternal(externalText, gatewaysText) : undefined;
+  if (!externalText && gatewaysText) invalid('OVSNET_OVN_GATEWAYS', gatewaysText, 'gateway chassis need OVSNET_OVN_EXTERNAL too (the outside network they carry traffic to)');
   const faultText = setting(env, 'OVSNET_FAULT');
   const fault = faultText ? parseFault(faultText) : undefined;
   if (faultText && !fault) {
@@ -138,7 +170,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     reconcileGraceMs: seconds('OVSNET_RECONCILE_GRACE', 0),
     fault,
     metrics,
-    ovn: nbText ? { nb: nbText, bridge: ovnBridge, timeoutMs: ovnTimeoutMs } : undefined,
+    ovn: nbText ? { nb: nbText, bridge: ovnBridge, timeoutMs: ovnTimeoutMs, external } : undefined,
   });
 }
 
@@ -148,6 +180,6 @@ export function describeConfig(config: Config): Record<string, unknown> {
     defaultPools: config.defaultPools.map((p) => `${formatCidr(p.base)}:${p.size}`),
     fault: config.fault ? `${config.fault.call}:${config.fault.point}` : undefined,
     metrics: config.metrics ? `${config.metrics.host}:${config.metrics.port}` : undefined,
-    ovn: config.ovn ? `${config.ovn.nb} (bridge ${config.ovn.bridge})` : 'off',
+    ovn: config.ovn ? `${config.ovn.nb} (bridge ${config.ovn.bridge}${config.ovn.external ? `, external ${config.ovn.external.physnet} ${config.ovn.external.subnet} via ${config.ovn.external.nexthop}, gateways ${config.ovn.external.gateways.map((g) => `${g.chassis}:${g.priority}`).join(',')}` : ''})` : 'off',
   };
 }

@@ -68,6 +68,7 @@ export function ovnBackend(config: Config, adapters: HostAdapters, state: State,
     nb: adapters.nb,
     bridge: config.ovn.bridge,
     installTimeoutMs: config.ovn.timeoutMs,
+    external: config.ovn.external,
     defaults: { mtu: config.mtu },
     log,
   });

@@ -5,10 +5,24 @@
  * transactions that cannot commit (a unique index, `wait` operations).
  */
 import { internal } from '../errors.js';
-import { type NbPort, type NbPortSpec, type NbSwitch, type NbView, NB } from '../domain/ovn.js';
+import {
+  type NbPort,
+  type NbPortSpec,
+  type NbRouter,
+  type NbSwitch,
+  type NbView,
+  type RouterPolicy,
+  NB,
+  ROUTER,
+  externalPortName,
+  externalSwitchName,
+  gatewayPortNames,
+  localnetPortName,
+  routerMac,
+} from '../domain/ovn.js';
 import { OWNER_KEY, OWNER_VALUE } from '../domain/names.js';
-import type { Northbound } from '../driver/ports.js';
-import { type OvsdbClient, type Row, OvsdbError, namedUuid, ovsMap, ovsSet, readMap, readOptional, readSet, readUuid, uuid } from './ovsdb.js';
+import type { Northbound, RouterGateway, SwitchAttachment } from '../driver/ports.js';
+import { type Operation, type OvsdbClient, type Row, OvsdbError, namedUuid, ovsMap, ovsSet, readMap, readOptional, readSet, readUuid, uuid } from './ovsdb.js';
 
 export const NB_DATABASE = 'OVN_Northbound';
 
@@ -44,6 +58,38 @@ function isConstraintViolation(err: unknown): boolean {
   return err instanceof OvsdbError && (err.details as { error?: string } | undefined)?.error === 'constraint violation';
 }
 
+/** The table of the unique index a transaction broke. */
+function violatedTable(err: unknown): string | undefined {
+  const details = (err as OvsdbError).details as { details?: string } | undefined;
+  return /"(\w+)" table/.exec(details?.details ?? '')?.[1];
+}
+
+const EXTERNAL_KEY = 'ovsnet-external';
+
+const ROUTER_COLUMNS = ['_uuid', 'name', 'external_ids', 'ports', 'nat', 'policies'];
+/** What a router's rows refer to: its ports (few per router), and the plugin's NAT rules and policies. */
+const ROUTER_PARTS: Operation[] = [
+  { op: 'select', table: 'Logical_Router_Port', where: [], columns: ['_uuid', 'name', 'networks'] },
+  { op: 'select', table: 'NAT', where: [['external_ids', 'includes', OWNED]], columns: ['_uuid', 'type', 'logical_ip', 'external_ip'] },
+  { op: 'select', table: 'Logical_Router_Policy', where: [['external_ids', 'includes', OWNED]], columns: ['_uuid', 'priority', 'match', 'action'] },
+];
+
+function toRouter(row: Row, [ports, nat, policies]: Row[]): NbRouter {
+  const refs = (column: unknown) => new Set(readSet(column).map(readUuid));
+  const [portIds, natIds, policyIds] = [refs(row.ports), refs(row.nat), refs(row.policies)];
+  return {
+    uuid: readUuid(row._uuid),
+    name: String(row.name),
+    externalIds: readMap(row.external_ids),
+    ports: rows(ports).filter((p) => portIds.has(readUuid(p._uuid))).map((p) => ({ uuid: readUuid(p._uuid), name: String(p.name), networks: readSet(p.networks) as string[] })),
+    nat: rows(nat).filter((n) => natIds.has(readUuid(n._uuid))).map((n) => ({ uuid: readUuid(n._uuid), type: String(n.type), logicalIp: String(n.logical_ip), externalIp: String(n.external_ip) })),
+    policies: rows(policies)
+      .filter((p) => policyIds.has(readUuid(p._uuid)))
+      .map((p) => ({ uuid: readUuid(p._uuid), priority: Number(p.priority), match: String(p.match), action: String(p.action) as RouterPolicy['action'] }))
+      .sort((a, b) => b.priority - a.priority || a.match.localeCompare(b.match)),
+  };
+}
+
 /** A `wait` with timeout 0 that did not hold. */
 function isWaitFailure(err: unknown): boolean {
   return err instanceof OvsdbError && (err.details as { error?: string } | undefined)?.error === 'timed out';
@@ -53,16 +99,19 @@ export class OvnNorthbound implements Northbound {
   constructor(private readonly db: OvsdbClient) {}
 
   async view(): Promise<NbView> {
-    const [switches, ports] = await this.db.transact([
+    const [switches, ports, routers, ...parts] = await this.db.transact([
       { op: 'select', table: 'Logical_Switch', where: [['external_ids', 'includes', OWNED]], columns: SWITCH_COLUMNS },
       { op: 'select', table: 'Logical_Switch_Port', where: [['external_ids', 'includes', OWNED]], columns: PORT_COLUMNS },
+      { op: 'select', table: 'Logical_Router', where: [['external_ids', 'includes', OWNED]], columns: ROUTER_COLUMNS },
+      ...ROUTER_PARTS,
     ]);
+    const routerList = rows(routers).map((r) => toRouter(r, parts));
     const byUuid = new Map(rows(ports).map((p) => [readUuid(p._uuid), toPort(p)]));
     const portsOf = new Map<string, NbPort[]>();
     for (const row of rows(switches)) {
       portsOf.set(readUuid(row._uuid), readSet(row.ports).map(readUuid).flatMap((id) => (byUuid.has(id) ? [byUuid.get(id)!] : [])));
     }
-    return { switches: rows(switches).map(toSwitch), ports: portsOf };
+    return { switches: rows(switches).map(toSwitch), ports: portsOf, routers: routerList };
   }
 
   async findSwitch(subnet: string): Promise<NbSwitch | undefined> {
@@ -157,5 +206,190 @@ export class OvnNorthbound implements Northbound {
       { op: 'mutate', table: 'Logical_Switch', where: [['_uuid', '==', uuid(switchUuid)]], mutations: [['ports', 'delete', ovsSet([uuid(port.uuid)])]] },
     ]);
     return count(mutated) === 1;
+  }
+
+  // ---- routers ----
+
+  async findRouter(name: string): Promise<NbRouter | undefined> {
+    const [routers, ...parts] = await this.db.transact([
+      { op: 'select', table: 'Logical_Router', where: [['external_ids', 'includes', ovsMap({ [OWNER_KEY]: OWNER_VALUE, [ROUTER.name]: name })]], columns: ROUTER_COLUMNS },
+      ...ROUTER_PARTS,
+    ]);
+    const row = rows(routers)[0];
+    return row ? toRouter(row, parts) : undefined;
+  }
+
+  async createRouter(name: string, externalIds: Record<string, string>): Promise<{ created: boolean; router: NbRouter }> {
+    const mark = ovsMap({ [OWNER_KEY]: OWNER_VALUE, [ROUTER.name]: name });
+    try {
+      const [, inserted] = await this.db.transact([
+        { op: 'wait', table: 'Logical_Router', where: [['external_ids', 'includes', mark]], columns: ['name'], until: '==', rows: [], timeout: 0 },
+        { op: 'insert', table: 'Logical_Router', row: { name, external_ids: ovsMap(externalIds) } },
+      ]);
+      return { created: true, router: { uuid: readUuid((inserted as { uuid?: unknown }).uuid), name, externalIds, ports: [], nat: [], policies: [] } };
+    } catch (err) {
+      if (!isWaitFailure(err)) throw err;
+      const existing = await this.findRouter(name);
+      if (!existing) throw internal('OvnRace', `the OVN router ${name} was there and is gone again; try again`);
+      return { created: false, router: existing };
+    }
+  }
+
+  async ensureExternalSwitch(physnet: string): Promise<string> {
+    const mark = ovsMap({ [OWNER_KEY]: OWNER_VALUE, [EXTERNAL_KEY]: physnet });
+    const find = async () => {
+      const [result] = await this.db.transact([{ op: 'select', table: 'Logical_Switch', where: [['external_ids', 'includes', mark]], columns: ['_uuid'] }]);
+      const row = rows(result)[0];
+      return row ? readUuid(row._uuid) : undefined;
+    };
+    const found = await find();
+    if (found) return found;
+    try {
+      const [, , inserted] = await this.db.transact([
+        { op: 'wait', table: 'Logical_Switch', where: [['external_ids', 'includes', mark]], columns: ['name'], until: '==', rows: [], timeout: 0 },
+        {
+          op: 'insert',
+          table: 'Logical_Switch_Port',
+          row: { name: localnetPortName(physnet), type: 'localnet', addresses: ovsSet(['unknown']), options: ovsMap({ network_name: physnet }), external_ids: OWNED },
+          'uuid-name': 'localnet',
+        },
+        { op: 'insert', table: 'Logical_Switch', row: { name: externalSwitchName(physnet), ports: namedUuid('localnet'), external_ids: mark } },
+      ]);
+      return readUuid((inserted as { uuid?: unknown }).uuid);
+    } catch (err) {
+      if (!isWaitFailure(err) && !isConstraintViolation(err)) throw err;
+      const raced = await find();
+      if (!raced) throw internal('OvnRace', `the outside switch of ${physnet} was there and is gone again; try again`);
+      return raced;
+    }
+  }
+
+  async addRouterGateway(router: NbRouter, gateway: RouterGateway): Promise<'added' | 'taken' | 'exists'> {
+    const names = gatewayPortNames(router.name);
+    const chassis = gateway.chassis.map((c, i) => ({
+      op: 'insert',
+      table: 'HA_Chassis',
+      row: { chassis_name: c.chassis, priority: c.priority },
+      'uuid-name': `chassis${i}`,
+    }));
+    try {
+      const result = await this.db.transact([
+        {
+          op: 'insert',
+          table: 'Logical_Switch_Port',
+          row: {
+            name: externalPortName(gateway.physnet, gateway.address),
+            type: 'router',
+            addresses: ovsSet(['router']),
+            // nat-addresses=router: the active gateway chassis announces the router's outside address (gratuitous
+            // ARP), so that the outside network learns where it went after a failover.
+            options: ovsMap({ 'router-port': names.lrp, 'nat-addresses': 'router' }),
+            external_ids: ovsMap({ [OWNER_KEY]: OWNER_VALUE, [ROUTER.name]: router.name }),
+          },
+          'uuid-name': 'outside',
+        },
+        { op: 'mutate', table: 'Logical_Switch', where: [['_uuid', '==', uuid(gateway.externalSwitchUuid)]], mutations: [['ports', 'insert', ovsSet([namedUuid('outside')])]] },
+        ...chassis,
+        {
+          op: 'insert',
+          table: 'HA_Chassis_Group',
+          row: { name: names.group, ha_chassis: ovsSet(gateway.chassis.map((_, i) => namedUuid(`chassis${i}`))), external_ids: OWNED },
+          'uuid-name': 'group',
+        },
+        {
+          op: 'insert',
+          table: 'Logical_Router_Port',
+          row: { name: names.lrp, mac: routerMac(gateway.address), networks: ovsSet([`${gateway.address}/${gateway.prefix}`]), ha_chassis_group: namedUuid('group') },
+          'uuid-name': 'gateway',
+        },
+        { op: 'insert', table: 'Logical_Router_Static_Route', row: { ip_prefix: '0.0.0.0/0', nexthop: gateway.nexthop }, 'uuid-name': 'route' },
+        {
+          op: 'mutate',
+          table: 'Logical_Router',
+          where: [['_uuid', '==', uuid(router.uuid)]],
+          mutations: [['ports', 'insert', ovsSet([namedUuid('gateway')])], ['static_routes', 'insert', ovsSet([namedUuid('route')])]],
+        },
+      ]);
+      if (count(result[1]) !== 1 || count(result[result.length - 1]) !== 1) throw internal('OvnRace', `the outside switch or router ${router.name} is gone; try again`);
+      return 'added';
+    } catch (err) {
+      if (!isConstraintViolation(err)) throw err;
+      return violatedTable(err) === 'Logical_Switch_Port' ? 'taken' : 'exists';
+    }
+  }
+
+  async attachSwitch(routerUuid: string, switchUuid: string, attachment: SwitchAttachment): Promise<'added' | 'exists'> {
+    const mine = ovsMap({ [OWNER_KEY]: OWNER_VALUE, [NB.subnet]: attachment.subnet });
+    const ops: Operation[] = [
+      { op: 'insert', table: 'Logical_Router_Port', row: { name: attachment.lrp.name, mac: attachment.lrp.mac, networks: ovsSet([...attachment.lrp.networks]) }, 'uuid-name': 'rp' },
+      {
+        op: 'insert',
+        table: 'Logical_Switch_Port',
+        row: { name: attachment.lsp, type: 'router', addresses: ovsSet(['router']), options: ovsMap({ 'router-port': attachment.lrp.name }), external_ids: OWNED },
+        'uuid-name': 'sp',
+      },
+      { op: 'mutate', table: 'Logical_Switch', where: [['_uuid', '==', uuid(switchUuid)]], mutations: [['ports', 'insert', ovsSet([namedUuid('sp')])]] },
+    ];
+    const mutations: unknown[] = [['ports', 'insert', ovsSet([namedUuid('rp')])]];
+    if (attachment.snat) {
+      ops.push({ op: 'insert', table: 'NAT', row: { type: 'snat', logical_ip: attachment.snat.logicalIp, external_ip: attachment.snat.externalIp, external_ids: mine }, 'uuid-name': 'nat' });
+      mutations.push(['nat', 'insert', ovsSet([namedUuid('nat')])]);
+    }
+    for (const [i, policy] of attachment.policies.entries()) {
+      ops.push({ op: 'insert', table: 'Logical_Router_Policy', row: { priority: policy.priority, match: policy.match, action: policy.action, external_ids: mine }, 'uuid-name': `policy${i}` });
+    }
+    if (attachment.policies.length > 0) mutations.push(['policies', 'insert', ovsSet(attachment.policies.map((_, i) => namedUuid(`policy${i}`)))]);
+    ops.push({ op: 'mutate', table: 'Logical_Router', where: [['_uuid', '==', uuid(routerUuid)]], mutations });
+    try {
+      const result = await this.db.transact(ops);
+      if (count(result[2]) !== 1 || count(result[result.length - 1]) !== 1) throw internal('OvnRace', 'the switch or the router is gone; try again');
+      return 'added';
+    } catch (err) {
+      if (!isConstraintViolation(err)) throw err;
+      return 'exists';
+    }
+  }
+
+  async detachSwitch(routerUuid: string, switchUuid: string, attachment: { lrp: string; lsp: string; subnet: string }): Promise<void> {
+    const mine = ovsMap({ [OWNER_KEY]: OWNER_VALUE, [NB.subnet]: attachment.subnet });
+    const [lrp, lsp, nat, policies] = await this.db.transact([
+      { op: 'select', table: 'Logical_Router_Port', where: [['name', '==', attachment.lrp]], columns: ['_uuid'] },
+      { op: 'select', table: 'Logical_Switch_Port', where: [['name', '==', attachment.lsp]], columns: ['_uuid'] },
+      { op: 'select', table: 'NAT', where: [['external_ids', 'includes', mine]], columns: ['_uuid'] },
+      { op: 'select', table: 'Logical_Router_Policy', where: [['external_ids', 'includes', mine]], columns: ['_uuid'] },
+    ]);
+    const ids = (result: Row | undefined) => ovsSet(rows(result).map((r) => uuid(readUuid(r._uuid))));
+    await this.db.transact([
+      {
+        op: 'mutate',
+        table: 'Logical_Router',
+        where: [['_uuid', '==', uuid(routerUuid)]],
+        mutations: [['ports', 'delete', ids(lrp)], ['nat', 'delete', ids(nat)], ['policies', 'delete', ids(policies)]],
+      },
+      { op: 'mutate', table: 'Logical_Switch', where: [['_uuid', '==', uuid(switchUuid)]], mutations: [['ports', 'delete', ids(lsp)]] },
+    ]);
+  }
+
+  async deleteRouterIf(router: NbRouter, physnet: string | undefined): Promise<boolean> {
+    const gateway = router.ports.find((p) => p.name === gatewayPortNames(router.name).lrp);
+    if (router.ports.some((p) => p !== gateway)) return false;
+    const outside = gateway && physnet ? await this.port(externalPortName(physnet, gateway.networks[0]!.split('/')[0]!)) : undefined;
+    const ops: Operation[] = [
+      // Only while no network was connected meanwhile.
+      { op: 'wait', table: 'Logical_Router', where: [['_uuid', '==', uuid(router.uuid)]], columns: ['ports'], until: '==', rows: [{ ports: ovsSet(router.ports.map((p) => uuid(p.uuid))) }], timeout: 0 },
+      // The gateway port lets go of its chassis group first: a row still referred to cannot be deleted, even by one
+      // that goes with this transaction.
+      ...(gateway ? [{ op: 'update', table: 'Logical_Router_Port', where: [['_uuid', '==', uuid(gateway.uuid)]], row: { ha_chassis_group: ovsSet([]) } }] : []),
+      { op: 'delete', table: 'Logical_Router', where: [['_uuid', '==', uuid(router.uuid)]] },
+      { op: 'delete', table: 'HA_Chassis_Group', where: [['name', '==', gatewayPortNames(router.name).group]] },
+    ];
+    if (outside) ops.push({ op: 'mutate', table: 'Logical_Switch', where: [['ports', 'includes', uuid(outside.uuid)]], mutations: [['ports', 'delete', ovsSet([uuid(outside.uuid)])]] });
+    try {
+      await this.db.transact(ops);
+      return true;
+    } catch (err) {
+      if (isWaitFailure(err)) return false;
+      throw err;
+    }
   }
 }

@@ -144,7 +144,7 @@ export class OvsdbClient {
       const r = result[i];
       if (r && typeof r.error === 'string') {
         const op = i < ops.length ? ` (operation ${i}: ${String(ops[i]?.op)} ${String(ops[i]?.table ?? '')})` : ' (commit)';
-        throw new OvsdbError(`${this.label} transaction failed${op}: ${r.error}${r.details ? `: ${String(r.details)}` : ''}`, { index: i, error: r.error });
+        throw new OvsdbError(`${this.label} transaction failed${op}: ${r.error}${r.details ? `: ${String(r.details)}` : ''}`, { index: i, error: r.error, details: typeof r.details === 'string' ? r.details : undefined });
       }
     }
     return result as Row[];

@@ -40,7 +40,8 @@ export type DriftKind =
   | 'ovn-port-differs'
   | 'ovn-port-orphan'
   | 'ovn-switch-unused-here'
-  | 'ovn-port-not-installed';
+  | 'ovn-port-not-installed'
+  | 'ovn-router-missing';
 
 export interface Drift {
   kind: DriftKind;

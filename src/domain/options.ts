@@ -54,6 +54,8 @@ export interface OvnSpec extends SpecBase {
   readonly mode: 'ovn';
   /** The name asked for with -o ovn_network (hosts that share the subnet must agree on it). */
   readonly ovnNetwork: string | undefined;
+  /** The distributed logical router it is connected to (-o ovn_router); its gateway address lives on its router port. */
+  readonly ovnRouter: string | undefined;
 }
 
 export type NetworkSpec = VlanSpec | TunnelSpec | OvnSpec;
@@ -89,6 +91,7 @@ const DESCRIPTIONS: Record<string, string> = {
   peers: 'comma-separated tunnel addresses of the other hosts (mode=vxlan or gre)',
   uplink: 'host interface attached to the bridge as a VLAN trunk (mode=vlan)',
   ovn_network: 'name of the OVN logical switch (mode=ovn; the same on every host of the subnet)',
+  ovn_router: 'OVN distributed router the network is connected to (mode=ovn); networks on one router reach each other',
 };
 
 /** Options and the modes they apply to. */
@@ -100,6 +103,7 @@ const APPLIES: Record<string, readonly Mode[]> = {
   vlan: ['vlan', 'vxlan', 'gre'],
   bridge: ['vlan', 'vxlan', 'gre'],
   ovn_network: ['ovn'],
+  ovn_router: ['ovn'],
 };
 
 /** An OVN logical switch name as the plugin accepts it. */
@@ -177,12 +181,20 @@ export function parseNetworkOptions(
 
   if (mode === 'ovn') {
     if (!defaults.ovn) throw badRequest('OvnOff', `mode=ovn is off on this host: ${OVN_SETTING_HINT}`);
-    if (gatewayMode === 'routed') {
-      invalid('gateway_mode', 'routed', `an OVN network spans hosts, so its subnet cannot be routed to one of them; use nat (outbound through docker_gwbridge), external (a router on the network) or isolated`);
-    }
     const name = values.ovn_network;
     if (name !== undefined && !OVN_NAME.test(name)) invalid('ovn_network', name, `a name is 1 to 63 characters from letters, digits, '_', '-' and '.', starting with a letter or digit`);
-    return Object.freeze({ mode, ...base, bridge: defaults.ovn.bridge, ovnNetwork: name });
+    const router = values.ovn_router;
+    if (router !== undefined && !OVN_NAME.test(router)) invalid('ovn_router', router, `a name is 1 to 63 characters from letters, digits, '_', '-' and '.', starting with a letter or digit`);
+    if (router !== undefined && (gatewayMode === 'isolated' || gatewayMode === 'external')) {
+      throw badRequest(
+        'InvalidOption',
+        `option ovn_router does not go with gateway_mode=${gatewayMode}: ${gatewayMode === 'isolated' ? 'an isolated network has no router port' : 'with external, the gateway is a router of yours on the network'}; OVN networks on a router have gateway_mode nat (SNAT out through the gateway chassis) or routed (no SNAT)`,
+      );
+    }
+    if (router === undefined && gatewayMode === 'routed') {
+      invalid('gateway_mode', 'routed', `an OVN network spans hosts, so its subnet cannot be routed to one of them; routed needs -o ovn_router (the router routes it), or use nat (outbound through docker_gwbridge), external (a router on the network) or isolated`);
+    }
+    return Object.freeze({ mode, ...base, bridge: defaults.ovn.bridge, ovnNetwork: name, ovnRouter: router });
   }
 
   if (mode === 'vlan') {
@@ -237,6 +249,11 @@ export function hasHostGateway(spec: NetworkSpec): boolean {
   return spec.mode === 'vlan' && (spec.gatewayMode === 'nat' || spec.gatewayMode === 'routed');
 }
 
+/** An OVN network whose gateway is its router's port: it routes (and SNATs) itself, no docker_gwbridge. */
+export function routedByOvn(spec: NetworkSpec): boolean {
+  return spec.mode === 'ovn' && spec.ovnRouter !== undefined;
+}
+
 /** True when containers get a default route through the network's gateway. */
 export function givesDefaultRoute(spec: NetworkSpec): boolean {
   return !spec.internal && spec.gatewayMode !== 'isolated';
@@ -256,7 +273,7 @@ export function normaliseSpec(stored: NetworkSpec): NetworkSpec {
     ipv6: !!raw.ipv6,
   };
   if (stored.mode === 'vlan') return Object.freeze({ mode: 'vlan', vlan: raw.vlan as number | undefined, ...base, uplink: raw.uplink as string | undefined });
-  if (stored.mode === 'ovn') return Object.freeze({ mode: 'ovn', ...base, ovnNetwork: raw.ovnNetwork as string | undefined });
+  if (stored.mode === 'ovn') return Object.freeze({ mode: 'ovn', ...base, ovnNetwork: raw.ovnNetwork as string | undefined, ovnRouter: raw.ovnRouter as string | undefined });
   return Object.freeze({
     mode: stored.mode,
     vlan: raw.vlan as number | undefined,

@@ -37,6 +37,16 @@ export const NB = {
   createdAt: 'ovsnet-created-at',
 } as const;
 
+/** The outside network OVN routers SNAT onto, and the chassis that carry it (OVSNET_OVN_EXTERNAL, OVSNET_OVN_GATEWAYS). */
+export interface OvnExternal {
+  /** The physical network's name in the gateway chassis' ovn-bridge-mappings. */
+  readonly physnet: string;
+  readonly subnet: string;
+  readonly nexthop: string;
+  /** Highest priority first: the active one; the others stand by. */
+  readonly gateways: ReadonlyArray<{ readonly chassis: string; readonly priority: number }>;
+}
+
 /** This host as OVN knows it: the chassis name (OVS system-id) and its hostname. */
 export interface Chassis {
   readonly name: string;
@@ -109,6 +119,8 @@ export function switchHosts(sw: Pick<NbSwitch, 'externalIds'>): Map<string, stri
 /** The configuration every host of an OVN network gives the same: its identity across hosts. */
 export interface SharedConfig {
   readonly name: string;
+  /** The router it is connected to (absent in configs written before routers). */
+  readonly router?: string | null;
   readonly subnets: ReadonlyArray<{ readonly pool: string; readonly gateway: string | null; readonly range: string; readonly aux: Readonly<Record<string, string>> }>;
   readonly gatewayMode: string;
   readonly internal: boolean;
@@ -119,6 +131,7 @@ export interface SharedConfig {
 export function sharedConfig(spec: OvnSpec, name: string, subnets: readonly SubnetRecord[], ranges: ReadonlyMap<string, string>): SharedConfig {
   return {
     name,
+    router: spec.ovnRouter ?? null,
     subnets: subnets.map((s) => ({ pool: s.pool, gateway: s.gateway ?? null, range: ranges.get(s.pool) ?? s.pool, aux: { ...s.auxAddresses } })),
     gatewayMode: spec.gatewayMode,
     internal: spec.internal,
@@ -142,6 +155,7 @@ export function checkSameConfig(existing: SharedConfig, mine: SharedConfig, made
     );
   };
   if (existing.name !== mine.name) refuse('the name', existing.name, mine.name, '-o ovn_network');
+  if ((existing.router ?? null) !== (mine.router ?? null)) refuse('the router', existing.router ?? null, mine.router ?? null, '-o ovn_router (or none)');
   const theirs = new Map(existing.subnets.map((s) => [s.pool, s]));
   const pools = (list: SharedConfig['subnets']) => list.map((s) => s.pool).sort().join(', ');
   if (pools(existing.subnets) !== pools(mine.subnets)) refuse('the subnets', pools(existing.subnets), pools(mine.subnets), '--subnet');
@@ -180,6 +194,7 @@ export function switchRow(network: OvnRecord, config: SharedConfig, chassis: Cha
       [NB.config]: encodeConfig(config),
       [NB.createdBy]: chassis.hostname,
       [chassisKey(chassis.name)]: chassis.hostname,
+      ...(config.router ? { [ROUTER.name]: config.router } : {}),
     },
   };
 }
@@ -249,6 +264,8 @@ export interface NbView {
   readonly switches: readonly NbSwitch[];
   /** Ports of the plugin's switches, by switch uuid. */
   readonly ports: ReadonlyMap<string, readonly NbPort[]>;
+  /** The plugin's routers. */
+  readonly routers: readonly NbRouter[];
 }
 
 export interface NbRecords {
@@ -282,6 +299,16 @@ export function diffNorthbound(records: NbRecords, view: NbView, chassis: Chassi
       continue;
     }
     served.add(sw.uuid);
+    const routerName = (network.spec as OvnSpec).ovnRouter;
+    if (routerName) {
+      const router = view.routers.find((r) => r.externalIds[ROUTER.name] === routerName);
+      if (!router?.ports.some((p) => p.name === routerPortNames(ovn).lrp)) {
+        out.push({
+          drift: { kind: 'ovn-router-missing', subject: routerName, networkId: network.id, detail: `network ${net} is not connected to its OVN router ${routerName}${router ? '' : ' (the router is missing)'}`, fix: REPAIR },
+          repair: { type: 'ensure-switch', networkId: network.id },
+        });
+      }
+    }
     if (!switchHosts(sw).has(chassis.name)) {
       out.push({
         drift: { kind: 'ovn-host-not-listed', subject: sw.name, networkId: network.id, detail: `this host (${chassis.name}) is not listed on the OVN logical switch ${sw.name}, so another host could remove it`, fix: REPAIR },
@@ -341,7 +368,7 @@ export function diffNorthbound(records: NbRecords, view: NbView, chassis: Chassi
   }
 
   for (const sw of view.switches) {
-    if (served.has(sw.uuid)) continue;
+    if (served.has(sw.uuid) || !sw.externalIds[NB.subnet]) continue;
     const listed = switchHosts(sw).has(chassis.name);
     const leftovers = (view.ports.get(sw.uuid) ?? []).filter(mine);
     if (!listed && leftovers.length === 0) continue;
@@ -356,4 +383,80 @@ export function diffNorthbound(records: NbRecords, view: NbView, chassis: Chassi
     });
   }
   return out;
+}
+
+// ---- routers (layer 3) ----
+
+/** external_ids keys of the plugin's routers. */
+export const ROUTER = {
+  name: 'ovsnet-router',
+  /** What every host must agree on for a router: its way out. */
+  config: 'ovsnet-router-config',
+} as const;
+
+/** A logical router as read from the northbound database. */
+export interface NbRouter {
+  readonly uuid: string;
+  readonly name: string;
+  readonly externalIds: Readonly<Record<string, string>>;
+  readonly ports: ReadonlyArray<{ readonly uuid: string; readonly name: string; readonly networks: readonly string[] }>;
+  readonly nat: ReadonlyArray<{ readonly uuid: string; readonly type: string; readonly logicalIp: string; readonly externalIp: string }>;
+  readonly policies: ReadonlyArray<RouterPolicy & { readonly uuid: string }>;
+}
+
+/** A routing policy of a router (Logical_Router_Policy), kept with the network it is for. */
+export interface RouterPolicy {
+  readonly priority: number;
+  readonly match: string;
+  readonly action: 'allow' | 'drop';
+}
+
+/**
+ * A network's policies on its router: traffic to it is routed, whoever sends it; an --internal
+ * network's own traffic to anywhere else (the outside) is dropped, so that it reaches the router's
+ * other networks and nothing beyond them.
+ */
+export function routerPolicies(subnet: string, internal: boolean): RouterPolicy[] {
+  const family = subnet.includes(':') ? 'ip6' : 'ip4';
+  const policies: RouterPolicy[] = [{ priority: 1001, match: `${family}.dst == ${subnet}`, action: 'allow' }];
+  if (internal) policies.push({ priority: 1000, match: `${family}.src == ${subnet}`, action: 'drop' });
+  return policies;
+}
+
+/** The router port that connects a network's switch (its gateway address lives there), and the switch's port facing it. */
+export function routerPortNames(network: OvnRecord): { lrp: string; lsp: string } {
+  return { lrp: `ovsnet-rp-${keyOf(network.subnet)}`, lsp: `ovsnet-rsp-${keyOf(network.subnet)}` };
+}
+
+/** The router's port to the outside network, and its group of gateway chassis. */
+export function gatewayPortNames(router: string): { lrp: string; group: string } {
+  return { lrp: `ovsnet-gw-${router}`, group: `ovsnet-gw-${router}` };
+}
+
+export function externalSwitchName(physnet: string): string {
+  return `ovsnet-external-${physnet}`;
+}
+
+export function localnetPortName(physnet: string): string {
+  return `ovsnet-localnet-${physnet}`;
+}
+
+/** The external switch's port facing a router: named by the router's outside address, so that two routers never share one. */
+export function externalPortName(physnet: string, address: string): string {
+  return `ovsnet-ext-${physnet}-${address}`;
+}
+
+/** A router port's MAC, from its address (0a:58 and the address, as ovn-kubernetes does). */
+export function routerMac(address: string): string {
+  return ['0a', '58', ...address.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
+}
+
+/** What every host must agree on for a router. */
+export function routerConfig(external: OvnExternal | undefined): string {
+  return canonicalJson(external ?? null);
+}
+
+/** The router's outside address, from its gateway port's networks. */
+export function outsideAddress(router: NbRouter, name: string): string | undefined {
+  return router.ports.find((p) => p.name === gatewayPortNames(name).lrp)?.networks[0]?.split('/')[0];
 }

@@ -16,11 +16,21 @@ import type { Drift } from '../domain/drift.js';
 import { diffHost, scopeOf } from '../domain/host-diff.js';
 import { desiredHost, type ObservedHost } from '../domain/host.js';
 import { networkMtu } from '../domain/mtu.js';
-import { parseIp } from '../domain/cidr.js';
+import { formatIp, parseCidr, parseIp } from '../domain/cidr.js';
+import { boundsSize, usableBounds } from '../domain/allocator.js';
+import { OWNER_KEY, OWNER_VALUE } from '../domain/names.js';
 import {
   type Chassis,
   GENEVE_OVERHEAD,
   NB,
+  type NbRouter,
+  type OvnExternal,
+  ROUTER,
+  outsideAddress,
+  routerConfig,
+  routerMac,
+  routerPortNames,
+  routerPolicies,
   type NbRepair,
   type NbSwitch,
   boundAddresses,
@@ -55,6 +65,8 @@ export interface OvnBackendOptions {
   bridge: string;
   /** How long Join waits for ovn-controller to install a port. */
   installTimeoutMs: number;
+  /** Where routers SNAT to, and on which gateway chassis (OVSNET_OVN_EXTERNAL, OVSNET_OVN_GATEWAYS). */
+  external?: OvnExternal;
   defaults: { mtu: number };
   log: Logger;
 }
@@ -97,6 +109,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     const encapIp = ids['ovn-encap-ip'];
     if (!ids['system-id'] || !encapIp || !ids['ovn-encap-type']) throw badRequest('OvnNotReady', `this host is not an OVN chassis yet: ${CHASSIS_HOWTO}`);
     const chassis = await this.chassis();
+    if (ovnSpec.ovnRouter) this.checkRouted(ovnSpec, subnets);
     const mtu = networkMtu(spec, this.geneveLimit(encapIp, observed), this.o.defaults.mtu);
     const ovn: OvnRecord = { subnet, switchName: ovnSpec.ovnNetwork ?? defaultSwitchName(subnet) };
 
@@ -107,6 +120,10 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     if (existing) {
       const theirs = decodeConfig(existing.externalIds[NB.config]);
       if (theirs) checkSameConfig(theirs, mine, existing.externalIds[NB.createdBy] ?? 'unknown');
+    }
+    if (ovnSpec.ovnRouter) {
+      const router = view.routers.find((r) => r.externalIds[ROUTER.name] === ovnSpec.ovnRouter);
+      if (router) this.checkRouterConfig(router);
     }
     const namesake = view.switches.find((s) => s.name === ovn.switchName && s.externalIds[NB.subnet] !== subnet);
     if (namesake) {
@@ -151,15 +168,20 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
         const { created, sw } = await nb.createSwitch(ovn.subnet, switchRow(ovn, config, chassis));
         if (created) {
           log.info('made the OVN logical switch', { networkId: network.id, switch: sw.name, subnet: ovn.subnet });
+          await this.ensureAttached(network, sw);
           return sw;
         }
         continue; // another host made it meanwhile: take that one
       }
       const theirs = decodeConfig(found.externalIds[NB.config]);
       if (theirs) checkSameConfig(theirs, config, found.externalIds[NB.createdBy] ?? 'unknown');
-      if (switchHosts(found).get(chassis.name) === chassis.hostname) return found;
+      if (switchHosts(found).get(chassis.name) === chassis.hostname) {
+        await this.ensureAttached(network, found);
+        return found;
+      }
       if (await nb.updateSwitchIds(found.uuid, { [chassisKey(chassis.name)]: chassis.hostname }, [])) {
         log.info('joined the OVN logical switch', { networkId: network.id, switch: found.name, subnet: ovn.subnet, hosts: [...switchHosts(found).values(), chassis.hostname] });
+        await this.ensureAttached(network, found);
         return found;
       }
       // The last host removed it between our look and our write: make it again.
@@ -185,14 +207,102 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
         log.info('left the OVN logical switch; other hosts still use it', { switch: current.name, hosts: others });
         return;
       }
-      // The last one out removes it, unless a host joined between our look and our delete.
+      // The last one out removes it, unless a host joined between our look and our delete (that one
+      // connects it to its router again).
+      const routerName = current.externalIds[ROUTER.name];
+      const router = routerName ? await nb.findRouter(routerName) : undefined;
+      const subnet = current.externalIds[NB.subnet] ?? '';
+      if (router) await nb.detachSwitch(router.uuid, current.uuid, { ...routerPortNames({ subnet, switchName: current.name }), subnet });
       if (await nb.deleteSwitchIf(current.uuid, current.externalIds)) {
-        this.switchIds.delete(current.externalIds[NB.subnet] ?? '');
+        this.switchIds.delete(subnet);
         log.info('removed the OVN logical switch: no host uses it any more', { switch: current.name });
+        if (routerName) await this.removeRouterIfUnused(routerName);
         return;
       }
     }
     throw unavailable('OvnBusy', `the OVN switch ${sw.name} kept changing while this host left it; try again`);
+  }
+
+  // ---- routers ----
+
+  /** A network on a router needs an IPv4 subnet with a gateway (the router port's address); nat needs a way out. */
+  private checkRouted(spec: OvnSpec, subnets: readonly { pool: string; gateway: string | undefined }[]): void {
+    const ipv4 = subnets.find((s) => !s.pool.includes(':'));
+    if (!ipv4?.gateway) throw badRequest('OvnRouterNeedsGateway', `option ovn_router needs an IPv4 subnet with a gateway: the gateway address lives on the router's port`);
+    if (spec.gatewayMode === 'nat' && !spec.internal && !this.o.external) {
+      throw badRequest(
+        'OvnNoExternal',
+        `gateway_mode=nat on OVN router ${spec.ovnRouter} needs a way out: set OVSNET_OVN_EXTERNAL (the outside network: <physical network>,<subnet>,<next hop>) and OVSNET_OVN_GATEWAYS (its gateway chassis) on every host, or use gateway_mode=routed for a router between networks only`,
+      );
+    }
+  }
+
+  /** Every host must give a router the same way out. */
+  private checkRouterConfig(router: NbRouter): void {
+    const mine = routerConfig(this.o.external);
+    const theirs = router.externalIds[ROUTER.config];
+    if (theirs !== undefined && theirs !== mine) {
+      throw conflict(
+        'OvnRouterDiffers',
+        `OVN router ${router.externalIds[ROUTER.name]} was made with OVSNET_OVN_EXTERNAL/OVSNET_OVN_GATEWAYS ${describeExternal(theirs)}; this host has ${describeExternal(mine)}: give every host the same`,
+      );
+    }
+  }
+
+  /** The router of that name: made with the first network that names it, with its way out when there is one. */
+  private async ensureRouter(name: string): Promise<NbRouter> {
+    const { nb, log, external } = this.o;
+    let router = await nb.findRouter(name);
+    if (!router) {
+      const made = await nb.createRouter(name, { [OWNER_KEY]: OWNER_VALUE, [ROUTER.name]: name, [ROUTER.config]: routerConfig(external) });
+      router = made.router;
+      if (made.created) log.info('made the OVN router', { router: name });
+    }
+    this.checkRouterConfig(router);
+    if (external && !outsideAddress(router, name)) {
+      const switchUuid = await nb.ensureExternalSwitch(external.physnet);
+      const range = parseCidr(external.subnet)!;
+      const bounds = usableBounds(range);
+      const size = boundsSize(bounds);
+      let candidate = bounds.first + BigInt(hashOf(name)) % size;
+      for (let i = 0n; i < size; i++, candidate = candidate >= bounds.last ? bounds.first : candidate + 1n) {
+        const address = formatIp({ family: 4, value: candidate });
+        if (address === external.nexthop) continue;
+        const result = await nb.addRouterGateway(router, { physnet: external.physnet, externalSwitchUuid: switchUuid, address, prefix: range.prefix, nexthop: external.nexthop, chassis: external.gateways });
+        if (result === 'taken') continue;
+        if (result === 'added') log.info('gave the OVN router its way out', { router: name, address, gateways: external.gateways.map((g) => g.chassis) });
+        break;
+      }
+      router = (await nb.findRouter(name)) ?? router;
+      if (!outsideAddress(router, name)) throw unavailable('OvnNoOutsideAddress', `no free address left for OVN router ${name} in ${external.subnet} (OVSNET_OVN_EXTERNAL)`);
+    }
+    return router;
+  }
+
+  /** Connects a network's switch to its router (once, whoever does it first). */
+  private async ensureAttached(network: NetworkRecord, sw: NbSwitch): Promise<void> {
+    const spec = network.spec as OvnSpec;
+    if (!spec.ovnRouter) return;
+    const router = await this.ensureRouter(spec.ovnRouter);
+    const subnet = network.ipv4[0]!;
+    const outside = outsideAddress(router, spec.ovnRouter);
+    const names = routerPortNames(network.ovn!);
+    // The router port holds the network's gateway addresses, IPv6 too (routed between the router's networks, never NATed).
+    const gateways = [...network.ipv4, ...network.ipv6].flatMap((s) => (s.gateway ? [`${s.gateway}/${s.pool.split('/')[1]}`] : []));
+    const result = await this.o.nb.attachSwitch(router.uuid, sw.uuid, {
+      lrp: { name: names.lrp, mac: routerMac(subnet.gateway!), networks: gateways },
+      lsp: names.lsp,
+      subnet: network.ovn!.subnet,
+      snat: spec.gatewayMode === 'nat' && !spec.internal && outside ? { logicalIp: subnet.pool, externalIp: outside } : undefined,
+      policies: [...network.ipv4, ...network.ipv6].flatMap((s) => routerPolicies(s.pool, spec.internal)),
+    });
+    if (result === 'added') this.o.log.info('connected the OVN network to its router', { networkId: network.id, router: spec.ovnRouter, gateway: subnet.gateway });
+  }
+
+  /** The last network off a router removes it. */
+  private async removeRouterIfUnused(name: string): Promise<void> {
+    const router = await this.o.nb.findRouter(name);
+    if (router && (await this.o.nb.deleteRouterIf(router, this.o.external?.physnet))) this.o.log.info('removed the OVN router: no network uses it any more', { router: name });
   }
 
   // ---- endpoints ----
@@ -260,10 +370,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   }
 
   async startOffset(): Promise<number> {
-    const { name } = await this.chassis();
-    let hash = 0;
-    for (const c of name) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
-    return hash;
+    return hashOf((await this.chassis()).name);
   }
 
   async claim(network: NetworkRecord, address: string, options: { explicit: boolean }): Promise<{ claimed: true } | { claimed: false; holder: string }> {
@@ -416,4 +523,15 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
         : `an underlay MTU of ${underlay} is assumed (no device holds the encapsulation address ${encapIp}) and Geneve encapsulation takes ${overhead} bytes`,
     };
   }
+}
+
+function hashOf(text: string): number {
+  let hash = 0;
+  for (const c of text) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
+  return hash;
+}
+
+function describeExternal(config: string): string {
+  const external = JSON.parse(config) as OvnExternal | null;
+  return external ? `${external.physnet},${external.subnet},${external.nexthop} with gateways ${external.gateways.map((g) => `${g.chassis}:${g.priority}`).join(',')}` : '(none)';
 }

@@ -6,7 +6,7 @@
 import type { FirewallRules } from '../domain/firewall.js';
 import type { DockerNetwork } from '../domain/drift.js';
 import type { BridgeSpec, ObservedBridge, ObservedFirewall, ObservedLink, ObservedPort, PortSpec } from '../domain/host.js';
-import type { NbPort, NbPortSpec, NbSwitch, NbView } from '../domain/ovn.js';
+import type { NbPort, NbPortSpec, NbRouter, NbSwitch, NbView, RouterPolicy } from '../domain/ovn.js';
 import { type AddressRecord, type Datapath, type EndpointRecord, type NameRecord, type NetworkRecord, type PoolRecord, addressKey, nameKey } from '../domain/records.js';
 
 export type { DockerNetwork, ObservedBridge, ObservedPort, PortSpec };
@@ -122,6 +122,46 @@ export interface Northbound {
   updatePort(name: string, chassis: string, changes: { addresses: readonly string[]; portSecurity: readonly string[]; externalIds: Record<string, string> }): Promise<boolean>;
   /** Deletes a port of a switch if it carries `chassis`; false when it is not there (or not this host's). */
   deletePort(switchUuid: string, name: string, chassis: string): Promise<boolean>;
+
+  // ---- routers ----
+
+  /** The plugin's router of that name. */
+  findRouter(name: string): Promise<NbRouter | undefined>;
+  /** Makes the router unless one of that name exists (made by another host meanwhile): then that one. */
+  createRouter(name: string, externalIds: Record<string, string>): Promise<{ created: boolean; router: NbRouter }>;
+  /** The outside network's switch, with its localnet port: found, or made once. */
+  ensureExternalSwitch(physnet: string): Promise<string>;
+  /**
+   * Gives a router its way out: a gateway port with `address` on the outside switch, its gateway chassis
+   * group and a default route. `taken`: another router has that address; `exists`: the router has a gateway port.
+   */
+  addRouterGateway(router: NbRouter, gateway: RouterGateway): Promise<'added' | 'taken' | 'exists'>;
+  /** Connects a switch to a router (a router port with the network's gateway address, and SNAT when given); `exists` when it is. */
+  attachSwitch(routerUuid: string, switchUuid: string, attachment: SwitchAttachment): Promise<'added' | 'exists'>;
+  /** Disconnects a switch from a router: its router port, the switch's port facing it, its SNAT rules and policies. */
+  detachSwitch(routerUuid: string, switchUuid: string, names: { lrp: string; lsp: string; subnet: string }): Promise<void>;
+  /** Deletes a router (with its gateway port, outside port and chassis group) only while no network is connected to it. */
+  deleteRouterIf(router: NbRouter, physnet: string | undefined): Promise<boolean>;
+}
+
+export interface RouterGateway {
+  readonly physnet: string;
+  readonly externalSwitchUuid: string;
+  /** The router's outside address and its prefix length. */
+  readonly address: string;
+  readonly prefix: number;
+  readonly nexthop: string;
+  readonly chassis: ReadonlyArray<{ readonly chassis: string; readonly priority: number }>;
+}
+
+export interface SwitchAttachment {
+  readonly lrp: { readonly name: string; readonly mac: string; readonly networks: readonly string[] };
+  readonly lsp: string;
+  /** SNAT of the network's subnet to the router's outside address (gateway_mode=nat). */
+  readonly snat?: { readonly logicalIp: string; readonly externalIp: string };
+  /** The network's routing policies on the router, kept under its subnet. */
+  readonly policies: readonly RouterPolicy[];
+  readonly subnet: string;
 }
 
 /** What Docker knows; consulted only by the reconciler, in the background. */

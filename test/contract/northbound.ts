@@ -60,4 +60,59 @@ export function northboundContract(fresh: () => Promise<Northbound>): void {
     assert.equal(await nb.port('q-1'), undefined);
     assert.equal(await nb.deletePort(sw.uuid, 'q-1', 'a'), false, 'a delete tolerates absence');
   });
+
+  it('makes one router of a name; a second create gives the first', async () => {
+    const nb = await fresh();
+    const first = await nb.createRouter('r', { 'ovsnet-owner': 'ovsnet', 'ovsnet-router': 'r' });
+    const second = await nb.createRouter('r', { 'ovsnet-owner': 'ovsnet', 'ovsnet-router': 'r' });
+    assert.deepEqual([first.created, second.created, second.router.uuid], [true, false, first.router.uuid]);
+    assert.equal((await nb.findRouter('r'))?.uuid, first.router.uuid);
+    assert.equal(await nb.findRouter('other'), undefined);
+  });
+
+  it("gives a router one way out, and never a second router's outside address", async () => {
+    const nb = await fresh();
+    const outside = await nb.ensureExternalSwitch('physnet');
+    assert.equal(await nb.ensureExternalSwitch('physnet'), outside, 'one outside switch per physical network');
+    const gateway = (address: string) => ({ physnet: 'physnet', externalSwitchUuid: outside, address, prefix: 24, nexthop: '192.0.2.1', chassis: [{ chassis: 'gw1', priority: 20 }] });
+    const r1 = (await nb.createRouter('r1', { 'ovsnet-owner': 'ovsnet', 'ovsnet-router': 'r1' })).router;
+    const r2 = (await nb.createRouter('r2', { 'ovsnet-owner': 'ovsnet', 'ovsnet-router': 'r2' })).router;
+    assert.equal(await nb.addRouterGateway(r1, gateway('192.0.2.10')), 'added');
+    assert.equal(await nb.addRouterGateway(r1, gateway('192.0.2.11')), 'exists', 'a router has one gateway port');
+    assert.equal(await nb.addRouterGateway(r2, gateway('192.0.2.10')), 'taken', "r1's address");
+    assert.equal(await nb.addRouterGateway(r2, gateway('192.0.2.11')), 'added');
+    assert.deepEqual((await nb.findRouter('r1'))?.ports.map((p) => [p.name, p.networks]), [['ovsnet-gw-r1', ['192.0.2.10/24']]]);
+    assert.ok(await nb.port('ovsnet-ext-physnet-192.0.2.10'));
+    assert.equal(await nb.deleteRouterIf((await nb.findRouter('r1'))!, 'physnet'), true);
+    assert.equal(await nb.findRouter('r1'), undefined);
+    assert.equal(await nb.port('ovsnet-ext-physnet-192.0.2.10'), undefined, 'its outside address is free again');
+    assert.equal(await nb.addRouterGateway(r2, gateway('192.0.2.12')), 'exists');
+  });
+
+  it('connects a switch to a router once, with its SNAT and policies, and takes them all away again', async () => {
+    const nb = await fresh();
+    const router = (await nb.createRouter('r', { 'ovsnet-owner': 'ovsnet', 'ovsnet-router': 'r' })).router;
+    const { sw } = await nb.createSwitch('10.9.4.0/24', { name: 'l3', externalIds: mark('10.9.4.0/24') });
+    const attachment = {
+      lrp: { name: 'ovsnet-rp-l3', mac: '0a:58:0a:09:04:01', networks: ['10.9.4.1/24'] },
+      lsp: 'ovsnet-rsp-l3',
+      subnet: '10.9.4.0/24',
+      snat: { logicalIp: '10.9.4.0/24', externalIp: '192.0.2.10' },
+      policies: [{ priority: 1001, match: 'ip4.dst == 10.9.4.0/24', action: 'allow' as const }, { priority: 1000, match: 'ip4.src == 10.9.4.0/24', action: 'drop' as const }],
+    };
+    assert.equal(await nb.attachSwitch(router.uuid, sw.uuid, attachment), 'added');
+    assert.equal(await nb.attachSwitch(router.uuid, sw.uuid, attachment), 'exists');
+    const attached = (await nb.findRouter('r'))!;
+    assert.deepEqual(attached.ports.map((p) => [p.name, p.networks]), [['ovsnet-rp-l3', ['10.9.4.1/24']]]);
+    assert.deepEqual(attached.nat.map((n) => [n.type, n.logicalIp, n.externalIp]), [['snat', '10.9.4.0/24', '192.0.2.10']]);
+    assert.deepEqual(attached.policies.map((p) => [p.priority, p.match, p.action]), [[1001, 'ip4.dst == 10.9.4.0/24', 'allow'], [1000, 'ip4.src == 10.9.4.0/24', 'drop']]);
+    assert.ok((await nb.view()).ports.get(sw.uuid)?.some((p) => p.name === 'ovsnet-rsp-l3'), "the switch's port facing the router");
+    assert.equal(await nb.deleteRouterIf(attached, undefined), false, 'not while a network is connected');
+    await nb.detachSwitch(router.uuid, sw.uuid, { lrp: 'ovsnet-rp-l3', lsp: 'ovsnet-rsp-l3', subnet: '10.9.4.0/24' });
+    const detached = (await nb.findRouter('r'))!;
+    assert.deepEqual([detached.ports, detached.nat, detached.policies], [[], [], []]);
+    assert.equal(await nb.port('ovsnet-rsp-l3'), undefined);
+    assert.equal(await nb.deleteRouterIf(detached, undefined), true);
+    assert.deepEqual((await nb.view()).routers, []);
+  });
 }

@@ -20,7 +20,7 @@ import { assertConsistent, assertPluginSaid, containerAddress, dockerError, http
 const NAMES = ['on1', 'on2', 'on3'] as const;
 const ADDR: Record<string, string> = { on1: '10.250.1.1', on2: '10.250.1.2', on3: '10.250.1.3' };
 const SUBNET = '10.60.0.0/24';
-const FAST = { OVSNET_RECONCILE_INTERVAL: '2', OVSNET_RECONCILE_GRACE: '3', OVSNET_OVN_TIMEOUT: '10' };
+const FAST = { OVSNET_RECONCILE_INTERVAL: '2', OVSNET_RECONCILE_GRACE: '3', OVSNET_OVN_TIMEOUT: '30' };
 const CLI = `${REPO_ROOT}/dist/src/cli/main.js`;
 
 interface NbPortRow {

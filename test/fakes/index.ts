@@ -5,7 +5,7 @@
 import type { FirewallRules } from '../../src/domain/firewall.js';
 import type { Datapath } from '../../src/domain/records.js';
 import type { BridgeSpec, ObservedFirewall, ObservedLink } from '../../src/domain/host.js';
-import type { NbPort, NbPortSpec, NbSwitch, NbView } from '../../src/domain/ovn.js';
+import type { NbPort, NbPortSpec, NbRouter, NbSwitch, NbView, RouterPolicy } from '../../src/domain/ovn.js';
 import type {
   DatapathProbe,
   DockerNetwork,
@@ -13,6 +13,8 @@ import type {
   Firewall,
   Links,
   Northbound,
+  RouterGateway,
+  SwitchAttachment,
   ObservedBridge,
   ObservedPort,
   Ovs,
@@ -318,7 +320,11 @@ export class FakeNorthbound implements Northbound {
     this.check();
     const ports = new Map<string, NbPort[]>();
     for (const sw of this.switches.values()) ports.set(sw.uuid, [...sw.ports].map((id) => structuredClone(this.portRows.get(id)!)));
-    return { switches: [...this.switches.values()].map((s) => ({ uuid: s.uuid, name: s.name, externalIds: { ...s.externalIds } })), ports };
+    return {
+      switches: [...this.switches.values()].map((s) => ({ uuid: s.uuid, name: s.name, externalIds: { ...s.externalIds } })),
+      ports,
+      routers: [...this.routers.keys()].map((uuid) => this.router(uuid)!),
+    };
   }
 
   async findSwitch(subnet: string): Promise<NbSwitch | undefined> {
@@ -392,5 +398,102 @@ export class FakeNorthbound implements Northbound {
   /** Ports by name, for assertions. */
   named(name: string): NbPort | undefined {
     return [...this.portRows.values()].find((p) => p.name === name);
+  }
+
+  // ---- routers ----
+
+  readonly routers = new Map<string, { uuid: string; name: string; externalIds: Record<string, string>; ports: Array<{ uuid: string; name: string; networks: string[]; chassis?: Array<{ chassis: string; priority: number }> }>; nat: Array<{ uuid: string; type: string; logicalIp: string; externalIp: string; subnet: string }>; policies: Array<RouterPolicy & { subnet: string }>; routes: string[] }>();
+  readonly groups = new Set<string>();
+
+  private router(uuid: string): NbRouter | undefined {
+    const r = this.routers.get(uuid);
+    return r && structuredClone({ uuid: r.uuid, name: r.name, externalIds: r.externalIds, ports: r.ports.map((p) => ({ uuid: p.uuid, name: p.name, networks: p.networks })), nat: r.nat.map(({ subnet: _, ...n }) => n), policies: r.policies.map(({ subnet: _, ...p }, i) => ({ uuid: `lrpol-${i}`, ...p })).sort((a, b) => b.priority - a.priority || a.match.localeCompare(b.match)) });
+  }
+
+  async findRouter(name: string): Promise<NbRouter | undefined> {
+    this.check();
+    const r = [...this.routers.values()].find((x) => x.externalIds['ovsnet-router'] === name);
+    return r && this.router(r.uuid);
+  }
+
+  async createRouter(name: string, externalIds: Record<string, string>) {
+    const existing = await this.findRouter(name);
+    if (existing) return { created: false, router: existing };
+    const uuid = `lr-${this.next++}`;
+    this.routers.set(uuid, { uuid, name, externalIds: { ...externalIds }, ports: [], nat: [], policies: [], routes: [] });
+    return { created: true, router: this.router(uuid)! };
+  }
+
+  async ensureExternalSwitch(physnet: string): Promise<string> {
+    this.check();
+    const found = [...this.switches.values()].find((s) => s.externalIds['ovsnet-external'] === physnet);
+    if (found) return found.uuid;
+    const uuid = `ls-${this.next++}`;
+    this.switches.set(uuid, { uuid, name: `ovsnet-external-${physnet}`, externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-external': physnet }, ports: new Set() });
+    await this.addPort(uuid, { name: `ovsnet-localnet-${physnet}`, addresses: ['unknown'], portSecurity: [], externalIds: { 'ovsnet-owner': 'ovsnet' } });
+    return uuid;
+  }
+
+  private lrpTaken(name: string): boolean {
+    return [...this.routers.values()].some((r) => r.ports.some((p) => p.name === name));
+  }
+
+  async addRouterGateway(router: NbRouter, gateway: RouterGateway): Promise<'added' | 'taken' | 'exists'> {
+    this.check();
+    const lrp = `ovsnet-gw-${router.name}`;
+    if ([...this.portRows.values()].some((p) => p.name === `ovsnet-ext-${gateway.physnet}-${gateway.address}`)) return 'taken';
+    if (this.lrpTaken(lrp) || this.groups.has(lrp)) return 'exists';
+    const r = this.routers.get(router.uuid);
+    if (!r) throw new Error('router gone');
+    await this.addPort(gateway.externalSwitchUuid, { name: `ovsnet-ext-${gateway.physnet}-${gateway.address}`, addresses: ['router'], portSecurity: [], externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-router': router.name } });
+    this.groups.add(lrp);
+    r.ports.push({ uuid: `lrp-${this.next++}`, name: lrp, networks: [`${gateway.address}/${gateway.prefix}`], chassis: [...gateway.chassis] });
+    r.routes.push(`0.0.0.0/0 via ${gateway.nexthop}`);
+    return 'added';
+  }
+
+  async attachSwitch(routerUuid: string, switchUuid: string, attachment: SwitchAttachment): Promise<'added' | 'exists'> {
+    this.check();
+    if (this.lrpTaken(attachment.lrp.name)) return 'exists';
+    const r = this.routers.get(routerUuid);
+    if (!r || !this.switches.has(switchUuid)) throw new Error('router or switch gone');
+    r.ports.push({ uuid: `lrp-${this.next++}`, name: attachment.lrp.name, networks: [...attachment.lrp.networks] });
+    await this.addPort(switchUuid, { name: attachment.lsp, addresses: ['router'], portSecurity: [], externalIds: { 'ovsnet-owner': 'ovsnet' } });
+    if (attachment.snat) r.nat.push({ uuid: `nat-${this.next++}`, type: 'snat', logicalIp: attachment.snat.logicalIp, externalIp: attachment.snat.externalIp, subnet: attachment.subnet });
+    r.policies.push(...attachment.policies.map((p) => ({ ...p, subnet: attachment.subnet })));
+    return 'added';
+  }
+
+  async detachSwitch(routerUuid: string, switchUuid: string, attachment: { lrp: string; lsp: string; subnet: string }): Promise<void> {
+    this.check();
+    const r = this.routers.get(routerUuid);
+    if (r) {
+      r.ports = r.ports.filter((p) => p.name !== attachment.lrp);
+      r.nat = r.nat.filter((n) => n.subnet !== attachment.subnet);
+      r.policies = r.policies.filter((p) => p.subnet !== attachment.subnet);
+    }
+    const port = this.named(attachment.lsp);
+    const sw = this.switches.get(switchUuid);
+    if (port && sw?.ports.has(port.uuid)) {
+      sw.ports.delete(port.uuid);
+      this.portRows.delete(port.uuid);
+    }
+  }
+
+  async deleteRouterIf(router: NbRouter, physnet: string | undefined): Promise<boolean> {
+    this.check();
+    const r = this.routers.get(router.uuid);
+    if (!r || r.ports.some((p) => p.name !== `ovsnet-gw-${router.name}`)) return false;
+    const gateway = r.ports[0];
+    this.routers.delete(router.uuid);
+    this.groups.delete(`ovsnet-gw-${router.name}`);
+    if (gateway && physnet) {
+      const outside = this.named(`ovsnet-ext-${physnet}-${gateway.networks[0]!.split('/')[0]}`);
+      if (outside) {
+        for (const sw of this.switches.values()) sw.ports.delete(outside.uuid);
+        this.portRows.delete(outside.uuid);
+      }
+    }
+    return true;
   }
 }

@@ -66,7 +66,8 @@ describe('northbound client on real ovsdb-servers', () => {
       db = client(`unix:${DIR}/standalone.sock`);
     });
     northboundContract(async () => {
-      await db.transact([{ op: 'delete', table: 'Logical_Switch', where: [] }]);
+      await db.transact([{ op: 'delete', table: 'Logical_Switch', where: [] }, { op: 'delete', table: 'Logical_Router', where: [] }]);
+      await db.transact([{ op: 'delete', table: 'HA_Chassis_Group', where: [] }]);
       return new OvnNorthbound(db);
     });
   });

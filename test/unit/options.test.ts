@@ -57,7 +57,7 @@ describe('network options', () => {
     [{ gateway_mode: 'bridge' }, /^invalid value "bridge" for option gateway_mode: valid values are nat, routed, external, isolated$/],
     [{ bridge: 'br/0' }, /^invalid value "br\/0" for option bridge: an OVS bridge name is 1 to 15 characters/],
     [{ bridge: 'a-very-long-bridge' }, /option bridge/],
-    [{ foo: 'bar' }, /^unknown option foo=bar; valid options: bridge, gateway_mode, key, mode, mtu, ovn_network, peers, uplink, vlan, vni$/],
+    [{ foo: 'bar' }, /^unknown option foo=bar; valid options: bridge, gateway_mode, key, mode, mtu, ovn_network, ovn_router, peers, uplink, vlan, vni$/],
     [{ mode: 'geneve' }, /^invalid value "geneve" for option mode: valid values are vlan, vxlan, gre, ovn$/],
     [{ mode: 'vxlan' }, /^mode=vxlan needs -o vni=<1-16777215>: the same value on every host of the network$/],
     [{ mode: 'gre' }, /^mode=gre needs -o key=<0-4294967295>/],

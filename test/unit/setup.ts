@@ -4,6 +4,7 @@ import { LocalHost } from '../../src/driver/host.js';
 import { IpamDriver } from '../../src/driver/ipam-driver.js';
 import { NetworkDriver } from '../../src/driver/network-driver.js';
 import { OvnBackend } from '../../src/driver/ovn-backend.js';
+import type { OvnExternal } from '../../src/domain/ovn.js';
 import { State } from '../../src/driver/state.js';
 import { silentLogger } from '../../src/log.js';
 import { FakeFirewall, FakeLinks, FakeNorthbound, FakeOvs, FakeProbe, FakeSysctl, MemoryStore } from '../fakes/index.js';
@@ -12,7 +13,7 @@ export interface WorldOptions {
   store?: MemoryStore;
   now?: () => number;
   /** OVN mode on, with this (shared) northbound database; `chassis` names the host (default "chassis-a"). */
-  ovn?: { nb: FakeNorthbound; chassis?: string; encapIp?: string; installTimeoutMs?: number };
+  ovn?: { nb: FakeNorthbound; chassis?: string; encapIp?: string; installTimeoutMs?: number; external?: OvnExternal };
 }
 
 export async function world(options: WorldOptions = {}) {
@@ -30,7 +31,7 @@ export async function world(options: WorldOptions = {}) {
     Object.assign(ovs.system, { 'system-id': chassis, hostname: `host-${chassis}`, 'ovn-encap-ip': encapIp, 'ovn-encap-type': 'geneve', 'ovn-remote': 'tcp:10.250.0.1:6642' });
     ovs.bridges.set('br-int', { name: 'br-int', datapathType: 'netdev', externalIds: {} });
     links.links.set('br-phy', { kind: 'openvswitch', mtu: 1500, addresses: [`${encapIp}/24`], txOff: false });
-    ovn = new OvnBackend({ host, state, nb: options.ovn.nb, bridge: 'br-int', installTimeoutMs: options.ovn.installTimeoutMs ?? 1_000, defaults: { mtu: 1500 }, log: silentLogger });
+    ovn = new OvnBackend({ host, state, nb: options.ovn.nb, bridge: 'br-int', installTimeoutMs: options.ovn.installTimeoutMs ?? 1_000, external: options.ovn.external, defaults: { mtu: 1500 }, log: silentLogger });
   }
   const ipam = new IpamDriver({
     state,

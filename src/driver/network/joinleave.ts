@@ -6,7 +6,7 @@ import { badRequest, errorMessage } from '../../errors.js';
 import { parseCidrWithHost } from '../../domain/cidr.js';
 import { portName, primaryAddress } from '../../domain/ovn.js';
 import { subnetHolding } from '../../domain/ranges.js';
-import { givesDefaultRoute, spansHosts } from '../../domain/options.js';
+import { givesDefaultRoute, routedByOvn, spansHosts } from '../../domain/options.js';
 import type { EndpointRecord, NetworkRecord, SubnetRecord } from '../../domain/records.js';
 import { publishedPorts, type EndpointRef, type JoinRequest, type JoinResponse, type ProgramRequest } from '../../protocol/network.js';
 import { type NetworkContext, endpointLock, endpointOf, networkOf } from './context.js';
@@ -52,14 +52,18 @@ export function leave(ctx: NetworkContext, ref: EndpointRef): Promise<void> {
  * Published ports are refused rather than ignored: the plugin does not map
  * host ports, and a remote driver's mappings would not show in `docker port`.
  */
-export function programExternalConnectivity(_ctx: NetworkContext, req: ProgramRequest): Record<string, never> {
-  if (publishedPorts(req.options).length > 0) {
+export function programExternalConnectivity(ctx: NetworkContext, req: ProgramRequest): Record<string, never> {
+  if (publishedPorts(req.options).length === 0) return {};
+  if (ctx.state.networks.get(req.networkId)?.spec.mode === 'ovn') {
     throw badRequest(
       'PortsNotSupported',
-      'publishing ports (-p, -P) is not supported on ovs networks: with gateway_mode=routed or external the container is reachable at its own address; for published ports on the host, connect the container to a Docker bridge network as well',
+      "publishing ports (-p, -P) is not supported on OVN networks: a published port belongs to the host the container runs on, and an OVN network's way in is its router's outside address on the active gateway chassis, which moves; with -o ovn_router and gateway_mode=routed the container is reachable at its own address through that router",
     );
   }
-  return {};
+  throw badRequest(
+    'PortsNotSupported',
+    'publishing ports (-p, -P) is not supported on ovs networks: with gateway_mode=routed or external the container is reachable at its own address; for published ports on the host, connect the container to a Docker bridge network as well',
+  );
 }
 
 export function endpointOperInfo(ctx: NetworkContext, ref: EndpointRef): { Value: Record<string, unknown> } {
@@ -83,8 +87,9 @@ function joinAnswer(network: NetworkRecord, endpoint: EndpointRecord): JoinRespo
   const answer: JoinResponse = { InterfaceName: { SrcName: endpoint.peerIf, DstPrefix: CONTAINER_PREFIX } };
   // A network across hosts (an overlay, an OVN switch) in nat mode leaves the default route to Docker, which
   // attaches docker_gwbridge as for its own overlays.
-  const viaDockerGateway = spansHosts(spec) && spec.gatewayMode === 'nat' && !spec.internal;
-  if (givesDefaultRoute(spec) && !viaDockerGateway) {
+  const viaDockerGateway = spansHosts(spec) && !routedByOvn(spec) && spec.gatewayMode === 'nat' && !spec.internal;
+  // On an OVN router even an --internal network has its gateway: the router reaches its other networks and drops the rest.
+  if ((givesDefaultRoute(spec) || routedByOvn(spec)) && !viaDockerGateway) {
     const gateway = gatewayFor(network.ipv4, endpoint.address);
     const gatewayIpv6 = gatewayFor(network.ipv6, endpoint.addressIpv6);
     if (gateway) answer.Gateway = gateway;

@@ -163,6 +163,23 @@ export class OvnCluster {
       `--pidfile=${dir}/controller.pid`, `--log-file=${dir}/controller.log`, '--detach'], { env: this.env(member) });
   }
 
+  /** Stops a host's ovn-controller as its service does (`exit`: it takes its chassis out of the southbound database). */
+  async exitController(index: number): Promise<void> {
+    const dir = this.dir(this.chassis[index]!);
+    const pid = Number((await readFile(path.join(dir, 'controller.pid'), 'utf8').catch(() => '')).trim());
+    // Its control socket is in its run directory (OVN_RUNDIR), named after its pid.
+    await cmd('ovn-appctl', ['-t', path.join(dir, `ovn-controller.${pid}.ctl`), 'exit'], { timeoutMs: 20_000 });
+    if (pid) await waitFor(`ovn-controller ${pid} to exit`, async () => !alive(pid), 20_000, 50);
+  }
+
+  /** The chassis a logical port is bound to now, as the southbound database says; undefined while none. */
+  async boundChassis(logicalPort: string): Promise<string | undefined> {
+    const sbctl = (args: string[]) => this.members[0]!.host.exec('ovn-sbctl', [`--db=${this.remotes('sb')}`, '--timeout=10', '--bare', ...args], { check: false });
+    const chassis = (await sbctl(['--columns=chassis', 'find', 'Port_Binding', `logical_port=${logicalPort}`])).stdout.trim();
+    if (!chassis) return undefined;
+    return (await sbctl(['--columns=name', 'list', 'Chassis', chassis])).stdout.trim() || undefined;
+  }
+
   async stopController(index: number): Promise<void> {
     await this.killPidfile(path.join(this.dir(this.chassis[index]!), 'controller.pid'), 'SIGTERM');
   }

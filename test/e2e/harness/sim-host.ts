@@ -9,7 +9,7 @@
  * routes and iptables rules live inside the namespaces. `stop()` removes
  * everything, and `start()` first removes what a crashed earlier run left.
  */
-import { mkdir, readdir, readFile, readlink, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, readlink, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +19,8 @@ import { busyboxTarball, TEST_IMAGE } from './image.js';
 import { type CmdOptions, type Result, alive, cmd, killAll, pidsMentioning, requireTools, sleep, waitFor } from './proc.js';
 
 export const BASE_DIR = '/tmp/ovsnet-t';
+/** Where each host's logs are kept after it is torn down (the last run's, per engine and host name). */
+export const LOG_DIR = process.env.OVSNET_E2E_LOGS ?? '/tmp/ovsnet-t-logs';
 /**
  * OVSNET_E2E_PLUGIN=managed runs every host's plugin as the managed (v2) plugin, installed with
  * `docker plugin install` from a registry; otherwise the plugin is a process started from dist/.
@@ -511,7 +513,21 @@ export class SimHost {
     for (const ns of [...this.extraNamespaces, this.ns]) await cmd('ip', ['netns', 'del', ns], { check: false });
     this.extraNamespaces.length = 0;
     await rm(this.socket, { force: true });
+    await this.keepLogs();
     await rm(this.dir, { recursive: true, force: true, maxRetries: 3 });
+  }
+
+  /** Keeps the host's logs (the plugin's, dockerd's, OVS's and OVN's) in LOG_DIR/<engine>/<host>, to read after a failed run. */
+  private async keepLogs(): Promise<void> {
+    const dest = path.join(LOG_DIR, `${ENGINE}${MANAGED ? '-managed' : ''}`, this.name);
+    await rm(dest, { recursive: true, force: true });
+    await mkdir(dest, { recursive: true });
+    for (const dir of ['', 'ovs', 'ovn']) {
+      const names = await readdir(path.join(this.dir, dir)).catch(() => [] as string[]);
+      for (const name of names.filter((n) => n.endsWith('.log'))) {
+        await copyFile(path.join(this.dir, dir, name), path.join(dest, dir ? `${dir}-${name}` : name)).catch(() => {});
+      }
+    }
   }
 
   private async cgroupDirs(): Promise<string[]> {
