@@ -10,8 +10,9 @@
  *   OVSNET_E2E_ENGINE=28.5 npm run bench -- 30     (on Docker Engine 28.5; see test/install-engines.sh)
  *
  * Prints median and p90 of start and removal per kind, the ratios to
- * `bridge`, the plugin's own work per start (the sum of its protocol call
- * durations), and the cross-host ping latency of OVN containers.
+ * `bridge`, the plugin's own work per start and per removal (the sum of its
+ * protocol call durations), the cross-host ping latency of OVN containers,
+ * and 50 parallel starts on `ovs` beside `bridge` (wall time, failures).
  */
 import Docker from 'dockerode';
 import path from 'node:path';
@@ -34,6 +35,12 @@ function quantile(values: number[], q: number): number {
 }
 
 const fmt = (ms: number) => `${ms.toFixed(1).padStart(7)} ms`;
+const PARALLEL = 50;
+
+/** The sum of the plugin's protocol call durations in a stretch of its debug log. */
+function callTime(log: string): number {
+  return log.split('\n').filter((l) => l.includes('"msg":"call"')).reduce((sum, l) => sum + (JSON.parse(l).durationMs as number), 0);
+}
 /**
  * `ovn` is an OVN network in the default gateway mode (nat), for which Docker also attaches its
  * docker_gwbridge (a second endpoint it makes itself) for outbound traffic; `ovn-iso` is one in
@@ -64,6 +71,8 @@ async function main(): Promise<void> {
     const start = Object.fromEntries(KINDS.map((k) => [k, [] as number[]])) as Record<Kind, number[]>;
     const remove = Object.fromEntries(KINDS.map((k) => [k, [] as number[]])) as Record<Kind, number[]>;
     const pluginWork: Record<'ovs' | 'ovn' | 'ovn-iso', number[]> = { ovs: [], ovn: [], 'ovn-iso': [] };
+    const removalWork: Record<'ovs' | 'ovn' | 'ovn-iso', number[]> = { ovs: [], ovn: [], 'ovn-iso': [] };
+    const parallelRuns: Record<'ovs' | 'bridge', Array<{ wall: number; failed: number; first: string | undefined }>> = { ovs: [], bridge: [] };
     const answered: number[] = [];
 
     /** From docker run returning to the first reply to a ping from the other host. */
@@ -86,15 +95,34 @@ async function main(): Promise<void> {
         const ip = (await container.inspect()).NetworkSettings.Networks['bench-ovn']!.IPAddress;
         latency = await answersAfter(ip, t1);
       }
-      const calls = (await a.pluginLog()).slice(logBefore).split('\n').filter((l) => l.includes('"msg":"call"'));
+      const log = await a.pluginLog();
       const t2 = performance.now();
       await container.remove({ force: true });
       const t3 = performance.now();
       if (!record) return;
       start[kind].push(t1 - t0);
       remove[kind].push(t3 - t2);
-      if (kind === 'ovs' || kind === 'ovn' || kind === 'ovn-iso') pluginWork[kind].push(calls.reduce((sum, l) => sum + (JSON.parse(l).durationMs as number), 0));
+      if (kind === 'ovs' || kind === 'ovn' || kind === 'ovn-iso') {
+        pluginWork[kind].push(callTime(log.slice(logBefore)));
+        removalWork[kind].push(callTime((await a.pluginLog()).slice(log.length)));
+      }
       if (latency !== undefined) answered.push(latency);
+    };
+
+    /** 50 containers started at once, then removed at once: wall time and failures. */
+    const parallel = async (kind: 'ovs' | 'bridge', round: number) => {
+      const names = Array.from({ length: PARALLEL }, (_, i) => `par-${kind}-${round}-${i}`);
+      const t0 = performance.now();
+      const results = await Promise.allSettled(
+        names.map(async (name) => {
+          const container = await docker.createContainer({ name, Image: TEST_IMAGE, Cmd: ['sleep', '1d'], HostConfig: { NetworkMode: networks[kind] } });
+          await container.start();
+        }),
+      );
+      const wall = performance.now() - t0;
+      const failures = results.filter((r) => r.status === 'rejected');
+      await Promise.allSettled(names.map((name) => docker.getContainer(name).remove({ force: true })));
+      parallelRuns[kind].push({ wall, failed: failures.length, first: failures[0] ? String((failures[0] as PromiseRejectedResult).reason).slice(0, 200) : undefined });
     };
 
     for (const kind of KINDS) await once(kind, false); // warm-up
@@ -102,6 +130,9 @@ async function main(): Promise<void> {
       // Rotate the order so no kind always follows the same one.
       const order = KINDS.map((_, j) => KINDS[(i + j) % KINDS.length]!);
       for (const kind of order) await once(kind, true);
+    }
+    for (let round = 0; round < 2; round++) {
+      for (const kind of round === 0 ? (['ovs', 'bridge'] as const) : (['bridge', 'ovs'] as const)) await parallel(kind, round);
     }
 
     const version = (await a.docker(['version', '--format', '{{.Server.Version}}'])).stdout.trim();
@@ -115,7 +146,11 @@ async function main(): Promise<void> {
     console.log(`ovn/bridge  start median ratio ${ratio(start.ovn, start.bridge)} (target <= 1.3), remove median ratio ${ratio(remove.ovn, remove.bridge)}`);
     console.log(`ovn-iso/bridge  start median ratio ${ratio(start['ovn-iso'], start.bridge)}, remove median ratio ${ratio(remove['ovn-iso'], remove.bridge)}`);
     for (const kind of ['ovs', 'ovn', 'ovn-iso'] as const) {
-      console.log(`plugin work per start (${kind}): median ${fmt(quantile(pluginWork[kind], 0.5))}, p90 ${fmt(quantile(pluginWork[kind], 0.9))}`);
+      console.log(`plugin work per start (${kind}): median ${fmt(quantile(pluginWork[kind], 0.5))}, p90 ${fmt(quantile(pluginWork[kind], 0.9))}, p99 ${fmt(quantile(pluginWork[kind], 0.99))}; per removal: median ${fmt(quantile(removalWork[kind], 0.5))}, p90 ${fmt(quantile(removalWork[kind], 0.9))}`);
+    }
+    for (const kind of ['ovs', 'bridge'] as const) {
+      const runs = parallelRuns[kind];
+      console.log(`${PARALLEL} parallel starts (${kind}): wall ${runs.map((r) => fmt(r.wall).trim()).join(', ')}; failures ${runs.map((r) => r.failed).join(', ')}${runs.find((r) => r.first) ? ` (first: ${runs.find((r) => r.first)!.first})` : ''}`);
     }
     console.log(`ovn: a container answers a ping from another host ${fmt(quantile(answered, 0.5))} (median), ${fmt(quantile(answered, 0.9))} (p90), ${fmt(Math.max(...answered))} (max) after docker run returns (target <= 200 ms)`);
   } finally {

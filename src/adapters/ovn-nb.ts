@@ -11,8 +11,11 @@ import {
   type NbRouter,
   type NbSwitch,
   type NbView,
+  type RouterAttachment,
   type RouterPolicy,
   NB,
+  attachmentGaps,
+  hasGaps,
   ROUTER,
   externalPortName,
   externalSwitchName,
@@ -21,7 +24,7 @@ import {
   routerMac,
 } from '../domain/ovn.js';
 import { OWNER_KEY, OWNER_VALUE } from '../domain/names.js';
-import type { Northbound, RouterGateway, SwitchAttachment } from '../driver/ports.js';
+import type { Northbound, RouterGateway } from '../driver/ports.js';
 import { type Operation, type OvsdbClient, type Row, OvsdbError, namedUuid, ovsMap, ovsSet, readMap, readOptional, readSet, readUuid, uuid } from './ovsdb.js';
 
 export const NB_DATABASE = 'OVN_Northbound';
@@ -318,36 +321,58 @@ export class OvnNorthbound implements Northbound {
     }
   }
 
-  async attachSwitch(routerUuid: string, switchUuid: string, attachment: SwitchAttachment): Promise<'added' | 'exists'> {
+  async attachSwitch(routerUuid: string, switchUuid: string, attachment: RouterAttachment): Promise<'added' | 'exists'> {
     const mine = ovsMap({ [OWNER_KEY]: OWNER_VALUE, [NB.subnet]: attachment.subnet });
-    const ops: Operation[] = [
-      { op: 'insert', table: 'Logical_Router_Port', row: { name: attachment.lrp.name, mac: attachment.lrp.mac, networks: ovsSet([...attachment.lrp.networks]) }, 'uuid-name': 'rp' },
-      {
-        op: 'insert',
-        table: 'Logical_Switch_Port',
-        row: { name: attachment.lsp, type: 'router', addresses: ovsSet(['router']), options: ovsMap({ 'router-port': attachment.lrp.name }), external_ids: OWNED },
-        'uuid-name': 'sp',
-      },
-      { op: 'mutate', table: 'Logical_Switch', where: [['_uuid', '==', uuid(switchUuid)]], mutations: [['ports', 'insert', ovsSet([namedUuid('sp')])]] },
-    ];
-    const mutations: unknown[] = [['ports', 'insert', ovsSet([namedUuid('rp')])]];
-    if (attachment.snat) {
-      ops.push({ op: 'insert', table: 'NAT', row: { type: 'snat', logical_ip: attachment.snat.logicalIp, external_ip: attachment.snat.externalIp, external_ids: mine }, 'uuid-name': 'nat' });
-      mutations.push(['nat', 'insert', ovsSet([namedUuid('nat')])]);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const [routerRows, lspRows, ...parts] = await this.db.transact([
+        { op: 'select', table: 'Logical_Router', where: [['_uuid', '==', uuid(routerUuid)]], columns: ROUTER_COLUMNS },
+        { op: 'select', table: 'Logical_Switch_Port', where: [['name', '==', attachment.lsp]], columns: ['_uuid'] },
+        ...ROUTER_PARTS,
+      ]);
+      const row = rows(routerRows)[0];
+      if (!row) throw internal('OvnRace', 'the router is gone; try again');
+      const gaps = attachmentGaps(toRouter(row, parts), rows(lspRows).length > 0, attachment);
+      if (!hasGaps(gaps)) return 'exists';
+      // Only while the router is as read: another host may be adding the same pieces.
+      const ops: Operation[] = [
+        { op: 'wait', table: 'Logical_Router', where: [['_uuid', '==', uuid(routerUuid)]], columns: ['ports', 'nat', 'policies'], until: '==', rows: [{ ports: row.ports, nat: row.nat, policies: row.policies }], timeout: 0 },
+      ];
+      const inserted: Record<'ports' | 'nat' | 'policies', unknown[]> = { ports: [], nat: [], policies: [] };
+      if (gaps.lrp) {
+        ops.push({ op: 'insert', table: 'Logical_Router_Port', row: { name: attachment.lrp.name, mac: attachment.lrp.mac, networks: ovsSet([...attachment.lrp.networks]) }, 'uuid-name': 'rp' });
+        inserted.ports.push(namedUuid('rp'));
+      }
+      if (gaps.lsp) {
+        ops.push(
+          {
+            op: 'insert',
+            table: 'Logical_Switch_Port',
+            row: { name: attachment.lsp, type: 'router', addresses: ovsSet(['router']), options: ovsMap({ 'router-port': attachment.lrp.name }), external_ids: OWNED },
+            'uuid-name': 'sp',
+          },
+          { op: 'mutate', table: 'Logical_Switch', where: [['_uuid', '==', uuid(switchUuid)]], mutations: [['ports', 'insert', ovsSet([namedUuid('sp')])]] },
+        );
+      }
+      if (gaps.snat && attachment.snat) {
+        ops.push({ op: 'insert', table: 'NAT', row: { type: 'snat', logical_ip: attachment.snat.logicalIp, external_ip: attachment.snat.externalIp, external_ids: mine }, 'uuid-name': 'nat' });
+        inserted.nat.push(namedUuid('nat'));
+      }
+      for (const [i, policy] of gaps.policies.entries()) {
+        ops.push({ op: 'insert', table: 'Logical_Router_Policy', row: { priority: policy.priority, match: policy.match, action: policy.action, external_ids: mine }, 'uuid-name': `policy${i}` });
+        inserted.policies.push(namedUuid(`policy${i}`));
+      }
+      const mutations = (['ports', 'nat', 'policies'] as const).filter((c) => inserted[c].length > 0).map((c) => [c, 'insert', ovsSet(inserted[c])]);
+      if (mutations.length > 0) ops.push({ op: 'mutate', table: 'Logical_Router', where: [['_uuid', '==', uuid(routerUuid)]], mutations });
+      try {
+        const result = await this.db.transact(ops);
+        if (gaps.lsp && count(result[ops.findIndex((o) => o.op === 'mutate' && o.table === 'Logical_Switch')]) !== 1) throw internal('OvnRace', 'the switch is gone; try again');
+        return 'added';
+      } catch (err) {
+        // Changed meanwhile (or the port names were just taken by another host): read again.
+        if (!isWaitFailure(err) && !isConstraintViolation(err)) throw err;
+      }
     }
-    for (const [i, policy] of attachment.policies.entries()) {
-      ops.push({ op: 'insert', table: 'Logical_Router_Policy', row: { priority: policy.priority, match: policy.match, action: policy.action, external_ids: mine }, 'uuid-name': `policy${i}` });
-    }
-    if (attachment.policies.length > 0) mutations.push(['policies', 'insert', ovsSet(attachment.policies.map((_, i) => namedUuid(`policy${i}`)))]);
-    ops.push({ op: 'mutate', table: 'Logical_Router', where: [['_uuid', '==', uuid(routerUuid)]], mutations });
-    try {
-      const result = await this.db.transact(ops);
-      if (count(result[2]) !== 1 || count(result[result.length - 1]) !== 1) throw internal('OvnRace', 'the switch or the router is gone; try again');
-      return 'added';
-    } catch (err) {
-      if (!isConstraintViolation(err)) throw err;
-      return 'exists';
-    }
+    throw internal('OvnBusy', `the OVN router kept changing while this host connected ${attachment.subnet} to it; try again`);
   }
 
   async detachSwitch(routerUuid: string, switchUuid: string, attachment: { lrp: string; lsp: string; subnet: string }): Promise<void> {

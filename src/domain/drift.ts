@@ -41,7 +41,8 @@ export type DriftKind =
   | 'ovn-port-orphan'
   | 'ovn-switch-unused-here'
   | 'ovn-port-not-installed'
-  | 'ovn-router-missing';
+  | 'ovn-router-missing'
+  | 'ovn-router-differs';
 
 export interface Drift {
   kind: DriftKind;

@@ -302,9 +302,16 @@ export function diffNorthbound(records: NbRecords, view: NbView, chassis: Chassi
     const routerName = (network.spec as OvnSpec).ovnRouter;
     if (routerName) {
       const router = view.routers.find((r) => r.externalIds[ROUTER.name] === routerName);
-      if (!router?.ports.some((p) => p.name === routerPortNames(ovn).lrp)) {
+      const attachment = routerAttachment({ spec: network.spec as OvnSpec, ovn, ipv4: network.ipv4, ipv6: network.ipv6 }, router && outsideAddress(router, routerName));
+      const gaps = router && attachmentGaps(router, (view.ports.get(sw.uuid) ?? []).some((p) => p.name === attachment.lsp), attachment);
+      if (!router || gaps!.lrp) {
         out.push({
           drift: { kind: 'ovn-router-missing', subject: routerName, networkId: network.id, detail: `network ${net} is not connected to its OVN router ${routerName}${router ? '' : ' (the router is missing)'}`, fix: REPAIR },
+          repair: { type: 'ensure-switch', networkId: network.id },
+        });
+      } else if (hasGaps(gaps!)) {
+        out.push({
+          drift: { kind: 'ovn-router-differs', subject: routerName, networkId: network.id, detail: `the connection of network ${net} to its OVN router ${routerName} lacks ${describeGaps(gaps!)}`, fix: REPAIR },
           repair: { type: 'ensure-switch', networkId: network.id },
         });
       }
@@ -454,6 +461,61 @@ export function routerMac(address: string): string {
 /** What every host must agree on for a router. */
 export function routerConfig(external: OvnExternal | undefined): string {
   return canonicalJson(external ?? null);
+}
+
+/** What connects a network's switch to its router. */
+export interface RouterAttachment {
+  /** The router port: the network's gateway addresses (IPv6 too: routed between the router's networks, never NATed). */
+  readonly lrp: { readonly name: string; readonly mac: string; readonly networks: readonly string[] };
+  /** The switch's port facing it. */
+  readonly lsp: string;
+  /** The network's identity: its NAT rules and policies are kept under it. */
+  readonly subnet: string;
+  /** SNAT of the network's subnet to the router's outside address (gateway_mode=nat, when the router has a way out). */
+  readonly snat: { readonly logicalIp: string; readonly externalIp: string } | undefined;
+  readonly policies: readonly RouterPolicy[];
+}
+
+export function routerAttachment(network: { spec: OvnSpec; ovn: OvnRecord; ipv4: readonly SubnetRecord[]; ipv6: readonly SubnetRecord[] }, outside: string | undefined): RouterAttachment {
+  const { spec } = network;
+  const subnets = [...network.ipv4, ...network.ipv6];
+  const v4 = network.ipv4[0];
+  const names = routerPortNames(network.ovn);
+  return {
+    lrp: { name: names.lrp, mac: routerMac(v4?.gateway ?? '0.0.0.0'), networks: subnets.flatMap((s) => (s.gateway ? [`${s.gateway}/${s.pool.split('/')[1]}`] : [])) },
+    lsp: names.lsp,
+    subnet: network.ovn.subnet,
+    snat: spec.gatewayMode === 'nat' && !spec.internal && outside && v4 ? { logicalIp: v4.pool, externalIp: outside } : undefined,
+    policies: subnets.flatMap((s) => routerPolicies(s.pool, spec.internal)),
+  };
+}
+
+/** What of an attachment a router (and the switch, `lspPresent`) lacks. */
+export interface AttachmentGaps {
+  readonly lrp: boolean;
+  readonly lsp: boolean;
+  readonly snat: boolean;
+  readonly policies: readonly RouterPolicy[];
+}
+
+export function attachmentGaps(router: NbRouter, lspPresent: boolean, attachment: RouterAttachment): AttachmentGaps {
+  const { snat } = attachment;
+  return {
+    lrp: !router.ports.some((p) => p.name === attachment.lrp.name),
+    lsp: !lspPresent,
+    snat: snat !== undefined && !router.nat.some((n) => n.type === 'snat' && n.logicalIp === snat.logicalIp && n.externalIp === snat.externalIp),
+    policies: attachment.policies.filter((p) => !router.policies.some((q) => q.priority === p.priority && q.match === p.match && q.action === p.action)),
+  };
+}
+
+export function hasGaps(gaps: AttachmentGaps): boolean {
+  return gaps.lrp || gaps.lsp || gaps.snat || gaps.policies.length > 0;
+}
+
+function describeGaps(gaps: AttachmentGaps): string {
+  return [gaps.lrp && 'its router port', gaps.lsp && "the switch's port facing the router", gaps.snat && 'its SNAT rule', gaps.policies.length > 0 && `${gaps.policies.length} router policies`]
+    .filter(Boolean)
+    .join(', ');
 }
 
 /** The router's outside address, from its gateway port's networks. */

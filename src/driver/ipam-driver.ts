@@ -22,7 +22,6 @@ import { badRequest, conflict, exhausted, notFound } from '../errors.js';
 import {
   type Cidr,
   contains,
-  containsCidr,
   formatCidr,
   formatIp,
   overlaps,
@@ -32,7 +31,7 @@ import {
 } from '../domain/cidr.js';
 import { boundsSize, isAssignable, nextFree, subnets, usableBounds } from '../domain/allocator.js';
 import { type DefaultPool, checkRange, rangeInside } from '../domain/ranges.js';
-import { type AddressKind, type AddressRecord, type NetworkRecord, type PoolRecord, GLOBAL_SPACE, LOCAL_SPACE, addressKey, isOwnAddressSpace, nameKey, poolIdOf } from '../domain/records.js';
+import { type AddressKind, type NetworkRecord, type PoolRecord, GLOBAL_SPACE, LOCAL_SPACE, addressKey, isOwnAddressSpace, nameKey, poolIdOf } from '../domain/records.js';
 import type { RequestAddressRequest, RequestAddressResponse, RequestPoolRequest, RequestPoolResponse, ReleaseAddressRequest } from '../protocol/ipam.js';
 import type { Logger } from '../log.js';
 import { type Faults, noFaults } from '../faults.js';

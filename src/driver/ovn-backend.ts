@@ -28,9 +28,8 @@ import {
   ROUTER,
   outsideAddress,
   routerConfig,
-  routerMac,
+  routerAttachment,
   routerPortNames,
-  routerPolicies,
   type NbRepair,
   type NbSwitch,
   boundAddresses,
@@ -207,8 +206,8 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
         log.info('left the OVN logical switch; other hosts still use it', { switch: current.name, hosts: others });
         return;
       }
-      // The last one out removes it, unless a host joined between our look and our delete (that one
-      // connects it to its router again).
+      // The last one out removes it, unless a host joined between our look and our delete (that host's
+      // reconciler then finds the switch off its router, and connects it again).
       const routerName = current.externalIds[ROUTER.name];
       const router = routerName ? await nb.findRouter(routerName) : undefined;
       const subnet = current.externalIds[NB.subnet] ?? '';
@@ -279,24 +278,15 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     return router;
   }
 
-  /** Connects a network's switch to its router (once, whoever does it first). */
+  /** Connects a network's switch to its router (whoever does it first), and completes the connection when a piece of it is missing. */
   private async ensureAttached(network: NetworkRecord, sw: NbSwitch): Promise<void> {
     const spec = network.spec as OvnSpec;
     if (!spec.ovnRouter) return;
     const router = await this.ensureRouter(spec.ovnRouter);
-    const subnet = network.ipv4[0]!;
-    const outside = outsideAddress(router, spec.ovnRouter);
-    const names = routerPortNames(network.ovn!);
-    // The router port holds the network's gateway addresses, IPv6 too (routed between the router's networks, never NATed).
-    const gateways = [...network.ipv4, ...network.ipv6].flatMap((s) => (s.gateway ? [`${s.gateway}/${s.pool.split('/')[1]}`] : []));
-    const result = await this.o.nb.attachSwitch(router.uuid, sw.uuid, {
-      lrp: { name: names.lrp, mac: routerMac(subnet.gateway!), networks: gateways },
-      lsp: names.lsp,
-      subnet: network.ovn!.subnet,
-      snat: spec.gatewayMode === 'nat' && !spec.internal && outside ? { logicalIp: subnet.pool, externalIp: outside } : undefined,
-      policies: [...network.ipv4, ...network.ipv6].flatMap((s) => routerPolicies(s.pool, spec.internal)),
-    });
-    if (result === 'added') this.o.log.info('connected the OVN network to its router', { networkId: network.id, router: spec.ovnRouter, gateway: subnet.gateway });
+    const attachment = routerAttachment({ spec, ovn: network.ovn!, ipv4: network.ipv4, ipv6: network.ipv6 }, outsideAddress(router, spec.ovnRouter));
+    if ((await this.o.nb.attachSwitch(router.uuid, sw.uuid, attachment)) === 'added') {
+      this.o.log.info('connected the OVN network to its router', { networkId: network.id, router: spec.ovnRouter, gateways: attachment.lrp.networks });
+    }
   }
 
   /** The last network off a router removes it. */

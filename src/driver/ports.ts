@@ -6,7 +6,7 @@
 import type { FirewallRules } from '../domain/firewall.js';
 import type { DockerNetwork } from '../domain/drift.js';
 import type { BridgeSpec, ObservedBridge, ObservedFirewall, ObservedLink, ObservedPort, PortSpec } from '../domain/host.js';
-import type { NbPort, NbPortSpec, NbRouter, NbSwitch, NbView, RouterPolicy } from '../domain/ovn.js';
+import type { NbPort, NbPortSpec, NbRouter, NbSwitch, NbView, RouterAttachment } from '../domain/ovn.js';
 import { type AddressRecord, type Datapath, type EndpointRecord, type NameRecord, type NetworkRecord, type PoolRecord, addressKey, nameKey } from '../domain/records.js';
 
 export type { DockerNetwork, ObservedBridge, ObservedPort, PortSpec };
@@ -136,8 +136,12 @@ export interface Northbound {
    * group and a default route. `taken`: another router has that address; `exists`: the router has a gateway port.
    */
   addRouterGateway(router: NbRouter, gateway: RouterGateway): Promise<'added' | 'taken' | 'exists'>;
-  /** Connects a switch to a router (a router port with the network's gateway address, and SNAT when given); `exists` when it is. */
-  attachSwitch(routerUuid: string, switchUuid: string, attachment: SwitchAttachment): Promise<'added' | 'exists'>;
+  /**
+   * Connects a switch to a router: adds whatever of the attachment is missing (the router port, the switch's
+   * port facing it, the SNAT rule, policies), also when another host adds some at the same time; `exists` when
+   * nothing was.
+   */
+  attachSwitch(routerUuid: string, switchUuid: string, attachment: RouterAttachment): Promise<'added' | 'exists'>;
   /** Disconnects a switch from a router: its router port, the switch's port facing it, its SNAT rules and policies. */
   detachSwitch(routerUuid: string, switchUuid: string, names: { lrp: string; lsp: string; subnet: string }): Promise<void>;
   /** Deletes a router (with its gateway port, outside port and chassis group) only while no network is connected to it. */
@@ -154,15 +158,6 @@ export interface RouterGateway {
   readonly chassis: ReadonlyArray<{ readonly chassis: string; readonly priority: number }>;
 }
 
-export interface SwitchAttachment {
-  readonly lrp: { readonly name: string; readonly mac: string; readonly networks: readonly string[] };
-  readonly lsp: string;
-  /** SNAT of the network's subnet to the router's outside address (gateway_mode=nat). */
-  readonly snat?: { readonly logicalIp: string; readonly externalIp: string };
-  /** The network's routing policies on the router, kept under its subnet. */
-  readonly policies: readonly RouterPolicy[];
-  readonly subnet: string;
-}
 
 /** What Docker knows; consulted only by the reconciler, in the background. */
 export interface DockerView {

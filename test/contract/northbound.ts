@@ -108,6 +108,12 @@ export function northboundContract(fresh: () => Promise<Northbound>): void {
     assert.deepEqual(attached.policies.map((p) => [p.priority, p.match, p.action]), [[1001, 'ip4.dst == 10.9.4.0/24', 'allow'], [1000, 'ip4.src == 10.9.4.0/24', 'drop']]);
     assert.ok((await nb.view()).ports.get(sw.uuid)?.some((p) => p.name === 'ovsnet-rsp-l3'), "the switch's port facing the router");
     assert.equal(await nb.deleteRouterIf(attached, undefined), false, 'not while a network is connected');
+    // Pieces lost (its SNAT rule and policies, deleted by hand): attaching again adds only those.
+    await nb.detachSwitch(router.uuid, sw.uuid, { lrp: 'none', lsp: 'none', subnet: '10.9.4.0/24' });
+    assert.deepEqual(((await nb.findRouter('r'))!).nat, []);
+    assert.equal(await nb.attachSwitch(router.uuid, sw.uuid, attachment), 'added');
+    const completed = (await nb.findRouter('r'))!;
+    assert.deepEqual([completed.ports.length, completed.nat.length, completed.policies.length], [1, 1, 2], 'the rest was not added twice');
     await nb.detachSwitch(router.uuid, sw.uuid, { lrp: 'ovsnet-rp-l3', lsp: 'ovsnet-rsp-l3', subnet: '10.9.4.0/24' });
     const detached = (await nb.findRouter('r'))!;
     assert.deepEqual([detached.ports, detached.nat, detached.policies], [[], [], []]);

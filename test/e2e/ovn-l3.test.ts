@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { OvnCluster, OVN_TOOLS } from './harness/ovn.js';
 import { OutsideWorld } from './harness/ovn-outside.js';
 import { requireTools, waitFor } from './harness/proc.js';
-import { SimHost } from './harness/sim-host.js';
+import { REPO_ROOT, SimHost } from './harness/sim-host.js';
 import { Underlay } from './harness/underlay.js';
 import { assertConsistent, assertPluginSaid, containerAddress, dockerError, httpGet, inspect, ping, runContainer, startHttp, startWhoAmI, tcpSay } from './support.js';
 
@@ -21,6 +21,7 @@ const NAMES = ['gw1', 'gw2', 'wk3'] as const;
 const ADDR: Record<string, string> = { gw1: '10.250.5.1', gw2: '10.250.5.2', wk3: '10.250.5.3' };
 const OUTSIDE = { physnet: 'physnet', nexthop: '192.0.2.1/24', farAddress: '203.0.113.10' };
 const WHOAMI_PORT = 7070;
+const CLI = `${REPO_ROOT}/dist/src/cli/main.js`;
 const PLUGIN_ENV = {
   OVSNET_OVN_EXTERNAL: 'physnet,192.0.2.0/24,192.0.2.1',
   OVSNET_OVN_GATEWAYS: 'gw1:20,gw2:10',
@@ -54,6 +55,7 @@ describe('OVN routers across three hosts, with an outside network on two gateway
   }
 
   const reachOutside = (h: SimHost, container: string) => tcpSay(h, container, OUTSIDE.farAddress, WHOAMI_PORT);
+  const cliEnv = (h: SimHost) => ({ OVSNET_SOCKET: h.socket, DOCKER_HOST: h.dockerHost, OVSNET_STATE_DIR: `${h.dir}/state`, OVSNET_OVSDB: h.ovsdb, OVSNET_OVN_NB: cluster.nbRemotes });
 
   before(async () => {
     await requireTools([...OVN_TOOLS, 'ethtool']);
@@ -108,6 +110,20 @@ describe('OVN routers across three hosts, with an outside network on two gateway
     await outside.route('10.81.0.0/24', address);
     const b = await containerAddress(gw2(), 'bc', 'back');
     assert.equal(await reachOutside(gw2(), 'bc'), b.ip, 'routed: its own address');
+  });
+
+  it('a SNAT rule deleted by hand: doctor names it, and the reconciler puts it back', async () => {
+    // Every host of the network would repair it: their plugins are stopped first, so that doctor sees it.
+    for (const h of hosts) await h.stopPlugin();
+    try {
+      await cluster.nbctl(['lr-nat-del', 'r1', 'snat', '10.80.0.0/24']);
+      const report = JSON.parse((await wk3().exec(process.execPath, [CLI, 'doctor', '--json'], { check: false, env: cliEnv(wk3()) })).stdout) as { drift: Array<{ kind: string; subject: string; fix: string }> };
+      assert.deepEqual(report.drift.filter((d) => d.kind.startsWith('ovn-')).map((d) => [d.kind, d.subject, d.fix]), [['ovn-router-differs', 'r1', 'ovsnet reconcile']]);
+    } finally {
+      for (const h of hosts) await h.startPlugin();
+    }
+    await waitFor('the SNAT rule back', async () => /10\.80\.0\.0\/24/.test((await cluster.nbctl(['lr-nat-list', 'r1'])).stdout), 20_000, 300);
+    assert.equal(await reachOutside(wk3(), 'fc'), await outsideAddress('r1'));
   });
 
   it("--internal on a router: reaches the router's other networks, never the outside", async () => {

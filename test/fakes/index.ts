@@ -5,7 +5,7 @@
 import type { FirewallRules } from '../../src/domain/firewall.js';
 import type { Datapath } from '../../src/domain/records.js';
 import type { BridgeSpec, ObservedFirewall, ObservedLink } from '../../src/domain/host.js';
-import type { NbPort, NbPortSpec, NbRouter, NbSwitch, NbView, RouterPolicy } from '../../src/domain/ovn.js';
+import { type NbPort, type NbPortSpec, type NbRouter, type NbSwitch, type NbView, type RouterAttachment, type RouterPolicy, attachmentGaps, hasGaps } from '../../src/domain/ovn.js';
 import type {
   DatapathProbe,
   DockerNetwork,
@@ -14,7 +14,6 @@ import type {
   Links,
   Northbound,
   RouterGateway,
-  SwitchAttachment,
   ObservedBridge,
   ObservedPort,
   Ovs,
@@ -452,15 +451,18 @@ export class FakeNorthbound implements Northbound {
     return 'added';
   }
 
-  async attachSwitch(routerUuid: string, switchUuid: string, attachment: SwitchAttachment): Promise<'added' | 'exists'> {
+  async attachSwitch(routerUuid: string, switchUuid: string, attachment: RouterAttachment): Promise<'added' | 'exists'> {
     this.check();
-    if (this.lrpTaken(attachment.lrp.name)) return 'exists';
     const r = this.routers.get(routerUuid);
-    if (!r || !this.switches.has(switchUuid)) throw new Error('router or switch gone');
-    r.ports.push({ uuid: `lrp-${this.next++}`, name: attachment.lrp.name, networks: [...attachment.lrp.networks] });
-    await this.addPort(switchUuid, { name: attachment.lsp, addresses: ['router'], portSecurity: [], externalIds: { 'ovsnet-owner': 'ovsnet' } });
-    if (attachment.snat) r.nat.push({ uuid: `nat-${this.next++}`, type: 'snat', logicalIp: attachment.snat.logicalIp, externalIp: attachment.snat.externalIp, subnet: attachment.subnet });
-    r.policies.push(...attachment.policies.map((p) => ({ ...p, subnet: attachment.subnet })));
+    const sw = this.switches.get(switchUuid);
+    if (!r || !sw) throw new Error('router or switch gone');
+    const lsp = this.named(attachment.lsp);
+    const gaps = attachmentGaps(this.router(routerUuid)!, lsp !== undefined && sw.ports.has(lsp.uuid), attachment);
+    if (!hasGaps(gaps)) return 'exists';
+    if (gaps.lrp) r.ports.push({ uuid: `lrp-${this.next++}`, name: attachment.lrp.name, networks: [...attachment.lrp.networks] });
+    if (gaps.lsp) await this.addPort(switchUuid, { name: attachment.lsp, addresses: ['router'], portSecurity: [], externalIds: { 'ovsnet-owner': 'ovsnet' } });
+    if (gaps.snat && attachment.snat) r.nat.push({ uuid: `nat-${this.next++}`, type: 'snat', logicalIp: attachment.snat.logicalIp, externalIp: attachment.snat.externalIp, subnet: attachment.subnet });
+    r.policies.push(...gaps.policies.map((p) => ({ ...p, subnet: attachment.subnet })));
     return 'added';
   }
 

@@ -91,7 +91,7 @@ describe('OVN routers', () => {
     assert.deepEqual(router.policies.map((p) => p.match), ['ip4.dst == 10.71.0.0/24'], "a network's policies go with it");
   });
 
-  it('doctor reports a network off its router, or the router gone, and reconcile connects it again', async () => {
+  it('doctor reports a network off its router, a piece of the connection missing, or the router gone, and reconcile puts each back', async () => {
     const nb = new FakeNorthbound();
     const w = await world({ ovn: { nb, external: EXTERNAL } });
     await net(w, { id: id('1'), subnet: '10.70.0.0/24', generic: { ovn_router: 'r1' } });
@@ -100,12 +100,16 @@ describe('OVN routers', () => {
     const router = nb.routers.get((await nb.findRouter('r1'))!.uuid)!;
     router.ports = router.ports.filter((p) => p.name !== 'ovsnet-rp-10.70.0.0_24');
     assert.deepEqual((await reconciler.drift(false)).map((d) => [d.kind, d.subject, d.detail]), [['ovn-router-missing', 'r1', `network ${id('1').slice(0, 12)} is not connected to its OVN router r1`]]);
-    const port = nb.named('ovsnet-rsp-10.70.0.0_24')!;
-    for (const sw of nb.switches.values()) sw.ports.delete(port.uuid);
-    nb.portRows.delete(port.uuid);
     await reconciler.repair('test');
     assert.deepEqual(await reconciler.drift(false), []);
     assert.ok((await nb.findRouter('r1'))!.ports.some((p) => p.name === 'ovsnet-rp-10.70.0.0_24'));
+
+    router.nat = [];
+    router.policies = [];
+    assert.deepEqual((await reconciler.drift(false)).map((d) => [d.kind, d.detail]), [['ovn-router-differs', `the connection of network ${id('1').slice(0, 12)} to its OVN router r1 lacks its SNAT rule, 1 router policies`]]);
+    await reconciler.repair('test');
+    assert.deepEqual(await reconciler.drift(false), []);
+    assert.equal(router.nat.length, 1);
 
     nb.routers.clear();
     nb.groups.clear();

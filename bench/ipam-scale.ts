@@ -1,0 +1,138 @@
+/**
+ * IPAM and state at scale, spoken on the plugin's socket as dockerd speaks
+ * it (one keep-alive connection, the same request bodies): one /16 filled to
+ * 60 000 addresses. At 1 000, 10 000 and 60 000 held addresses it prints
+ * RequestAddress and ReleaseAddress latency over 1 000 calls each (p50, p99,
+ * max), the plugin's resident memory, and how long the plugin, restarted on
+ * that state, takes to answer Plugin.Activate. Then 1 000 endpoints on the
+ * bridge (veths and OVS ports made through CreateEndpoint and Join) and how
+ * long one reconcile pass and one drift check take.
+ *
+ *   npm run bench:scale [-- <addresses, default 60000>]
+ *
+ * Runs on a simulated host without dockerd (its own ovsdb-server and
+ * ovs-vswitchd): nothing of the machine's own is touched.
+ */
+import http from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { SimHost } from '../test/e2e/harness/sim-host.js';
+
+const TOTAL = Number(process.argv[2] ?? 60_000);
+const LEVELS = [1_000, 10_000, 60_000].filter((n) => n <= TOTAL);
+const SAMPLE = 1_000;
+const ENDPOINTS = 1_000;
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+
+function call(socket: string, method: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  const text = JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath: socket, agent, method: 'POST', path: `/${method}`, headers: { 'Content-Length': Buffer.byteLength(text), Accept: 'application/vnd.docker.plugins.v1.2+json' } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown> }));
+    });
+    req.on('error', reject);
+    req.end(text);
+  });
+}
+
+async function ok(socket: string, method: string, body: unknown): Promise<Record<string, unknown>> {
+  const { status, json } = await call(socket, method, body);
+  if (status !== 200 || json.Err || json.Error) throw new Error(`${method} failed (${status}): ${JSON.stringify(json)}`);
+  return json;
+}
+
+function quantile(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+}
+
+const ms = (v: number) => `${v.toFixed(2).padStart(7)} ms`;
+const stats = (v: number[]) => `p50 ${ms(quantile(v, 0.5))}  p99 ${ms(quantile(v, 0.99))}  max ${ms(Math.max(...v))}`;
+
+async function rssMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+async function main(): Promise<void> {
+  const h = await SimHost.start({ name: 'scale', docker: false, plugin: false });
+  try {
+    await h.startPlugin({ OVSNET_LOG_LEVEL: 'warn', OVSNET_RECONCILE_INTERVAL: '3600' });
+    const socket = h.socket;
+    const pool = await ok(socket, 'IpamDriver.RequestPool', { AddressSpace: 'LocalDefault', Pool: '10.128.0.0/16', SubPool: '', Options: {}, V6: false });
+    const poolId = pool.PoolID as string;
+    await ok(socket, 'IpamDriver.RequestAddress', { PoolID: poolId, Address: '10.128.0.1', Options: { RequestAddressType: 'com.docker.network.gateway' } });
+
+    console.log(`IPAM on one /16 (${h.name}), ${SAMPLE} calls per figure:`);
+    let held = 0;
+    for (const level of LEVELS) {
+      while (held < level - SAMPLE / 2) {
+        await ok(socket, 'IpamDriver.RequestAddress', { PoolID: poolId, Address: '', Options: null });
+        held++;
+      }
+      // At this level: SAMPLE requests, then the same addresses released again.
+      const request: number[] = [];
+      const release: number[] = [];
+      const got: string[] = [];
+      for (let i = 0; i < SAMPLE; i++) {
+        const t = performance.now();
+        const answer = await ok(socket, 'IpamDriver.RequestAddress', { PoolID: poolId, Address: '', Options: null });
+        request.push(performance.now() - t);
+        got.push((answer.Address as string).split('/')[0]!);
+      }
+      const rss = await rssMiB(h.pluginPid!);
+      for (const address of got) {
+        const t = performance.now();
+        await ok(socket, 'IpamDriver.ReleaseAddress', { PoolID: poolId, Address: address });
+        release.push(performance.now() - t);
+      }
+      // Keep the level: hold half of the sample again.
+      for (let i = 0; i < SAMPLE / 2; i++) await ok(socket, 'IpamDriver.RequestAddress', { PoolID: poolId, Address: '', Options: null });
+      held += SAMPLE / 2;
+      await h.stopPlugin();
+      const restarted = performance.now();
+      await h.startPlugin();
+      await ok(socket, 'Plugin.Activate', {});
+      const activate = performance.now() - restarted;
+      console.log(`  ${String(level).padStart(6)} held: RequestAddress ${stats(request)} | ReleaseAddress ${stats(release)} | RSS ${rss.toFixed(0)} MiB | restart to Activate ${activate.toFixed(0)} ms`);
+    }
+
+    console.log(`${ENDPOINTS} endpoints on the bridge:`);
+    const networkId = 'b'.repeat(64);
+    const npool = await ok(socket, 'IpamDriver.RequestPool', { AddressSpace: 'LocalDefault', Pool: '10.129.0.0/20', SubPool: '', Options: {}, V6: false });
+    await ok(socket, 'IpamDriver.RequestAddress', { PoolID: npool.PoolID, Address: '10.129.0.1', Options: { RequestAddressType: 'com.docker.network.gateway' } });
+    await ok(socket, 'NetworkDriver.CreateNetwork', {
+      NetworkID: networkId,
+      Options: { 'com.docker.network.enable_ipv6': false, 'com.docker.network.generic': { vlan: '129', gateway_mode: 'isolated' } },
+      IPv4Data: [{ AddressSpace: 'LocalDefault', Pool: '10.129.0.0/20', Gateway: '10.129.0.1/20' }],
+      IPv6Data: [],
+    });
+    const made = performance.now();
+    for (let i = 0; i < ENDPOINTS; i++) {
+      const endpointId = `${i.toString(16).padStart(8, '0')}${'e'.repeat(56)}`;
+      const { Address } = await ok(socket, 'IpamDriver.RequestAddress', { PoolID: npool.PoolID, Address: '', Options: null });
+      await ok(socket, 'NetworkDriver.CreateEndpoint', { NetworkID: networkId, EndpointID: endpointId, Interface: { Address, AddressIPv6: '', MacAddress: '' }, Options: {} });
+      await ok(socket, 'NetworkDriver.Join', { NetworkID: networkId, EndpointID: endpointId, SandboxKey: '', Options: {} });
+    }
+    console.log(`  made in ${((performance.now() - made) / 1000).toFixed(1)} s`);
+    for (let i = 0; i < 3; i++) {
+      const t = performance.now();
+      const res = await h.pluginRequest('POST', '/ovsnet/reconcile', '{}');
+      const pass = performance.now() - t;
+      const d = performance.now();
+      const drift = await h.pluginRequest('GET', '/ovsnet/drift?docker=0');
+      const check = performance.now() - d;
+      console.log(`  reconcile pass ${pass.toFixed(0)} ms (${res.status}, ${res.body.slice(0, 80)}); drift check ${check.toFixed(0)} ms (${JSON.parse(drift.body).Drift?.length ?? '?'} items) | RSS ${(await rssMiB(h.pluginPid!)).toFixed(0)} MiB`);
+    }
+  } finally {
+    agent.destroy();
+    await h.stop();
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
