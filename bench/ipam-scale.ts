@@ -9,6 +9,8 @@
  * long one reconcile pass and one drift check take.
  *
  *   npm run bench:scale [-- <addresses, default 60000>]
+ *   BENCH_ENDPOINTS=0 ...                 (the IPAM part only)
+ *   BENCH_NODE_OPTIONS='--max-old-space-size=128' ...   (NODE_OPTIONS for the plugin process)
  *
  * Runs on a simulated host without dockerd (its own ovsdb-server and
  * ovs-vswitchd): nothing of the machine's own is touched.
@@ -20,7 +22,7 @@ import { SimHost } from '../test/e2e/harness/sim-host.js';
 const TOTAL = Number(process.argv[2] ?? 60_000);
 const LEVELS = [1_000, 10_000, 60_000].filter((n) => n <= TOTAL);
 const SAMPLE = 1_000;
-const ENDPOINTS = 1_000;
+const ENDPOINTS = Number(process.env.BENCH_ENDPOINTS ?? 1_000);
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 
@@ -56,12 +58,19 @@ async function rssMiB(pid: number): Promise<number> {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
 }
 
+/** The plugin's JS heap in use and allocated, from its own metrics. */
+async function heapMiB(h: SimHost): Promise<string> {
+  const { stdout } = await h.exec('busybox', ['wget', '-q', '-O', '-', 'http://127.0.0.1:9617/metrics']);
+  const value = (name: string) => Number(new RegExp(`^${name} (\\S+)`, 'm').exec(stdout)?.[1] ?? NaN) / 2 ** 20;
+  return `heap ${value('nodejs_heap_size_used_bytes').toFixed(0)}/${value('nodejs_heap_size_total_bytes').toFixed(0)} MiB, external ${value('nodejs_external_memory_bytes').toFixed(0)} MiB`;
+}
+
 async function main(): Promise<void> {
   const h = await SimHost.start({ name: 'scale', docker: false, plugin: false });
   try {
-    await h.startPlugin({ OVSNET_LOG_LEVEL: 'warn', OVSNET_RECONCILE_INTERVAL: '3600' });
+    await h.startPlugin({ OVSNET_LOG_LEVEL: 'warn', OVSNET_RECONCILE_INTERVAL: '3600', OVSNET_METRICS: '127.0.0.1:9617', ...(process.env.BENCH_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS } : {}) });
     const socket = h.socket;
-    const pool = await ok(socket, 'IpamDriver.RequestPool', { AddressSpace: 'LocalDefault', Pool: '10.128.0.0/16', SubPool: '', Options: {}, V6: false });
+    const pool = await ok(socket, 'IpamDriver.RequestPool', { AddressSpace: 'local', Pool: '10.128.0.0/16', SubPool: '', Options: {}, V6: false });
     const poolId = pool.PoolID as string;
     await ok(socket, 'IpamDriver.RequestAddress', { PoolID: poolId, Address: '10.128.0.1', Options: { RequestAddressType: 'com.docker.network.gateway' } });
 
@@ -83,6 +92,7 @@ async function main(): Promise<void> {
         got.push((answer.Address as string).split('/')[0]!);
       }
       const rss = await rssMiB(h.pluginPid!);
+      const heap = await heapMiB(h);
       for (const address of got) {
         const t = performance.now();
         await ok(socket, 'IpamDriver.ReleaseAddress', { PoolID: poolId, Address: address });
@@ -96,17 +106,18 @@ async function main(): Promise<void> {
       await h.startPlugin();
       await ok(socket, 'Plugin.Activate', {});
       const activate = performance.now() - restarted;
-      console.log(`  ${String(level).padStart(6)} held: RequestAddress ${stats(request)} | ReleaseAddress ${stats(release)} | RSS ${rss.toFixed(0)} MiB | restart to Activate ${activate.toFixed(0)} ms`);
+      console.log(`  ${String(level).padStart(6)} held: RequestAddress ${stats(request)} | ReleaseAddress ${stats(release)} | RSS ${rss.toFixed(0)} MiB (${heap}) | restart to Activate ${activate.toFixed(0)} ms`);
     }
 
+    if (ENDPOINTS === 0) return;
     console.log(`${ENDPOINTS} endpoints on the bridge:`);
     const networkId = 'b'.repeat(64);
-    const npool = await ok(socket, 'IpamDriver.RequestPool', { AddressSpace: 'LocalDefault', Pool: '10.129.0.0/20', SubPool: '', Options: {}, V6: false });
+    const npool = await ok(socket, 'IpamDriver.RequestPool', { AddressSpace: 'local', Pool: '10.129.0.0/20', SubPool: '', Options: {}, V6: false });
     await ok(socket, 'IpamDriver.RequestAddress', { PoolID: npool.PoolID, Address: '10.129.0.1', Options: { RequestAddressType: 'com.docker.network.gateway' } });
     await ok(socket, 'NetworkDriver.CreateNetwork', {
       NetworkID: networkId,
       Options: { 'com.docker.network.enable_ipv6': false, 'com.docker.network.generic': { vlan: '129', gateway_mode: 'isolated' } },
-      IPv4Data: [{ AddressSpace: 'LocalDefault', Pool: '10.129.0.0/20', Gateway: '10.129.0.1/20' }],
+      IPv4Data: [{ AddressSpace: 'local', Pool: '10.129.0.0/20', Gateway: '10.129.0.1/20' }],
       IPv6Data: [],
     });
     const made = performance.now();
