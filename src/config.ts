@@ -5,7 +5,8 @@
  */
 import path from 'node:path';
 import { type Cidr, contains, formatCidr, formatIp, parseIp } from './domain/cidr.js';
-import type { OvnExternal } from './domain/ovn.js';
+import { type OvnExternal, describeExternal } from './domain/ovn.js';
+import { usableBounds } from './domain/allocator.js';
 import { INTERFACE_NAME_RULE, isValidInterfaceName } from './domain/names.js';
 import { DEFAULT_POOL_RULE, type DefaultPool, checkRange, parseDefaultPools as parsePools } from './domain/ranges.js';
 import type { DatapathSetting } from './domain/records.js';
@@ -65,7 +66,7 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'OVSNET_OVN_NB', default: '', description: "OVN mode: the northbound database's remotes, comma-separated (unix:<path> or tcp:<ip>:<port>, every member of its Raft cluster); empty means OVN mode is off" },
   { name: 'OVSNET_OVN_BRIDGE', default: 'br-int', description: "OVN mode: ovn-controller's integration bridge, where the containers' ports go" },
   { name: 'OVSNET_OVN_TIMEOUT', default: '30', description: 'OVN mode: seconds a call waits for the northbound database and for ovn-controller to install a port' },
-  { name: 'OVSNET_OVN_EXTERNAL', default: '', description: 'OVN mode: the outside network routers SNAT onto, <physical network>,<subnet>,<next hop> (e.g. physnet,192.0.2.0/24,192.0.2.1); the physical network is the name in the gateway chassis\' ovn-bridge-mappings; empty means routers have no way out' },
+  { name: 'OVSNET_OVN_EXTERNAL', default: '', description: 'OVN mode: the outside network routers SNAT onto, <physical network>,<subnet>,<next hop>[,<first>-<last>] (e.g. physnet,192.0.2.0/24,192.0.2.1,192.0.2.100-192.0.2.150); the physical network is the name in the gateway chassis\' ovn-bridge-mappings; each router takes one address of the range (default: the whole subnet, which must then be the routers\'); empty means routers have no way out' },
   { name: 'OVSNET_OVN_GATEWAYS', default: '', description: 'OVN mode: the gateway chassis (OVS system-ids) that carry routers\' outside traffic, <chassis>[:<priority>],... (highest priority active, the others standby)' },
   { name: 'OVSNET_FAULT', default: '', description: 'testing only: <Call>:<point> where the plugin kills itself (see src/faults.ts)' },
 ];
@@ -88,12 +89,26 @@ export function parseDefaultPools(name: string, text: string): DefaultPool[] {
   return parsePools(text) ?? invalid(name, text, DEFAULT_POOL_RULE);
 }
 
+const OVN_EXTERNAL_RULE =
+  '<physical network name>,<IPv4 subnet of /30 or larger>,<next hop in that subnet>[,<first>-<last> address routers may take>], e.g. physnet,192.0.2.0/24,192.0.2.1,192.0.2.100-192.0.2.150';
+
 function parseOvnExternal(text: string, gatewaysText: string): OvnExternal {
-  const [physnet, cidrText, nexthopText, ...rest] = text.split(',').map((x) => x.trim());
+  const [physnet, cidrText, nexthopText, rangeText, ...rest] = text.split(',').map((x) => x.trim());
   const cidr = cidrText ? checkRange(cidrText, { family: 4 }) : undefined;
   const nexthop = nexthopText ? parseIp(nexthopText) : undefined;
   if (rest.length > 0 || !physnet || !/^[A-Za-z0-9_.-]{1,63}$/.test(physnet) || !cidr?.ok || !nexthop || !contains(cidr.cidr, nexthop) || cidr.cidr.prefix > 30) {
-    invalid('OVSNET_OVN_EXTERNAL', text, '<physical network name>,<IPv4 subnet>,<next hop in that subnet>, e.g. physnet,192.0.2.0/24,192.0.2.1');
+    invalid('OVSNET_OVN_EXTERNAL', text, OVN_EXTERNAL_RULE);
+  }
+  const subnet = (cidr as { cidr: Cidr }).cidr;
+  let routerRange: string | undefined;
+  if (rangeText) {
+    const ends = rangeText.split('-').map((a) => parseIp(a.trim()));
+    const usable = usableBounds(subnet);
+    const inside = (ip: { value: bigint } | undefined) => ip !== undefined && ip.value >= usable.first && ip.value <= usable.last;
+    if (ends.length !== 2 || !inside(ends[0]) || !inside(ends[1]) || ends[0]!.value > ends[1]!.value) {
+      invalid('OVSNET_OVN_EXTERNAL', text, `the addresses routers may take must be <first>-<last>, both usable addresses of ${formatCidr(subnet)}, first not after last`);
+    }
+    routerRange = `${formatIp(ends[0]!)}-${formatIp(ends[1]!)}`;
   }
   const gateways = gatewaysText.split(',').map((x) => x.trim()).filter(Boolean).map((item, i) => {
     const match = /^([A-Za-z0-9_.:-]+?)(?::(\d{1,5}))?$/.exec(item);
@@ -102,7 +117,7 @@ function parseOvnExternal(text: string, gatewaysText: string): OvnExternal {
     return { chassis: match[1]!, priority };
   });
   if (gateways.length === 0) invalid('OVSNET_OVN_GATEWAYS', gatewaysText, 'name at least one gateway chassis (the system-id of a host with ovn-bridge-mappings for the physical network) when OVSNET_OVN_EXTERNAL is set');
-  return { physnet: physnet!, subnet: formatCidr((cidr as { cidr: Cidr }).cidr), nexthop: formatIp(nexthop!), gateways };
+  return { physnet: physnet!, subnet: formatCidr(subnet), nexthop: formatIp(nexthop!), ...(routerRange ? { routerRange } : {}), gateways };
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv): Config {
@@ -180,6 +195,6 @@ export function describeConfig(config: Config): Record<string, unknown> {
     defaultPools: config.defaultPools.map((p) => `${formatCidr(p.base)}:${p.size}`),
     fault: config.fault ? `${config.fault.call}:${config.fault.point}` : undefined,
     metrics: config.metrics ? `${config.metrics.host}:${config.metrics.port}` : undefined,
-    ovn: config.ovn ? `${config.ovn.nb} (bridge ${config.ovn.bridge}${config.ovn.external ? `, external ${config.ovn.external.physnet} ${config.ovn.external.subnet} via ${config.ovn.external.nexthop}, gateways ${config.ovn.external.gateways.map((g) => `${g.chassis}:${g.priority}`).join(',')}` : ''})` : 'off',
+    ovn: config.ovn ? `${config.ovn.nb} (bridge ${config.ovn.bridge}${config.ovn.external ? `, external ${describeExternal(config.ovn.external)}` : ''})` : 'off',
   };
 }

@@ -4,7 +4,7 @@
  * the "nobody joined meanwhile" checks are left to the database, as
  * transactions that cannot commit (a unique index, `wait` operations).
  */
-import { internal } from '../errors.js';
+import { internal, unavailable } from '../errors.js';
 import {
   type NbPort,
   type NbPortSpec,
@@ -70,9 +70,9 @@ function violatedTable(err: unknown): string | undefined {
 const EXTERNAL_KEY = 'ovsnet-external';
 
 const ROUTER_COLUMNS = ['_uuid', 'name', 'external_ids', 'ports', 'nat', 'policies'];
-/** What a router's rows refer to: its ports (few per router), and the plugin's NAT rules and policies. */
+/** What the plugin's routers refer to: its router ports, NAT rules and policies (each carries the owner mark). */
 const ROUTER_PARTS: Operation[] = [
-  { op: 'select', table: 'Logical_Router_Port', where: [], columns: ['_uuid', 'name', 'networks'] },
+  { op: 'select', table: 'Logical_Router_Port', where: [['external_ids', 'includes', OWNED]], columns: ['_uuid', 'name', 'networks'] },
   { op: 'select', table: 'NAT', where: [['external_ids', 'includes', OWNED]], columns: ['_uuid', 'type', 'logical_ip', 'external_ip'] },
   { op: 'select', table: 'Logical_Router_Policy', where: [['external_ids', 'includes', OWNED]], columns: ['_uuid', 'priority', 'match', 'action'] },
 ];
@@ -93,6 +93,11 @@ function toRouter(row: Row, [ports, nat, policies]: Row[]): NbRouter {
   };
 }
 
+/** A `wait` that holds only while the row of that uuid exists. */
+function stillThere(table: string, rowUuid: string): Operation {
+  return { op: 'wait', table, where: [['_uuid', '==', uuid(rowUuid)]], columns: ['_uuid'], until: '==', rows: [{ _uuid: uuid(rowUuid) }], timeout: 0 };
+}
+
 /** A `wait` with timeout 0 that did not hold. */
 function isWaitFailure(err: unknown): boolean {
   return err instanceof OvsdbError && (err.details as { error?: string } | undefined)?.error === 'timed out';
@@ -101,14 +106,13 @@ function isWaitFailure(err: unknown): boolean {
 export class OvnNorthbound implements Northbound {
   constructor(private readonly db: OvsdbClient) {}
 
-  async view(): Promise<NbView> {
+  async view(options: { routers?: boolean } = {}): Promise<NbView> {
     const [switches, ports, routers, ...parts] = await this.db.transact([
       { op: 'select', table: 'Logical_Switch', where: [['external_ids', 'includes', OWNED]], columns: SWITCH_COLUMNS },
       { op: 'select', table: 'Logical_Switch_Port', where: [['external_ids', 'includes', OWNED]], columns: PORT_COLUMNS },
-      { op: 'select', table: 'Logical_Router', where: [['external_ids', 'includes', OWNED]], columns: ROUTER_COLUMNS },
-      ...ROUTER_PARTS,
+      ...(options.routers ? [{ op: 'select', table: 'Logical_Router', where: [['external_ids', 'includes', OWNED]], columns: ROUTER_COLUMNS }, ...ROUTER_PARTS] : []),
     ]);
-    const routerList = rows(routers).map((r) => toRouter(r, parts));
+    const routerList = routers ? rows(routers).map((r) => toRouter(r, parts)) : [];
     const byUuid = new Map(rows(ports).map((p) => [readUuid(p._uuid), toPort(p)]));
     const portsOf = new Map<string, NbPort[]>();
     for (const row of rows(switches)) {
@@ -143,13 +147,20 @@ export class OvnNorthbound implements Northbound {
     }
   }
 
-  async updateSwitchIds(id: string, set: Record<string, string>, remove: readonly string[]): Promise<boolean> {
+  async updateSwitchIds(id: string, set: Record<string, string>, remove: readonly string[], ifIds?: Readonly<Record<string, string>>): Promise<boolean> {
     const where = [['_uuid', '==', uuid(id)]];
-    const [deleted] = await this.db.transact([
+    const ops: Operation[] = [
       { op: 'mutate', table: 'Logical_Switch', where, mutations: [['external_ids', 'delete', ovsSet([...remove, ...Object.keys(set)])]] },
       { op: 'mutate', table: 'Logical_Switch', where, mutations: [['external_ids', 'insert', ovsMap(set)]] },
-    ]);
-    return count(deleted) === 1;
+    ];
+    if (ifIds) ops.unshift({ op: 'wait', table: 'Logical_Switch', where, columns: ['external_ids'], until: '==', rows: [{ external_ids: ovsMap({ ...ifIds }) }], timeout: 0 });
+    try {
+      const result = await this.db.transact(ops);
+      return count(result[ifIds ? 1 : 0]) === 1;
+    } catch (err) {
+      if (ifIds && isWaitFailure(err)) return false;
+      throw err;
+    }
   }
 
   async deleteSwitchIf(id: string, expected: Readonly<Record<string, string>>): Promise<boolean> {
@@ -267,7 +278,7 @@ export class OvnNorthbound implements Northbound {
     }
   }
 
-  async addRouterGateway(router: NbRouter, gateway: RouterGateway): Promise<'added' | 'taken' | 'exists'> {
+  async addRouterGateway(router: NbRouter, gateway: RouterGateway): Promise<'added' | 'taken' | 'exists' | 'gone'> {
     const names = gatewayPortNames(router.name);
     const chassis = gateway.chassis.map((c, i) => ({
       op: 'insert',
@@ -276,7 +287,10 @@ export class OvnNorthbound implements Northbound {
       'uuid-name': `chassis${i}`,
     }));
     try {
-      const result = await this.db.transact([
+      await this.db.transact([
+        // Nothing is written for a router or outside switch deleted meanwhile.
+        stillThere('Logical_Router', router.uuid),
+        stillThere('Logical_Switch', gateway.externalSwitchUuid),
         {
           op: 'insert',
           table: 'Logical_Switch_Port',
@@ -302,7 +316,7 @@ export class OvnNorthbound implements Northbound {
         {
           op: 'insert',
           table: 'Logical_Router_Port',
-          row: { name: names.lrp, mac: routerMac(gateway.address), networks: ovsSet([`${gateway.address}/${gateway.prefix}`]), ha_chassis_group: namedUuid('group') },
+          row: { name: names.lrp, mac: routerMac(gateway.address), networks: ovsSet([`${gateway.address}/${gateway.prefix}`]), ha_chassis_group: namedUuid('group'), external_ids: OWNED },
           'uuid-name': 'gateway',
         },
         { op: 'insert', table: 'Logical_Router_Static_Route', row: { ip_prefix: '0.0.0.0/0', nexthop: gateway.nexthop }, 'uuid-name': 'route' },
@@ -313,33 +327,39 @@ export class OvnNorthbound implements Northbound {
           mutations: [['ports', 'insert', ovsSet([namedUuid('gateway')])], ['static_routes', 'insert', ovsSet([namedUuid('route')])]],
         },
       ]);
-      if (count(result[1]) !== 1 || count(result[result.length - 1]) !== 1) throw internal('OvnRace', `the outside switch or router ${router.name} is gone; try again`);
       return 'added';
     } catch (err) {
+      if (isWaitFailure(err)) return 'gone';
       if (!isConstraintViolation(err)) throw err;
       return violatedTable(err) === 'Logical_Switch_Port' ? 'taken' : 'exists';
     }
   }
 
-  async attachSwitch(routerUuid: string, switchUuid: string, attachment: RouterAttachment): Promise<'added' | 'exists'> {
+  async attachSwitch(routerUuid: string, switchUuid: string, attachment: RouterAttachment): Promise<'added' | 'exists' | 'router-gone'> {
     const mine = ovsMap({ [OWNER_KEY]: OWNER_VALUE, [NB.subnet]: attachment.subnet });
     for (let attempt = 0; attempt < 5; attempt++) {
-      const [routerRows, lspRows, ...parts] = await this.db.transact([
+      const [routerRows, switchRows, lspRows, ...parts] = await this.db.transact([
         { op: 'select', table: 'Logical_Router', where: [['_uuid', '==', uuid(routerUuid)]], columns: ROUTER_COLUMNS },
+        { op: 'select', table: 'Logical_Switch', where: [['_uuid', '==', uuid(switchUuid)]], columns: ['ports'] },
         { op: 'select', table: 'Logical_Switch_Port', where: [['name', '==', attachment.lsp]], columns: ['_uuid'] },
         ...ROUTER_PARTS,
       ]);
       const row = rows(routerRows)[0];
-      if (!row) throw internal('OvnRace', 'the router is gone; try again');
-      const gaps = attachmentGaps(toRouter(row, parts), rows(lspRows).length > 0, attachment);
+      if (!row) return 'router-gone';
+      const sw = rows(switchRows)[0];
+      if (!sw) throw internal('OvnRace', `the OVN switch of ${attachment.subnet} is gone while this host connected it to its router; try again`);
+      const onSwitch = new Set(readSet(sw.ports).map(readUuid));
+      const lspPresent = rows(lspRows).some((p) => onSwitch.has(readUuid(p._uuid)));
+      const gaps = attachmentGaps(toRouter(row, parts), lspPresent, attachment);
       if (!hasGaps(gaps)) return 'exists';
-      // Only while the router is as read: another host may be adding the same pieces.
+      // Only while the router is as read (another host may be adding the same pieces) and the switch is there.
       const ops: Operation[] = [
         { op: 'wait', table: 'Logical_Router', where: [['_uuid', '==', uuid(routerUuid)]], columns: ['ports', 'nat', 'policies'], until: '==', rows: [{ ports: row.ports, nat: row.nat, policies: row.policies }], timeout: 0 },
+        stillThere('Logical_Switch', switchUuid),
       ];
       const inserted: Record<'ports' | 'nat' | 'policies', unknown[]> = { ports: [], nat: [], policies: [] };
       if (gaps.lrp) {
-        ops.push({ op: 'insert', table: 'Logical_Router_Port', row: { name: attachment.lrp.name, mac: attachment.lrp.mac, networks: ovsSet([...attachment.lrp.networks]) }, 'uuid-name': 'rp' });
+        ops.push({ op: 'insert', table: 'Logical_Router_Port', row: { name: attachment.lrp.name, mac: attachment.lrp.mac, networks: ovsSet([...attachment.lrp.networks]), external_ids: OWNED }, 'uuid-name': 'rp' });
         inserted.ports.push(namedUuid('rp'));
       }
       if (gaps.lsp) {
@@ -353,9 +373,9 @@ export class OvnNorthbound implements Northbound {
           { op: 'mutate', table: 'Logical_Switch', where: [['_uuid', '==', uuid(switchUuid)]], mutations: [['ports', 'insert', ovsSet([namedUuid('sp')])]] },
         );
       }
-      if (gaps.snat && attachment.snat) {
-        ops.push({ op: 'insert', table: 'NAT', row: { type: 'snat', logical_ip: attachment.snat.logicalIp, external_ip: attachment.snat.externalIp, external_ids: mine }, 'uuid-name': 'nat' });
-        inserted.nat.push(namedUuid('nat'));
+      for (const [i, snat] of gaps.snat.entries()) {
+        ops.push({ op: 'insert', table: 'NAT', row: { type: 'snat', logical_ip: snat.logicalIp, external_ip: snat.externalIp, external_ids: mine }, 'uuid-name': `nat${i}` });
+        inserted.nat.push(namedUuid(`nat${i}`));
       }
       for (const [i, policy] of gaps.policies.entries()) {
         ops.push({ op: 'insert', table: 'Logical_Router_Policy', row: { priority: policy.priority, match: policy.match, action: policy.action, external_ids: mine }, 'uuid-name': `policy${i}` });
@@ -364,15 +384,14 @@ export class OvnNorthbound implements Northbound {
       const mutations = (['ports', 'nat', 'policies'] as const).filter((c) => inserted[c].length > 0).map((c) => [c, 'insert', ovsSet(inserted[c])]);
       if (mutations.length > 0) ops.push({ op: 'mutate', table: 'Logical_Router', where: [['_uuid', '==', uuid(routerUuid)]], mutations });
       try {
-        const result = await this.db.transact(ops);
-        if (gaps.lsp && count(result[ops.findIndex((o) => o.op === 'mutate' && o.table === 'Logical_Switch')]) !== 1) throw internal('OvnRace', 'the switch is gone; try again');
+        await this.db.transact(ops);
         return 'added';
       } catch (err) {
-        // Changed meanwhile (or the port names were just taken by another host): read again.
+        // Changed meanwhile (or a name just taken by another host doing the same): read again.
         if (!isWaitFailure(err) && !isConstraintViolation(err)) throw err;
       }
     }
-    throw internal('OvnBusy', `the OVN router kept changing while this host connected ${attachment.subnet} to it; try again`);
+    throw unavailable('OvnBusy', `the OVN router kept changing while this host connected ${attachment.subnet} to it; try again`);
   }
 
   async detachSwitch(routerUuid: string, switchUuid: string, attachment: { lrp: string; lsp: string; subnet: string }): Promise<void> {

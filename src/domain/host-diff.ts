@@ -96,7 +96,7 @@ export function diffHost(desired: DesiredHost, observed: ObservedHost, options: 
     const have = observed.ports.get(want.name);
     if (have) {
       const changes = portDifferences(want, have);
-      if (changes.length > 0) out.push(portDiffers(want, have, changes));
+      if (changes.length > 0) out.push(portDiffers(want, changes));
       continue;
     }
     const net = want.networkId ? short(want.networkId) : '';
@@ -295,7 +295,7 @@ export function portDifferences(want: DesiredPort, have: ObservedPort): Array<{ 
   return out;
 }
 
-function portDiffers(want: DesiredPort, have: ObservedPort, changes: ReturnType<typeof portDifferences>): HostDifference {
+function portDiffers(want: DesiredPort, changes: ReturnType<typeof portDifferences>): HostDifference {
   const structural = changes.some((c) => c.set === undefined);
   return {
     drift: {

@@ -14,6 +14,8 @@ import { badRequest, conflict } from '../errors.js';
 import type { Drift } from './drift.js';
 import { REPAIR, short } from './drift.js';
 import { OWNER_KEY, OWNER_VALUE, macForIpv4 } from './names.js';
+import { type Bounds, usableBounds } from './allocator.js';
+import { parseCidr, parseIp } from './cidr.js';
 import { canonicalJson, type OvnSpec } from './options.js';
 import type { AddressRecord, EndpointRecord, NetworkRecord, OvnRecord, PoolRecord, SubnetRecord } from './records.js';
 
@@ -43,8 +45,26 @@ export interface OvnExternal {
   readonly physnet: string;
   readonly subnet: string;
   readonly nexthop: string;
+  /** The addresses routers may take ("192.0.2.100-192.0.2.150"); undefined: any of the subnet. */
+  readonly routerRange?: string;
   /** Highest priority first: the active one; the others stand by. */
   readonly gateways: ReadonlyArray<{ readonly chassis: string; readonly priority: number }>;
+}
+
+/** The addresses routers may take on the outside network: its range, or the usable addresses of its subnet. */
+export function routerBounds(external: OvnExternal): Bounds {
+  if (external.routerRange) {
+    const [first, last] = external.routerRange.split('-').map((a) => parseIp(a)!.value);
+    return { family: 4, first: first!, last: last! };
+  }
+  return usableBounds(parseCidr(external.subnet)!);
+}
+
+/** How the settings name an outside network, for messages. */
+export function describeExternal(external: OvnExternal | null | undefined): string {
+  if (!external) return '(none)';
+  const range = external.routerRange ? `,${external.routerRange}` : '';
+  return `${external.physnet},${external.subnet},${external.nexthop}${range} with gateways ${external.gateways.map((g) => `${g.chassis}:${g.priority}`).join(',')}`;
 }
 
 /** This host as OVN knows it: the chassis name (OVS system-id) and its hostname. */
@@ -280,8 +300,15 @@ export interface NbRecords {
  * host's listing on them, the addresses it holds, its endpoints' ports, and ports it made that
  * nothing here holds any more (once older than the grace period: a call may be in flight).
  */
-export function diffNorthbound(records: NbRecords, view: NbView, chassis: Chassis, options: { now: number; graceMs: number }): NbDifference[] {
+export function diffNorthbound(
+  records: NbRecords,
+  view: NbView,
+  chassis: Chassis,
+  options: { now: number; graceMs: number; external?: OvnExternal | undefined },
+): NbDifference[] {
+  const { external } = options;
   const out: NbDifference[] = [];
+  const noWayOut = new Set<string>();
   const bySubnet = new Map(view.switches.map((s) => [s.externalIds[NB.subnet] ?? '', s]));
   const mine = (p: NbPort) => p.externalIds[NB.chassis] === chassis.name;
   const networks = records.networks.filter((n) => n.ovn && n.state === 'ready');
@@ -302,6 +329,13 @@ export function diffNorthbound(records: NbRecords, view: NbView, chassis: Chassi
     const routerName = (network.spec as OvnSpec).ovnRouter;
     if (routerName) {
       const router = view.routers.find((r) => r.externalIds[ROUTER.name] === routerName);
+      if (router && external && !outsideAddress(router, routerName) && !noWayOut.has(routerName)) {
+        noWayOut.add(routerName);
+        out.push({
+          drift: { kind: 'ovn-router-differs', subject: routerName, networkId: network.id, detail: `OVN router ${routerName} has no way out: its gateway port to ${external.physnet} is missing`, fix: REPAIR },
+          repair: { type: 'ensure-switch', networkId: network.id },
+        });
+      }
       const attachment = routerAttachment({ spec: network.spec as OvnSpec, ovn, ipv4: network.ipv4, ipv6: network.ipv6 }, router && outsideAddress(router, routerName));
       const gaps = router && attachmentGaps(router, (view.ports.get(sw.uuid) ?? []).some((p) => p.name === attachment.lsp), attachment);
       if (!router || gaps!.lrp) {
@@ -471,8 +505,8 @@ export interface RouterAttachment {
   readonly lsp: string;
   /** The network's identity: its NAT rules and policies are kept under it. */
   readonly subnet: string;
-  /** SNAT of the network's subnet to the router's outside address (gateway_mode=nat, when the router has a way out). */
-  readonly snat: { readonly logicalIp: string; readonly externalIp: string } | undefined;
+  /** SNAT of each IPv4 subnet to the router's outside address (gateway_mode=nat, when the router has a way out). */
+  readonly snat: ReadonlyArray<{ readonly logicalIp: string; readonly externalIp: string }>;
   readonly policies: readonly RouterPolicy[];
 }
 
@@ -485,7 +519,7 @@ export function routerAttachment(network: { spec: OvnSpec; ovn: OvnRecord; ipv4:
     lrp: { name: names.lrp, mac: routerMac(v4?.gateway ?? '0.0.0.0'), networks: subnets.flatMap((s) => (s.gateway ? [`${s.gateway}/${s.pool.split('/')[1]}`] : [])) },
     lsp: names.lsp,
     subnet: network.ovn.subnet,
-    snat: spec.gatewayMode === 'nat' && !spec.internal && outside && v4 ? { logicalIp: v4.pool, externalIp: outside } : undefined,
+    snat: spec.gatewayMode === 'nat' && !spec.internal && outside ? network.ipv4.map((s) => ({ logicalIp: s.pool, externalIp: outside })) : [],
     policies: subnets.flatMap((s) => routerPolicies(s.pool, spec.internal)),
   };
 }
@@ -494,26 +528,30 @@ export function routerAttachment(network: { spec: OvnSpec; ovn: OvnRecord; ipv4:
 export interface AttachmentGaps {
   readonly lrp: boolean;
   readonly lsp: boolean;
-  readonly snat: boolean;
+  readonly snat: RouterAttachment['snat'];
   readonly policies: readonly RouterPolicy[];
 }
 
 export function attachmentGaps(router: NbRouter, lspPresent: boolean, attachment: RouterAttachment): AttachmentGaps {
-  const { snat } = attachment;
   return {
     lrp: !router.ports.some((p) => p.name === attachment.lrp.name),
     lsp: !lspPresent,
-    snat: snat !== undefined && !router.nat.some((n) => n.type === 'snat' && n.logicalIp === snat.logicalIp && n.externalIp === snat.externalIp),
+    snat: attachment.snat.filter((want) => !router.nat.some((n) => n.type === 'snat' && n.logicalIp === want.logicalIp && n.externalIp === want.externalIp)),
     policies: attachment.policies.filter((p) => !router.policies.some((q) => q.priority === p.priority && q.match === p.match && q.action === p.action)),
   };
 }
 
 export function hasGaps(gaps: AttachmentGaps): boolean {
-  return gaps.lrp || gaps.lsp || gaps.snat || gaps.policies.length > 0;
+  return gaps.lrp || gaps.lsp || gaps.snat.length > 0 || gaps.policies.length > 0;
 }
 
 function describeGaps(gaps: AttachmentGaps): string {
-  return [gaps.lrp && 'its router port', gaps.lsp && "the switch's port facing the router", gaps.snat && 'its SNAT rule', gaps.policies.length > 0 && `${gaps.policies.length} router policies`]
+  return [
+    gaps.lrp && 'its router port',
+    gaps.lsp && "the switch's port facing the router",
+    gaps.snat.length > 0 && `SNAT of ${gaps.snat.map((n) => n.logicalIp).join(', ')}`,
+    gaps.policies.length > 0 && `${gaps.policies.length} router policies`,
+  ]
     .filter(Boolean)
     .join(', ');
 }

@@ -67,7 +67,8 @@ export class BridgeBackend implements NetworkBackend {
     });
     // A step is reached once every repair of its kind (and before) is done.
     const marks = [...STEPS];
-    for (const repair of LocalHost.repairsOf(differences)) {
+    // An endpoint's port is the reconciler's to repair, under the endpoint's lock: a container may be starting now.
+    for (const repair of LocalHost.repairsOf(differences.filter((d) => !d.endpointId))) {
       while (marks.length > 0 && REPAIR_ORDER.indexOf(repair.type) > marks[0]![1]) {
         const [step] = marks.shift()!;
         options.step?.(step);

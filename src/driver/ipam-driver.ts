@@ -69,6 +69,11 @@ export interface IpamDriverOptions {
   faults?: Faults;
 }
 
+/** The lock of a pool's addresses (pools themselves are made and removed under the lock 'ipam'). */
+function poolLock(poolId: string): string {
+  return `pool:${poolId}`;
+}
+
 /** How long after an idempotent answer its rollback may still arrive. */
 const ROLLBACK_WINDOW_MS = 60_000;
 
@@ -102,15 +107,17 @@ export class IpamDriver {
   }
 
   releasePool(poolId: string): Promise<void> {
-    return this.lock.run('ipam', () => this.doReleasePool(poolId));
+    return this.lock.run('ipam', () => this.lock.run(poolLock(poolId), () => this.doReleasePool(poolId)));
   }
 
+  // Addresses are locked per pool: a pool whose addresses are held across hosts waits for the control plane,
+  // and the other pools need not wait with it.
   requestAddress(req: RequestAddressRequest): Promise<RequestAddressResponse> {
-    return this.lock.run('ipam', () => this.doRequestAddress(req));
+    return this.lock.run(poolLock(req.poolId), () => this.doRequestAddress(req));
   }
 
   releaseAddress(req: ReleaseAddressRequest): Promise<void> {
-    return this.lock.run('ipam', () => this.doReleaseAddress(req));
+    return this.lock.run(poolLock(req.poolId), () => this.doReleaseAddress(req));
   }
 
   /**
@@ -299,7 +306,7 @@ export class IpamDriver {
       const shared = this.sharedNetwork(req, address);
       if (shared) {
         const claim = await shared.distributed.claim(shared.network, address, { explicit: true });
-        if (!claim.claimed) throw conflict('AddressInUse', `address ${address} of subnet ${pool.pool} is held by ${claim.holder}`);
+        if (!claim.claimed) throw conflict('AddressInUse', `address ${address} of subnet ${pool.pool} is held by ${claim.holder}; choose another --ip, or leave --ip out for a free one`);
         (this.options.faults ?? noFaults).point('RequestAddress', 'after-claim');
       }
       await this.hold(pool, address, req, false);
@@ -327,8 +334,12 @@ export class IpamDriver {
     const before = name ? state.namesOf(req.poolId).get(name) : undefined;
     const again = before && !held.has(before.address) ? parseIp(before.address) : undefined;
     if (again && contains(range, again) && again.value >= bounds.first && again.value <= bounds.last) {
-      await this.hold(pool, before!.address, req, false);
-      return answer(before!.address);
+      // On a network held across hosts the address is this host's again only if the control plane says so.
+      const shared = this.sharedNetwork(req, before!.address);
+      if (!shared || (await shared.distributed.claim(shared.network, before!.address, { explicit: false })).claimed) {
+        await this.hold(pool, before!.address, req, false);
+        return answer(before!.address);
+      }
     }
     const cursor = pool.cursor ? parseIp(pool.cursor)?.value : undefined;
     const text = (v: bigint) => formatIp({ family: cidr.family, value: v });
@@ -356,7 +367,7 @@ export class IpamDriver {
       const value =
         (statics.size > 0 || named.size > 0 ? nextFree(bounds, (v) => !free(v) || kept(v), count + statics.size + named.size, from) : undefined) ??
         nextFree(bounds, (v) => !free(v), count, from);
-      if (value === undefined) throw this.exhaustedError(pool, taken.size);
+      if (value === undefined) throw this.exhaustedError(pool, [...taken].filter((v) => v >= bounds.first && v <= bounds.last).length);
       const address = text(value);
       if (network && distributed) {
         const claim = await distributed.claim(network, address, { explicit: false });

@@ -10,14 +10,14 @@
  * the northbound database, and every row written there carries the owner
  * mark and the host that made it. The plugin never changes a row it did not write.
  */
-import { badRequest, conflict, errorMessage, isPluginError, unavailable } from '../errors.js';
+import { badRequest, conflict, errorMessage, exhausted, isPluginError, unavailable } from '../errors.js';
 import { checkConflicts } from '../domain/admission.js';
 import type { Drift } from '../domain/drift.js';
 import { diffHost, scopeOf } from '../domain/host-diff.js';
 import { desiredHost, type ObservedHost } from '../domain/host.js';
 import { networkMtu } from '../domain/mtu.js';
 import { formatIp, parseCidr, parseIp } from '../domain/cidr.js';
-import { boundsSize, usableBounds } from '../domain/allocator.js';
+import { boundsSize } from '../domain/allocator.js';
 import { OWNER_KEY, OWNER_VALUE } from '../domain/names.js';
 import {
   type Chassis,
@@ -25,6 +25,9 @@ import {
   NB,
   type NbRouter,
   type OvnExternal,
+  describeExternal,
+  gatewayPortNames,
+  routerBounds,
   ROUTER,
   outsideAddress,
   routerConfig,
@@ -121,7 +124,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
       if (theirs) checkSameConfig(theirs, mine, existing.externalIds[NB.createdBy] ?? 'unknown');
     }
     if (ovnSpec.ovnRouter) {
-      const router = view.routers.find((r) => r.externalIds[ROUTER.name] === ovnSpec.ovnRouter);
+      const router = await this.o.nb.findRouter(ovnSpec.ovnRouter);
       if (router) this.checkRouterConfig(router);
     }
     const namesake = view.switches.find((s) => s.name === ovn.switchName && s.externalIds[NB.subnet] !== subnet);
@@ -140,7 +143,8 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     const networks = [...state.networks.values()].filter((n) => n.id !== network.id && n.state === 'ready');
     const desired = desiredHost([...networks, network], [...state.endpoints.values()], { datapath: await host.datapath() });
     const differences = diffHost(desired, observed, { records: state.records(), scope: scopeOf([network]), now: Date.now(), graceMs: Infinity });
-    for (const repair of LocalHost.repairsOf(differences)) await host.apply(repair);
+    // An endpoint's port is the reconciler's to repair, under the endpoint's lock: a container may be starting now.
+    for (const repair of LocalHost.repairsOf(differences.filter((d) => !d.endpointId))) await host.apply(repair);
   }
 
   async unrealise(network: NetworkRecord): Promise<void> {
@@ -202,9 +206,12 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
       const hosts = switchHosts(current);
       const others = [...hosts.keys()].filter((c) => c !== chassis.name);
       if (others.length > 0) {
-        await nb.updateSwitchIds(current.uuid, {}, [chassisKey(chassis.name)]);
-        log.info('left the OVN logical switch; other hosts still use it', { switch: current.name, hosts: others });
-        return;
+        // Only while the switch is as read: if the others left meanwhile, the last one out removes it (next look).
+        if (await nb.updateSwitchIds(current.uuid, {}, [chassisKey(chassis.name)], current.externalIds)) {
+          log.info('left the OVN logical switch; other hosts still use it', { switch: current.name, hosts: others });
+          return;
+        }
+        continue;
       }
       // The last one out removes it, unless a host joined between our look and our delete (that host's
       // reconciler then finds the switch off its router, and connects it again).
@@ -243,7 +250,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     if (theirs !== undefined && theirs !== mine) {
       throw conflict(
         'OvnRouterDiffers',
-        `OVN router ${router.externalIds[ROUTER.name]} was made with OVSNET_OVN_EXTERNAL/OVSNET_OVN_GATEWAYS ${describeExternal(theirs)}; this host has ${describeExternal(mine)}: give every host the same`,
+        `OVN router ${router.externalIds[ROUTER.name]} was made with OVSNET_OVN_EXTERNAL/OVSNET_OVN_GATEWAYS ${describeConfig(theirs)}; this host has ${describeConfig(mine)}: give every host the same`,
       );
     }
   }
@@ -251,42 +258,62 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   /** The router of that name: made with the first network that names it, with its way out when there is one. */
   private async ensureRouter(name: string): Promise<NbRouter> {
     const { nb, log, external } = this.o;
-    let router = await nb.findRouter(name);
-    if (!router) {
-      const made = await nb.createRouter(name, { [OWNER_KEY]: OWNER_VALUE, [ROUTER.name]: name, [ROUTER.config]: routerConfig(external) });
-      router = made.router;
-      if (made.created) log.info('made the OVN router', { router: name });
-    }
-    this.checkRouterConfig(router);
-    if (external && !outsideAddress(router, name)) {
-      const switchUuid = await nb.ensureExternalSwitch(external.physnet);
-      const range = parseCidr(external.subnet)!;
-      const bounds = usableBounds(range);
-      const size = boundsSize(bounds);
-      let candidate = bounds.first + BigInt(hashOf(name)) % size;
-      for (let i = 0n; i < size; i++, candidate = candidate >= bounds.last ? bounds.first : candidate + 1n) {
-        const address = formatIp({ family: 4, value: candidate });
-        if (address === external.nexthop) continue;
-        const result = await nb.addRouterGateway(router, { physnet: external.physnet, externalSwitchUuid: switchUuid, address, prefix: range.prefix, nexthop: external.nexthop, chassis: external.gateways });
-        if (result === 'taken') continue;
-        if (result === 'added') log.info('gave the OVN router its way out', { router: name, address, gateways: external.gateways.map((g) => g.chassis) });
-        break;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      let router = await nb.findRouter(name);
+      if (!router) {
+        const made = await nb.createRouter(name, { [OWNER_KEY]: OWNER_VALUE, [ROUTER.name]: name, [ROUTER.config]: routerConfig(external) });
+        router = made.router;
+        if (made.created) log.info('made the OVN router', { router: name });
       }
+      this.checkRouterConfig(router);
+      if (!external || outsideAddress(router, name)) return router;
+      const result = await this.addWayOut(router, external);
+      if (result === 'gone') continue; // deleted by another host meanwhile (its last network went): make it again
       router = (await nb.findRouter(name)) ?? router;
-      if (!outsideAddress(router, name)) throw unavailable('OvnNoOutsideAddress', `no free address left for OVN router ${name} in ${external.subnet} (OVSNET_OVN_EXTERNAL)`);
+      if (outsideAddress(router, name)) return router;
+      if (result === 'exists') {
+        const names = gatewayPortNames(name);
+        throw conflict(
+          'OvnRouterNameTaken',
+          `OVN router ${name} cannot get its way out: a router port or HA chassis group named ${names.lrp} is already in the northbound database without being this router's (ovn-nbctl --columns=_uuid,name find Logical_Router_Port name=${names.lrp}; ovn-nbctl ha-chassis-group-list)`,
+        );
+      }
+      throw exhausted('OvnNoOutsideAddress', `no free address left for OVN router ${name} in ${external.routerRange ?? external.subnet} (OVSNET_OVN_EXTERNAL): every one is another router's or the next hop`);
     }
-    return router;
+    throw unavailable('OvnBusy', `OVN router ${name} kept being removed while this host made it; try again`);
+  }
+
+  /** Gives a router an outside address of its own: from a point that depends on its name, the first one no other router has. */
+  private async addWayOut(router: NbRouter, external: OvnExternal): Promise<'added' | 'taken' | 'exists' | 'gone'> {
+    const { nb, log } = this.o;
+    const switchUuid = await nb.ensureExternalSwitch(external.physnet);
+    const range = parseCidr(external.subnet)!;
+    const bounds = routerBounds(external);
+    const size = boundsSize(bounds);
+    let candidate = bounds.first + BigInt(hashOf(router.externalIds[ROUTER.name] ?? router.name)) % size;
+    let result: 'added' | 'taken' | 'exists' | 'gone' = 'taken';
+    for (let i = 0n; i < size && result === 'taken'; i++, candidate = candidate >= bounds.last ? bounds.first : candidate + 1n) {
+      const address = formatIp({ family: 4, value: candidate });
+      if (address === external.nexthop) continue;
+      result = await nb.addRouterGateway(router, { physnet: external.physnet, externalSwitchUuid: switchUuid, address, prefix: range.prefix, nexthop: external.nexthop, chassis: external.gateways });
+      if (result === 'added') log.info('gave the OVN router its way out', { router: router.name, address, gateways: external.gateways.map((g) => g.chassis) });
+    }
+    return result;
   }
 
   /** Connects a network's switch to its router (whoever does it first), and completes the connection when a piece of it is missing. */
   private async ensureAttached(network: NetworkRecord, sw: NbSwitch): Promise<void> {
     const spec = network.spec as OvnSpec;
     if (!spec.ovnRouter) return;
-    const router = await this.ensureRouter(spec.ovnRouter);
-    const attachment = routerAttachment({ spec, ovn: network.ovn!, ipv4: network.ipv4, ipv6: network.ipv6 }, outsideAddress(router, spec.ovnRouter));
-    if ((await this.o.nb.attachSwitch(router.uuid, sw.uuid, attachment)) === 'added') {
-      this.o.log.info('connected the OVN network to its router', { networkId: network.id, router: spec.ovnRouter, gateways: attachment.lrp.networks });
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const router = await this.ensureRouter(spec.ovnRouter);
+      const attachment = routerAttachment({ spec, ovn: network.ovn!, ipv4: network.ipv4, ipv6: network.ipv6 }, outsideAddress(router, spec.ovnRouter));
+      const result = await this.o.nb.attachSwitch(router.uuid, sw.uuid, attachment);
+      if (result === 'router-gone') continue; // its last other network went meanwhile: make it again
+      if (result === 'added') this.o.log.info('connected the OVN network to its router', { networkId: network.id, router: spec.ovnRouter, gateways: attachment.lrp.networks });
+      return;
     }
+    throw unavailable('OvnBusy', `OVN router ${spec.ovnRouter} kept being removed while this host connected ${network.ovn!.subnet} to it; try again`);
   }
 
   /** The last network off a router removes it. */
@@ -313,9 +340,11 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     const ovn = network.ovn!;
     const addresses = boundAddresses(endpoint);
     const primary = primaryAddress(endpoint);
-    if (!(await nb.updatePort(portName(ovn, primary), chassis.name, { addresses, portSecurity: addresses, externalIds: {} }))) {
-      await this.claim(network, primary, { explicit: true });
-      await nb.updatePort(portName(ovn, primary), chassis.name, { addresses, portSecurity: addresses, externalIds: {} });
+    if (await nb.updatePort(portName(ovn, primary), chassis.name, { addresses, portSecurity: addresses, externalIds: {} })) return;
+    // Its port is gone (deleted by hand, or never made): hold the address again, unless another host has it now.
+    const claim = await this.claim(network, primary, { explicit: true });
+    if (!claim.claimed || !(await nb.updatePort(portName(ovn, primary), chassis.name, { addresses, portSecurity: addresses, externalIds: {} }))) {
+      throw conflict('AddressInUse', `address ${primary} of subnet ${ovn.subnet} is held by ${claim.claimed ? 'another host' : claim.holder}: its logical port is not this host's`);
     }
   }
 
@@ -399,8 +428,14 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   async release(network: NetworkRecord, address: string): Promise<void> {
     const { nb } = this.o;
     const chassis = await this.chassis();
-    const sw = await nb.findSwitch(network.ovn!.subnet);
-    if (sw) await nb.deletePort(sw.uuid, portName(network.ovn!, address), chassis.name);
+    const { subnet } = network.ovn!;
+    const name = portName(network.ovn!, address);
+    const cached = this.switchIds.get(subnet);
+    if (cached && (await nb.deletePort(cached, name, chassis.name))) return;
+    // Not cached, or the switch was made again meanwhile: look it up.
+    this.switchIds.delete(subnet);
+    const sw = await nb.findSwitch(subnet);
+    if (sw && sw.uuid !== cached) await nb.deletePort(sw.uuid, name, chassis.name);
   }
 
   // ---- the reconciler's and doctor's view ----
@@ -410,11 +445,11 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     const records = this.o.state.records();
     let view;
     try {
-      view = await this.o.nb.view();
+      view = await this.o.nb.view({ routers: true });
     } catch (err) {
       return [{ drift: { kind: 'ovn-unreachable', subject: 'OVSNET_OVN_NB', detail: `the OVN northbound database cannot be asked: ${errorMessage(err)}`, fix: 'check the northbound database cluster (ovn-appctl -t <its ctl socket> cluster/status OVN_Northbound) and OVSNET_OVN_NB' }, repair: undefined }];
     }
-    const out: Array<{ drift: Drift; repair: NbRepair | undefined }> = diffNorthbound(records, view, await this.chassis(), options);
+    const out: Array<{ drift: Drift; repair: NbRepair | undefined }> = diffNorthbound(records, view, await this.chassis(), { ...options, external: this.o.external });
     // A port ovn-controller has not installed carries no traffic (unless its logical port is missing: that is the cause, reported above).
     const lost = new Set(out.filter((d) => d.drift.kind === 'ovn-port-missing').map((d) => d.drift.subject));
     for (const endpoint of records.endpoints) {
@@ -521,7 +556,6 @@ function hashOf(text: string): number {
   return hash;
 }
 
-function describeExternal(config: string): string {
-  const external = JSON.parse(config) as OvnExternal | null;
-  return external ? `${external.physnet},${external.subnet},${external.nexthop} with gateways ${external.gateways.map((g) => `${g.chassis}:${g.priority}`).join(',')}` : '(none)';
+function describeConfig(config: string): string {
+  return describeExternal(JSON.parse(config) as OvnExternal | null);
 }

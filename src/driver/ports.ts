@@ -105,14 +105,14 @@ export interface DatapathProbe {
 
 /** What OVN mode needs of the northbound database; every row it writes carries the owner mark. */
 export interface Northbound {
-  /** The plugin's switches (owner mark), each with its ports. */
-  view(): Promise<NbView>;
+  /** The plugin's switches (owner mark), each with its ports; and its routers when asked. */
+  view(options?: { routers?: boolean }): Promise<NbView>;
   /** The plugin's switch of a subnet. */
   findSwitch(subnet: string): Promise<NbSwitch | undefined>;
   /** Makes the switch unless one of that subnet exists (made by another host meanwhile): then that one, with created false. */
   createSwitch(subnet: string, row: { name: string; externalIds: Record<string, string> }): Promise<{ created: boolean; sw: NbSwitch }>;
-  /** Sets and removes keys of a switch's external_ids; false when the switch is gone. */
-  updateSwitchIds(uuid: string, set: Record<string, string>, remove: readonly string[]): Promise<boolean>;
+  /** Sets and removes keys of a switch's external_ids (only while they are still `ifIds`, when given); false when the switch is gone or changed. */
+  updateSwitchIds(uuid: string, set: Record<string, string>, remove: readonly string[], ifIds?: Readonly<Record<string, string>>): Promise<boolean>;
   /** Deletes a switch (and its ports) only while its external_ids are still `expected`: nobody joined meanwhile. */
   deleteSwitchIf(uuid: string, expected: Readonly<Record<string, string>>): Promise<boolean>;
   /** Adds a port to a switch. `taken`: a port of that name exists (and which); `no-switch`: the switch is gone. */
@@ -133,15 +133,16 @@ export interface Northbound {
   ensureExternalSwitch(physnet: string): Promise<string>;
   /**
    * Gives a router its way out: a gateway port with `address` on the outside switch, its gateway chassis
-   * group and a default route. `taken`: another router has that address; `exists`: the router has a gateway port.
+   * group and a default route. `taken`: another router has that address; `exists`: a gateway port or chassis
+   * group of that router's name is there; `gone`: the router or the outside switch was deleted meanwhile.
    */
-  addRouterGateway(router: NbRouter, gateway: RouterGateway): Promise<'added' | 'taken' | 'exists'>;
+  addRouterGateway(router: NbRouter, gateway: RouterGateway): Promise<'added' | 'taken' | 'exists' | 'gone'>;
   /**
    * Connects a switch to a router: adds whatever of the attachment is missing (the router port, the switch's
    * port facing it, the SNAT rule, policies), also when another host adds some at the same time; `exists` when
-   * nothing was.
+   * nothing was; `router-gone` when the router was deleted meanwhile.
    */
-  attachSwitch(routerUuid: string, switchUuid: string, attachment: RouterAttachment): Promise<'added' | 'exists'>;
+  attachSwitch(routerUuid: string, switchUuid: string, attachment: RouterAttachment): Promise<'added' | 'exists' | 'router-gone'>;
   /** Disconnects a switch from a router: its router port, the switch's port facing it, its SNAT rules and policies. */
   detachSwitch(routerUuid: string, switchUuid: string, names: { lrp: string; lsp: string; subnet: string }): Promise<void>;
   /** Deletes a router (with its gateway port, outside port and chassis group) only while no network is connected to it. */

@@ -97,7 +97,7 @@ export function northboundContract(fresh: () => Promise<Northbound>): void {
       lrp: { name: 'ovsnet-rp-l3', mac: '0a:58:0a:09:04:01', networks: ['10.9.4.1/24'] },
       lsp: 'ovsnet-rsp-l3',
       subnet: '10.9.4.0/24',
-      snat: { logicalIp: '10.9.4.0/24', externalIp: '192.0.2.10' },
+      snat: [{ logicalIp: '10.9.4.0/24', externalIp: '192.0.2.10' }],
       policies: [{ priority: 1001, match: 'ip4.dst == 10.9.4.0/24', action: 'allow' as const }, { priority: 1000, match: 'ip4.src == 10.9.4.0/24', action: 'drop' as const }],
     };
     assert.equal(await nb.attachSwitch(router.uuid, sw.uuid, attachment), 'added');

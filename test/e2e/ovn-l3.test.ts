@@ -23,7 +23,7 @@ const OUTSIDE = { physnet: 'physnet', nexthop: '192.0.2.1/24', farAddress: '203.
 const WHOAMI_PORT = 7070;
 const CLI = `${REPO_ROOT}/dist/src/cli/main.js`;
 const PLUGIN_ENV = {
-  OVSNET_OVN_EXTERNAL: 'physnet,192.0.2.0/24,192.0.2.1',
+  OVSNET_OVN_EXTERNAL: 'physnet,192.0.2.0/24,192.0.2.1,192.0.2.100-192.0.2.150',
   OVSNET_OVN_GATEWAYS: 'gw1:20,gw2:10',
   OVSNET_RECONCILE_INTERVAL: '2',
   OVSNET_RECONCILE_GRACE: '3',
@@ -51,7 +51,10 @@ describe('OVN routers across three hosts, with an outside network on two gateway
   async function outsideAddress(router: string): Promise<string> {
     const networks = (await cluster.nbctl(['--bare', '--columns=networks', 'find', 'Logical_Router_Port', `name=ovsnet-gw-${router}`])).stdout.trim();
     assert.match(networks, /^192\.0\.2\.\d+\/24$/, `router ${router} has an outside address`);
-    return networks.split('/')[0]!;
+    const address = networks.split('/')[0]!;
+    const last = Number(address.split('.')[3]);
+    assert.ok(last >= 100 && last <= 150, `${address} is in the routers' range`);
+    return address;
   }
 
   const reachOutside = (h: SimHost, container: string) => tcpSay(h, container, OUTSIDE.farAddress, WHOAMI_PORT);

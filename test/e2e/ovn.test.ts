@@ -143,7 +143,7 @@ describe('OVN mode across three hosts', () => {
     await hosts[0]!.docker(['network', 'rm', 'other']);
     const w1 = (await containerAddress(hosts[0]!, 'w1', 'web')).ip;
     const taken = await dockerError(hosts[1]!, ['run', '-d', '--name', 'thief', '--net', 'web', '--ip', w1, 'local/busybox', 'sleep', '1d']);
-    assertPluginSaid(taken, 'IpamDriver.RequestAddress', `address ${w1} of subnet ${SUBNET} is held by host on1`);
+    assertPluginSaid(taken, 'IpamDriver.RequestAddress', `address ${w1} of subnet ${SUBNET} is held by host on1; choose another --ip, or leave --ip out for a free one`);
     await hosts[1]!.docker(['rm', '-f', 'thief']);
     await assertOvnConsistent();
   });

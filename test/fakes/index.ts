@@ -5,7 +5,7 @@
 import type { FirewallRules } from '../../src/domain/firewall.js';
 import type { Datapath } from '../../src/domain/records.js';
 import type { BridgeSpec, ObservedFirewall, ObservedLink } from '../../src/domain/host.js';
-import { type NbPort, type NbPortSpec, type NbRouter, type NbSwitch, type NbView, type RouterAttachment, type RouterPolicy, attachmentGaps, hasGaps } from '../../src/domain/ovn.js';
+import { type NbPort, type NbPortSpec, type NbRouter, type NbSwitch, type NbView, type RouterAttachment, type RouterPolicy, attachmentGaps, externalPortName, gatewayPortNames, hasGaps } from '../../src/domain/ovn.js';
 import type {
   DatapathProbe,
   DockerNetwork,
@@ -315,14 +315,14 @@ export class FakeNorthbound implements Northbound {
     if (this.down) throw this.down;
   }
 
-  async view(): Promise<NbView> {
+  async view(options: { routers?: boolean } = {}): Promise<NbView> {
     this.check();
     const ports = new Map<string, NbPort[]>();
     for (const sw of this.switches.values()) ports.set(sw.uuid, [...sw.ports].map((id) => structuredClone(this.portRows.get(id)!)));
     return {
       switches: [...this.switches.values()].map((s) => ({ uuid: s.uuid, name: s.name, externalIds: { ...s.externalIds } })),
       ports,
-      routers: [...this.routers.keys()].map((uuid) => this.router(uuid)!),
+      routers: options.routers ? [...this.routers.keys()].map((uuid) => this.router(uuid)!) : [],
     };
   }
 
@@ -340,10 +340,11 @@ export class FakeNorthbound implements Northbound {
     return { created: true, sw: { uuid, name: row.name, externalIds: { ...row.externalIds } } };
   }
 
-  async updateSwitchIds(uuid: string, set: Record<string, string>, remove: readonly string[]): Promise<boolean> {
+  async updateSwitchIds(uuid: string, set: Record<string, string>, remove: readonly string[], ifIds?: Readonly<Record<string, string>>): Promise<boolean> {
     this.check();
     const sw = this.switches.get(uuid);
     if (!sw) return false;
+    if (ifIds && JSON.stringify(Object.entries(sw.externalIds).sort()) !== JSON.stringify(Object.entries(ifIds).sort())) return false;
     for (const key of remove) delete sw.externalIds[key];
     Object.assign(sw.externalIds, set);
     return true;
@@ -437,31 +438,33 @@ export class FakeNorthbound implements Northbound {
     return [...this.routers.values()].some((r) => r.ports.some((p) => p.name === name));
   }
 
-  async addRouterGateway(router: NbRouter, gateway: RouterGateway): Promise<'added' | 'taken' | 'exists'> {
+  async addRouterGateway(router: NbRouter, gateway: RouterGateway): Promise<'added' | 'taken' | 'exists' | 'gone'> {
     this.check();
-    const lrp = `ovsnet-gw-${router.name}`;
-    if ([...this.portRows.values()].some((p) => p.name === `ovsnet-ext-${gateway.physnet}-${gateway.address}`)) return 'taken';
-    if (this.lrpTaken(lrp) || this.groups.has(lrp)) return 'exists';
+    const lrp = gatewayPortNames(router.name).lrp;
     const r = this.routers.get(router.uuid);
-    if (!r) throw new Error('router gone');
-    await this.addPort(gateway.externalSwitchUuid, { name: `ovsnet-ext-${gateway.physnet}-${gateway.address}`, addresses: ['router'], portSecurity: [], externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-router': router.name } });
+    if (!r || !this.switches.has(gateway.externalSwitchUuid)) return 'gone';
+    const outside = externalPortName(gateway.physnet, gateway.address);
+    if ([...this.portRows.values()].some((p) => p.name === outside)) return 'taken';
+    if (this.lrpTaken(lrp) || this.groups.has(lrp)) return 'exists';
+    await this.addPort(gateway.externalSwitchUuid, { name: outside, addresses: ['router'], portSecurity: [], externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-router': router.name } });
     this.groups.add(lrp);
     r.ports.push({ uuid: `lrp-${this.next++}`, name: lrp, networks: [`${gateway.address}/${gateway.prefix}`], chassis: [...gateway.chassis] });
     r.routes.push(`0.0.0.0/0 via ${gateway.nexthop}`);
     return 'added';
   }
 
-  async attachSwitch(routerUuid: string, switchUuid: string, attachment: RouterAttachment): Promise<'added' | 'exists'> {
+  async attachSwitch(routerUuid: string, switchUuid: string, attachment: RouterAttachment): Promise<'added' | 'exists' | 'router-gone'> {
     this.check();
     const r = this.routers.get(routerUuid);
     const sw = this.switches.get(switchUuid);
-    if (!r || !sw) throw new Error('router or switch gone');
+    if (!r) return 'router-gone';
+    if (!sw) throw new Error('switch gone');
     const lsp = this.named(attachment.lsp);
     const gaps = attachmentGaps(this.router(routerUuid)!, lsp !== undefined && sw.ports.has(lsp.uuid), attachment);
     if (!hasGaps(gaps)) return 'exists';
     if (gaps.lrp) r.ports.push({ uuid: `lrp-${this.next++}`, name: attachment.lrp.name, networks: [...attachment.lrp.networks] });
     if (gaps.lsp) await this.addPort(switchUuid, { name: attachment.lsp, addresses: ['router'], portSecurity: [], externalIds: { 'ovsnet-owner': 'ovsnet' } });
-    if (gaps.snat && attachment.snat) r.nat.push({ uuid: `nat-${this.next++}`, type: 'snat', logicalIp: attachment.snat.logicalIp, externalIp: attachment.snat.externalIp, subnet: attachment.subnet });
+    for (const snat of gaps.snat) r.nat.push({ uuid: `nat-${this.next++}`, type: 'snat', logicalIp: snat.logicalIp, externalIp: snat.externalIp, subnet: attachment.subnet });
     r.policies.push(...gaps.policies.map((p) => ({ ...p, subnet: attachment.subnet })));
     return 'added';
   }

@@ -28,16 +28,19 @@ describe('settings', () => {
     [{ OVSNET_DEFAULT_POOLS: '10.200.0.1/16:24' }, /invalid OVSNET_DEFAULT_POOLS/],
     [{ OVSNET_DEFAULT_POOLS: '10.200.0.0/16:8' }, /invalid OVSNET_DEFAULT_POOLS/],
     [{ OVSNET_MTU: '1e3' }, /invalid OVSNET_MTU/],
-    [{ OVSNET_OVN_NB: 'tcp:10.0.0.1:6641', OVSNET_OVN_EXTERNAL: 'physnet,192.0.2.0/24' }, /^invalid OVSNET_OVN_EXTERNAL="physnet,192.0.2.0\/24": <physical network name>,<IPv4 subnet>,<next hop in that subnet>/],
+    [{ OVSNET_OVN_NB: 'tcp:10.0.0.1:6641', OVSNET_OVN_EXTERNAL: 'physnet,192.0.2.0/24' }, /^invalid OVSNET_OVN_EXTERNAL="physnet,192.0.2.0\/24": <physical network name>,<IPv4 subnet of \/30 or larger>,<next hop in that subnet>/],
     [{ OVSNET_OVN_NB: 'tcp:10.0.0.1:6641', OVSNET_OVN_EXTERNAL: 'physnet,192.0.2.0/24,198.51.100.1', OVSNET_OVN_GATEWAYS: 'gw1' }, /^invalid OVSNET_OVN_EXTERNAL=.*next hop in that subnet/],
     [{ OVSNET_OVN_NB: 'tcp:10.0.0.1:6641', OVSNET_OVN_EXTERNAL: 'physnet,192.0.2.0/24,192.0.2.1' }, /^invalid OVSNET_OVN_GATEWAYS="": name at least one gateway chassis/],
     [{ OVSNET_OVN_NB: 'tcp:10.0.0.1:6641', OVSNET_OVN_EXTERNAL: 'physnet,192.0.2.0/24,192.0.2.1', OVSNET_OVN_GATEWAYS: 'gw1:99999' }, /^invalid OVSNET_OVN_GATEWAYS="gw1:99999": <chassis name>\[:<priority 0-32767>\]/],
+    [{ OVSNET_OVN_NB: 'tcp:10.0.0.1:6641', OVSNET_OVN_EXTERNAL: 'physnet,192.0.2.0/24,192.0.2.1,192.0.2.200-192.0.2.255', OVSNET_OVN_GATEWAYS: 'gw1' }, /the addresses routers may take must be <first>-<last>, both usable addresses of 192\.0\.2\.0\/24/],
     [{ OVSNET_OVN_GATEWAYS: 'gw1' }, /^invalid OVSNET_OVN_GATEWAYS="gw1": gateway chassis need OVSNET_OVN_EXTERNAL too/],
   ];
 
   it('reads the outside network of OVN routers and its gateway chassis, highest priority first when none is given', () => {
     const c = loadConfig({ OVSNET_OVN_NB: 'tcp:10.0.0.1:6641', OVSNET_OVN_EXTERNAL: 'physnet, 192.0.2.0/24 ,192.0.2.1', OVSNET_OVN_GATEWAYS: 'gw1,gw2,gw3:5' });
     assert.deepEqual(c.ovn?.external, { physnet: 'physnet', subnet: '192.0.2.0/24', nexthop: '192.0.2.1', gateways: [{ chassis: 'gw1', priority: 100 }, { chassis: 'gw2', priority: 99 }, { chassis: 'gw3', priority: 5 }] });
+    const ranged = loadConfig({ OVSNET_OVN_NB: 'tcp:10.0.0.1:6641', OVSNET_OVN_EXTERNAL: 'physnet,192.0.2.0/24,192.0.2.1,192.0.2.100-192.0.2.150', OVSNET_OVN_GATEWAYS: 'gw1' });
+    assert.equal(ranged.ovn?.external?.routerRange, '192.0.2.100-192.0.2.150');
   });
   for (const [env, message] of bad) {
     it(`rejects ${JSON.stringify(env)}`, () => {

@@ -44,6 +44,19 @@ describe('OVN routers', () => {
     assert.deepEqual(join, { InterfaceName: { SrcName: 'ovceeeeeeeeeeee', DstPrefix: 'eth' }, Gateway: '10.70.0.1' }, 'the router is the gateway: no docker_gwbridge');
   });
 
+  it('takes outside addresses from the range given for routers only', async () => {
+    const nb = new FakeNorthbound();
+    const w = await world({ ovn: { nb, external: { ...EXTERNAL, routerRange: '192.0.2.100-192.0.2.101' } } });
+    await net(w, { id: id('1'), subnet: '10.70.0.0/24', generic: { ovn_router: 'r1' } });
+    await net(w, { id: id('2'), subnet: '10.72.0.0/24', generic: { ovn_router: 'r2' } });
+    const outside = async (name: string) => (await nb.findRouter(name))!.ports.find((p) => p.name === `ovsnet-gw-${name}`)!.networks[0];
+    assert.deepEqual([await outside('r1'), await outside('r2')].sort(), ['192.0.2.100/24', '192.0.2.101/24']);
+    await assert.rejects(net(w, { id: id('3'), subnet: '10.73.0.0/24', generic: { ovn_router: 'r3' } }), {
+      code: 'OvnNoOutsideAddress',
+      message: "no free address left for OVN router r3 in 192.0.2.100-192.0.2.101 (OVSNET_OVN_EXTERNAL): every one is another router's or the next hop",
+    });
+  });
+
   it('gives two routers different outside addresses, and removes a router with its last network', async () => {
     const nb = new FakeNorthbound();
     const w = await world({ ovn: { nb, external: EXTERNAL } });
@@ -106,10 +119,14 @@ describe('OVN routers', () => {
 
     router.nat = [];
     router.policies = [];
-    assert.deepEqual((await reconciler.drift(false)).map((d) => [d.kind, d.detail]), [['ovn-router-differs', `the connection of network ${id('1').slice(0, 12)} to its OVN router r1 lacks its SNAT rule, 1 router policies`]]);
+    assert.deepEqual((await reconciler.drift(false)).map((d) => [d.kind, d.detail]), [['ovn-router-differs', `the connection of network ${id('1').slice(0, 12)} to its OVN router r1 lacks SNAT of 10.70.0.0/24, 1 router policies`]]);
     await reconciler.repair('test');
     assert.deepEqual(await reconciler.drift(false), []);
     assert.equal(router.nat.length, 1);
+
+    // The router's way out lost (its gateway port deleted by hand).
+    router.ports = router.ports.filter((p) => p.name !== 'ovsnet-gw-r1');
+    assert.deepEqual((await reconciler.drift(false)).map((d) => [d.kind, d.detail]), [['ovn-router-differs', 'OVN router r1 has no way out: its gateway port to physnet is missing']]);
 
     nb.routers.clear();
     nb.groups.clear();

@@ -93,7 +93,7 @@ describe('OVN mode', () => {
     const heldByA = [...a.state.addressesOf(a.poolId).values()].find((r) => r.kind === 'address')!.address;
     await assert.rejects(b.ipam.requestAddress({ poolId: b.poolId, address: heldByA, gateway: false }), {
       kind: 'Conflict',
-      message: `address ${heldByA} of subnet 10.60.0.0/24 is held by host host-chassis-a (chassis chassis-a)`,
+      message: `address ${heldByA} of subnet 10.60.0.0/24 is held by host host-chassis-a (chassis chassis-a); choose another --ip, or leave --ip out for a free one`,
     });
     const port = nb.named(`ovsnet-10.60.0.0_24-${heldByA}`)!;
     assert.equal(port.externalIds['ovsnet-chassis'], 'chassis-a');
@@ -201,5 +201,25 @@ describe('OVN mode', () => {
     assert.deepEqual((await reconciler.drift(false)).map((d) => d.kind), ['ovn-port-differs']);
     assert.deepEqual(await reconciler.repair('test'), { ovnPortsRepaired: 1 });
     assert.deepEqual(await reconciler.drift(false), []);
+  });
+
+  it("a named endpoint (Docker 29) gets its last address back only by holding it in the database again; if another host took it, another one", async () => {
+    const nb = new FakeNorthbound();
+    const a = await host(nb, 'chassis-a');
+    const b = await host(nb, 'chassis-b');
+    await a.network.createNetwork(a.req);
+    await b.network.createNetwork(b.req);
+    const first = await a.ipam.requestAddress({ poolId: a.poolId, address: '', gateway: false, endpointName: 'web' });
+    const ip = first.Address.split('/')[0]!;
+    await a.ipam.releaseAddress({ poolId: a.poolId, address: ip });
+    assert.equal(nb.named(`ovsnet-10.60.0.0_24-${ip}`), undefined, 'released in the database');
+    const again = await a.ipam.requestAddress({ poolId: a.poolId, address: '', gateway: false, endpointName: 'web' });
+    assert.equal(again.Address, first.Address, 'the same address');
+    assert.equal(nb.named(`ovsnet-10.60.0.0_24-${ip}`)?.externalIds['ovsnet-chassis'], 'chassis-a', 'held in the database again');
+    await a.ipam.releaseAddress({ poolId: a.poolId, address: ip });
+    await b.ipam.requestAddress({ poolId: b.poolId, address: ip, gateway: false });
+    const third = await a.ipam.requestAddress({ poolId: a.poolId, address: '', gateway: false, endpointName: 'web' });
+    assert.notEqual(third.Address, first.Address, 'another host holds it now: another address');
+    assert.equal(nb.named(`ovsnet-10.60.0.0_24-${ip}`)?.externalIds['ovsnet-chassis'], 'chassis-b');
   });
 });
