@@ -3,6 +3,7 @@
  * roots: the daemon (main.ts) and the command line (cli/). Nothing else
  * constructs an adapter; everything else gets them through its constructor.
  */
+import path from 'node:path';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { DockerodeView, dockerFromAddress } from './adapters/docker.js';
@@ -36,7 +37,7 @@ export function openHost(config: Config, log: Logger, options: { requestTimeoutM
   const ovsdb = new OvsdbClient({ address: config.ovsdb, log, requestTimeoutMs: options.requestTimeoutMs });
   const links = new IpLinks(run);
   const host = new LocalHost({
-    ovs: new OvsBridgeClient(ovsdb),
+    ovs: new OvsBridgeClient(ovsdb, { rundir: ovsRundir(config.ovsdb) }),
     links,
     firewall: new IptablesFirewall(run),
     sysctl: new ProcSysctl(),
@@ -83,4 +84,13 @@ export function watchGateways(onChange: (port: string) => void, log: Logger): Ga
   const watcher = new GatewayWatcher((port) => onChange(port), log);
   watcher.start();
   return watcher;
+}
+
+/**
+ * Where ovs-vswitchd's management sockets are: beside the OVSDB socket when
+ * that is a unix socket (ovs-vswitchd and ovsdb-server share a run directory),
+ * else the packages' default.
+ */
+export function ovsRundir(ovsdb: string): string {
+  return ovsdb.startsWith('unix:') ? path.dirname(ovsdb.slice('unix:'.length)) : '/var/run/openvswitch';
 }

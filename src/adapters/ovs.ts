@@ -4,6 +4,8 @@
  * delete a port or bridge that does not carry it.
  */
 import { conflict, internal } from '../errors.js';
+import { type ObservedFlows, type PortFlows, flowLines, meterText, ownedCookies, parseFlowCookies, parseMeters } from '../domain/flows.js';
+import { CommandError, type Runner, run as runCommand } from './exec.js';
 import type { BridgeSpec } from '../domain/host.js';
 import { OWNER_KEY, OWNER_VALUE } from '../domain/names.js';
 import type { ObservedBridge, ObservedPort, Ovs, PortSpec } from '../driver/ports.js';
@@ -42,11 +44,25 @@ function isOwned(externalIds: Record<string, string>): boolean {
   return externalIds[OWNER_KEY] === OWNER_VALUE;
 }
 
+export interface OvsClientOptions {
+  applyTimeoutMs: number;
+  /** Where ovs-vswitchd's management sockets (<bridge>.mgmt) are, for ovs-ofctl. */
+  rundir: string;
+  run?: Runner;
+}
+
+/** OpenFlow 1.3 is the first with meters; every bridge allows it unless its protocols were narrowed. */
+const OPENFLOW = 'OpenFlow13';
+
 export class OvsBridgeClient implements Ovs {
+  private readonly options: OvsClientOptions;
+
   constructor(
     private readonly db: OvsdbClient,
-    private readonly options: { applyTimeoutMs: number } = { applyTimeoutMs: 10_000 },
-  ) {}
+    options: Partial<OvsClientOptions> = {},
+  ) {
+    this.options = { applyTimeoutMs: 10_000, rundir: '/var/run/openvswitch', ...options };
+  }
 
   async snapshot(): Promise<{ bridges: ObservedBridge[]; ports: ObservedPort[] }> {
     const [bridges, allPorts, owned, interfaces] = await this.db.transact([
@@ -134,7 +150,7 @@ export class OvsBridgeClient implements Ovs {
     return true;
   }
 
-  async addPort(spec: PortSpec): Promise<void> {
+  async addPort(spec: PortSpec): Promise<number> {
     const interfaceRow: Record<string, unknown> = { name: spec.name, type: spec.type, options: ovsMap(spec.options), external_ids: ovsMap(spec.interfaceExternalIds) };
     if (spec.mtuRequest !== undefined) interfaceRow.mtu_request = spec.mtuRequest;
     const portRow: Record<string, unknown> = {
@@ -170,7 +186,7 @@ export class OvsBridgeClient implements Ovs {
       result = await this.db.transact(ops);
     }
     await this.db.waitForConfig(this.nextCfg(result), this.options.applyTimeoutMs);
-    await this.checkInterface(spec);
+    return this.checkInterface(spec);
   }
 
   async updatePort(spec: PortSpec): Promise<void> {
@@ -218,6 +234,52 @@ export class OvsBridgeClient implements Ovs {
     return true;
   }
 
+  async ofport(name: string): Promise<number | undefined> {
+    const [iface] = await this.db.transact([{ op: 'select', table: 'Interface', where: [['name', '==', name]], columns: ['ofport'] }]);
+    const row = rows(iface)[0];
+    const ofport = row ? readOptional<number>(row.ofport) : undefined;
+    return ofport !== undefined && ofport > 0 ? ofport : undefined;
+  }
+
+  async flows(bridge: string): Promise<ObservedFlows> {
+    const [flows, meters] = await Promise.all([
+      this.ofctl(['dump-flows', bridge, `cookie=${ownedCookies()}`]),
+      this.ofctl(['dump-meters', bridge]),
+    ]);
+    return { cookies: parseFlowCookies(flows), meters: parseMeters(meters) };
+  }
+
+  async setPortFlows(flows: PortFlows, options: { before?: readonly string[]; after?: readonly string[] }): Promise<void> {
+    if (flows.meter) {
+      // add-meter refuses a meter that exists (left by an earlier port of this number): then it is changed.
+      const text = meterText(flows.meter);
+      await this.ofctl(['add-meter', flows.bridge, text]).catch((err: unknown) => {
+        if (err instanceof CommandError && /METER_EXISTS|exists/i.test(err.stderr)) return this.ofctl(['mod-meter', flows.bridge, text]);
+        throw err;
+      });
+    }
+    await this.ofctl(['add-flows', flows.bridge, '-'], flowLines(flows, options));
+  }
+
+  async deleteFlows(bridge: string, cookies: readonly string[], meters: readonly number[] = []): Promise<void> {
+    try {
+      if (cookies.length > 0) await this.ofctl(['add-flows', bridge, '-'], cookies.map((c) => `delete cookie=${c}`).join('\n') + '\n');
+      for (const id of meters) await this.ofctl(['del-meter', bridge, `meter=${id}`]);
+    } catch (err) {
+      // A bridge that is gone took its flows and meters with it.
+      if (err instanceof CommandError && /not a bridge|No such file|does not exist/i.test(err.stderr)) return;
+      throw err;
+    }
+  }
+
+  /** ovs-ofctl on a bridge's management socket, speaking OpenFlow 1.3. */
+  private async ofctl(args: readonly string[], input?: string): Promise<string> {
+    const [command, bridge, ...rest] = args;
+    const target = `unix:${this.options.rundir}/${bridge}.mgmt`;
+    const { stdout } = await (this.options.run ?? runCommand)('ovs-ofctl', ['-O', OPENFLOW, command!, target, ...rest], { input, timeoutMs: this.options.applyTimeoutMs });
+    return stdout;
+  }
+
   async systemIds(): Promise<Record<string, string>> {
     const [row] = await this.db.transact([{ op: 'select', table: 'Open_vSwitch', where: [], columns: ['external_ids'] }]);
     return readMap(rows(row)[0]?.external_ids);
@@ -243,7 +305,7 @@ export class OvsBridgeClient implements Ovs {
   }
 
   /** After ovs-vswitchd applied a change: the interface has an OpenFlow port and no error. */
-  private async checkInterface(spec: PortSpec): Promise<void> {
+  private async checkInterface(spec: PortSpec): Promise<number> {
     const [iface] = await this.db.transact([
       { op: 'select', table: 'Interface', where: [['name', '==', spec.name]], columns: ['ofport', 'error'] },
     ]);
@@ -253,6 +315,7 @@ export class OvsBridgeClient implements Ovs {
     if (error || ofport === -1) {
       throw internal('PortFailed', `OVS could not add port ${spec.name} to ${spec.bridge}: ${error ?? 'no OpenFlow port assigned'}`);
     }
+    return ofport ?? 0;
   }
 
   private nextCfg(result: Row[]): number {

@@ -23,6 +23,8 @@ export type DriftKind =
   | 'port-error'
   | 'orphan-port'
   | 'orphan-veth'
+  | 'port-flows-differ'
+  | 'orphan-flows'
   | 'firewall-drift'
   | 'ip-forward-off'
   | 'network-unknown-to-docker'

@@ -8,6 +8,7 @@
  */
 import { type Drift, type DockerNetwork, type Records, REPAIR, dockerDrift, short } from './drift.js';
 import { type FirewallRules } from './firewall.js';
+import { type PortFlows, cookiePortBits, cookiePrefixOfBits, portBits, portFlows } from './flows.js';
 import type { BridgeSpec, DesiredHost, DesiredPort, GatewaySpec, ObservedHost, ObservedPort } from './host.js';
 import { ENDPOINT_KEY, NETWORK_KEY, OWNER_KEY, OWNER_VALUE, ROLE_KEY, isHostVethName, isPeerVethName } from './names.js';
 import type { NetworkRecord } from './records.js';
@@ -21,6 +22,10 @@ export type Repair =
   | { readonly type: 'delete-port'; readonly name: string; readonly deleteLink: boolean }
   | { readonly type: 'configure-gateway'; readonly gateway: GatewaySpec }
   | { readonly type: 'delete-veth'; readonly name: string }
+  /** Puts a port's guard flows (and meter) in place, then deletes its `stale` flows (cookie/mask each). */
+  | { readonly type: 'sync-flows'; readonly flows: PortFlows; readonly stale: readonly string[] }
+  /** Deletes flows of a bridge by cookie/mask. */
+  | { readonly type: 'delete-flows'; readonly bridge: string; readonly cookies: readonly string[] }
   | { readonly type: 'delete-bridge'; readonly name: string }
   | { readonly type: 'sync-firewall'; readonly rules: FirewallRules }
   | { readonly type: 'enable-forwarding' };
@@ -60,6 +65,8 @@ export const REPAIR_ORDER: readonly Repair['type'][] = [
   'delete-port',
   'add-port',
   'update-port',
+  'sync-flows',
+  'delete-flows',
   'configure-gateway',
   'delete-veth',
   'sync-firewall',
@@ -230,6 +237,7 @@ export function diffHost(desired: DesiredHost, observed: ObservedHost, options: 
     }
   }
 
+  if (!scope) out.push(...flowDifferences(desired, observed));
   out.push(...firewallDifferences(desired.firewall, observed));
   if (desired.ipv4Forwarding && observed.ipv4Forwarding === false) {
     out.push({
@@ -331,6 +339,91 @@ export function addPortCommand(port: DesiredPort): string {
     (iface ? ` -- set interface ${port.name}${iface}` : '') +
     ` -- set port ${port.name} ${Object.entries(port.externalIds).map(([k, v]) => `external_ids:${k}=${v}`).join(' ')}`
   );
+}
+
+// ---- the guard flows of container ports ----
+
+/**
+ * Each container port's guard flows as its ofport calls for them, compared by
+ * cookie (which digests the whole flow), and its meter; the plugin's flows of
+ * no port that should have them are debris. Only bridges whose flows were read
+ * are compared, and only ports that ovs-vswitchd numbered.
+ */
+export function flowDifferences(desired: DesiredHost, observed: ObservedHost): HostDifference[] {
+  if (!observed.flows) return [];
+  const out: HostDifference[] = [];
+  for (const [bridge, have] of observed.flows) {
+    const byPort = new Map<bigint, string[]>();
+    for (const cookie of have.cookies) {
+      const bits = cookiePortBits(cookie);
+      byPort.set(bits, [...(byPort.get(bits) ?? []), cookie]);
+    }
+    const accounted = new Set<bigint>();
+    for (const want of desired.ports.values()) {
+      if (want.role !== 'endpoint' || want.bridge !== bridge) continue;
+      const port = observed.ports.get(want.name);
+      const bits = portBits(want.name);
+      accounted.add(bits);
+      // A missing port, or one on another bridge, is the port comparison's: its flows follow it.
+      if (!port || port.bridge !== bridge || !port.ofport || port.ofport < 0) continue;
+      const cookies = byPort.get(bits) ?? [];
+      const flows = want.guard ? portFlows(bridge, want.name, port.ofport, want.guard) : undefined;
+      const wanted = flows?.flows.map((f) => f.cookie) ?? [];
+      const missing = countMissing(wanted, cookies);
+      const stale = countMissing(cookies, wanted);
+      const meter = flows?.meter;
+      const haveMeter = meter ? have.meters.get(meter.id) : undefined;
+      const meterWrong = !!meter && (haveMeter?.kbps !== meter.kbps || haveMeter.burstKbit !== meter.burstKbit);
+      if (missing.length === 0 && stale.length === 0 && !meterWrong) continue;
+      const what = [
+        missing.length ? `${missing.length} of its ${wanted.length} guard flows missing` : '',
+        stale.length ? `${stale.length} flows of the plugin that do not belong` : '',
+        meterWrong ? `meter ${meter.id} ${haveMeter ? `at ${haveMeter.kbps} kbit/s, burst ${haveMeter.burstKbit} kbit` : 'missing'} where ${meter.kbps} kbit/s, burst ${meter.burstKbit} kbit belongs` : '',
+      ].filter(Boolean);
+      out.push({
+        drift: {
+          kind: 'port-flows-differ',
+          subject: want.name,
+          port: want.name,
+          role: 'endpoint',
+          networkId: want.networkId,
+          endpointId: want.endpointId,
+          detail: `container port ${want.name} (endpoint ${short(want.endpointId ?? '')}) ${want.guard ? 'is not guarded as it should be' : 'carries guard flows it should not'}: ${what.join('; ')}`,
+          fix: REPAIR,
+        },
+        repairs: flows
+          ? [{ type: 'sync-flows', flows, stale: [...new Set(stale)].map((c) => `${c}/-1`) }]
+          : [{ type: 'delete-flows', bridge, cookies: [cookiePrefixOfBits(bits)] }],
+        endpointId: want.endpointId,
+      });
+    }
+    for (const [bits, cookies] of byPort) {
+      if (accounted.has(bits)) continue;
+      out.push({
+        drift: {
+          kind: 'orphan-flows',
+          subject: `${bridge}:${cookiePrefixOfBits(bits)}`,
+          detail: `bridge ${bridge} has ${cookies.length} guard flows of the plugin for a port that no container has`,
+          fix: `ovs-ofctl -O OpenFlow13 del-flows ${bridge} cookie=${cookiePrefixOfBits(bits)}`,
+        },
+        repairs: [{ type: 'delete-flows', bridge, cookies: [cookiePrefixOfBits(bits)] }],
+      });
+    }
+  }
+  return out;
+}
+
+/** What of `want` (a multiset) `have` lacks. */
+function countMissing(want: readonly string[], have: readonly string[]): string[] {
+  const left = new Map<string, number>();
+  for (const h of have) left.set(h, (left.get(h) ?? 0) + 1);
+  const out: string[] = [];
+  for (const w of want) {
+    const n = left.get(w) ?? 0;
+    if (n > 0) left.set(w, n - 1);
+    else out.push(w);
+  }
+  return out;
 }
 
 // ---- gateway ports in the kernel ----

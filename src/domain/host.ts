@@ -5,6 +5,7 @@
  * cannot disagree. This is the only place `external_ids` are built.
  */
 import { type FirewallRules, firewallRules } from './firewall.js';
+import { type ObservedFlows, type PortGuard, guardFor } from './flows.js';
 import { ENDPOINT_KEY, NETWORK_KEY, OWNER_KEY, OWNER_VALUE, PEER_KEY, ROLE_KEY, type PortRole, tunnelPortName } from './names.js';
 import { isOverlay } from './options.js';
 import { portName, primaryAddress } from './ovn.js';
@@ -39,6 +40,8 @@ export interface DesiredPort extends PortSpec {
   readonly role: PortRole;
   readonly networkId: string | undefined;
   readonly endpointId: string | undefined;
+  /** What a container's port is held to (anti-spoofing, rate), as OpenFlow flows on it; undefined: nothing. */
+  readonly guard: PortGuard | undefined;
 }
 
 export interface BridgeSpec {
@@ -116,6 +119,8 @@ export interface ObservedHost {
   readonly addresses: ReadonlyMap<string, readonly string[]>;
   /** Undefined when not read. */
   readonly firewall: ObservedFirewall | undefined;
+  /** The plugin's OpenFlow flows and meters per bridge; undefined when not read, a bridge absent when it could not be read. */
+  readonly flows?: ReadonlyMap<string, ObservedFlows>;
   readonly ipv4Forwarding: boolean | undefined;
 }
 
@@ -124,7 +129,7 @@ export interface ObservedHost {
 const OWNED = { [OWNER_KEY]: OWNER_VALUE };
 
 function port(
-  fields: Omit<DesiredPort, 'trunks' | 'options' | 'protected' | 'mtuRequest' | 'tag' | 'networkId' | 'endpointId' | 'interfaceExternalIds'> & Partial<DesiredPort>,
+  fields: Omit<DesiredPort, 'trunks' | 'options' | 'protected' | 'mtuRequest' | 'tag' | 'networkId' | 'endpointId' | 'interfaceExternalIds' | 'guard'> & Partial<DesiredPort>,
 ): DesiredPort {
   return {
     tag: undefined,
@@ -135,6 +140,7 @@ function port(
     networkId: undefined,
     endpointId: undefined,
     interfaceExternalIds: {},
+    guard: undefined,
     ...fields,
   };
 }
@@ -147,7 +153,8 @@ export function ownedBridge(name: string, datapath: Datapath): BridgeSpec {
  * The access port of an endpoint: the host end of its veth pair, tagged with the network's
  * segment; on an OVN network, bound to the endpoint's logical port instead.
  */
-export function endpointPort(network: NetworkRecord, endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'mac' | 'address' | 'addressIpv6'>): DesiredPort {
+export function endpointPort(network: NetworkRecord, endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'mac' | 'address' | 'addressIpv6' | 'rate'>): DesiredPort {
+  const { spec } = network;
   return port({
     role: 'endpoint',
     bridge: network.spec.bridge,
@@ -158,6 +165,8 @@ export function endpointPort(network: NetworkRecord, endpoint: Pick<EndpointReco
     endpointId: endpoint.id,
     externalIds: { ...OWNED, [NETWORK_KEY]: network.id, [ENDPOINT_KEY]: endpoint.id, [ROLE_KEY]: 'endpoint' },
     interfaceExternalIds: network.ovn ? { 'iface-id': portName(network.ovn, primaryAddress(endpoint)), 'attached-mac': endpoint.mac } : {},
+    // OVN's ports are guarded by their logical ports' port security, programmed by ovn-controller.
+    guard: spec.mode === 'ovn' ? undefined : guardFor({ antiSpoofing: spec.antiSpoofing, rate: endpoint.rate ?? spec.rate }, endpoint),
   });
 }
 

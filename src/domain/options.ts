@@ -6,6 +6,7 @@
  */
 import { badRequest } from '../errors.js';
 import { formatIp, parseIp } from './cidr.js';
+import type { RateLimit } from './flows.js';
 import { INTERFACE_NAME_RULE, isValidInterfaceName } from './names.js';
 
 export const GATEWAY_MODES = ['nat', 'routed', 'external', 'isolated'] as const;
@@ -26,8 +27,16 @@ interface SpecBase {
   readonly ipv6: boolean;
 }
 
+/** What guards the container ports of a network on a local bridge. */
+interface GuardSpec {
+  /** The ports admit only each endpoint's own MAC and addresses (-o anti_spoofing, on unless false). */
+  readonly antiSpoofing: boolean;
+  /** What each container may send (-o rate, -o burst); undefined: no limit. */
+  readonly rate: RateLimit | undefined;
+}
+
 /** A VLAN (or the untagged segment) of a bridge, and of its uplink when it has one. */
-export interface VlanSpec extends SpecBase {
+export interface VlanSpec extends SpecBase, GuardSpec {
   readonly mode: 'vlan';
   /** 802.1Q tag of the network's ports; undefined for the untagged segment. */
   readonly vlan: number | undefined;
@@ -36,7 +45,7 @@ export interface VlanSpec extends SpecBase {
 }
 
 /** An overlay: the segment is carried to each peer host by a VXLAN or GRE tunnel. */
-export interface TunnelSpec extends SpecBase {
+export interface TunnelSpec extends SpecBase, GuardSpec {
   readonly mode: TunnelMode;
   /** A tag carried inside the tunnel; without it the overlay gets a local tag of its own on the bridge. */
   readonly vlan: number | undefined;
@@ -77,6 +86,11 @@ export interface NetworkFlags {
   readonly ipv4?: boolean;
 }
 
+export const RATE_MIN_MBIT = 1;
+export const RATE_MAX_MBIT = 100_000;
+export const BURST_MIN_KBIT = 64;
+export const BURST_MAX_KBIT = 10_000_000;
+
 /** Docker's own name for the MTU option, accepted as a synonym of `mtu`. */
 const DOCKER_MTU = 'com.docker.network.driver.mtu';
 
@@ -92,6 +106,9 @@ const DESCRIPTIONS: Record<string, string> = {
   uplink: 'host interface attached to the bridge as a VLAN trunk (mode=vlan)',
   ovn_network: 'name of the OVN logical switch (mode=ovn; the same on every host of the subnet)',
   ovn_router: 'OVN distributed router the network is connected to (mode=ovn); networks on one router reach each other',
+  anti_spoofing: 'true (default) or false: container ports admit only their own MAC and addresses (mode=vlan, vxlan, gre)',
+  rate: `what each container may send, in Mbit/s (${RATE_MIN_MBIT}-${RATE_MAX_MBIT}; mode=vlan, vxlan, gre)`,
+  burst: `kilobits a container may send at once above its rate (${BURST_MIN_KBIT}-${BURST_MAX_KBIT}; default a quarter second at the rate)`,
 };
 
 /** Options and the modes they apply to. */
@@ -180,6 +197,13 @@ export function parseNetworkOptions(
   const base = { bridge, mtu, gatewayMode, internal: flags.internal, ipv6: flags.ipv6 };
 
   if (mode === 'ovn') {
+    for (const option of ['anti_spoofing', 'rate', 'burst']) {
+      if (values[option] === undefined) continue;
+      throw badRequest(
+        'InvalidOption',
+        `option ${option} applies to mode=vlan, vxlan or gre, not mode=ovn: ${option === 'anti_spoofing' ? "an OVN network's logical ports always carry port security (their own MAC and addresses)" : "an OVN network's ports are ovn-controller's to program"}`,
+      );
+    }
     if (!defaults.ovn) throw badRequest('OvnOff', `mode=ovn is off on this host: ${OVN_SETTING_HINT}`);
     const name = values.ovn_network;
     if (name !== undefined && !OVN_NAME.test(name)) invalid('ovn_network', name, `a name is 1 to 63 characters from letters, digits, '_', '-' and '.', starting with a letter or digit`);
@@ -203,7 +227,7 @@ export function parseNetworkOptions(
       if (!isValidInterfaceName(values.uplink)) invalid('uplink', values.uplink, `an interface name is ${INTERFACE_NAME_RULE}`);
       uplink = values.uplink;
     }
-    return Object.freeze({ mode, vlan, ...base, uplink });
+    return Object.freeze({ mode, vlan, ...base, ...parseGuard(values), uplink });
   }
 
   const keyOption = mode === 'vxlan' ? 'vni' : 'key';
@@ -216,7 +240,28 @@ export function parseNetworkOptions(
     invalid('gateway_mode', 'routed', `an overlay spans hosts, so its subnet cannot be routed to one of them; use nat (outbound through docker_gwbridge, as Docker's overlay driver does), external (a router on the overlay) or isolated`);
   }
   const peers = values.peers === undefined ? [] : parsePeers(values.peers);
-  return Object.freeze({ mode, vlan, ...base, tunnelKey, peers: Object.freeze(peers) });
+  return Object.freeze({ mode, vlan, ...base, ...parseGuard(values), tunnelKey, peers: Object.freeze(peers) });
+}
+
+function parseGuard(values: Readonly<Record<string, string | undefined>>): GuardSpec {
+  let antiSpoofing = true;
+  if (values.anti_spoofing !== undefined) {
+    if (values.anti_spoofing !== 'true' && values.anti_spoofing !== 'false') invalid('anti_spoofing', values.anti_spoofing, 'valid values are true and false');
+    antiSpoofing = values.anti_spoofing === 'true';
+  }
+  return { antiSpoofing, rate: parseRate(values.rate, values.burst, '-o') };
+}
+
+/** `rate` in Mbit/s and `burst` in kilobits, as a network (-o) or an endpoint (--driver-opt) gives them. */
+export function parseRate(rate: string | undefined, burst: string | undefined, how: '-o' | '--driver-opt'): RateLimit | undefined {
+  if (rate === undefined) {
+    if (burst !== undefined) invalid('burst', burst, `burst goes with rate: give ${how} rate=<Mbit/s> as well`);
+    return undefined;
+  }
+  const mbit = parseInteger('rate', rate, RATE_MIN_MBIT, RATE_MAX_MBIT, ' (Mbit/s)');
+  const burstKbit =
+    burst === undefined ? Math.min(BURST_MAX_KBIT, Math.max(BURST_MIN_KBIT, mbit * 250)) : parseInteger('burst', burst, BURST_MIN_KBIT, BURST_MAX_KBIT, ' (kilobits)');
+  return Object.freeze({ mbit, burstKbit });
 }
 
 /** Comma-separated tunnel peers, as canonical addresses, without duplicates. */
@@ -272,12 +317,15 @@ export function normaliseSpec(stored: NetworkSpec): NetworkSpec {
     internal: !!raw.internal,
     ipv6: !!raw.ipv6,
   };
-  if (stored.mode === 'vlan') return Object.freeze({ mode: 'vlan', vlan: raw.vlan as number | undefined, ...base, uplink: raw.uplink as string | undefined });
+  // Specs stored before anti-spoofing and rate limits existed get the defaults: anti-spoofing on, no limit.
+  const guard = { antiSpoofing: raw.antiSpoofing !== false, rate: raw.rate as RateLimit | undefined };
+  if (stored.mode === 'vlan') return Object.freeze({ mode: 'vlan', vlan: raw.vlan as number | undefined, ...base, ...guard, uplink: raw.uplink as string | undefined });
   if (stored.mode === 'ovn') return Object.freeze({ mode: 'ovn', ...base, ovnNetwork: raw.ovnNetwork as string | undefined, ovnRouter: raw.ovnRouter as string | undefined });
   return Object.freeze({
     mode: stored.mode,
     vlan: raw.vlan as number | undefined,
     ...base,
+    ...guard,
     tunnelKey: raw.tunnelKey as number,
     peers: Object.freeze([...((raw.peers as string[] | undefined) ?? [])]),
   });
@@ -293,12 +341,18 @@ export function canonicalJson(value: unknown): string {
 }
 
 /** Options of one endpoint (`docker network connect --driver-opt K=V`), by name and meaning. */
-const ENDPOINT_DESCRIPTIONS: Record<string, string> = {};
+const ENDPOINT_DESCRIPTIONS: Record<string, string> = {
+  rate: `what this container may send on the network, in Mbit/s (${RATE_MIN_MBIT}-${RATE_MAX_MBIT}); instead of the network's -o rate`,
+  burst: `kilobits it may send at once above its rate (${BURST_MIN_KBIT}-${BURST_MAX_KBIT})`,
+};
 
 export const ENDPOINT_OPTIONS = Object.freeze(Object.keys(ENDPOINT_DESCRIPTIONS).sort());
 
 /** What an endpoint's own options ask for; refused by name when unknown, with the valid ones. */
-export type EndpointSpec = Readonly<Record<string, never>>;
+export interface EndpointSpec {
+  /** Its own rate limit, instead of its network's. */
+  readonly rate: RateLimit | undefined;
+}
 
 export function parseEndpointOptions(options: Readonly<Record<string, string>>): EndpointSpec {
   for (const [key, value] of Object.entries(options)) {
@@ -308,5 +362,5 @@ export function parseEndpointOptions(options: Readonly<Record<string, string>>):
       `unknown endpoint option ${key}=${value} (docker network connect --driver-opt); valid endpoint options: ${ENDPOINT_OPTIONS.length ? ENDPOINT_OPTIONS.join(', ') : 'none yet'}`,
     );
   }
-  return {};
+  return { rate: parseRate(options.rate, options.burst, '--driver-opt') };
 }

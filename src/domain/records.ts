@@ -2,6 +2,7 @@
  * What the plugin persists. Records hold canonical text (addresses already
  * parsed and re-formatted) so that equality of text is equality of meaning.
  */
+import type { RateLimit } from './flows.js';
 import { type NetworkSpec, normaliseSpec } from './options.js';
 
 export type Datapath = 'system' | 'netdev';
@@ -60,6 +61,8 @@ export interface EndpointRecord {
   readonly joined: boolean;
   readonly sandboxKey: string;
   readonly createdAt: string;
+  /** Its own rate limit (--driver-opt rate), instead of its network's. */
+  readonly rate?: RateLimit;
 }
 
 export interface PoolRecord {

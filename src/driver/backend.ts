@@ -43,6 +43,6 @@ export interface NetworkBackend {
   attachEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void>;
   /** Makes an endpoint's devices (its veth pair and port); Join waits for them. */
   prepareEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void>;
-  /** Removes an endpoint's devices; tolerates what is already gone. */
-  teardownEndpoint(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf'>): Promise<void>;
+  /** Removes an endpoint's devices (with what guards its port, when its network is known); tolerates what is already gone. */
+  teardownEndpoint(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf' | 'rate'>, network?: NetworkRecord): Promise<void>;
 }

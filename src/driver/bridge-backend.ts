@@ -96,8 +96,9 @@ export class BridgeBackend implements NetworkBackend {
     return this.o.host.makeEndpointDevices(network, endpoint);
   }
 
-  teardownEndpoint(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf'>): Promise<void> {
-    return this.o.host.removeEndpointDevices(endpoint);
+  teardownEndpoint(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf' | 'rate'>, network?: NetworkRecord): Promise<void> {
+    const rated = !!network && network.spec.mode !== 'ovn' && !!(endpoint.rate ?? network.spec.rate);
+    return this.o.host.removeEndpointDevices(endpoint, network, rated);
   }
 
   private async datapathOf(bridge: string, observed: ObservedHost): Promise<Datapath> {

@@ -6,7 +6,9 @@
  */
 import { errorMessage, isPluginError } from '../errors.js';
 import { type HostDifference, REPAIR_ORDER, type Repair } from '../domain/host-diff.js';
+import { type ObservedFlows, portCookiePrefix, portFlows } from '../domain/flows.js';
 import { type ObservedHost, endpointPort } from '../domain/host.js';
+import { ROLE_KEY } from '../domain/names.js';
 import type { Datapath, DatapathSetting, EndpointRecord, NetworkRecord } from '../domain/records.js';
 import type { Logger } from '../log.js';
 import type { DatapathProbe, Firewall, Links, Ovs, Sysctl } from './ports.js';
@@ -40,8 +42,12 @@ export class LocalHost {
     return this.o.datapath === 'auto' ? this.o.datapathProbe.detect() : this.o.datapath;
   }
 
-  /** Everything the diff compares, read in parallel; `firewall: false` skips the iptables read. */
-  async observe(options: { firewall?: boolean } = {}): Promise<ObservedHost> {
+  /**
+   * Everything the diff compares, read in parallel; `firewall: false` skips
+   * the iptables read. `flows: true` also reads the plugin's OpenFlow flows on
+   * the bridges that hold its container ports (the whole-host comparisons).
+   */
+  async observe(options: { firewall?: boolean; flows?: boolean } = {}): Promise<ObservedHost> {
     const { ovs, links, firewall, sysctl } = this.o;
     const [snapshot, linkList, addresses, rules, forwarding] = await Promise.all([
       ovs.snapshot(),
@@ -50,7 +56,7 @@ export class LocalHost {
       options.firewall === false ? undefined : firewall.read(),
       sysctl.ipv4Forwarding().catch(() => undefined),
     ]);
-    return {
+    const observed: ObservedHost = {
       bridges: new Map(snapshot.bridges.map((b) => [b.name, b])),
       ports: new Map(snapshot.ports.map((p) => [p.name, p])),
       links: linkList,
@@ -58,6 +64,27 @@ export class LocalHost {
       firewall: rules,
       ipv4Forwarding: forwarding,
     };
+    return options.flows ? { ...observed, flows: await this.observeFlows(observed) } : observed;
+  }
+
+  /** Flows of the bridges the plugin made and of those with its container ports (not OVN's, whose flows are ovn-controller's). */
+  private async observeFlows(observed: ObservedHost): Promise<Map<string, ObservedFlows>> {
+    const bridges = new Set<string>();
+    for (const b of observed.bridges.values()) if (b.externalIds['ovsnet-owner'] === 'ovsnet') bridges.add(b.name);
+    for (const p of observed.ports.values()) {
+      if (p.externalIds[ROLE_KEY] === 'endpoint' && p.bridge && !p.interfaceExternalIds['iface-id']) bridges.add(p.bridge);
+    }
+    const out = new Map<string, ObservedFlows>();
+    await Promise.all(
+      [...bridges].map(async (bridge) => {
+        try {
+          out.set(bridge, await this.o.ovs.flows(bridge));
+        } catch (err) {
+          this.o.log.warn('could not read the flows of a bridge; its guard flows are not compared', { bridge, error: errorMessage(err) });
+        }
+      }),
+    );
+    return out;
   }
 
   /** The repairs of `differences`, each once, in the order they must happen. */
@@ -81,8 +108,18 @@ export class LocalHost {
       case 'add-bridge':
         await ovs.ensureBridge(repair.bridge);
         return;
-      case 'add-port':
-        await ovs.addPort(repair.port);
+      case 'add-port': {
+        const ofport = await ovs.addPort(repair.port);
+        // A container's port comes back with its guard: its flows name its (perhaps new) ofport.
+        const { guard } = repair.port;
+        if (guard && ofport > 0) await ovs.setPortFlows(portFlows(repair.port.bridge, repair.port.name, ofport, guard), { before: [portCookiePrefix(repair.port.name)] });
+        return;
+      }
+      case 'sync-flows':
+        await ovs.setPortFlows(repair.flows, { after: repair.stale });
+        return;
+      case 'delete-flows':
+        await ovs.deleteFlows(repair.bridge, repair.cookies);
         return;
       case 'update-port':
         await ovs.updatePort(repair.port);
@@ -112,21 +149,43 @@ export class LocalHost {
     }
   }
 
-  /** An endpoint's veth pair and its port on the network's bridge (TX offload off on the userspace datapath). */
+  /**
+   * An endpoint's veth pair and its port on the network's bridge (TX offload
+   * off on the userspace datapath), and the port's guard flows: in place
+   * before Join answers, so before the container has the other end.
+   */
   async makeEndpointDevices(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
     const { ovs, links } = this.o;
+    const port = endpointPort(network, endpoint);
     await links.createVeth({ host: endpoint.hostIf, peer: endpoint.peerIf, mtu: network.mtu, peerMac: endpoint.mac });
-    await Promise.all([
+    const [, ofport] = await Promise.all([
       network.datapath === 'netdev' ? links.disableTxOffload([endpoint.hostIf, endpoint.peerIf]) : undefined,
-      ovs.addPort(endpointPort(network, endpoint)),
+      ovs.addPort(port),
     ]);
+    if (port.guard) {
+      if (!(ofport > 0)) throw new Error(`OVS gave port ${port.name} no OpenFlow port number, so its guard flows cannot be set`);
+      // Flows an earlier port of this name left (a crash between its port and its flows) go first.
+      await ovs.setPortFlows(portFlows(port.bridge, port.name, ofport, port.guard), { before: [portCookiePrefix(port.name)] });
+    }
   }
 
-  /** Removes an endpoint's port and veth pair; tolerates what is already gone. */
-  async removeEndpointDevices(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf'>): Promise<void> {
-    const [, hadHost] = await Promise.all([this.deleteOwnedPort(endpoint.hostIf), this.o.links.deleteLink(endpoint.hostIf)]);
+  /**
+   * Removes an endpoint's port and veth pair, and (when its network is known)
+   * its guard flows and meter; tolerates what is already gone.
+   */
+  async removeEndpointDevices(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf'>, network?: NetworkRecord, rated = false): Promise<void> {
+    const { ovs, links } = this.o;
+    const flowsGone = async () => {
+      if (!network || network.spec.mode === 'ovn') return;
+      const ofport = rated ? await ovs.ofport(endpoint.hostIf) : undefined;
+      await ovs.deleteFlows(network.spec.bridge, [portCookiePrefix(endpoint.hostIf)], ofport ? [ofport] : []);
+    };
+    // A meter (its id is the port's number) goes before the port: once the port is gone, a new port may
+    // get that number and its own meter, which must not be deleted. Flows go by this port's cookie alone.
+    if (rated) await flowsGone();
+    const [, , hadHost] = await Promise.all([rated ? undefined : flowsGone(), this.deleteOwnedPort(endpoint.hostIf), links.deleteLink(endpoint.hostIf)]);
     // Deleting one end of a veth deletes both; the peer only remains if the pair was never complete.
-    if (!hadHost) await this.o.links.deleteLink(endpoint.peerIf);
+    if (!hadHost) await links.deleteLink(endpoint.peerIf);
   }
 
   /** Deletes a port, leaving (with a log line) one the plugin does not own. */
@@ -157,6 +216,10 @@ function repairKey(r: Repair): string {
       return `port|${r.port.name}`;
     case 'configure-gateway':
       return `${r.type}|${r.gateway.port}`;
+    case 'sync-flows':
+      return `${r.type}|${r.flows.port}`;
+    case 'delete-flows':
+      return `${r.type}|${r.bridge}|${r.cookies.join(',')}`;
     case 'delete-port':
     case 'delete-veth':
     case 'delete-bridge':

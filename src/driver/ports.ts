@@ -4,6 +4,7 @@
  * and the contract tests (test/contract) hold both to the same behaviour.
  */
 import type { FirewallRules } from '../domain/firewall.js';
+import type { ObservedFlows, PortFlows } from '../domain/flows.js';
 import type { DockerNetwork } from '../domain/drift.js';
 import type { BridgeSpec, ObservedBridge, ObservedFirewall, ObservedLink, ObservedPort, PortSpec } from '../domain/host.js';
 import type { NbPort, NbPortSpec, NbRouter, NbSwitch, NbView, RouterAttachment } from '../domain/ovn.js';
@@ -55,14 +56,22 @@ export interface Ovs {
   ensureBridge(spec: BridgeSpec): Promise<{ created: boolean; datapathType: string }>;
   /** Deletes a bridge only if the plugin created it (owner in external_ids). */
   deleteOwnedBridge(name: string): Promise<boolean>;
-  /** Adds a port and waits until ovs-vswitchd has it; an owned port of that name is replaced, a foreign one refused. */
-  addPort(spec: PortSpec): Promise<void>;
+  /** Adds a port and waits until ovs-vswitchd has it; an owned port of that name is replaced, a foreign one refused. Returns its ofport. */
+  addPort(spec: PortSpec): Promise<number>;
   /** Sets an owned port's tag, trunks, protection, interface options, MTU and external_ids to the spec's. */
   updatePort(spec: PortSpec): Promise<void>;
   /** Deletes a port if it exists; refuses a port the plugin does not own. Returns whether it existed. */
   deletePort(name: string): Promise<boolean>;
   /** The Open_vSwitch row's external_ids: system-id (OVN's chassis name), hostname, ovn-encap-ip, ... */
   systemIds(): Promise<Record<string, string>>;
+  /** A port's OpenFlow port number; undefined when there is no such interface or it has none yet. */
+  ofport(name: string): Promise<number | undefined>;
+  /** The plugin's flows (by the cookie mark) and the meters of a bridge. */
+  flows(bridge: string): Promise<ObservedFlows>;
+  /** Deletes flows by `before` (cookie/mask each), sets the port's meter and adds its flows, then deletes flows by `after`. */
+  setPortFlows(flows: PortFlows, options: { before?: readonly string[]; after?: readonly string[] }): Promise<void>;
+  /** Deletes a bridge's flows by cookie/mask, then the meters of these ids; a missing bridge or meter is no error. */
+  deleteFlows(bridge: string, cookies: readonly string[], meters?: readonly number[]): Promise<void>;
   /** An interface's external_ids (ovn-controller marks an installed port `ovn-installed`); undefined when there is no such interface. */
   interfaceIds(name: string): Promise<Record<string, string> | undefined>;
 }

@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
+import { guardFor, portCookiePrefix, portFlows } from '../../src/domain/flows.js';
 import { endpointPort, gatewayPort, ownedBridge, tunnelPort, uplinkPort } from '../../src/domain/host.js';
 import { parseNetworkOptions } from '../../src/domain/options.js';
 import type { NetworkRecord } from '../../src/domain/records.js';
@@ -20,6 +21,10 @@ export interface OvsSubject {
   foreignPort(bridge: string, name: string): Promise<void>;
   /** A veth (or a stand-in) the port can be made on. */
   device(name: string): Promise<void>;
+  /** A flow someone else added to a bridge, with this cookie. */
+  foreignFlow(bridge: string, cookie: string): Promise<void>;
+  /** Cookies of every flow of a bridge, the plugin's and others'. */
+  allCookies(bridge: string): Promise<string[]>;
 }
 
 const NET = '1'.repeat(64);
@@ -115,5 +120,36 @@ export function ovsContract(fresh: () => Promise<OvsSubject>): void {
     await ovs.ensureBridge(ownedBridge('ctbr1', 'netdev'));
     assert.equal(await ovs.deleteOwnedBridge('ctbr1'), true);
     assert.ok(!(await ovs.snapshot()).bridges.some((b) => b.name === 'ctbr1'));
+  });
+
+  it("sets a port's guard flows and meter, reads back only the plugin's, replaces and deletes them by cookie, and never touches another's flow", async () => {
+    const { ovs, device, foreignFlow, allCookies } = await fresh();
+    await ovs.ensureBridge(ownedBridge('ctbr0', 'netdev'));
+    await device('ovseeeeeeeeeeee');
+    const network = record({ vlan: '860', rate: '20' });
+    const port = endpointPort(network, { id: EP, hostIf: 'ovseeeeeeeeeeee', mac: '02:42:0a:09:00:02', address: '10.9.0.2/24', addressIpv6: 'fd00::2/64' });
+    const ofport = await ovs.addPort(port);
+    assert.ok(ofport > 0, `ofport ${ofport}`);
+    assert.equal(await ovs.ofport(port.name), ofport);
+    await foreignFlow('ctbr0', '0x0000000000001234');
+    const flows = portFlows('ctbr0', port.name, ofport, port.guard!);
+    await ovs.setPortFlows(flows, { before: [portCookiePrefix(port.name)] });
+    let seen = await ovs.flows('ctbr0');
+    assert.deepEqual([...seen.cookies].sort(), flows.flows.map((f) => f.cookie).sort(), 'exactly the guard flows, read back by cookie');
+    assert.deepEqual(seen.meters.get(ofport), { kbps: 20_000, burstKbit: 5_000 });
+
+    // The same port without its IPv6 address and another rate: new flows replace the old.
+    const changed = portFlows('ctbr0', port.name, ofport, guardFor({ antiSpoofing: true, rate: { mbit: 5, burstKbit: 1_000 } }, { mac: '02:42:0a:09:00:02', address: '10.9.0.2/24', addressIpv6: '' })!);
+    const stale = flows.flows.map((f) => f.cookie).filter((c) => !changed.flows.some((f) => f.cookie === c));
+    await ovs.setPortFlows(changed, { after: stale.map((c) => `${c}/-1`) });
+    seen = await ovs.flows('ctbr0');
+    assert.deepEqual([...seen.cookies].sort(), changed.flows.map((f) => f.cookie).sort());
+    assert.deepEqual(seen.meters.get(ofport), { kbps: 5_000, burstKbit: 1_000 }, 'a meter that exists is changed');
+
+    await ovs.deleteFlows('ctbr0', [portCookiePrefix(port.name)], [ofport]);
+    seen = await ovs.flows('ctbr0');
+    assert.deepEqual([seen.cookies, seen.meters.has(ofport)], [[], false]);
+    assert.ok((await allCookies('ctbr0')).includes('0x0000000000001234'), "another's flow stays");
+    await ovs.deleteFlows('ctnone', [portCookiePrefix(port.name)], [ofport]);
   });
 }

@@ -3,6 +3,7 @@
  * records what it was asked to do and can be told to fail.
  */
 import type { FirewallRules } from '../../src/domain/firewall.js';
+import { type ObservedFlows, type PortFlows, cookieMatches, isOwnedCookie } from '../../src/domain/flows.js';
 import type { Datapath } from '../../src/domain/records.js';
 import type { BridgeSpec, ObservedFirewall, ObservedLink } from '../../src/domain/host.js';
 import { type NbPort, type NbPortSpec, type NbRouter, type NbSwitch, type NbView, type RouterAttachment, type RouterPolicy, attachmentGaps, externalPortName, gatewayPortNames, hasGaps } from '../../src/domain/ovn.js';
@@ -72,6 +73,12 @@ export class FakeOvs implements Ovs {
   readonly calls: string[] = [];
   /** Port names whose addPort fails. */
   readonly failAddPort = new Set<string>();
+  /** OpenFlow port numbers, given out in order as ovs-vswitchd does. */
+  readonly ofports = new Map<string, number>();
+  private nextOfport = 1;
+  /** Per bridge: flows by (priority, match), each with its cookie and text. */
+  readonly flowTables = new Map<string, Map<string, { cookie: string; text: string }>>();
+  readonly meterTables = new Map<string, Map<number, { kbps: number; burstKbit: number }>>();
 
   async snapshot(): Promise<{ bridges: ObservedBridge[]; ports: ObservedPort[] }> {
     const bridges = [...this.bridges.values()].map((b) => ({
@@ -93,7 +100,7 @@ export class FakeOvs implements Ovs {
         mtuRequest: p.mtuRequest,
         externalIds: { ...p.externalIds },
         interfaceExternalIds: { ...(p.interfaceExternalIds ?? {}), ...(this.installed.has(p.name) ? { 'ovn-installed': 'true' } : {}) },
-        ofport: 1,
+        ofport: this.ofports.get(p.name) ?? 1,
         error: p.error,
       }));
     return { bridges, ports };
@@ -132,14 +139,54 @@ export class FakeOvs implements Ovs {
     return true;
   }
 
-  async addPort(spec: PortSpec): Promise<void> {
+  async ofport(name: string): Promise<number | undefined> {
+    return this.ports.has(name) ? this.ofports.get(name) : undefined;
+  }
+
+  async flows(bridge: string): Promise<ObservedFlows> {
+    if (!this.bridges.has(bridge)) throw internal('CommandFailed', `ovs-ofctl: ${bridge} is not a bridge or a socket`);
+    return {
+      cookies: [...(this.flowTables.get(bridge)?.values() ?? [])].map((f) => f.cookie).filter(isOwnedCookie),
+      meters: new Map(this.meterTables.get(bridge) ?? []),
+    };
+  }
+
+  async setPortFlows(flows: PortFlows, options: { before?: readonly string[]; after?: readonly string[] }): Promise<void> {
+    this.calls.push(`setPortFlows ${flows.port}`);
+    if (!this.bridges.has(flows.bridge)) throw internal('CommandFailed', `ovs-ofctl: ${flows.bridge} is not a bridge or a socket`);
+    const table = this.flowTables.get(flows.bridge) ?? new Map<string, { cookie: string; text: string }>();
+    this.flowTables.set(flows.bridge, table);
+    const drop = (selectors: readonly string[]) => {
+      for (const [key, f] of table) if (selectors.some((s) => cookieMatches(f.cookie, s))) table.delete(key);
+    };
+    if (flows.meter) {
+      const meters = this.meterTables.get(flows.bridge) ?? new Map<number, { kbps: number; burstKbit: number }>();
+      meters.set(flows.meter.id, { kbps: flows.meter.kbps, burstKbit: flows.meter.burstKbit });
+      this.meterTables.set(flows.bridge, meters);
+    }
+    drop(options.before ?? []);
+    for (const f of flows.flows) table.set(f.text.split(',actions=')[0]!, { cookie: f.cookie, text: f.text });
+    drop(options.after ?? []);
+  }
+
+  async deleteFlows(bridge: string, cookies: readonly string[], meters: readonly number[] = []): Promise<void> {
+    this.calls.push(`deleteFlows ${bridge} ${cookies.join(' ')}`);
+    const table = this.flowTables.get(bridge);
+    if (table) for (const [key, f] of table) if (cookies.some((s) => cookieMatches(f.cookie, s))) table.delete(key);
+    for (const id of meters) this.meterTables.get(bridge)?.delete(id);
+  }
+
+  async addPort(spec: PortSpec): Promise<number> {
     this.calls.push(`addPort ${spec.name}`);
     if (!this.bridges.has(spec.bridge)) throw conflict('BridgeMissing', `OVS bridge ${spec.bridge} does not exist`);
     if (this.failAddPort.has(spec.name)) throw internal('PortFailed', `OVS could not add port ${spec.name}`);
     const existing = this.ports.get(spec.name);
     if (existing && existing.externalIds[OWNER_KEY] !== OWNER_VALUE) throw conflict('NotOwned', `OVS port ${spec.name} was not created by ovsnet; leaving it alone`);
     this.ports.set(spec.name, structuredClone({ ...spec }));
+    // A port made again keeps its number, as ovs-vswitchd keeps an interface's ofport.
+    if (!this.ofports.has(spec.name)) this.ofports.set(spec.name, this.nextOfport++);
     if (this.autoInstall && spec.interfaceExternalIds['iface-id']) this.installed.add(spec.name);
+    return this.ofports.get(spec.name)!;
   }
 
   async updatePort(spec: PortSpec): Promise<void> {

@@ -10,6 +10,8 @@ import { OvsBridgeClient } from '../../src/adapters/ovs.js';
 import { OvsdbClient } from '../../src/adapters/ovsdb.js';
 import { gatewayPort, ownedBridge } from '../../src/domain/host.js';
 import { silentLogger } from '../../src/log.js';
+import { ovsRundir } from '../../src/wiring.js';
+import { parseFlowCookies } from '../../src/domain/flows.js';
 import { ovsContract } from '../contract/ovs.js';
 import { SimHost } from '../e2e/harness/sim-host.js';
 import { waitFor } from '../e2e/harness/proc.js';
@@ -22,7 +24,7 @@ describe('OVS adapters on a real ovsdb-server and ovs-vswitchd', () => {
   before(async () => {
     host = await SimHost.start({ name: 'it-ovs', docker: false });
     db = new OvsdbClient({ address: host.ovsdb, log: silentLogger, requestTimeoutMs: 5_000 });
-    ovs = new OvsBridgeClient(db, { applyTimeoutMs: 3_000 });
+    ovs = new OvsBridgeClient(db, { applyTimeoutMs: 3_000, rundir: ovsRundir(host.ovsdb) });
   });
   after(async () => {
     db?.close();
@@ -43,6 +45,8 @@ describe('OVS adapters on a real ovsdb-server and ovs-vswitchd', () => {
         foreignBridge: async (name) => void (await host.vsctl(['add-br', name, '--', 'set', 'bridge', name, 'datapath_type=netdev'])),
         foreignPort: async (bridge, name) => void (await host.vsctl(['add-port', bridge, name, '--', 'set', 'interface', name, 'type=internal'])),
         device: async (name) => void (await host.exec('ip', ['link', 'add', 'name', name, 'up', 'type', 'veth', 'peer', 'name', `${name.slice(0, 12)}pp`])),
+        foreignFlow: async (bridge, cookie) => void (await host.ofctl(['add-flow', bridge, `cookie=${cookie},priority=5,udp,tp_dst=9,actions=drop`])),
+        allCookies: async (bridge) => parseFlowCookies((await host.ofctl(['dump-flows', bridge])).stdout),
       };
     });
   });

@@ -14,6 +14,12 @@ describe('contract: FakeOvs', () => {
       foreignBridge: async (name) => void ovs.bridges.set(name, { name, datapathType: 'netdev', externalIds: {} }),
       foreignPort: async (bridge, name) => void ovs.ports.set(name, { bridge, name, type: 'internal', tag: undefined, externalIds: {} }),
       device: async () => {},
+      foreignFlow: async (bridge, cookie) => {
+        const table = ovs.flowTables.get(bridge) ?? new Map();
+        table.set(`foreign|${cookie}`, { cookie, text: 'priority=5,udp,tp_dst=9,actions=drop' });
+        ovs.flowTables.set(bridge, table);
+      },
+      allCookies: async (bridge) => [...(ovs.flowTables.get(bridge)?.values() ?? [])].map((f) => f.cookie),
     };
   });
 });

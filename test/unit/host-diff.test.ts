@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { diffHost, scopeOf } from '../../src/domain/host-diff.js';
+import { cookieMatches, guardFor, portCookiePrefix, portFlows } from '../../src/domain/flows.js';
 import { type DesiredPort, type ObservedHost, type ObservedPort, desiredHost, endpointPort, gatewayPort, tunnelPort } from '../../src/domain/host.js';
 import { parseNetworkOptions } from '../../src/domain/options.js';
 import type { EndpointRecord, NetworkRecord } from '../../src/domain/records.js';
@@ -217,5 +218,63 @@ describe('host diff', () => {
     const { observed } = healthy(nets, []);
     const item = diff(nets, [], { ...observed, firewall: { ...observed.firewall!, jumps: false } });
     assert.deepEqual(item.map((d) => [d.drift.kind, d.repairs[0]?.type]), [['firewall-drift', 'sync-firewall']]);
+  });
+});
+
+describe('guard flows of container ports', () => {
+  const withFlows = (observed: ObservedHost, cookies: string[], meters = new Map<number, { kbps: number; burstKbit: number }>()): ObservedHost => ({
+    ...observed,
+    flows: new Map([['ovs0', { cookies, meters }]]),
+  });
+
+  it('holds a port to its MAC and addresses: IPv4 and ARP only with an address, neighbour discovery always, the rest dropped', () => {
+    const guard = guardFor({ antiSpoofing: true, rate: undefined }, { mac: '02:42:0A:0D:A0:02', address: '10.13.160.2/24', addressIpv6: 'fd00::2/64' })!;
+    const texts = portFlows('ovs0', 'ovsx', 7, guard).flows.map((f) => f.text);
+    assert.ok(texts.includes('table=0,priority=36010,in_port=7,dl_src=02:42:0a:0d:a0:02,ip,nw_src=10.13.160.2,actions=NORMAL'));
+    assert.ok(texts.includes('table=0,priority=36010,in_port=7,dl_src=02:42:0a:0d:a0:02,arp,arp_spa=10.13.160.2,arp_sha=02:42:0a:0d:a0:02,actions=NORMAL'));
+    assert.ok(texts.includes('table=0,priority=36020,in_port=7,dl_src=02:42:0a:0d:a0:02,icmp6,icmp_type=136,nd_target=fd00::2,nd_tll=02:42:0a:0d:a0:02,actions=NORMAL'));
+    assert.ok(texts.includes('table=0,priority=36000,in_port=7,actions=drop'));
+    const v6only = portFlows('ovs0', 'ovsx', 7, guardFor({ antiSpoofing: true, rate: undefined }, { mac: '02:42:0a:0d:a0:02', address: '', addressIpv6: 'fd00::2/64' })!);
+    assert.ok(!v6only.flows.some((f) => /arp|nw_src/.test(f.text)), 'no IPv4 without an IPv4 address');
+    const rated = portFlows('ovs0', 'ovsx', 7, guardFor({ antiSpoofing: false, rate: { mbit: 10, burstKbit: 2500 } }, { mac: '02:42:0a:0d:a0:02', address: '10.13.160.2/24', addressIpv6: '' })!);
+    assert.deepEqual(rated.flows.map((f) => f.text), ['table=0,priority=36000,in_port=7,actions=meter:7,NORMAL']);
+    assert.deepEqual(rated.meter, { id: 7, kbps: 10_000, burstKbit: 2500 });
+    assert.equal(guardFor({ antiSpoofing: false, rate: undefined }, { mac: 'x', address: '', addressIpv6: '' }), undefined);
+    for (const f of [...texts.map(() => undefined), ...portFlows('ovs0', 'ovsx', 7, guard).flows]) if (f) assert.ok(cookieMatches(f.cookie, portCookiePrefix('ovsx')));
+  });
+
+  it('finds nothing when every guard flow and meter is there; finds missing, changed and stray ones, and repairs each', () => {
+    const net = network({ generic: { vlan: '860', rate: '10' } });
+    const ep = endpoint();
+    const { observed } = healthy([net], [ep]);
+    const want = portFlows('ovs0', ep.hostIf, 1, endpointPort(net, ep).guard!);
+    const cookies = want.flows.map((f) => f.cookie);
+    const meters = new Map([[1, { kbps: 10_000, burstKbit: 2500 }]]);
+    assert.deepEqual(diff([net], [ep], withFlows(observed, cookies, meters)), []);
+    assert.deepEqual(diff([net], [ep], observed), [], 'flows not read: not compared');
+
+    const missing = diff([net], [ep], withFlows(observed, cookies.slice(2), meters));
+    assert.deepEqual(missing.map((d) => [d.drift.kind, d.drift.port, d.endpointId, d.repairs[0]?.type]), [['port-flows-differ', ep.hostIf, ep.id, 'sync-flows']]);
+    assert.match(missing[0]!.drift.detail, /2 of its \d+ guard flows missing/);
+
+    // A port that came back with another number: every flow names the old one.
+    const ports = new Map(observed.ports);
+    ports.set(ep.hostIf, { ...observed.ports.get(ep.hostIf)!, ofport: 9 });
+    const moved = diff([net], [ep], withFlows({ ...observed, ports }, cookies, meters));
+    assert.equal(moved.length, 1);
+    const repair = moved[0]!.repairs[0]!;
+    assert.ok(repair.type === 'sync-flows' && repair.flows.ofport === 9 && repair.stale.length === cookies.length);
+
+    const slow = diff([net], [ep], withFlows(observed, cookies, new Map([[1, { kbps: 1_000, burstKbit: 2500 }]])));
+    assert.match(slow[0]!.drift.detail, /meter 1 at 1000 kbit\/s, burst 2500 kbit where 10000 kbit\/s, burst 2500 kbit belongs/);
+
+    const stray = portCookiePrefix('ovs0123456789ab').split('/')[0]!;
+    const orphan = diff([net], [ep], withFlows(observed, [...cookies, stray], meters));
+    assert.deepEqual(orphan.map((d) => [d.drift.kind, d.repairs[0]?.type]), [['orphan-flows', 'delete-flows']]);
+    assert.ok(orphan[0]!.repairs[0]!.type === 'delete-flows' && cookieMatches(stray, orphan[0]!.repairs[0]!.cookies[0]!));
+
+    const off = network({ generic: { vlan: '860', anti_spoofing: 'false' } });
+    const leftover = diff([off], [ep], withFlows(healthy([off], [ep]).observed, cookies));
+    assert.deepEqual(leftover.map((d) => [d.drift.kind, d.repairs[0]?.type]), [['port-flows-differ', 'delete-flows']]);
   });
 });

@@ -6,6 +6,11 @@ const defaults = { bridge: 'ovs0' };
 const flags = { internal: false, ipv6: false };
 const parse = (generic: Record<string, unknown>, f = flags) => parseNetworkOptions(generic, f, defaults);
 
+function pick(spec: ReturnType<typeof parse>): { antiSpoofing: boolean; rate: unknown } {
+  assert.ok(spec.mode !== 'ovn');
+  return { antiSpoofing: spec.antiSpoofing, rate: spec.rate };
+}
+
 describe('network options', () => {
   it('defaults to an untagged nat network on the default bridge', () => {
     assert.deepEqual(parse({}), {
@@ -16,6 +21,8 @@ describe('network options', () => {
       gatewayMode: 'nat',
       internal: false,
       ipv6: false,
+      antiSpoofing: true,
+      rate: undefined,
       uplink: undefined,
     });
   });
@@ -30,6 +37,8 @@ describe('network options', () => {
       gatewayMode: 'external',
       internal: false,
       ipv6: false,
+      antiSpoofing: true,
+      rate: undefined,
       uplink: 'eth1',
     });
     const overlay = parse({ mode: 'vxlan', vni: '5001', peers: '10.250.0.2, 10.250.0.3,10.250.0.2' });
@@ -39,6 +48,16 @@ describe('network options', () => {
     const gre = parse({ mode: 'gre', key: '4294967295' });
     assert.ok(gre.mode === 'gre');
     assert.equal(gre.tunnelKey, 4294967295, 'the largest GRE key');
+  });
+
+  it('reads anti_spoofing, rate and burst, with a quarter second of the rate as the default burst', () => {
+    assert.deepEqual(pick(parse({ anti_spoofing: 'false' })), { antiSpoofing: false, rate: undefined });
+    assert.deepEqual(pick(parse({ rate: '20' })), { antiSpoofing: true, rate: { mbit: 20, burstKbit: 5000 } });
+    assert.deepEqual(pick(parse({ mode: 'vxlan', vni: '5', rate: '100', burst: '2000' })), { antiSpoofing: true, rate: { mbit: 100, burstKbit: 2000 } });
+    assert.deepEqual(pick(parse({ rate: '1' })).rate, { mbit: 1, burstKbit: 250 });
+    const ovn = { bridge: 'ovs0', ovn: { bridge: 'br-int' } };
+    assert.throws(() => parseNetworkOptions({ mode: 'ovn', anti_spoofing: 'false' }, flags, ovn), /option anti_spoofing applies to mode=vlan, vxlan or gre, not mode=ovn: an OVN network's logical ports always carry port security/);
+    assert.throws(() => parseNetworkOptions({ mode: 'ovn', rate: '5' }, flags, ovn), /option rate applies to mode=vlan, vxlan or gre, not mode=ovn/);
   });
 
   it("accepts Docker's own MTU option as a synonym", () => {
@@ -57,7 +76,7 @@ describe('network options', () => {
     [{ gateway_mode: 'bridge' }, /^invalid value "bridge" for option gateway_mode: valid values are nat, routed, external, isolated$/],
     [{ bridge: 'br/0' }, /^invalid value "br\/0" for option bridge: an OVS bridge name is 1 to 15 characters/],
     [{ bridge: 'a-very-long-bridge' }, /option bridge/],
-    [{ foo: 'bar' }, /^unknown option foo=bar; valid options: bridge, gateway_mode, key, mode, mtu, ovn_network, ovn_router, peers, uplink, vlan, vni$/],
+    [{ foo: 'bar' }, /^unknown option foo=bar; valid options: anti_spoofing, bridge, burst, gateway_mode, key, mode, mtu, ovn_network, ovn_router, peers, rate, uplink, vlan, vni$/],
     [{ mode: 'geneve' }, /^invalid value "geneve" for option mode: valid values are vlan, vxlan, gre, ovn$/],
     [{ mode: 'vxlan' }, /^mode=vxlan needs -o vni=<1-16777215>: the same value on every host of the network$/],
     [{ mode: 'gre' }, /^mode=gre needs -o key=<0-4294967295>/],
@@ -69,6 +88,11 @@ describe('network options', () => {
     [{ mode: 'vxlan', vni: '5', uplink: 'eth1' }, /^option uplink applies to mode=vlan/],
     [{ mode: 'vxlan', vni: '5', gateway_mode: 'routed' }, /^invalid value "routed" for option gateway_mode: an overlay spans hosts/],
     [{ uplink: 'eth 1' }, /^invalid value "eth 1" for option uplink/],
+    [{ anti_spoofing: 'off' }, /^invalid value "off" for option anti_spoofing: valid values are true and false$/],
+    [{ rate: '0' }, /^invalid value "0" for option rate: must be an integer from 1 to 100000 \(Mbit\/s\)$/],
+    [{ rate: '1.5' }, /^invalid value "1.5" for option rate/],
+    [{ rate: '10', burst: '10' }, /^invalid value "10" for option burst: must be an integer from 64 to 10000000 \(kilobits\)$/],
+    [{ burst: '1000' }, /^invalid value "1000" for option burst: burst goes with rate: give -o rate=<Mbit\/s> as well$/],
     [{ vlan: 860 }, /invalid value 860 for option vlan: must be a string/],
   ];
   for (const [generic, message] of cases) {

@@ -22,7 +22,10 @@ export function createEndpoint(ctx: NetworkContext, req: CreateEndpointRequest):
   return ctx.locks.run(endpointLock(req.endpointId), async () => {
     const { state } = ctx;
     const network = networkOf(ctx, req.networkId);
-    parseEndpointOptions(req.driverOptions ?? {});
+    const options = parseEndpointOptions(req.driverOptions ?? {});
+    if (options.rate && network.spec.mode === 'ovn') {
+      throw badRequest('InvalidOption', "endpoint option rate applies to networks of mode=vlan, vxlan or gre: an OVN network's ports are ovn-controller's to program");
+    }
     const address = endpointAddress(req.address, network.ipv4, 4);
     const addressIpv6 = endpointAddress(req.addressIpv6, network.ipv6, 6);
     const given = req.macAddress || req.optionMac;
@@ -32,7 +35,7 @@ export function createEndpoint(ctx: NetworkContext, req: CreateEndpointRequest):
 
     const existing = state.endpoints.get(req.endpointId);
     if (existing) {
-      if (existing.networkId !== req.networkId || existing.address !== address || existing.mac !== mac) {
+      if (existing.networkId !== req.networkId || existing.address !== address || existing.mac !== mac || JSON.stringify(existing.rate) !== JSON.stringify(options.rate)) {
         throw conflict('EndpointExists', `endpoint ${short(req.endpointId)} already exists with different settings`);
       }
       return answer;
@@ -56,6 +59,7 @@ export function createEndpoint(ctx: NetworkContext, req: CreateEndpointRequest):
       joined: false,
       sandboxKey: '',
       createdAt: new Date().toISOString(),
+      ...(options.rate ? { rate: options.rate } : {}),
     };
     await state.commit([{ type: 'put', kind: 'endpoint', value: record }]);
     ctx.faults.point('CreateEndpoint', 'after-record');
@@ -104,9 +108,9 @@ export async function settleDevices(ctx: NetworkContext, endpointId: string): Pr
 }
 
 /** Removes an endpoint's devices through its network's backend (the bridge backend's when the network is unknown). */
-export async function teardownDevices(ctx: NetworkContext, endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf'> & { networkId?: string }): Promise<void> {
+export async function teardownDevices(ctx: NetworkContext, endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf' | 'rate'> & { networkId?: string }): Promise<void> {
   const network = endpoint.networkId === undefined ? undefined : ctx.state.networks.get(endpoint.networkId);
-  await (network ? backendFor(ctx, network.spec) : ctx.bridge).teardownEndpoint(endpoint);
+  await (network ? backendFor(ctx, network.spec) : ctx.bridge).teardownEndpoint(endpoint, network);
 }
 
 /**

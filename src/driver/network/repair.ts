@@ -44,7 +44,7 @@ export async function desiredFrom(host: LocalHost, records: Records): Promise<De
 export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise<RepairResult[]> {
   return ctx.locks.run(NETWORKS_LOCK, async () => {
     // Observe first, read the records after: a device made meanwhile already has its record.
-    const observed = await ctx.host.observe();
+    const observed = await ctx.host.observe({ flows: true });
     const records = ctx.state.records();
     const desired = await desiredFrom(ctx.host, records);
     const differences = diffHost(desired, observed, { records, docker: options.docker, now: options.now, graceMs: options.graceMs });
@@ -81,7 +81,7 @@ export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise
  * command works out itself when the plugin is down.
  */
 export async function readDrift(host: LocalHost, records: () => Records, options: ConvergeOptions & { ovn?: OvnBackend }): Promise<Drift[]> {
-  const observed = await host.observe();
+  const observed = await host.observe({ flows: true });
   const now = records();
   const drift = findDrift(now, await desiredFrom(host, now), observed, { docker: options.docker, now: options.now, graceMs: options.graceMs });
   if (options.ovn) drift.push(...(await options.ovn.differences(observed, options)).map((d) => d.drift));

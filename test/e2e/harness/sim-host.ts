@@ -43,7 +43,7 @@ const PLUGIN_DIR = '/run/docker/plugins';
 const OVS_SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema';
 
 export const REQUIRED_TOOLS = [
-  'dockerd', 'docker', 'ovsdb-server', 'ovs-vswitchd', 'ovs-vsctl', 'ovsdb-tool', 'ip', 'nsenter',
+  'dockerd', 'docker', 'ovsdb-server', 'ovs-vswitchd', 'ovs-vsctl', 'ovs-ofctl', 'ovsdb-tool', 'ip', 'nsenter',
   'iptables', 'iptables-restore', 'ip6tables-restore', 'ethtool',
 ];
 
@@ -145,6 +145,12 @@ export class SimHost {
 
   vsctl(args: readonly string[], options?: CmdOptions): Promise<Result> {
     return cmd('ovs-vsctl', [`--db=${this.ovsdb}`, '--timeout=20', ...args], options);
+  }
+
+  /** ovs-ofctl (OpenFlow 1.3) on a bridge of this host: `args` is the command, the bridge, then the rest. */
+  ofctl(args: readonly string[], options?: CmdOptions): Promise<Result> {
+    const [command, bridge, ...rest] = args;
+    return cmd('ovs-ofctl', ['-O', 'OpenFlow13', command!, `unix:${this.dir}/ovs/${bridge}.mgmt`, ...rest], options);
   }
 
   private ovsEnv(): Record<string, string> {
