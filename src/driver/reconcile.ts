@@ -53,6 +53,8 @@ const REPAIRED: Partial<Record<Drift['kind'], { what: string; counter: string }>
   'gateway-link-differs': { what: 'set a gateway port back to its addresses', counter: 'gatewaysRepaired' },
   'orphan-port': { what: 'removed an OVS port no record accounts for', counter: 'portsRemoved' },
   'orphan-veth': { what: 'removed a veth no endpoint accounts for', counter: 'vethsRemoved' },
+  'port-flows-differ': { what: "put a container port's guard flows (anti-spoofing, rate) back", counter: 'flowsRepaired' },
+  'orphan-flows': { what: 'removed guard flows of a port no container has', counter: 'flowsRemoved' },
   'firewall-drift': { what: "rewrote the plugin's firewall chains", counter: 'firewallRewritten' },
   'ip-forward-off': { what: 'turned IPv4 forwarding on', counter: 'forwardingEnabled' },
   'ovn-switch-missing': { what: 'made the OVN logical switch of a network again', counter: 'ovnSwitchesRestored' },
