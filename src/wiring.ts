@@ -13,7 +13,7 @@ import { LevelStore } from './adapters/level-store.js';
 import { IpLinks } from './adapters/links.js';
 import { OvsBridgeClient } from './adapters/ovs.js';
 import { OvsdbClient } from './adapters/ovsdb.js';
-import { ModuleDatapathProbe, ProcSysctl } from './adapters/system.js';
+import { ModuleDatapathProbe, ProcHostPorts, ProcSysctl } from './adapters/system.js';
 import { GatewayWatcher } from './adapters/watch.js';
 import { NB_DATABASE, OvnNorthbound } from './adapters/ovn-nb.js';
 import { LocalHost } from './driver/host.js';
@@ -41,6 +41,7 @@ export function openHost(config: Config, log: Logger, options: { requestTimeoutM
     links,
     firewall: new IptablesFirewall(run),
     sysctl: new ProcSysctl(),
+    hostPorts: new ProcHostPorts(run),
     datapathProbe: new ModuleDatapathProbe(),
     datapath: config.datapath,
     log,

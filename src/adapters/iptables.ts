@@ -3,7 +3,7 @@
  * iptables-restore --noflush (atomic, idempotent), plus one jump into each
  * from the built-in chain. No other rule or chain is touched.
  */
-import { FORWARD_CHAIN, POSTROUTING_CHAIN, type FirewallRules, type Rule } from '../domain/firewall.js';
+import { DNAT_CHAIN, EMPTY_RULES, FORWARD_CHAIN, POSTROUTING_CHAIN, type FirewallRules, type Rule } from '../domain/firewall.js';
 import type { ObservedFirewall } from '../domain/host.js';
 import type { Firewall } from '../driver/ports.js';
 import type { Runner } from './exec.js';
@@ -11,64 +11,96 @@ import type { Runner } from './exec.js';
 interface Table {
   name: 'filter' | 'nat';
   chain: string;
-  parent: string;
   rules: readonly Rule[];
+  /** Built-in chains that jump into it, each with the matches of its jump (as `iptables -S` prints them). */
+  jumps: ReadonlyArray<{ parent: string; match: readonly string[] }>;
 }
 
-function restoreInput(tables: readonly Table[]): string {
+/** Published ports: traffic to the host's own addresses, from outside (PREROUTING) and from the host itself (OUTPUT, not loopback). */
+function dnatJumps(family: '4' | '6'): Table['jumps'] {
+  return [
+    { parent: 'PREROUTING', match: ['-m', 'addrtype', '--dst-type', 'LOCAL'] },
+    { parent: 'OUTPUT', match: ['!', '-d', family === '4' ? '127.0.0.0/8' : '::1/128', '-m', 'addrtype', '--dst-type', 'LOCAL'] },
+  ];
+}
+
+function tables(family: '4' | '6', rules: FirewallRules): Table[] {
+  const f = family === '4' ? rules.v4 : rules.v6;
+  return [
+    { name: 'filter', chain: FORWARD_CHAIN, rules: f.filter, jumps: [{ parent: 'FORWARD', match: [] }] },
+    { name: 'nat', chain: POSTROUTING_CHAIN, rules: f.nat, jumps: [{ parent: 'POSTROUTING', match: [] }] },
+    { name: 'nat', chain: DNAT_CHAIN, rules: f.dnat, jumps: dnatJumps(family) },
+  ];
+}
+
+function restoreInput(list: readonly Table[]): string {
   const lines: string[] = [];
-  for (const table of tables) {
-    lines.push(`*${table.name}`, `:${table.chain} - [0:0]`);
-    for (const rule of table.rules) lines.push(['-A', table.chain, ...rule].join(' '));
+  for (const name of ['filter', 'nat'] as const) {
+    const inTable = list.filter((t) => t.name === name);
+    if (inTable.length === 0) continue;
+    lines.push(`*${name}`, ...inTable.map((t) => `:${t.chain} - [0:0]`));
+    for (const table of inTable) for (const rule of table.rules) lines.push(['-A', table.chain, ...rule].join(' '));
     lines.push('COMMIT');
   }
   return lines.join('\n') + '\n';
+}
+
+function jumpLine(parent: string, match: readonly string[], chain: string): string {
+  return ['-A', parent, ...match, '-j', chain].join(' ');
 }
 
 export class IptablesFirewall implements Firewall {
   constructor(private readonly run: Runner) {}
 
   async sync(rules: FirewallRules): Promise<void> {
-    await this.apply('4', [
-      { name: 'filter', chain: FORWARD_CHAIN, parent: 'FORWARD', rules: rules.v4.filter },
-      { name: 'nat', chain: POSTROUTING_CHAIN, parent: 'POSTROUTING', rules: rules.v4.nat },
-    ]);
-    await this.apply('6', [{ name: 'filter', chain: FORWARD_CHAIN, parent: 'FORWARD', rules: rules.v6.filter }]);
+    await this.apply('4', tables('4', rules));
+    await this.apply('6', tables('6', rules));
   }
 
   /** One iptables-save per table: the plugin's chains and the jumps into them, in one read each. */
   async read(): Promise<ObservedFirewall> {
-    const table = async (tool: string, name: string, chain: string, parent: string) => {
-      const { stdout } = await this.run(tool, ['-t', name]);
-      const lines = stdout.split('\n');
-      const prefix = `-A ${chain} `;
+    const save = async (tool: string, name: string) => (await this.run(tool, ['-t', name])).stdout.split('\n');
+    const chain = (lines: string[], table: Table) => {
+      const prefix = `-A ${table.chain} `;
       return {
         // iptables-save quotes comments ("ovsnet:..."); the rules as written carry them bare.
         rules: lines.filter((l) => l.startsWith(prefix)).map((l) => l.slice(prefix.length).replace(/--comment "([^"\s]*)"/g, '--comment $1')),
-        jump: lines.includes(`-A ${parent} -j ${chain}`),
+        jump: table.jumps.every((j) => lines.includes(jumpLine(j.parent, j.match, table.chain))),
       };
     };
-    const [filter4, nat4, filter6] = await Promise.all([
-      table('iptables-save', 'filter', FORWARD_CHAIN, 'FORWARD'),
-      table('iptables-save', 'nat', POSTROUTING_CHAIN, 'POSTROUTING'),
-      table('ip6tables-save', 'filter', FORWARD_CHAIN, 'FORWARD'),
+    const [filter4, nat4, filter6, nat6] = await Promise.all([
+      save('iptables-save', 'filter'),
+      save('iptables-save', 'nat'),
+      save('ip6tables-save', 'filter'),
+      save('ip6tables-save', 'nat'),
     ]);
-    return { filter4: filter4.rules, nat4: nat4.rules, filter6: filter6.rules, jumps: filter4.jump && nat4.jump && filter6.jump };
+    const [f4, n4, d4] = tables('4', EMPTY_RULES);
+    const [f6, n6, d6] = tables('6', EMPTY_RULES);
+    const read = [chain(filter4, f4!), chain(nat4, n4!), chain(nat4, d4!), chain(filter6, f6!), chain(nat6, n6!), chain(nat6, d6!)];
+    return {
+      filter4: read[0]!.rules,
+      nat4: read[1]!.rules,
+      dnat4: read[2]!.rules,
+      filter6: read[3]!.rules,
+      nat6: read[4]!.rules,
+      dnat6: read[5]!.rules,
+      jumps: read.every((r) => r.jump),
+    };
   }
 
-  private async apply(family: '4' | '6', tables: Table[]): Promise<void> {
+  private async apply(family: '4' | '6', list: Table[]): Promise<void> {
     const tool = family === '4' ? 'iptables' : 'ip6tables';
-    await this.run(`${tool}-restore`, ['--noflush', '--wait'], { input: restoreInput(tables) });
-    for (const table of tables) await this.ensureJump(tool, table);
+    await this.run(`${tool}-restore`, ['--noflush', '--wait'], { input: restoreInput(list) });
+    for (const table of list) for (const jump of table.jumps) await this.ensureJump(tool, table, jump);
   }
 
   /** The jump goes right after Docker's DOCKER-USER jump when there is one, so the operator's rules still come first. */
-  private async ensureJump(tool: string, table: Table): Promise<void> {
-    const { stdout } = await this.run(tool, ['--wait', '-t', table.name, '-S', table.parent]);
+  private async ensureJump(tool: string, table: Table, jump: Table['jumps'][number]): Promise<void> {
+    const { stdout } = await this.run(tool, ['--wait', '-t', table.name, '-S', jump.parent]);
     const rules = stdout.split('\n').filter((l) => l.startsWith('-A '));
-    if (rules.some((l) => l === `-A ${table.parent} -j ${table.chain}`)) return;
-    const dockerUser = rules.findIndex((l) => l === `-A ${table.parent} -j DOCKER-USER`);
+    if (rules.includes(jumpLine(jump.parent, jump.match, table.chain))) return;
+    const dockerUser = rules.findIndex((l) => l === `-A ${jump.parent} -j DOCKER-USER`);
     const position = dockerUser >= 0 ? dockerUser + 2 : 1;
-    await this.run(tool, ['--wait', '-t', table.name, '-I', table.parent, String(position), '-j', table.chain]);
+    await this.run(tool, ['--wait', '-t', table.name, '-I', jump.parent, String(position), ...jump.match, '-j', table.chain]);
   }
 }

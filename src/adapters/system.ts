@@ -1,10 +1,13 @@
 /**
- * Small host facts and switches: IP forwarding and which OVS datapath works.
+ * Small host facts and switches: IP forwarding, which OVS datapath works, and
+ * which host ports are in use.
  */
 import { access, readFile, writeFile } from 'node:fs/promises';
+import { type PortHolder, parseDockerDnat, parseProcNet } from '../domain/published.js';
 import type { Datapath } from '../domain/records.js';
 import { unavailable } from '../errors.js';
-import type { DatapathProbe, Sysctl } from '../driver/ports.js';
+import type { DatapathProbe, HostPorts, Sysctl } from '../driver/ports.js';
+import type { Runner } from './exec.js';
 
 export class ProcSysctl implements Sysctl {
   constructor(private readonly root = '/proc/sys') {}
@@ -44,5 +47,47 @@ export class ModuleDatapathProbe implements DatapathProbe {
     } catch {
       return 'netdev';
     }
+  }
+}
+
+/**
+ * Host ports in use, from /proc/net (the plugin runs in the host's network
+ * namespace: as a daemon, or as a managed plugin with host networking) and
+ * from Docker's DOCKER chain in the nat table.
+ */
+export class ProcHostPorts implements HostPorts {
+  constructor(
+    private readonly run: Runner,
+    private readonly proc = '/proc',
+  ) {}
+
+  async inUse(): Promise<PortHolder[]> {
+    const read = (name: string) => readFile(`${this.proc}/net/${name}`, 'utf8').catch(() => '');
+    const [tcp, tcp6, udp, udp6, docker] = await Promise.all([
+      read('tcp'),
+      read('tcp6'),
+      read('udp'),
+      read('udp6'),
+      this.run('iptables', ['--wait', '-t', 'nat', '-S', 'DOCKER']).then((r) => r.stdout, () => ''),
+    ]);
+    const out: PortHolder[] = [];
+    const listening = (proto: 'tcp' | 'udp', text: string, v6: boolean) => {
+      for (const s of parseProcNet(text, proto, v6)) {
+        const where = s.address.includes(':') ? `[${s.address}]:${s.port}` : `${s.address}:${s.port}`;
+        out.push({ proto, address: s.address, port: s.port, holder: `a program on the host ${proto === 'tcp' ? 'listens on' : 'is bound to'} ${where} (docker-proxy, when Docker's own bridge publishes the port)` });
+      }
+    };
+    listening('tcp', tcp, false);
+    listening('tcp', tcp6, true);
+    listening('udp', udp, false);
+    listening('udp', udp6, true);
+    for (const d of parseDockerDnat(docker)) out.push({ ...d, holder: "published by Docker's own bridge network (a DNAT rule in iptables' DOCKER chain)" });
+    return out;
+  }
+
+  async ephemeralRange(): Promise<[number, number]> {
+    const text = await readFile(`${this.proc}/sys/net/ipv4/ip_local_port_range`, 'utf8').catch(() => '32768 60999');
+    const [lo, hi] = text.trim().split(/\s+/).map(Number);
+    return lo && hi && lo <= hi ? [lo, hi] : [32768, 60999];
   }
 }

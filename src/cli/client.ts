@@ -2,6 +2,7 @@
  * What the CLI talks to: the plugin over its Unix socket, and Docker (through
  * dockerode) to turn network names into ids.
  */
+import type { PortProto } from '../domain/published.js';
 import http from 'node:http';
 import Docker from 'dockerode';
 
@@ -16,7 +17,7 @@ export interface PluginNetwork {
   state: string;
   gatewayPort?: string;
   createdAt: string;
-  spec: { mode: string; peers?: string[]; bridge: string; vlan?: number; tunnelKey?: number; gatewayMode: string; uplink?: string; ovnNetwork?: string };
+  spec: { mode: string; peers?: string[]; bridge: string; vlan?: number; tunnelKey?: number; gatewayMode: string; uplink?: string; ovnNetwork?: string; rate?: { mbit: number } };
   ovn?: { switchName: string; subnet: string };
   localTag?: number;
   mtu: number;
@@ -26,7 +27,19 @@ export interface PluginNetwork {
 
 export interface PluginState {
   networks: PluginNetwork[];
-  endpoints: Array<{ id: string; networkId: string; address: string; addressIpv6: string; mac: string; hostIf: string; peerIf: string; joined: boolean; createdAt: string }>;
+  endpoints: Array<{
+    id: string;
+    networkId: string;
+    address: string;
+    addressIpv6: string;
+    mac: string;
+    hostIf: string;
+    peerIf: string;
+    joined: boolean;
+    createdAt: string;
+    rate?: { mbit: number };
+    ports?: Array<{ proto: PortProto; hostIp: string; hostPort: number; port: number }>;
+  }>;
   pools: Array<{ id: string; addressSpace: string; pool: string; range: string; createdAt: string }>;
   addresses: Array<{ poolId: string; address: string; kind: string; createdAt: string }>;
   /** OVN networks: the hosts that use each (asked with ?ovn=1). */

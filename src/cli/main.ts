@@ -128,8 +128,8 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, ou
     case 'endpoints': {
       const rows = endpointRows(await client.state(), await dockerNames(dockerClient(env)));
       if (json) return out(JSON.stringify(rows, null, 2)), 0;
-      const cells = rows.map((r) => [r.container || '-', r.containerId.slice(0, 12) || '-', r.network, r.address || r.addressIpv6, r.mac, r.port, r.tag === null ? '-' : String(r.tag)]);
-      for (const line of table(['CONTAINER', 'CONTAINER ID', 'NETWORK', 'ADDRESS', 'MAC', 'OVS PORT', 'TAG'], cells)) out(line);
+      const cells = rows.map((r) => [r.container || '-', r.containerId.slice(0, 12) || '-', r.network, r.address || r.addressIpv6, r.mac, r.port, r.tag === null ? '-' : String(r.tag), r.published.join(', ') || '-']);
+      for (const line of table(['CONTAINER', 'CONTAINER ID', 'NETWORK', 'ADDRESS', 'MAC', 'OVS PORT', 'TAG', 'PUBLISHED'], cells)) out(line);
       return 0;
     }
     case 'doctor': {

@@ -2,6 +2,7 @@
  * `ovsnet networks` and `ovsnet endpoints`: what the plugin holds, with
  * Docker's names for networks and containers.
  */
+import { describePort } from '../domain/published.js';
 import type Docker from 'dockerode';
 import { boundsSize, usableBounds } from '../domain/allocator.js';
 import { parseCidr } from '../domain/cidr.js';
@@ -34,6 +35,10 @@ export interface EndpointRow {
   port: string;
   tag: number | null;
   joined: boolean;
+  /** Published ports, as Docker shows its own ("*:8080->80/tcp"); `docker port` cannot show a remote driver's. */
+  published: string[];
+  /** Its own rate limit, or its network's, in Mbit/s. */
+  rateMbit: number | null;
 }
 
 /** Docker's names: network id -> name, endpoint id -> container (both empty when Docker cannot be asked). */
@@ -103,6 +108,8 @@ export function endpointRows(state: PluginState, names: { networks: Map<string, 
       port: e.hostIf,
       tag: network?.localTag ?? null,
       joined: e.joined,
+      published: (e.ports ?? []).map(describePort),
+      rateMbit: (e.rate ?? network?.spec.rate)?.mbit ?? null,
     };
   });
 }

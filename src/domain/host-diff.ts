@@ -464,14 +464,17 @@ function firewallDifferences(rules: FirewallRules, observed: ObservedHost): Host
   if (!observed.firewall) return [];
   const out: HostDifference[] = [];
   const repairs: Repair[] = [{ type: 'sync-firewall', rules }];
-  const wanted = rules.v4.filter.length + rules.v4.nat.length + rules.v6.filter.length > 0;
+  const wanted = [rules.v4, rules.v6].some((f) => f.filter.length + f.nat.length + f.dnat.length > 0);
   if (!observed.firewall.jumps && wanted) {
-    out.push({ drift: { kind: 'firewall-drift', subject: 'jumps', detail: "a jump into the plugin's chains (OVSNET-FORWARD, OVSNET-POSTROUTING) is missing", fix: REPAIR }, repairs });
+    out.push({ drift: { kind: 'firewall-drift', subject: 'jumps', detail: "a jump into the plugin's chains (OVSNET-FORWARD, OVSNET-POSTROUTING, OVSNET-DNAT) is missing", fix: REPAIR }, repairs });
   }
   const rows = [
     { table: 'filter (IPv4)', have: observed.firewall.filter4, want: rules.v4.filter },
     { table: 'nat (IPv4)', have: observed.firewall.nat4, want: rules.v4.nat },
     { table: 'filter (IPv6)', have: observed.firewall.filter6, want: rules.v6.filter },
+    { table: 'nat DNAT (IPv4)', have: observed.firewall.dnat4 ?? [], want: rules.v4.dnat },
+    { table: 'nat (IPv6)', have: observed.firewall.nat6 ?? [], want: rules.v6.nat },
+    { table: 'nat DNAT (IPv6)', have: observed.firewall.dnat6 ?? [], want: rules.v6.dnat },
   ];
   for (const { table, have, want } of rows) {
     // Compare per network (by the comment tag): iptables may print a rule's matches in another order.

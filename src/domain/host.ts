@@ -106,7 +106,11 @@ export interface ObservedFirewall {
   readonly filter4: readonly string[];
   readonly nat4: readonly string[];
   readonly filter6: readonly string[];
-  /** Both built-in chains jump into the plugin's chains (IPv4 filter and nat, IPv6 filter). */
+  /** The published ports' DNAT chains and IPv6 POSTROUTING (absent from an observation of an older shape: read as empty). */
+  readonly dnat4?: readonly string[];
+  readonly nat6?: readonly string[];
+  readonly dnat6?: readonly string[];
+  /** The built-in chains jump into the plugin's chains (filter FORWARD, nat POSTROUTING, PREROUTING and OUTPUT; both families). */
   readonly jumps: boolean;
 }
 
@@ -275,7 +279,7 @@ export function desiredHost(networks: readonly NetworkRecord[], endpoints: reado
     bridges,
     ports,
     gateways,
-    firewall: firewallRules(networks),
+    firewall: firewallRules(networks, endpoints),
     ipv4Forwarding: networks.some((n) => n.gatewayPort && !n.spec.internal && n.ipv4.length > 0),
     devices,
   };

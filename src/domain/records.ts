@@ -3,6 +3,7 @@
  * parsed and re-formatted) so that equality of text is equality of meaning.
  */
 import type { RateLimit } from './flows.js';
+import type { PortRequest, PublishedPort } from './published.js';
 import { type NetworkSpec, normaliseSpec } from './options.js';
 
 export type Datapath = 'system' | 'netdev';
@@ -63,6 +64,10 @@ export interface EndpointRecord {
   readonly createdAt: string;
   /** Its own rate limit (--driver-opt rate), instead of its network's. */
   readonly rate?: RateLimit;
+  /** Ports published to it (-p, -P) while it is its container's gateway, with the host ports they got. */
+  readonly ports?: readonly PublishedPort[];
+  /** What Docker asked for, to know a repeated ProgramExternalConnectivity. */
+  readonly portRequests?: readonly PortRequest[];
 }
 
 export interface PoolRecord {

@@ -11,13 +11,14 @@ import { type ObservedHost, endpointPort } from '../domain/host.js';
 import { ROLE_KEY } from '../domain/names.js';
 import type { Datapath, DatapathSetting, EndpointRecord, NetworkRecord } from '../domain/records.js';
 import type { Logger } from '../log.js';
-import type { DatapathProbe, Firewall, Links, Ovs, Sysctl } from './ports.js';
+import type { DatapathProbe, Firewall, HostPorts, Links, Ovs, Sysctl } from './ports.js';
 
 export interface LocalHostOptions {
   ovs: Ovs;
   links: Links;
   firewall: Firewall;
   sysctl: Sysctl;
+  hostPorts: HostPorts;
   datapathProbe: DatapathProbe;
   /** What bridges the plugin creates get. */
   datapath: DatapathSetting;
@@ -35,6 +36,10 @@ export class LocalHost {
 
   get links(): Links {
     return this.o.links;
+  }
+
+  get hostPorts(): HostPorts {
+    return this.o.hostPorts;
   }
 
   /** The datapath a missing bridge is created with. */

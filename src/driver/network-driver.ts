@@ -15,7 +15,8 @@ import type { OvnBackend } from './ovn-backend.js';
 import { KeyedMutex } from './locks.js';
 import type { NetworkContext } from './network/context.js';
 import { createEndpoint, deleteEndpoint } from './network/endpoints.js';
-import { endpointOperInfo, join, leave, programExternalConnectivity } from './network/joinleave.js';
+import { endpointOperInfo, join, leave } from './network/joinleave.js';
+import { programExternalConnectivity, revokeExternalConnectivity } from './network/published.js';
 import { abandonCreate, createNetwork, deleteNetwork, setPeers } from './network/networks.js';
 import { type ConvergeOptions, type RepairResult, converge, readDrift } from './network/repair.js';
 import type { State } from './state.js';
@@ -79,8 +80,12 @@ export class NetworkDriver {
     return leave(this.ctx, ref);
   }
 
-  programExternalConnectivity(req: ProgramRequest): Record<string, never> {
+  programExternalConnectivity(req: ProgramRequest): Promise<Record<string, never>> {
     return programExternalConnectivity(this.ctx, req);
+  }
+
+  revokeExternalConnectivity(ref: EndpointRef): Promise<Record<string, never>> {
+    return revokeExternalConnectivity(this.ctx, ref);
   }
 
   endpointOperInfo(ref: EndpointRef): { Value: Record<string, unknown> } {

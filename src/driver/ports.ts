@@ -5,6 +5,7 @@
  */
 import type { FirewallRules } from '../domain/firewall.js';
 import type { ObservedFlows, PortFlows } from '../domain/flows.js';
+import type { PortHolder } from '../domain/published.js';
 import type { DockerNetwork } from '../domain/drift.js';
 import type { BridgeSpec, ObservedBridge, ObservedFirewall, ObservedLink, ObservedPort, PortSpec } from '../domain/host.js';
 import type { NbPort, NbPortSpec, NbRouter, NbSwitch, NbView, RouterAttachment } from '../domain/ovn.js';
@@ -100,6 +101,14 @@ export interface Firewall {
   sync(rules: FirewallRules): Promise<void>;
   /** The rules now in the plugin's chains, and whether the jumps into them are there. */
   read(): Promise<ObservedFirewall>;
+}
+
+/** Who else holds host ports, and where free ones are chosen from (published ports). */
+export interface HostPorts {
+  /** Sockets listening on the host (TCP) or bound there (UDP), and the ports Docker's own bridge publishes (its DNAT rules). */
+  inUse(): Promise<PortHolder[]>;
+  /** The kernel's local port range, where a host port is chosen when none is given (as Docker's own allocator does). */
+  ephemeralRange(): Promise<[number, number]>;
 }
 
 export interface Sysctl {

@@ -76,7 +76,7 @@ export function createApp(options: AppOptions): express.Express {
     'NetworkDriver.Join': (b) => network.join(decodeJoin(b)),
     'NetworkDriver.Leave': async (b) => (await network.leave(decodeEndpointRef(b)), {}),
     'NetworkDriver.ProgramExternalConnectivity': (b) => network.programExternalConnectivity(decodeProgram(b)),
-    'NetworkDriver.RevokeExternalConnectivity': (b) => (decodeEndpointRef(b), {}),
+    'NetworkDriver.RevokeExternalConnectivity': (b) => network.revokeExternalConnectivity(decodeEndpointRef(b)),
     'NetworkDriver.DiscoverNew': () => ({}),
     'NetworkDriver.DiscoverDelete': () => ({}),
 

@@ -85,8 +85,8 @@ describe('operating the plugin', () => {
     assert.equal(m1.address, `${(await containerAddress(host, 'm1', 'opsnet')).ip}/24`);
     assert.match(m1.port, /^ovs[0-9a-f]{12}$/);
     const text = (await cli(['endpoints'])).stdout;
-    assert.match(text, /^CONTAINER +CONTAINER ID +NETWORK +ADDRESS +MAC +OVS PORT +TAG$/m);
-    assert.match(text, /^m1 +[0-9a-f]{12} +opsnet +10\.70\.0\.\d+\/24 +02:42:0a:46:00:[0-9a-f]{2} +ovs[0-9a-f]{12} +70$/m);
+    assert.match(text, /^CONTAINER +CONTAINER ID +NETWORK +ADDRESS +MAC +OVS PORT +TAG +PUBLISHED$/m);
+    assert.match(text, /^m1 +[0-9a-f]{12} +opsnet +10\.70\.0\.\d+\/24 +02:42:0a:46:00:[0-9a-f]{2} +ovs[0-9a-f]{12} +70 +-$/m);
   });
 
   it('doctor: no drift on a healthy host, every difference with its fix otherwise', async () => {

@@ -4,11 +4,13 @@
  */
 import type { FirewallRules } from '../../src/domain/firewall.js';
 import { type ObservedFlows, type PortFlows, cookieMatches, isOwnedCookie } from '../../src/domain/flows.js';
+import type { PortHolder } from '../../src/domain/published.js';
 import type { Datapath } from '../../src/domain/records.js';
 import type { BridgeSpec, ObservedFirewall, ObservedLink } from '../../src/domain/host.js';
 import { type NbPort, type NbPortSpec, type NbRouter, type NbSwitch, type NbView, type RouterAttachment, type RouterPolicy, attachmentGaps, externalPortName, gatewayPortNames, hasGaps } from '../../src/domain/ovn.js';
 import type {
   DatapathProbe,
+  HostPorts,
   DockerNetwork,
   DockerView,
   Firewall,
@@ -297,7 +299,16 @@ export class FakeFirewall implements Firewall {
 
   async read(): Promise<ObservedFirewall> {
     const text = (rules: readonly (readonly string[])[] | undefined) => (rules ?? []).map((r) => r.join(' '));
-    return { filter4: text(this.current?.v4.filter), nat4: text(this.current?.v4.nat), filter6: text(this.current?.v6.filter), jumps: this.current !== undefined };
+    const c = this.current;
+    return {
+      filter4: text(c?.v4.filter),
+      nat4: text(c?.v4.nat),
+      dnat4: text(c?.v4.dnat),
+      filter6: text(c?.v6.filter),
+      nat6: text(c?.v6.nat),
+      dnat6: text(c?.v6.dnat),
+      jumps: c !== undefined,
+    };
   }
 }
 
@@ -310,6 +321,20 @@ export class FakeSysctl implements Sysctl {
 
   async ipv4Forwarding(): Promise<boolean> {
     return this.forwarding;
+  }
+}
+
+export class FakeHostPorts implements HostPorts {
+  /** Ports held on the host by others (listening programs, Docker's bridge). */
+  readonly held: PortHolder[] = [];
+  range: [number, number] = [32768, 60999];
+
+  async inUse(): Promise<PortHolder[]> {
+    return [...this.held];
+  }
+
+  async ephemeralRange(): Promise<[number, number]> {
+    return this.range;
   }
 }
 

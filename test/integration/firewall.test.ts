@@ -47,11 +47,18 @@ describe('iptables adapter in a scratch namespace', () => {
   });
 
   it('makes its chains exactly the rules, reads them back, and puts its jump right after DOCKER-USER', async () => {
-    const rules = firewallRules([network('1', 'nat'), network('2', 'routed')]);
+    const nat = network('1', 'nat');
+    const endpoint = {
+      id: 'e'.repeat(64), networkId: nat.id, address: '10.81.0.5/24', addressIpv6: 'fd00:1::5/64', mac: '02:42:0a:63:01:05', hostIf: 'ovseeeeeeeeeeee', peerIf: 'ovceeeeeeeeeeee',
+      joined: true, sandboxKey: '', createdAt: new Date(0).toISOString(),
+      ports: [{ proto: 'tcp', hostIp: '', hostPort: 8080, port: 80 }, { proto: 'udp', hostIp: '127.0.0.2', hostPort: 5353, port: 53 }],
+    } as const;
+    const rules = firewallRules([nat, network('2', 'routed')], [endpoint]);
+    assert.deepEqual([rules.v4.dnat.length, rules.v6.dnat.length], [2, 1]);
     await firewall.sync(rules);
     const read = await firewall.read();
     const text = (list: readonly (readonly string[])[]) => list.map((r) => r.join(' '));
-    assert.deepEqual(read, { filter4: text(rules.v4.filter), nat4: text(rules.v4.nat), filter6: text(rules.v6.filter), jumps: true });
+    assert.deepEqual(read, { filter4: text(rules.v4.filter), nat4: text(rules.v4.nat), dnat4: text(rules.v4.dnat), filter6: text(rules.v6.filter), nat6: text(rules.v6.nat), dnat6: text(rules.v6.dnat), jumps: true });
     const forward = (await ipt(['-S', 'FORWARD'])).stdout.split('\n').filter((l) => l.startsWith('-A'));
     assert.deepEqual(forward, ['-A FORWARD -j DOCKER-USER', '-A FORWARD -j OVSNET-FORWARD', '-A FORWARD -i foreign0 -j ACCEPT']);
   });

@@ -48,7 +48,7 @@ describe('drift', () => {
 
   it('reports firewall drift, forwarding off, OVS port errors and endpoints only Docker knows', async () => {
     const w = await healthyWorld();
-    w.firewall.current = { v4: { filter: [], nat: [] }, v6: { filter: [] } };
+    w.firewall.current = { v4: { filter: [], nat: [], dnat: [] }, v6: { filter: [], nat: [], dnat: [] } };
     w.sysctl.forwarding = false;
     w.docker.list[0]!.endpoints.set(id('7'), { addresses: ['10.13.160.9'] });
     const kinds = (await w.reconciler.drift(true)).map((d) => d.kind).sort();

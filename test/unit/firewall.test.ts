@@ -52,7 +52,7 @@ describe('firewall rules', () => {
 
   it('has nothing on the host for external and isolated networks', () => {
     const rules = firewallRules([network('d', { gateway_mode: 'external' }), network('e', { gateway_mode: 'isolated' })]);
-    assert.deepEqual(rules, { v4: { filter: [], nat: [] }, v6: { filter: [] } });
+    assert.deepEqual(rules, { v4: { filter: [], nat: [], dnat: [] }, v6: { filter: [], nat: [], dnat: [] } });
   });
 
   it('puts every isolation rule before any accept rule', () => {

@@ -75,7 +75,7 @@ function healthy(networks: NetworkRecord[], endpoints: EndpointRecord[]): { obse
       ports,
       links,
       addresses,
-      firewall: { filter4: text(rules.v4.filter), nat4: text(rules.v4.nat), filter6: text(rules.v6.filter), jumps: true },
+      firewall: { filter4: text(rules.v4.filter), nat4: text(rules.v4.nat), dnat4: text(rules.v4.dnat), filter6: text(rules.v6.filter), nat6: text(rules.v6.nat), dnat6: text(rules.v6.dnat), jumps: true },
       ipv4Forwarding: true,
     },
   };

@@ -7,7 +7,7 @@ import { OvnBackend } from '../../src/driver/ovn-backend.js';
 import type { OvnExternal } from '../../src/domain/ovn.js';
 import { State } from '../../src/driver/state.js';
 import { silentLogger } from '../../src/log.js';
-import { FakeFirewall, FakeLinks, FakeNorthbound, FakeOvs, FakeProbe, FakeSysctl, MemoryStore } from '../fakes/index.js';
+import { FakeFirewall, FakeLinks, FakeNorthbound, FakeOvs, FakeHostPorts, FakeProbe, FakeSysctl, MemoryStore } from '../fakes/index.js';
 
 export interface WorldOptions {
   store?: MemoryStore;
@@ -23,7 +23,8 @@ export async function world(options: WorldOptions = {}) {
   const links = new FakeLinks();
   const firewall = new FakeFirewall();
   const sysctl = new FakeSysctl();
-  const host = new LocalHost({ ovs, links, firewall, sysctl, datapathProbe: new FakeProbe('netdev'), datapath: 'auto', log: silentLogger });
+  const hostPorts = new FakeHostPorts();
+  const host = new LocalHost({ ovs, links, firewall, sysctl, hostPorts, datapathProbe: new FakeProbe('netdev'), datapath: 'auto', log: silentLogger });
   let ovn: OvnBackend | undefined;
   if (options.ovn) {
     const chassis = options.ovn.chassis ?? 'chassis-a';
@@ -42,7 +43,7 @@ export async function world(options: WorldOptions = {}) {
     now: options.now,
   });
   const network = new NetworkDriver({ state, host, ovn, ipam, defaults: { bridge: 'ovs0', mtu: 1500, ovn: ovn ? { bridge: 'br-int' } : undefined }, log: silentLogger });
-  return { store, state, ovs, links, firewall, sysctl, host, ipam, network, ovn };
+  return { store, state, ovs, links, firewall, sysctl, hostPorts, host, ipam, network, ovn };
 }
 
 export const id = (c: string) => c.repeat(64).slice(0, 64);

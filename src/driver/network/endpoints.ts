@@ -8,6 +8,7 @@
  * them, so a start does not pay for both in a row.
  */
 import { conflict, isPluginError } from '../../errors.js';
+import { firewallRules } from '../../domain/firewall.js';
 import { parseCidrWithHost } from '../../domain/cidr.js';
 import type { HostDifference } from '../../domain/host-diff.js';
 import { hostVethName, macForEndpoint, macForIpv4, normaliseMac, peerVethName } from '../../domain/names.js';
@@ -88,6 +89,8 @@ async function removeEndpoint(ctx: NetworkContext, ref: EndpointRef): Promise<vo
   await teardownDevices(ctx, record ?? { id: ref.endpointId, hostIf: hostVethName(ref.endpointId), peerIf: peerVethName(ref.endpointId) });
   ctx.faults.point('DeleteEndpoint', 'after-devices');
   if (record) await ctx.state.commit([{ type: 'del', kind: 'endpoint', key: record.id }]);
+  // Its published ports go with it (Docker revokes them first, but not after a crash).
+  if (record?.ports?.length) await syncPortRules(ctx);
   ctx.log.debug('endpoint deleted', { networkId: ref.networkId, endpointId: ref.endpointId });
 }
 
@@ -142,21 +145,35 @@ export function repairEndpoint(ctx: NetworkContext, difference: HostDifference, 
  */
 async function retireDeadHolders(ctx: NetworkContext, network: NetworkRecord, endpointId: string, addresses: string[]): Promise<void> {
   const wanted = addresses.filter(Boolean);
-  const holders = ctx.state
-    .endpointsOf(network.id)
-    .filter((o) => o.id !== endpointId && !ctx.devices.has(o.id) && (wanted.includes(o.address) || wanted.includes(o.addressIpv6)));
+  const holders = ctx.state.endpointsOf(network.id).filter((o) => o.id !== endpointId && (wanted.includes(o.address) || wanted.includes(o.addressIpv6)));
+  await retireDeadEndpoints(ctx, holders, endpointId);
+}
+
+/**
+ * Retires those of `candidates` whose host veth is gone and whose devices are
+ * not being made (see above): they hold an address, or a published port, that
+ * the container of `forEndpointId` asks for.
+ */
+export async function retireDeadEndpoints(ctx: NetworkContext, candidates: readonly EndpointRecord[], forEndpointId: string): Promise<void> {
+  const holders = candidates.filter((o) => o.id !== forEndpointId && !ctx.devices.has(o.id));
   if (holders.length === 0) return;
   const present = await ctx.host.links.list();
   for (const dead of holders.filter((h) => !present.has(h.hostIf))) {
     ctx.log.warn('retired an endpoint whose container is gone (its veth no longer exists)', {
-      networkId: network.id,
+      networkId: dead.networkId,
       endpointId: dead.id,
       address: dead.address || dead.addressIpv6,
       joined: dead.joined,
-      for: endpointId,
+      for: forEndpointId,
     });
-    await ctx.locks.run(endpointLock(dead.id), () => removeEndpoint(ctx, { networkId: network.id, endpointId: dead.id }));
+    await ctx.locks.run(endpointLock(dead.id), () => removeEndpoint(ctx, { networkId: dead.networkId, endpointId: dead.id }));
   }
+}
+
+/** Brings the firewall in line with the records (after ports were published or withdrawn). */
+export async function syncPortRules(ctx: NetworkContext): Promise<void> {
+  const networks = [...ctx.state.networks.values()].filter((n) => n.state === 'ready');
+  await ctx.host.apply({ type: 'sync-firewall', rules: firewallRules(networks, ctx.state.endpoints.values()) });
 }
 
 /**

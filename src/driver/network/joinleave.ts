@@ -1,5 +1,5 @@
 /**
- * Join and Leave, external connectivity, and EndpointOperInfo: what happens
+ * Join and Leave, and EndpointOperInfo: what happens
  * when a container is attached to, and detached from, an endpoint.
  */
 import { badRequest, errorMessage } from '../../errors.js';
@@ -8,7 +8,7 @@ import { portName, primaryAddress } from '../../domain/ovn.js';
 import { subnetHolding } from '../../domain/ranges.js';
 import { givesDefaultRoute, routedByOvn, spansHosts } from '../../domain/options.js';
 import type { EndpointRecord, NetworkRecord, SubnetRecord } from '../../domain/records.js';
-import { publishedPorts, type EndpointRef, type JoinRequest, type JoinResponse, type ProgramRequest } from '../../protocol/network.js';
+import type { EndpointRef, JoinRequest, JoinResponse } from '../../protocol/network.js';
 import { type NetworkContext, endpointLock, endpointOf, networkOf } from './context.js';
 import { startDevices, teardownDevices } from './endpoints.js';
 
@@ -46,24 +46,6 @@ export function leave(ctx: NetworkContext, ref: EndpointRef): Promise<void> {
     ctx.faults.point('Leave', 'before-record');
     await ctx.state.commit([{ type: 'put', kind: 'endpoint', value: { ...record, joined: false, sandboxKey: '' } }]);
   });
-}
-
-/**
- * Published ports are refused rather than ignored: the plugin does not map
- * host ports, and a remote driver's mappings would not show in `docker port`.
- */
-export function programExternalConnectivity(ctx: NetworkContext, req: ProgramRequest): Record<string, never> {
-  if (publishedPorts(req.options).length === 0) return {};
-  if (ctx.state.networks.get(req.networkId)?.spec.mode === 'ovn') {
-    throw badRequest(
-      'PortsNotSupported',
-      "publishing ports (-p, -P) is not supported on OVN networks: a published port belongs to the host the container runs on, and an OVN network's way in is its router's outside address on the active gateway chassis, which moves; with -o ovn_router and gateway_mode=routed the container is reachable at its own address through that router",
-    );
-  }
-  throw badRequest(
-    'PortsNotSupported',
-    'publishing ports (-p, -P) is not supported on ovs networks: with gateway_mode=routed or external the container is reachable at its own address; for published ports on the host, connect the container to a Docker bridge network as well',
-  );
 }
 
 export function endpointOperInfo(ctx: NetworkContext, ref: EndpointRef): { Value: Record<string, unknown> } {
