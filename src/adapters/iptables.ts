@@ -91,15 +91,22 @@ export class IptablesFirewall implements Firewall {
   private async apply(family: '4' | '6', list: Table[]): Promise<void> {
     const tool = family === '4' ? 'iptables' : 'ip6tables';
     await this.run(`${tool}-restore`, ['--noflush', '--wait'], { input: restoreInput(list) });
-    for (const table of list) for (const jump of table.jumps) await this.ensureJump(tool, table, jump);
+    // One read per table tells which jumps are there.
+    for (const name of ['filter', 'nat'] as const) {
+      const inTable = list.filter((t) => t.name === name);
+      if (inTable.length === 0) continue;
+      const { stdout } = await this.run(tool, ['--wait', '-t', name, '-S']);
+      const rules = stdout.split('\n').filter((l) => l.startsWith('-A '));
+      for (const table of inTable) {
+        for (const jump of table.jumps) if (!rules.includes(jumpLine(jump.parent, jump.match, table.chain))) await this.insertJump(tool, table, jump, rules);
+      }
+    }
   }
 
   /** The jump goes right after Docker's DOCKER-USER jump when there is one, so the operator's rules still come first. */
-  private async ensureJump(tool: string, table: Table, jump: Table['jumps'][number]): Promise<void> {
-    const { stdout } = await this.run(tool, ['--wait', '-t', table.name, '-S', jump.parent]);
-    const rules = stdout.split('\n').filter((l) => l.startsWith('-A '));
-    if (rules.includes(jumpLine(jump.parent, jump.match, table.chain))) return;
-    const dockerUser = rules.findIndex((l) => l === `-A ${jump.parent} -j DOCKER-USER`);
+  private async insertJump(tool: string, table: Table, jump: Table['jumps'][number], rules: readonly string[]): Promise<void> {
+    const inParent = rules.filter((l) => l.startsWith(`-A ${jump.parent} `));
+    const dockerUser = inParent.findIndex((l) => l === `-A ${jump.parent} -j DOCKER-USER`);
     const position = dockerUser >= 0 ? dockerUser + 2 : 1;
     await this.run(tool, ['--wait', '-t', table.name, '-I', jump.parent, String(position), ...jump.match, '-j', table.chain]);
   }
