@@ -8,7 +8,7 @@ import { errorMessage, isPluginError } from '../errors.js';
 import { type HostDifference, REPAIR_ORDER, type Repair } from '../domain/host-diff.js';
 import { type ObservedFlows, portCookiePrefix, portFlows } from '../domain/flows.js';
 import { type ObservedHost, endpointPort } from '../domain/host.js';
-import { ROLE_KEY } from '../domain/names.js';
+import { OWNER_KEY, OWNER_VALUE, ROLE_KEY } from '../domain/names.js';
 import type { Datapath, DatapathSetting, EndpointRecord, NetworkRecord } from '../domain/records.js';
 import type { Logger } from '../log.js';
 import type { DatapathProbe, Firewall, HostPorts, Links, Ovs, Sysctl } from './ports.js';
@@ -75,7 +75,7 @@ export class LocalHost {
   /** Flows of the bridges the plugin made and of those with its container ports (not OVN's, whose flows are ovn-controller's). */
   private async observeFlows(observed: ObservedHost): Promise<Map<string, ObservedFlows>> {
     const bridges = new Set<string>();
-    for (const b of observed.bridges.values()) if (b.externalIds['ovsnet-owner'] === 'ovsnet') bridges.add(b.name);
+    for (const b of observed.bridges.values()) if (b.externalIds[OWNER_KEY] === OWNER_VALUE) bridges.add(b.name);
     for (const p of observed.ports.values()) {
       if (p.externalIds[ROLE_KEY] === 'endpoint' && p.bridge && !p.interfaceExternalIds['iface-id']) bridges.add(p.bridge);
     }

@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { parseFlowCookies } from '../../src/domain/flows.js';
 import { waitFor } from './harness/proc.js';
 import { REPO_ROOT, SimHost } from './harness/sim-host.js';
-import { assertPluginSaid, containerAddress, ping, runContainer } from './support.js';
+import { assertPluginSaid, containerAddress, ping, runContainer, tcpStream } from './support.js';
 
 const CLI = `${REPO_ROOT}/dist/src/cli/main.js`;
 const OWNED = 'cookie=0x6f76000000000000/0xffff000000000000';
@@ -113,39 +113,22 @@ describe('anti-spoofing and rate limits', () => {
     assert.deepEqual(await ownedFlows(), [], 'no flow of the plugin is left');
   });
 
-  /**
-   * Bytes per second of a TCP stream from `from` to `to` (which listens), timed
-   * from the sender's start to the receiver's end, on the host's clock.
-   */
-  async function stream(from: string, to: string, address: string, megabytes: number): Promise<number> {
-    const port = 5000 + Math.floor(Math.random() * 1000);
-    await host.docker(['exec', '-d', to, 'sh', '-c', `rm -f /tmp/end; nc -l -p ${port} | wc -c > /tmp/bytes; cut -d' ' -f1 /proc/uptime > /tmp/end`]);
-    await waitFor(`${to} to listen`, async () => (await sh(to, `netstat -ltn | grep -q ':${port} '`)).exitCode === 0, 10_000, 100);
-    const sent = await sh(from, `cut -d' ' -f1 /proc/uptime; nc ${address} ${port} -e dd if=/dev/zero bs=65536 count=${megabytes * 16} 2>/dev/null`, true);
-    const start = Number(sent.stdout.trim().split('\n')[0]);
-    await waitFor(`${to} to receive the stream`, async () => (await sh(to, 'test -s /tmp/end')).exitCode === 0, 60_000, 100);
-    const bytes = Number((await sh(to, 'cat /tmp/bytes', true)).stdout.trim());
-    const end = Number((await sh(to, 'cat /tmp/end', true)).stdout.trim());
-    assert.equal(bytes, megabytes * 1024 * 1024, 'the whole stream arrived');
-    return bytes / (end - start);
-  }
-
   it('holds a limited container to its rate (network -o rate, or its own --driver-opt rate) and leaves an unlimited one alone', async (t) => {
     await host.docker(['network', 'create', '-d', host.driver, '--ipam-driver', host.driver, '--subnet', '10.83.0.0/24', '-o', 'vlan=83', '-o', 'rate=20', 'limited']);
     await host.docker(['network', 'create', '-d', host.driver, '--ipam-driver', host.driver, '--subnet', '10.84.0.0/24', '-o', 'vlan=84', 'free']);
     for (const [name, net] of [['ls', 'limited'], ['lr', 'limited'], ['fs', 'free'], ['fr', 'free']] as const) await runContainer(host, name, net);
     const mbit = (bytesPerSecond: number) => (bytesPerSecond * 8) / 1e6;
 
-    const limited = mbit(await stream('ls', 'lr', (await containerAddress(host, 'lr', 'limited')).ip, 10));
+    const limited = mbit(await tcpStream(host, 'ls', 'lr', (await containerAddress(host, 'lr', 'limited')).ip, 10));
     assert.ok(Math.abs(limited - 20) <= 5, `a container of a network with rate=20 sends at ${limited.toFixed(1)} Mbit/s, within 25% of 20`);
-    const free = mbit(await stream('fs', 'fr', (await containerAddress(host, 'fr', 'free')).ip, 40));
+    const free = mbit(await tcpStream(host, 'fs', 'fr', (await containerAddress(host, 'fr', 'free')).ip, 40));
     assert.ok(free > 50, `an unlimited container on the same bridge sends at ${free.toFixed(1)} Mbit/s, well above the limit`);
-    const back = mbit(await stream('lr', 'ls', (await containerAddress(host, 'ls', 'limited')).ip, 10));
+    const back = mbit(await tcpStream(host, 'lr', 'ls', (await containerAddress(host, 'ls', 'limited')).ip, 10));
     assert.ok(Math.abs(back - 20) <= 5, `the receiver, limited as well, sends at ${back.toFixed(1)} Mbit/s`);
 
     // One container's own rate, given when it is connected.
     await host.docker(['network', 'connect', '--driver-opt', 'rate=8', 'free', 'ls']);
-    const own = mbit(await stream('ls', 'fr', (await containerAddress(host, 'fr', 'free')).ip, 4));
+    const own = mbit(await tcpStream(host, 'ls', 'fr', (await containerAddress(host, 'fr', 'free')).ip, 4));
     assert.ok(Math.abs(own - 8) <= 2, `--driver-opt rate=8 holds it to ${own.toFixed(1)} Mbit/s`);
 
     t.diagnostic(`rate=20: ${limited.toFixed(1)} and ${back.toFixed(1)} Mbit/s; unlimited: ${free.toFixed(1)} Mbit/s; --driver-opt rate=8: ${own.toFixed(1)} Mbit/s`);

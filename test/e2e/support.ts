@@ -199,3 +199,22 @@ export async function assertConsistent(host: SimHost): Promise<void> {
     assert.ok(port && gatewayPorts.has(port), `firewall rule of a live network: ${rule}`);
   }
 }
+
+/**
+ * Bytes per second of a TCP stream of `megabytes` from container `from` to
+ * container `to` (which listens at `address`), timed from the sender's start
+ * to the receiver's end on the host's clock (/proc/uptime, 10 ms steps).
+ */
+export async function tcpStream(host: SimHost, from: string, to: string, address: string, megabytes: number): Promise<number> {
+  const sh = (container: string, script: string, check = false) => host.docker(['exec', container, 'sh', '-c', script], { check, timeoutMs: 120_000 });
+  const port = 5000 + Math.floor(Math.random() * 1000);
+  await host.docker(['exec', '-d', to, 'sh', '-c', `rm -f /tmp/end; nc -l -p ${port} | wc -c > /tmp/bytes; cut -d' ' -f1 /proc/uptime > /tmp/end`]);
+  await waitFor(`${to} to listen`, async () => (await sh(to, `netstat -ltn | grep -q ':${port} '`)).exitCode === 0, 10_000, 100);
+  const sent = await sh(from, `cut -d' ' -f1 /proc/uptime; nc ${address} ${port} -e dd if=/dev/zero bs=65536 count=${megabytes * 16} 2>/dev/null`, true);
+  const start = Number(sent.stdout.trim().split('\n')[0]);
+  await waitFor(`${to} to receive the stream`, async () => (await sh(to, 'test -s /tmp/end')).exitCode === 0, 120_000, 100);
+  const bytes = Number((await sh(to, 'cat /tmp/bytes', true)).stdout.trim());
+  const end = Number((await sh(to, 'cat /tmp/end', true)).stdout.trim());
+  assert.equal(bytes, megabytes * 1024 * 1024, 'the whole stream arrived');
+  return bytes / (end - start);
+}
