@@ -70,7 +70,8 @@ export class ProcHostPorts implements HostPorts {
       read('udp6'),
       this.run('iptables', ['--wait', '-t', 'nat', '-S', 'DOCKER']).then((r) => r.stdout, () => ''),
     ]);
-    const out: PortHolder[] = [];
+    // Docker's own first: its bridge also holds each port it publishes with a listening socket.
+    const out: PortHolder[] = parseDockerDnat(docker).map((d) => ({ ...d, holder: "published by Docker's own bridge network (a DNAT rule in iptables' DOCKER chain)" }));
     const listening = (proto: 'tcp' | 'udp', text: string, v6: boolean) => {
       for (const s of parseProcNet(text, proto, v6)) {
         const where = s.address.includes(':') ? `[${s.address}]:${s.port}` : `${s.address}:${s.port}`;
@@ -81,7 +82,6 @@ export class ProcHostPorts implements HostPorts {
     listening('tcp', tcp6, true);
     listening('udp', udp, false);
     listening('udp', udp6, true);
-    for (const d of parseDockerDnat(docker)) out.push({ ...d, holder: "published by Docker's own bridge network (a DNAT rule in iptables' DOCKER chain)" });
     return out;
   }
 

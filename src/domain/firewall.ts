@@ -37,8 +37,9 @@ function comment(network: NetworkRecord): string[] {
 /**
  * Every rule the networks (and the ports their endpoints publish) call for.
  * A published port is a DNAT of the host port on the host's addresses to the
- * container; its DNATed traffic is accepted before any isolation (it may come
- * from anywhere, another network or the container's own included), and
+ * container; its DNATed traffic and the answers are accepted before any
+ * isolation (it may come from anywhere, another network or the container's
+ * own included), and
  * masqueraded when it comes from the container's own subnet (hairpin), so the
  * reply goes back through the host.
  */
@@ -68,6 +69,8 @@ export function firewallRules(networks: Iterable<NetworkRecord>, endpoints: Iter
         const match = ['-p', p.proto, '-m', p.proto, '--dport', String(p.port), '-m', 'conntrack', '--ctstate', 'DNAT', ...tag];
         const gw = network.gatewayPort!;
         published[family].push(['-d', `${ip}${host}`, '-o', gw, ...match, '-j', 'ACCEPT']);
+        // Its answers too: to a container of another network, or (hairpin) of the same, isolation would drop them.
+        published[family].push(['-s', `${ip}${host}`, '-i', gw, '-p', p.proto, '-m', p.proto, '--sport', String(p.port), '-m', 'conntrack', '--ctstate', 'DNAT', ...tag, '-j', 'ACCEPT']);
         const subnets = family === 4 ? network.ipv4 : network.ipv6;
         for (const subnet of subnets) hairpin[family].push(['-s', subnet.pool, '-d', `${ip}${host}`, '-o', gw, ...match, '-j', 'MASQUERADE']);
       }
