@@ -62,9 +62,15 @@ describe('published ports', () => {
     assert.equal(await httpGet(host, 'w2', wan.hostAddress, 8080), name, 'from a container of the same network');
     // IPv6: the host's own IPv6 address (its gateway's, here) reaches the container's IPv6 address. Forwarding
     // IPv6 is the operator's to turn on (the plugin never does, see the README); hairpin traffic needs it.
-    assert.equal(await fromHost('fd90::1', 8080), name, 'over IPv6 from the host itself');
+    // The first IPv6 connection may wait for neighbour discovery on the gateway port: a few tries.
+    const eventually = async (what: string, get: () => Promise<string | undefined>) => {
+      let got: string | undefined;
+      await waitFor(what, async () => (got = await get()) === name, 15_000, 500).catch(() => {});
+      assert.equal(got, name, what);
+    };
+    await eventually('over IPv6 from the host itself', () => fromHost('fd90::1', 8080));
     await host.exec('sysctl', ['-w', 'net.ipv6.conf.all.forwarding=1']);
-    assert.equal(await httpGet(host, 'w2', 'fd90::1', 8080), name, 'over IPv6 from a container of the same network');
+    await eventually('over IPv6 from a container of the same network', () => httpGet(host, 'w2', 'fd90::1', 8080));
   });
 
   it('refuses a host port that is taken, by this plugin or by Docker, naming the holder, and the failed start leaves nothing', async () => {
