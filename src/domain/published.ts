@@ -37,14 +37,8 @@ export interface PortHolder {
   readonly holder: string;
 }
 
-function field(entry: Record<string, unknown>, name: string, i: number): unknown {
-  return entry[name];
-}
-
 function portNumber(value: unknown, what: string, i: number, allowZero: boolean): number {
-  if (value === undefined || value === null) {
-    if (allowZero) return 0;
-  }
+  if ((value === undefined || value === null) && allowZero) return 0;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < (allowZero ? 0 : 1) || value > 65535) {
     throw badRequest('InvalidRequest', `invalid request: portmap[${i}].${what} must be a port number (${allowZero ? 0 : 1}-65535), got ${JSON.stringify(value)}`);
   }
@@ -56,16 +50,16 @@ export function parsePortmap(list: readonly unknown[]): PortRequest[] {
   return list.map((raw, i) => {
     if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw badRequest('InvalidRequest', `invalid request: portmap[${i}] must be an object`);
     const entry = raw as Record<string, unknown>;
-    const protoNumber = field(entry, 'Proto', i);
+    const protoNumber = entry.Proto;
     const proto = PROTOCOLS[protoNumber as keyof typeof PROTOCOLS];
     if (!proto) throw badRequest('InvalidRequest', `invalid request: portmap[${i}].Proto ${JSON.stringify(protoNumber)} is not a protocol ports can be published for (6 tcp, 17 udp, 132 sctp)`);
-    const port = portNumber(field(entry, 'Port', i), 'Port', i, false);
-    const hostPort = portNumber(field(entry, 'HostPort', i), 'HostPort', i, true);
-    let hostPortEnd = portNumber(field(entry, 'HostPortEnd', i), 'HostPortEnd', i, true);
+    const port = portNumber(entry.Port, 'Port', i, false);
+    const hostPort = portNumber(entry.HostPort, 'HostPort', i, true);
+    let hostPortEnd = portNumber(entry.HostPortEnd, 'HostPortEnd', i, true);
     if (hostPortEnd === 0) hostPortEnd = hostPort;
     if (hostPort === 0 && hostPortEnd !== 0) throw badRequest('InvalidRequest', `invalid request: portmap[${i}] has HostPortEnd ${hostPortEnd} without HostPort`);
     if (hostPortEnd < hostPort) throw badRequest('InvalidPort', `invalid host port range ${hostPort}-${hostPortEnd} for ${port}/${proto}: the end is below the start`);
-    const rawIp = field(entry, 'HostIP', i);
+    const rawIp = entry.HostIP;
     let hostIp = '';
     if (rawIp !== undefined && rawIp !== null && rawIp !== '') {
       const ip = typeof rawIp === 'string' ? parseIp(rawIp) : undefined;

@@ -102,6 +102,13 @@ describe('published ports: the driver', () => {
     await assert.rejects(program(w, EP2, [tcp(80, 9092, 9092, '192.0.2.77')]), /cannot publish on 192\.0\.2\.77: it is not an address of this host; give one of /);
   });
 
+  it('gives two containers starting at once different free ports', async () => {
+    const w = await started();
+    await Promise.all([program(w, EP, [tcp(80)]), program(w, EP2, [tcp(80)])]);
+    const ports = [EP, EP2].map((e) => w.state.endpoints.get(e)!.ports![0]!.hostPort).sort();
+    assert.deepEqual(ports, [32768, 32769]);
+  });
+
   it('withdraws the rules at Revoke and with the endpoint, and refuses networks without a gateway on the host', async () => {
     const w = await started();
     await program(w, EP, [tcp(80, 8080, 8080)]);

@@ -35,13 +35,20 @@ export function programExternalConnectivity(ctx: NetworkContext, req: ProgramReq
       }
     }
     await checkHostAddresses(ctx, requests);
-    const holders = await portHolders(ctx, network, endpoint, requests);
-    const ports = allocatePorts(requests, holders, await ctx.host.hostPorts.ephemeralRange());
-    await setPorts(ctx, endpoint, { ports, requests });
+    await retireDeadHolders(ctx, endpoint, requests);
+    // One allocation at a time: two containers starting together must not both get a free port.
+    const ports = await ctx.locks.run(PORTS_LOCK, async () => {
+      const chosen = allocatePorts(requests, await portHolders(ctx, endpoint), await ctx.host.hostPorts.ephemeralRange());
+      await setPorts(ctx, endpoint, { ports: chosen, requests });
+      return chosen;
+    });
     ctx.log.info('published ports', { networkId: network.id, endpointId: endpoint.id, ports: ports.map(describePort).join(' ') });
     return {};
   });
 }
+
+/** Host ports are given out one request at a time. */
+const PORTS_LOCK = 'published-ports';
 
 export function revokeExternalConnectivity(ctx: NetworkContext, ref: EndpointRef): Promise<Record<string, never>> {
   return ctx.locks.run(endpointLock(ref.endpointId), async () => {
@@ -96,19 +103,23 @@ async function checkHostAddresses(ctx: NetworkContext, requests: readonly PortRe
 }
 
 /**
- * Who holds host ports now: other endpoints of the plugin (those whose
- * container is gone are retired first, as after a power cut), programs
- * listening on the host (docker-proxy among them), and Docker's own DNAT rules.
+ * Endpoints whose container is gone (as after a power cut) and that hold a
+ * host port asked for now are retired first, so a restarted container gets its
+ * port back.
  */
-async function portHolders(ctx: NetworkContext, network: NetworkRecord, endpoint: EndpointRecord, requests: readonly PortRequest[]): Promise<PortHolder[]> {
+async function retireDeadHolders(ctx: NetworkContext, endpoint: EndpointRecord, requests: readonly PortRequest[]): Promise<void> {
   const wanted = new Set(requests.filter((r) => r.hostPort !== 0).flatMap((r) => Array.from({ length: r.hostPortEnd - r.hostPort + 1 }, (_, i) => `${r.proto}/${r.hostPort + i}`)));
-  const others = () => [...ctx.state.endpoints.values()].filter((e) => e.id !== endpoint.id && e.ports?.length);
-  const clashing = others().filter((e) => e.ports!.some((p) => wanted.has(`${p.proto}/${p.hostPort}`)));
+  const clashing = [...ctx.state.endpoints.values()].filter((e) => e.id !== endpoint.id && e.ports?.some((p) => wanted.has(`${p.proto}/${p.hostPort}`)));
   if (clashing.length > 0) await retireDeadEndpoints(ctx, clashing, endpoint.id);
+}
+
+/** Who holds host ports now: other endpoints of the plugin, Docker's own DNAT rules, programs listening on the host. */
+async function portHolders(ctx: NetworkContext, endpoint: EndpointRecord): Promise<PortHolder[]> {
   const holders: PortHolder[] = [];
-  for (const e of others()) {
-    const name = ctx.state.networks.get(e.networkId) === network ? 'this network' : `network ${short(e.networkId)}`;
-    for (const p of e.ports!) holders.push({ proto: p.proto, address: p.hostIp, port: p.hostPort, holder: `published by this plugin for endpoint ${short(e.id)} on ${name} (${describePort(p)})` });
+  for (const e of ctx.state.endpoints.values()) {
+    if (e.id === endpoint.id || !e.ports?.length) continue;
+    const where = e.networkId === endpoint.networkId ? 'this network' : `network ${short(e.networkId)}`;
+    for (const p of e.ports) holders.push({ proto: p.proto, address: p.hostIp, port: p.hostPort, holder: `published by this plugin for endpoint ${short(e.id)} on ${where} (${describePort(p)})` });
   }
   holders.push(...(await ctx.host.hostPorts.inUse()));
   return holders;
