@@ -88,9 +88,13 @@ describe('published ports', () => {
   });
 
   it('ranges, UDP, a host address, and -P with a free port from the ephemeral range', async () => {
-    await runContainer(host, 'w5', 'web', { extra: ['-p', '8000-8002:8000-8002', '-p', `${wan.hostAddress}:5353:53/udp`, '--expose', '9000', '-P'] });
+    await runContainer(host, 'w5', 'web', {
+      extra: ['-p', '8000-8002:8000-8002', '-p', `${wan.hostAddress}:5353:53/udp`, '-p', '9132:9132/sctp', '-p', '[fd90::1]:8082:8001', '--expose', '9000', '-P'],
+    });
     const ports = (await published('w5'))!;
-    for (const p of ['*:8000->8000/tcp', '*:8001->8001/tcp', '*:8002->8002/tcp', `${wan.hostAddress}:5353->53/udp`]) assert.ok(ports.includes(p), `${p} in ${ports.join(', ')}`);
+    for (const p of ['*:8000->8000/tcp', '*:8001->8001/tcp', '*:8002->8002/tcp', `${wan.hostAddress}:5353->53/udp`, '*:9132->9132/sctp', '[fd90::1]:8082->8001/tcp']) {
+      assert.ok(ports.includes(p), `${p} in ${ports.join(', ')}`);
+    }
     const any = ports.find((p) => p.endsWith('->9000/tcp'));
     assert.ok(any, `-P published 9000: ${ports.join(', ')}`);
     const chosen = Number(/^\*:(\d+)->/.exec(any)![1]);
@@ -101,7 +105,15 @@ describe('published ports', () => {
     const name = await hostname('w5');
     assert.equal(await fromWan(wan.hostAddress, chosen), name, 'the chosen port reaches it');
     assert.equal(await fromWan(wan.hostAddress, 8001), name, 'a port of the range reaches it');
-    assert.ok((await host.chainRules('nat', 'OVSNET-DNAT')).some((r) => r.includes(`-d ${wan.hostAddress}/32 -p udp`) && r.includes('--dport 5353')), 'the UDP port on one host address');
+    const dnat = await host.chainRules('nat', 'OVSNET-DNAT');
+    assert.ok(dnat.some((r) => r.includes(`-d ${wan.hostAddress}/32 -p udp`) && r.includes('--dport 5353')), 'the UDP port on one host address');
+    assert.ok(dnat.some((r) => r.includes('-p sctp -m sctp --dport 9132')), 'the SCTP port');
+    const dnat6 = await host.chainRules('nat', 'OVSNET-DNAT', 'ip6tables');
+    assert.ok(dnat6.some((r) => r.includes('-d fd90::1/128 -p tcp') && r.includes('--dport 8082')), 'the port on one IPv6 host address, in IPv6 only');
+    assert.ok(!dnat.some((r) => r.includes('--dport 8082')));
+    let got: string | undefined;
+    await waitFor('the IPv6 host address to reach it', async () => (got = await fromHost('fd90::1', 8082)) === name, 15_000, 500).catch(() => {});
+    assert.equal(got, name, 'over the IPv6 host address');
     const bad = await host.docker(['run', '-d', '--name', 'w6', '--net', 'web', '-p', '192.0.2.99:8100:80', 'local/busybox', 'sleep', '1d'], { check: false });
     assertPluginSaid(bad.stderr, 'NetworkDriver.ProgramExternalConnectivity', /^cannot publish on 192\.0\.2\.99: it is not an address of this host; give one of .*198\.18\.2\.1/);
     await host.docker(['rm', '-f', 'w6']);
