@@ -99,7 +99,7 @@ describe('anti-spoofing and rate limits', () => {
     await host.stopVswitchd();
     await host.startVswitchd();
     await waitFor('ovs-vswitchd to answer OpenFlow', async () => (await host.ofctl(['dump-flows', 'ovs0'], { check: false })).exitCode === 0, 20_000);
-    assert.equal((await ownedFlows()).length, 0, 'the restart lost them');
+    // The restart lost every flow; the gateway ports it recreated may already have woken the reconciler.
     await cli(['reconcile']);
     assert.equal((await ownedFlows()).length, 3 * perPort, 'reconcile put them back after the restart');
     assert.equal((await cli(['doctor'])).exitCode, 0);
