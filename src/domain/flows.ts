@@ -128,7 +128,7 @@ export function isOwnedCookie(cookie: string): boolean {
 
 /**
  * A port's flows when it has ofport `ofport`. With anti-spoofing, what the
- * container sends passes only from its MAC and addresses: IPv4 with its
+ * container sends passes only untagged and from its MAC and addresses: IPv4 with its
  * address, ARP that claims only its pair, IPv6 from its address or a link-local
  * one, neighbour discovery that advertises only its own addresses and MAC,
  * duplicate address detection; router advertisements and everything else are
@@ -143,7 +143,9 @@ export function portFlows(bridge: string, port: string, ofport: number, guard: P
   if (!guard.antiSpoofing) {
     rules.push([P.rest, at, pass]);
   } else {
-    const src = `${at},dl_src=${guard.mac}`;
+    // Untagged frames only: a port without a tag is a trunk of every VLAN to OVS, and a tagged frame from the
+    // container would reach another VLAN of the bridge.
+    const src = `${at},vlan_tci=0x0000/0x1fff,dl_src=${guard.mac}`;
     const v6Sources = [...(guard.ipv6 ? [guard.ipv6] : []), LINK_LOCAL];
     rules.push([P.routerAdvert, `${at},icmp6,icmp_type=134`, 'drop']);
     rules.push([P.routerAdvert, `${at},icmp6,icmp_type=137`, 'drop']);

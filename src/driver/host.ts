@@ -4,7 +4,7 @@
  * pure diff (domain/host-diff.ts) decided. Nothing here decides what should
  * exist.
  */
-import { errorMessage, isPluginError } from '../errors.js';
+import { errorMessage, internal, isPluginError } from '../errors.js';
 import { type HostDifference, REPAIR_ORDER, type Repair } from '../domain/host-diff.js';
 import { type ObservedFlows, portCookiePrefix, portFlows } from '../domain/flows.js';
 import { type ObservedHost, endpointPort } from '../domain/host.js';
@@ -168,9 +168,15 @@ export class LocalHost {
       ovs.addPort(port),
     ]);
     if (port.guard) {
-      if (!(ofport > 0)) throw new Error(`OVS gave port ${port.name} no OpenFlow port number, so its guard flows cannot be set`);
-      // Flows an earlier port of this name left (a crash between its port and its flows) go first.
-      await ovs.setPortFlows(portFlows(port.bridge, port.name, ofport, port.guard), { before: [portCookiePrefix(port.name)] });
+      const what = `the guard flows (${[port.guard.antiSpoofing ? 'anti-spoofing' : '', port.guard.rate ? `rate ${port.guard.rate.mbit} Mbit/s` : ''].filter(Boolean).join(', ')}) of port ${port.name} on bridge ${port.bridge}`;
+      const remedy = `the bridge must allow OpenFlow 1.3 (ovs-vsctl set bridge ${port.bridge} protocols=OpenFlow10,OpenFlow13) and its flows must not be wiped by a controller; or create the network with -o anti_spoofing=false and without rate`;
+      if (!(ofport > 0)) throw internal('GuardFailed', `cannot set ${what}: OVS gave the port no OpenFlow port number`);
+      try {
+        // Flows an earlier port of this name left (a crash between its port and its flows) go first.
+        await ovs.setPortFlows(portFlows(port.bridge, port.name, ofport, port.guard), { before: [portCookiePrefix(port.name)] });
+      } catch (err) {
+        throw internal('GuardFailed', `cannot set ${what}: ${errorMessage(err)}; ${remedy}`);
+      }
     }
   }
 

@@ -230,9 +230,9 @@ describe('guard flows of container ports', () => {
   it('holds a port to its MAC and addresses: IPv4 and ARP only with an address, neighbour discovery always, the rest dropped', () => {
     const guard = guardFor({ antiSpoofing: true, rate: undefined }, { mac: '02:42:0A:0D:A0:02', address: '10.13.160.2/24', addressIpv6: 'fd00::2/64' })!;
     const texts = portFlows('ovs0', 'ovsx', 7, guard).flows.map((f) => f.text);
-    assert.ok(texts.includes('table=0,priority=36010,in_port=7,dl_src=02:42:0a:0d:a0:02,ip,nw_src=10.13.160.2,actions=NORMAL'));
-    assert.ok(texts.includes('table=0,priority=36010,in_port=7,dl_src=02:42:0a:0d:a0:02,arp,arp_spa=10.13.160.2,arp_sha=02:42:0a:0d:a0:02,actions=NORMAL'));
-    assert.ok(texts.includes('table=0,priority=36020,in_port=7,dl_src=02:42:0a:0d:a0:02,icmp6,icmp_type=136,nd_target=fd00::2,nd_tll=02:42:0a:0d:a0:02,actions=NORMAL'));
+    assert.ok(texts.includes('table=0,priority=36010,in_port=7,vlan_tci=0x0000/0x1fff,dl_src=02:42:0a:0d:a0:02,ip,nw_src=10.13.160.2,actions=NORMAL'));
+    assert.ok(texts.includes('table=0,priority=36010,in_port=7,vlan_tci=0x0000/0x1fff,dl_src=02:42:0a:0d:a0:02,arp,arp_spa=10.13.160.2,arp_sha=02:42:0a:0d:a0:02,actions=NORMAL'));
+    assert.ok(texts.includes('table=0,priority=36020,in_port=7,vlan_tci=0x0000/0x1fff,dl_src=02:42:0a:0d:a0:02,icmp6,icmp_type=136,nd_target=fd00::2,nd_tll=02:42:0a:0d:a0:02,actions=NORMAL'));
     assert.ok(texts.includes('table=0,priority=36000,in_port=7,actions=drop'));
     const v6only = portFlows('ovs0', 'ovsx', 7, guardFor({ antiSpoofing: true, rate: undefined }, { mac: '02:42:0a:0d:a0:02', address: '', addressIpv6: 'fd00::2/64' })!);
     assert.ok(!v6only.flows.some((f) => /arp|nw_src/.test(f.text)), 'no IPv4 without an IPv4 address');

@@ -100,6 +100,7 @@ describe('published ports: the driver', () => {
     w.hostPorts.held.push({ proto: 'tcp', address: '', port: 9091, holder: "published by Docker's own bridge network (a DNAT rule in iptables' DOCKER chain)" });
     await assert.rejects(program(w, EP2, [tcp(80, 9091, 9091)]), /host port 9091\/tcp is already in use: published by Docker's own bridge network/);
     await assert.rejects(program(w, EP2, [tcp(80, 9092, 9092, '192.0.2.77')]), /cannot publish on 192\.0\.2\.77: it is not an address of this host; give one of /);
+    await assert.rejects(program(w, EP2, [tcp(80, 9092, 9092, '127.0.0.1')]), /cannot publish on 127\.0\.0\.1: a published port is not reachable through a loopback address/);
   });
 
   it('gives two containers starting at once different free ports', async () => {

@@ -94,11 +94,14 @@ function refuseUnless(network: NetworkRecord): void {
 async function checkHostAddresses(ctx: NetworkContext, requests: readonly PortRequest[]): Promise<void> {
   const specific = requests.filter((r) => !isWildcard(r.hostIp));
   if (specific.length === 0) return;
-  const local = new Set<string>(['127.0.0.1', '::1']);
+  const local = new Set<string>();
   for (const list of (await ctx.host.links.addresses()).values()) for (const a of list) local.add(a.split('/')[0]!);
+  const valid = `give one of ${[...local].sort().join(', ')}, or none for every address`;
   for (const r of specific) {
-    if (local.has(r.hostIp)) continue;
-    throw badRequest('InvalidPort', `cannot publish on ${r.hostIp}: it is not an address of this host; give one of ${[...local].sort().join(', ')}, or none for every address`);
+    if (r.hostIp === '::1' || r.hostIp.startsWith('127.')) {
+      throw badRequest('InvalidPort', `cannot publish on ${r.hostIp}: a published port is not reachable through a loopback address (the plugin DNATs the host's other addresses); ${valid}`);
+    }
+    if (!local.has(r.hostIp)) throw badRequest('InvalidPort', `cannot publish on ${r.hostIp}: it is not an address of this host; ${valid}`);
   }
 }
 
