@@ -15,8 +15,8 @@ import { formatIp, parseCidrWithHost } from './cidr.js';
 export const COOKIE_MARK = 0x6f76n; // "ov"
 const MARK_SHIFT = 48n;
 const PORT_SHIFT = 16n;
-export const MARK_MASK = 0xffff000000000000n;
-export const PORT_MASK = 0xffffffffffff0000n;
+const MARK_MASK = 0xffff000000000000n;
+const PORT_MASK = 0xffffffffffff0000n;
 
 /** The priorities of the guard's flows; the bridge's own forwarding (priority 0, NORMAL) comes below. */
 const P = { routerAdvert: 36030, neighbourAllow: 36020, neighbourDrop: 36015, allow: 36010, rest: 36000 } as const;
@@ -208,9 +208,4 @@ export function cookieMatches(cookie: string, selector: string): boolean {
   const [value, mask] = selector.split('/');
   const m = mask === undefined || mask === '-1' ? 0xffffffffffffffffn : BigInt(mask);
   return (BigInt(cookie) & m) === (BigInt(value!) & m);
-}
-
-/** Cookies as the plugin writes them (16 hex digits), for comparing with what a dump gives. */
-export function normaliseCookie(cookie: string): string {
-  return hex(BigInt(cookie));
 }

@@ -6,8 +6,8 @@
  */
 import { errorMessage, internal, isPluginError } from '../errors.js';
 import { type HostDifference, REPAIR_ORDER, type Repair } from '../domain/host-diff.js';
-import { type ObservedFlows, portCookiePrefix, portFlows } from '../domain/flows.js';
-import { type ObservedHost, endpointPort } from '../domain/host.js';
+import { type ObservedFlows, type PortGuard, portCookiePrefix, portFlows } from '../domain/flows.js';
+import { type ObservedHost, type PortSpec, endpointPort } from '../domain/host.js';
 import { OWNER_KEY, OWNER_VALUE, ROLE_KEY } from '../domain/names.js';
 import type { Datapath, DatapathSetting, EndpointRecord, NetworkRecord } from '../domain/records.js';
 import type { Logger } from '../log.js';
@@ -117,7 +117,7 @@ export class LocalHost {
         const ofport = await ovs.addPort(repair.port);
         // A container's port comes back with its guard: its flows name its (perhaps new) ofport.
         const { guard } = repair.port;
-        if (guard && ofport > 0) await ovs.setPortFlows(portFlows(repair.port.bridge, repair.port.name, ofport, guard), { before: [portCookiePrefix(repair.port.name)] });
+        if (guard && ofport > 0) await this.setGuardFlows(repair.port, guard, ofport);
         return;
       }
       case 'sync-flows':
@@ -172,12 +172,16 @@ export class LocalHost {
       const remedy = `the bridge must allow OpenFlow 1.3 (ovs-vsctl set bridge ${port.bridge} protocols=OpenFlow10,OpenFlow13) and its flows must not be wiped by a controller; or create the network with -o anti_spoofing=false and without rate`;
       if (!(ofport > 0)) throw internal('GuardFailed', `cannot set ${what}: OVS gave the port no OpenFlow port number`);
       try {
-        // Flows an earlier port of this name left (a crash between its port and its flows) go first.
-        await ovs.setPortFlows(portFlows(port.bridge, port.name, ofport, port.guard), { before: [portCookiePrefix(port.name)] });
+        await this.setGuardFlows(port, port.guard, ofport);
       } catch (err) {
         throw internal('GuardFailed', `cannot set ${what}: ${errorMessage(err)}; ${remedy}`);
       }
     }
+  }
+
+  /** A container port's guard flows for its OpenFlow number; flows an earlier port of this name left (a crash between its port and its flows) go first. */
+  private setGuardFlows(port: PortSpec, guard: PortGuard, ofport: number): Promise<void> {
+    return this.o.ovs.setPortFlows(portFlows(port.bridge, port.name, ofport, guard), { before: [portCookiePrefix(port.name)] });
   }
 
   /**
