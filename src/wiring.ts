@@ -36,8 +36,9 @@ export interface HostAdapters {
 export function openHost(config: Config, log: Logger, options: { requestTimeoutMs?: number } = {}): HostAdapters {
   const ovsdb = new OvsdbClient({ address: config.ovsdb, log, requestTimeoutMs: options.requestTimeoutMs });
   const links = new IpLinks(run);
+  const ovs = new OvsBridgeClient(ovsdb, { rundir: ovsRundir(config.ovsdb) });
   const host = new LocalHost({
-    ovs: new OvsBridgeClient(ovsdb, { rundir: ovsRundir(config.ovsdb) }),
+    ovs,
     links,
     firewall: new IptablesFirewall(run),
     sysctl: new ProcSysctl(),
@@ -56,6 +57,7 @@ export function openHost(config: Config, log: Logger, options: { requestTimeoutM
     nb: nbClient && new OvnNorthbound(nbClient),
     close: () => {
       ovsdb.close();
+      ovs.close();
       nbClient?.close();
     },
   };

@@ -4,7 +4,8 @@
  * delete a port or bridge that does not carry it.
  */
 import { conflict, internal } from '../errors.js';
-import { type ObservedFlows, type PortFlows, flowLines, meterText, ownedCookies, parseFlowCookies, parseMeters } from '../domain/flows.js';
+import { type ObservedFlows, type PortFlows, ownedCookies, parseFlowCookies, parseMeters } from '../domain/flows.js';
+import { NoBridgeSocket, OpenFlowClient, flowAdd, flowDeleteByCookie, meterDelete, meterSet } from './openflow.js';
 import { CommandError, type Runner, run as runCommand } from './exec.js';
 import type { BridgeSpec } from '../domain/host.js';
 import { OWNER_KEY, OWNER_VALUE } from '../domain/names.js';
@@ -54,14 +55,23 @@ export interface OvsClientOptions {
 /** OpenFlow 1.3 is the first with meters; every bridge allows it unless its protocols were narrowed. */
 const OPENFLOW = 'OpenFlow13';
 
+/** `value/mask` (ovs-ofctl's cookie selector; a bare value or mask -1 selects that cookie alone) as numbers. */
+function cookieSelector(selector: string): [bigint, bigint] {
+  const [value, mask] = selector.split('/');
+  return [BigInt(value!), mask === undefined || mask === '-1' ? 0xffffffffffffffffn : BigInt(mask)];
+}
+
 export class OvsBridgeClient implements Ovs {
   private readonly options: OvsClientOptions;
+  /** Changes to flows and meters: OpenFlow on one kept connection per bridge. Reads use ovs-ofctl. */
+  private readonly openflow: OpenFlowClient;
 
   constructor(
     private readonly db: OvsdbClient,
     options: Partial<OvsClientOptions> = {},
   ) {
     this.options = { applyTimeoutMs: 10_000, rundir: '/var/run/openvswitch', ...options };
+    this.openflow = new OpenFlowClient({ rundir: this.options.rundir, timeoutMs: this.options.applyTimeoutMs });
   }
 
   async snapshot(): Promise<{ bridges: ObservedBridge[]; ports: ObservedPort[] }> {
@@ -250,26 +260,35 @@ export class OvsBridgeClient implements Ovs {
   }
 
   async setPortFlows(flows: PortFlows, options: { before?: readonly string[]; after?: readonly string[] }): Promise<void> {
-    if (flows.meter) {
-      // add-meter refuses a meter that exists (left by an earlier port of this number): then it is changed.
-      const text = meterText(flows.meter);
-      await this.ofctl(['add-meter', flows.bridge, text]).catch((err: unknown) => {
-        if (err instanceof CommandError && /METER_EXISTS|exists/i.test(err.stderr)) return this.ofctl(['mod-meter', flows.bridge, text]);
-        throw err;
-      });
+    const deletions = (selectors: readonly string[] = []) => selectors.map((s) => flowDeleteByCookie(...cookieSelector(s)));
+    const messages = [
+      ...(flows.meter ? [meterSet(flows.meter, false)] : []),
+      ...deletions(options.before),
+      ...flows.flows.map((f) => flowAdd(f, BigInt(f.cookie))),
+      ...deletions(options.after),
+    ];
+    let errors = await this.openflow.send(flows.bridge, messages);
+    // A meter of this number left by an earlier port is changed instead (the flows that name it went in).
+    if (flows.meter && errors[0]?.meterExists) {
+      errors = [...errors.slice(1), ...(await this.openflow.send(flows.bridge, [meterSet(flows.meter, true)]))];
     }
-    await this.ofctl(['add-flows', flows.bridge, '-'], flowLines(flows, options));
+    if (errors.length > 0) throw errors[0]!;
   }
 
   async deleteFlows(bridge: string, cookies: readonly string[], meters: readonly number[] = []): Promise<void> {
     try {
-      if (cookies.length > 0) await this.ofctl(['add-flows', bridge, '-'], cookies.map((c) => `delete cookie=${c}`).join('\n') + '\n');
-      for (const id of meters) await this.ofctl(['del-meter', bridge, `meter=${id}`]);
+      const errors = await this.openflow.send(bridge, [...cookies.map((c) => flowDeleteByCookie(...cookieSelector(c))), ...meters.map(meterDelete)]);
+      const failed = errors.find((e) => !e.unknownMeter);
+      if (failed) throw failed;
     } catch (err) {
       // A bridge that is gone took its flows and meters with it.
-      if (err instanceof CommandError && /not a bridge|No such file|does not exist/i.test(err.stderr)) return;
+      if (err instanceof NoBridgeSocket) return;
       throw err;
     }
+  }
+
+  close(): void {
+    this.openflow.close();
   }
 
   /** ovs-ofctl on a bridge's management socket, speaking OpenFlow 1.3. */

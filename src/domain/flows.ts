@@ -41,11 +41,29 @@ export interface PortGuard {
   readonly rate: RateLimit | undefined;
 }
 
+/**
+ * One field a flow matches, as OpenFlow 1.3 names it (OXM); the adapter encodes it.
+ * `vlan_vid` none matches frames without a VLAN tag.
+ */
+export type MatchField =
+  | { readonly field: 'in_port'; readonly value: number }
+  | { readonly field: 'vlan_vid'; readonly value: 'none' }
+  | { readonly field: 'eth_type' | 'ip_proto' | 'icmpv6_type'; readonly value: number }
+  | { readonly field: 'eth_src' | 'arp_sha' | 'ipv6_nd_sll' | 'ipv6_nd_tll'; readonly value: string }
+  | { readonly field: 'ipv4_src' | 'arp_spa'; readonly value: string }
+  | { readonly field: 'ipv6_src' | 'ipv6_nd_target'; readonly value: string; readonly prefix?: number };
+
 export interface FlowSpec {
   /** "0x6f76..." */
   readonly cookie: string;
-  /** As `ovs-ofctl add-flow` takes it, without the cookie. */
+  /** As `ovs-ofctl add-flow` takes it, without the cookie: what a person reads, and what the cookie digests. */
   readonly text: string;
+  readonly priority: number;
+  /** In the order OpenFlow needs them: every field after the fields it presupposes. */
+  readonly match: readonly MatchField[];
+  /** `pass`: through the meter (when there is one) to the bridge's normal forwarding. */
+  readonly action: 'pass' | 'drop';
+  readonly meter: number | undefined;
 }
 
 export interface MeterSpec {
@@ -137,54 +155,62 @@ export function isOwnedCookie(cookie: string): boolean {
  */
 export function portFlows(bridge: string, port: string, ofport: number, guard: PortGuard): PortFlows {
   const meter = guard.rate ? { id: ofport, kbps: Math.round(guard.rate.mbit * 1000), burstKbit: guard.rate.burstKbit } : undefined;
-  const pass = meter ? `meter:${meter.id},NORMAL` : 'NORMAL';
-  const at = `in_port=${ofport}`;
-  const rules: Array<[number, string, string]> = [];
+  const at = term(`in_port=${ofport}`, { field: 'in_port', value: ofport });
+  const rules: Array<[number, Term[], 'pass' | 'drop']> = [];
   if (!guard.antiSpoofing) {
-    rules.push([P.rest, at, pass]);
+    rules.push([P.rest, [at], 'pass']);
   } else {
     // Untagged frames only: a port without a tag is a trunk of every VLAN to OVS, and a tagged frame from the
     // container would reach another VLAN of the bridge.
-    const src = `${at},vlan_tci=0x0000/0x1fff,dl_src=${guard.mac}`;
+    const src = [at, term('vlan_tci=0x0000/0x1fff', { field: 'vlan_vid', value: 'none' }), term(`dl_src=${guard.mac}`, { field: 'eth_src', value: guard.mac })];
+    const icmp6 = (type: number) => [term('icmp6', { field: 'eth_type', value: ETH_IPV6 }, { field: 'ip_proto', value: IPPROTO_ICMPV6 }), term(`icmp_type=${type}`, { field: 'icmpv6_type', value: type })];
     const v6Sources = [...(guard.ipv6 ? [guard.ipv6] : []), LINK_LOCAL];
-    rules.push([P.routerAdvert, `${at},icmp6,icmp_type=134`, 'drop']);
-    rules.push([P.routerAdvert, `${at},icmp6,icmp_type=137`, 'drop']);
+    const v6 = (name: 'ipv6_src' | 'nd_target', source: string) => {
+      const [address, prefix] = source.split('/');
+      return term(`${name}=${source}`, { field: name === 'ipv6_src' ? 'ipv6_src' : 'ipv6_nd_target', value: address!, ...(prefix ? { prefix: Number(prefix) } : {}) });
+    };
+    const mac = (name: 'nd_sll' | 'nd_tll', value: string) => term(`${name}=${value}`, { field: name === 'nd_sll' ? 'ipv6_nd_sll' : 'ipv6_nd_tll', value });
+    rules.push([P.routerAdvert, [at, ...icmp6(134)], 'drop']);
+    rules.push([P.routerAdvert, [at, ...icmp6(137)], 'drop']);
     for (const source of v6Sources) {
-      for (const sll of [guard.mac, ZERO_MAC]) rules.push([P.neighbourAllow, `${src},icmp6,icmp_type=135,ipv6_src=${source},nd_sll=${sll}`, pass]);
-      for (const tll of [guard.mac, ZERO_MAC]) rules.push([P.neighbourAllow, `${src},icmp6,icmp_type=136,nd_target=${source},nd_tll=${tll}`, pass]);
+      for (const sll of [guard.mac, ZERO_MAC]) rules.push([P.neighbourAllow, [...src, ...icmp6(135), v6('ipv6_src', source), mac('nd_sll', sll)], 'pass']);
+      for (const tll of [guard.mac, ZERO_MAC]) rules.push([P.neighbourAllow, [...src, ...icmp6(136), v6('nd_target', source), mac('nd_tll', tll)], 'pass']);
     }
     // Duplicate address detection and its multicast listener report come from the unspecified address.
-    rules.push([P.neighbourAllow, `${src},icmp6,icmp_type=135,ipv6_src=::,nd_sll=${ZERO_MAC}`, pass]);
-    rules.push([P.neighbourAllow, `${src},icmp6,icmp_type=143,ipv6_src=::`, pass]);
-    rules.push([P.neighbourDrop, `${at},icmp6,icmp_type=135`, 'drop']);
-    rules.push([P.neighbourDrop, `${at},icmp6,icmp_type=136`, 'drop']);
-    for (const source of v6Sources) rules.push([P.allow, `${src},ipv6,ipv6_src=${source}`, pass]);
+    rules.push([P.neighbourAllow, [...src, ...icmp6(135), v6('ipv6_src', '::'), mac('nd_sll', ZERO_MAC)], 'pass']);
+    rules.push([P.neighbourAllow, [...src, ...icmp6(143), v6('ipv6_src', '::')], 'pass']);
+    rules.push([P.neighbourDrop, [at, ...icmp6(135)], 'drop']);
+    rules.push([P.neighbourDrop, [at, ...icmp6(136)], 'drop']);
+    const ipv6 = term('ipv6', { field: 'eth_type', value: ETH_IPV6 });
+    for (const source of v6Sources) rules.push([P.allow, [...src, ipv6, v6('ipv6_src', source)], 'pass']);
     if (guard.ipv4) {
-      rules.push([P.allow, `${src},ip,nw_src=${guard.ipv4}`, pass]);
-      rules.push([P.allow, `${src},arp,arp_spa=${guard.ipv4},arp_sha=${guard.mac}`, pass]);
+      rules.push([P.allow, [...src, term('ip', { field: 'eth_type', value: ETH_IPV4 }), term(`nw_src=${guard.ipv4}`, { field: 'ipv4_src', value: guard.ipv4 })], 'pass']);
+      rules.push([P.allow, [...src, term('arp', { field: 'eth_type', value: ETH_ARP }), term(`arp_spa=${guard.ipv4}`, { field: 'arp_spa', value: guard.ipv4 }), term(`arp_sha=${guard.mac}`, { field: 'arp_sha', value: guard.mac })], 'pass']);
     }
-    rules.push([P.rest, at, 'drop']);
+    rules.push([P.rest, [at], 'drop']);
   }
   const bits = (COOKIE_MARK << MARK_SHIFT) | (portBits(port) << PORT_SHIFT);
-  const flows = rules.map(([priority, match, actions]) => {
-    const text = `table=0,priority=${priority},${match},actions=${actions}`;
-    return { cookie: hex(bits | digest(text, 2)), text };
+  const flows = rules.map(([priority, terms, action]): FlowSpec => {
+    const actions = action === 'drop' ? 'drop' : meter ? `meter:${meter.id},NORMAL` : 'NORMAL';
+    const text = `table=0,priority=${priority},${terms.map((t) => t.text).join(',')},actions=${actions}`;
+    return { cookie: hex(bits | digest(text, 2)), text, priority, match: terms.flatMap((t) => t.fields), action, meter: action === 'pass' ? meter?.id : undefined };
   });
   return { bridge, port, ofport, prefix: portCookiePrefix(port), flows, meter };
 }
 
-/**
- * Lines for `ovs-ofctl add-flows <bridge> -`: flows deleted by `before`
- * (cookie/mask each), the port's flows added, then flows deleted by `after`.
- */
-export function flowLines(flows: PortFlows, options: { before?: readonly string[]; after?: readonly string[] }): string {
-  const del = (c: string) => `delete cookie=${c}`;
-  return [...(options.before ?? []).map(del), ...flows.flows.map((f) => `add cookie=${f.cookie},${f.text}`), ...(options.after ?? []).map(del)].join('\n') + '\n';
+const ETH_IPV4 = 0x0800;
+const ETH_ARP = 0x0806;
+const ETH_IPV6 = 0x86dd;
+const IPPROTO_ICMPV6 = 58;
+
+/** Part of a match as ovs-ofctl writes it, with the OpenFlow fields it stands for. */
+interface Term {
+  readonly text: string;
+  readonly fields: readonly MatchField[];
 }
 
-/** `ovs-ofctl add-meter`'s argument. */
-export function meterText(meter: MeterSpec): string {
-  return `meter=${meter.id},kbps,burst,band=type=drop,rate=${meter.kbps},burst_size=${meter.burstKbit}`;
+function term(text: string, ...fields: MatchField[]): Term {
+  return { text, fields };
 }
 
 /** The cookies in `ovs-ofctl dump-flows` output. */

@@ -11,7 +11,7 @@ import { OvsdbClient } from '../../src/adapters/ovsdb.js';
 import { gatewayPort, ownedBridge } from '../../src/domain/host.js';
 import { silentLogger } from '../../src/log.js';
 import { ovsRundir } from '../../src/wiring.js';
-import { parseFlowCookies } from '../../src/domain/flows.js';
+import { guardFor, parseFlowCookies, portCookiePrefix, portFlows } from '../../src/domain/flows.js';
 import { ovsContract } from '../contract/ovs.js';
 import { SimHost } from '../e2e/harness/sim-host.js';
 import { waitFor } from '../e2e/harness/proc.js';
@@ -27,6 +27,7 @@ describe('OVS adapters on a real ovsdb-server and ovs-vswitchd', () => {
     ovs = new OvsBridgeClient(db, { applyTimeoutMs: 3_000, rundir: ovsRundir(host.ovsdb) });
   });
   after(async () => {
+    ovs?.close();
     db?.close();
     await host?.stop();
   });
@@ -66,6 +67,37 @@ describe('OVS adapters on a real ovsdb-server and ovs-vswitchd', () => {
     await ovs.ensureBridge(ownedBridge('itbr0', 'netdev'));
     const port = { ...gatewayPort({ id: '3'.repeat(64), gatewayPort: 'ovsnodevice0001', spec: { bridge: 'itbr0' }, localTag: 9, mtu: 1500 } as never), type: '', mtuRequest: undefined };
     await assert.rejects(ovs.addPort(port), (err: Error & { code?: string }) => err.code === 'PortFailed' && /ovsnodevice0001/.test(err.message) && /could not open|No such device/i.test(err.message));
+  });
+
+  it('writes each guard flow over OpenFlow exactly as ovs-ofctl reads it back, and again after ovs-vswitchd restarts', async () => {
+    await clean();
+    await ovs.ensureBridge(ownedBridge('itbr0', 'netdev'));
+    const guard = guardFor({ antiSpoofing: true, rate: { mbit: 3, burstKbit: 300 } }, { mac: '02:42:0a:09:00:07', address: '10.9.0.7/24', addressIpv6: 'fd00::7/64' })!;
+    const flows = portFlows('itbr0', 'ovs777777777777', 41, guard);
+    /** Each flow's match and actions, as sorted terms, from our text and from ovs-ofctl's dump. */
+    const terms = (text: string) => text.replace(/^table=0,/, '').replace(/,?actions=/, ',actions=').split(',').filter(Boolean).sort().join(',');
+    const dumped = async () => {
+      const out = new Map<string, string>();
+      for (const line of (await host.ofctl(['dump-flows', 'itbr0', '--no-stats'])).stdout.split('\n')) {
+        const m = /cookie=(0x[0-9a-f]+), (.*) actions=(.*)$/.exec(line.trim());
+        if (m) out.set(BigInt(m[1]!).toString(16), terms(`${m[2]},actions=${m[3]}`));
+      }
+      return out;
+    };
+    await ovs.setPortFlows(flows, { before: [portCookiePrefix('ovs777777777777')] });
+    let seen = await dumped();
+    for (const f of flows.flows) assert.equal(seen.get(BigInt(f.cookie).toString(16)), terms(f.text), `flow ${f.text}`);
+    assert.equal(seen.size, flows.flows.length);
+
+    // ovs-vswitchd restarts: the kept connection is gone, and the next change opens another.
+    await host.stopVswitchd();
+    await host.startVswitchd();
+    await waitFor('the bridge to be back', async () => (await host.ofctl(['show', 'itbr0'], { check: false })).exitCode === 0, 15_000, 100);
+    await ovs.setPortFlows(flows, {});
+    seen = await dumped();
+    assert.equal(seen.size, flows.flows.length, 'the flows are back');
+    await ovs.deleteFlows('itbr0', [portCookiePrefix('ovs777777777777')], [41]);
+    assert.equal((await dumped()).size, 0);
   });
 
   it('names the failing operation of a transaction', async () => {
