@@ -7,7 +7,7 @@
 import { errorMessage, internal, isPluginError } from '../errors.js';
 import { type HostDifference, REPAIR_ORDER, type Repair } from '../domain/host-diff.js';
 import { type ObservedFlows, type PortGuard, portCookiePrefix, portFlows } from '../domain/flows.js';
-import { type ObservedHost, type PortSpec, endpointPort } from '../domain/host.js';
+import { type DesiredPort, type ObservedHost, type PortSpec, endpointPort } from '../domain/host.js';
 import { OWNER_KEY, OWNER_VALUE, ROLE_KEY } from '../domain/names.js';
 import type { Datapath, DatapathSetting, EndpointRecord, NetworkRecord } from '../domain/records.js';
 import type { Logger } from '../log.js';
@@ -163,19 +163,23 @@ export class LocalHost {
     const { ovs, links } = this.o;
     const port = endpointPort(network, endpoint);
     await links.createVeth({ host: endpoint.hostIf, peer: endpoint.peerIf, mtu: network.mtu, peerMac: endpoint.mac });
-    const [, ofport] = await Promise.all([
+    // The port and its flows while ethtool runs: the two take about as long, and neither needs the other.
+    await Promise.all([
       network.datapath === 'netdev' ? links.disableTxOffload([endpoint.hostIf, endpoint.peerIf]) : undefined,
-      ovs.addPort(port),
+      ovs.addPort(port).then((ofport) => this.guardNewPort(port, ofport)),
     ]);
-    if (port.guard) {
-      const what = `the guard flows (${[port.guard.antiSpoofing ? 'anti-spoofing' : '', port.guard.rate ? `rate ${port.guard.rate.mbit} Mbit/s` : ''].filter(Boolean).join(', ')}) of port ${port.name} on bridge ${port.bridge}`;
-      const remedy = `the bridge must allow OpenFlow 1.3 (ovs-vsctl set bridge ${port.bridge} protocols=OpenFlow10,OpenFlow13) and its flows must not be wiped by a controller; or create the network with -o anti_spoofing=false and without rate`;
-      if (!(ofport > 0)) throw internal('GuardFailed', `cannot set ${what}: OVS gave the port no OpenFlow port number`);
-      try {
-        await this.setGuardFlows(port, port.guard, ofport);
-      } catch (err) {
-        throw internal('GuardFailed', `cannot set ${what}: ${errorMessage(err)}; ${remedy}`);
-      }
+  }
+
+  /** A container port's guard flows, set before the container has the other end of its veth. */
+  private async guardNewPort(port: DesiredPort, ofport: number): Promise<void> {
+    if (!port.guard) return;
+    const what = `the guard flows (${[port.guard.antiSpoofing ? 'anti-spoofing' : '', port.guard.rate ? `rate ${port.guard.rate.mbit} Mbit/s` : ''].filter(Boolean).join(', ')}) of port ${port.name} on bridge ${port.bridge}`;
+    const remedy = `the bridge must allow OpenFlow 1.3 (ovs-vsctl set bridge ${port.bridge} protocols=OpenFlow10,OpenFlow13) and its flows must not be wiped by a controller; or create the network with -o anti_spoofing=false and without rate`;
+    if (!(ofport > 0)) throw internal('GuardFailed', `cannot set ${what}: OVS gave the port no OpenFlow port number`);
+    try {
+      await this.setGuardFlows(port, port.guard, ofport);
+    } catch (err) {
+      throw internal('GuardFailed', `cannot set ${what}: ${errorMessage(err)}; ${remedy}`);
     }
   }
 
