@@ -79,6 +79,7 @@ async function main(): Promise<void> {
 
   const watcher = watchGateways((port) => reconciler.trigger(`gateway port ${port} changed`), log);
   ovsdb.onReconnect = () => reconciler.trigger('OVSDB connection back');
+  host.onFlowsLost = (bridge) => reconciler.trigger(`ovs-vswitchd dropped bridge ${bridge} and has it again: its guard flows are gone`);
   void restored.then(() => {
     log.info('networks restored', { networks: state.networks.size });
     reconciler.start(config.reconcileIntervalMs);

@@ -257,6 +257,7 @@ class Connection {
   constructor(
     private readonly path: string,
     private readonly timeoutMs: number,
+    onClose: () => void,
   ) {
     this.ready = new Promise<void>((resolve, reject) => {
       this.settleHello = (err) => (err ? reject(err) : resolve());
@@ -272,7 +273,10 @@ class Connection {
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') this.failure ??= new NoBridgeSocket(`no OpenFlow management socket at ${path}`);
       else this.failure ??= err;
     });
-    socket.on('close', () => this.fail(this.failure ?? new Error(`the OpenFlow connection to ${path} closed`)));
+    socket.on('close', () => {
+      this.fail(this.failure ?? new Error(`the OpenFlow connection to ${path} closed`));
+      onClose();
+    });
   }
 
   /** Sends the messages and a barrier; resolves with the errors ovs-vswitchd sent for them, once it has applied them all. */
@@ -378,8 +382,17 @@ class Connection {
 /** Connections to bridges' management sockets, opened on first use and again after one closes. */
 export class OpenFlowClient {
   private readonly connections = new Map<string, Connection>();
+  /** Bridges whose connection is kept, and opened again when it drops. */
+  private readonly watched = new Set<string>();
+  private readonly retrying = new Map<string, NodeJS.Timeout>();
+  private closing = false;
+  /**
+   * Told when a watched bridge's connection dropped and could be opened again:
+   * ovs-vswitchd restarted (it keeps no flows across a restart) or the bridge was made again.
+   */
+  onReconnect: ((bridge: string) => void) | undefined;
 
-  constructor(private readonly options: { rundir: string; timeoutMs: number }) {}
+  constructor(private readonly options: { rundir: string; timeoutMs: number; retryMs?: number }) {}
 
   /**
    * Sends the messages to a bridge and waits until ovs-vswitchd applied them;
@@ -400,7 +413,26 @@ export class OpenFlowClient {
     }
   }
 
+  /** Keeps a connection to exactly these bridges, so that losing one (and getting it back) is noticed. */
+  watch(bridges: Iterable<string>): void {
+    const wanted = new Set(bridges);
+    for (const bridge of this.watched) {
+      if (wanted.has(bridge)) continue;
+      this.watched.delete(bridge);
+      clearTimeout(this.retrying.get(bridge));
+      this.retrying.delete(bridge);
+    }
+    for (const bridge of wanted) {
+      if (this.watched.has(bridge)) continue;
+      this.watched.add(bridge);
+      this.send(bridge, []).catch(() => this.retry(bridge));
+    }
+  }
+
   close(): void {
+    this.closing = true;
+    for (const timer of this.retrying.values()) clearTimeout(timer);
+    this.retrying.clear();
     for (const c of this.connections.values()) c.close();
     this.connections.clear();
   }
@@ -408,8 +440,25 @@ export class OpenFlowClient {
   private connection(bridge: string): Connection {
     const existing = this.connections.get(bridge);
     if (existing && !existing.closed) return existing;
-    const created = new Connection(`${this.options.rundir}/${bridge}.mgmt`, this.options.timeoutMs);
+    const created = new Connection(`${this.options.rundir}/${bridge}.mgmt`, this.options.timeoutMs, () => {
+      if (this.connections.get(bridge) === created && !this.closing) this.retry(bridge);
+    });
     this.connections.set(bridge, created);
     return created;
+  }
+
+  /** Opens a dropped watched connection again, every `retryMs` until it answers; then says so. */
+  private retry(bridge: string): void {
+    if (!this.watched.has(bridge) || this.retrying.has(bridge) || this.closing) return;
+    const timer = setTimeout(() => {
+      this.retrying.delete(bridge);
+      if (!this.watched.has(bridge)) return;
+      this.send(bridge, []).then(
+        () => this.onReconnect?.(bridge),
+        () => this.retry(bridge),
+      );
+    }, this.options.retryMs ?? 500);
+    timer.unref();
+    this.retrying.set(bridge, timer);
   }
 }

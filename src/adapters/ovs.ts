@@ -287,6 +287,11 @@ export class OvsBridgeClient implements Ovs {
     }
   }
 
+  watchFlows(bridges: readonly string[], onLost: (bridge: string) => void): void {
+    this.openflow.onReconnect = onLost;
+    this.openflow.watch(bridges);
+  }
+
   close(): void {
     this.openflow.close();
   }

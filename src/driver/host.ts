@@ -27,6 +27,11 @@ export interface LocalHostOptions {
 
 export class LocalHost {
   private firewallChain = Promise.resolve();
+  /**
+   * Told when a bridge with guarded ports comes back after ovs-vswitchd dropped it (it keeps no flows
+   * across a restart), so they are put back at once. The bridges are those of the last whole-host look.
+   */
+  onFlowsLost: ((bridge: string) => void) | undefined;
 
   constructor(readonly o: LocalHostOptions) {}
 
@@ -79,6 +84,8 @@ export class LocalHost {
     for (const p of observed.ports.values()) {
       if (p.externalIds[ROLE_KEY] === 'endpoint' && p.bridge && !p.interfaceExternalIds['iface-id']) bridges.add(p.bridge);
     }
+    const { onFlowsLost } = this;
+    if (onFlowsLost) this.o.ovs.watchFlows([...bridges], onFlowsLost);
     const out = new Map<string, ObservedFlows>();
     await Promise.all(
       [...bridges].map(async (bridge) => {

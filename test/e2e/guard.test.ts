@@ -99,9 +99,8 @@ describe('anti-spoofing and rate limits', () => {
     await host.stopVswitchd();
     await host.startVswitchd();
     await waitFor('ovs-vswitchd to answer OpenFlow', async () => (await host.ofctl(['dump-flows', 'ovs0'], { check: false })).exitCode === 0, 20_000);
-    // The restart lost every flow; the gateway ports it recreated may already have woken the reconciler.
-    await cli(['reconcile']);
-    assert.equal((await ownedFlows()).length, 3 * perPort, 'reconcile put them back after the restart');
+    // The restart lost every flow: the plugin notices the bridge come back and puts them back by itself.
+    await waitFor('the guard flows to be back without being asked', async () => (await ownedFlows()).length === 3 * perPort, 10_000, 100);
     assert.equal((await cli(['doctor'])).exitCode, 0);
     assert.ok(await ping(host, 'gb', (await containerAddress(host, 'ga', 'guarded')).ip, 2));
 

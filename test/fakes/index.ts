@@ -171,6 +171,11 @@ export class FakeOvs implements Ovs {
     drop(options.after ?? []);
   }
 
+  watched: string[] = [];
+  watchFlows(bridges: readonly string[]): void {
+    this.watched = [...bridges];
+  }
+
   async deleteFlows(bridge: string, cookies: readonly string[], meters: readonly number[] = []): Promise<void> {
     this.calls.push(`deleteFlows ${bridge} ${cookies.join(' ')}`);
     const table = this.flowTables.get(bridge);

@@ -89,10 +89,14 @@ describe('OVS adapters on a real ovsdb-server and ovs-vswitchd', () => {
     for (const f of flows.flows) assert.equal(seen.get(BigInt(f.cookie).toString(16)), terms(f.text), `flow ${f.text}`);
     assert.equal(seen.size, flows.flows.length);
 
-    // ovs-vswitchd restarts: the kept connection is gone, and the next change opens another.
+    // ovs-vswitchd restarts: the kept connection is gone; a watched bridge says when it is back, and the next change opens another.
+    const back: string[] = [];
+    ovs.watchFlows(['itbr0'], (bridge) => back.push(bridge));
     await host.stopVswitchd();
     await host.startVswitchd();
-    await waitFor('the bridge to be back', async () => (await host.ofctl(['show', 'itbr0'], { check: false })).exitCode === 0, 15_000, 100);
+    await waitFor('the watch to see the bridge back', async () => back.length > 0, 15_000, 100);
+    assert.deepEqual(back, ['itbr0']);
+    ovs.watchFlows([], () => {});
     await ovs.setPortFlows(flows, {});
     seen = await dumped();
     assert.equal(seen.size, flows.flows.length, 'the flows are back');
