@@ -27,6 +27,8 @@ export interface Config {
   readonly docker: string | undefined;
   readonly reconcileIntervalMs: number;
   readonly reconcileGraceMs: number;
+  /** Veth pairs kept made ahead of need per shape of network (MTU, offload); 0 turns them off. */
+  readonly sparePairs: number;
   /** Test-only crash point. */
   readonly fault: { call: FaultCall; point: string } | undefined;
   /** Where Prometheus metrics are served; undefined means off. */
@@ -62,6 +64,7 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'OVSNET_DOCKER', default: 'unix:///var/run/docker.sock', description: 'Docker API the reconciler compares with (unix://<path> or tcp://<host>:<port>), or none' },
   { name: 'OVSNET_RECONCILE_INTERVAL', default: '60', description: 'seconds between full reconciliations with OVS, the kernel and Docker' },
   { name: 'OVSNET_RECONCILE_GRACE', default: '60', description: 'seconds a record must be old before the reconciler may remove it as debris' },
+  { name: 'OVSNET_SPARE_PAIRS', default: '4', description: 'veth pairs kept made ahead of need for each MTU the networks use, so a container start runs no program; 0 turns them off' },
   { name: 'OVSNET_METRICS', default: '', description: 'host:port to serve Prometheus metrics on (GET /metrics); empty means off' },
   { name: 'OVSNET_OVN_NB', default: '', description: "OVN mode: the northbound database's remotes, comma-separated (unix:<path> or tcp:<ip>:<port>, every member of its Raft cluster); empty means OVN mode is off" },
   { name: 'OVSNET_OVN_BRIDGE', default: 'br-int', description: "OVN mode: ovn-controller's integration bridge, where the containers' ports go" },
@@ -148,6 +151,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > 86400) invalid(name, text, `must be a whole number of seconds from ${min} to 86400`);
     return Number(text) * 1000;
   };
+  const spareText = setting(env, 'OVSNET_SPARE_PAIRS');
+  if (!/^\d+$/.test(spareText) || Number(spareText) > 64) invalid('OVSNET_SPARE_PAIRS', spareText, 'must be a whole number from 0 to 64');
   const metricsText = setting(env, 'OVSNET_METRICS');
   let metrics: { host: string; port: number } | undefined;
   if (metricsText) {
@@ -183,6 +188,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     docker: dockerText === 'none' ? undefined : dockerText,
     reconcileIntervalMs: seconds('OVSNET_RECONCILE_INTERVAL', 1),
     reconcileGraceMs: seconds('OVSNET_RECONCILE_GRACE', 0),
+    sparePairs: Number(spareText),
     fault,
     metrics,
     ovn: nbText ? { nb: nbText, bridge: ovnBridge, timeoutMs: ovnTimeoutMs, external } : undefined,

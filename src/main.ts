@@ -60,7 +60,7 @@ async function main(): Promise<void> {
   const { ovsdb, host, docker, close } = adapters;
   const ovn = ovnBackend(config, adapters, state, log);
   const ipam = new IpamDriver({ state, routes: host.links, defaultPools: config.defaultPools, distributed: ovn, log, faults });
-  const network = new NetworkDriver({ state, host, ovn, ipam, defaults: { bridge: config.bridge, mtu: config.mtu, ovn: config.ovn && { bridge: config.ovn.bridge } }, log, faults });
+  const network = new NetworkDriver({ state, host, ovn, ipam, defaults: { bridge: config.bridge, mtu: config.mtu, ovn: config.ovn && { bridge: config.ovn.bridge } }, log, faults, sparePairs: config.sparePairs });
   const reconciler = new Reconciler({ state, network, ipam, docker, graceMs: config.reconcileGraceMs, log });
 
   // Restore every network (bridge, gateway port and addresses, tunnels, firewall) before serving changes:
@@ -96,8 +96,12 @@ async function main(): Promise<void> {
     server.close();
     server.closeAllConnections();
     metricsServer?.close();
-    close();
-    store.close().finally(() => process.exit(0));
+    // Spares are this process's alone: gone with it (a second at most; what is left, the next start's reconcile removes).
+    const sparesGone = Promise.race([network.stopSpares(), new Promise<void>((r) => setTimeout(r, 1_000))]);
+    void sparesGone.finally(() => {
+      close();
+      store.close().finally(() => process.exit(0));
+    });
   };
   // A daemon that dockerd depends on keeps serving: a stray rejection is a bug to log, not a reason to die.
   process.on('unhandledRejection', (err) => log.error('unhandled rejection (a bug; please report it)', { error: errorMessage(err) }));

@@ -57,6 +57,8 @@ export interface DiffOptions {
   readonly docker?: readonly DockerNetwork[];
   readonly now: number;
   readonly graceMs: number;
+  /** Veth pairs the plugin made ahead of need and holds now: no endpoint's, and no debris. */
+  readonly spares?: ReadonlySet<string>;
 }
 
 /** The ordering in which repairs are applied: bridges first, ports before their kernel settings, bridges last out. */
@@ -233,6 +235,7 @@ export function diffHost(desired: DesiredHost, observed: ObservedHost, options: 
     for (const [name, link] of observed.links) {
       // A veth that is an owned OVS port is judged by its port (above), which knows its network.
       if (link.kind !== 'veth' || !(isHostVethName(name) || isPeerVethName(name)) || desired.devices.has(name) || observed.ports.has(name)) continue;
+      if (options.spares?.has(name)) continue;
       out.push({ drift: { kind: 'orphan-veth', subject: name, port: name, detail: `veth ${name} belongs to no endpoint`, fix: `ip link del ${name}` }, repairs: [{ type: 'delete-veth', name }] });
     }
   }
@@ -249,11 +252,11 @@ export function diffHost(desired: DesiredHost, observed: ObservedHost, options: 
 }
 
 /** Every difference between the records and the host, and (when Docker was asked) Docker. */
-export function findDrift(records: Records, desired: DesiredHost, observed: ObservedHost, options: { docker?: readonly DockerNetwork[]; now: number; graceMs: number }): Drift[] {
+export function findDrift(records: Records, desired: DesiredHost, observed: ObservedHost, options: { docker?: readonly DockerNetwork[]; now: number; graceMs: number; spares?: ReadonlySet<string> }): Drift[] {
   const creating = records.networks
     .filter((n) => n.state === 'creating')
     .map((n): Drift => ({ kind: 'network-creating', subject: short(n.id), networkId: n.id, detail: `network ${short(n.id)} was being created when the plugin stopped`, fix: REPAIR }));
-  const host = diffHost(desired, observed, { records, docker: options.docker, now: options.now, graceMs: options.graceMs }).map((d) => d.drift);
+  const host = diffHost(desired, observed, { records, docker: options.docker, now: options.now, graceMs: options.graceMs, spares: options.spares }).map((d) => d.drift);
   return [...creating, ...host, ...(options.docker ? dockerDrift(records, options.docker, options) : [])];
 }
 

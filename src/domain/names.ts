@@ -20,6 +20,9 @@ export type PortRole = 'endpoint' | 'gateway' | 'tunnel' | 'uplink';
 export const HOST_VETH_PREFIX = 'ovs';
 export const PEER_VETH_PREFIX = 'ovc';
 export const GATEWAY_PREFIX = 'ovsgw';
+/** Veth pairs made ahead of need (driver/spares.ts): named for no endpoint until one takes them, and keep the name then. */
+export const SPARE_HOST_PREFIX = 'ovp';
+export const SPARE_PEER_PREFIX = 'ovq';
 export const TUNNEL_PREFIX = 'ovt';
 
 const ID = /^[0-9a-f]{64}$/;
@@ -48,12 +51,23 @@ export function tunnelPortName(networkId: string, peer: string): string {
   return TUNNEL_PREFIX + createHash('sha256').update(`${networkId}|${peer}`).digest('hex').slice(0, 12);
 }
 
+/** The host end of an endpoint's veth pair: named for its endpoint, or made ahead as a spare. */
 export function isHostVethName(name: string): boolean {
-  return name.length === 15 && name.startsWith(HOST_VETH_PREFIX) && /^[0-9a-f]{12}$/.test(name.slice(3));
+  return name.length === 15 && (name.startsWith(HOST_VETH_PREFIX) || name.startsWith(SPARE_HOST_PREFIX)) && /^[0-9a-f]{12}$/.test(name.slice(3));
 }
 
 export function isPeerVethName(name: string): boolean {
-  return name.length === 15 && name.startsWith(PEER_VETH_PREFIX) && /^[0-9a-f]{12}$/.test(name.slice(3));
+  return name.length === 15 && (name.startsWith(PEER_VETH_PREFIX) || name.startsWith(SPARE_PEER_PREFIX)) && /^[0-9a-f]{12}$/.test(name.slice(3));
+}
+
+/** Both ends of a spare pair, from its 12 hex digits. */
+export function sparePairNames(hex: string): { host: string; peer: string } {
+  return { host: SPARE_HOST_PREFIX + hex, peer: SPARE_PEER_PREFIX + hex };
+}
+
+/** A host end made ahead as a spare (whether or not an endpoint took it since). */
+export function isSpareHostName(name: string): boolean {
+  return isHostVethName(name) && name.startsWith(SPARE_HOST_PREFIX);
 }
 
 const IFNAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;

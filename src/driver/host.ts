@@ -8,7 +8,7 @@ import { errorMessage, internal, isPluginError } from '../errors.js';
 import { type HostDifference, REPAIR_ORDER, type Repair } from '../domain/host-diff.js';
 import { type ObservedFlows, type PortGuard, portCookiePrefix, portFlows } from '../domain/flows.js';
 import { type DesiredPort, type ObservedHost, type PortSpec, endpointPort } from '../domain/host.js';
-import { OWNER_KEY, OWNER_VALUE, ROLE_KEY } from '../domain/names.js';
+import { OWNER_KEY, OWNER_VALUE, ROLE_KEY, isSpareHostName } from '../domain/names.js';
 import type { Datapath, DatapathSetting, EndpointRecord, NetworkRecord } from '../domain/records.js';
 import type { Logger } from '../log.js';
 import type { DatapathProbe, Firewall, HostPorts, Links, Ovs, Sysctl } from './ports.js';
@@ -169,6 +169,16 @@ export class LocalHost {
   async makeEndpointDevices(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
     const { ovs, links } = this.o;
     const port = endpointPort(network, endpoint);
+    if (isSpareHostName(endpoint.hostIf)) {
+      // Made ahead of need (driver/spares.ts): only the port and its flows are left to do.
+      try {
+        await this.guardNewPort(port, await ovs.addPort(port));
+        return;
+      } catch (err) {
+        // Its veth is gone (a power cut since it was made): made again below, under the same names.
+        if (!isPluginError(err) || err.code !== 'PortFailed' || (await links.list()).has(endpoint.hostIf)) throw err;
+      }
+    }
     await links.createVeth({ host: endpoint.hostIf, peer: endpoint.peerIf, mtu: network.mtu, peerMac: endpoint.mac });
     // The port and its flows while ethtool runs: the two take about as long, and neither needs the other.
     await Promise.all([

@@ -19,6 +19,7 @@ import { endpointOperInfo, join, leave } from './network/joinleave.js';
 import { programExternalConnectivity, revokeExternalConnectivity } from './network/published.js';
 import { abandonCreate, createNetwork, deleteNetwork, setPeers } from './network/networks.js';
 import { type ConvergeOptions, type RepairResult, converge, readDrift } from './network/repair.js';
+import { SparePairs } from './spares.js';
 import type { State } from './state.js';
 
 export interface NetworkDriverOptions {
@@ -32,6 +33,10 @@ export interface NetworkDriverOptions {
   log: Logger;
   /** Test-only crash points (OVSNET_FAULT). */
   faults?: Faults;
+  /** Veth pairs kept made ahead of need per shape of network; 0 (the default) makes none. */
+  sparePairs?: number;
+  /** How long after the last start spares are made again (default 250 ms). */
+  spareRefillDelayMs?: number;
 }
 
 export class NetworkDriver {
@@ -45,6 +50,7 @@ export class NetworkDriver {
       ovn: o.ovn,
       ipam: o.ipam,
       locks: new KeyedMutex(),
+      spares: new SparePairs({ links: o.host.links, size: o.sparePairs ?? 0, refillDelayMs: o.spareRefillDelayMs ?? 250, log: o.log }),
       devices: new Map(),
       defaults: o.defaults,
       log: o.log,
@@ -56,12 +62,15 @@ export class NetworkDriver {
     return { Scope: 'local' as const, ConnectivityScope: 'local' as const };
   }
 
-  createNetwork(req: CreateNetworkRequest): Promise<void> {
-    return createNetwork(this.ctx, req);
+  async createNetwork(req: CreateNetworkRequest): Promise<void> {
+    await createNetwork(this.ctx, req);
+    void this.wantSpares();
   }
 
-  deleteNetwork(networkId: string): Promise<void> {
-    return deleteNetwork(this.ctx, networkId);
+  async deleteNetwork(networkId: string): Promise<void> {
+    await deleteNetwork(this.ctx, networkId);
+    // The last network of its shape takes its spares with it.
+    await this.wantSpares();
   }
 
   createEndpoint(req: CreateEndpointRequest): Promise<CreateEndpointResponse> {
@@ -93,8 +102,30 @@ export class NetworkDriver {
   }
 
   /** Changes an overlay's peers (`ovsnet peers`). */
-  setPeers(networkId: string, peers: readonly string[]): Promise<NetworkRecord> {
-    return setPeers(this.ctx, networkId, peers);
+  async setPeers(networkId: string, peers: readonly string[]): Promise<NetworkRecord> {
+    const record = await setPeers(this.ctx, networkId, peers);
+    void this.wantSpares(); // its MTU may have changed
+    return record;
+  }
+
+  /** The spare veth pairs ready now (for the state view). */
+  spares(): Array<{ host: string; peer: string }> {
+    return this.ctx.spares.list();
+  }
+
+  /** Whether spares are being made or deleted now, or due to be. */
+  sparesBusy(): boolean {
+    return !this.ctx.spares.quiet();
+  }
+
+  /** Deletes the spare veth pairs (the plugin is stopping). */
+  stopSpares(): Promise<void> {
+    return this.ctx.spares.stop();
+  }
+
+  /** Spares for the shapes of the networks there are now, and none for others. */
+  private wantSpares(): Promise<void> {
+    return this.ctx.spares.want([...this.ctx.state.networks.values()]);
   }
 
   // ---- for the reconciler ----
@@ -104,9 +135,11 @@ export class NetworkDriver {
     return abandonCreate(this.ctx, networkId);
   }
 
-  /** Repairs every difference between the records and the host. */
-  converge(options: ConvergeOptions): Promise<RepairResult[]> {
-    return converge(this.ctx, options);
+  /** Repairs every difference between the records and the host (spares of a dead process included), then fills the spares. */
+  async converge(options: ConvergeOptions): Promise<RepairResult[]> {
+    const results = await converge(this.ctx, options);
+    void this.wantSpares();
+    return results;
   }
 
   /** Which hosts use each OVN network (for `ovsnet networks`); undefined when OVN is off or cannot be asked. */
@@ -116,6 +149,6 @@ export class NetworkDriver {
 
   /** What differs, changing nothing. */
   drift(options: ConvergeOptions): Promise<Drift[]> {
-    return readDrift(this.ctx.host, () => this.ctx.state.records(), { ...options, ovn: this.ctx.ovn });
+    return readDrift(this.ctx.host, () => this.ctx.state.records(), { ...options, ovn: this.ctx.ovn, spares: () => this.ctx.spares.names() });
   }
 }

@@ -112,7 +112,8 @@ export function createApp(options: AppOptions): express.Express {
     const { state } = options;
     // Which hosts use each OVN network (asked of the northbound database only when wanted: ?ovn=1).
     const ovnHosts = req.query?.ovn === '1' ? await network.ovnHosts() : undefined;
-    res.json({ ...state.records(), ...(ovnHosts ? { ovnHosts } : {}) });
+    // Spares (veth pairs made ahead of need) are no records; listed so that audits can account for every device.
+    res.json({ ...state.records(), spares: network.spares(), sparesBusy: network.sparesBusy(), ...(ovnHosts ? { ovnHosts } : {}) });
   });
 
   // Changing an overlay's peers without recreating it (used by `ovsnet peers`).

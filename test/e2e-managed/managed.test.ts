@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { MANAGED, MANAGED_REF, SimHost } from '../e2e/harness/sim-host.js';
-import { containerAddress, inspect, ping, runContainer } from '../e2e/support.js';
+import { containerAddress, endpointPortName, inspect, ping, runContainer } from '../e2e/support.js';
 
 describe('the managed plugin', () => {
   let host: SimHost;
@@ -51,7 +51,7 @@ describe('the managed plugin', () => {
     await host.docker(['network', 'create', '-d', 'ovs:latest', '--ipam-driver', 'ovs:latest', '--subnet', '10.81.0.0/24', '-o', 'vlan=81', 'm81']);
     await runContainer(host, 'b1', 'm81');
     const { endpointId } = await containerAddress(host, 'b1', 'm81');
-    const bridge = (await host.vsctl(['port-to-br', `ovs${endpointId.slice(0, 12)}`])).stdout.trim();
+    const bridge = (await host.vsctl(['port-to-br', await endpointPortName(host, endpointId)])).stdout.trim();
     assert.equal(bridge, 'ovsset', 'a new network without -o bridge lands on the bridge set with docker plugin set');
     assert.ok(await ping(host, 'a1', '10.80.0.50'), 'the existing network is untouched');
     await host.docker(['rm', '-f', 'b1']);

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { SimHost } from './harness/sim-host.js';
-import { assertAccountedFor, assertPluginSaid, audit, containerAddress, dockerError, httpGet, inspect, ping, runContainer, startHttp } from './support.js';
+import { assertAccountedFor, assertPluginSaid, audit, containerAddress, dockerError, endpointPortName, httpGet, inspect, ping, runContainer, startHttp } from './support.js';
 
 describe('addressing end to end', () => {
   let host: SimHost;
@@ -116,7 +116,8 @@ describe('addressing end to end', () => {
     const inside = await host.docker(['exec', 'm1', 'cat', '/sys/class/net/eth0/mtu']);
     assert.equal(inside.stdout.trim(), '1400');
     const { endpointId } = await containerAddress(host, 'm1', 'small-mtu');
-    const hostEnd = (await host.links()).find((l) => l.name === `ovs${endpointId.slice(0, 12)}`);
+    const portName = await endpointPortName(host, endpointId);
+    const hostEnd = (await host.links()).find((l) => l.name === portName);
     assert.equal(hostEnd?.mtu, 1400);
     await host.docker(['rm', '-f', 'm1']);
     await host.docker(['network', 'rm', 'small-mtu']);

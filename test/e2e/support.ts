@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { TEST_IMAGE } from './harness/image.js';
-import type { SimHost } from './harness/sim-host.js';
+import type { PluginState, SimHost } from './harness/sim-host.js';
 import { waitFor } from './harness/proc.js';
 
 export interface RunOptions {
@@ -60,6 +60,14 @@ export async function containerAddress(host: SimHost, container: string, network
   return { ip: settings.IPAddress, endpointId: settings.EndpointID, mac: settings.MacAddress, ipv6: settings.GlobalIPv6Address };
 }
 
+/** The host end of an endpoint's veth, which is its OVS port: named for the endpoint, or for the spare pair it took. */
+export async function endpointPortName(host: SimHost, endpointId: string): Promise<string> {
+  const mine = (await host.ownedPorts()).filter((p) => p.externalIds['ovsnet-endpoint'] === endpointId);
+  assert.equal(mine.length, 1, `endpoint ${endpointId.slice(0, 12)} has exactly one OVS port`);
+  assert.match(mine[0]!.name, PLUGIN_VETH);
+  return mine[0]!.name;
+}
+
 export async function containerHostname(host: SimHost, container: string): Promise<string> {
   return (await host.docker(['exec', container, 'hostname'])).stdout.trim();
 }
@@ -68,8 +76,10 @@ export interface Audit {
   /** OVS ports owned by the plugin, by role. */
   endpointPorts: string[];
   gatewayPorts: string[];
-  /** Plugin veth ends present in the host namespace. */
+  /** Plugin veth ends present in the host namespace, but for the spares the plugin holds. */
   veths: string[];
+  /** Veth ends the plugin made ahead of need and holds (on no bridge, no endpoint's); each is in the host namespace. */
+  spares: string[];
   endpoints: number;
   networks: number;
   pools: number;
@@ -81,16 +91,45 @@ export interface Audit {
   auxAddresses: number;
 }
 
+/** Spare veth pairs the plugin keeps per network shape by default (OVSNET_SPARE_PAIRS). */
+export const SPARES_PER_SHAPE = 4;
+
+/** Both ends of a plugin's veth pair: named for an endpoint (ovs/ovc) or made ahead as a spare (ovp/ovq). */
+export const PLUGIN_VETH = /^ov[scpq][0-9a-f]{12}$/;
+
+/** The spares of the plugin's own account, each checked to be a veth in the host namespace and on no bridge. */
+function sparesOf(state: PluginState, links: Array<{ name: string; kind: string }>, ports: Array<{ name: string }>): string[] {
+  const names = state.spares.flatMap((p) => [p.host, p.peer]).sort();
+  for (const name of names) {
+    assert.ok(links.some((l) => l.name === name && l.kind === 'veth'), `spare ${name} is a veth on the host`);
+    assert.ok(!ports.some((p) => p.name === name), `spare ${name} is on no bridge`);
+  }
+  return names;
+}
+
+/** The plugin's state once its spares are settled (they are made again a moment after each start). */
+async function settledState(host: SimHost): Promise<PluginState> {
+  let state = await host.pluginState();
+  for (let i = 0; i < 100 && state.sparesBusy; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    state = await host.pluginState();
+  }
+  assert.ok(!state.sparesBusy, 'the spares settle within 5 s');
+  return state;
+}
+
 export async function audit(host: SimHost): Promise<Audit> {
+  const state = await settledState(host);
   const ports = await host.ownedPorts();
   const links = await host.links();
-  const state = await host.pluginState();
+  const spares = sparesOf(state, links, ports);
   const addresses: Record<string, number> = {};
   for (const a of state.addresses) addresses[a.kind] = (addresses[a.kind] ?? 0) + 1;
   return {
     endpointPorts: ports.filter((p) => p.externalIds['ovsnet-role'] === 'endpoint').map((p) => p.name).sort(),
     gatewayPorts: ports.filter((p) => p.externalIds['ovsnet-role'] === 'gateway').map((p) => p.name).sort(),
-    veths: links.filter((l) => l.kind === 'veth' && /^ov[sc][0-9a-f]{12}$/.test(l.name)).map((l) => l.name).sort(),
+    veths: links.filter((l) => l.kind === 'veth' && PLUGIN_VETH.test(l.name) && !spares.includes(l.name)).map((l) => l.name).sort(),
+    spares,
     endpoints: state.endpoints.length,
     networks: state.networks.length,
     pools: state.pools.length,
@@ -109,6 +148,7 @@ export async function assertAccountedFor(host: SimHost, expected: { endpoints: n
   assert.equal(a.veths.length, expected.endpoints, `plugin veths in the host namespace: ${a.veths.join(', ')}`);
   assert.equal(a.addresses.address ?? 0, expected.endpoints + a.auxAddresses, `addresses held: ${JSON.stringify(a.addresses)}`);
   assert.equal(a.networks, expected.networks, 'networks in the store');
+  assert.ok(a.spares.length <= 2 * SPARES_PER_SHAPE * expected.networks, `spares held (at most ${SPARES_PER_SHAPE} pairs per network shape): ${a.spares.join(', ')}`);
   return a;
 }
 
@@ -157,7 +197,7 @@ export async function tcpSay(host: SimHost, container: string, address: string, 
  * held addresses and firewall rules; no duplicate address.
  */
 export async function assertConsistent(host: SimHost): Promise<void> {
-  const state = await host.pluginState();
+  const state = await settledState(host);
   const ids = (await host.docker(['network', 'ls', '--no-trunc', '--filter', `driver=${host.driver}`, '--format', '{{.ID}}'])).stdout.split('\n').filter(Boolean);
   const docker: any[] = ids.length ? JSON.parse((await host.docker(['network', 'inspect', ...ids])).stdout) : [];
   const sorted = (xs: Iterable<string>) => [...xs].sort();
@@ -175,9 +215,10 @@ export async function assertConsistent(host: SimHost): Promise<void> {
   const byRole = (role: string) => sorted(ports.filter((p) => p.externalIds['ovsnet-role'] === role).map((p) => p.name));
   assert.deepEqual(byRole('endpoint'), sorted(state.endpoints.map((e) => e.hostIf)), 'an OVS port per endpoint, no other');
   assert.deepEqual(byRole('gateway'), sorted(state.networks.flatMap((n) => (n.gatewayPort ? [n.gatewayPort] : []))), 'a gateway port per nat/routed network, no other');
-  const veths = (await host.links()).filter((l) => l.kind === 'veth' && /^ov[sc][0-9a-f]{12}$/.test(l.name)).map((l) => l.name);
-  const known = new Set(state.endpoints.flatMap((e) => [e.hostIf, e.peerIf]));
-  assert.deepEqual(veths.filter((v) => !known.has(v)), [], 'no veth without an endpoint');
+  const links = await host.links();
+  const veths = links.filter((l) => l.kind === 'veth' && PLUGIN_VETH.test(l.name)).map((l) => l.name);
+  const known = new Set([...state.endpoints.flatMap((e) => [e.hostIf, e.peerIf]), ...sparesOf(state, links, ports)]);
+  assert.deepEqual(veths.filter((v) => !known.has(v)), [], 'no veth without an endpoint, but for the spares the plugin holds');
   for (const e of state.endpoints) assert.ok(veths.includes(e.hostIf), `endpoint ${e.id.slice(0, 12)} has its veth`);
 
   const ownIpam = docker.filter((n) => n.IPAM?.Driver === host.driver);

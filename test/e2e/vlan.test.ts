@@ -17,6 +17,8 @@ import {
   ping,
   runContainer,
   startHttp,
+  endpointPortName,
+  PLUGIN_VETH,
 } from './support.js';
 
 describe('VLAN networks end to end', () => {
@@ -74,7 +76,7 @@ describe('VLAN networks end to end', () => {
       assert.equal(port.tag, tag);
       assert.equal(port.externalIds['ovsnet-owner'], 'ovsnet');
       assert.equal(port.externalIds['ovsnet-network'], id);
-      assert.equal(port.name, `ovs${endpointId.slice(0, 12)}`);
+      assert.match(port.name, PLUGIN_VETH, 'a veth named for its endpoint, or for the spare pair it took');
     }
     const bridge = await host.vsctl(['get', 'bridge', 'ovs0', 'datapath_type']);
     assert.equal(bridge.stdout.trim(), 'netdev', 'without the kernel module the bridge uses the userspace datapath');
@@ -83,7 +85,7 @@ describe('VLAN networks end to end', () => {
 
   it('turns TX checksum offload off on both veth ends (userspace datapath)', async () => {
     const { endpointId } = await containerAddress(host, 'ca', 'app860');
-    const hostEnd = await host.exec('ethtool', ['-k', `ovs${endpointId.slice(0, 12)}`]);
+    const hostEnd = await host.exec('ethtool', ['-k', await endpointPortName(host, endpointId)]);
     assert.match(hostEnd.stdout, /tx-checksumming: off/);
     const inside = await host.docker(['exec', 'ca', 'cat', '/sys/class/net/eth0/features']).catch(() => undefined);
     const pid = (await inspect(host, 'container', 'ca')).State.Pid;
@@ -124,7 +126,7 @@ describe('VLAN networks end to end', () => {
     const empty = await audit(host);
     assert.deepEqual(
       { ...empty },
-      { endpointPorts: [], gatewayPorts: [], veths: [], endpoints: 0, networks: 0, pools: 0, addresses: {}, forwardRules: 0, natRules: 0, auxAddresses: 0 },
+      { endpointPorts: [], gatewayPorts: [], veths: [], spares: [], endpoints: 0, networks: 0, pools: 0, addresses: {}, forwardRules: 0, natRules: 0, auxAddresses: 0 },
     );
     const bridges = (await host.vsctl(['list-br'])).stdout.trim();
     assert.equal(bridges, '', 'the bridge the plugin created goes with its last network');

@@ -14,6 +14,8 @@ export interface WorldOptions {
   now?: () => number;
   /** OVN mode on, with this (shared) northbound database; `chassis` names the host (default "chassis-a"). */
   ovn?: { nb: FakeNorthbound; chassis?: string; encapIp?: string; installTimeoutMs?: number; external?: OvnExternal };
+  /** Veth pairs made ahead of need per network shape (none by default). */
+  sparePairs?: number;
 }
 
 export async function world(options: WorldOptions = {}) {
@@ -42,7 +44,7 @@ export async function world(options: WorldOptions = {}) {
     log: silentLogger,
     now: options.now,
   });
-  const network = new NetworkDriver({ state, host, ovn, ipam, defaults: { bridge: 'ovs0', mtu: 1500, ovn: ovn ? { bridge: 'br-int' } : undefined }, log: silentLogger });
+  const network = new NetworkDriver({ state, host, ovn, ipam, defaults: { bridge: 'ovs0', mtu: 1500, ovn: ovn ? { bridge: 'br-int' } : undefined }, log: silentLogger, sparePairs: options.sparePairs, spareRefillDelayMs: 0 });
   return { store, state, ovs, links, firewall, sysctl, hostPorts, host, ipam, network, ovn };
 }
 

@@ -15,6 +15,7 @@ import type { BridgeBackend } from '../bridge-backend.js';
 import type { OvnBackend } from '../ovn-backend.js';
 import type { LocalHost } from '../host.js';
 import type { KeyedMutex } from '../locks.js';
+import type { SparePairs } from '../spares.js';
 import type { State } from '../state.js';
 
 export interface NetworkContext {
@@ -27,6 +28,8 @@ export interface NetworkContext {
   /** Told about requests refused because another network or endpoint holds their pool or address. */
   readonly ipam: { shieldFromRollback(poolId: string, address?: string): void };
   readonly locks: KeyedMutex;
+  /** Veth pairs made ahead of need: CreateEndpoint takes one when it can. */
+  readonly spares: SparePairs;
   /** Device setup started at CreateEndpoint; Join (or DeleteEndpoint) waits for it. */
   readonly devices: Map<string, Promise<void>>;
   readonly defaults: { readonly bridge: string; readonly ovn?: { readonly bridge: string } };

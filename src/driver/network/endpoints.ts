@@ -17,6 +17,7 @@ import { endpointAddress, subnetHolding } from '../../domain/ranges.js';
 import { type EndpointRecord, type NetworkRecord, isOwnAddressSpace, poolIdOf } from '../../domain/records.js';
 import { badRequest } from '../../errors.js';
 import type { CreateEndpointRequest, CreateEndpointResponse, EndpointRef } from '../../protocol/network.js';
+import { shapeOf } from '../spares.js';
 import { type NetworkContext, backendFor, endpointLock, networkOf, short } from './context.js';
 
 export function createEndpoint(ctx: NetworkContext, req: CreateEndpointRequest): Promise<CreateEndpointResponse> {
@@ -49,20 +50,27 @@ export function createEndpoint(ctx: NetworkContext, req: CreateEndpointRequest):
       if (isPluginError(err) && err.shield) ctx.ipam.shieldFromRollback(err.shield.poolId, err.shield.address);
       throw err;
     }
+    // A pair made ahead of need, when there is one of this network's shape: then Join spawns no program.
+    const spare = ctx.spares.take(shapeOf(network));
     const record: EndpointRecord = {
       id: req.endpointId,
       networkId: req.networkId,
       address,
       addressIpv6,
       mac,
-      hostIf: hostVethName(req.endpointId),
-      peerIf: peerVethName(req.endpointId),
+      hostIf: spare?.host ?? hostVethName(req.endpointId),
+      peerIf: spare?.peer ?? peerVethName(req.endpointId),
       joined: false,
       sandboxKey: '',
       createdAt: new Date().toISOString(),
       ...(options.rate ? { rate: options.rate } : {}),
     };
-    await state.commit([{ type: 'put', kind: 'endpoint', value: record }]);
+    try {
+      await state.commit([{ type: 'put', kind: 'endpoint', value: record }]);
+    } finally {
+      // The record holds its names now; or it was not written, and the pair is given up.
+      if (spare) ctx.spares.settle(spare, !state.endpoints.has(record.id));
+    }
     ctx.faults.point('CreateEndpoint', 'after-record');
     try {
       await backendFor(ctx, network.spec).attachEndpoint(network, record);

@@ -47,7 +47,7 @@ export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise
     const observed = await ctx.host.observe({ flows: true });
     const records = ctx.state.records();
     const desired = await desiredFrom(ctx.host, records);
-    const differences = diffHost(desired, observed, { records, docker: options.docker, now: options.now, graceMs: options.graceMs });
+    const differences = diffHost(desired, observed, { records, docker: options.docker, now: options.now, graceMs: options.graceMs, spares: ctx.spares.names() });
     const results: RepairResult[] = [];
     const firstDrift = new Map<Repair, Drift>();
     for (const d of differences) for (const r of d.repairs) if (!firstDrift.has(r)) firstDrift.set(r, d.drift);
@@ -55,7 +55,7 @@ export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise
     for (const repair of LocalHost.repairsOf(differences.filter((d) => !d.endpointId))) {
       results.push(await attempt(firstDrift.get(repair)!, repair, async () => {
         // Look again: an endpoint created since the records were read has its record by now.
-        if (repair.type === 'delete-veth' && [...ctx.state.endpoints.values()].some((e) => e.hostIf === repair.name || e.peerIf === repair.name)) return false;
+        if (repair.type === 'delete-veth' && ([...ctx.state.endpoints.values()].some((e) => e.hostIf === repair.name || e.peerIf === repair.name) || ctx.spares.names().has(repair.name))) return false;
         await ctx.host.apply(repair);
         return true;
       }));
@@ -80,10 +80,10 @@ export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise
  * changing nothing: what the plugin serves to `ovsnet doctor`, and what the
  * command works out itself when the plugin is down.
  */
-export async function readDrift(host: LocalHost, records: () => Records, options: ConvergeOptions & { ovn?: OvnBackend }): Promise<Drift[]> {
+export async function readDrift(host: LocalHost, records: () => Records, options: ConvergeOptions & { ovn?: OvnBackend; spares?: () => ReadonlySet<string> }): Promise<Drift[]> {
   const observed = await host.observe({ flows: true });
   const now = records();
-  const drift = findDrift(now, await desiredFrom(host, now), observed, { docker: options.docker, now: options.now, graceMs: options.graceMs });
+  const drift = findDrift(now, await desiredFrom(host, now), observed, { docker: options.docker, now: options.now, graceMs: options.graceMs, spares: options.spares?.() });
   if (options.ovn) drift.push(...(await options.ovn.differences(observed, options)).map((d) => d.drift));
   return drift;
 }

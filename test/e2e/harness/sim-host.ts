@@ -589,4 +589,8 @@ export interface PluginState {
   endpoints: Array<{ id: string; networkId: string; address: string; hostIf: string; peerIf: string; joined: boolean }>;
   pools: Array<{ id: string; pool: string; range: string }>;
   addresses: Array<{ poolId: string; address: string; kind: string }>;
+  /** Veth pairs made ahead of need that the plugin holds (no records). */
+  spares: Array<{ host: string; peer: string }>;
+  /** Spares are being made or deleted now, or due to be. */
+  sparesBusy: boolean;
 }

@@ -1,0 +1,181 @@
+/**
+ * Veth pairs made ahead of need, so that a container start spawns no
+ * program: `ip link add` and two `ethtool` runs cost most of a start's own
+ * time. A few pairs are kept for each shape the networks need (their MTU,
+ * and TX offload off on the userspace datapath); CreateEndpoint takes one
+ * and names its endpoint's devices after it, and Join then only adds its
+ * host end to the bridge. A spare is on no bridge and both its ends are
+ * unconfigured, so no traffic reaches it.
+ *
+ * Spares are nobody's record: they live only as long as this process. The
+ * reconciler's diff leaves alone exactly the names held here, so spares of a
+ * process that died (a crash, a power cut) are debris to its next pass,
+ * which removes them; and a network's last removal removes its shape's.
+ */
+import { randomBytes } from 'node:crypto';
+import { errorMessage } from '../errors.js';
+import { sparePairNames } from '../domain/names.js';
+import type { NetworkRecord } from '../domain/records.js';
+import type { Logger } from '../log.js';
+import type { Links } from './ports.js';
+
+export interface SparePair {
+  readonly host: string;
+  readonly peer: string;
+}
+
+/** What a pair must be made with to serve a network. */
+export interface SpareShape {
+  readonly mtu: number;
+  readonly txOffloadOff: boolean;
+}
+
+export function shapeOf(network: Pick<NetworkRecord, 'mtu' | 'datapath'>): SpareShape {
+  return { mtu: network.mtu, txOffloadOff: network.datapath === 'netdev' };
+}
+
+const keyOf = (shape: SpareShape) => `${shape.mtu}/${shape.txOffloadOff ? 'tx-off' : 'tx-on'}`;
+
+export interface SparePairsOptions {
+  links: Links;
+  /** Pairs kept per shape; 0 turns spares off. */
+  size: number;
+  /** How long after the last take the pool fills again, so that a burst of starts is not slowed by it. */
+  refillDelayMs: number;
+  log: Logger;
+}
+
+export class SparePairs {
+  /** Made and ready, by shape. */
+  private readonly ready = new Map<string, SparePair[]>();
+  /** Names being made or deleted, and names taken whose endpoint record is not written yet. */
+  private readonly busy = new Set<string>();
+  private wanted = new Map<string, SpareShape>();
+  private timer: NodeJS.Timeout | undefined;
+  private filling: Promise<void> = Promise.resolve();
+  private running = false;
+  private stopped = false;
+
+  constructor(private readonly o: SparePairsOptions) {}
+
+  /** Every device name the pool holds now: made, being made or deleted, or taken but not yet recorded. */
+  names(): Set<string> {
+    const out = new Set(this.busy);
+    for (const pairs of this.ready.values()) for (const p of pairs) out.add(p.host).add(p.peer);
+    return out;
+  }
+
+  /** The spares ready now, for the state view. */
+  list(): SparePair[] {
+    return [...this.ready.values()].flat();
+  }
+
+  /** Nothing being made, deleted or taken, and no fill due: what `list` says stays so until the next call. */
+  quiet(): boolean {
+    return this.timer === undefined && !this.running && this.busy.size === 0;
+  }
+
+  /**
+   * A ready pair of this shape, or undefined (the caller makes one itself).
+   * Its names stay the pool's until `settle`: once the endpoint's record has them, or they were given up.
+   */
+  take(shape: SpareShape): SparePair | undefined {
+    const pair = this.ready.get(keyOf(shape))?.pop();
+    if (!pair) return undefined;
+    this.busy.add(pair.host).add(pair.peer);
+    this.schedule();
+    return pair;
+  }
+
+  /** A taken pair is no longer the pool's: its endpoint's record holds it now, or (`discard`) nobody wants it. */
+  settle(pair: SparePair, discard = false): void {
+    if (discard) {
+      void this.o.links.deleteLink(pair.host).catch((err) => this.o.log.warn('could not delete a spare veth pair', { veth: pair.host, error: errorMessage(err) }));
+    }
+    this.busy.delete(pair.host);
+    this.busy.delete(pair.peer);
+  }
+
+  /**
+   * Sets the shapes the networks need: spares of a shape no network needs
+   * are deleted before this returns; missing ones are made in the background.
+   */
+  async want(networks: readonly NetworkRecord[]): Promise<void> {
+    if (this.o.size <= 0 || this.stopped) return;
+    this.wanted = new Map(networks.filter((n) => n.state === 'ready').map((n) => [keyOf(shapeOf(n)), shapeOf(n)]));
+    const unwanted: SparePair[] = [];
+    for (const [key, pairs] of this.ready) {
+      if (this.wanted.has(key)) continue;
+      this.ready.delete(key);
+      unwanted.push(...pairs);
+    }
+    await Promise.all(unwanted.map((p) => this.remove(p)));
+    this.schedule(0);
+  }
+
+  /** Deletes every spare (the plugin is stopping; a next start makes its own). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.filling;
+    const all = this.list();
+    this.ready.clear();
+    await Promise.all(all.map((p) => this.remove(p)));
+  }
+
+  private schedule(delayMs = this.o.refillDelayMs): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.running = true;
+      this.filling = this.filling.then(() => this.fill()).finally(() => {
+        this.running = false;
+      });
+    }, delayMs);
+    this.timer.unref();
+  }
+
+  /** Makes the missing spares, one pair at a time; stops at the first failure (the next take or pass tries again). */
+  private async fill(): Promise<void> {
+    for (const [key, shape] of this.wanted) {
+      for (;;) {
+        const pairs = this.ready.get(key) ?? [];
+        if (pairs.length >= this.o.size || this.stopped || !this.wanted.has(key)) break;
+        const pair = sparePairNames(randomBytes(6).toString('hex'));
+        this.busy.add(pair.host).add(pair.peer);
+        try {
+          // A locally administered MAC for now: Docker sets the endpoint's own when it moves the end into the container.
+          await this.o.links.createVeth({ host: pair.host, peer: pair.peer, mtu: shape.mtu, peerMac: `02:${randomBytes(5).toString('hex').replace(/(..)(?!$)/g, '$1:')}` });
+          if (shape.txOffloadOff) await this.o.links.disableTxOffload([pair.host, pair.peer]);
+        } catch (err) {
+          this.o.log.warn('could not make a spare veth pair; starts make their own meanwhile', { veth: pair.host, error: errorMessage(err) });
+          await this.o.links.deleteLink(pair.host).catch(() => false);
+          this.busy.delete(pair.host);
+          this.busy.delete(pair.peer);
+          return;
+        }
+        this.busy.delete(pair.host);
+        this.busy.delete(pair.peer);
+        if (this.stopped || !this.wanted.has(key)) {
+          await this.remove(pair);
+          break;
+        }
+        this.ready.set(key, [...(this.ready.get(key) ?? []), pair]);
+      }
+    }
+  }
+
+  private async remove(pair: SparePair): Promise<void> {
+    this.busy.add(pair.host).add(pair.peer);
+    try {
+      await this.o.links.deleteLink(pair.host);
+    } catch (err) {
+      this.o.log.warn('could not delete a spare veth pair', { veth: pair.host, error: errorMessage(err) });
+    } finally {
+      this.busy.delete(pair.host);
+      this.busy.delete(pair.peer);
+    }
+  }
+}

@@ -1,0 +1,94 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { CreateNetworkRequest } from '../../src/protocol/network.js';
+import { id, world } from './setup.js';
+
+const NET = id('1');
+const NET2 = id('2');
+const EP = id('e');
+
+const createReq = (networkId = NET, o: { pool?: string; mtu?: string; vlan?: string } = {}): CreateNetworkRequest => {
+  const pool = o.pool ?? '10.13.160.0/24';
+  return {
+    networkId,
+    generic: { vlan: o.vlan ?? '860', ...(o.mtu ? { mtu: o.mtu } : {}) },
+    ipv6: false,
+    internal: false,
+    ipv4Data: [{ addressSpace: 'local', pool, gateway: pool.replace('.0/24', '.1/24'), auxAddresses: {} }],
+    ipv6Data: [],
+  };
+};
+
+const endpointReq = (endpointId = EP, address = '10.13.160.2/24') => ({ networkId: NET, endpointId, address, addressIpv6: '', macAddress: '', optionMac: '' });
+const OPTIONS = { docker: [], now: Date.now(), graceMs: 0 };
+
+async function until(what: string, check: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(check(), what);
+}
+
+const spareLinks = (links: Map<string, unknown>) => [...links.keys()].filter((n) => /^ov[pq][0-9a-f]{12}$/.test(n)).sort();
+
+describe('veth pairs made ahead of need', () => {
+  it('keeps a few per network shape, made with its MTU and offload setting, on no bridge', async () => {
+    const { network, links, ovs } = await world({ sparePairs: 2 });
+    await network.createNetwork(createReq());
+    await until('two spare pairs', () => network.spares().length === 2);
+    for (const { host, peer } of network.spares()) {
+      assert.equal(links.links.get(host)?.mtu, 1500);
+      assert.ok(links.links.get(host)?.txOff && links.links.get(peer)?.txOff, 'netdev: TX offload off on both ends');
+      assert.ok(!ovs.ports.has(host), 'on no bridge');
+    }
+    await network.createNetwork(createReq(NET2, { pool: '10.13.161.0/24', vlan: '861', mtu: '1400' }));
+    await until('two more for the other MTU', () => network.spares().length === 4);
+    assert.deepEqual(network.spares().map((p) => links.links.get(p.host)?.mtu).sort(), [1400, 1400, 1500, 1500]);
+  });
+
+  it('gives one to a new endpoint, whose Join then makes no veth, and makes another', async () => {
+    const { network, links, ovs, state } = await world({ sparePairs: 1 });
+    await network.createNetwork(createReq());
+    await until('a spare', () => network.spares().length === 1);
+    const [spare] = network.spares();
+    links.calls.length = 0;
+    await network.createEndpoint(endpointReq());
+    const record = state.endpoints.get(EP)!;
+    assert.deepEqual([record.hostIf, record.peerIf], [spare!.host, spare!.peer], "the endpoint's devices are the spare's");
+    await network.join({ networkId: NET, endpointId: EP, sandboxKey: '', options: {} });
+    assert.equal(ovs.ports.get(spare!.host)?.tag, 860, 'its host end is the tagged port');
+    assert.ok(!links.calls.some((c) => c.startsWith(`createVeth ${spare!.host}`)), 'no veth made on the start path');
+    await until('a new spare', () => network.spares().length === 1 && network.spares()[0]!.host !== spare!.host);
+    await network.deleteEndpoint({ networkId: NET, endpointId: EP });
+    assert.ok(!links.links.has(spare!.host), 'removed with its endpoint like any other');
+  });
+
+  it('makes the pair itself when none is ready', async () => {
+    const { network, state } = await world({ sparePairs: 0 });
+    await network.createNetwork(createReq());
+    await network.createEndpoint(endpointReq());
+    assert.match(state.endpoints.get(EP)!.hostIf, /^ovs[0-9a-f]{12}$/);
+  });
+
+  it('are never drift nor repaired away; a dead process\'s spares are, and a network\'s last removal takes its own', async () => {
+    const { network, links } = await world({ sparePairs: 2 });
+    await network.createNetwork(createReq());
+    await until('two spares', () => network.spares().length === 2);
+    assert.deepEqual(await network.drift(OPTIONS), [], 'spares are no drift');
+    // One left by a process that died (same naming, not held by this one).
+    await links.createVeth({ host: 'ovp0123456789ab', peer: 'ovq0123456789ab', mtu: 1500, peerMac: '02:00:00:00:00:01' });
+    const drift = await network.drift(OPTIONS);
+    assert.deepEqual(drift.map((d) => [d.kind, d.subject]).sort(), [['orphan-veth', 'ovp0123456789ab'], ['orphan-veth', 'ovq0123456789ab']]);
+    await network.converge(OPTIONS);
+    assert.deepEqual(spareLinks(links.links), network.spares().flatMap((p) => [p.host, p.peer]).sort(), 'only the live spares are left');
+    await network.deleteNetwork(NET);
+    assert.deepEqual(spareLinks(links.links), [], 'none once no network needs them');
+    assert.deepEqual(network.spares(), []);
+  });
+
+  it('are deleted when the plugin stops', async () => {
+    const { network, links } = await world({ sparePairs: 3 });
+    await network.createNetwork(createReq());
+    await until('three spares', () => network.spares().length === 3);
+    await network.stopSpares();
+    assert.deepEqual(spareLinks(links.links), []);
+  });
+});
