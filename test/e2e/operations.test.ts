@@ -10,7 +10,7 @@ import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { cmd, killAll, waitFor } from './harness/proc.js';
 import { REPO_ROOT, SimHost } from './harness/sim-host.js';
-import { containerAddress, runContainer } from './support.js';
+import { containerAddress, endpointPortName, runContainer } from './support.js';
 
 const CLI = `${REPO_ROOT}/dist/src/cli/main.js`;
 
@@ -83,10 +83,11 @@ describe('operating the plugin', () => {
     assert.equal(m1.network, 'opsnet');
     assert.equal(m1.tag, 70);
     assert.equal(m1.address, `${(await containerAddress(host, 'm1', 'opsnet')).ip}/24`);
-    assert.match(m1.port, /^ovs[0-9a-f]{12}$/);
+    assert.equal(m1.port, await endpointPortName(host, (await containerAddress(host, 'm1', 'opsnet')).endpointId));
+    assert.equal(endpoints.length, (await host.pluginState()).endpoints.length, 'endpoints only: no spare veth pair is listed');
     const text = (await cli(['endpoints'])).stdout;
     assert.match(text, /^CONTAINER +CONTAINER ID +NETWORK +ADDRESS +MAC +OVS PORT +TAG +PUBLISHED$/m);
-    assert.match(text, /^m1 +[0-9a-f]{12} +opsnet +10\.70\.0\.\d+\/24 +02:42:0a:46:00:[0-9a-f]{2} +ovs[0-9a-f]{12} +70 +-$/m);
+    assert.match(text, /^m1 +[0-9a-f]{12} +opsnet +10\.70\.0\.\d+\/24 +02:42:0a:46:00:[0-9a-f]{2} +ov[sp][0-9a-f]{12} +70 +-$/m);
   });
 
   it('doctor: no drift on a healthy host, every difference with its fix otherwise', async () => {
