@@ -31,7 +31,13 @@ function familyOf(text: string): Family {
 
 /** Parses a plain address ("10.0.0.1", "fd00::1"); returns undefined when it is not one. */
 export function parseIp(text: string): Ip | undefined {
-  if (typeof text !== 'string' || text.includes('/') || text.includes('%') || !IPCIDR.isValidAddress(text)) {
+  if (typeof text !== 'string') return undefined;
+  // Every RequestAddress parses its pool, ip-range, cursor and address: ip-cidr builds big-number objects for
+  // each (half of the call's time, measured at 60 000 addresses), so the canonical dotted quad that the records
+  // and Docker use is read directly. Any other form still goes through ip-cidr, which decides what is valid.
+  const v4 = canonicalV4(text);
+  if (v4 !== undefined) return { family: 4, value: BigInt(v4) };
+  if (text.includes('/') || text.includes('%') || !IPCIDR.isValidAddress(text)) {
     return undefined;
   }
   const family = familyOf(text);
@@ -51,8 +57,15 @@ export interface ParsedCidr {
 
 /** Parses "addr/len"; returns undefined when it is not a prefix. Host bits are kept in `ip`. */
 export function parseCidrWithHost(text: string): ParsedCidr | undefined {
-  if (typeof text !== 'string' || text.includes('%') || !IPCIDR.isValidCIDR(text)) return undefined;
+  if (typeof text !== 'string') return undefined;
   const slash = text.lastIndexOf('/');
+  const v4 = slash > 0 ? canonicalV4(text.slice(0, slash)) : undefined;
+  const length = v4 !== undefined ? decimal(text, slash + 1, text.length) : undefined;
+  if (v4 !== undefined && length !== undefined && length <= 32) {
+    const ip: Ip = { family: 4, value: BigInt(v4) };
+    return { ip, cidr: { family: 4, prefix: length, network: ip.value & mask(4, length) } };
+  }
+  if (text.includes('%') || !IPCIDR.isValidCIDR(text)) return undefined;
   const ip = parseIp(text.slice(0, slash));
   if (!ip) return undefined;
   const prefix = Number(text.slice(slash + 1));
@@ -113,6 +126,37 @@ export function ipEquals(a: Ip, b: Ip): boolean {
 export function canonicalIp(text: string): string | undefined {
   const ip = parseIp(text);
   return ip && formatIp(ip);
+}
+
+/**
+ * The value of an IPv4 address in canonical dotted-quad form (four decimal numbers up to 255, no leading
+ * zeros), or undefined for any other text.
+ */
+function canonicalV4(text: string): number | undefined {
+  let value = 0;
+  let start = 0;
+  for (let part = 0; part < 4; part++) {
+    const end = part < 3 ? text.indexOf('.', start) : text.length;
+    if (end < 0) return undefined;
+    const octet = decimal(text, start, end);
+    if (octet === undefined || octet > 255) return undefined;
+    value = value * 256 + octet;
+    start = end + 1;
+  }
+  return value;
+}
+
+/** A decimal number of one to three digits without a leading zero, in text[start, end); undefined otherwise. */
+function decimal(text: string, start: number, end: number): number | undefined {
+  const digits = end - start;
+  if (digits < 1 || digits > 3 || (digits > 1 && text.charCodeAt(start) === 48)) return undefined;
+  let value = 0;
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i) - 48;
+    if (c < 0 || c > 9) return undefined;
+    value = value * 10 + c;
+  }
+  return value;
 }
 
 function formatV4(value: bigint): string {

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import IPCIDR from 'ip-cidr';
 import {
   canonicalIp,
   contains,
@@ -32,6 +34,27 @@ describe('address math', () => {
     for (const bad of ['10.1.2', '010.1.2.3', '10.1.2.3/24', 'fe80::1%eth0', ' 10.1.2.3', '', 'x']) {
       assert.equal(parseIp(bad), undefined, bad);
     }
+  });
+
+  it('reads dotted quads directly exactly as ip-cidr would', () => {
+    // The direct reading of IPv4 text must accept and value exactly what ip-cidr does.
+    const octet = fc.oneof(fc.integer({ min: 0, max: 300 }).map(String), fc.stringMatching(/^[0-9]{1,4}$/));
+    const quad = fc.array(octet, { minLength: 3, maxLength: 5 }).map((parts) => parts.join('.'));
+    fc.assert(
+      fc.property(quad, fc.oneof(fc.constant(''), fc.integer({ min: 0, max: 40 }).map((n) => `/${n}`), fc.stringMatching(/^\/[0-9]{1,3}$/)), (address, length) => {
+        const text = address + length;
+        if (!length) {
+          const expected = IPCIDR.isValidAddress(text) ? BigInt(new IPCIDR(`${text}/32`).start<bigint>({ type: 'bigInteger' })) : undefined;
+          assert.equal(parseIp(text)?.value, expected, text);
+        } else {
+          const valid = IPCIDR.isValidCIDR(text);
+          const parsed = parseCidrWithHost(text);
+          assert.equal(parsed !== undefined, valid, text);
+          if (parsed) assert.equal(parsed.cidr.prefix, Number(length.slice(1)), text);
+        }
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('formats IPv6 in RFC 5952 form', () => {
