@@ -127,7 +127,12 @@ export function dockerDrift(records: Records, docker: readonly DockerNetwork[], 
     }
   }
   const addressesByPool = new Map<string, AddressRecord[]>();
-  for (const a of records.addresses) addressesByPool.set(a.poolId, [...(addressesByPool.get(a.poolId) ?? []), a]);
+  for (const a of records.addresses) {
+    // Appended in place: copying the list for every address was quadratic (minutes for a pool of 60 000).
+    const list = addressesByPool.get(a.poolId);
+    if (list) list.push(a);
+    else addressesByPool.set(a.poolId, [a]);
+  }
   for (const pool of records.pools) {
     if (!isOwnAddressSpace(pool.addressSpace)) continue;
     const held = holders.get(pool.pool);
