@@ -3,10 +3,9 @@
  * socket of a plugin that is still running.
  */
 import { chmod, mkdir, stat, unlink } from 'node:fs/promises';
+import { type RequestListener, type Server, createServer } from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
-import type { Server } from 'node:http';
-import type express from 'express';
 
 async function inUse(socketPath: string): Promise<boolean> {
   return new Promise((resolve) => {
@@ -19,7 +18,7 @@ async function inUse(socketPath: string): Promise<boolean> {
   });
 }
 
-export async function listen(app: express.Express, socketPath: string): Promise<Server> {
+export async function listen(app: RequestListener, socketPath: string): Promise<Server> {
   await mkdir(path.dirname(socketPath), { recursive: true });
   const existing = await stat(socketPath).catch(() => undefined);
   if (existing) {
@@ -27,7 +26,7 @@ export async function listen(app: express.Express, socketPath: string): Promise<
     if (await inUse(socketPath)) throw new Error(`another process already serves ${socketPath}; is the plugin running twice?`);
     await unlink(socketPath);
   }
-  const server = app.listen(socketPath) as unknown as Server;
+  const server = createServer(app).listen(socketPath);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);
