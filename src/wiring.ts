@@ -6,7 +6,7 @@
 import path from 'node:path';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
-import { DockerodeView, dockerFromAddress } from './adapters/docker.js';
+import { DockerodeView } from './adapters/docker.js';
 import { run } from './adapters/exec.js';
 import { IptablesFirewall } from './adapters/iptables.js';
 import { LevelStore } from './adapters/level-store.js';
@@ -53,7 +53,7 @@ export function openHost(config: Config, log: Logger, options: { requestTimeoutM
   return {
     ovsdb,
     host,
-    docker: config.docker ? new DockerodeView(dockerFromAddress(config.docker)) : undefined,
+    docker: config.docker ? new DockerodeView(config.docker) : undefined,
     nb: nbClient && new OvnNorthbound(nbClient),
     close: () => {
       ovsdb.close();

@@ -3,25 +3,36 @@
  * reconciler, in the background: a driver call never waits on Docker, since
  * Docker waits on the driver call.
  */
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import type { DockerNetwork, DockerView } from '../driver/ports.js';
 
-export function dockerFromAddress(address: string): Docker {
-  if (address.startsWith('unix://')) return new Docker({ socketPath: address.slice('unix://'.length), timeout: 10_000 });
+function dockerFromAddress(Client: typeof Docker, address: string): Docker {
+  if (address.startsWith('unix://')) return new Client({ socketPath: address.slice('unix://'.length), timeout: 10_000 });
   const url = new URL(address.replace(/^tcp:/, 'http:'));
-  return new Docker({ host: url.hostname, port: Number(url.port) || 2375, timeout: 10_000 });
+  return new Client({ host: url.hostname, port: Number(url.port) || 2375, timeout: 10_000 });
 }
 
 export class DockerodeView implements DockerView {
-  constructor(private readonly docker: Docker) {}
+  private client: Promise<Docker> | undefined;
+
+  /** `address`: unix:///path or tcp://host:port. */
+  constructor(private readonly address: string) {}
+
+  // dockerode is loaded at the first look at Docker, not at start: with its gRPC dependencies it was a
+  // sixth of the time before a restarted plugin answers (150 ms measured), and the reconciler looks later.
+  private docker(): Promise<Docker> {
+    this.client ??= import('dockerode').then((m) => dockerFromAddress(m.default, this.address));
+    return this.client;
+  }
 
   async networks(): Promise<DockerNetwork[]> {
-    const list = (await this.docker.listNetworks()) as Array<{ Id: string }>;
+    const docker = await this.docker();
+    const list = (await docker.listNetworks()) as Array<{ Id: string }>;
     const out: DockerNetwork[] = [];
     for (const { Id } of list) {
       let info: any;
       try {
-        info = await this.docker.getNetwork(Id).inspect();
+        info = await docker.getNetwork(Id).inspect();
       } catch (err) {
         if ((err as { statusCode?: number }).statusCode === 404) continue; // removed meanwhile
         throw err;
