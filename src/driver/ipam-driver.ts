@@ -293,11 +293,11 @@ export class IpamDriver {
         throw badRequest('AddressReserved', `address ${req.address} is the network or broadcast address of subnet ${pool.pool}`);
       }
       const address = formatIp(ip);
-      const current = held.get(address);
+      const current = held.kindOf(address);
       if (current) {
         // The same kind of address asked for again: a replay (or a clash the network driver will catch).
-        if (current.kind !== (req.gateway ? 'gateway' : 'address')) {
-          const what = current.kind === 'gateway' ? 'is the gateway of' : 'is already in use in';
+        if (current !== (req.gateway ? 'gateway' : 'address')) {
+          const what = current === 'gateway' ? 'is the gateway of' : 'is already in use in';
           throw conflict('AddressInUse', `address ${address} ${what} subnet ${pool.pool}`);
         }
         this.noteHit(req.poolId, address);
@@ -314,12 +314,12 @@ export class IpamDriver {
     }
 
     if (req.gateway) {
-      const existing = [...held.values()].find((a) => a.kind === 'gateway');
+      const existing = held.gateway();
       if (existing) {
-        this.noteHit(req.poolId, existing.address);
-        return answer(existing.address);
+        this.noteHit(req.poolId, existing);
+        return answer(existing);
       }
-      const value = nextFree(usableBounds(cidr), (v) => held.has(formatIp({ family: cidr.family, value: v })), held.size);
+      const value = nextFree(usableBounds(cidr), (v) => held.hasValue(v), held.size);
       if (value === undefined) throw this.exhaustedError(pool);
       const address = formatIp({ family: cidr.family, value });
       await this.hold(pool, address, req, false);
@@ -343,7 +343,7 @@ export class IpamDriver {
     }
     const cursor = pool.cursor ? parseIp(pool.cursor)?.value : undefined;
     const text = (v: bigint) => formatIp({ family: cidr.family, value: v });
-    const isHeld = (v: bigint) => held.has(text(v));
+    const isHeld = (v: bigint) => held.hasValue(v);
     // Addresses a container asked for with --ip, or that another named endpoint had, wait for their
     // owners (after dockerd or the host restarted, Docker released them meanwhile): dynamic requests
     // take such addresses last.
@@ -441,10 +441,10 @@ export class IpamDriver {
       if (!shield.pool && shield.addresses.size === 0) this.shields.delete(req.poolId);
       return;
     }
-    const current = state.addressesOf(req.poolId).get(address);
+    const current = state.addressesOf(req.poolId).kindOf(address);
     if (!current) return;
     // Released in the control plane first: if that fails, the record stays, and the reconciler tries again.
-    const shared = current.kind === 'address' ? this.sharedNetwork({ poolId: req.poolId, address, gateway: false }, address) : undefined;
+    const shared = current === 'address' ? this.sharedNetwork({ poolId: req.poolId, address, gateway: false }, address) : undefined;
     if (shared) await shared.distributed.release(shared.network, address);
     await state.commit([{ type: 'del', kind: 'address', key: addressKey(req.poolId, address) }]);
   }

@@ -5,15 +5,17 @@
  * follows a durable write.
  */
 import type { Records } from '../domain/drift.js';
-import { type AddressRecord, type EndpointRecord, type NameRecord, type NetworkRecord, type PoolRecord, upgradeNetworkRecord } from '../domain/records.js';
+import { parseCidr } from '../domain/cidr.js';
+import { HeldAddresses } from '../domain/held-addresses.js';
+import { type EndpointRecord, type NameRecord, type NetworkRecord, type PoolRecord, upgradeNetworkRecord } from '../domain/records.js';
 import type { Store, StoreOp } from './ports.js';
 
 export class State {
   readonly networks = new Map<string, NetworkRecord>();
   readonly endpoints = new Map<string, EndpointRecord>();
   readonly pools = new Map<string, PoolRecord>();
-  /** poolId -> address -> record */
-  readonly addresses = new Map<string, Map<string, AddressRecord>>();
+  /** poolId -> the addresses it holds */
+  private readonly addresses = new Map<string, HeldAddresses>();
   /** poolId -> endpoint name -> the address it was last given */
   private readonly names = new Map<string, Map<string, NameRecord>>();
   /** poolId -> address -> the name it was last given to (the reverse of `names`) */
@@ -27,7 +29,7 @@ export class State {
     for (const n of snapshot.networks) state.networks.set(n.id, upgradeNetworkRecord(n));
     for (const e of snapshot.endpoints) state.endpoints.set(e.id, e);
     for (const p of snapshot.pools) state.pools.set(p.id, p);
-    for (const a of snapshot.addresses) state.addressesOf(a.poolId, true).set(a.address, a);
+    for (const a of snapshot.addresses) state.addressesOf(a.poolId, true).hold(a);
     for (const n of snapshot.names ?? []) state.putName(n);
     return state;
   }
@@ -64,13 +66,15 @@ export class State {
     if (byAddress.get(record.address) === name) byAddress.delete(record.address);
   }
 
-  addressesOf(poolId: string, create = false): Map<string, AddressRecord> {
-    let map = this.addresses.get(poolId);
-    if (!map) {
-      map = new Map();
-      if (create) this.addresses.set(poolId, map);
+  /** The addresses a pool holds (an empty set for a pool that holds none). */
+  addressesOf(poolId: string, create = false): HeldAddresses {
+    let held = this.addresses.get(poolId);
+    if (!held) {
+      // The pool id is "<address space>/<subnet>" (poolIdOf): the subnet addresses are counted from.
+      held = new HeldAddresses(poolId, parseCidr(poolId.slice(poolId.indexOf('/') + 1)));
+      if (create) this.addresses.set(poolId, held);
     }
-    return map;
+    return held;
   }
 
   /** Every record, as lists. */
@@ -106,7 +110,7 @@ export class State {
           this.pools.set(op.value.id, op.value);
           return;
         case 'address':
-          this.addressesOf(op.value.poolId, true).set(op.value.address, op.value);
+          this.addressesOf(op.value.poolId, true).hold(op.value);
           return;
         case 'name':
           this.putName(op.value);
@@ -130,9 +134,9 @@ export class State {
       case 'address': {
         const bar = op.key.lastIndexOf('|');
         const poolId = op.key.slice(0, bar);
-        const map = this.addresses.get(poolId);
-        map?.delete(op.key.slice(bar + 1));
-        if (map && map.size === 0) this.addresses.delete(poolId);
+        const held = this.addresses.get(poolId);
+        held?.release(op.key.slice(bar + 1));
+        if (held && held.size === 0) this.addresses.delete(poolId);
         return;
       }
     }

@@ -13,6 +13,7 @@ import {
   parseIp,
 } from '../../src/domain/cidr.js';
 import { boundsSize, isAssignable, nextFree, subnets, usableBounds } from '../../src/domain/allocator.js';
+import { HeldAddresses } from '../../src/domain/held-addresses.js';
 import {
   assertInterfaceName,
   gatewayPortName,
@@ -162,5 +163,35 @@ describe('names', () => {
     assert.equal(normaliseMac('01:00:5e:00:00:01'), undefined, 'multicast');
     assert.equal(normaliseMac('00:00:00:00:00:00'), undefined);
     assert.equal(normaliseMac('02:42:ac:11:00'), undefined);
+  });
+});
+
+describe('held addresses', () => {
+  const at = '2026-12-01T22:00:00.123Z';
+
+  it('reads like a map of address records, and gives back exactly what it was given', () => {
+    const held = new HeldAddresses('local/10.1.0.0/16', parseCidr('10.1.0.0/16')!);
+    held.hold({ poolId: 'local/10.1.0.0/16', address: '10.1.0.1', kind: 'gateway', createdAt: at });
+    held.hold({ poolId: 'local/10.1.0.0/16', address: '10.1.255.254', kind: 'address', createdAt: at });
+    assert.equal(held.size, 2);
+    assert.deepEqual(held.get('10.1.255.254'), { poolId: 'local/10.1.0.0/16', address: '10.1.255.254', kind: 'address', createdAt: at });
+    assert.equal(held.kindOf('10.1.0.1'), 'gateway');
+    assert.equal(held.gateway(), '10.1.0.1');
+    assert.ok(held.hasValue(parseIp('10.1.255.254')!.value) && !held.hasValue(parseIp('10.1.0.2')!.value));
+    assert.deepEqual([...held.keys()].sort(), ['10.1.0.1', '10.1.255.254']);
+    held.hold({ poolId: 'local/10.1.0.0/16', address: '10.1.0.1', kind: 'address', createdAt: at });
+    assert.equal(held.gateway(), undefined, 'held again as a plain address');
+    held.release('10.1.0.1');
+    held.release('10.1.0.99');
+    assert.deepEqual([...held.values()].map((r) => r.address), ['10.1.255.254']);
+  });
+
+  it('keeps addresses far into a large IPv6 pool, and records without a valid time', () => {
+    const held = new HeldAddresses('local/fd00::/64', parseCidr('fd00::/64')!);
+    held.hold({ poolId: 'local/fd00::/64', address: 'fd00::dead:beef:0:1', kind: 'address', createdAt: 'not a time' });
+    held.hold({ poolId: 'local/fd00::/64', address: 'fd00::2', kind: 'address', createdAt: at });
+    assert.ok(held.has('fd00::dead:beef:0:1') && held.hasValue(parseIp('fd00::dead:beef:0:1')!.value));
+    assert.equal(held.get('fd00::dead:beef:0:1')?.createdAt, '', 'an invalid time stays invalid (never old enough to prune)');
+    assert.deepEqual([...held.keys()].sort(), ['fd00::2', 'fd00::dead:beef:0:1']);
   });
 });
