@@ -161,7 +161,7 @@ function decimal(text: string, start: number, end: number): number | undefined {
 
 function formatV4(value: bigint): string {
   const n = Number(value);
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 }
 
 /** RFC 5952 text: lower case, no leading zeros, the longest run of two or more zero groups as "::". */

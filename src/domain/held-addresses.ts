@@ -20,9 +20,9 @@ type Key = number | string;
 
 export class HeldAddresses {
   /** key -> when the address was held (milliseconds since the epoch; NaN if the record had no valid time). */
-  private readonly heldAt = new Map<Key, number>();
+  private heldAt = new Map<Key, number>();
   /** The gateway addresses: one per pool, and briefly two while Docker rolls back a refused network. */
-  private readonly gateways = new Set<Key>();
+  private gateways = new Set<Key>();
 
   /**
    * `pool` is the pool's subnet. Without it (a record of a pool whose id names no subnet, which the plugin
@@ -75,6 +75,14 @@ export class HeldAddresses {
     const key = this.keyOf(address);
     this.heldAt.delete(key);
     this.gateways.delete(key);
+  }
+
+  /** A copy that later changes do not touch. */
+  copy(): HeldAddresses {
+    const copy = new HeldAddresses(this.poolId, this.pool);
+    copy.heldAt = new Map(this.heldAt);
+    copy.gateways = new Set(this.gateways);
+    return copy;
   }
 
   *keys(): IterableIterator<string> {

@@ -7,7 +7,7 @@
 import type { Records } from '../domain/drift.js';
 import { parseCidr } from '../domain/cidr.js';
 import { HeldAddresses } from '../domain/held-addresses.js';
-import { type EndpointRecord, type NameRecord, type NetworkRecord, type PoolRecord, upgradeNetworkRecord } from '../domain/records.js';
+import { type AddressRecord, type EndpointRecord, type NameRecord, type NetworkRecord, type PoolRecord, upgradeNetworkRecord } from '../domain/records.js';
 import type { Store, StoreOp } from './ports.js';
 
 export class State {
@@ -79,11 +79,19 @@ export class State {
 
   /** Every record, as lists. */
   records(): Records {
+    // Address records are built only if read: converging the host reads the records every pass and never
+    // their addresses, and building 60 000 of them blocked the plugin for some 100 ms. What is read is what
+    // was held when records() was called, from a copy (a few milliseconds).
+    const held = [...this.addresses.values()].map((h) => h.copy());
+    let addresses: AddressRecord[] | undefined;
     return {
       networks: [...this.networks.values()],
       endpoints: [...this.endpoints.values()],
       pools: [...this.pools.values()],
-      addresses: [...this.addresses.values()].flatMap((m) => [...m.values()]),
+      get addresses() {
+        addresses ??= held.flatMap((h) => [...h.values()]);
+        return addresses;
+      },
     };
   }
 
