@@ -20,9 +20,9 @@ type Key = number | string;
 
 export class HeldAddresses {
   /** key -> when the address was held (milliseconds since the epoch; NaN if the record had no valid time). */
-  private heldAt = new Map<Key, number>();
+  private readonly heldAt = new Map<Key, number>();
   /** The gateway addresses: one per pool, and briefly two while Docker rolls back a refused network. */
-  private gateways = new Set<Key>();
+  private readonly gateways = new Set<Key>();
 
   /**
    * `pool` is the pool's subnet. Without it (a record of a pool whose id names no subnet, which the plugin
@@ -61,7 +61,7 @@ export class HeldAddresses {
   get(address: string): AddressRecord | undefined {
     const key = this.keyOf(address);
     const at = this.heldAt.get(key);
-    return at === undefined ? undefined : this.record(key, at);
+    return at === undefined ? undefined : this.record(key, timeText(at));
   }
 
   hold(record: AddressRecord): void {
@@ -77,29 +77,21 @@ export class HeldAddresses {
     this.gateways.delete(key);
   }
 
-  /** A copy that later changes do not touch. */
-  copy(): HeldAddresses {
-    const copy = new HeldAddresses(this.poolId, this.pool);
-    copy.heldAt = new Map(this.heldAt);
-    copy.gateways = new Set(this.gateways);
-    return copy;
-  }
-
   *keys(): IterableIterator<string> {
     for (const key of this.heldAt.keys()) yield this.textOf(key);
   }
 
   *values(): IterableIterator<AddressRecord> {
-    for (const [key, at] of this.heldAt) yield this.record(key, at);
+    // Addresses held in a burst share their millisecond: format each time once (half the cost of a record).
+    let last = { at: NaN, text: '' };
+    for (const [key, at] of this.heldAt) {
+      if (at !== last.at) last = { at, text: timeText(at) };
+      yield this.record(key, last.text);
+    }
   }
 
-  private record(key: Key, at: number): AddressRecord {
-    return {
-      poolId: this.poolId,
-      address: this.textOf(key),
-      kind: this.gateways.has(key) ? 'gateway' : 'address',
-      createdAt: Number.isNaN(at) ? '' : new Date(at).toISOString(),
-    };
+  private record(key: Key, createdAt: string): AddressRecord {
+    return { poolId: this.poolId, address: this.textOf(key), kind: this.gateways.has(key) ? 'gateway' : 'address', createdAt };
   }
 
   private keyOf(address: string): Key {
@@ -117,4 +109,9 @@ export class HeldAddresses {
   private textOf(key: Key): string {
     return typeof key === 'string' ? key : formatIp({ family: this.pool!.family, value: this.pool!.network + BigInt(key) });
   }
+}
+
+/** A record's time as the store has it; a time that was not valid stays so (never old enough to prune). */
+function timeText(at: number): string {
+  return Number.isNaN(at) ? '' : new Date(at).toISOString();
 }

@@ -79,17 +79,19 @@ export class State {
 
   /** Every record, as lists. */
   records(): Records {
-    // Address records are built only if read: converging the host reads the records every pass and never
-    // their addresses, and building 60 000 of them blocked the plugin for some 100 ms. What is read is what
-    // was held when records() was called, from a copy (a few milliseconds).
-    const held = [...this.addresses.values()].map((h) => h.copy());
+    // Address records are built only when read: converging the host reads the records every pass and never
+    // their addresses, and building 60 000 of them took some 100 ms with the event loop blocked. A reader that
+    // awaits before reading them sees the addresses held at that moment, which are never older than what it
+    // compares them with: Docker's networks are fetched before, and an address held across hosts is claimed
+    // before it is held and given up before it is let go.
+    const pools = [...this.addresses.values()];
     let addresses: AddressRecord[] | undefined;
     return {
       networks: [...this.networks.values()],
       endpoints: [...this.endpoints.values()],
       pools: [...this.pools.values()],
       get addresses() {
-        addresses ??= held.flatMap((h) => [...h.values()]);
+        addresses ??= pools.flatMap((held) => [...held.values()]);
         return addresses;
       },
     };
