@@ -218,3 +218,65 @@ describe('plugin socket', () => {
     await assert.rejects(listen(createApp({ network: w.network, ipam: w.ipam, state: w.state, log: silentLogger }), socket), /already serves/);
   });
 });
+
+describe('operator endpoints', () => {
+  it('shows the records, with the addresses held', async () => {
+    const { app: a } = await app();
+    const s = request(a);
+    const pool = await dockerPost(s, 'IpamDriver.RequestPool', { AddressSpace: 'local', Pool: '10.78.0.0/24', SubPool: '', Options: {}, V6: false });
+    await dockerPost(s, 'IpamDriver.RequestAddress', { PoolID: pool.body.PoolID, Address: '10.78.0.1', Options: { RequestAddressType: 'com.docker.network.gateway' } });
+    const res = await s.get('/ovsnet/state');
+    assert.equal(res.status, 200);
+    assert.match(res.headers['content-type'] ?? '', /application\/json/);
+    assert.deepEqual(Object.keys(res.body).sort(), ['addresses', 'endpoints', 'networks', 'pools']);
+    assert.deepEqual(
+      res.body.addresses.map((r: { address: string; kind: string; poolId: string }) => [r.poolId, r.address, r.kind]),
+      [['local/10.78.0.0/24', '10.78.0.1', 'gateway']],
+    );
+    assert.equal(res.body.pools[0].id, 'local/10.78.0.0/24');
+  });
+
+  it('serves drift and reconciliation from the reconciler, and says when there is none', async () => {
+    const w = await world();
+    const bare = request(createApp({ network: w.network, ipam: w.ipam, state: w.state, log: silentLogger }));
+    const noDrift = await bare.get('/ovsnet/drift');
+    assert.equal(noDrift.status, 404);
+    assert.match(noDrift.body.Err, /drift is not available in this process/);
+    assert.equal((await bare.post('/ovsnet/reconcile')).status, 404);
+
+    const asked: boolean[] = [];
+    const reconciler = {
+      drift: async (docker: boolean) => (asked.push(docker), [{ kind: 'ip-forward-off' }]),
+      run: async () => ({ bridgesCreated: 1 }),
+    } as unknown as NonNullable<Parameters<typeof createApp>[0]['reconciler']>;
+    const s = request(createApp({ network: w.network, ipam: w.ipam, state: w.state, log: silentLogger, reconciler }));
+    assert.deepEqual((await s.get('/ovsnet/drift?docker=0')).body, { Drift: [{ kind: 'ip-forward-off' }] });
+    await s.get('/ovsnet/drift');
+    assert.deepEqual(asked, [false, true]);
+    const run = await s.post('/ovsnet/reconcile').send('{}').unset('Content-Type');
+    assert.deepEqual(run.body, { Changes: { bridgesCreated: 1 } });
+  });
+
+  it('checks a peers change before the network driver sees it', async () => {
+    const { app: a } = await app();
+    const s = request(a);
+    const notList = await s.put('/ovsnet/networks/abcd/peers').send('{"Peers": "10.0.0.1"}').unset('Content-Type');
+    assert.equal(notList.status, 400);
+    assert.match(notList.body.Err, /field Peers must be an array of addresses/);
+    const notJson = await s.put('/ovsnet/networks/abcd/peers').send('{"Peers": [').unset('Content-Type');
+    assert.equal(notJson.status, 400);
+    assert.match(notJson.body.Err, /^invalid request: body is not valid JSON/);
+    const unknown = await s.put('/ovsnet/networks/abcd/peers').send('{"Peers": []}').unset('Content-Type');
+    assert.equal(unknown.status, 404);
+    assert.match(unknown.body.Err, /network "abcd" is not known to the ovs plugin/);
+  });
+
+  it('answers anything else with a plain 404', async () => {
+    const { app: a } = await app();
+    const s = request(a);
+    for (const res of [await s.get('/ovsnet/nothing'), await s.get('/Plugin.Activate'), await s.post('/NetworkDriver.Nothing').send('{}')]) {
+      assert.equal(res.status, 404);
+      assert.equal(res.text, '404 page not found\n');
+    }
+  });
+});
