@@ -6,6 +6,9 @@ import { Level } from 'level';
 import type { AddressRecord, EndpointRecord, NameRecord, NetworkRecord, PoolRecord } from '../domain/records.js';
 import { type Snapshot, type Store, type StoreKind as Kind, type StoreOp, storeKey } from '../driver/ports.js';
 
+/** Records read at a time where there can be very many (addresses). */
+const LOAD_BATCH = 1000;
+
 function sublevels(db: Level<string, unknown>) {
   const make = (name: string) => db.sublevel<string, unknown>(name, { valueEncoding: 'json' });
   return { network: make('networks'), endpoint: make('endpoints'), pool: make('pools'), address: make('addresses'), name: make('names') };
@@ -38,9 +41,22 @@ export class LevelStore implements Store {
       networks: await values<NetworkRecord>('network'),
       endpoints: await values<EndpointRecord>('endpoint'),
       pools: await values<PoolRecord>('pool'),
-      addresses: await values<AddressRecord>('address'),
+      addresses: this.batches<AddressRecord>('address'),
       names: await values<NameRecord>('name'),
     };
+  }
+
+  private async *batches<T>(kind: Kind): AsyncGenerator<readonly T[]> {
+    const iterator = this.sub[kind].values();
+    try {
+      for (;;) {
+        const batch = (await iterator.nextv(LOAD_BATCH)) as T[];
+        if (batch.length === 0) return;
+        yield batch;
+      }
+    } finally {
+      await iterator.close();
+    }
   }
 
   async commit(ops: readonly StoreOp[]): Promise<void> {

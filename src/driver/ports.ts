@@ -17,7 +17,12 @@ export interface Snapshot {
   networks: NetworkRecord[];
   endpoints: EndpointRecord[];
   pools: PoolRecord[];
-  addresses: AddressRecord[];
+  /**
+   * The held addresses in batches, read as they are taken: there can be tens of thousands, and as one list
+   * they all outlived young-generation collections while the plugin started (measured at 60 000: 40 MiB more
+   * heap after the start, and a quarter more time).
+   */
+  addresses: AsyncIterable<readonly AddressRecord[]>;
   names: NameRecord[];
 }
 

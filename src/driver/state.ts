@@ -29,7 +29,7 @@ export class State {
     for (const n of snapshot.networks) state.networks.set(n.id, upgradeNetworkRecord(n));
     for (const e of snapshot.endpoints) state.endpoints.set(e.id, e);
     for (const p of snapshot.pools) state.pools.set(p.id, p);
-    for (const a of snapshot.addresses) state.addressesOf(a.poolId, true).hold(a);
+    for await (const batch of snapshot.addresses) for (const a of batch) state.addressesOf(a.poolId, true).hold(a);
     for (const n of snapshot.names ?? []) state.putName(n);
     return state;
   }

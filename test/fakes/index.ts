@@ -5,7 +5,7 @@
 import type { FirewallRules } from '../../src/domain/firewall.js';
 import { type ObservedFlows, type PortFlows, cookieMatches, isOwnedCookie } from '../../src/domain/flows.js';
 import type { PortHolder } from '../../src/domain/published.js';
-import type { Datapath } from '../../src/domain/records.js';
+import type { AddressRecord, Datapath } from '../../src/domain/records.js';
 import type { BridgeSpec, ObservedFirewall, ObservedLink } from '../../src/domain/host.js';
 import { type NbPort, type NbPortSpec, type NbRouter, type NbSwitch, type NbView, type RouterAttachment, type RouterPolicy, attachmentGaps, externalPortName, gatewayPortNames, hasGaps } from '../../src/domain/ovn.js';
 import type {
@@ -37,7 +37,8 @@ export class MemoryStore implements Store {
 
   async load(): Promise<Snapshot> {
     const of = <T>(kind: string) => [...this.data].filter(([k]) => k.startsWith(`${kind}:`)).map(([, v]) => structuredClone(v) as T);
-    return { networks: of('network'), endpoints: of('endpoint'), pools: of('pool'), addresses: of('address'), names: of('name') };
+    const addresses = of<AddressRecord>('address');
+    return { networks: of('network'), endpoints: of('endpoint'), pools: of('pool'), addresses: (async function* () { yield addresses; })(), names: of('name') };
   }
 
   async commit(ops: readonly StoreOp[]): Promise<void> {

@@ -31,7 +31,9 @@ describe('LevelDB store', () => {
     const again = await LevelStore.open(path.join(dir, 'a'));
     const snapshot = await again.load();
     assert.deepEqual(snapshot.pools.map((p) => p.id), [pool(1).id]);
-    assert.deepEqual(snapshot.addresses.map((a) => a.address), ['10.1.0.5']);
+    const addresses: string[] = [];
+    for await (const batch of snapshot.addresses) addresses.push(...batch.map((a) => a.address));
+    assert.deepEqual(addresses, ['10.1.0.5']);
     await again.close();
   });
 
