@@ -228,7 +228,8 @@ describe('operator endpoints', () => {
     const res = await s.get('/ovsnet/state');
     assert.equal(res.status, 200);
     assert.match(res.headers['content-type'] ?? '', /application\/json/);
-    assert.deepEqual(Object.keys(res.body).sort(), ['addresses', 'endpoints', 'networks', 'pools']);
+    assert.deepEqual(Object.keys(res.body).sort(), ['addresses', 'endpoints', 'networks', 'pools', 'spares', 'sparesBusy']);
+    assert.deepEqual([res.body.spares, res.body.sparesBusy], [[], false], 'no spares without a network');
     assert.deepEqual(
       res.body.addresses.map((r: { address: string; kind: string; poolId: string }) => [r.poolId, r.address, r.kind]),
       [['local/10.78.0.0/24', '10.78.0.1', 'gateway']],
