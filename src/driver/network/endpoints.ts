@@ -127,15 +127,15 @@ export async function teardownDevices(ctx: NetworkContext, endpoint: Pick<Endpoi
 /**
  * Applies the repair of one endpoint's port (the reconciler's way in), under
  * the endpoint's lock and only while the endpoint still stands as it was
- * observed: not deleted meanwhile, and its devices not being made right now.
+ * observed: not deleted meanwhile, and its devices not being made right now;
+ * `apply` says whether it changed anything.
  */
-export function repairEndpoint(ctx: NetworkContext, difference: HostDifference, apply: () => Promise<void>): Promise<boolean> {
+export function repairEndpoint(ctx: NetworkContext, difference: HostDifference, apply: () => Promise<boolean>): Promise<boolean> {
   const endpointId = difference.endpointId!;
   return ctx.locks.run(endpointLock(endpointId), async () => {
     const endpoint = ctx.state.endpoints.get(endpointId);
     if (!endpoint || !ctx.state.networks.has(endpoint.networkId) || ctx.devices.has(endpointId)) return false;
-    await apply();
-    return true;
+    return apply();
   });
 }
 

@@ -62,7 +62,17 @@ export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise
     }
     for (const difference of differences.filter((d): d is HostDifference & { endpointId: string } => !!d.endpointId && d.repairs.length > 0)) {
       for (const repair of difference.repairs) {
-        results.push(await attempt(difference.drift, repair, () => repairEndpoint(ctx, difference, () => ctx.host.apply(repair))));
+        results.push(
+          await attempt(difference.drift, repair, () =>
+            repairEndpoint(ctx, difference, async () => {
+              // A container starting when the host was observed had its veth (a spare) and no port yet; its Join
+              // has added the port since. Replacing it would cut the container off for a moment, for nothing.
+              if (difference.drift.kind === 'endpoint-port-missing' && (await ctx.host.ovs.ofport(difference.drift.subject)) !== undefined) return false;
+              await ctx.host.apply(repair);
+              return true;
+            }),
+          ),
+        );
       }
     }
     // OVN: what this host holds in the northbound database.
