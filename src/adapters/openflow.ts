@@ -23,6 +23,8 @@ const ANY = 0xffffffff; // OFPP_ANY, OFPG_ANY, OFP_NO_BUFFER
 const ALL_TABLES = 0xff;
 const PORT_NORMAL = 0xfffffffa;
 const OXM_BASIC = 0x8000;
+/** How long a dropped watched connection is tried again. */
+const RETRY_FOR_MS = 60_000;
 
 /** OXM field numbers (OpenFlow 1.3, 7.2.3.7) and their value sizes. */
 const OXM: Record<MatchField['field'], readonly [number, number]> = {
@@ -58,14 +60,14 @@ export class OpenFlowError extends Error {
 
   /** OFPET_METER_MOD_FAILED / OFPMMFC_UNKNOWN_METER */
   get unknownMeter(): boolean {
-    return this.errorType === 12 && this.errorCode === 7;
+    return this.errorType === 12 && this.errorCode === 3;
   }
 }
 
 function describe(type: number, code: number): string {
   if (type === 0) return ' (hello failed: the bridge does not allow OpenFlow 1.3)';
   if (type === 4) return ' (bad match)';
-  if (type === 12) return code === 1 ? ' (meter exists)' : code === 7 ? ' (unknown meter)' : ' (meter change failed)';
+  if (type === 12) return code === 1 ? ' (meter exists)' : code === 3 ? ' (unknown meter)' : ' (meter change failed)';
   return '';
 }
 
@@ -342,7 +344,7 @@ class Connection {
         this.settleHello();
         return;
       case T.echoRequest:
-        this.socket.write(Buffer.concat([message(T.echoReply, xid), msg.subarray(8)]));
+        this.socket.write(message(T.echoReply, xid, msg.subarray(8)));
         return;
       case T.error: {
         const error = new OpenFlowError(msg.readUInt16BE(8), msg.readUInt16BE(10), 'the connection');
@@ -413,11 +415,14 @@ export class OpenFlowClient {
     }
   }
 
-  /** Keeps a connection to exactly these bridges, so that losing one (and getting it back) is noticed. */
-  watch(bridges: Iterable<string>): void {
+  /**
+   * Keeps a connection to these bridges, so that losing one (and getting it back) is noticed: exactly these,
+   * or (`add`) these as well.
+   */
+  watch(bridges: Iterable<string>, options: { add?: boolean } = {}): void {
     const wanted = new Set(bridges);
     for (const bridge of this.watched) {
-      if (wanted.has(bridge)) continue;
+      if (options.add || wanted.has(bridge)) continue;
       this.watched.delete(bridge);
       clearTimeout(this.retrying.get(bridge));
       this.retrying.delete(bridge);
@@ -425,7 +430,9 @@ export class OpenFlowClient {
     for (const bridge of wanted) {
       if (this.watched.has(bridge)) continue;
       this.watched.add(bridge);
-      this.send(bridge, []).catch(() => this.retry(bridge));
+      this.send(bridge, []).catch((err: unknown) => {
+        if (!(err instanceof OpenFlowError)) this.retry(bridge);
+      });
     }
   }
 
@@ -447,15 +454,24 @@ export class OpenFlowClient {
     return created;
   }
 
-  /** Opens a dropped watched connection again, every `retryMs` until it answers; then says so. */
-  private retry(bridge: string): void {
+  /**
+   * Opens a dropped watched connection again, every `retryMs` until it answers, then says so; for a minute at
+   * most (a bridge deleted for good is dropped from the watch by the next whole-host look), and not at all for
+   * a bridge that refuses OpenFlow 1.3.
+   */
+  private retry(bridge: string, since = Date.now()): void {
     if (!this.watched.has(bridge) || this.retrying.has(bridge) || this.closing) return;
     const timer = setTimeout(() => {
       this.retrying.delete(bridge);
       if (!this.watched.has(bridge)) return;
       this.send(bridge, []).then(
-        () => this.onReconnect?.(bridge),
-        () => this.retry(bridge),
+        () => {
+          if (this.watched.has(bridge)) this.onReconnect?.(bridge);
+        },
+        (err: unknown) => {
+          if (err instanceof OpenFlowError || Date.now() - since > RETRY_FOR_MS) return;
+          this.retry(bridge, since);
+        },
       );
     }, this.options.retryMs ?? 500);
     timer.unref();

@@ -6,7 +6,7 @@
 import { conflict, internal } from '../errors.js';
 import { type ObservedFlows, type PortFlows, ownedCookies, parseFlowCookies, parseMeters } from '../domain/flows.js';
 import { NoBridgeSocket, OpenFlowClient, flowAdd, flowDeleteByCookie, meterDelete, meterSet } from './openflow.js';
-import { CommandError, type Runner, run as runCommand } from './exec.js';
+import { type Runner, run as runCommand } from './exec.js';
 import type { BridgeSpec } from '../domain/host.js';
 import { OWNER_KEY, OWNER_VALUE } from '../domain/names.js';
 import type { ObservedBridge, ObservedPort, Ovs, PortSpec } from '../driver/ports.js';
@@ -260,19 +260,17 @@ export class OvsBridgeClient implements Ovs {
   }
 
   async setPortFlows(flows: PortFlows, options: { before?: readonly string[]; after?: readonly string[] }): Promise<void> {
-    const deletions = (selectors: readonly string[] = []) => selectors.map((s) => flowDeleteByCookie(...cookieSelector(s)));
-    const messages = [
-      ...(flows.meter ? [meterSet(flows.meter, false)] : []),
-      ...deletions(options.before),
-      ...flows.flows.map((f) => flowAdd(f, BigInt(f.cookie))),
-      ...deletions(options.after),
-    ];
-    let errors = await this.openflow.send(flows.bridge, messages);
-    // A meter of this number left by an earlier port is changed instead (the flows that name it went in).
-    if (flows.meter && errors[0]?.meterExists) {
-      errors = [...errors.slice(1), ...(await this.openflow.send(flows.bridge, [meterSet(flows.meter, true)]))];
+    if (flows.meter) {
+      // The meter first, on its own: flows that name a meter that could not be made would be refused, and
+      // the port left with its drop flows alone. One left by an earlier port of this number is changed.
+      let [failed] = await this.openflow.send(flows.bridge, [meterSet(flows.meter, false)]);
+      if (failed?.meterExists) [failed] = await this.openflow.send(flows.bridge, [meterSet(flows.meter, true)]);
+      if (failed) throw failed;
     }
-    if (errors.length > 0) throw errors[0]!;
+    const deletions = (selectors: readonly string[] = []) => selectors.map((s) => flowDeleteByCookie(...cookieSelector(s)));
+    const messages = [...deletions(options.before), ...flows.flows.map((f) => flowAdd(f, BigInt(f.cookie))), ...deletions(options.after)];
+    const [failed] = await this.openflow.send(flows.bridge, messages);
+    if (failed) throw failed;
   }
 
   async deleteFlows(bridge: string, cookies: readonly string[], meters: readonly number[] = []): Promise<void> {
@@ -287,9 +285,9 @@ export class OvsBridgeClient implements Ovs {
     }
   }
 
-  watchFlows(bridges: readonly string[], onLost: (bridge: string) => void): void {
+  watchFlows(bridges: readonly string[], onLost: (bridge: string) => void, options: { add?: boolean } = {}): void {
     this.openflow.onReconnect = onLost;
-    this.openflow.watch(bridges);
+    this.openflow.watch(bridges, options);
   }
 
   close(): void {

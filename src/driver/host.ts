@@ -191,13 +191,15 @@ export class LocalHost {
   private async guardNewPort(port: DesiredPort, ofport: number): Promise<void> {
     if (!port.guard) return;
     const what = `the guard flows (${[port.guard.antiSpoofing ? 'anti-spoofing' : '', port.guard.rate ? `rate ${port.guard.rate.mbit} Mbit/s` : ''].filter(Boolean).join(', ')}) of port ${port.name} on bridge ${port.bridge}`;
-    const remedy = `the bridge must allow OpenFlow 1.3 (ovs-vsctl set bridge ${port.bridge} protocols=OpenFlow10,OpenFlow13) and its flows must not be wiped by a controller; or create the network with -o anti_spoofing=false and without rate`;
+    const remedy = `ovs-vswitchd must be running and the bridge must allow OpenFlow 1.3 (ovs-vsctl set bridge ${port.bridge} protocols=OpenFlow10,OpenFlow13) and its flows must not be wiped by a controller; or create the network with -o anti_spoofing=false and without rate`;
     if (!(ofport > 0)) throw internal('GuardFailed', `cannot set ${what}: OVS gave the port no OpenFlow port number`);
     try {
       await this.setGuardFlows(port, port.guard, ofport);
     } catch (err) {
       throw internal('GuardFailed', `cannot set ${what}: ${errorMessage(err)}; ${remedy}`);
     }
+    // A bridge that holds guarded ports is watched from its first one on, not only from the next whole-host look.
+    if (this.onFlowsLost) this.o.ovs.watchFlows([port.bridge], this.onFlowsLost, { add: true });
   }
 
   /** A container port's guard flows for its OpenFlow number; flows an earlier port of this name left (a crash between its port and its flows) go first. */

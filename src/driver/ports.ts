@@ -79,10 +79,11 @@ export interface Ovs {
   /** Deletes a bridge's flows by cookie/mask, then the meters of these ids; a missing bridge or meter is no error. */
   deleteFlows(bridge: string, cookies: readonly string[], meters?: readonly number[]): Promise<void>;
   /**
-   * Keeps watch on these bridges (and no others): `onLost` is told when one comes back after ovs-vswitchd
-   * dropped it (a restart, which keeps no flows), so its guard flows can be put back at once.
+   * Keeps watch on these bridges (and no others; with `add`, as well as the others): `onLost` is told when
+   * one comes back after ovs-vswitchd dropped it (a restart, which keeps no flows), so its guard flows can be
+   * put back at once.
    */
-  watchFlows(bridges: readonly string[], onLost: (bridge: string) => void): void;
+  watchFlows(bridges: readonly string[], onLost: (bridge: string) => void, options?: { add?: boolean }): void;
   /** An interface's external_ids (ovn-controller marks an installed port `ovn-installed`); undefined when there is no such interface. */
   interfaceIds(name: string): Promise<Record<string, string> | undefined>;
 }

@@ -89,11 +89,10 @@ export class SparePairs {
 
   /** A taken pair is no longer the pool's: its endpoint's record holds it now, or (`discard`) nobody wants it. */
   settle(pair: SparePair, discard = false): void {
-    if (discard) {
-      void this.o.links.deleteLink(pair.host).catch((err) => this.o.log.warn('could not delete a spare veth pair', { veth: pair.host, error: errorMessage(err) }));
-    }
     this.busy.delete(pair.host);
     this.busy.delete(pair.peer);
+    // Its names stay held (busy) until the pair is gone.
+    if (discard) void this.remove(pair);
   }
 
   /**
@@ -110,7 +109,8 @@ export class SparePairs {
       unwanted.push(...pairs);
     }
     await Promise.all(unwanted.map((p) => this.remove(p)));
-    this.schedule(0);
+    // A fill due after a start keeps its delay.
+    if (this.timer === undefined) this.schedule(0);
   }
 
   /** Deletes every spare (the plugin is stopping; a next start makes its own). */

@@ -80,7 +80,7 @@ interface Failed {
 /** A body that could not be read as JSON, classified as body-parser classifies it (the operator endpoints still use it). */
 class BodyError extends Error {
   constructor(
-    readonly type: 'entity.parse.failed' | 'entity.too.large',
+    readonly type: 'entity.parse.failed' | 'entity.too.large' | 'request.aborted',
     message: string,
   ) {
     super(message);
@@ -194,6 +194,9 @@ export function createApp(options: AppOptions): RequestListener {
     } else if (parserError.type === 'entity.parse.failed') {
       status = 400;
       message = `invalid request: body is not valid JSON (${parserError.message})`;
+    } else if (parserError.type === 'request.aborted') {
+      status = 400;
+      message = `invalid request: ${parserError.message}`;
     } else if (parserError.type === 'entity.too.large') {
       status = 413;
       message = `invalid request: body is larger than ${bodyLimit} bytes`;
@@ -251,13 +254,18 @@ async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
   }
   const chunks: Buffer[] = [];
   let length = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    length += chunk.length;
-    // Read on to the end, so that the connection stays usable for the answer.
-    if (length <= limit) chunks.push(chunk);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      length += chunk.length;
+      // Read on to the end, so that the connection stays usable for the answer.
+      if (length <= limit) chunks.push(chunk);
+    }
+  } catch (err) {
+    throw new BodyError('request.aborted', `the request body was cut off (${errorMessage(err)})`);
   }
   if (length > limit) throw new BodyError('entity.too.large', 'request entity too large');
-  const text = Buffer.concat(chunks, length).toString('utf8');
+  // A byte order mark is not JSON; body-parser dropped it too.
+  const text = Buffer.concat(chunks, length).toString('utf8').replace(/^\uFEFF/, '');
   if (text.length === 0) return {};
   try {
     return JSON.parse(text);

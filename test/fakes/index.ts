@@ -173,8 +173,8 @@ export class FakeOvs implements Ovs {
   }
 
   watched: string[] = [];
-  watchFlows(bridges: readonly string[]): void {
-    this.watched = [...bridges];
+  watchFlows(bridges: readonly string[], _onLost: (bridge: string) => void, options: { add?: boolean } = {}): void {
+    this.watched = options.add ? [...new Set([...this.watched, ...bridges])] : [...bridges];
   }
 
   async deleteFlows(bridge: string, cookies: readonly string[], meters: readonly number[] = []): Promise<void> {

@@ -65,11 +65,13 @@ export function createEndpoint(ctx: NetworkContext, req: CreateEndpointRequest):
       createdAt: new Date().toISOString(),
       ...(options.rate ? { rate: options.rate } : {}),
     };
+    // A spare's names stay the pool's until the endpoint stands (record written, backend attached), and are
+    // given up with it otherwise: never a device without a record or a pool that holds it.
     try {
       await state.commit([{ type: 'put', kind: 'endpoint', value: record }]);
-    } finally {
-      // The record holds its names now; or it was not written, and the pair is given up.
-      if (spare) ctx.spares.settle(spare, !state.endpoints.has(record.id));
+    } catch (err) {
+      if (spare) ctx.spares.settle(spare, true);
+      throw err;
     }
     ctx.faults.point('CreateEndpoint', 'after-record');
     try {
@@ -77,8 +79,10 @@ export function createEndpoint(ctx: NetworkContext, req: CreateEndpointRequest):
     } catch (err) {
       // Docker rolls a failed CreateEndpoint back with ReleaseAddress only: the record must not stay.
       await state.commit([{ type: 'del', kind: 'endpoint', key: record.id }]);
+      if (spare) ctx.spares.settle(spare, true);
       throw err;
     }
+    if (spare) ctx.spares.settle(spare);
     startDevices(ctx, network, record);
     ctx.log.debug('endpoint created', { networkId: req.networkId, endpointId: req.endpointId, address, mac });
     return answer;
