@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { unavailable } from '../../src/errors.js';
 import type { CreateNetworkRequest } from '../../src/protocol/network.js';
+import { FakeNorthbound } from '../fakes/index.js';
 import { id, world } from './setup.js';
 
 const NET = id('1');
@@ -82,6 +84,25 @@ describe('veth pairs made ahead of need', () => {
     await network.deleteNetwork(NET);
     assert.deepEqual(spareLinks(links.links), [], 'none once no network needs them');
     assert.deepEqual(network.spares(), []);
+  });
+
+  it('a taken pair goes when its endpoint cannot be made (the northbound database fails the bind)', async () => {
+    const nb = new FakeNorthbound();
+    const { network, links, ipam, state } = await world({ ovn: { nb }, sparePairs: 1 });
+    const pool = await ipam.requestPool({ addressSpace: 'local', pool: '10.60.0.0/24', subPool: '', options: {}, v6: false });
+    await ipam.requestAddress({ poolId: pool.PoolID, address: '10.60.0.1', gateway: true });
+    await network.createNetwork({ networkId: NET, generic: { mode: 'ovn' }, ipv6: false, internal: false, ipv4Data: [{ addressSpace: 'local', pool: '10.60.0.0/24', gateway: '10.60.0.1/24', auxAddresses: {} }], ipv6Data: [] });
+    await until('a spare', () => network.spares().length === 1);
+    const [spare] = network.spares();
+    const { Address } = await ipam.requestAddress({ poolId: pool.PoolID, address: '', gateway: false });
+    nb.down = unavailable('NoQuorum', 'no quorum');
+    // A MAC of its own needs the logical port written again: that is what fails.
+    await assert.rejects(network.createEndpoint({ networkId: NET, endpointId: EP, address: Address, addressIpv6: '', macAddress: '02:00:00:00:12:34', optionMac: '' }), { code: 'NoQuorum' });
+    nb.down = undefined;
+    assert.equal(state.endpoints.size, 0, 'no record');
+    await until('the pair deleted', () => !links.links.has(spare!.host));
+    await until('and another made', () => network.spares().length === 1);
+    assert.deepEqual(spareLinks(links.links), network.spares().flatMap((p) => [p.host, p.peer]).sort(), 'no veth without a record or the pool');
   });
 
   it('are deleted when the plugin stops', async () => {
