@@ -29,7 +29,8 @@ export class LocalHost {
   private firewallChain = Promise.resolve();
   /**
    * Told when a bridge with guarded ports comes back after ovs-vswitchd dropped it (it keeps no flows
-   * across a restart), so they are put back at once. The bridges are those of the last whole-host look.
+   * across a restart), so they are put back at once. Watched: the bridges of the last whole-host look, and
+   * each bridge from its first guarded port on.
    */
   onFlowsLost: ((bridge: string) => void) | undefined;
 
