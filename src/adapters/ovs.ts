@@ -199,11 +199,20 @@ export class OvsBridgeClient implements Ovs {
     return this.checkInterface(spec);
   }
 
-  async updatePort(spec: PortSpec): Promise<void> {
-    await this.ownedPortRow(spec.name);
+  async updatePort(spec: PortSpec): Promise<number> {
     const keys = Object.keys(spec.externalIds);
     const ifaceKeys = Object.keys(spec.interfaceExternalIds);
     const result = await this.db.transact([
+      // Only a port the plugin owns: checked in the same transaction, which fails here otherwise.
+      {
+        op: 'wait',
+        table: 'Port',
+        where: [['name', '==', spec.name], ['external_ids', 'includes', ovsMap({ [OWNER_KEY]: OWNER_VALUE })]],
+        columns: ['name'],
+        until: '==',
+        rows: [{ name: spec.name }],
+        timeout: 0,
+      },
       {
         op: 'update',
         table: 'Port',
@@ -222,9 +231,12 @@ export class OvsBridgeClient implements Ovs {
       { op: 'mutate', table: 'Interface', where: [['name', '==', spec.name]], mutations: [['external_ids', 'delete', ovsSet(ifaceKeys)]] },
       { op: 'mutate', table: 'Interface', where: [['name', '==', spec.name]], mutations: [['external_ids', 'insert', ovsMap(spec.interfaceExternalIds)]] },
       ...bumpConfig,
-    ]);
+    ]).catch((err: unknown) => {
+      if ((err as { details?: { index?: number } }).details?.index === 0) throw conflict('NotOwned', `OVS port ${spec.name} is not an ovsnet port`);
+      throw err;
+    });
     await this.db.waitForConfig(this.nextCfg(result), this.options.applyTimeoutMs);
-    await this.checkInterface(spec);
+    return this.checkInterface(spec);
   }
 
   async deletePort(name: string): Promise<boolean> {
@@ -311,13 +323,6 @@ export class OvsBridgeClient implements Ovs {
     const [row] = await this.db.transact([{ op: 'select', table: 'Interface', where: [['name', '==', name]], columns: ['external_ids'] }]);
     const found = rows(row)[0];
     return found ? readMap(found.external_ids) : undefined;
-  }
-
-  private async ownedPortRow(name: string): Promise<Row> {
-    const [ports] = await this.db.transact([{ op: 'select', table: 'Port', where: [['name', '==', name]], columns: ['external_ids'] }]);
-    const row = rows(ports)[0];
-    if (!row || !isOwned(readMap(row.external_ids))) throw conflict('NotOwned', `OVS port ${name} is not an ovsnet port`);
-    return row;
   }
 
   private async bridgeDatapath(name: string): Promise<string | undefined> {

@@ -57,7 +57,11 @@ export interface DiffOptions {
   readonly docker?: readonly DockerNetwork[];
   readonly now: number;
   readonly graceMs: number;
-  /** Veth pairs the plugin made ahead of need and holds now: no endpoint's, and no debris. */
+  /**
+   * Veth pairs the plugin made ahead of need and holds now (their host ends parked on bridges): no
+   * endpoint's, and no debris. A diff of the whole host removes the parked ports and pairs of any other
+   * name (a process that died left them); a scoped diff leaves every parked port to the pool.
+   */
   readonly spares?: ReadonlySet<string>;
 }
 
@@ -171,6 +175,7 @@ export function diffHost(desired: DesiredHost, observed: ObservedHost, options: 
     }
     if (desired.ports.has(have.name)) continue;
     const role = have.externalIds[ROLE_KEY];
+    if (role === 'spare' && (scope || options.spares?.has(have.name))) continue;
     const networkId = have.externalIds[NETWORK_KEY];
     if (!inScope(networkId, have.bridge)) continue;
     const network = networkId ? networks.get(networkId) : undefined;
@@ -206,6 +211,7 @@ export function diffHost(desired: DesiredHost, observed: ObservedHost, options: 
         : role === 'gateway' ? 'its network is unknown'
         : role === 'tunnel' ? 'its network or peer is unknown'
         : role === 'uplink' ? 'no network uses it'
+        : role === 'spare' ? 'it was made ahead of need by a plugin process that is gone'
         : 'it has no role';
     deleted.add(have.name);
     out.push({
@@ -215,9 +221,9 @@ export function diffHost(desired: DesiredHost, observed: ObservedHost, options: 
         port: have.name,
         role,
         detail: `OVS port ${have.name} (${role ?? 'no role'}) belongs to nothing: ${why}`,
-        fix: `ovs-vsctl --if-exists del-port ${have.name}${role === 'endpoint' ? ` && ip link del ${have.name}` : ''}`,
+        fix: `ovs-vsctl --if-exists del-port ${have.name}${role === 'endpoint' || role === 'spare' ? ` && ip link del ${have.name}` : ''}`,
       },
-      repairs: [{ type: 'delete-port', name: have.name, deleteLink: role === 'endpoint' }],
+      repairs: [{ type: 'delete-port', name: have.name, deleteLink: role === 'endpoint' || role === 'spare' }],
     });
   }
 

@@ -174,6 +174,21 @@ export function endpointPort(network: NetworkRecord, endpoint: Pick<EndpointReco
   });
 }
 
+/**
+ * The VLAN a spare's port is parked on until an endpoint takes it: 802.1Q reserves 4095, so no network
+ * has it (vlan is 1-4094, and overlays take free tags from 4094 down) and no frame of a network reaches it.
+ */
+export const PARKING_TAG = 4095;
+
+/**
+ * The port of a spare veth pair made ahead of need (driver/spares.ts), parked on a bridge: an access port
+ * of a VLAN no network has. Taking it is then only a change of tag and marks, with its OpenFlow number
+ * known in advance, so its guard flows go in at the same time.
+ */
+export function sparePort(bridge: string, name: string): DesiredPort {
+  return port({ role: 'spare', bridge, name, type: '', tag: PARKING_TAG, externalIds: { ...OWNED, [ROLE_KEY]: 'spare' } });
+}
+
 /** The internal port holding a network's gateway addresses on the host. */
 export function gatewayPort(network: NetworkRecord & { gatewayPort: string }): DesiredPort {
   return port({

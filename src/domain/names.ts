@@ -14,7 +14,8 @@ export const ENDPOINT_KEY = 'ovsnet-endpoint';
 export const ROLE_KEY = 'ovsnet-role';
 export const PEER_KEY = 'ovsnet-peer';
 
-export type PortRole = 'endpoint' | 'gateway' | 'tunnel' | 'uplink';
+/** `spare`: the host end of a veth pair made ahead of need, parked on a bridge (driver/spares.ts). */
+export type PortRole = 'endpoint' | 'gateway' | 'tunnel' | 'uplink' | 'spare';
 
 /** Prefixes are distinct so a name alone says what a device is ("ovsgw+" also matches in iptables). */
 export const HOST_VETH_PREFIX = 'ovs';

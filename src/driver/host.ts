@@ -165,13 +165,23 @@ export class LocalHost {
   /**
    * An endpoint's veth pair and its port on the network's bridge (TX offload
    * off on the userspace datapath), and the port's guard flows: in place
-   * before Join answers, so before the container has the other end.
+   * before Join answers, so before the container has the other end. A spare
+   * pair has both already, its port parked on a VLAN no network has.
    */
-  async makeEndpointDevices(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
+  async makeEndpointDevices(network: NetworkRecord, endpoint: EndpointRecord, parkedOfport?: number): Promise<void> {
     const { ovs, links } = this.o;
     const port = endpointPort(network, endpoint);
     if (isSpareHostName(endpoint.hostIf)) {
-      // Made ahead of need (driver/spares.ts): only the port and its flows are left to do.
+      // Made ahead of need (driver/spares.ts), its port parked on the bridge: it is retagged and marked while
+      // its guard flows go in for the OpenFlow number it has (known from the pool, else read).
+      const parked = parkedOfport ?? (await ovs.ofport(endpoint.hostIf));
+      if (parked !== undefined) {
+        const [ofport] = await Promise.all([ovs.updatePort(port), this.guardNewPort(port, parked)]);
+        // Only a reset of ovs-vswitchd's database renumbers a port: the flows then follow its number.
+        if (ofport !== parked) await this.guardNewPort(port, ofport);
+        return;
+      }
+      // Its port is gone (ovs-vswitchd's database was reset): only the port and its flows are left to do.
       try {
         await this.guardNewPort(port, await ovs.addPort(port));
         return;

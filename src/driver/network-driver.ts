@@ -50,7 +50,7 @@ export class NetworkDriver {
       ovn: o.ovn,
       ipam: o.ipam,
       locks: new KeyedMutex(),
-      spares: new SparePairs({ links: o.host.links, size: o.sparePairs ?? 0, refillDelayMs: o.spareRefillDelayMs ?? 250, log: o.log }),
+      spares: new SparePairs({ links: o.host.links, ovs: o.host.ovs, size: o.sparePairs ?? 0, refillDelayMs: o.spareRefillDelayMs ?? 250, log: o.log }),
       devices: new Map(),
       defaults: o.defaults,
       log: o.log,
@@ -68,9 +68,14 @@ export class NetworkDriver {
   }
 
   async deleteNetwork(networkId: string): Promise<void> {
-    await deleteNetwork(this.ctx, networkId);
-    // The last network of its shape takes its spares with it.
-    await this.wantSpares();
+    // The last network of its shape takes its spares with it, before its bridge is removed: their ports are
+    // on it. Should the deletion fail, the next fill makes them again.
+    await this.ctx.spares.want([...this.ctx.state.networks.values()].filter((n) => n.id !== networkId));
+    try {
+      await deleteNetwork(this.ctx, networkId);
+    } finally {
+      await this.wantSpares();
+    }
   }
 
   createEndpoint(req: CreateEndpointRequest): Promise<CreateEndpointResponse> {

@@ -64,8 +64,8 @@ export interface Ovs {
   deleteOwnedBridge(name: string): Promise<boolean>;
   /** Adds a port and waits until ovs-vswitchd has it; an owned port of that name is replaced, a foreign one refused. Returns its ofport. */
   addPort(spec: PortSpec): Promise<number>;
-  /** Sets an owned port's tag, trunks, protection, interface options, MTU and external_ids to the spec's. */
-  updatePort(spec: PortSpec): Promise<void>;
+  /** Sets an owned port's tag, trunks, protection, interface options, MTU and external_ids to the spec's, and waits until ovs-vswitchd has them. Returns its ofport. */
+  updatePort(spec: PortSpec): Promise<number>;
   /** Deletes a port if it exists; refuses a port the plugin does not own. Returns whether it existed. */
   deletePort(name: string): Promise<boolean>;
   /** The Open_vSwitch row's external_ids: system-id (OVN's chassis name), hostname, ovn-encap-ip, ... */

@@ -1,11 +1,14 @@
 /**
  * Veth pairs made ahead of need, so that a container start spawns no
- * program: `ip link add` and two `ethtool` runs cost most of a start's own
- * time. A few pairs are kept for each shape the networks need (their MTU,
- * and TX offload off on the userspace datapath); CreateEndpoint takes one
- * and names its endpoint's devices after it, and Join then only adds its
- * host end to the bridge. A spare is on no bridge and both its ends are
- * unconfigured, so no traffic reaches it.
+ * program and adds no port: `ip link add`, two `ethtool` runs and a new port
+ * cost most of a start's own time. A few pairs are kept for each shape the
+ * networks need (their bridge, their MTU, and TX offload off on the userspace
+ * datapath). A spare's host end is already a port of the bridge, parked on a
+ * VLAN no network has (domain/host.ts, PARKING_TAG), and its other end is
+ * down and in no container, so no traffic reaches it. CreateEndpoint takes
+ * one and names its endpoint's devices after it; Join then only retags and
+ * marks the port, and sets its guard flows at the same time, since its
+ * OpenFlow number is known.
  *
  * Spares are nobody's record: they live only as long as this process. The
  * reconciler's diff leaves alone exactly the names held here, so spares of a
@@ -14,30 +17,35 @@
  */
 import { randomBytes } from 'node:crypto';
 import { errorMessage } from '../errors.js';
+import { sparePort } from '../domain/host.js';
 import { sparePairNames } from '../domain/names.js';
 import type { NetworkRecord } from '../domain/records.js';
 import type { Logger } from '../log.js';
-import type { Links } from './ports.js';
+import type { Links, Ovs } from './ports.js';
 
 export interface SparePair {
   readonly host: string;
   readonly peer: string;
+  /** Its host end's OpenFlow port number, once parked. */
+  readonly ofport?: number;
 }
 
-/** What a pair must be made with to serve a network. */
+/** What a pair must be made with to serve a network: where its port is parked, and how its veth is made. */
 export interface SpareShape {
+  readonly bridge: string;
   readonly mtu: number;
   readonly txOffloadOff: boolean;
 }
 
-export function shapeOf(network: Pick<NetworkRecord, 'mtu' | 'datapath'>): SpareShape {
-  return { mtu: network.mtu, txOffloadOff: network.datapath === 'netdev' };
+export function shapeOf(network: Pick<NetworkRecord, 'mtu' | 'datapath'> & { spec: { bridge: string } }): SpareShape {
+  return { bridge: network.spec.bridge, mtu: network.mtu, txOffloadOff: network.datapath === 'netdev' };
 }
 
-const keyOf = (shape: SpareShape) => `${shape.mtu}/${shape.txOffloadOff ? 'tx-off' : 'tx-on'}`;
+const keyOf = (shape: SpareShape) => `${shape.bridge}/${shape.mtu}/${shape.txOffloadOff ? 'tx-off' : 'tx-on'}`;
 
 export interface SparePairsOptions {
   links: Links;
+  ovs: Pick<Ovs, 'addPort' | 'deletePort'>;
   /** Pairs kept per shape; 0 turns spares off. */
   size: number;
   /** How long after the last take the pool fills again, so that a burst of starts is not slowed by it. */
@@ -97,11 +105,24 @@ export class SparePairs {
 
   /**
    * Sets the shapes the networks need: spares of a shape no network needs
-   * are deleted before this returns; missing ones are made in the background.
+   * are deleted before this returns (also one being made now, so that no
+   * port of theirs is left on a bridge about to be removed); missing ones
+   * are made in the background.
    */
   async want(networks: readonly NetworkRecord[]): Promise<void> {
     if (this.o.size <= 0 || this.stopped) return;
     this.wanted = new Map(networks.filter((n) => n.state === 'ready').map((n) => [keyOf(shapeOf(n)), shapeOf(n)]));
+    await this.dropUnwanted();
+    if (this.running) {
+      // A fill gives up a pair of a shape no longer wanted once it is made, and stops making more.
+      await this.filling;
+      await this.dropUnwanted();
+    }
+    // A fill due after a start keeps its delay.
+    if (this.timer === undefined) this.schedule(0);
+  }
+
+  private async dropUnwanted(): Promise<void> {
     const unwanted: SparePair[] = [];
     for (const [key, pairs] of this.ready) {
       if (this.wanted.has(key)) continue;
@@ -109,8 +130,6 @@ export class SparePairs {
       unwanted.push(...pairs);
     }
     await Promise.all(unwanted.map((p) => this.remove(p)));
-    // A fill due after a start keeps its delay.
-    if (this.timer === undefined) this.schedule(0);
   }
 
   /** Deletes every spare (the plugin is stopping; a next start makes its own). */
@@ -143,14 +162,16 @@ export class SparePairs {
       for (;;) {
         const pairs = this.ready.get(key) ?? [];
         if (pairs.length >= this.o.size || this.stopped || !this.wanted.has(key)) break;
-        const pair = sparePairNames(randomBytes(6).toString('hex'));
+        let pair: SparePair = sparePairNames(randomBytes(6).toString('hex'));
         this.busy.add(pair.host).add(pair.peer);
         try {
           // A locally administered MAC for now: Docker sets the endpoint's own when it moves the end into the container.
           await this.o.links.createVeth({ host: pair.host, peer: pair.peer, mtu: shape.mtu, peerMac: `02:${randomBytes(5).toString('hex').replace(/(..)(?!$)/g, '$1:')}` });
           if (shape.txOffloadOff) await this.o.links.disableTxOffload([pair.host, pair.peer]);
+          pair = { ...pair, ofport: await this.o.ovs.addPort(sparePort(shape.bridge, pair.host)) };
         } catch (err) {
-          this.o.log.warn('could not make a spare veth pair; starts make their own meanwhile', { veth: pair.host, error: errorMessage(err) });
+          this.o.log.warn('could not make a spare veth pair; starts make their own meanwhile', { veth: pair.host, bridge: shape.bridge, error: errorMessage(err) });
+          await this.o.ovs.deletePort(pair.host).catch(() => false);
           await this.o.links.deleteLink(pair.host).catch(() => false);
           this.busy.delete(pair.host);
           this.busy.delete(pair.peer);
@@ -170,9 +191,8 @@ export class SparePairs {
   private async remove(pair: SparePair): Promise<void> {
     this.busy.add(pair.host).add(pair.peer);
     try {
-      await this.o.links.deleteLink(pair.host);
-    } catch (err) {
-      this.o.log.warn('could not delete a spare veth pair', { veth: pair.host, error: errorMessage(err) });
+      await this.o.ovs.deletePort(pair.host).catch((err) => this.o.log.warn('could not delete the port of a spare veth pair', { port: pair.host, error: errorMessage(err) }));
+      await this.o.links.deleteLink(pair.host).catch((err) => this.o.log.warn('could not delete a spare veth pair', { veth: pair.host, error: errorMessage(err) }));
     } finally {
       this.busy.delete(pair.host);
       this.busy.delete(pair.peer);

@@ -78,7 +78,7 @@ export interface Audit {
   gatewayPorts: string[];
   /** Plugin veth ends present in the host namespace, but for the spares the plugin holds. */
   veths: string[];
-  /** Veth ends the plugin made ahead of need and holds (on no bridge, no endpoint's); each is in the host namespace. */
+  /** Veth ends the plugin made ahead of need and holds (no endpoint's; host ends parked on their bridges); each is in the host namespace. */
   spares: string[];
   endpoints: number;
   networks: number;
@@ -97,13 +97,21 @@ export const SPARES_PER_SHAPE = 4;
 /** Both ends of a plugin's veth pair: named for an endpoint (ovs/ovc) or made ahead as a spare (ovp/ovq). */
 export const PLUGIN_VETH = /^ov[scpq][0-9a-f]{12}$/;
 
-/** The spares of the plugin's own account, each checked to be a veth in the host namespace and on no bridge. */
-function sparesOf(state: PluginState, links: Array<{ name: string; kind: string }>, ports: Array<{ name: string }>): string[] {
+/**
+ * The spares of the plugin's own account, each checked to be a veth pair in the host namespace whose host
+ * end is a port parked on VLAN 4095 (no network's) and whose other end is no port; and no parked port
+ * but theirs.
+ */
+function sparesOf(state: PluginState, links: Array<{ name: string; kind: string }>, ports: Array<{ name: string; tag: number | undefined; externalIds: Record<string, string> }>): string[] {
   const names = state.spares.flatMap((p) => [p.host, p.peer]).sort();
-  for (const name of names) {
-    assert.ok(links.some((l) => l.name === name && l.kind === 'veth'), `spare ${name} is a veth on the host`);
-    assert.ok(!ports.some((p) => p.name === name), `spare ${name} is on no bridge`);
+  for (const name of names) assert.ok(links.some((l) => l.name === name && l.kind === 'veth'), `spare ${name} is a veth on the host`);
+  for (const { host, peer } of state.spares) {
+    const port = ports.find((p) => p.name === host);
+    assert.deepEqual([port?.tag, port?.externalIds['ovsnet-role']], [4095, 'spare'], `spare ${host} is a port parked on VLAN 4095`);
+    assert.ok(!ports.some((p) => p.name === peer), `the other end of spare ${host} is no port`);
   }
+  const parked = ports.filter((p) => p.externalIds['ovsnet-role'] === 'spare').map((p) => p.name).sort();
+  assert.deepEqual(parked, state.spares.map((p) => p.host).sort(), 'no parked port but the spares the plugin holds');
   return names;
 }
 

@@ -197,7 +197,7 @@ export class FakeOvs implements Ovs {
     return this.ofports.get(spec.name)!;
   }
 
-  async updatePort(spec: PortSpec): Promise<void> {
+  async updatePort(spec: PortSpec): Promise<number> {
     this.calls.push(`updatePort ${spec.name}`);
     const port = this.ports.get(spec.name);
     if (!port || port.externalIds[OWNER_KEY] !== OWNER_VALUE) throw conflict('NotOwned', `OVS port ${spec.name} is not an ovsnet port`);
@@ -210,7 +210,8 @@ export class FakeOvs implements Ovs {
       mtuRequest: spec.mtuRequest,
       externalIds: { ...port.externalIds, ...spec.externalIds },
       interfaceExternalIds: { ...(port.interfaceExternalIds ?? {}), ...spec.interfaceExternalIds },
-    });
+    });    if (this.autoInstall && spec.interfaceExternalIds['iface-id']) this.installed.add(spec.name);
+    return this.ofports.get(spec.name)!;
   }
 
   async deletePort(name: string): Promise<boolean> {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { sparePort } from '../../src/domain/host.js';
 import { unavailable } from '../../src/errors.js';
 import type { CreateNetworkRequest } from '../../src/protocol/network.js';
 import { FakeNorthbound } from '../fakes/index.js';
@@ -32,14 +33,17 @@ async function until(what: string, check: () => boolean): Promise<void> {
 const spareLinks = (links: Map<string, unknown>) => [...links.keys()].filter((n) => /^ov[pq][0-9a-f]{12}$/.test(n)).sort();
 
 describe('veth pairs made ahead of need', () => {
-  it('keeps a few per network shape, made with its MTU and offload setting, on no bridge', async () => {
-    const { network, links, ovs } = await world({ sparePairs: 2 });
+  it('keeps a few per network shape, made with its MTU and offload setting, parked on its bridge', async () => {
+    const { network, links, ovs, state } = await world({ sparePairs: 2 });
     await network.createNetwork(createReq());
     await until('two spare pairs', () => network.spares().length === 2);
     for (const { host, peer } of network.spares()) {
       assert.equal(links.links.get(host)?.mtu, 1500);
       assert.ok(links.links.get(host)?.txOff && links.links.get(peer)?.txOff, 'netdev: TX offload off on both ends');
-      assert.ok(!ovs.ports.has(host), 'on no bridge');
+      const port = ovs.ports.get(host);
+      assert.equal(port?.bridge, state.networks.get(NET)!.spec.bridge, "its host end is a port of the network's bridge");
+      assert.deepEqual([port?.tag, port?.externalIds['ovsnet-role'], port?.externalIds['ovsnet-network']], [4095, 'spare', undefined], 'parked on a VLAN no network has, and nobody\'s');
+      assert.ok(!ovs.ports.has(peer), 'the other end is no port');
     }
     await network.createNetwork(createReq(NET2, { pool: '10.13.161.0/24', vlan: '861', mtu: '1400' }));
     await until('two more for the other MTU', () => network.spares().length === 4);
@@ -52,12 +56,18 @@ describe('veth pairs made ahead of need', () => {
     await until('a spare', () => network.spares().length === 1);
     const [spare] = network.spares();
     links.calls.length = 0;
+    ovs.calls.length = 0;
+    const ofport = await ovs.ofport(spare!.host);
     await network.createEndpoint(endpointReq());
     const record = state.endpoints.get(EP)!;
     assert.deepEqual([record.hostIf, record.peerIf], [spare!.host, spare!.peer], "the endpoint's devices are the spare's");
     await network.join({ networkId: NET, endpointId: EP, sandboxKey: '', options: {} });
-    assert.equal(ovs.ports.get(spare!.host)?.tag, 860, 'its host end is the tagged port');
+    const port = ovs.ports.get(spare!.host);
+    assert.deepEqual([port?.tag, port?.externalIds['ovsnet-role'], port?.externalIds['ovsnet-endpoint']], [860, 'endpoint', EP], 'its host end is the tagged port, marked as the endpoint\'s');
+    assert.equal(await ovs.ofport(spare!.host), ofport, 'the same port');
     assert.ok(!links.calls.some((c) => c.startsWith(`createVeth ${spare!.host}`)), 'no veth made on the start path');
+    assert.ok(!ovs.calls.includes(`addPort ${spare!.host}`), 'no port added on the start path');
+    assert.ok(ovs.calls.includes(`setPortFlows ${spare!.host}`), 'its guard flows set');
     await until('a new spare', () => network.spares().length === 1 && network.spares()[0]!.host !== spare!.host);
     await network.deleteEndpoint({ networkId: NET, endpointId: EP });
     assert.ok(!links.links.has(spare!.host), 'removed with its endpoint like any other');
@@ -71,18 +81,29 @@ describe('veth pairs made ahead of need', () => {
   });
 
   it('are never drift nor repaired away; a dead process\'s spares are, and a network\'s last removal takes its own', async () => {
-    const { network, links } = await world({ sparePairs: 2 });
+    const { network, links, ovs } = await world({ sparePairs: 2 });
     await network.createNetwork(createReq());
     await until('two spares', () => network.spares().length === 2);
     assert.deepEqual(await network.drift(OPTIONS), [], 'spares are no drift');
-    // One left by a process that died (same naming, not held by this one).
+    // Two left by a process that died (same naming, not held by this one): one parked, one not yet.
     await links.createVeth({ host: 'ovp0123456789ab', peer: 'ovq0123456789ab', mtu: 1500, peerMac: '02:00:00:00:00:01' });
+    await links.createVeth({ host: 'ovp0123456789ac', peer: 'ovq0123456789ac', mtu: 1500, peerMac: '02:00:00:00:00:02' });
+    const bridge = ovs.ports.get(network.spares()[0]!.host)!.bridge;
+    await ovs.addPort(sparePort(bridge, 'ovp0123456789ab'));
     const drift = await network.drift(OPTIONS);
-    assert.deepEqual(drift.map((d) => [d.kind, d.subject]).sort(), [['orphan-veth', 'ovp0123456789ab'], ['orphan-veth', 'ovq0123456789ab']]);
+    assert.deepEqual(drift.map((d) => [d.kind, d.subject]).sort(), [
+      ['orphan-port', 'ovp0123456789ab'],
+      ['orphan-veth', 'ovp0123456789ac'],
+      ['orphan-veth', 'ovq0123456789ab'],
+      ['orphan-veth', 'ovq0123456789ac'],
+    ]);
     await network.converge(OPTIONS);
     assert.deepEqual(spareLinks(links.links), network.spares().flatMap((p) => [p.host, p.peer]).sort(), 'only the live spares are left');
+    assert.deepEqual([...ovs.ports.values()].filter((p) => p.externalIds['ovsnet-role'] === 'spare').map((p) => p.name).sort(), network.spares().map((p) => p.host).sort(), 'and their ports');
     await network.deleteNetwork(NET);
     assert.deepEqual(spareLinks(links.links), [], 'none once no network needs them');
+    assert.deepEqual([...ovs.ports.keys()], [], 'no port left');
+    assert.ok(!ovs.bridges.has(bridge), 'so the bridge the plugin made went too');
     assert.deepEqual(network.spares(), []);
   });
 
@@ -106,10 +127,11 @@ describe('veth pairs made ahead of need', () => {
   });
 
   it('are deleted when the plugin stops', async () => {
-    const { network, links } = await world({ sparePairs: 3 });
+    const { network, links, ovs } = await world({ sparePairs: 3 });
     await network.createNetwork(createReq());
     await until('three spares', () => network.spares().length === 3);
     await network.stopSpares();
     assert.deepEqual(spareLinks(links.links), []);
+    assert.deepEqual([...ovs.ports.values()].filter((p) => p.externalIds['ovsnet-role'] === 'spare'), [], 'nor their ports');
   });
 });
