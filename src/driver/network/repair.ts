@@ -43,11 +43,13 @@ export async function desiredFrom(host: LocalHost, records: Records): Promise<De
  */
 export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise<RepairResult[]> {
   return ctx.locks.run(NETWORKS_LOCK, async () => {
-    // Observe first, read the records after: a device made meanwhile already has its record.
+    // Observe first, read the records after: a device made meanwhile already has its record. The spares
+    // before the records: a spare leaves the pool only once an endpoint's record holds it.
     const observed = await ctx.host.observe({ flows: true });
+    const spares = ctx.spares.names();
     const records = ctx.state.records();
     const desired = await desiredFrom(ctx.host, records);
-    const differences = diffHost(desired, observed, { records, docker: options.docker, now: options.now, graceMs: options.graceMs, spares: ctx.spares.names() });
+    const differences = diffHost(desired, observed, { records, docker: options.docker, now: options.now, graceMs: options.graceMs, spares });
     const results: RepairResult[] = [];
     const firstDrift = new Map<Repair, Drift>();
     for (const d of differences) for (const r of d.repairs) if (!firstDrift.has(r)) firstDrift.set(r, d.drift);
@@ -55,7 +57,8 @@ export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise
     for (const repair of LocalHost.repairsOf(differences.filter((d) => !d.endpointId))) {
       results.push(await attempt(firstDrift.get(repair)!, repair, async () => {
         // Look again: an endpoint created since the records were read has its record by now.
-        if (repair.type === 'delete-veth' && ([...ctx.state.endpoints.values()].some((e) => e.hostIf === repair.name || e.peerIf === repair.name) || ctx.spares.names().has(repair.name))) return false;
+        const device = repair.type === 'delete-veth' || (repair.type === 'delete-port' && repair.deleteLink) ? repair.name : undefined;
+        if (device !== undefined && ([...ctx.state.endpoints.values()].some((e) => e.hostIf === device || e.peerIf === device) || ctx.spares.names().has(device))) return false;
         await ctx.host.apply(repair);
         return true;
       }));
@@ -92,8 +95,9 @@ export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise
  */
 export async function readDrift(host: LocalHost, records: () => Records, options: ConvergeOptions & { ovn?: OvnBackend; spares?: () => ReadonlySet<string> }): Promise<Drift[]> {
   const observed = await host.observe({ flows: true });
+  const spares = options.spares?.();
   const now = records();
-  const drift = findDrift(now, await desiredFrom(host, now), observed, { docker: options.docker, now: options.now, graceMs: options.graceMs, spares: options.spares?.() });
+  const drift = findDrift(now, await desiredFrom(host, now), observed, { docker: options.docker, now: options.now, graceMs: options.graceMs, spares });
   if (options.ovn) drift.push(...(await options.ovn.differences(observed, options)).map((d) => d.drift));
   return drift;
 }

@@ -248,7 +248,11 @@ export class SimHost {
 
   // ---- the plugin ----
 
-  async startPlugin(env: Record<string, string> = {}): Promise<void> {
+  /**
+   * Starts the plugin and waits until it answers: by default its state view, or (`until: 'activate'`,
+   * polled every 5 ms) Plugin.Activate, which is what dockerd waits for.
+   */
+  async startPlugin(env: Record<string, string> = {}, options: { until?: 'state' | 'activate' } = {}): Promise<void> {
     this.pluginEnv = { ...this.pluginEnv, ...env };
     if (MANAGED) return this.startManagedPlugin();
     const log = openSync(path.join(this.dir, 'plugin.log'), 'a');
@@ -266,10 +270,11 @@ export class SimHost {
     });
     closeSync(log);
     const child = this.plugin;
+    const answers = options.until === 'activate' ? () => this.pluginRequest('POST', '/Plugin.Activate', '{}').then((r) => r.status === 200) : () => this.pluginRequest('GET', '/ovsnet/state').then(() => true);
     await waitFor('the plugin socket', async () => {
       if (child.exitCode !== null) throw new Error(`plugin exited (code ${child.exitCode}): ${(await this.pluginLog()).slice(-2000)}`);
-      return (await this.pluginRequest('GET', '/ovsnet/state').catch(() => undefined)) !== undefined;
-    }, 20_000, 50);
+      return answers().catch(() => false);
+    }, 20_000, options.until === 'activate' ? 5 : 50);
   }
 
   async stopPlugin(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
