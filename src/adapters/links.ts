@@ -30,8 +30,18 @@ export class IpLinks implements Links {
     }
   }
 
+  /**
+   * ethtool takes one device at a time: several are done by one shell, with the names as its arguments
+   * (never in its script), since a spawn from the plugin costs some 4 ms of its own CPU and a shell's far less.
+   */
   async disableTxOffload(names: readonly string[]): Promise<void> {
-    await Promise.all(names.map((name) => this.run('ethtool', ['-K', assertInterfaceName(name, 'interface name'), 'tx', 'off'])));
+    const devices = names.map((name) => assertInterfaceName(name, 'interface name'));
+    if (devices.length === 0) return;
+    if (devices.length === 1) {
+      await this.run('ethtool', ['-K', devices[0]!, 'tx', 'off']);
+      return;
+    }
+    await this.run('sh', ['-c', 'for dev do ethtool -K "$dev" tx off || exit; done', 'ethtool', ...devices]);
   }
 
   async deleteLink(name: string): Promise<boolean> {

@@ -36,6 +36,7 @@ describe('links adapter in a scratch namespace', () => {
       assert.match((await cmd('ip', ['netns', 'exec', NS, 'ethtool', '-k', dev])).stdout, /tx-checksumming: off/);
     }
     assert.equal((await cmd('ip', ['-n', NS, '-j', 'link', 'show', 'dev', 'itvp0'])).stdout.includes('02:42:0a:00:00:09'), true, 'the peer has its MAC');
+    await assert.rejects(links.disableTxOffload(['itvh0', 'itvnone0']), /itvnone0/, 'a device that is not there fails the call, named');
     await links.deleteLink('itvh0');
   });
 
