@@ -33,6 +33,11 @@ export class LocalHost {
    * each bridge from its first guarded port on.
    */
   onFlowsLost: ((bridge: string) => void) | undefined;
+  /**
+   * Takes an endpoint's veth pair, its port deleted, to delete in the background (driver/spares.ts); when
+   * unset, the pair is deleted before removeEndpointDevices returns.
+   */
+  retireVeth: ((pair: { host: string; peer: string }) => void) | undefined;
 
   constructor(readonly o: LocalHostOptions) {}
 
@@ -232,6 +237,12 @@ export class LocalHost {
     // A meter (its id is the port's number) goes before the port: once the port is gone, a new port may
     // get that number and its own meter, which must not be deleted. Flows go by this port's cookie alone.
     if (rated) await flowsGone();
+    if (this.retireVeth) {
+      // The port goes now; the veth pair, which takes the kernel some 20 ms, after the caller has answered.
+      await Promise.all([rated ? undefined : flowsGone(), this.deleteOwnedPort(endpoint.hostIf)]);
+      this.retireVeth({ host: endpoint.hostIf, peer: endpoint.peerIf });
+      return;
+    }
     const [, , hadHost] = await Promise.all([rated ? undefined : flowsGone(), this.deleteOwnedPort(endpoint.hostIf), links.deleteLink(endpoint.hostIf)]);
     // Deleting one end of a veth deletes both; the peer only remains if the pair was never complete.
     if (!hadHost) await links.deleteLink(endpoint.peerIf);

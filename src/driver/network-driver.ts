@@ -56,6 +56,8 @@ export class NetworkDriver {
       log: o.log,
       faults: o.faults ?? noFaults,
     };
+    // The pool holds what the process made outside the records: spares, and pairs of endpoints being deleted.
+    o.host.retireVeth = (pair) => this.ctx.spares.retire(pair);
   }
 
   capabilities() {

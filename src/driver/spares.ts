@@ -63,10 +63,12 @@ export class SparePairs {
   private filling: Promise<void> = Promise.resolve();
   private running = false;
   private stopped = false;
+  /** Pairs of endpoints that are gone, being deleted. */
+  private readonly retiring = new Set<Promise<void>>();
 
   constructor(private readonly o: SparePairsOptions) {}
 
-  /** Every device name the pool holds now: made, being made or deleted, or taken but not yet recorded. */
+  /** Every device name the pool holds now: made, being made or deleted, taken but not yet recorded, or retiring. */
   names(): Set<string> {
     const out = new Set(this.busy);
     for (const pairs of this.ready.values()) for (const p of pairs) out.add(p.host).add(p.peer);
@@ -132,7 +134,31 @@ export class SparePairs {
     await Promise.all(unwanted.map((p) => this.remove(p)));
   }
 
-  /** Deletes every spare (the plugin is stopping; a next start makes its own). */
+  /**
+   * Deletes the veth pair of an endpoint that is gone (its port already is) in the background: the kernel
+   * takes some 20 ms to delete a veth, which DeleteEndpoint then need not wait for. Its names are held
+   * here until it is gone, so no pass takes it for debris meanwhile; after a crash, the next pass removes
+   * what is left of it as an orphan veth, as it does a dead process's spares.
+   */
+  retire(pair: SparePair): void {
+    this.busy.add(pair.host).add(pair.peer);
+    const work = this.o.links
+      .deleteLink(pair.host)
+      // Deleting one end of a veth deletes both; the peer only remains if the pair was never complete.
+      .then((had) => (had ? undefined : this.o.links.deleteLink(pair.peer)))
+      .then(
+        () => undefined,
+        (err: unknown) => this.o.log.warn('could not delete the veth pair of a deleted endpoint; the next reconcile pass removes it', { veth: pair.host, error: errorMessage(err) }),
+      )
+      .finally(() => {
+        this.busy.delete(pair.host);
+        this.busy.delete(pair.peer);
+        this.retiring.delete(work);
+      });
+    this.retiring.add(work);
+  }
+
+  /** Deletes every spare, and finishes deleting retiring pairs (the plugin is stopping; a next start makes its own). */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
@@ -140,7 +166,7 @@ export class SparePairs {
     await this.filling;
     const all = this.list();
     this.ready.clear();
-    await Promise.all(all.map((p) => this.remove(p)));
+    await Promise.all([...all.map((p) => this.remove(p)), ...this.retiring]);
   }
 
   private schedule(delayMs = this.o.refillDelayMs): void {

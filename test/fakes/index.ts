@@ -242,6 +242,8 @@ export class FakeLinks implements Links {
   readonly routeTable = new Map<string, { dev: string; local: boolean }>();
   readonly defaultDevices: string[] = [];
   failCreate: Error | undefined;
+  /** While set, deleteLink waits for it (a kernel slow to delete). */
+  deleteGate: Promise<void> | undefined;
 
   async createVeth(options: { host: string; peer: string; mtu: number; peerMac: string }): Promise<void> {
     this.calls.push(`createVeth ${options.host} ${options.peer}`);
@@ -262,6 +264,7 @@ export class FakeLinks implements Links {
 
   async deleteLink(name: string): Promise<boolean> {
     this.calls.push(`deleteLink ${name}`);
+    if (this.deleteGate) await this.deleteGate;
     const link = this.links.get(name);
     if (!link) return false;
     this.links.delete(name);

@@ -126,6 +126,30 @@ describe('veth pairs made ahead of need', () => {
     assert.deepEqual(spareLinks(links.links), network.spares().flatMap((p) => [p.host, p.peer]).sort(), 'no veth without a record or the pool');
   });
 
+  it("deletes an endpoint's veth pair after DeleteEndpoint answers, holding its names until it is gone", async () => {
+    const { network, links, ovs, state } = await world({ sparePairs: 0 });
+    await network.createNetwork(createReq());
+    await network.createEndpoint(endpointReq());
+    await network.join({ networkId: NET, endpointId: EP, sandboxKey: '', options: {} });
+    const { hostIf, peerIf } = state.endpoints.get(EP)!;
+    let open!: () => void;
+    links.deleteGate = new Promise((r) => (open = r));
+    await network.deleteEndpoint({ networkId: NET, endpointId: EP });
+    assert.equal(state.endpoints.size, 0, 'the record is gone');
+    assert.ok(!ovs.ports.has(hostIf), 'and the port');
+    assert.ok(links.links.has(hostIf) && links.links.has(peerIf), 'the pair is still being deleted');
+    assert.ok(network.sparesBusy(), 'which the state view tells');
+    assert.deepEqual(await network.drift(OPTIONS), [], 'a pair being deleted is no drift');
+    await network.converge(OPTIONS);
+    open();
+    links.deleteGate = undefined;
+    await until('the pair deleted', () => !links.links.has(hostIf) && !links.links.has(peerIf));
+    await until('nothing held', () => !network.sparesBusy());
+    // A crash in between leaves the pair to the next pass.
+    await links.createVeth({ host: hostIf, peer: peerIf, mtu: 1500, peerMac: '02:00:00:00:00:03' });
+    assert.deepEqual((await network.drift(OPTIONS)).map((d) => [d.kind, d.subject]).sort(), [['orphan-veth', hostIf], ['orphan-veth', peerIf]].sort());
+  });
+
   it('are deleted when the plugin stops', async () => {
     const { network, links, ovs } = await world({ sparePairs: 3 });
     await network.createNetwork(createReq());
