@@ -41,8 +41,8 @@ export interface NetworkBackend {
   unrealise(network: NetworkRecord): Promise<void>;
   /** Tells the network's control plane about a new endpoint (OVN: its logical port's MAC and addresses), before Docker hears back. */
   attachEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void>;
-  /** Makes an endpoint's devices (its veth pair and port; a spare pair's port is parked with that OpenFlow number); Join waits for them. */
-  prepareEndpoint(network: NetworkRecord, endpoint: EndpointRecord, parkedOfport?: number): Promise<void>;
+  /** Makes an endpoint's devices (its veth pair and port); Join waits for them. */
+  prepareEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void>;
   /** Removes an endpoint's devices (with what guards its port, when its network is known); tolerates what is already gone. */
   teardownEndpoint(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf' | 'rate'>, network?: NetworkRecord): Promise<void>;
 }

@@ -92,8 +92,8 @@ export class BridgeBackend implements NetworkBackend {
     // Nothing beyond this host knows about a bridge's endpoints.
   }
 
-  prepareEndpoint(network: NetworkRecord, endpoint: EndpointRecord, parkedOfport?: number): Promise<void> {
-    return this.o.host.makeEndpointDevices(network, endpoint, parkedOfport);
+  prepareEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
+    return this.o.host.makeEndpointDevices(network, endpoint);
   }
 
   teardownEndpoint(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf' | 'rate'>, network?: NetworkRecord): Promise<void> {

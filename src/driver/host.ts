@@ -173,16 +173,17 @@ export class LocalHost {
    * before Join answers, so before the container has the other end. A spare
    * pair has both already, its port parked on a VLAN no network has.
    */
-  async makeEndpointDevices(network: NetworkRecord, endpoint: EndpointRecord, parkedOfport?: number): Promise<void> {
+  async makeEndpointDevices(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
     const { ovs, links } = this.o;
     const port = endpointPort(network, endpoint);
     if (isSpareHostName(endpoint.hostIf)) {
       // Made ahead of need (driver/spares.ts), its port parked on the bridge: it is retagged and marked while
-      // its guard flows go in for the OpenFlow number it has (known from the pool, else read).
-      const parked = parkedOfport ?? (await ovs.ofport(endpoint.hostIf));
+      // its guard flows go in for the OpenFlow number it has now. Read now, not remembered from when it was
+      // made: a bridge made again, or a reset database, renumbers ports, and flows sent for a number another
+      // port has now would replace that port's own (same match and priority).
+      const parked = await ovs.ofport(endpoint.hostIf);
       if (parked !== undefined) {
         const [ofport] = await Promise.all([ovs.updatePort(port), this.guardNewPort(port, parked)]);
-        // Only a reset of ovs-vswitchd's database renumbers a port: the flows then follow its number.
         if (ofport !== parked) await this.guardNewPort(port, ofport);
         return;
       }

@@ -41,6 +41,8 @@ export interface NetworkDriverOptions {
 
 export class NetworkDriver {
   private readonly ctx: NetworkContext;
+  /** Networks whose DeleteNetwork is under way: their spares go first, and are not made again meanwhile. */
+  private readonly deleting = new Set<string>();
 
   constructor(o: NetworkDriverOptions) {
     this.ctx = {
@@ -71,11 +73,14 @@ export class NetworkDriver {
 
   async deleteNetwork(networkId: string): Promise<void> {
     // The last network of its shape takes its spares with it, before its bridge is removed: their ports are
-    // on it. Should the deletion fail, the next fill makes them again.
-    await this.ctx.spares.want([...this.ctx.state.networks.values()].filter((n) => n.id !== networkId));
+    // on it. Until the deletion is over no one else asks for spares of it either. Should it fail, the next
+    // fill makes them again.
+    this.deleting.add(networkId);
     try {
+      await this.wantSpares();
       await deleteNetwork(this.ctx, networkId);
     } finally {
+      this.deleting.delete(networkId);
       await this.wantSpares();
     }
   }
@@ -130,9 +135,9 @@ export class NetworkDriver {
     return this.ctx.spares.stop();
   }
 
-  /** Spares for the shapes of the networks there are now, and none for others. */
+  /** Spares for the shapes of the networks there are now (but those being deleted), and none for others. */
   private wantSpares(): Promise<void> {
-    return this.ctx.spares.want([...this.ctx.state.networks.values()]);
+    return this.ctx.spares.want([...this.ctx.state.networks.values()].filter((n) => !this.deleting.has(n.id)));
   }
 
   // ---- for the reconciler ----

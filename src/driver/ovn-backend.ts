@@ -348,8 +348,8 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     }
   }
 
-  async prepareEndpoint(network: NetworkRecord, endpoint: EndpointRecord, parkedOfport?: number): Promise<void> {
-    await this.o.host.makeEndpointDevices(network, endpoint, parkedOfport);
+  async prepareEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
+    await this.o.host.makeEndpointDevices(network, endpoint);
     await this.installed(endpoint.hostIf, portName(network.ovn!, primaryAddress(endpoint)));
   }
 

@@ -26,8 +26,6 @@ import type { Links, Ovs } from './ports.js';
 export interface SparePair {
   readonly host: string;
   readonly peer: string;
-  /** Its host end's OpenFlow port number, once parked. */
-  readonly ofport?: number;
 }
 
 /** What a pair must be made with to serve a network: where its port is parked, and how its veth is made. */
@@ -182,26 +180,29 @@ export class SparePairs {
     this.timer.unref();
   }
 
-  /** Makes the missing spares, one pair at a time; stops at the first failure (the next take or pass tries again). */
+  /**
+   * Makes the missing spares, one pair at a time; a shape that fails (its bridge is not there: br-int before
+   * ovn-controller made it) is left until the next fill, and the others are still made.
+   */
   private async fill(): Promise<void> {
     for (const [key, shape] of this.wanted) {
       for (;;) {
         const pairs = this.ready.get(key) ?? [];
         if (pairs.length >= this.o.size || this.stopped || !this.wanted.has(key)) break;
-        let pair: SparePair = sparePairNames(randomBytes(6).toString('hex'));
+        const pair = sparePairNames(randomBytes(6).toString('hex'));
         this.busy.add(pair.host).add(pair.peer);
         try {
           // A locally administered MAC for now: Docker sets the endpoint's own when it moves the end into the container.
           await this.o.links.createVeth({ host: pair.host, peer: pair.peer, mtu: shape.mtu, peerMac: `02:${randomBytes(5).toString('hex').replace(/(..)(?!$)/g, '$1:')}` });
           if (shape.txOffloadOff) await this.o.links.disableTxOffload([pair.host, pair.peer]);
-          pair = { ...pair, ofport: await this.o.ovs.addPort(sparePort(shape.bridge, pair.host)) };
+          await this.o.ovs.addPort(sparePort(shape.bridge, pair.host));
         } catch (err) {
           this.o.log.warn('could not make a spare veth pair; starts make their own meanwhile', { veth: pair.host, bridge: shape.bridge, error: errorMessage(err) });
           await this.o.ovs.deletePort(pair.host).catch(() => false);
           await this.o.links.deleteLink(pair.host).catch(() => false);
           this.busy.delete(pair.host);
           this.busy.delete(pair.peer);
-          return;
+          break;
         }
         this.busy.delete(pair.host);
         this.busy.delete(pair.peer);

@@ -210,7 +210,8 @@ export class FakeOvs implements Ovs {
       mtuRequest: spec.mtuRequest,
       externalIds: { ...port.externalIds, ...spec.externalIds },
       interfaceExternalIds: { ...(port.interfaceExternalIds ?? {}), ...spec.interfaceExternalIds },
-    });    if (this.autoInstall && spec.interfaceExternalIds['iface-id']) this.installed.add(spec.name);
+    });
+    if (this.autoInstall && spec.interfaceExternalIds['iface-id']) this.installed.add(spec.name);
     return this.ofports.get(spec.name)!;
   }
 

@@ -73,6 +73,28 @@ describe('veth pairs made ahead of need', () => {
     assert.ok(!links.links.has(spare!.host), 'removed with its endpoint like any other');
   });
 
+  it("guards a taken spare for the OpenFlow number its port has now, and adds its port again when it is gone", async () => {
+    const { network, ovs, state } = await world({ sparePairs: 2 });
+    await network.createNetwork(createReq());
+    await until('two spares', () => network.spares().length === 2);
+    const [first, second] = network.spares();
+    const bridge = state.networks.get(NET)!.spec.bridge;
+    // Renumbered since it was made (the bridge made again, say): the flows follow the number it has now.
+    ovs.ofports.set(second!.host, 99);
+    await network.createEndpoint(endpointReq());
+    await network.join({ networkId: NET, endpointId: EP, sandboxKey: '', options: {} });
+    assert.equal(state.endpoints.get(EP)!.hostIf, second!.host);
+    const flows = [...ovs.flowTables.get(bridge)!.values()].map((f) => f.text);
+    assert.ok(flows.length > 0 && flows.every((f) => f.includes('in_port=99')), `flows for port 99 only: ${flows.join(' | ')}`);
+    // Its port deleted behind the plugin's back: Join adds it again rather than failing.
+    ovs.ports.delete(first!.host);
+    const EP2 = id('f');
+    await network.createEndpoint({ ...endpointReq(EP2, '10.13.160.3/24') });
+    await network.join({ networkId: NET, endpointId: EP2, sandboxKey: '', options: {} });
+    assert.equal(state.endpoints.get(EP2)!.hostIf, first!.host);
+    assert.equal(ovs.ports.get(first!.host)?.externalIds['ovsnet-endpoint'], EP2, 'its port is there again, the endpoint\'s');
+  });
+
   it('makes the pair itself when none is ready', async () => {
     const { network, state } = await world({ sparePairs: 0 });
     await network.createNetwork(createReq());

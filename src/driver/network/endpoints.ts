@@ -83,7 +83,7 @@ export function createEndpoint(ctx: NetworkContext, req: CreateEndpointRequest):
       throw err;
     }
     if (spare) ctx.spares.settle(spare);
-    startDevices(ctx, network, record, spare?.ofport);
+    startDevices(ctx, network, record);
     ctx.log.debug('endpoint created', { networkId: req.networkId, endpointId: req.endpointId, address, mac });
     return answer;
   });
@@ -107,13 +107,13 @@ async function removeEndpoint(ctx: NetworkContext, ref: EndpointRef): Promise<vo
 }
 
 /**
- * Starts making an endpoint's devices (from a spare pair whose port is parked with `parkedOfport`); the
- * promise is kept for Join to wait on. The work begins once the caller's answer is on its way: its first
+ * Starts making an endpoint's devices; the promise is kept for Join to wait on.
+ * The work begins once the caller's answer is on its way: its first
  * steps (the port's flows and changes, built and sent) held CreateEndpoint's answer back by some 3 ms on
  * Docker 28; after it, they run while dockerd does its own work before Join.
  */
-export function startDevices(ctx: NetworkContext, network: NetworkRecord, endpoint: EndpointRecord, parkedOfport?: number): Promise<void> {
-  const work = new Promise<void>((resolve) => setImmediate(resolve)).then(() => backendFor(ctx, network.spec).prepareEndpoint(network, endpoint, parkedOfport));
+export function startDevices(ctx: NetworkContext, network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
+  const work = new Promise<void>((resolve) => setImmediate(resolve)).then(() => backendFor(ctx, network.spec).prepareEndpoint(network, endpoint));
   work.catch(() => {}); // the error is reported by Join, which awaits this
   ctx.devices.set(endpoint.id, work);
   return work;

@@ -68,7 +68,7 @@ export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise
         results.push(
           await attempt(difference.drift, repair, () =>
             repairEndpoint(ctx, difference, async () => {
-              // A container starting when the host was observed had its veth (a spare) and no port yet; its Join
+              // A container starting when the host was observed may have had its veth and no port yet; its Join
               // has added the port since. Replacing it would cut the container off for a moment, for nothing.
               if (difference.drift.kind === 'endpoint-port-missing' && (await ctx.host.ovs.ofport(difference.drift.subject)) !== undefined) return false;
               await ctx.host.apply(repair);
