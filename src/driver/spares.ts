@@ -7,8 +7,8 @@
  * VLAN no network has (domain/host.ts, PARKING_TAG), and its other end is
  * down and in no container, so no traffic reaches it. CreateEndpoint takes
  * one and names its endpoint's devices after it; Join then only retags and
- * marks the port, and sets its guard flows at the same time, since its
- * OpenFlow number is known.
+ * marks the port, and sets its guard flows at the same time, for the
+ * OpenFlow number the port has.
  *
  * Spares are nobody's record: they live only as long as this process. The
  * reconciler's diff leaves alone exactly the names held here, so spares of a
