@@ -295,8 +295,20 @@ export class SimHost {
   /** Waits for the plugin process to end by itself (an injected fault). */
   async waitPluginExit(timeoutMs = 30_000): Promise<void> {
     if (MANAGED) {
-      // dockerd restarts a managed plugin that dies at once; the plugin's last words tell it happened.
-      await waitFor('the plugin to die at its fault', async () => (await this.pluginLogLines()).some((l) => l.msg === 'fault injected: the plugin kills itself here' && Number(l.seq) > this.logMark), timeoutMs, 100);
+      // dockerd starts a managed plugin that died again at once (the fault fires once per setting); the
+      // plugin's last words tell it happened. A disable sent while that start is under way races dockerd's
+      // own restart: dockerd can lose track of the new containerd container, and every later enable then
+      // fails with "id already in use". So this waits for the restart to be over: the new process listening
+      // after the fault, and dockerd's own check of its socket, which dockerd dials 500 ms after the start.
+      let fault = -1;
+      await waitFor('the plugin to die at its fault', async () => {
+        fault = Number((await this.pluginLogLines()).find((l) => l.msg === 'fault injected: the plugin kills itself here' && Number(l.seq) > this.logMark)?.seq ?? -1);
+        return fault >= 0;
+      }, timeoutMs, 100);
+      await waitFor('dockerd to start the plugin again after its fault', async () =>
+        (await this.pluginLogLines()).some((l) => l.msg === 'listening' && Number(l.seq) > fault) &&
+        (await this.pluginRequest('GET', '/ovsnet/state').then(() => true, () => false)), timeoutMs, 100);
+      await sleep(1_500);
       return;
     }
     const child = this.plugin;
@@ -350,6 +362,8 @@ export class SimHost {
     } else if ((await this.docker(['plugin', 'inspect', '-f', '{{.Enabled}}', MANAGED_ALIAS])).stdout.trim() === 'true') {
       await this.docker(['plugin', 'disable', '-f', MANAGED_ALIAS]);
     }
+    // The enable below creates a containerd container of the plugin's id: the old one must be gone.
+    await waitFor('the disabled plugin\'s processes to end', async () => (await this.managedPluginPids()).length === 0, 20_000, 100);
     await mkdir(path.join(this.dir, 'state'), { recursive: true });
     const env = { OVSNET_LOG_LEVEL: 'debug', OVSNET_FAULT: '', ...this.pluginEnv };
     await this.docker(['plugin', 'set', MANAGED_ALIAS,
