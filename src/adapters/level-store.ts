@@ -1,7 +1,21 @@
 /**
  * The store on LevelDB. One sublevel per record kind; a commit is one batch,
  * which LevelDB applies atomically (all or nothing, also across a crash).
+ *
+ * A commit is first appended, as one line, to a journal beside LevelDB's own
+ * files, with a write from the calling thread; LevelDB then gets the batch in
+ * the background, one batch at a time and in commit order. A LevelDB write
+ * goes through a worker thread, and waking that thread and then the event loop
+ * again made some 3 % of commits take 1-5 ms on a 2-core VM with idle gaps
+ * between calls (as between protocol calls), where the append takes 0.03 ms
+ * (p99 0.08 ms; measured side by side in one script, bench/ipam-scale for the
+ * plugin). The guarantee is the same as LevelDB's unsynced write: a change that
+ * a commit returned for is in the kernel's page cache, so a crash of the
+ * process keeps it; opening the store applies whatever the journal holds (a
+ * torn last line, from a power cut, is one commit lost whole), then empties it.
  */
+import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import path from 'node:path';
 import { Level } from 'level';
 import type { AddressRecord, EndpointRecord, NameRecord, NetworkRecord, PoolRecord } from '../domain/records.js';
 import { type Snapshot, type Store, type StoreKind as Kind, type StoreOp, storeKey } from '../driver/ports.js';
@@ -9,33 +23,91 @@ import { type Snapshot, type Store, type StoreKind as Kind, type StoreOp, storeK
 /** Records read at a time where there can be very many (addresses). */
 const LOAD_BATCH = 1000;
 
+/** The journal's file, among LevelDB's files (LevelDB leaves names it does not use alone). */
+const JOURNAL = 'ovsnet.journal';
+
+/** A journal this large is emptied once LevelDB has all it holds (smaller, emptying it costs more than replaying it). */
+const JOURNAL_TRIM_BYTES = 1 << 20;
+
+/** Wait before a failed background write is tried again (the journal keeps it meanwhile). */
+const RETRY_MS = 1000;
+
+/** One op as the journal and LevelDB take it: the key worked out, the value as it is stored. */
+type Entry = { type: 'put'; kind: Kind; key: string; value: unknown } | { type: 'del'; kind: Kind; key: string };
+
 function sublevels(db: Level<string, unknown>) {
   const make = (name: string) => db.sublevel<string, unknown>(name, { valueEncoding: 'json' });
   return { network: make('networks'), endpoint: make('endpoints'), pool: make('pools'), address: make('addresses'), name: make('names') };
 }
 
+function entryOf(op: StoreOp): Entry {
+  const key = op.type === 'del' ? op.key : storeKey(op);
+  if (typeof key !== 'string' || key === '') throw new Error(`cannot store a ${op.kind} record without its key`);
+  return op.type === 'del' ? { type: 'del', kind: op.kind, key } : { type: 'put', kind: op.kind, key, value: op.value };
+}
+
 export class LevelStore implements Store {
   private readonly db: Level<string, unknown>;
   private readonly sub: ReturnType<typeof sublevels>;
+  private readonly journalPath: string;
+  private journal = -1;
+  /** Bytes appended since the journal was last emptied. */
+  private journalBytes = 0;
+  /** Entries in the journal that LevelDB does not have yet, in commit order; `writing` is the batch under way. */
+  private pending: Entry[] = [];
+  private writing: Promise<void> | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  private lastError: Error | undefined;
 
-  private constructor(path: string) {
-    this.db = new Level<string, unknown>(path, { valueEncoding: 'json' });
+  private constructor(dir: string) {
+    this.db = new Level<string, unknown>(dir, { valueEncoding: 'json' });
     this.sub = sublevels(this.db);
+    this.journalPath = path.join(dir, JOURNAL);
   }
 
-  static async open(path: string): Promise<LevelStore> {
-    const store = new LevelStore(path);
+  static async open(dir: string): Promise<LevelStore> {
+    const store = new LevelStore(dir);
     try {
       await store.db.open();
     } catch (err) {
       const cause = (err as { cause?: Error }).cause?.message ?? (err as Error).message;
       const hint = /lock/i.test(cause) ? ': another plugin process holds it (only one may use a state directory)' : '';
-      throw new Error(`cannot open the state in ${path}: ${cause}${hint}`, { cause: err });
+      throw new Error(`cannot open the state in ${dir}: ${cause}${hint}`, { cause: err });
+    }
+    try {
+      // LevelDB's lock is held from here: no other process appends to the journal.
+      await store.replay();
+      store.journal = openSync(store.journalPath, 'a');
+    } catch (err) {
+      await store.db.close();
+      throw new Error(`cannot open the state in ${dir}: its journal ${store.journalPath}: ${(err as Error).message}`, { cause: err });
     }
     return store;
   }
 
+  /** Applies the journal's complete lines, in order, as one batch, then empties it. */
+  private async replay(): Promise<void> {
+    if (!existsSync(this.journalPath)) return;
+    const entries: Entry[] = [];
+    for (const line of readFileSync(this.journalPath, 'utf8').split('\n')) {
+      if (line === '') continue;
+      try {
+        entries.push(...(JSON.parse(line) as Entry[]));
+      } catch {
+        // Only the last line can be incomplete (an append cut short by a power cut): that commit is lost whole.
+      }
+    }
+    if (entries.length > 0) await this.db.batch(this.levelOps(entries));
+    const fd = openSync(this.journalPath, 'r+');
+    try {
+      ftruncateSync(fd, 0);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
   async load(): Promise<Snapshot> {
+    await this.drained();
     const values = async <T>(kind: Kind) => (await this.sub[kind].values().all()) as T[];
     return {
       networks: await values<NetworkRecord>('network'),
@@ -59,17 +131,85 @@ export class LevelStore implements Store {
     }
   }
 
+  /** Durable (as far as the page cache) when it returns: the journal has the commit; LevelDB gets it next. */
   async commit(ops: readonly StoreOp[]): Promise<void> {
-    await this.db.batch(
-      ops.map((op) => {
-        const sublevel = this.sub[op.kind];
-        if (op.type === 'del') return { type: 'del' as const, sublevel, key: op.key };
-        return { type: 'put' as const, sublevel, key: storeKey(op), value: op.value };
-      }),
+    if (this.journal < 0) throw new Error('the store is closed');
+    const entries = ops.map(entryOf);
+    const line = `${JSON.stringify(entries)}\n`;
+    writeSync(this.journal, line);
+    this.journalBytes += Buffer.byteLength(line);
+    this.pending.push(...entries);
+    this.flush();
+  }
+
+  /** Writes what is pending to LevelDB, one batch at a time. */
+  private flush(): void {
+    if (this.writing || this.retry || this.pending.length === 0) return;
+    const entries = this.pending;
+    this.pending = [];
+    this.writing = this.db.batch(this.levelOps(entries)).then(
+      () => {
+        this.writing = undefined;
+        this.lastError = undefined;
+        if (this.pending.length > 0) return this.flush();
+        if (this.journalBytes >= JOURNAL_TRIM_BYTES) this.emptyJournal();
+      },
+      (err: Error) => {
+        // The journal keeps the entries: try again later, ahead of what came since.
+        this.writing = undefined;
+        this.lastError = err;
+        this.pending = [...entries, ...this.pending];
+        this.retry = setTimeout(() => {
+          this.retry = undefined;
+          this.flush();
+        }, RETRY_MS);
+      },
     );
   }
 
+  /** Resolves once LevelDB has every commit so far; rejects if a write keeps failing. */
+  private async drained(): Promise<void> {
+    for (let tries = 0; this.writing || this.retry || this.pending.length > 0; ) {
+      if (this.writing) {
+        await this.writing;
+      } else if (this.retry) {
+        if (++tries > 3) throw new Error(`the state's LevelDB does not take writes: ${this.lastError?.message}`, { cause: this.lastError });
+        clearTimeout(this.retry);
+        this.retry = undefined;
+        this.flush();
+      } else {
+        this.flush();
+      }
+    }
+  }
+
+  private levelOps(entries: readonly Entry[]) {
+    return entries.map((e) => {
+      const sublevel = this.sub[e.kind];
+      if (e.type === 'del') return { type: 'del' as const, sublevel, key: e.key };
+      return { type: 'put' as const, sublevel, key: e.key, value: e.value };
+    });
+  }
+
+  private emptyJournal(): void {
+    ftruncateSync(this.journal, 0);
+    this.journalBytes = 0;
+  }
+
+  /** Waits until LevelDB has every commit, then empties the journal; if LevelDB does not take them, the journal keeps them. */
   async close(): Promise<void> {
-    await this.db.close();
+    try {
+      if (this.journal >= 0) {
+        try {
+          await this.drained();
+          this.emptyJournal();
+        } finally {
+          closeSync(this.journal);
+          this.journal = -1;
+        }
+      }
+    } finally {
+      await this.db.close();
+    }
   }
 }

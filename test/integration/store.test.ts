@@ -1,7 +1,10 @@
-/** The LevelDB store on a temporary directory: batches land whole, survive a reopen, and one process holds a directory. */
+/**
+ * The LevelDB store on a temporary directory: batches land whole, in order, survive a reopen and a kill of the
+ * process right after the commit returned (through the journal), and one process holds a directory.
+ */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -42,6 +45,54 @@ describe('LevelDB store', () => {
     const bad = { type: 'put', kind: 'network', value: { id: undefined } as unknown as NetworkRecord } as const;
     await assert.rejects(store.commit([{ type: 'put', kind: 'pool', value: pool(3) }, bad]));
     assert.deepEqual((await store.load()).pools, [], 'the good half did not land either');
+    await store.close();
+  });
+
+  it('keeps what commits wrote when the process is killed as soon as the last one returned', async () => {
+    const dir2 = path.join(dir, 'killed');
+    const moduleUrl = new URL('../../src/adapters/level-store.js', import.meta.url).href;
+    const script = `const { LevelStore } = await import(${JSON.stringify(moduleUrl)});
+      const store = await LevelStore.open(${JSON.stringify(dir2)});
+      for (let i = 0; i < 200; i++) store.commit([{ type: 'put', kind: 'address', value: { poolId: 'local/10.9.0.0/16', address: '10.9.0.' + i, kind: 'address', createdAt: '1970-01-01T00:00:00.000Z' } }]);
+      await store.commit([{ type: 'del', kind: 'address', key: 'local/10.9.0.0/16|10.9.0.7' }]);
+      process.kill(process.pid, 'SIGKILL');`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: 'inherit' });
+    const signal = await new Promise((resolve) => child.once('exit', (_code, sig) => resolve(sig)));
+    assert.equal(signal, 'SIGKILL');
+    const store = await LevelStore.open(dir2);
+    const addresses: string[] = [];
+    for await (const batch of (await store.load()).addresses) addresses.push(...batch.map((a) => a.address));
+    assert.equal(addresses.length, 199);
+    assert.ok(!addresses.includes('10.9.0.7') && addresses.includes('10.9.0.199'));
+    await store.close();
+    assert.equal(await readFile(path.join(dir2, 'ovsnet.journal'), 'utf8'), '', 'a close leaves the journal empty');
+  });
+
+  it('lands commits in the order they were made, also when nobody waits for them', async () => {
+    const store = await LevelStore.open(path.join(dir, 'order'));
+    for (let round = 0; round < 50; round++) {
+      void store.commit([{ type: 'put', kind: 'pool', value: pool(round) }]);
+      void store.commit([{ type: 'del', kind: 'pool', key: pool(round).id }]);
+      if (round % 2 === 0) void store.commit([{ type: 'put', kind: 'pool', value: pool(round) }]);
+    }
+    await store.close();
+    const again = await LevelStore.open(path.join(dir, 'order'));
+    assert.deepEqual((await again.load()).pools.map((p) => p.id).sort(), Array.from({ length: 25 }, (_, i) => pool(i * 2).id).sort());
+    await again.close();
+  });
+
+  it('applies what the journal holds when it opens, loses a torn last line whole, and empties it', async () => {
+    const at = path.join(dir, 'journal');
+    await (await LevelStore.open(at)).close();
+    const line = (ops: unknown[]) => `${JSON.stringify(ops)}\n`;
+    await appendFile(path.join(at, 'ovsnet.journal'), [
+      line([{ type: 'put', kind: 'pool', key: pool(4).id, value: pool(4) }, { type: 'put', kind: 'pool', key: pool(5).id, value: pool(5) }]),
+      line([{ type: 'del', kind: 'pool', key: pool(5).id }]),
+      line([{ type: 'put', kind: 'pool', key: pool(6).id, value: pool(6) }]).slice(0, 40),
+    ].join(''));
+    const store = await LevelStore.open(at);
+    assert.deepEqual((await store.load()).pools.map((p) => p.id), [pool(4).id]);
+    assert.equal(await readFile(path.join(at, 'ovsnet.journal'), 'utf8'), '');
     await store.close();
   });
 
