@@ -14,19 +14,27 @@ function missing(err: unknown): boolean {
 export class IpLinks implements Links {
   constructor(private readonly run: Runner) {}
 
-  async createVeth(options: { host: string; peer: string; mtu: number; peerMac: string }): Promise<void> {
+  async createVeth(options: { host: string; peer: string; mtu: number; peerMac: string; txOffloadOff?: boolean }): Promise<void> {
     const host = assertInterfaceName(options.host, 'interface name');
     const peer = assertInterfaceName(options.peer, 'interface name');
     const args = ['link', 'add', 'name', host, 'mtu', String(options.mtu), 'up', 'type', 'veth',
       'peer', 'name', peer, 'mtu', String(options.mtu), 'address', options.peerMac];
+    // With the offload off: ip and both ethtools from one shell, names as its arguments (never in its script):
+    // one spawn from the plugin instead of two. A spawn holds the plugin's event loop until the child has
+    // forked and started its program (profiled during 50 parallel starts: about a third of the event loop's
+    // busy time). A pair whose offload could not be turned off is deleted again, so a failure leaves nothing.
+    const make = () =>
+      options.txOffloadOff
+        ? this.run('sh', ['-c', 'h=$1 p=$2; shift 2; ip "$@" || exit; ethtool -K "$h" tx off && ethtool -K "$p" tx off && exit; s=$?; ip link del dev "$h"; exit $s', 'sh', host, peer, ...args])
+        : this.run('ip', args);
     try {
-      await this.run('ip', args);
+      await make();
     } catch (err) {
       if (!(err instanceof CommandError && /File exists/.test(err.stderr))) throw err;
       // Left over from an interrupted attempt for this same endpoint: start clean.
       await this.deleteLink(host);
       await this.deleteLink(peer);
-      await this.run('ip', args);
+      await make();
     }
   }
 

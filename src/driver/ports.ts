@@ -89,7 +89,8 @@ export interface Ovs {
 }
 
 export interface Links {
-  createVeth(options: { host: string; peer: string; mtu: number; peerMac: string }): Promise<void>;
+  /** Makes a veth pair, both ends with the MTU, the host end up; `txOffloadOff` also turns TX checksum offload off on both. */
+  createVeth(options: { host: string; peer: string; mtu: number; peerMac: string; txOffloadOff?: boolean }): Promise<void>;
   /** Turns TX checksum offload off (the userspace datapath forwards partial checksums as they are). */
   disableTxOffload(names: readonly string[]): Promise<void>;
   /** Deletes a link; returns false if it did not exist. */

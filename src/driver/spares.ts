@@ -193,8 +193,7 @@ export class SparePairs {
         this.busy.add(pair.host).add(pair.peer);
         try {
           // A locally administered MAC for now: Docker sets the endpoint's own when it moves the end into the container.
-          await this.o.links.createVeth({ host: pair.host, peer: pair.peer, mtu: shape.mtu, peerMac: `02:${randomBytes(5).toString('hex').replace(/(..)(?!$)/g, '$1:')}` });
-          if (shape.txOffloadOff) await this.o.links.disableTxOffload([pair.host, pair.peer]);
+          await this.o.links.createVeth({ host: pair.host, peer: pair.peer, mtu: shape.mtu, peerMac: `02:${randomBytes(5).toString('hex').replace(/(..)(?!$)/g, '$1:')}`, txOffloadOff: shape.txOffloadOff });
           await this.o.ovs.addPort(sparePort(shape.bridge, pair.host));
         } catch (err) {
           this.o.log.warn('could not make a spare veth pair; starts make their own meanwhile', { veth: pair.host, bridge: shape.bridge, error: errorMessage(err) });

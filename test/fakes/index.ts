@@ -246,13 +246,14 @@ export class FakeLinks implements Links {
   /** While set, deleteLink waits for it (a kernel slow to delete). */
   deleteGate: Promise<void> | undefined;
 
-  async createVeth(options: { host: string; peer: string; mtu: number; peerMac: string }): Promise<void> {
-    this.calls.push(`createVeth ${options.host} ${options.peer}`);
+  async createVeth(options: { host: string; peer: string; mtu: number; peerMac: string; txOffloadOff?: boolean }): Promise<void> {
+    this.calls.push(`createVeth ${options.host} ${options.peer}${options.txOffloadOff ? ' txOff' : ''}`);
     if (this.failCreate) throw this.failCreate;
     this.links.delete(options.host);
     this.links.delete(options.peer);
-    this.links.set(options.host, { kind: 'veth', mtu: options.mtu, up: true, peer: options.peer, addresses: [], txOff: false });
-    this.links.set(options.peer, { kind: 'veth', mtu: options.mtu, mac: options.peerMac, peer: options.host, addresses: [], txOff: false });
+    const txOff = options.txOffloadOff ?? false;
+    this.links.set(options.host, { kind: 'veth', mtu: options.mtu, up: true, peer: options.peer, addresses: [], txOff });
+    this.links.set(options.peer, { kind: 'veth', mtu: options.mtu, mac: options.peerMac, peer: options.host, addresses: [], txOff });
   }
 
   async disableTxOffload(names: readonly string[]): Promise<void> {

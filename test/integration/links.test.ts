@@ -40,6 +40,19 @@ describe('links adapter in a scratch namespace', () => {
     await links.deleteLink('itvh0');
   });
 
+  it('makes a veth pair with TX checksum offload off on both ends in one go, also over a leftover, and leaves none when that fails', async () => {
+    for (let i = 0; i < 2; i++) await links.createVeth({ host: 'itvh3', peer: 'itvp3', mtu: 1450, peerMac: '02:42:0a:00:00:0b', txOffloadOff: true });
+    for (const dev of ['itvh3', 'itvp3']) {
+      assert.match((await cmd('ip', ['netns', 'exec', NS, 'ethtool', '-k', dev])).stdout, /tx-checksumming: off/);
+    }
+    assert.deepEqual([(await links.list()).get('itvp3')?.mtu, (await links.list()).get('itvh3')?.up], [1450, true]);
+    await links.deleteLink('itvh3');
+    // ethtool refuses: the pair it could not finish is deleted again.
+    const withoutEthtool = new IpLinks((file, args, options) => inNamespace(file, file === 'sh' ? ['-c', `ethtool() { echo 'ethtool: no' >&2; return 3; }; ${args[1]}`, ...args.slice(2)] : args, options));
+    await assert.rejects(withoutEthtool.createVeth({ host: 'itvh4', peer: 'itvp4', mtu: 1500, peerMac: '02:42:0a:00:00:0c', txOffloadOff: true }), CommandError);
+    assert.equal((await links.list()).has('itvh4') || (await links.list()).has('itvp4'), false, 'nothing left');
+  });
+
   it('reads routes, the route to an address (own or not), and the default route device', async () => {
     await links.createVeth({ host: 'itvh1', peer: 'itvp1', mtu: 1500, peerMac: '02:42:0a:00:00:0a' });
     await links.configureAddresses('itvh1', { mtu: 1500, addresses: ['10.77.0.1/24'] });

@@ -205,7 +205,7 @@ describe('network driver: endpoints', () => {
     await network.createEndpoint(endpointReq());
     await network.deleteEndpoint({ networkId: NET, endpointId: EP });
     assert.ok(!ovs.ports.has('ovseeeeeeeeeeee') && !links.links.has('ovseeeeeeeeeeee'));
-    assert.ok(links.calls.includes('createVeth ovseeeeeeeeeeee ovceeeeeeeeeeee'), 'the devices were made');
+    assert.ok(links.calls.some((c) => c.startsWith('createVeth ovseeeeeeeeeeee ovceeeeeeeeeeee')), 'the devices were made');
     assert.equal(state.endpoints.size, 0);
   });
 
