@@ -54,7 +54,7 @@ async function main(): Promise<void> {
         })
       : noFaults;
 
-  const store = await openStore(config);
+  const store = await openStore(config, log);
   const state = await State.open(store);
   const adapters = openHost(config, log);
   const { ovsdb, host, docker, close } = adapters;

@@ -78,8 +78,10 @@ export function ovnBackend(config: Config, adapters: HostAdapters, state: State,
   });
 }
 
-export function openStore(config: Config): Promise<LevelStore> {
-  return LevelStore.open(`${config.stateDir}/db`);
+export function openStore(config: Config, log?: Logger): Promise<LevelStore> {
+  return LevelStore.open(`${config.stateDir}/db`, {
+    onWriteError: (err) => log?.error('LevelDB refused a write; the journal keeps the changes and the write is tried again every second', { error: err.message }),
+  });
 }
 
 /** Watches the kernel for changes to gateway ports (ovs-vswitchd recreates them without their addresses). */

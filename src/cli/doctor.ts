@@ -1,8 +1,9 @@
 /**
  * `ovsnet doctor`: every difference between the plugin's records, Open
  * vSwitch, the kernel and Docker, each with the command that fixes it. It
- * only reads. With the plugin running it asks the plugin; with the plugin
- * down it reads the store and the host itself.
+ * changes nothing on the host. With the plugin running it asks the plugin;
+ * with the plugin down it reads the store and the host itself (opening the
+ * store applies the journal the plugin left, as its next start would).
  */
 import { loadConfig } from '../config.js';
 import type { Drift } from '../domain/drift.js';

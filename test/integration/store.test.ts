@@ -40,7 +40,7 @@ describe('LevelDB store', () => {
     await again.close();
   });
 
-  it('applies a batch whole or not at all', async () => {
+  it('refuses a commit with a record it cannot key, and keeps none of that commit', async () => {
     const store = await LevelStore.open(path.join(dir, 'b'));
     const bad = { type: 'put', kind: 'network', value: { id: undefined } as unknown as NetworkRecord } as const;
     await assert.rejects(store.commit([{ type: 'put', kind: 'pool', value: pool(3) }, bad]));
@@ -93,6 +93,26 @@ describe('LevelDB store', () => {
     const store = await LevelStore.open(at);
     assert.deepEqual((await store.load()).pools.map((p) => p.id), [pool(4).id]);
     assert.equal(await readFile(path.join(at, 'ovsnet.journal'), 'utf8'), '');
+    await store.close();
+  });
+
+  it('refuses to open over a damaged line before the last, naming it', async () => {
+    const at = path.join(dir, 'damaged');
+    await (await LevelStore.open(at)).close();
+    const good = `${JSON.stringify([{ type: 'put', kind: 'pool', key: pool(7).id, value: pool(7) }])}\n`;
+    await appendFile(path.join(at, 'ovsnet.journal'), `${good}{"not json\n${good}`);
+    await assert.rejects(LevelStore.open(at), (err: Error) => err.message.includes('ovsnet.journal') && /line 2 of 3 is damaged/.test(err.message));
+  });
+
+  it('empties a journal grown past 1 MiB once LevelDB has it all', async () => {
+    const at = path.join(dir, 'big');
+    const store = await LevelStore.open(at);
+    const padding = 'x'.repeat(500);
+    for (let i = 0; i < 2500; i++) void store.commit([{ type: 'put', kind: 'address', value: { poolId: 'local/10.8.0.0/16', address: `10.8.${i >> 8}.${i & 255}`, kind: 'address', createdAt: padding } }]);
+    let held = 0;
+    for await (const batch of (await store.load()).addresses) held += batch.length;
+    assert.equal(held, 2500);
+    assert.equal((await readFile(path.join(at, 'ovsnet.journal'))).length, 0, 'emptied');
     await store.close();
   });
 
