@@ -9,7 +9,7 @@
  * routes and iptables rules live inside the namespaces. `stop()` removes
  * everything, and `start()` first removes what a crashed earlier run left.
  */
-import { copyFile, mkdir, readdir, readFile, readlink, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -296,19 +296,13 @@ export class SimHost {
   async waitPluginExit(timeoutMs = 30_000): Promise<void> {
     if (MANAGED) {
       // dockerd starts a managed plugin that died again at once (the fault fires once per setting); the
-      // plugin's last words tell it happened. A disable sent while that start is under way races dockerd's
-      // own restart: dockerd can lose track of the new containerd container, and every later enable then
-      // fails with "id already in use". So this waits for the restart to be over: the new process listening
-      // after the fault, and dockerd's own check of its socket, which dockerd dials 500 ms after the start.
+      // plugin's last words tell it happened.
       let fault = -1;
       await waitFor('the plugin to die at its fault', async () => {
-        fault = Number((await this.pluginLogLines()).find((l) => l.msg === 'fault injected: the plugin kills itself here' && Number(l.seq) > this.logMark)?.seq ?? -1);
+        fault = Number((await this.pluginLogLines()).find((l) => l.msg === 'fault injected: the plugin kills itself here' && Number(l.seq) >= this.logMark)?.seq ?? -1);
         return fault >= 0;
       }, timeoutMs, 100);
-      await waitFor('dockerd to start the plugin again after its fault', async () =>
-        (await this.pluginLogLines()).some((l) => l.msg === 'listening' && Number(l.seq) > fault) &&
-        (await this.pluginRequest('GET', '/ovsnet/state').then(() => true, () => false)), timeoutMs, 100);
-      await sleep(1_500);
+      await this.dockerdRestarted(fault, timeoutMs);
       return;
     }
     const child = this.plugin;
@@ -327,9 +321,11 @@ export class SimHost {
   async powerCycle(): Promise<void> {
     this.plugin = undefined;
     this.dockerd = undefined;
-    await killAll(await this.managedPluginPids());
-    await killAll(await this.cgroupPids());
+    // dockerd, containerd and the shims first: a managed plugin killed while dockerd lives is started
+    // again at once, and that one (with its shim) would outlive the cut in the old network namespace.
     await killAll(await pidsMentioning(this.dir + '/'));
+    await killAll(await this.cgroupPids());
+    await killAll(await this.managedPluginPids());
     await sleep(300);
     await this.unmountUnder(this.dir);
     await rm(path.join(this.dir, 'exec'), { recursive: true, force: true });
@@ -379,24 +375,69 @@ export class SimHost {
   private async stopManagedPlugin(signal: NodeJS.Signals): Promise<void> {
     if (signal === 'SIGKILL') {
       // A crash: dockerd notices and starts the plugin again, as it does for managed plugins.
-      await killAll(await this.managedPluginPids(), 'SIGKILL');
+      const mark = (await this.pluginLogLines()).length;
+      const pids = await this.managedPluginPids();
+      if (pids.length === 0) throw new Error(`no process of the managed plugin found on ${this.name}`);
+      await killAll(pids, 'SIGKILL');
+      await this.dockerdRestarted(mark - 1, 30_000);
       return;
     }
     if (!(await stat(path.join(this.dir, 'docker.sock')).catch(() => undefined))) return;
     await this.docker(['plugin', 'disable', '-f', MANAGED_ALIAS], { check: false });
   }
 
-  /** Processes whose root is a plugin rootfs of this host's dockerd. */
+  /**
+   * Waits until dockerd has started again a managed plugin that died (it does so at once while the plugin
+   * is enabled): the new process listening after log line `afterSeq`, and dockerd's own check of its socket.
+   * dockerd dials the socket 500 ms after the start and, while nobody listens, every 3 s after that. A
+   * disable sent before that check races dockerd's restart: dockerd can lose track of the new containerd
+   * container, and every later enable on the host then fails with "id already in use".
+   */
+  private async dockerdRestarted(afterSeq: number, timeoutMs: number): Promise<void> {
+    await waitFor('dockerd to start the plugin again', async () =>
+      (await this.pluginLogLines()).some((l) => l.msg === 'listening' && Number(l.seq) > afterSeq) &&
+      (await this.pluginRequest('GET', '/ovsnet/state').then(() => true, () => false)), timeoutMs, 100);
+    // The process listens by now: the first of dockerd's dials (0.5, 3.5, 6.5 s ... after the start) from
+    // now on finds it, if an earlier one did not already. Wait for that one, and a margin.
+    const age = await this.managedPluginAge();
+    const dial = 0.5 + 3 * Math.max(0, Math.ceil((age - 0.5) / 3));
+    await sleep((dial - age + 0.7) * 1000);
+  }
+
+  /** Seconds since the oldest process of this host's managed plugin (the plugin itself) started. */
+  private async managedPluginAge(): Promise<number> {
+    const uptime = Number((await readFile('/proc/uptime', 'utf8')).split(' ')[0]);
+    let age = 0;
+    for (const pid of await this.managedPluginPids()) {
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+      // Field 22, starttime, in clock ticks since boot (USER_HZ, 100 on Linux); counted after the command's ")".
+      const started = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]) / 100;
+      if (started > 0) age = Math.max(age, uptime - started);
+    }
+    return age;
+  }
+
+  /**
+   * Processes whose root is a plugin rootfs of this host's dockerd, compared by device and inode: across
+   * mount namespaces /proc/<pid>/root reads as "/" (by its path no process was ever found).
+   */
   private async managedPluginPids(): Promise<number[]> {
+    const base = path.join(this.dir, 'docker/plugins');
+    const roots = new Set<string>();
+    for (const id of await readdir(base).catch(() => [] as string[])) {
+      const root = await stat(path.join(base, id, 'rootfs')).catch(() => undefined);
+      if (root) roots.add(`${root.dev}:${root.ino}`);
+    }
     const pids: number[] = [];
-    const marker = path.join(this.dir, 'docker/plugins') + '/';
+    if (roots.size === 0) return pids;
     for (const entry of await readdir('/proc')) {
       if (!/^\d+$/.test(entry)) continue;
-      const root = await readlink(`/proc/${entry}/root`).catch(() => '');
-      if (root.startsWith(marker)) pids.push(Number(entry));
+      const root = await stat(`/proc/${entry}/root/`).catch(() => undefined);
+      if (root && roots.has(`${root.dev}:${root.ino}`)) pids.push(Number(entry));
     }
     return pids;
   }
+
 
   /** The plugin's stdout, as dockerd logs it (one JSON line in `msg`, per line, with plugin=<id>). */
   private async managedPluginLog(): Promise<string> {
