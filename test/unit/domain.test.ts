@@ -58,6 +58,27 @@ describe('address math', () => {
     );
   });
 
+  it('reads IPv6 hex groups directly exactly as ip-cidr would', () => {
+    // The direct reading of IPv6 text must accept and value exactly what ip-cidr does; what it does not
+    // read (a dotted tail) goes to ip-cidr. Groups of 0-5 digits, 1-9 of them, perhaps one or two gaps.
+    const group = fc.oneof(fc.stringMatching(/^[0-9a-fA-F]{1,4}$/), fc.constantFrom('', '0', '00000', 'g', '1.2.3.4'));
+    const text = fc.tuple(fc.array(group, { minLength: 1, maxLength: 9 }), fc.array(fc.constantFrom(':', '::'), { minLength: 8, maxLength: 8 })).map(([groups, seps]) => groups.map((g, i) => (i === 0 ? g : seps[i - 1] + g)).join(''));
+    const ipCidr = (t: string) => {
+      if (t.includes('/') || t.includes('%') || !IPCIDR.isValidAddress(t)) return undefined;
+      try {
+        return BigInt(new IPCIDR(`${t}/${t.includes(':') ? 128 : 32}`).start<bigint>({ type: 'bigInteger' }));
+      } catch {
+        return undefined;
+      }
+    };
+    fc.assert(
+      fc.property(fc.oneof(text, fc.constantFrom('::', '::1', '1::', 'fe80::1:2', '1:2:3:4:5:6:7::', '::2:3:4:5:6:7:8', '1:2:3:4:5:6:7:8', 'FD00::A')), (t) => {
+        assert.equal(parseIp(t)?.value, ipCidr(t), t);
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
   it('formats IPv6 in RFC 5952 form', () => {
     assert.equal(canonicalIp('FD00:0:0:0:0:0:0:1'), 'fd00::1');
     assert.equal(canonicalIp('2001:db8:0:0:1:0:0:1'), '2001:db8::1:0:0:1');
