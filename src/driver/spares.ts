@@ -181,35 +181,43 @@ export class SparePairs {
   }
 
   /**
-   * Makes the missing spares, one pair at a time; a shape that fails (its bridge is not there: br-int before
-   * ovn-controller made it) is left until the next fill, and the others are still made.
+   * Makes the missing spares, those of a shape together (one spawn makes their veth pairs, and their ports
+   * go in side by side); a shape that fails (its bridge is not there: br-int before ovn-controller made it)
+   * is left until the next fill, and the others are still made.
    */
   private async fill(): Promise<void> {
     for (const [key, shape] of this.wanted) {
-      for (;;) {
-        const pairs = this.ready.get(key) ?? [];
-        if (pairs.length >= this.o.size || this.stopped || !this.wanted.has(key)) break;
-        const pair = sparePairNames(randomBytes(6).toString('hex'));
-        this.busy.add(pair.host).add(pair.peer);
-        try {
-          // A locally administered MAC for now: Docker sets the endpoint's own when it moves the end into the container.
-          await this.o.links.createVeth({ host: pair.host, peer: pair.peer, mtu: shape.mtu, peerMac: `02:${randomBytes(5).toString('hex').replace(/(..)(?!$)/g, '$1:')}`, txOffloadOff: shape.txOffloadOff });
-          await this.o.ovs.addPort(sparePort(shape.bridge, pair.host));
-        } catch (err) {
-          this.o.log.warn('could not make a spare veth pair; starts make their own meanwhile', { veth: pair.host, bridge: shape.bridge, error: errorMessage(err) });
-          await this.o.ovs.deletePort(pair.host).catch(() => false);
-          await this.o.links.deleteLink(pair.host).catch(() => false);
-          this.busy.delete(pair.host);
-          this.busy.delete(pair.peer);
-          break;
-        }
+      const missing = this.o.size - (this.ready.get(key)?.length ?? 0);
+      if (missing <= 0 || this.stopped || !this.wanted.has(key)) continue;
+      const pairs = Array.from({ length: missing }, () => sparePairNames(randomBytes(6).toString('hex')));
+      for (const pair of pairs) this.busy.add(pair.host).add(pair.peer);
+      const made = await Promise.allSettled(
+        pairs.map(async (pair) => {
+          try {
+            // A locally administered MAC for now: Docker sets the endpoint's own when it moves the end into the container.
+            await this.o.links.createVeth({ host: pair.host, peer: pair.peer, mtu: shape.mtu, peerMac: `02:${randomBytes(5).toString('hex').replace(/(..)(?!$)/g, '$1:')}`, txOffloadOff: shape.txOffloadOff });
+            await this.o.ovs.addPort(sparePort(shape.bridge, pair.host));
+          } catch (err) {
+            await this.o.ovs.deletePort(pair.host).catch(() => false);
+            await this.o.links.deleteLink(pair.host).catch(() => false);
+            this.busy.delete(pair.host);
+            this.busy.delete(pair.peer);
+            throw err;
+          }
+        }),
+      );
+      const failed = made.find((m): m is PromiseRejectedResult => m.status === 'rejected');
+      if (failed) this.o.log.warn('could not make a spare veth pair; starts make their own meanwhile', { bridge: shape.bridge, failed: made.filter((m) => m.status === 'rejected').length, error: errorMessage(failed.reason) });
+      const good = pairs.filter((_, i) => made[i]!.status === 'fulfilled');
+      if (this.stopped || !this.wanted.has(key)) {
+        await Promise.all(good.map((p) => this.remove(p)));
+        continue;
+      }
+      // Held (busy) until ready, in the same step: no moment in which a reconcile pass could take them for debris.
+      this.ready.set(key, [...(this.ready.get(key) ?? []), ...good]);
+      for (const pair of good) {
         this.busy.delete(pair.host);
         this.busy.delete(pair.peer);
-        if (this.stopped || !this.wanted.has(key)) {
-          await this.remove(pair);
-          break;
-        }
-        this.ready.set(key, [...(this.ready.get(key) ?? []), pair]);
       }
     }
   }

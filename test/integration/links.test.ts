@@ -53,6 +53,40 @@ describe('links adapter in a scratch namespace', () => {
     assert.equal((await links.list()).has('itvh4') || (await links.list()).has('itvp4'), false, 'nothing left');
   });
 
+  it('makes pairs asked for together, or while a spawn runs, by one spawn, each answered for itself', async () => {
+    const spawned: string[][] = [];
+    const counting = new IpLinks((file, args, options) => {
+      spawned.push([file, ...args]);
+      return inNamespace(file, args, options);
+    });
+    const pairs = Array.from({ length: 10 }, (_, i) => ({ host: `itvb${i}`, peer: `itvc${i}`, mtu: 1400 + i, peerMac: `02:42:0a:00:01:0${i}`, txOffloadOff: i % 4 !== 3 }));
+    const first = pairs.slice(0, 7).map((p) => counting.createVeth(p));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(spawned.length, 1, 'seven asked for in one turn: one spawn');
+    await Promise.all([...first, ...pairs.slice(7).map((p) => counting.createVeth(p))]);
+    assert.equal(spawned.length, 2, 'three asked for while it ran: one more');
+    const listed = await links.list();
+    for (const p of pairs) {
+      assert.deepEqual([listed.get(p.host)?.mtu, listed.get(p.peer)?.mtu, listed.get(p.host)?.up], [p.mtu, p.mtu, true], p.host);
+      if (!p.txOffloadOff) continue;
+      for (const dev of [p.host, p.peer]) assert.match((await cmd('ip', ['netns', 'exec', NS, 'ethtool', '-k', dev])).stdout, /tx-checksumming: off/, dev);
+    }
+    for (const p of pairs) await links.deleteLink(p.host);
+
+    // A pair that cannot be made fails alone: the batch is given up and each is made on its own, a leftover
+    // of one pair's names (an interrupted attempt) made clean as when made alone.
+    await cmd('ip', ['-n', NS, 'link', 'add', 'itvb9', 'type', 'veth', 'peer', 'name', 'itvc9']);
+    const refusing = new IpLinks((file, args, options) => [...args, options?.input ?? ''].some((a) => a.includes('itvbx')) ? Promise.reject(new CommandError(`${file}`, 'RTNETLINK answers: no', 2, 'exit code 2')) : inNamespace(file, args, options),
+    );
+    const results = await Promise.allSettled(['itvb8', 'itvb9', 'itvbx', 'itvba'].map((host) => refusing.createVeth({ host, peer: host.replace('itvb', 'itvc'), mtu: 1500, peerMac: '02:42:0a:00:02:01', txOffloadOff: true })));
+    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    const after = await links.list();
+    assert.deepEqual(['itvb8', 'itvb9', 'itvba', 'itvbx', 'itvcx'].map((n) => after.has(n)), [true, true, true, false, false]);
+    for (const host of ['itvb8', 'itvb9', 'itvba']) await links.deleteLink(host);
+    await assert.rejects(links.createVeth({ host: 'itvbm', peer: 'itvcm', mtu: 1500, peerMac: '02:42:0a:00:00:01\nlink del lo' }), { code: 'InvalidMac' });
+    await assert.rejects(links.createVeth({ host: 'itvbm', peer: 'itvcm', mtu: 15, peerMac: '02:42:0a:00:00:01' }), { code: 'InvalidMtu' });
+  });
+
   it('reads routes, the route to an address (own or not), and the default route device', async () => {
     await links.createVeth({ host: 'itvh1', peer: 'itvp1', mtu: 1500, peerMac: '02:42:0a:00:00:0a' });
     await links.configureAddresses('itvh1', { mtu: 1500, addresses: ['10.77.0.1/24'] });
