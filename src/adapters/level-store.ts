@@ -57,6 +57,8 @@ export class LevelStore implements Store {
   private pending: Entry[] = [];
   private writing: Promise<void> | undefined;
   private retry: NodeJS.Timeout | undefined;
+  /** A flush is due on the next turn of the event loop. */
+  private flushDue = false;
   private lastError: Error | undefined;
   private closing = false;
 
@@ -164,7 +166,14 @@ export class LevelStore implements Store {
     }
     this.journalBytes += line.length;
     this.pending.push(...entries);
-    this.flush();
+    // LevelDB gets it on the next turn of the event loop: the caller answers first (encoding the batch and
+    // handing it to LevelDB's thread took some 0.2 ms of every commit), and commits made meanwhile go with it.
+    if (this.flushDue) return;
+    this.flushDue = true;
+    setImmediate(() => {
+      this.flushDue = false;
+      this.flush();
+    });
   }
 
   /** Writes what is pending to LevelDB, one batch at a time. */
@@ -196,6 +205,8 @@ export class LevelStore implements Store {
   /** Resolves once LevelDB has every commit so far; rejects if a write keeps failing. */
   private async drained(): Promise<void> {
     for (let tries = 0; this.writing || this.retry || this.pending.length > 0; ) {
+      // A close that gave up leaves commits pending that nothing writes any more (flush needs the journal).
+      if (this.journal < 0) throw new Error('the store is closed');
       if (this.writing) {
         await this.writing;
       } else if (this.retry) {

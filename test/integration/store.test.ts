@@ -116,6 +116,19 @@ describe('LevelDB store', () => {
     await store.close();
   });
 
+  it('keeps a commit LevelDB does not take in the journal: close says so, nothing waits forever, the next open has it', async () => {
+    const errors: string[] = [];
+    const store = await LevelStore.open(path.join(dir, 'g'), { onWriteError: (err) => errors.push(err.message) });
+    (store as unknown as { db: { batch: () => Promise<void> } }).db.batch = () => Promise.reject(new Error('disk full'));
+    await store.commit([{ type: 'put', kind: 'pool', value: pool(7) }]);
+    await assert.rejects(store.close(), /does not take writes: disk full/);
+    assert.deepEqual(errors, ['disk full'], 'told once per streak of failures');
+    await assert.rejects(store.load(), /closed/, 'a read after such a close fails at once');
+    const again = await LevelStore.open(path.join(dir, 'g'));
+    assert.deepEqual((await again.load()).pools.map((p) => p.id), [pool(7).id]);
+    await again.close();
+  });
+
   it('refuses a directory another process holds, saying so', async () => {
     const held = path.join(dir, 'c');
     const moduleUrl = new URL('../../src/adapters/level-store.js', import.meta.url).href;
