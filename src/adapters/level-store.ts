@@ -206,7 +206,7 @@ export class LevelStore implements Store {
   private async drained(): Promise<void> {
     for (let tries = 0; this.writing || this.retry || this.pending.length > 0; ) {
       // A close that gave up leaves commits pending that nothing writes any more (flush needs the journal).
-      if (this.journal < 0) throw new Error('the store is closed');
+      if (this.journal < 0) throw new Error(`the store is closed, and LevelDB did not take its last commits (${this.lastError?.message ?? 'unknown error'}); the journal keeps them for the next open`);
       if (this.writing) {
         await this.writing;
       } else if (this.retry) {

@@ -57,6 +57,8 @@ export class SparePairs {
   /** Names being made or deleted, and names taken whose endpoint record is not written yet. */
   private readonly busy = new Set<string>();
   private wanted = new Map<string, SpareShape>();
+  /** Shapes whose last fill made nothing: the next tries one pair. */
+  private readonly failing = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private filling: Promise<void> = Promise.resolve();
   private running = false;
@@ -187,7 +189,8 @@ export class SparePairs {
    */
   private async fill(): Promise<void> {
     for (const [key, shape] of this.wanted) {
-      const missing = this.o.size - (this.ready.get(key)?.length ?? 0);
+      // A shape whose last fill failed (its bridge is not there yet) is tried with one pair until one is made.
+      const missing = Math.min(this.o.size - (this.ready.get(key)?.length ?? 0), this.failing.has(key) ? 1 : Infinity);
       if (missing <= 0 || this.stopped || !this.wanted.has(key)) continue;
       const pairs = Array.from({ length: missing }, () => sparePairNames(randomBytes(6).toString('hex')));
       for (const pair of pairs) this.busy.add(pair.host).add(pair.peer);
@@ -206,9 +209,14 @@ export class SparePairs {
           }
         }),
       );
-      const failed = made.find((m): m is PromiseRejectedResult => m.status === 'rejected');
-      if (failed) this.o.log.warn('could not make a spare veth pair; starts make their own meanwhile', { bridge: shape.bridge, failed: made.filter((m) => m.status === 'rejected').length, error: errorMessage(failed.reason) });
+      const failed = made.findIndex((m) => m.status === 'rejected');
+      if (failed >= 0) {
+        const reason = (made[failed] as PromiseRejectedResult).reason;
+        this.o.log.warn('could not make a spare veth pair; starts make their own meanwhile', { veth: pairs[failed]!.host, bridge: shape.bridge, failed: made.filter((m) => m.status === 'rejected').length, error: errorMessage(reason) });
+      }
       const good = pairs.filter((_, i) => made[i]!.status === 'fulfilled');
+      if (good.length > 0) this.failing.delete(key);
+      else if (failed >= 0) this.failing.add(key);
       if (this.stopped || !this.wanted.has(key)) {
         await Promise.all(good.map((p) => this.remove(p)));
         continue;

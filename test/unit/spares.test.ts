@@ -3,7 +3,10 @@ import { describe, it } from 'node:test';
 import { sparePort } from '../../src/domain/host.js';
 import { unavailable } from '../../src/errors.js';
 import type { CreateNetworkRequest } from '../../src/protocol/network.js';
-import { FakeNorthbound } from '../fakes/index.js';
+import { FakeLinks, FakeNorthbound, FakeOvs } from '../fakes/index.js';
+import { SparePairs } from '../../src/driver/spares.js';
+import type { NetworkRecord } from '../../src/domain/records.js';
+import { silentLogger } from '../../src/log.js';
 import { id, world } from './setup.js';
 
 const NET = id('1');
@@ -93,6 +96,30 @@ describe('veth pairs made ahead of need', () => {
     await network.join({ networkId: NET, endpointId: EP2, sandboxKey: '', options: {} });
     assert.equal(state.endpoints.get(EP2)!.hostIf, first!.host);
     assert.equal(ovs.ports.get(first!.host)?.externalIds['ovsnet-endpoint'], EP2, 'its port is there again, the endpoint\'s');
+  });
+
+  it('tries a shape whose bridge is not there yet with one pair at a time, and fills it once one is made', async () => {
+    const ovs = new FakeOvs();
+    const links = new FakeLinks();
+    const spares = new SparePairs({ links, ovs, size: 4, refillDelayMs: 0, log: silentLogger });
+    const network = { state: 'ready', mtu: 1500, datapath: 'netdev', spec: { bridge: 'br-int' } } as unknown as NetworkRecord;
+    const addPorts = () => ovs.calls.filter((c) => c.startsWith('addPort')).length;
+    const filled = async () => until('the fill is over', () => spares.quiet());
+    await spares.want([network]);
+    await filled();
+    assert.equal(addPorts(), 4, 'the first fill tries all four');
+    assert.deepEqual([spares.list().length, [...links.links.keys()].length], [0, 0], 'and leaves nothing of them');
+    await spares.want([network]);
+    await filled();
+    assert.equal(addPorts(), 5, 'the next tries one');
+    await ovs.ensureBridge({ name: 'br-int', datapath: 'netdev', externalIds: {} } as unknown as Parameters<FakeOvs['ensureBridge']>[0]);
+    await spares.want([network]);
+    await filled();
+    assert.equal(spares.list().length, 1, 'one made while the shape was failing');
+    await spares.want([network]);
+    await filled();
+    assert.equal(spares.list().length, 4, 'then the rest together');
+    await spares.stop();
   });
 
   it('makes the pair itself when none is ready', async () => {
