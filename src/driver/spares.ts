@@ -114,6 +114,7 @@ export class SparePairs {
   async want(networks: readonly NetworkRecord[]): Promise<void> {
     if (this.o.size <= 0 || this.stopped) return;
     this.wanted = new Map(networks.filter((n) => n.state === 'ready').map((n) => [keyOf(shapeOf(n)), shapeOf(n)]));
+    for (const key of this.failing) if (!this.wanted.has(key)) this.failing.delete(key);
     await this.dropUnwanted();
     if (this.running) {
       // A fill gives up a pair of a shape no longer wanted once it is made, and stops making more.
