@@ -54,6 +54,7 @@ export class NetworkDriver {
       locks: new KeyedMutex(),
       spares: new SparePairs({ links: o.host.links, ovs: o.host.ovs, size: o.sparePairs ?? 0, refillDelayMs: o.spareRefillDelayMs ?? 250, log: o.log }),
       devices: new Map(),
+      devicesDoneAt: new Map(),
       defaults: o.defaults,
       log: o.log,
       faults: o.faults ?? noFaults,

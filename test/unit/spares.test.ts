@@ -122,6 +122,29 @@ describe('veth pairs made ahead of need', () => {
     await spares.stop();
   });
 
+  it('a reconcile pass that saw a taken spare still parked leaves it to Join, which retagged it since', async () => {
+    const { network, host } = await world({ sparePairs: 1 });
+    await network.createNetwork(createReq());
+    await until('a spare', () => network.spares().length === 1);
+    await network.createEndpoint(endpointReq());
+    // The pass observes the host before Join has retagged the port, and goes on after it has.
+    const observe = host.observe.bind(host);
+    let joined = false;
+    host.observe = async (options) => {
+      const seen = await observe(options);
+      if (!joined) {
+        joined = true;
+        await network.join({ networkId: NET, endpointId: EP, sandboxKey: '/var/run/docker/netns/x', options: {} });
+      }
+      return seen;
+    };
+    const results = await network.converge(OPTIONS);
+    assert.ok(joined);
+    assert.deepEqual(results.filter((r) => r.done).map((r) => r.drift.kind), [], 'nothing set back that Join had just made');
+    host.observe = observe;
+    assert.deepEqual(await network.drift(OPTIONS), [], 'and nothing is amiss');
+  });
+
   it('makes the pair itself when none is ready', async () => {
     const { network, state } = await world({ sparePairs: 0 });
     await network.createNetwork(createReq());

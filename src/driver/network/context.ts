@@ -32,6 +32,11 @@ export interface NetworkContext {
   readonly spares: SparePairs;
   /** Device setup started at CreateEndpoint; Join (or DeleteEndpoint) waits for it. */
   readonly devices: Map<string, Promise<void>>;
+  /**
+   * When each endpoint's device setup was last over (performance.now()): a reconcile pass that observed the
+   * host before that saw its port half made, and leaves it alone.
+   */
+  readonly devicesDoneAt: Map<string, number>;
   readonly defaults: { readonly bridge: string; readonly ovn?: { readonly bridge: string } };
   readonly log: Logger;
   /** Test-only crash points (OVSNET_FAULT). */

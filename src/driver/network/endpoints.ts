@@ -124,7 +124,13 @@ export async function settleDevices(ctx: NetworkContext, endpointId: string): Pr
   const pending = ctx.devices.get(endpointId);
   if (!pending) return;
   await pending.catch(() => {});
+  devicesDone(ctx, endpointId);
+}
+
+/** Device setup for an endpoint is over (whatever its outcome); noted for reconcile passes under way. */
+export function devicesDone(ctx: NetworkContext, endpointId: string): void {
   ctx.devices.delete(endpointId);
+  ctx.devicesDoneAt.set(endpointId, performance.now());
 }
 
 /** Removes an endpoint's devices through its network's backend (the bridge backend's when the network is unknown). */
@@ -136,14 +142,16 @@ export async function teardownDevices(ctx: NetworkContext, endpoint: Pick<Endpoi
 /**
  * Applies the repair of one endpoint's port (the reconciler's way in), under
  * the endpoint's lock and only while the endpoint still stands as it was
- * observed: not deleted meanwhile, and its devices not being made right now;
- * `apply` says whether it changed anything.
+ * observed (at `observedAt`): not deleted meanwhile, its devices not being made
+ * right now, nor made since (the pass saw a spare's port parked, retagged by
+ * Join since); `apply` says whether it changed anything.
  */
-export function repairEndpoint(ctx: NetworkContext, difference: HostDifference, apply: () => Promise<boolean>): Promise<boolean> {
+export function repairEndpoint(ctx: NetworkContext, difference: HostDifference, observedAt: number, apply: () => Promise<boolean>): Promise<boolean> {
   const endpointId = difference.endpointId!;
   return ctx.locks.run(endpointLock(endpointId), async () => {
     const endpoint = ctx.state.endpoints.get(endpointId);
     if (!endpoint || !ctx.state.networks.has(endpoint.networkId) || ctx.devices.has(endpointId)) return false;
+    if ((ctx.devicesDoneAt.get(endpointId) ?? -Infinity) >= observedAt) return false;
     return apply();
   });
 }

@@ -10,7 +10,7 @@ import { givesDefaultRoute, routedByOvn, spansHosts } from '../../domain/options
 import type { EndpointRecord, NetworkRecord, SubnetRecord } from '../../domain/records.js';
 import type { EndpointRef, JoinRequest, JoinResponse } from '../../protocol/network.js';
 import { type NetworkContext, endpointLock, endpointOf, networkOf } from './context.js';
-import { startDevices, teardownDevices } from './endpoints.js';
+import { devicesDone, startDevices, teardownDevices } from './endpoints.js';
 
 /** Prefix Docker gives the container end when it moves it in: eth0, eth1, ... */
 const CONTAINER_PREFIX = 'eth';
@@ -25,7 +25,7 @@ export function join(ctx: NetworkContext, req: JoinRequest): Promise<JoinRespons
       try {
         await devices;
       } finally {
-        ctx.devices.delete(endpoint.id);
+        devicesDone(ctx, endpoint.id);
       }
       ctx.faults.point('Join', 'after-devices');
       await ctx.state.commit([{ type: 'put', kind: 'endpoint', value: { ...endpoint, joined: true, sandboxKey: req.sandboxKey } }]);

@@ -45,6 +45,9 @@ export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise
   return ctx.locks.run(NETWORKS_LOCK, async () => {
     // Observe first, read the records after: a device made meanwhile already has its record. The spares
     // before the records: a spare leaves the pool only once an endpoint's record holds it.
+    const observedAt = performance.now();
+    // What an earlier pass needed to know about device setups that ended before this one began.
+    for (const [id, at] of ctx.devicesDoneAt) if (at < observedAt) ctx.devicesDoneAt.delete(id);
     const observed = await ctx.host.observe({ flows: true });
     const spares = ctx.spares.names();
     const records = ctx.state.records();
@@ -67,7 +70,7 @@ export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise
       for (const repair of difference.repairs) {
         results.push(
           await attempt(difference.drift, repair, () =>
-            repairEndpoint(ctx, difference, async () => {
+            repairEndpoint(ctx, difference, observedAt, async () => {
               // A container starting when the host was observed may have had its veth and no port yet; its Join
               // has added the port since. Replacing it would cut the container off for a moment, for nothing.
               if (difference.drift.kind === 'endpoint-port-missing' && (await ctx.host.ovs.ofport(difference.drift.subject)) !== undefined) return false;
