@@ -438,7 +438,6 @@ export class SimHost {
     return pids;
   }
 
-
   /** The plugin's stdout, as dockerd logs it (one JSON line in `msg`, per line, with plugin=<id>). */
   private async managedPluginLog(): Promise<string> {
     const text = await readFile(path.join(this.dir, 'dockerd.log'), 'utf8').catch(() => '');
