@@ -4,12 +4,18 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { LevelStore } from '../../src/adapters/level-store.js';
 import type { NetworkRecord, PoolRecord } from '../../src/domain/records.js';
+
+/** The size of LevelDB's own log files in a store's directory: what LevelDB was handed since it opened. */
+async function levelLogBytes(at: string): Promise<number> {
+  const files = (await readdir(at)).filter((f) => f.endsWith('.log'));
+  return (await Promise.all(files.map(async (f) => (await stat(path.join(at, f))).size))).reduce((a, b) => a + b, 0);
+}
 
 const pool = (n: number): PoolRecord => ({ id: `local/10.${n}.0.0/24`, addressSpace: 'local', pool: `10.${n}.0.0/24`, range: `10.${n}.0.0/24`, v6: false, auto: false, cursor: undefined, createdAt: new Date(0).toISOString() });
 
@@ -114,6 +120,44 @@ describe('LevelDB store', () => {
     assert.equal(held, 2500);
     assert.equal((await readFile(path.join(at, 'ovsnet.journal'))).length, 0, 'emptied');
     await store.close();
+  });
+
+  it('hands LevelDB the commits once calls pause, and empties the journal then, with nothing read or closed', async () => {
+    const at = path.join(dir, 'pause');
+    const store = await LevelStore.open(at);
+    // Fewer entries than make a batch without a pause, but more than 1 MiB.
+    const padding = 'x'.repeat(20_000);
+    for (let i = 0; i < 60; i++) void store.commit([{ type: 'put', kind: 'address', value: { poolId: 'local/10.7.0.0/16', address: `10.7.0.${i}`, kind: 'address', createdAt: padding } }]);
+    assert.ok((await stat(path.join(at, 'ovsnet.journal'))).size > 2 ** 20);
+    assert.equal(await levelLogBytes(at), 0, 'LevelDB has nothing yet');
+    const deadline = Date.now() + 10_000;
+    while ((await stat(path.join(at, 'ovsnet.journal'))).size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal((await stat(path.join(at, 'ovsnet.journal'))).size, 0, 'LevelDB had it all, so the journal was emptied');
+    assert.ok((await levelLogBytes(at)) > 2 ** 20);
+    let held = 0;
+    for await (const batch of (await store.load()).addresses) held += batch.length;
+    assert.equal(held, 60);
+    await store.close();
+  });
+
+  it('hands LevelDB commits that keep coming without a pause, once many are waiting', async () => {
+    const at = path.join(dir, 'stream');
+    const store = await LevelStore.open(at);
+    const levelLog = () => levelLogBytes(at);
+    assert.equal(await levelLog(), 0);
+    // One commit per turn of the event loop: no pause of the length that hands LevelDB what is pending.
+    let commits = 0;
+    while ((await levelLog()) === 0 && commits < 20_000) {
+      await store.commit([{ type: 'put', kind: 'address', value: { poolId: 'local/10.6.0.0/16', address: `10.6.${commits >> 8}.${commits & 255}`, kind: 'address', createdAt: '1970-01-01T00:00:00.000Z' } }]);
+      commits++;
+    }
+    assert.ok(commits < 20_000, 'LevelDB got writes while the commits kept coming');
+    await store.close();
+    const again = await LevelStore.open(at);
+    let held = 0;
+    for await (const batch of (await again.load()).addresses) held += batch.length;
+    assert.equal(held, commits);
+    await again.close();
   });
 
   it('keeps a commit LevelDB does not take in the journal: close says so, nothing waits forever, the next open has it', async () => {
