@@ -62,8 +62,8 @@ type Kind = (typeof KINDS)[number];
 
 async function main(): Promise<void> {
   const underlay = await Underlay.create('bench-ul');
-  const a = await SimHost.start({ name: 'bench', dockerIptables: true, plugin: false });
-  const b = await SimHost.start({ name: 'bench2', plugin: false });
+  const a = await SimHost.start({ name: 'bench', dockerIptables: true, plugin: false, ownSysfs: true });
+  const b = await SimHost.start({ name: 'bench2', plugin: false, ownSysfs: true });
   try {
     await underlay.attach(a, '10.250.9.1/24');
     await underlay.attach(b, '10.250.9.2/24');

@@ -58,6 +58,12 @@ export interface SimHostOptions {
   dockerArgs?: string[];
   /** Let dockerd manage iptables in the namespace (needed for Docker's own bridge driver). */
   dockerIptables?: boolean;
+  /**
+   * Give dockerd a private mount namespace in which /sys/class/net shows the host's own devices, as on a real
+   * machine. Without it dockerd sees the machine's, and Docker 28's bridge driver, which reads its port's state
+   * there after each Join, cannot find it and waits 20 ms per container start instead (benchmarks use this).
+   */
+  ownSysfs?: boolean;
   /** Start the plugin (default true). */
   plugin?: boolean;
   /** Start dockerd (default true); a host without it is just a namespace with Open vSwitch (a switch). */
@@ -205,8 +211,14 @@ export class SimHost {
 
   async startDockerd(extraArgs: readonly string[] = []): Promise<void> {
     await writeFile(path.join(this.dir, 'daemon.json'), '{}\n');
+    const sysfs = path.join(this.dir, 'sysfs');
+    if (this.options.ownSysfs) await mkdir(sysfs, { recursive: true });
     const args = [
-      `--net=/run/netns/${this.ns}`, '--', 'dockerd',
+      `--net=/run/netns/${this.ns}`, '--',
+      // A sysfs mounted from inside the namespace lists its devices; its net class is bound over the machine's.
+      ...(this.options.ownSysfs ? ['unshare', '--mount', '--propagation', 'private', 'sh', '-c',
+        'mount -t sysfs sysfs "$0" && mount --bind "$0/class/net" /sys/class/net && mount --bind "$0/devices/virtual/net" /sys/devices/virtual/net && exec "$@"', sysfs] : []),
+      'dockerd',
       `--config-file=${this.dir}/daemon.json`,
       `--data-root=${this.dir}/docker`, `--exec-root=${this.dir}/exec`, `--pidfile=${this.dir}/docker.pid`,
       `-H`, this.dockerHost, `--cgroup-parent=/${this.ns}`, `--log-level=${MANAGED ? 'info' : 'warn'}`, '--userland-proxy=false',
