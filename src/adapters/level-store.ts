@@ -3,8 +3,8 @@
  *
  * A commit is first appended, as one line, to a journal beside LevelDB's own
  * files, with a write from the calling thread; LevelDB then gets the commits in
- * the background, in commit order, in batches of a few dozen entries: once that
- * many are pending, or once calls pause. A LevelDB write
+ * the background, in commit order, in batches of whole commits, a few dozen
+ * entries each: once that many are pending, or once calls pause. A LevelDB write
  * goes through a worker thread, and waking that thread and then the event loop
  * again made some 3 % of commits take 1-5 ms on a 2-core VM with idle gaps
  * between calls (as between protocol calls), where the append takes 0.03 ms
@@ -13,8 +13,9 @@
  * a commit returned for is in the kernel's page cache, so a crash of the
  * process keeps it; opening the store applies whatever the journal holds (a
  * torn last line, from a power cut, is one commit lost whole), then empties it.
- * The journal is emptied only once LevelDB has every commit it holds, so
- * LevelDB's batches need not match commits: a crash in between replays them all.
+ * The journal is emptied only once LevelDB has every commit it holds. A
+ * LevelDB batch is atomic, and never holds part of a commit, so after a power
+ * cut LevelDB too has each commit whole or not at all.
  */
 import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
@@ -38,12 +39,12 @@ const RETRY_MS = 1000;
 const IDLE_MS = 20;
 
 /**
- * Entries per LevelDB batch; this many pending go to LevelDB without waiting for a pause. Each LevelDB write
- * wakes its worker thread, which then competes for the two cores with the calls that keep coming, and each
- * batch is encoded on the event loop's thread (some 3 µs an entry, while a call may wait). Side by side in
- * bench/ipam-scale at 60 000 addresses, three runs each, p99 of RequestAddress / ReleaseAddress: one write
- * per commit 0.16-0.51 / 0.57-1.29 ms (six runs), batches of 64 0.34-0.50 / 0.63-0.73 ms, of 256 0.63-0.92 /
- * 0.45-0.62 ms.
+ * Entries per LevelDB batch (a commit larger than this goes alone); this many pending go to LevelDB without
+ * waiting for a pause. Each LevelDB write wakes its worker thread, which then competes for the two cores with
+ * the calls that keep coming, and each batch is encoded on the event loop's thread (some 3 µs an entry, while
+ * a call may wait). In bench/ipam-scale at 60 000 addresses, five runs alternating, ReleaseAddress p99 was
+ * 0.55-0.83 ms with batches of 64 against 0.52-2.58 ms with one write per commit; batches of 256 made
+ * RequestAddress p99 0.63-0.92 ms (0.34-0.50 ms with 64, in another three runs of each).
  */
 const BATCH = 64;
 
@@ -68,8 +69,9 @@ export class LevelStore implements Store {
   private journal = -1;
   /** Bytes appended since the journal was last emptied. */
   private journalBytes = 0;
-  /** Entries in the journal that LevelDB does not have yet, in commit order; `writing` is the batch under way. */
-  private pending: Entry[] = [];
+  /** Commits in the journal that LevelDB does not have yet, in order, and their entries counted; `writing` is the batch under way. */
+  private pending: Entry[][] = [];
+  private pendingEntries = 0;
   private writing: Promise<void> | undefined;
   private retry: NodeJS.Timeout | undefined;
   /** A flush is due on the next turn of the event loop. */
@@ -83,6 +85,7 @@ export class LevelStore implements Store {
   private constructor(
     dir: string,
     private readonly onWriteError: (err: Error) => void,
+    private readonly idleMs: number,
   ) {
     this.db = new Level<string, unknown>(dir, { valueEncoding: 'json' });
     this.sub = sublevels(this.db);
@@ -92,9 +95,10 @@ export class LevelStore implements Store {
   /**
    * `onWriteError` hears of a background write LevelDB refused (once until one succeeds again): the journal
    * keeps the commits and the write is tried again every second, but the journal cannot be emptied meanwhile.
+   * `idleMs` (for tests) is how long calls must pause before LevelDB gets fewer than a batch.
    */
-  static async open(dir: string, options: { onWriteError?: (err: Error) => void } = {}): Promise<LevelStore> {
-    const store = new LevelStore(dir, options.onWriteError ?? (() => {}));
+  static async open(dir: string, options: { onWriteError?: (err: Error) => void; idleMs?: number } = {}): Promise<LevelStore> {
+    const store = new LevelStore(dir, options.onWriteError ?? (() => {}), options.idleMs ?? IDLE_MS);
     try {
       await store.db.open();
     } catch (err) {
@@ -136,7 +140,7 @@ export class LevelStore implements Store {
         throw new Error(`line ${i + 1} of ${lines.length} is damaged; the commits it and the lines after it hold are not in LevelDB: move the file aside to start without them`);
       }
     }
-    if (entries.length > 0) await this.db.batch(this.levelOps(entries));
+    if (entries.length > 0) await this.db.batch(this.levelOps([entries]));
     const fd = openSync(this.journalPath, 'r+');
     try {
       ftruncateSync(fd, 0);
@@ -183,17 +187,20 @@ export class LevelStore implements Store {
       throw err;
     }
     this.journalBytes += line.length;
-    this.pending.push(...entries);
+    if (entries.length > 0) {
+      this.pending.push(entries);
+      this.pendingEntries += entries.length;
+    }
     this.idleArmed = true;
     if (this.idle) this.idle.refresh();
     else {
       this.idle = setTimeout(() => {
         this.idleArmed = false;
         this.flush();
-      }, IDLE_MS);
+      }, this.idleMs);
       this.idle.unref();
     }
-    if (this.pending.length < BATCH || this.flushDue) return;
+    if (this.pendingEntries < BATCH || this.flushDue) return;
     // Not after a pause: on the next turn of the event loop, so that the caller answers first.
     this.flushDue = true;
     setImmediate(() => {
@@ -203,19 +210,23 @@ export class LevelStore implements Store {
   }
 
   /**
-   * Writes what is pending to LevelDB, one batch of at most BATCH entries at a time. Once started it
-   * goes on while a whole batch is pending, or calls have paused; a rest left while calls come waits.
+   * Writes what is pending to LevelDB, one batch at a time: whole commits, in order, up to BATCH entries
+   * (or one larger commit alone). Once started it goes on while a whole batch is pending, or calls have
+   * paused; a rest left while calls come waits.
    */
   private flush(): void {
     if (this.writing || this.retry || this.pending.length === 0 || this.journal < 0) return;
-    const entries = this.pending.length <= BATCH ? this.pending : this.pending.slice(0, BATCH);
-    this.pending = entries === this.pending ? [] : this.pending.slice(BATCH);
-    this.writing = this.db.batch(this.levelOps(entries)).then(
+    let taken = 1;
+    let count = this.pending[0]!.length;
+    while (taken < this.pending.length && count + this.pending[taken]!.length <= BATCH) count += this.pending[taken++]!.length;
+    const commits = this.pending.splice(0, taken);
+    this.pendingEntries -= count;
+    this.writing = this.db.batch(this.levelOps(commits)).then(
       () => {
         this.writing = undefined;
         this.lastError = undefined;
         // A rest smaller than a batch waits for the pause, unless the journal is due to be emptied.
-        if (this.pending.length >= BATCH || (this.pending.length > 0 && (!this.idleArmed || this.journalBytes >= JOURNAL_TRIM_BYTES))) return this.flush();
+        if (this.pendingEntries >= BATCH || (this.pending.length > 0 && (!this.idleArmed || this.journalBytes >= JOURNAL_TRIM_BYTES))) return this.flush();
         if (this.pending.length === 0 && this.journalBytes >= JOURNAL_TRIM_BYTES) this.emptyJournal();
       },
       (err: Error) => {
@@ -223,7 +234,8 @@ export class LevelStore implements Store {
         this.writing = undefined;
         if (!this.lastError) this.onWriteError(err);
         this.lastError = err;
-        this.pending = [...entries, ...this.pending];
+        this.pending = [...commits, ...this.pending];
+        this.pendingEntries += count;
         this.retry = setTimeout(() => {
           this.retry = undefined;
           this.flush();
@@ -250,8 +262,8 @@ export class LevelStore implements Store {
     }
   }
 
-  private levelOps(entries: readonly Entry[]) {
-    return entries.map((e) => {
+  private levelOps(commits: readonly (readonly Entry[])[]) {
+    return commits.flat().map((e) => {
       const sublevel = this.sub[e.kind];
       if (e.type === 'del') return { type: 'del' as const, sublevel, key: e.key };
       return { type: 'put' as const, sublevel, key: e.key, value: e.value };

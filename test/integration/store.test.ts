@@ -17,6 +17,19 @@ async function levelLogBytes(at: string): Promise<number> {
   return (await Promise.all(files.map(async (f) => (await stat(path.join(at, f))).size))).reduce((a, b) => a + b, 0);
 }
 
+/** Records the size of each batch the store hands LevelDB, as it is handed; `delayMs` makes each take longer (a slow disk). */
+function spyOnBatches(store: LevelStore, delayMs = 0): number[] {
+  const sizes: number[] = [];
+  const db = (store as unknown as { db: { batch: (ops: unknown[]) => Promise<void> } }).db;
+  const batch = db.batch.bind(db);
+  db.batch = async (ops: unknown[]) => {
+    sizes.push(ops.length);
+    if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+    await batch(ops);
+  };
+  return sizes;
+}
+
 const pool = (n: number): PoolRecord => ({ id: `local/10.${n}.0.0/24`, addressSpace: 'local', pool: `10.${n}.0.0/24`, range: `10.${n}.0.0/24`, v6: false, auto: false, cursor: undefined, createdAt: new Date(0).toISOString() });
 
 describe('LevelDB store', () => {
@@ -124,7 +137,8 @@ describe('LevelDB store', () => {
 
   it('hands LevelDB the commits once calls pause, and empties the journal then, with nothing read or closed', async () => {
     const at = path.join(dir, 'pause');
-    const store = await LevelStore.open(at);
+    // A pause long enough that the first checks below come before it, however slow the machine.
+    const store = await LevelStore.open(at, { idleMs: 300 });
     // Fewer entries than make a batch without a pause, but more than 1 MiB.
     const padding = 'x'.repeat(20_000);
     for (let i = 0; i < 60; i++) void store.commit([{ type: 'put', kind: 'address', value: { poolId: 'local/10.7.0.0/16', address: `10.7.0.${i}`, kind: 'address', createdAt: padding } }]);
@@ -145,24 +159,47 @@ describe('LevelDB store', () => {
     await store.close();
   });
 
-  it('hands LevelDB commits that keep coming without a pause, once many are waiting', async () => {
+  it('hands LevelDB whole commits, 64 entries at most, as soon as that many are pending without a pause', async () => {
     const at = path.join(dir, 'stream');
-    const store = await LevelStore.open(at);
-    const levelLog = () => levelLogBytes(at);
-    assert.equal(await levelLog(), 0);
-    // One commit per turn of the event loop: no pause of the length that hands LevelDB what is pending.
-    let commits = 0;
-    while ((await levelLog()) === 0 && commits < 20_000) {
-      await store.commit([{ type: 'put', kind: 'address', value: { poolId: 'local/10.6.0.0/16', address: `10.6.${commits >> 8}.${commits & 255}`, kind: 'address', createdAt: '1970-01-01T00:00:00.000Z' } }]);
-      commits++;
+    const store = await LevelStore.open(at, { idleMs: 60_000 });
+    const batches = spyOnBatches(store);
+    const address = (i: number) => ({ type: 'put' as const, kind: 'address' as const, value: { poolId: 'local/10.6.0.0/16', address: `10.6.${i >> 8}.${i & 255}`, kind: 'address' as const, createdAt: '1970-01-01T00:00:00.000Z' } });
+    const turn = () => new Promise((resolve) => setImmediate(resolve));
+    for (let i = 0; i < 63; i++) {
+      await store.commit([address(i)]);
+      await turn();
     }
-    assert.ok(commits < 20_000, 'LevelDB got writes while the commits kept coming');
+    assert.deepEqual(batches, [], 'fewer than 64 entries wait for a pause');
+    await store.commit([address(63)]);
+    await turn();
+    assert.deepEqual(batches, [64], 'the 64th entry makes a batch on the next turn');
+    // Commits of three entries: 21 of them are 63 entries; the 22nd makes 66, and the batch takes the 21 whole.
+    for (let c = 0; c < 22; c++) {
+      await store.commit([address(100 + 3 * c), address(101 + 3 * c), address(102 + 3 * c)]);
+      await turn();
+    }
+    assert.deepEqual(batches, [64, 63], 'a batch never splits a commit');
     await store.close();
+    assert.deepEqual(batches, [64, 63, 3], 'close writes the rest');
     const again = await LevelStore.open(at);
     let held = 0;
     for await (const batch of (await again.load()).addresses) held += batch.length;
-    assert.equal(held, commits);
+    assert.equal(held, 64 + 66);
     await again.close();
+  });
+
+  it('writes what came while a batch was being written once calls pause, with nothing read or closed', async () => {
+    const at = path.join(dir, 'rest');
+    const store = await LevelStore.open(at, { idleMs: 20 });
+    const batches = spyOnBatches(store, 150);
+    for (let i = 0; i < 100; i++) {
+      await store.commit([{ type: 'put', kind: 'address', value: { poolId: 'local/10.5.0.0/16', address: `10.5.0.${i}`, kind: 'address', createdAt: '1970-01-01T00:00:00.000Z' } }]);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const deadline = Date.now() + 10_000;
+    while (batches.reduce((a, b) => a + b, 0) < 100 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(batches.reduce((a, b) => a + b, 0), 100, `LevelDB got all 100 in ${JSON.stringify(batches)}`);
+    await store.close();
   });
 
   it('keeps a commit LevelDB does not take in the journal: close says so, nothing waits forever, the next open has it', async () => {

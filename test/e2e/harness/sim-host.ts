@@ -59,9 +59,10 @@ export interface SimHostOptions {
   /** Let dockerd manage iptables in the namespace (needed for Docker's own bridge driver). */
   dockerIptables?: boolean;
   /**
-   * Give dockerd a private mount namespace in which /sys/class/net shows the host's own devices, as on a real
-   * machine. Without it dockerd sees the machine's, and Docker 28's bridge driver, which reads its port's state
-   * there after each Join, cannot find it and waits 20 ms per container start instead (benchmarks use this).
+   * Give dockerd a private mount namespace in which /sys/class/net shows the simulated host's own devices, as
+   * on a real machine. Without it dockerd sees the machine's, and Docker 28.5's bridge driver, which reads its
+   * port's state there after each Join, cannot find it and waits 20 ms per container start instead (benchmarks
+   * use this).
    */
   ownSysfs?: boolean;
   /** Start the plugin (default true). */
