@@ -17,17 +17,27 @@ async function levelLogBytes(at: string): Promise<number> {
   return (await Promise.all(files.map(async (f) => (await stat(path.join(at, f))).size))).reduce((a, b) => a + b, 0);
 }
 
-/** Records the size of each batch the store hands LevelDB, as it is handed; `delayMs` makes each take longer (a slow disk). */
-function spyOnBatches(store: LevelStore, delayMs = 0): number[] {
+/**
+ * Records the size of each batch the store hands LevelDB, as it is handed, and how many LevelDB has written;
+ * `delayMs` makes each take longer (a slow disk).
+ */
+function spyOnBatches(store: LevelStore, delayMs = 0): { sizes: number[]; written: () => number } {
   const sizes: number[] = [];
+  let written = 0;
   const db = (store as unknown as { db: { batch: (ops: unknown[]) => Promise<void> } }).db;
   const batch = db.batch.bind(db);
   db.batch = async (ops: unknown[]) => {
     sizes.push(ops.length);
     if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
     await batch(ops);
+    written++;
   };
-  return sizes;
+  return { sizes, written: () => written };
+}
+
+/** Waits until `done` says so, for at most 10 s. */
+async function until(done: () => boolean): Promise<void> {
+  for (const deadline = Date.now() + 10_000; !done() && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 5));
 }
 
 const pool = (n: number): PoolRecord => ({ id: `local/10.${n}.0.0/24`, addressSpace: 'local', pool: `10.${n}.0.0/24`, range: `10.${n}.0.0/24`, v6: false, auto: false, cursor: undefined, createdAt: new Date(0).toISOString() });
@@ -162,7 +172,8 @@ describe('LevelDB store', () => {
   it('hands LevelDB whole commits, 64 entries at most, as soon as that many are pending without a pause', async () => {
     const at = path.join(dir, 'stream');
     const store = await LevelStore.open(at, { idleMs: 60_000 });
-    const batches = spyOnBatches(store);
+    const spy = spyOnBatches(store);
+    const batches = spy.sizes;
     const address = (i: number) => ({ type: 'put' as const, kind: 'address' as const, value: { poolId: 'local/10.6.0.0/16', address: `10.6.${i >> 8}.${i & 255}`, kind: 'address' as const, createdAt: '1970-01-01T00:00:00.000Z' } });
     const turn = () => new Promise((resolve) => setImmediate(resolve));
     for (let i = 0; i < 63; i++) {
@@ -173,11 +184,15 @@ describe('LevelDB store', () => {
     await store.commit([address(63)]);
     await turn();
     assert.deepEqual(batches, [64], 'the 64th entry makes a batch on the next turn');
+    await until(() => spy.written() === 1);
     // Commits of three entries: 21 of them are 63 entries; the 22nd makes 66, and the batch takes the 21 whole.
-    for (let c = 0; c < 22; c++) {
+    for (let c = 0; c < 21; c++) {
       await store.commit([address(100 + 3 * c), address(101 + 3 * c), address(102 + 3 * c)]);
       await turn();
     }
+    assert.deepEqual(batches, [64]);
+    await store.commit([address(163), address(164), address(165)]);
+    await turn();
     assert.deepEqual(batches, [64, 63], 'a batch never splits a commit');
     await store.close();
     assert.deepEqual(batches, [64, 63, 3], 'close writes the rest');
@@ -191,7 +206,7 @@ describe('LevelDB store', () => {
   it('writes what came while a batch was being written once calls pause, with nothing read or closed', async () => {
     const at = path.join(dir, 'rest');
     const store = await LevelStore.open(at, { idleMs: 20 });
-    const batches = spyOnBatches(store, 150);
+    const batches = spyOnBatches(store, 150).sizes;
     for (let i = 0; i < 100; i++) {
       await store.commit([{ type: 'put', kind: 'address', value: { poolId: 'local/10.5.0.0/16', address: `10.5.0.${i}`, kind: 'address', createdAt: '1970-01-01T00:00:00.000Z' } }]);
       await new Promise((resolve) => setImmediate(resolve));
