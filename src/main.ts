@@ -17,7 +17,7 @@ import { Reconciler } from './driver/reconcile.js';
 import { createApp } from './http/app.js';
 import { Metrics, serveMetrics } from './http/metrics.js';
 import { listen } from './http/server.js';
-import { openHost, openStore, ovnBackend, watchGateways } from './wiring.js';
+import { openHost, openStore, ovnBackend, watchLinks } from './wiring.js';
 
 /** The longest a driver call waits for the networks to be restored after a start. */
 const STARTUP_WAIT_MS = 15_000;
@@ -77,7 +77,10 @@ async function main(): Promise<void> {
   const metricsServer = config.metrics ? await serveMetrics(metrics, config.metrics) : undefined;
   if (config.metrics) log.info('serving metrics', { address: `${config.metrics.host}:${config.metrics.port}` });
 
-  const watcher = watchGateways((port) => reconciler.trigger(`gateway port ${port} changed`), log);
+  const watcher = watchLinks(
+    (change) => reconciler.trigger(change.kind === 'gateway' ? `gateway port ${change.port} changed` : `bridge ${change.name} ${change.gone ? 'went' : 'came'}: another container network`),
+    log,
+  );
   ovsdb.onReconnect = () => reconciler.trigger('OVSDB connection back');
   host.onFlowsLost = (bridge) => reconciler.trigger(`ovs-vswitchd dropped bridge ${bridge} and has it again: its guard flows are gone`);
   void restored.then(() => {

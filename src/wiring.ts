@@ -14,7 +14,7 @@ import { IpLinks } from './adapters/links.js';
 import { OvsBridgeClient } from './adapters/ovs.js';
 import { OvsdbClient } from './adapters/ovsdb.js';
 import { ModuleDatapathProbe, ProcHostPorts, ProcSysctl } from './adapters/system.js';
-import { GatewayWatcher } from './adapters/watch.js';
+import { type LinkChange, LinkWatcher } from './adapters/watch.js';
 import { NB_DATABASE, OvnNorthbound } from './adapters/ovn-nb.js';
 import { LocalHost } from './driver/host.js';
 import { OvnBackend } from './driver/ovn-backend.js';
@@ -85,8 +85,8 @@ export function openStore(config: Config, log?: Logger): Promise<LevelStore> {
 }
 
 /** Watches the kernel for changes to gateway ports (ovs-vswitchd recreates them without their addresses). */
-export function watchGateways(onChange: (port: string) => void, log: Logger): GatewayWatcher {
-  const watcher = new GatewayWatcher((port) => onChange(port), log);
+export function watchLinks(onChange: (change: LinkChange) => void, log: Logger): LinkWatcher {
+  const watcher = new LinkWatcher(onChange, log);
   watcher.start();
   return watcher;
 }

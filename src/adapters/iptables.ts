@@ -3,13 +3,15 @@
  * iptables-restore --noflush (atomic, idempotent), plus one jump into each
  * from the built-in chain. No other rule or chain is touched.
  */
-import { DNAT_CHAIN, EMPTY_RULES, FORWARD_CHAIN, POSTROUTING_CHAIN, type FirewallRules, type Rule } from '../domain/firewall.js';
+import { DNAT_CHAIN, EMPTY_RULES, FORWARD_CHAIN, INPUT_CHAIN, ISOLATE_CHAIN, POSTROUTING_CHAIN, type FirewallRules, type Rule } from '../domain/firewall.js';
 import type { ObservedFirewall } from '../domain/host.js';
 import type { Firewall } from '../driver/ports.js';
 import type { Runner } from './exec.js';
 
+const TABLES = ['filter', 'nat', 'mangle'] as const;
+
 interface Table {
-  name: 'filter' | 'nat';
+  name: (typeof TABLES)[number];
   chain: string;
   rules: readonly Rule[];
   /** Built-in chains that jump into it, each with the matches of its jump (as `iptables -S` prints them). */
@@ -30,12 +32,14 @@ function tables(family: '4' | '6', rules: FirewallRules): Table[] {
     { name: 'filter', chain: FORWARD_CHAIN, rules: f.filter, jumps: [{ parent: 'FORWARD', match: [] }] },
     { name: 'nat', chain: POSTROUTING_CHAIN, rules: f.nat, jumps: [{ parent: 'POSTROUTING', match: [] }] },
     { name: 'nat', chain: DNAT_CHAIN, rules: f.dnat, jumps: dnatJumps(family) },
+    { name: 'mangle', chain: ISOLATE_CHAIN, rules: f.isolate, jumps: [{ parent: 'FORWARD', match: [] }] },
+    { name: 'mangle', chain: INPUT_CHAIN, rules: f.input, jumps: [{ parent: 'INPUT', match: [] }] },
   ];
 }
 
 function restoreInput(list: readonly Table[]): string {
   const lines: string[] = [];
-  for (const name of ['filter', 'nat'] as const) {
+  for (const name of TABLES) {
     const inTable = list.filter((t) => t.name === name);
     if (inTable.length === 0) continue;
     lines.push(`*${name}`, ...inTable.map((t) => `:${t.chain} - [0:0]`));
@@ -68,22 +72,31 @@ export class IptablesFirewall implements Firewall {
         jump: table.jumps.every((j) => lines.includes(jumpLine(j.parent, j.match, table.chain))),
       };
     };
-    const [filter4, nat4, filter6, nat6] = await Promise.all([
+    const [filter4, nat4, mangle4, filter6, nat6, mangle6] = await Promise.all([
       save('iptables-save', 'filter'),
       save('iptables-save', 'nat'),
+      save('iptables-save', 'mangle'),
       save('ip6tables-save', 'filter'),
       save('ip6tables-save', 'nat'),
+      save('ip6tables-save', 'mangle'),
     ]);
-    const [f4, n4, d4] = tables('4', EMPTY_RULES);
-    const [f6, n6, d6] = tables('6', EMPTY_RULES);
-    const read = [chain(filter4, f4!), chain(nat4, n4!), chain(nat4, d4!), chain(filter6, f6!), chain(nat6, n6!), chain(nat6, d6!)];
+    const [f4, n4, d4, i4, in4] = tables('4', EMPTY_RULES);
+    const [f6, n6, d6, i6, in6] = tables('6', EMPTY_RULES);
+    const read = [
+      chain(filter4, f4!), chain(nat4, n4!), chain(nat4, d4!), chain(mangle4, i4!), chain(mangle4, in4!),
+      chain(filter6, f6!), chain(nat6, n6!), chain(nat6, d6!), chain(mangle6, i6!), chain(mangle6, in6!),
+    ];
     return {
       filter4: read[0]!.rules,
       nat4: read[1]!.rules,
       dnat4: read[2]!.rules,
-      filter6: read[3]!.rules,
-      nat6: read[4]!.rules,
-      dnat6: read[5]!.rules,
+      isolate4: read[3]!.rules,
+      input4: read[4]!.rules,
+      filter6: read[5]!.rules,
+      nat6: read[6]!.rules,
+      dnat6: read[7]!.rules,
+      isolate6: read[8]!.rules,
+      input6: read[9]!.rules,
       jumps: read.every((r) => r.jump),
     };
   }
@@ -92,7 +105,7 @@ export class IptablesFirewall implements Firewall {
     const tool = family === '4' ? 'iptables' : 'ip6tables';
     await this.run(`${tool}-restore`, ['--noflush', '--wait'], { input: restoreInput(list) });
     // One read per table tells which jumps are there.
-    for (const name of ['filter', 'nat'] as const) {
+    for (const name of TABLES) {
       const inTable = list.filter((t) => t.name === name);
       if (inTable.length === 0) continue;
       const { stdout } = await this.run(tool, ['--wait', '-t', name, '-S']);
@@ -103,10 +116,13 @@ export class IptablesFirewall implements Firewall {
     }
   }
 
-  /** The jump goes right after Docker's DOCKER-USER jump when there is one, so the operator's rules still come first. */
+  /**
+   * The jump goes right after Docker's DOCKER-USER jump when there is one, so the operator's rules still come
+   * first; the mangle table's (isolation) first of all.
+   */
   private async insertJump(tool: string, table: Table, jump: Table['jumps'][number], rules: readonly string[]): Promise<void> {
     const inParent = rules.filter((l) => l.startsWith(`-A ${jump.parent} `));
-    const dockerUser = inParent.findIndex((l) => l === `-A ${jump.parent} -j DOCKER-USER`);
+    const dockerUser = table.name === 'filter' ? inParent.findIndex((l) => l === `-A ${jump.parent} -j DOCKER-USER`) : -1;
     const position = dockerUser >= 0 ? dockerUser + 2 : 1;
     await this.run(tool, ['--wait', '-t', table.name, '-I', jump.parent, String(position), ...jump.match, '-j', table.chain]);
   }

@@ -34,6 +34,7 @@ const OXM: Record<MatchField['field'], readonly [number, number]> = {
   vlan_vid: [6, 2],
   ip_proto: [10, 1],
   ipv4_src: [11, 4],
+  udp_src: [15, 2],
   arp_spa: [22, 4],
   arp_sha: [24, 6],
   ipv6_src: [26, 16],
@@ -162,6 +163,7 @@ function oxm(f: MatchField): Buffer {
       // OFPVID_NONE: no tag (value 0, no mask).
       break;
     case 'eth_type':
+    case 'udp_src':
       value.writeUInt16BE(f.value, 0);
       break;
     case 'ip_proto':

@@ -6,6 +6,8 @@
  */
 import { internal, unavailable } from '../errors.js';
 import {
+  type NbAcl,
+  type NbAclSpec,
   type NbPort,
   type NbPortSpec,
   type NbRouter,
@@ -30,7 +32,9 @@ import { type Operation, type OvsdbClient, type Row, OvsdbError, namedUuid, ovsM
 export const NB_DATABASE = 'OVN_Northbound';
 
 const OWNED = ovsMap({ [OWNER_KEY]: OWNER_VALUE });
-const SWITCH_COLUMNS = ['_uuid', 'name', 'external_ids', 'ports'];
+const SWITCH_COLUMNS = ['_uuid', 'name', 'external_ids', 'ports', 'acls'];
+/** The plugin's ACLs (its switches' guards), read beside the switches. */
+const OWNED_ACLS: Operation = { op: 'select', table: 'ACL', where: [['external_ids', 'includes', OWNED]], columns: ['_uuid', 'direction', 'priority', 'match', 'action', 'external_ids'] };
 const PORT_COLUMNS = ['_uuid', 'name', 'addresses', 'port_security', 'external_ids', 'up'];
 
 function rows(result: Row | undefined): Row[] {
@@ -41,8 +45,16 @@ function count(result: Row | undefined): number {
   return Number((result as { count?: number } | undefined)?.count ?? 0);
 }
 
-function toSwitch(row: Row): NbSwitch {
-  return { uuid: readUuid(row._uuid), name: String(row.name), externalIds: readMap(row.external_ids) };
+function toSwitch(row: Row, acls: Row | undefined): NbSwitch {
+  const refs = new Set(readSet(row.acls).map(readUuid));
+  const guard = rows(acls)
+    .filter((a) => refs.has(readUuid(a._uuid)))
+    .map((a): NbAcl => ({ uuid: readUuid(a._uuid), direction: 'from-lport', priority: Number(a.priority), match: String(a.match), action: 'drop', externalIds: readMap(a.external_ids) }));
+  return { uuid: readUuid(row._uuid), name: String(row.name), externalIds: readMap(row.external_ids), guard };
+}
+
+function aclRow(acl: NbAclSpec): Record<string, unknown> {
+  return { direction: acl.direction, priority: acl.priority, match: acl.match, action: acl.action, external_ids: ovsMap(acl.externalIds) };
 }
 
 function toPort(row: Row): NbPort {
@@ -107,8 +119,9 @@ export class OvnNorthbound implements Northbound {
   constructor(private readonly db: OvsdbClient) {}
 
   async view(options: { routers?: boolean } = {}): Promise<NbView> {
-    const [switches, ports, routers, ...parts] = await this.db.transact([
+    const [switches, acls, ports, routers, ...parts] = await this.db.transact([
       { op: 'select', table: 'Logical_Switch', where: [['external_ids', 'includes', OWNED]], columns: SWITCH_COLUMNS },
+      OWNED_ACLS,
       { op: 'select', table: 'Logical_Switch_Port', where: [['external_ids', 'includes', OWNED]], columns: PORT_COLUMNS },
       ...(options.routers ? [{ op: 'select', table: 'Logical_Router', where: [['external_ids', 'includes', OWNED]], columns: ROUTER_COLUMNS }, ...ROUTER_PARTS] : []),
     ]);
@@ -118,27 +131,31 @@ export class OvnNorthbound implements Northbound {
     for (const row of rows(switches)) {
       portsOf.set(readUuid(row._uuid), readSet(row.ports).map(readUuid).flatMap((id) => (byUuid.has(id) ? [byUuid.get(id)!] : [])));
     }
-    return { switches: rows(switches).map(toSwitch), ports: portsOf, routers: routerList };
+    return { switches: rows(switches).map((row) => toSwitch(row, acls)), ports: portsOf, routers: routerList };
   }
 
   async findSwitch(subnet: string): Promise<NbSwitch | undefined> {
-    const [result] = await this.db.transact([
-      { op: 'select', table: 'Logical_Switch', where: [['external_ids', 'includes', ovsMap({ [OWNER_KEY]: OWNER_VALUE, [NB.subnet]: subnet })]], columns: SWITCH_COLUMNS },
+    const mark = ovsMap({ [OWNER_KEY]: OWNER_VALUE, [NB.subnet]: subnet });
+    const [result, acls] = await this.db.transact([
+      { op: 'select', table: 'Logical_Switch', where: [['external_ids', 'includes', mark]], columns: SWITCH_COLUMNS },
+      { ...OWNED_ACLS, where: [['external_ids', 'includes', mark]] },
     ]);
     const row = rows(result)[0];
-    return row ? toSwitch(row) : undefined;
+    return row ? toSwitch(row, acls) : undefined;
   }
 
-  async createSwitch(subnet: string, row: { name: string; externalIds: Record<string, string> }): Promise<{ created: boolean; sw: NbSwitch }> {
+  async createSwitch(subnet: string, row: { name: string; externalIds: Record<string, string>; guard: readonly NbAclSpec[] }): Promise<{ created: boolean; sw: NbSwitch }> {
     const mark = ovsMap({ [OWNER_KEY]: OWNER_VALUE, [NB.subnet]: subnet });
     try {
-      const [, inserted] = await this.db.transact([
+      const result = await this.db.transact([
         // Logical_Switch has no unique index: the wait is what makes two hosts end with one switch.
         { op: 'wait', table: 'Logical_Switch', where: [['external_ids', 'includes', mark]], columns: ['name'], until: '==', rows: [], timeout: 0 },
-        { op: 'insert', table: 'Logical_Switch', row: { name: row.name, external_ids: ovsMap(row.externalIds) } },
+        ...row.guard.map((acl, i): Operation => ({ op: 'insert', table: 'ACL', row: aclRow(acl), 'uuid-name': `acl${i}` })),
+        { op: 'insert', table: 'Logical_Switch', row: { name: row.name, external_ids: ovsMap(row.externalIds), acls: ovsSet(row.guard.map((_, i) => namedUuid(`acl${i}`))) } },
       ]);
-      const id = readUuid((inserted as { uuid?: unknown }).uuid);
-      return { created: true, sw: { uuid: id, name: row.name, externalIds: row.externalIds } };
+      const id = (i: number) => readUuid((result[i] as { uuid?: unknown }).uuid);
+      const guard = row.guard.map((acl, i): NbAcl => ({ ...acl, uuid: id(1 + i) }));
+      return { created: true, sw: { uuid: id(1 + row.guard.length), name: row.name, externalIds: row.externalIds, guard } };
     } catch (err) {
       if (!isWaitFailure(err)) throw err;
       const existing = await this.findSwitch(subnet);
@@ -175,6 +192,17 @@ export class OvnNorthbound implements Northbound {
       if (isWaitFailure(err)) return false;
       throw err;
     }
+  }
+
+  async setGuard(sw: NbSwitch, guard: readonly NbAclSpec[]): Promise<boolean> {
+    const where = [['_uuid', '==', uuid(sw.uuid)]];
+    // Two hosts doing this at once may leave both their sets; the next look sees too many and sets one.
+    const result = await this.db.transact([
+      ...guard.map((acl, i): Operation => ({ op: 'insert', table: 'ACL', row: aclRow(acl), 'uuid-name': `acl${i}` })),
+      { op: 'mutate', table: 'Logical_Switch', where, mutations: [['acls', 'delete', ovsSet((sw.guard ?? []).map((a) => uuid(a.uuid)))]] },
+      { op: 'mutate', table: 'Logical_Switch', where, mutations: [['acls', 'insert', ovsSet(guard.map((_, i) => namedUuid(`acl${i}`)))]] },
+    ]);
+    return count(result[result.length - 1]) === 1;
   }
 
   async addPort(switchUuid: string, port: NbPortSpec) {

@@ -41,6 +41,11 @@ function rows(result: Row | undefined): Row[] {
   return ((result as { rows?: Row[] } | undefined)?.rows ?? []) as Row[];
 }
 
+function vlanMode(value: string | undefined): PortSpec['vlanMode'] {
+  // Other modes (native-tagged, dot1q-tunnel, ...) are none the plugin sets: read as a trunk, which differs from access.
+  return value === undefined ? undefined : value === 'access' ? 'access' : 'trunk';
+}
+
 function isOwned(externalIds: Record<string, string>): boolean {
   return externalIds[OWNER_KEY] === OWNER_VALUE;
 }
@@ -76,13 +81,13 @@ export class OvsBridgeClient implements Ovs {
 
   async snapshot(): Promise<{ bridges: ObservedBridge[]; ports: ObservedPort[] }> {
     const [bridges, allPorts, owned, interfaces] = await this.db.transact([
-      { op: 'select', table: 'Bridge', where: [], columns: ['name', 'datapath_type', 'external_ids', 'ports'] },
+      { op: 'select', table: 'Bridge', where: [], columns: ['name', 'datapath_type', 'fail_mode', 'external_ids', 'ports'] },
       { op: 'select', table: 'Port', where: [], columns: ['_uuid', 'name'] },
       {
         op: 'select',
         table: 'Port',
         where: [['external_ids', 'includes', ovsMap({ [OWNER_KEY]: OWNER_VALUE })]],
-        columns: ['_uuid', 'name', 'tag', 'trunks', 'protected', 'external_ids', 'interfaces'],
+        columns: ['_uuid', 'name', 'tag', 'trunks', 'vlan_mode', 'protected', 'external_ids', 'interfaces'],
       },
       { op: 'select', table: 'Interface', where: [], columns: ['_uuid', 'type', 'options', 'mtu_request', 'ofport', 'error', 'external_ids'] },
     ]);
@@ -94,6 +99,7 @@ export class OvsBridgeClient implements Ovs {
       return {
         name: String(b.name),
         datapathType: String(b.datapath_type ?? ''),
+        failMode: readOptional<string>(b.fail_mode) ?? '',
         externalIds: readMap(b.external_ids),
         ports: ports.map((id) => portNames.get(id) ?? '?'),
       };
@@ -108,6 +114,7 @@ export class OvsBridgeClient implements Ovs {
         type: String(iface?.type ?? ''),
         tag: readOptional<number>(p.tag),
         trunks: (readSet(p.trunks) as number[]).sort((a, b) => a - b),
+        vlanMode: vlanMode(readOptional<string>(p.vlan_mode)),
         protected: p.protected === true,
         options: iface ? readMap(iface.options) : {},
         mtuRequest: iface ? readOptional<number>(iface.mtu_request) : undefined,
@@ -131,7 +138,7 @@ export class OvsBridgeClient implements Ovs {
         {
           op: 'insert',
           table: 'Bridge',
-          row: { name: spec.name, ports: namedUuid('port'), datapath_type: spec.datapath, external_ids: ovsMap(spec.externalIds) },
+          row: { name: spec.name, ports: namedUuid('port'), datapath_type: spec.datapath, external_ids: ovsMap(spec.externalIds), ...(spec.failMode ? { fail_mode: spec.failMode } : {}) },
           'uuid-name': 'bridge',
         },
         { op: 'mutate', table: 'Open_vSwitch', where: [], mutations: [['bridges', 'insert', ovsSet([namedUuid('bridge')])]] },
@@ -145,6 +152,16 @@ export class OvsBridgeClient implements Ovs {
       if (raced !== undefined) return { created: false, datapathType: raced };
       throw err;
     }
+  }
+
+  async secureBridge(name: string): Promise<boolean> {
+    const result = await this.db.transact([
+      { op: 'update', table: 'Bridge', where: [['name', '==', name], ['external_ids', 'includes', ovsMap({ [OWNER_KEY]: OWNER_VALUE })]], row: { fail_mode: 'secure' } },
+      ...bumpConfig,
+    ]);
+    if (!((result[0] as { count?: number } | undefined)?.count ?? 0)) return false;
+    await this.db.waitForConfig(this.nextCfg(result), this.options.applyTimeoutMs);
+    return true;
   }
 
   async deleteOwnedBridge(name: string): Promise<boolean> {
@@ -171,6 +188,7 @@ export class OvsBridgeClient implements Ovs {
       protected: spec.protected,
     };
     if (spec.tag !== undefined) portRow.tag = spec.tag;
+    if (spec.vlanMode !== undefined) portRow.vlan_mode = spec.vlanMode;
     const ops: Operation[] = [
       present('Bridge', spec.bridge),
       absent('Port', spec.name),
@@ -217,7 +235,7 @@ export class OvsBridgeClient implements Ovs {
         op: 'update',
         table: 'Port',
         where: [['name', '==', spec.name]],
-        row: { tag: spec.tag === undefined ? ovsSet([]) : spec.tag, trunks: ovsSet([...spec.trunks]), protected: spec.protected },
+        row: { tag: spec.tag === undefined ? ovsSet([]) : spec.tag, trunks: ovsSet([...spec.trunks]), vlan_mode: spec.vlanMode ?? ovsSet([]), protected: spec.protected },
       },
       // The plugin's keys are set; keys someone else added (annotations) stay.
       { op: 'mutate', table: 'Port', where: [['name', '==', spec.name]], mutations: [['external_ids', 'delete', ovsSet(keys)]] },

@@ -30,6 +30,33 @@ export class ProcSysctl implements Sysctl {
   async ipv4Forwarding(): Promise<boolean> {
     return (await readFile(`${this.root}/net/ipv4/ip_forward`, 'utf8')).trim() === '1';
   }
+
+  async routerAdvice(name: string): Promise<{ acceptRa: boolean; acceptRedirects: boolean } | undefined> {
+    const read = (path: string) => readFile(`${this.root}/net/${path}`, 'utf8').then((t) => t.trim(), () => undefined);
+    const [ra, redirects6, redirects4] = await Promise.all([read(`ipv6/conf/${name}/accept_ra`), read(`ipv6/conf/${name}/accept_redirects`), read(`ipv4/conf/${name}/accept_redirects`)]);
+    if (redirects4 === undefined) return undefined;
+    // Without IPv6 on the interface (no ipv6/conf entry) it takes neither.
+    return { acceptRa: ra !== undefined && ra !== '0', acceptRedirects: redirects4 !== '0' || (redirects6 !== undefined && redirects6 !== '0') };
+  }
+
+  async refuseRouterAdvice(name: string): Promise<void> {
+    const write = async (path: string) => {
+      try {
+        await writeFile(`${this.root}/net/${path}`, '0\n');
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') return; // no IPv6 on it
+        if (code !== 'EROFS' && code !== 'EACCES' && code !== 'EPERM') throw err;
+        throw unavailable(
+          'SysctlReadOnly',
+          `cannot stop ${name} from taking router advertisements and redirects (${this.root} is read-only here): run "sysctl -w net.ipv6.conf.${name}.accept_ra=0 net.ipv6.conf.${name}.accept_redirects=0 net.ipv4.conf.${name}.accept_redirects=0" on the host; a managed plugin needs its proc-sys-net mount`,
+        );
+      }
+    };
+    await write(`ipv6/conf/${name}/accept_ra`);
+    await write(`ipv6/conf/${name}/accept_redirects`);
+    await write(`ipv4/conf/${name}/accept_redirects`);
+  }
 }
 
 /**

@@ -25,6 +25,9 @@ export type DriftKind =
   | 'orphan-veth'
   | 'port-flows-differ'
   | 'orphan-flows'
+  | 'bridge-flows-differ'
+  | 'bridge-fails-open'
+  | 'gateway-accepts-ra'
   | 'firewall-drift'
   | 'ip-forward-off'
   | 'network-unknown-to-docker'
@@ -44,7 +47,8 @@ export type DriftKind =
   | 'ovn-switch-unused-here'
   | 'ovn-port-not-installed'
   | 'ovn-router-missing'
-  | 'ovn-router-differs';
+  | 'ovn-router-differs'
+  | 'ovn-guard-differs';
 
 export interface Drift {
   kind: DriftKind;

@@ -13,14 +13,24 @@ export const FORWARD_CHAIN = 'OVSNET-FORWARD';
 export const POSTROUTING_CHAIN = 'OVSNET-POSTROUTING';
 /** Published ports: jumped to (nat table) from PREROUTING and OUTPUT for traffic to the host's own addresses. */
 export const DNAT_CHAIN = 'OVSNET-DNAT';
+/**
+ * What keeps networks apart through the host (mangle table, jumped to from FORWARD): its drops come
+ * before any accept of the filter table, whoever's (Docker's, the plugin's, another's), whichever daemon
+ * started first.
+ */
+export const ISOLATE_CHAIN = 'OVSNET-ISOLATE';
+/** What an --internal network may not reach on the host itself (mangle table, jumped to from INPUT). */
+export const INPUT_CHAIN = 'OVSNET-INPUT';
 
 export type Rule = readonly string[];
 
-/** Per family: the filter chain, the nat POSTROUTING chain, the nat DNAT chain. */
+/** Per family: the filter chain, the nat POSTROUTING chain, the nat DNAT chain, the mangle isolation and input chains. */
 export interface FamilyRules {
   readonly filter: readonly Rule[];
   readonly nat: readonly Rule[];
   readonly dnat: readonly Rule[];
+  readonly isolate: readonly Rule[];
+  readonly input: readonly Rule[];
 }
 
 export interface FirewallRules {
@@ -28,26 +38,40 @@ export interface FirewallRules {
   readonly v6: FamilyRules;
 }
 
-export const EMPTY_RULES: FirewallRules = { v4: { filter: [], nat: [], dnat: [] }, v6: { filter: [], nat: [], dnat: [] } };
+const NONE: FamilyRules = { filter: [], nat: [], dnat: [], isolate: [], input: [] };
+export const EMPTY_RULES: FirewallRules = { v4: NONE, v6: NONE };
+
+/** The tag of the rules that keep the plugin's networks apart from other container networks on the host. */
+const FOREIGN_TAG = ['-m', 'comment', '--comment', 'ovsnet:foreign'];
 
 function comment(network: NetworkRecord): string[] {
   return ['-m', 'comment', '--comment', `ovsnet:${network.id.slice(0, 12)}`];
 }
 
+/** Traffic that no rule of isolation stops: replies, and connections to a published port (DNATed). */
+const NOT_ALLOWED = ['-m', 'conntrack', '!', '--ctstate', 'RELATED,ESTABLISHED,DNAT'];
+
 /**
  * Every rule the networks (and the ports their endpoints publish) call for.
+ *
+ * Drops are in the mangle table, which the kernel goes through before the
+ * filter table: an --internal network reaches nothing outside it (published
+ * ports and the host's own services included), nothing new enters a nat
+ * network but published ports, and no network reaches another through the
+ * host, whether the other is the plugin's or a Linux bridge of someone else
+ * (`foreignBridges`: Docker's docker0 and br-*, libvirt's, LXC's), whichever
+ * daemon's accepts come first in FORWARD. What the drops leave, the filter
+ * chain accepts (Docker sets FORWARD's policy to DROP).
+ *
  * A published port is a DNAT of the host port on the host's addresses to the
- * container; its DNATed traffic and the answers are accepted before any
- * isolation (it may come from anywhere, another network or the container's
- * own included), and
- * masqueraded when it comes from the container's own subnet (hairpin), so the
- * reply goes back through the host.
+ * container, masqueraded when it comes from the container's own subnet
+ * (hairpin), so the reply goes back through the host.
  */
-export function firewallRules(networks: Iterable<NetworkRecord>, endpoints: Iterable<EndpointRecord> = []): FirewallRules {
-  const published = { 4: [] as Rule[], 6: [] as Rule[] };
+export function firewallRules(networks: Iterable<NetworkRecord>, endpoints: Iterable<EndpointRecord> = [], foreignBridges: readonly string[] = []): FirewallRules {
   const dnat = { 4: [] as Rule[], 6: [] as Rule[] };
   const hairpin = { 4: [] as Rule[], 6: [] as Rule[] };
-  const isolation = { 4: [] as Rule[], 6: [] as Rule[] };
+  const isolate = { 4: [] as Rule[], 6: [] as Rule[] };
+  const input = { 4: [] as Rule[], 6: [] as Rule[] };
   const forward = { 4: [] as Rule[], 6: [] as Rule[] };
   const nat: Rule[] = [];
   const sorted = [...networks].filter((n) => n.gatewayPort).sort((a, b) => a.id.localeCompare(b.id));
@@ -66,13 +90,9 @@ export function firewallRules(networks: Iterable<NetworkRecord>, endpoints: Iter
         // Written as iptables-save prints them (addresses, interfaces, protocol, then matches), so they read back alike.
         const dest = isWildcard(p.hostIp) ? [] : ['-d', `${p.hostIp}${host}`];
         dnat[family].push([...dest, '-p', p.proto, '-m', p.proto, '--dport', String(p.hostPort), ...tag, '-j', 'DNAT', '--to-destination', to]);
-        const match = ['-p', p.proto, '-m', p.proto, '--dport', String(p.port), '-m', 'conntrack', '--ctstate', 'DNAT', ...tag];
-        const gw = network.gatewayPort!;
-        published[family].push(['-d', `${ip}${host}`, '-o', gw, ...match, '-j', 'ACCEPT']);
-        // Its answers too: to a container of another network, or (hairpin) of the same, isolation would drop them.
-        published[family].push(['-s', `${ip}${host}`, '-i', gw, '-p', p.proto, '-m', p.proto, '--sport', String(p.port), '-m', 'conntrack', '--ctstate', 'DNAT', ...tag, '-j', 'ACCEPT']);
         const subnets = family === 4 ? network.ipv4 : network.ipv6;
-        for (const subnet of subnets) hairpin[family].push(['-s', subnet.pool, '-d', `${ip}${host}`, '-o', gw, ...match, '-j', 'MASQUERADE']);
+        const match = ['-p', p.proto, '-m', p.proto, '--dport', String(p.port), '-m', 'conntrack', '--ctstate', 'DNAT', ...tag];
+        for (const subnet of subnets) hairpin[family].push(['-s', subnet.pool, '-d', `${ip}${host}`, '-o', network.gatewayPort!, ...match, '-j', 'MASQUERADE']);
       }
     }
   }
@@ -82,19 +102,15 @@ export function firewallRules(networks: Iterable<NetworkRecord>, endpoints: Iter
     for (const family of [4, 6] as const) {
       const subnets = family === 4 ? network.ipv4 : network.ipv6;
       if (subnets.length === 0) continue;
-      // Networks never reach each other through the host (as Docker isolates its bridges).
-      isolation[family].push(['-i', port, '-o', `${GATEWAY_PREFIX}+`, ...tag, '-j', 'DROP']);
       if (network.spec.internal) {
-        forward[family].push(['-i', port, ...tag, '-j', 'DROP'], ['-o', port, ...tag, '-j', 'DROP']);
-      } else if (network.spec.gatewayMode === 'routed') {
-        forward[family].push(['-i', port, ...tag, '-j', 'ACCEPT'], ['-o', port, ...tag, '-j', 'ACCEPT']);
-      } else {
-        forward[family].push(
-          ['-i', port, ...tag, '-j', 'ACCEPT'],
-          ['-o', port, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', ...tag, '-j', 'ACCEPT'],
-          ['-o', port, ...tag, '-j', 'DROP'],
-        );
+        isolate[family].push(['-i', port, ...tag, '-j', 'DROP'], ['-o', port, ...tag, '-j', 'DROP']);
+        input[family].push(['-i', port, ...tag, '-j', 'DROP']);
+        continue;
       }
+      // Networks never reach each other through the host (as Docker isolates its bridges).
+      isolate[family].push(['-i', port, '-o', `${GATEWAY_PREFIX}+`, ...NOT_ALLOWED, ...tag, '-j', 'DROP']);
+      if (network.spec.gatewayMode === 'nat') isolate[family].push(['-o', port, ...NOT_ALLOWED, ...tag, '-j', 'DROP']);
+      forward[family].push(['-i', port, ...tag, '-j', 'ACCEPT'], ['-o', port, ...tag, '-j', 'ACCEPT']);
     }
     if (network.spec.gatewayMode === 'nat' && !network.spec.internal) {
       for (const subnet of network.ipv4) {
@@ -103,9 +119,17 @@ export function firewallRules(networks: Iterable<NetworkRecord>, endpoints: Iter
       }
     }
   }
+  for (const family of [4, 6] as const) {
+    if (forward[family].length === 0) continue;
+    for (const bridge of [...foreignBridges].sort()) {
+      isolate[family].push(
+        ['-i', `${GATEWAY_PREFIX}+`, '-o', bridge, ...NOT_ALLOWED, ...FOREIGN_TAG, '-j', 'DROP'],
+        ['-i', bridge, '-o', `${GATEWAY_PREFIX}+`, ...NOT_ALLOWED, ...FOREIGN_TAG, '-j', 'DROP'],
+      );
+    }
+  }
   return {
-    // Published ports first, then isolation: a later network's ACCEPT must not let another network's traffic in.
-    v4: { filter: [...published[4], ...isolation[4], ...forward[4]], nat: [...hairpin[4], ...nat], dnat: dnat[4] },
-    v6: { filter: [...published[6], ...isolation[6], ...forward[6]], nat: hairpin[6], dnat: dnat[6] },
+    v4: { filter: forward[4], nat: [...hairpin[4], ...nat], dnat: dnat[4], isolate: isolate[4], input: input[4] },
+    v6: { filter: forward[6], nat: hairpin[6], dnat: dnat[6], isolate: isolate[6], input: input[6] },
   };
 }

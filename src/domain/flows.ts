@@ -18,11 +18,14 @@ const PORT_SHIFT = 16n;
 const MARK_MASK = 0xffff000000000000n;
 const PORT_MASK = 0xffffffffffff0000n;
 
-/** The priorities of the guard's flows; the bridge's own forwarding (priority 0, NORMAL) comes below. */
-const P = { routerAdvert: 36030, neighbourAllow: 36020, neighbourDrop: 36015, allow: 36010, rest: 36000 } as const;
+/**
+ * The priorities of the guard's flows. The bridge's own forwarding comes below them: the plugin's base flow
+ * (priority 1, NORMAL) on its bridges, or OVS's own (priority 0) on a bridge it did not make.
+ */
+const P = { firstHop: 36040, neighbourAllow: 36030, neighbourDrop: 36020, allow: 36010, rest: 36000 } as const;
 
 const ZERO_MAC = '00:00:00:00:00:00';
-const LINK_LOCAL = 'fe80::/10';
+const UNSPECIFIED = '::';
 
 export interface RateLimit {
   /** Megabits per second. */
@@ -34,10 +37,26 @@ export interface RateLimit {
 /** What one endpoint port is held to. Absent when it is held to nothing. */
 export interface PortGuard {
   readonly antiSpoofing: boolean;
+  /**
+   * What a container may send as if it were the network's router or DHCP server, whatever anti_spoofing
+   * says: router advertisements and redirects (-o allow_ra), DHCP and DHCPv6 server messages (-o allow_dhcp_server).
+   */
+  readonly allowRa: boolean;
+  readonly allowDhcpServer: boolean;
   readonly mac: string;
   /** Plain addresses, no prefix. */
   readonly ipv4: string | undefined;
   readonly ipv6: string | undefined;
+  /** The one link-local address the container may use: the one its interface has. */
+  readonly linkLocal: string;
+  readonly rate: RateLimit | undefined;
+}
+
+/** What a network (or an endpoint's own options) asks of its ports' guard. */
+export interface GuardOptions {
+  readonly antiSpoofing: boolean;
+  readonly allowRa: boolean;
+  readonly allowDhcpServer: boolean;
   readonly rate: RateLimit | undefined;
 }
 
@@ -48,7 +67,7 @@ export interface PortGuard {
 export type MatchField =
   | { readonly field: 'in_port'; readonly value: number }
   | { readonly field: 'vlan_vid'; readonly value: 'none' }
-  | { readonly field: 'eth_type' | 'ip_proto' | 'icmpv6_type'; readonly value: number }
+  | { readonly field: 'eth_type' | 'ip_proto' | 'icmpv6_type' | 'udp_src'; readonly value: number }
   | { readonly field: 'eth_src' | 'arp_sha' | 'ipv6_nd_sll' | 'ipv6_nd_tll'; readonly value: string }
   | { readonly field: 'ipv4_src' | 'arp_spa'; readonly value: string }
   | { readonly field: 'ipv6_src' | 'ipv6_nd_target'; readonly value: string; readonly prefix?: number };
@@ -72,7 +91,7 @@ export interface MeterSpec {
   readonly burstKbit: number;
 }
 
-/** The flows and meter of one port with that ofport. */
+/** The flows and meter of one port with that ofport (or of the bridge itself: BRIDGE_FLOWS_KEY, ofport 0). */
 export interface PortFlows {
   readonly bridge: string;
   readonly port: string;
@@ -90,15 +109,31 @@ export interface ObservedFlows {
   readonly meters: ReadonlyMap<number, { readonly kbps: number; readonly burstKbit: number }>;
 }
 
-export function guardFor(options: { antiSpoofing: boolean; rate: RateLimit | undefined }, endpoint: { mac: string; address: string; addressIpv6: string }): PortGuard | undefined {
-  if (!options.antiSpoofing && !options.rate) return undefined;
+/**
+ * The guard of an endpoint's port; undefined when nothing is asked of it. The link-local address is the
+ * one learned from the container's interface, else the one the kernel gives an interface with that MAC
+ * (EUI-64, which a new network namespace uses unless told otherwise).
+ */
+export function guardFor(options: GuardOptions, endpoint: { mac: string; address: string; addressIpv6: string; linkLocal?: string }): PortGuard | undefined {
+  if (!options.antiSpoofing && !options.rate && options.allowRa && options.allowDhcpServer) return undefined;
+  const mac = endpoint.mac.toLowerCase();
   return {
     antiSpoofing: options.antiSpoofing,
-    mac: endpoint.mac.toLowerCase(),
+    allowRa: options.allowRa,
+    allowDhcpServer: options.allowDhcpServer,
+    mac,
     ipv4: plain(endpoint.address),
     ipv6: plain(endpoint.addressIpv6),
+    linkLocal: endpoint.linkLocal ?? linkLocalOf(mac),
     rate: options.rate,
   };
+}
+
+/** The EUI-64 link-local address of an interface with this MAC (RFC 4291, appendix A). */
+export function linkLocalOf(mac: string): string {
+  const b = mac.split(':').map((x) => parseInt(x, 16));
+  const groups = [((b[0]! ^ 0x02) << 8) | b[1]!, (b[2]! << 8) | 0xff, 0xfe00 | b[3]!, (b[4]! << 8) | b[5]!];
+  return `fe80::${groups.map((g) => g.toString(16)).join(':')}`;
 }
 
 function plain(address: string): string | undefined {
@@ -145,44 +180,62 @@ export function isOwnedCookie(cookie: string): boolean {
 }
 
 /**
- * A port's flows when it has ofport `ofport`. With anti-spoofing, what the
- * container sends passes only untagged and from its MAC and addresses: IPv4 with its
- * address, ARP that claims only its pair, IPv6 from its address or a link-local
- * one, neighbour discovery that advertises only its own addresses and MAC,
- * duplicate address detection; router advertisements and everything else are
- * dropped. With a rate, what passes goes through the port's meter (its id is
- * the ofport, unique on the bridge).
+ * A port's flows when it has ofport `ofport`. Whatever anti_spoofing says, the
+ * container sends no router advertisement or redirect and no DHCP or DHCPv6
+ * server message unless its network allows it. With anti-spoofing, what it
+ * sends passes only untagged and from its MAC and addresses: IPv4 with its
+ * address, ARP that claims only its pair, IPv6 from its address or its one
+ * link-local address, neighbour solicitations that carry its MAC, neighbour
+ * advertisements for its own addresses only, duplicate address detection for
+ * its own addresses only; everything else is dropped. With a rate, what
+ * passes goes through the port's meter (its id is the ofport, unique on the
+ * bridge).
+ *
+ * A neighbour discovery message with a link-layer option twice is not parsed
+ * by ovs-vswitchd (its target and options read as zero), so it matches none
+ * of the forms allowed here.
  */
 export function portFlows(bridge: string, port: string, ofport: number, guard: PortGuard): PortFlows {
   const meter = guard.rate ? { id: ofport, kbps: Math.round(guard.rate.mbit * 1000), burstKbit: guard.rate.burstKbit } : undefined;
   const at = term(`in_port=${ofport}`, { field: 'in_port', value: ofport });
+  const icmp6 = (type: number) => [term('icmp6', { field: 'eth_type', value: ETH_IPV6 }, { field: 'ip_proto', value: IPPROTO_ICMPV6 }), term(`icmp_type=${type}`, { field: 'icmpv6_type', value: type })];
+  const udpFrom = (family: 'ip' | 'ipv6', port: number) => [
+    term(`udp${family === 'ipv6' ? '6' : ''}`, { field: 'eth_type', value: family === 'ip' ? ETH_IPV4 : ETH_IPV6 }, { field: 'ip_proto', value: IPPROTO_UDP }),
+    term(`tp_src=${port}`, { field: 'udp_src', value: port }),
+  ];
   const rules: Array<[number, Term[], 'pass' | 'drop']> = [];
+  if (!guard.allowRa) {
+    rules.push([P.firstHop, [at, ...icmp6(ICMP6.routerAdvert)], 'drop']);
+    rules.push([P.firstHop, [at, ...icmp6(ICMP6.redirect)], 'drop']);
+  }
+  if (!guard.allowDhcpServer) {
+    rules.push([P.firstHop, [at, ...udpFrom('ip', DHCP_SERVER_PORT)], 'drop']);
+    rules.push([P.firstHop, [at, ...udpFrom('ipv6', DHCPV6_SERVER_PORT)], 'drop']);
+  }
   if (!guard.antiSpoofing) {
     rules.push([P.rest, [at], 'pass']);
   } else {
-    // Untagged frames only: a port without a tag is a trunk of every VLAN to OVS, and a tagged frame from the
-    // container would reach another VLAN of the bridge.
+    // Untagged frames only: a tagged frame from the container must never reach a VLAN of the bridge.
     const src = [at, term('vlan_tci=0x0000/0x1fff', { field: 'vlan_vid', value: 'none' }), term(`dl_src=${guard.mac}`, { field: 'eth_src', value: guard.mac })];
-    const icmp6 = (type: number) => [term('icmp6', { field: 'eth_type', value: ETH_IPV6 }, { field: 'ip_proto', value: IPPROTO_ICMPV6 }), term(`icmp_type=${type}`, { field: 'icmpv6_type', value: type })];
-    const v6Sources = [...(guard.ipv6 ? [guard.ipv6] : []), LINK_LOCAL];
-    const v6 = (name: 'ipv6_src' | 'nd_target', source: string) => {
-      const [address, prefix] = source.split('/');
-      return term(`${name}=${source}`, { field: name === 'ipv6_src' ? 'ipv6_src' : 'ipv6_nd_target', value: address!, ...(prefix ? { prefix: Number(prefix) } : {}) });
-    };
+    const v6 = (name: 'ipv6_src' | 'nd_target', address: string) => term(`${name}=${address}`, { field: name === 'ipv6_src' ? 'ipv6_src' : 'ipv6_nd_target', value: address });
     const mac = (name: 'nd_sll' | 'nd_tll', value: string) => term(`${name}=${value}`, { field: name === 'nd_sll' ? 'ipv6_nd_sll' : 'ipv6_nd_tll', value });
-    rules.push([P.routerAdvert, [at, ...icmp6(134)], 'drop']);
-    rules.push([P.routerAdvert, [at, ...icmp6(137)], 'drop']);
-    for (const source of v6Sources) {
-      for (const sll of [guard.mac, ZERO_MAC]) rules.push([P.neighbourAllow, [...src, ...icmp6(135), v6('ipv6_src', source), mac('nd_sll', sll)], 'pass']);
-      for (const tll of [guard.mac, ZERO_MAC]) rules.push([P.neighbourAllow, [...src, ...icmp6(136), v6('nd_target', source), mac('nd_tll', tll)], 'pass']);
+    const own = [...(guard.ipv6 ? [guard.ipv6] : []), guard.linkLocal];
+    // Solicitations carry the container's MAC (Linux always includes it from an address it has); a
+    // duplicate address check, from the unspecified address and without it, only for its own addresses.
+    for (const source of own) rules.push([P.neighbourAllow, [...src, ...icmp6(ICMP6.neighbourSolicit), v6('ipv6_src', source), mac('nd_sll', guard.mac)], 'pass']);
+    for (const target of own) rules.push([P.neighbourAllow, [...src, ...icmp6(ICMP6.neighbourSolicit), v6('ipv6_src', UNSPECIFIED), v6('nd_target', target), mac('nd_sll', ZERO_MAC)], 'pass']);
+    // Advertisements only for its own addresses, with its MAC or none (an answer to a unicast solicitation).
+    for (const source of own) {
+      for (const target of own) {
+        for (const tll of [guard.mac, ZERO_MAC]) rules.push([P.neighbourAllow, [...src, ...icmp6(ICMP6.neighbourAdvert), v6('ipv6_src', source), v6('nd_target', target), mac('nd_tll', tll)], 'pass']);
+      }
     }
-    // Duplicate address detection and its multicast listener report come from the unspecified address.
-    rules.push([P.neighbourAllow, [...src, ...icmp6(135), v6('ipv6_src', '::'), mac('nd_sll', ZERO_MAC)], 'pass']);
-    rules.push([P.neighbourAllow, [...src, ...icmp6(143), v6('ipv6_src', '::')], 'pass']);
-    rules.push([P.neighbourDrop, [at, ...icmp6(135)], 'drop']);
-    rules.push([P.neighbourDrop, [at, ...icmp6(136)], 'drop']);
+    // The multicast listener report that goes with duplicate address detection comes from the unspecified address.
+    rules.push([P.neighbourAllow, [...src, ...icmp6(ICMP6.listenerReportV2), v6('ipv6_src', UNSPECIFIED)], 'pass']);
+    rules.push([P.neighbourDrop, [at, ...icmp6(ICMP6.neighbourSolicit)], 'drop']);
+    rules.push([P.neighbourDrop, [at, ...icmp6(ICMP6.neighbourAdvert)], 'drop']);
     const ipv6 = term('ipv6', { field: 'eth_type', value: ETH_IPV6 });
-    for (const source of v6Sources) rules.push([P.allow, [...src, ipv6, v6('ipv6_src', source)], 'pass']);
+    for (const source of own) rules.push([P.allow, [...src, ipv6, v6('ipv6_src', source)], 'pass']);
     if (guard.ipv4) {
       rules.push([P.allow, [...src, term('ip', { field: 'eth_type', value: ETH_IPV4 }), term(`nw_src=${guard.ipv4}`, { field: 'ipv4_src', value: guard.ipv4 })], 'pass']);
       rules.push([P.allow, [...src, term('arp', { field: 'eth_type', value: ETH_ARP }), term(`arp_spa=${guard.ipv4}`, { field: 'arp_spa', value: guard.ipv4 }), term(`arp_sha=${guard.mac}`, { field: 'arp_sha', value: guard.mac })], 'pass']);
@@ -198,10 +251,32 @@ export function portFlows(bridge: string, port: string, ofport: number, guard: P
   return { bridge, port, ofport, prefix: portCookiePrefix(port), flows, meter };
 }
 
+/**
+ * The name under which a bridge's own flows are cookied: no port has it (port names are interface names,
+ * which never start with a dot).
+ */
+export const BRIDGE_FLOWS_KEY = '.bridge';
+
+/**
+ * The plugin's base flow of a bridge: its normal forwarding, below every guard. On a bridge of the plugin's
+ * (fail_mode secure) nothing forwards without it; it goes in after the guards of the bridge's container
+ * ports, so that no port forwards unguarded. On a bridge the plugin did not make it stands beside OVS's own.
+ */
+export function baseFlows(bridge: string): PortFlows {
+  const text = 'table=0,priority=1,actions=NORMAL';
+  const bits = (COOKIE_MARK << MARK_SHIFT) | (portBits(BRIDGE_FLOWS_KEY) << PORT_SHIFT);
+  const flow: FlowSpec = { cookie: hex(bits | digest(text, 2)), text, priority: 1, match: [], action: 'pass', meter: undefined };
+  return { bridge, port: BRIDGE_FLOWS_KEY, ofport: 0, prefix: portCookiePrefix(BRIDGE_FLOWS_KEY), flows: [flow], meter: undefined };
+}
+
+const ICMP6 = { routerAdvert: 134, redirect: 137, neighbourSolicit: 135, neighbourAdvert: 136, listenerReportV2: 143 } as const;
+const DHCP_SERVER_PORT = 67;
+const DHCPV6_SERVER_PORT = 547;
 const ETH_IPV4 = 0x0800;
 const ETH_ARP = 0x0806;
 const ETH_IPV6 = 0x86dd;
 const IPPROTO_ICMPV6 = 58;
+const IPPROTO_UDP = 17;
 
 /** Part of a match as ovs-ofctl writes it, with the OpenFlow fields it stands for. */
 interface Term {

@@ -8,8 +8,8 @@
  */
 import { type Drift, type DockerNetwork, type Records, REPAIR, dockerDrift, short } from './drift.js';
 import { type FirewallRules } from './firewall.js';
-import { type PortFlows, cookiePortBits, cookiePrefixOfBits, portBits, portFlows } from './flows.js';
-import type { BridgeSpec, DesiredHost, DesiredPort, GatewaySpec, ObservedHost, ObservedPort } from './host.js';
+import { BRIDGE_FLOWS_KEY, type PortFlows, baseFlows, cookiePortBits, cookiePrefixOfBits, portBits, portFlows } from './flows.js';
+import type { BridgeSpec, DesiredHost, DesiredPort, GatewaySpec, ObservedBridge, ObservedHost, ObservedPort } from './host.js';
 import { ENDPOINT_KEY, NETWORK_KEY, OWNER_KEY, OWNER_VALUE, ROLE_KEY, isHostVethName, isPeerVethName } from './names.js';
 import type { NetworkRecord } from './records.js';
 
@@ -27,6 +27,10 @@ export type Repair =
   /** Deletes flows of a bridge by cookie/mask. */
   | { readonly type: 'delete-flows'; readonly bridge: string; readonly cookies: readonly string[] }
   | { readonly type: 'delete-bridge'; readonly name: string }
+  /** Puts a bridge's base flow (its normal forwarding) in place: after the guards of its container ports. */
+  | { readonly type: 'sync-base-flows'; readonly bridge: string }
+  /** Makes a bridge of the plugin's fail closed (fail_mode secure), once its base flow is there. */
+  | { readonly type: 'secure-bridge'; readonly name: string }
   | { readonly type: 'sync-firewall'; readonly rules: FirewallRules }
   | { readonly type: 'enable-forwarding' };
 
@@ -77,8 +81,16 @@ export const REPAIR_ORDER: readonly Repair['type'][] = [
   'delete-veth',
   'sync-firewall',
   'enable-forwarding',
+  'sync-base-flows',
+  'secure-bridge',
   'delete-bridge',
 ];
+
+/**
+ * Repairs that let a bridge forward: applied after every other repair of a pass, the guards of its
+ * container ports included, so that no port forwards unguarded in between.
+ */
+export const LAST_REPAIRS: ReadonlySet<Repair['type']> = new Set(['sync-base-flows', 'secure-bridge']);
 
 export function diffHost(desired: DesiredHost, observed: ObservedHost, options: DiffOptions): HostDifference[] {
   const out: HostDifference[] = [];
@@ -91,7 +103,11 @@ export function diffHost(desired: DesiredHost, observed: ObservedHost, options: 
 
   for (const bridge of desired.bridges.values()) {
     if (scope && !scope.bridges.has(bridge.name)) continue;
-    if (observed.bridges.has(bridge.name)) continue;
+    const have = observed.bridges.get(bridge.name);
+    if (have) {
+      out.push(...failModeDifferences(bridge, have));
+      continue;
+    }
     const byController = bridge.madeBy === 'ovn-controller';
     out.push({
       drift: {
@@ -100,7 +116,7 @@ export function diffHost(desired: DesiredHost, observed: ObservedHost, options: 
         detail: byController ? `OVN's integration bridge ${bridge.name} is missing: ovn-controller makes it when it runs` : `bridge ${bridge.name} is missing`,
         fix: byController ? 'start ovn-controller (systemctl start ovn-controller, or ovn-ctl start_controller)' : REPAIR,
       },
-      repairs: byController ? [] : [{ type: 'add-bridge', bridge }],
+      repairs: byController ? [] : [{ type: 'add-bridge', bridge }, { type: 'sync-base-flows', bridge: bridge.name }],
     });
   }
 
@@ -288,6 +304,13 @@ export function portDifferences(want: DesiredPort, have: ObservedPort): Array<{ 
       set: want.trunks.length === 0 ? `clear port ${name} trunks` : `set port ${name} trunks=${want.trunks.join(',')}`,
     });
   }
+  if (have.vlanMode !== want.vlanMode && want.vlanMode !== undefined) {
+    const trunkOfAll = have.tag === undefined && have.trunks.length === 0 && have.vlanMode !== 'access';
+    out.push({
+      what: `vlan_mode ${have.vlanMode ?? '(none)'} where ${want.vlanMode} belongs${trunkOfAll && want.vlanMode === 'access' ? ': without a tag it is a trunk of every VLAN on the bridge' : ''}`,
+      set: `set port ${name} vlan_mode=${want.vlanMode}`,
+    });
+  }
   if (have.protected !== want.protected) out.push({ what: `protected=${have.protected} where ${want.protected} belongs`, set: `set port ${name} protected=${want.protected}` });
   for (const key of new Set([...Object.keys(want.options), ...Object.keys(have.options)])) {
     const w = want.options[key];
@@ -334,6 +357,7 @@ function portDiffers(want: DesiredPort, changes: ReturnType<typeof portDifferenc
 export function addPortCommand(port: DesiredPort): string {
   const sets = [
     port.tag === undefined ? '' : ` tag=${port.tag}`,
+    port.vlanMode === undefined ? '' : ` vlan_mode=${port.vlanMode}`,
     port.trunks.length ? ` trunks=${port.trunks.join(',')}` : '',
     port.protected ? ' protected=true' : '',
   ].join('');
@@ -368,6 +392,24 @@ export function flowDifferences(desired: DesiredHost, observed: ObservedHost): H
       byPort.set(bits, [...(byPort.get(bits) ?? []), cookie]);
     }
     const accounted = new Set<bigint>();
+    const bridgeSpec = desired.bridges.get(bridge);
+    if (bridgeSpec?.madeBy === 'plugin') {
+      const bits = portBits(BRIDGE_FLOWS_KEY);
+      accounted.add(bits);
+      const wanted = baseFlows(bridge).flows.map((f) => f.cookie);
+      const cookies = byPort.get(bits) ?? [];
+      if (countMissing(wanted, cookies).length > 0 || countMissing(cookies, wanted).length > 0) {
+        out.push({
+          drift: {
+            kind: 'bridge-flows-differ',
+            subject: bridge,
+            detail: `bridge ${bridge} lacks the plugin's base flow (its normal forwarding, below the guards)${bridgeSpec.failMode === 'secure' ? ': failing closed, it forwards nothing' : ''}`,
+            fix: REPAIR,
+          },
+          repairs: [{ type: 'sync-base-flows', bridge }],
+        });
+      }
+    }
     for (const want of desired.ports.values()) {
       if (want.role !== 'endpoint' || want.bridge !== bridge) continue;
       const port = observed.ports.get(want.name);
@@ -435,6 +477,31 @@ function countMissing(want: readonly string[], have: readonly string[]): string[
   return out;
 }
 
+// ---- bridges ----
+
+/**
+ * A bridge that holds containers fails open unless it is secure: ovs-vswitchd, started without the
+ * plugin's flows (a restart, an upgrade, a reboot), would forward its containers' traffic unguarded until
+ * the plugin put them back. The plugin's own bridges are made secure; another's is only reported.
+ */
+function failModeDifferences(want: BridgeSpec, have: ObservedBridge): HostDifference[] {
+  if (want.madeBy !== 'plugin' || have.failMode === 'secure') return [];
+  const owned = have.externalIds[OWNER_KEY] === OWNER_VALUE;
+  return [
+    {
+      drift: {
+        kind: 'bridge-fails-open',
+        subject: want.name,
+        detail: owned
+          ? `bridge ${want.name} has fail_mode ${have.failMode || 'standalone'}: after an ovs-vswitchd restart its container ports would forward unguarded until the plugin put their guards back`
+          : `bridge ${want.name} is not the plugin's and has fail_mode ${have.failMode || 'standalone'}: after an ovs-vswitchd restart its container ports forward unguarded until the plugin puts their guards back`,
+        fix: owned ? REPAIR : `ovs-vsctl set bridge ${want.name} fail_mode=secure   (the plugin keeps its base flow, priority 1 NORMAL, on it)`,
+      },
+      repairs: owned ? [{ type: 'sync-base-flows', bridge: want.name }, { type: 'secure-bridge', name: want.name }] : [],
+    },
+  ];
+}
+
 // ---- gateway ports in the kernel ----
 
 function gatewayDifferences(gateway: GatewaySpec, observed: ObservedHost): HostDifference[] {
@@ -457,6 +524,18 @@ function gatewayDifferences(gateway: GatewaySpec, observed: ObservedHost): HostD
       repairs,
     });
   }
+  const advice = observed.routerAdvice?.get(port);
+  if (advice && (advice.acceptRa || advice.acceptRedirects)) {
+    out.push({
+      drift: {
+        kind: 'gateway-accepts-ra',
+        ...base,
+        detail: `gateway port ${port} of network ${short(gateway.networkId)} takes ${[advice.acceptRa ? 'router advertisements' : '', advice.acceptRedirects ? 'redirects' : ''].filter(Boolean).join(' and ')}: what sends them on the network could change the host's routes`,
+        fix: `sysctl -w net.ipv6.conf.${port}.accept_ra=0 net.ipv6.conf.${port}.accept_redirects=0 net.ipv4.conf.${port}.accept_redirects=0`,
+      },
+      repairs,
+    });
+  }
   const link = observed.links.get(port);
   if (link && (link.mtu !== gateway.mtu || !link.up)) {
     out.push({
@@ -473,9 +552,9 @@ function firewallDifferences(rules: FirewallRules, observed: ObservedHost): Host
   if (!observed.firewall) return [];
   const out: HostDifference[] = [];
   const repairs: Repair[] = [{ type: 'sync-firewall', rules }];
-  const wanted = [rules.v4, rules.v6].some((f) => f.filter.length + f.nat.length + f.dnat.length > 0);
+  const wanted = [rules.v4, rules.v6].some((f) => f.filter.length + f.nat.length + f.dnat.length + f.isolate.length + f.input.length > 0);
   if (!observed.firewall.jumps && wanted) {
-    out.push({ drift: { kind: 'firewall-drift', subject: 'jumps', detail: "a jump into the plugin's chains (OVSNET-FORWARD, OVSNET-POSTROUTING, OVSNET-DNAT) is missing", fix: REPAIR }, repairs });
+    out.push({ drift: { kind: 'firewall-drift', subject: 'jumps', detail: "a jump into the plugin's chains (OVSNET-FORWARD, OVSNET-POSTROUTING, OVSNET-DNAT, OVSNET-ISOLATE, OVSNET-INPUT) is missing", fix: REPAIR }, repairs });
   }
   const rows = [
     { table: 'filter (IPv4)', have: observed.firewall.filter4, want: rules.v4.filter },
@@ -484,13 +563,17 @@ function firewallDifferences(rules: FirewallRules, observed: ObservedHost): Host
     { table: 'nat DNAT (IPv4)', have: observed.firewall.dnat4 ?? [], want: rules.v4.dnat },
     { table: 'nat (IPv6)', have: observed.firewall.nat6 ?? [], want: rules.v6.nat },
     { table: 'nat DNAT (IPv6)', have: observed.firewall.dnat6 ?? [], want: rules.v6.dnat },
+    { table: 'mangle isolation (IPv4)', have: observed.firewall.isolate4 ?? [], want: rules.v4.isolate },
+    { table: 'mangle input (IPv4)', have: observed.firewall.input4 ?? [], want: rules.v4.input },
+    { table: 'mangle isolation (IPv6)', have: observed.firewall.isolate6 ?? [], want: rules.v6.isolate },
+    { table: 'mangle input (IPv6)', have: observed.firewall.input6 ?? [], want: rules.v6.input },
   ];
   for (const { table, have, want } of rows) {
     // Compare per network (by the comment tag): iptables may print a rule's matches in another order.
     const count = (list: readonly string[]) => {
       const tags = new Map<string, number>();
       for (const r of list) {
-        const tag = /ovsnet:[0-9a-f]{12}/.exec(r)?.[0] ?? 'untagged';
+        const tag = /ovsnet:(?:[0-9a-f]{12}|foreign)/.exec(r)?.[0] ?? 'untagged';
         tags.set(tag, (tags.get(tag) ?? 0) + 1);
       }
       return tags;
@@ -501,6 +584,16 @@ function firewallDifferences(rules: FirewallRules, observed: ObservedHost): Host
       const h = haveTags.get(tag) ?? 0;
       const w = wantTags.get(tag) ?? 0;
       if (h !== w) out.push({ drift: { kind: 'firewall-drift', subject: tag, detail: `the ${table} chain has ${h} rules for ${tag} where ${w} belong`, fix: REPAIR }, repairs });
+    }
+    // The rules against other container networks name their bridges, which come and go: compare the names.
+    const bridges = (list: readonly string[]) =>
+      [...new Set(list.filter((r) => r.includes('ovsnet:foreign')).flatMap((r) => [...r.matchAll(/-[io] (\S+)/g)].map((m) => m[1]!).filter((i) => !i.endsWith('+'))))].sort().join(',');
+    const [haveBridges, wantBridges] = [bridges(have), bridges(want.map((r) => r.join(' ')))];
+    if (haveBridges !== wantBridges && (haveTags.get('ovsnet:foreign') ?? 0) === (wantTags.get('ovsnet:foreign') ?? 0)) {
+      out.push({
+        drift: { kind: 'firewall-drift', subject: 'ovsnet:foreign', detail: `the ${table} chain keeps the plugin's networks apart from ${haveBridges || 'no bridge'} where ${wantBridges || 'no bridge'} are on the host`, fix: REPAIR },
+        repairs,
+      });
     }
   }
   return out;

@@ -20,6 +20,12 @@ export interface PortSpec {
   readonly tag: number | undefined;
   /** VLANs a trunk port carries; empty for an access port. */
   readonly trunks: readonly number[];
+  /**
+   * `access`: frames without a tag only, in and out, on the port's tag (none: the untagged segment). A port
+   * without a tag, trunks or vlan_mode is to OVS a trunk of every VLAN on the bridge. Undefined: not set
+   * (ports on OVN's integration bridge, whose flows ovn-controller programs).
+   */
+  readonly vlanMode: 'access' | 'trunk' | undefined;
   /** Interface options, e.g. remote_ip and key of a tunnel. */
   readonly options: Readonly<Record<string, string>>;
   /** Protected ports never forward to each other (split horizon between tunnels). */
@@ -54,6 +60,11 @@ export interface BridgeSpec {
    * plugin then only says so.
    */
   readonly madeBy: 'plugin' | 'ovn-controller';
+  /**
+   * The plugin's bridges fail closed: `secure`, so that ovs-vswitchd starting without the plugin's flows (a
+   * restart, an upgrade, a reboot) forwards nothing until they are back, the guards before the base flow.
+   */
+  readonly failMode: 'secure' | undefined;
 }
 
 /** The kernel side of a gateway port (an OVS internal port): its link settings and addresses. */
@@ -82,6 +93,8 @@ export interface DesiredHost {
 export interface ObservedBridge {
   readonly name: string;
   readonly datapathType: string;
+  /** "secure", "standalone", or "" (unset: standalone). */
+  readonly failMode: string;
   readonly externalIds: Readonly<Record<string, string>>;
   /** Names of all its ports, foreign ones and its own local port included. */
   readonly ports: readonly string[];
@@ -110,7 +123,12 @@ export interface ObservedFirewall {
   readonly dnat4?: readonly string[];
   readonly nat6?: readonly string[];
   readonly dnat6?: readonly string[];
-  /** The built-in chains jump into the plugin's chains (filter FORWARD, nat POSTROUTING, PREROUTING and OUTPUT; both families). */
+  /** The mangle table's isolation and input chains (absent from an observation of an older shape: read as empty). */
+  readonly isolate4?: readonly string[];
+  readonly input4?: readonly string[];
+  readonly isolate6?: readonly string[];
+  readonly input6?: readonly string[];
+  /** The built-in chains jump into the plugin's chains (filter FORWARD, nat POSTROUTING, PREROUTING and OUTPUT, mangle FORWARD and INPUT; both families). */
   readonly jumps: boolean;
 }
 
@@ -126,6 +144,16 @@ export interface ObservedHost {
   /** The plugin's OpenFlow flows and meters per bridge; undefined when not read, a bridge absent when it could not be read. */
   readonly flows?: ReadonlyMap<string, ObservedFlows>;
   readonly ipv4Forwarding: boolean | undefined;
+  /** Whether each gateway port takes router advertisements and redirects; a port absent when not read. */
+  readonly routerAdvice?: ReadonlyMap<string, { readonly acceptRa: boolean; readonly acceptRedirects: boolean }>;
+}
+
+/**
+ * The Linux bridges on the host: other container networks (Docker's docker0 and br-*, libvirt's, LXC's),
+ * which the plugin's networks must not reach through the host, nor they them. The plugin makes none.
+ */
+export function foreignBridges(links: ReadonlyMap<string, ObservedLink>): string[] {
+  return [...links].filter(([, link]) => link.kind === 'bridge').map(([name]) => name).sort();
 }
 
 // ---- the ports the plugin makes ----
@@ -133,11 +161,12 @@ export interface ObservedHost {
 const OWNED = { [OWNER_KEY]: OWNER_VALUE };
 
 function port(
-  fields: Omit<DesiredPort, 'trunks' | 'options' | 'protected' | 'mtuRequest' | 'tag' | 'networkId' | 'endpointId' | 'interfaceExternalIds' | 'guard'> & Partial<DesiredPort>,
+  fields: Omit<DesiredPort, 'trunks' | 'vlanMode' | 'options' | 'protected' | 'mtuRequest' | 'tag' | 'networkId' | 'endpointId' | 'interfaceExternalIds' | 'guard'> & Partial<DesiredPort>,
 ): DesiredPort {
   return {
     tag: undefined,
     trunks: [],
+    vlanMode: 'access',
     options: {},
     protected: false,
     mtuRequest: undefined,
@@ -150,14 +179,14 @@ function port(
 }
 
 export function ownedBridge(name: string, datapath: Datapath): BridgeSpec {
-  return { name, datapath, externalIds: OWNED, madeBy: 'plugin' };
+  return { name, datapath, externalIds: OWNED, madeBy: 'plugin', failMode: 'secure' };
 }
 
 /**
  * The access port of an endpoint: the host end of its veth pair, tagged with the network's
  * segment; on an OVN network, bound to the endpoint's logical port instead.
  */
-export function endpointPort(network: NetworkRecord, endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'mac' | 'address' | 'addressIpv6' | 'rate'>): DesiredPort {
+export function endpointPort(network: NetworkRecord, endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'mac' | 'address' | 'addressIpv6' | 'rate' | 'linkLocal'>): DesiredPort {
   const { spec } = network;
   return port({
     role: 'endpoint',
@@ -165,12 +194,16 @@ export function endpointPort(network: NetworkRecord, endpoint: Pick<EndpointReco
     name: endpoint.hostIf,
     type: '',
     tag: network.localTag,
+    vlanMode: spec.mode === 'ovn' ? undefined : 'access',
     networkId: network.id,
     endpointId: endpoint.id,
     externalIds: { ...OWNED, [NETWORK_KEY]: network.id, [ENDPOINT_KEY]: endpoint.id, [ROLE_KEY]: 'endpoint' },
     interfaceExternalIds: network.ovn ? { 'iface-id': portName(network.ovn, primaryAddress(endpoint)), 'attached-mac': endpoint.mac } : {},
     // OVN's ports are guarded by their logical ports' port security, programmed by ovn-controller.
-    guard: spec.mode === 'ovn' ? undefined : guardFor({ antiSpoofing: spec.antiSpoofing, rate: endpoint.rate ?? spec.rate }, endpoint),
+    guard:
+      spec.mode === 'ovn'
+        ? undefined
+        : guardFor({ antiSpoofing: spec.antiSpoofing, allowRa: spec.allowRa, allowDhcpServer: spec.allowDhcpServer, rate: endpoint.rate ?? spec.rate }, endpoint),
   });
 }
 
@@ -220,6 +253,7 @@ export function tunnelPort(network: NetworkRecord, peer: string): DesiredPort {
     type: spec.mode,
     tag: spec.vlan === undefined ? network.localTag : undefined,
     trunks: spec.vlan === undefined ? [] : [spec.vlan],
+    vlanMode: spec.vlan === undefined ? 'access' : 'trunk',
     options: { remote_ip: peer, key: String(spec.tunnelKey) },
     networkId: network.id,
     externalIds: { ...OWNED, [NETWORK_KEY]: network.id, [ROLE_KEY]: 'tunnel', [PEER_KEY]: peer },
@@ -228,7 +262,7 @@ export function tunnelPort(network: NetworkRecord, peer: string): DesiredPort {
 
 /** A host interface on a bridge as the trunk of the VLAN networks that name it (0: the untagged one). */
 export function uplinkPort(bridge: string, uplink: string, trunks: readonly number[]): DesiredPort {
-  return port({ role: 'uplink', bridge, name: uplink, type: '', trunks, externalIds: { ...OWNED, [ROLE_KEY]: 'uplink' } });
+  return port({ role: 'uplink', bridge, name: uplink, type: '', trunks, vlanMode: 'trunk', externalIds: { ...OWNED, [ROLE_KEY]: 'uplink' } });
 }
 
 export function gatewayAddresses(network: NetworkRecord): string[] {
@@ -240,10 +274,16 @@ export function gatewayAddresses(network: NetworkRecord): string[] {
 
 /**
  * Everything the records call for on this host. `datapath` is what a missing
- * bridge would be created with; networks that are still being created count
- * as if they were ready (the caller decides which networks to pass).
+ * bridge would be created with, `foreignBridges` the other container networks
+ * seen on the host (the firewall keeps them apart); networks that are still
+ * being created count as if they were ready (the caller decides which networks
+ * to pass).
  */
-export function desiredHost(networks: readonly NetworkRecord[], endpoints: readonly EndpointRecord[], options: { datapath: Datapath }): DesiredHost {
+export function desiredHost(
+  networks: readonly NetworkRecord[],
+  endpoints: readonly EndpointRecord[],
+  options: { datapath: Datapath; foreignBridges?: readonly string[] },
+): DesiredHost {
   const bridges = new Map<string, BridgeSpec>();
   const ports = new Map<string, DesiredPort>();
   const gateways = new Map<string, GatewaySpec>();
@@ -253,7 +293,7 @@ export function desiredHost(networks: readonly NetworkRecord[], endpoints: reado
   for (const network of networks) {
     const { spec } = network;
     if (!bridges.has(spec.bridge)) {
-      bridges.set(spec.bridge, spec.mode === 'ovn' ? { name: spec.bridge, datapath: options.datapath, externalIds: {}, madeBy: 'ovn-controller' } : ownedBridge(spec.bridge, options.datapath));
+      bridges.set(spec.bridge, spec.mode === 'ovn' ? { name: spec.bridge, datapath: options.datapath, externalIds: {}, madeBy: 'ovn-controller', failMode: undefined } : ownedBridge(spec.bridge, options.datapath));
     }
     if (network.gatewayPort) {
       const gw = gatewayPort(network as NetworkRecord & { gatewayPort: string });
@@ -294,7 +334,7 @@ export function desiredHost(networks: readonly NetworkRecord[], endpoints: reado
     bridges,
     ports,
     gateways,
-    firewall: firewallRules(networks, endpoints),
+    firewall: firewallRules(networks, endpoints, options.foreignBridges),
     ipv4Forwarding: networks.some((n) => n.gatewayPort && !n.spec.internal && n.ipv4.length > 0),
     devices,
   };

@@ -25,6 +25,10 @@ interface SpecBase {
   /** `--internal`: no route out of the network. */
   readonly internal: boolean;
   readonly ipv6: boolean;
+  /** Containers may send IPv6 router advertisements and redirects (-o allow_ra): the network's router is one of them. */
+  readonly allowRa: boolean;
+  /** Containers may answer as DHCP and DHCPv6 servers (-o allow_dhcp_server): the network runs one. */
+  readonly allowDhcpServer: boolean;
 }
 
 /** What guards the container ports of a network on a local bridge. */
@@ -109,6 +113,8 @@ const DESCRIPTIONS: Record<string, string> = {
   anti_spoofing: 'true (default) or false: container ports admit only their own MAC and addresses (mode=vlan, vxlan, gre)',
   rate: `what each container may send, in Mbit/s (${RATE_MIN_MBIT}-${RATE_MAX_MBIT}; mode=vlan, vxlan, gre)`,
   burst: `kilobits a container may send at once above its rate (${BURST_MIN_KBIT}-${BURST_MAX_KBIT}; default a quarter second at the rate)`,
+  allow_ra: 'true or false (default): containers may send IPv6 router advertisements and redirects (a network whose router is a container)',
+  allow_dhcp_server: 'true or false (default): containers may answer as DHCP and DHCPv6 servers (a network meant to run one)',
 };
 
 /** Options and the modes they apply to. */
@@ -194,7 +200,7 @@ export function parseNetworkOptions(
     }
     gatewayMode = values.gateway_mode as GatewayMode;
   }
-  const base = { bridge, mtu, gatewayMode, internal: flags.internal, ipv6: flags.ipv6 };
+  const base = { bridge, mtu, gatewayMode, internal: flags.internal, ipv6: flags.ipv6, allowRa: parseBoolean(values, 'allow_ra', false), allowDhcpServer: parseBoolean(values, 'allow_dhcp_server', false) };
 
   if (mode === 'ovn') {
     for (const option of ['anti_spoofing', 'rate', 'burst']) {
@@ -244,12 +250,26 @@ export function parseNetworkOptions(
 }
 
 function parseGuard(values: Readonly<Record<string, string | undefined>>): GuardSpec {
-  let antiSpoofing = true;
-  if (values.anti_spoofing !== undefined) {
-    if (values.anti_spoofing !== 'true' && values.anti_spoofing !== 'false') invalid('anti_spoofing', values.anti_spoofing, 'valid values are true and false');
-    antiSpoofing = values.anti_spoofing === 'true';
-  }
-  return { antiSpoofing, rate: parseRate(values.rate, values.burst, '-o') };
+  return { antiSpoofing: parseBoolean(values, 'anti_spoofing', true), rate: parseRate(values.rate, values.burst, '-o') };
+}
+
+function parseBoolean(values: Readonly<Record<string, string | undefined>>, key: string, fallback: boolean): boolean {
+  const value = values[key];
+  if (value === undefined) return fallback;
+  if (value !== 'true' && value !== 'false') invalid(key, value, 'valid values are true and false');
+  return value === 'true';
+}
+
+/**
+ * The options of a network that weaken what guards its containers, as an operator gave them: what
+ * `ovsnet networks` and doctor's summary name, so that unguarded networks are seen.
+ */
+export function weakenedProtections(spec: NetworkSpec): string[] {
+  return [
+    ...(spec.mode !== 'ovn' && !spec.antiSpoofing ? ['anti_spoofing=false'] : []),
+    ...(spec.allowRa ? ['allow_ra=true'] : []),
+    ...(spec.allowDhcpServer ? ['allow_dhcp_server=true'] : []),
+  ];
 }
 
 /** `rate` in Mbit/s and `burst` in kilobits, as a network (-o) or an endpoint (--driver-opt) gives them. */
@@ -316,6 +336,9 @@ export function normaliseSpec(stored: NetworkSpec): NetworkSpec {
     gatewayMode: raw.gatewayMode as GatewayMode,
     internal: !!raw.internal,
     ipv6: !!raw.ipv6,
+    // Specs stored before these options existed get the defaults: containers are neither routers nor DHCP servers.
+    allowRa: raw.allowRa === true,
+    allowDhcpServer: raw.allowDhcpServer === true,
   };
   // Specs stored before anti-spoofing and rate limits existed get the defaults: anti-spoofing on, no limit.
   const guard = { antiSpoofing: raw.antiSpoofing !== false, rate: raw.rate as RateLimit | undefined };

@@ -78,6 +78,46 @@ export interface NbSwitch {
   readonly uuid: string;
   readonly name: string;
   readonly externalIds: Readonly<Record<string, string>>;
+  /** The plugin's ACLs on it (its containers' first-hop guard), by uuid; absent when not read. */
+  readonly guard?: readonly NbAcl[];
+}
+
+/** An ACL as the plugin writes it. */
+export interface NbAclSpec {
+  readonly direction: 'from-lport';
+  readonly priority: number;
+  readonly match: string;
+  readonly action: 'drop';
+  readonly externalIds: Readonly<Record<string, string>>;
+}
+
+export interface NbAcl extends NbAclSpec {
+  readonly uuid: string;
+}
+
+/** Above any ACL an operator is likely to write, below OVN's limit (32767). */
+const GUARD_PRIORITY = 32000;
+
+/**
+ * The ACLs that hold an OVN network's containers to what port security leaves open: no router
+ * advertisement or redirect, no DHCP or DHCPv6 server message, unless the network allows them
+ * (-o allow_ra, -o allow_dhcp_server). Port security holds their MAC and addresses and neighbour
+ * discovery (its link-local address is the one of its MAC, EUI-64); these are the rest. Only what
+ * enters from a container: the switch's port facing its router (whose advertisements are OVN's) is left out.
+ */
+export function guardAcls(network: OvnRecord, options: { allowRa: boolean; allowDhcpServer: boolean }): NbAclSpec[] {
+  const fromContainers = `inport != "${routerPortNames(network).lsp}"`;
+  const matches = [
+    ...(options.allowRa ? [] : [`${fromContainers} && icmp6 && (icmp6.type == 134 || icmp6.type == 137)`]),
+    ...(options.allowDhcpServer ? [] : [`${fromContainers} && ((ip4 && udp.src == 67) || (ip6 && udp.src == 547))`]),
+  ];
+  return matches.map((match) => ({ direction: 'from-lport', priority: GUARD_PRIORITY, match, action: 'drop', externalIds: { [OWNER_KEY]: OWNER_VALUE, [NB.subnet]: network.subnet } }));
+}
+
+/** Whether a switch carries exactly these guard ACLs (by match). */
+export function sameGuard(sw: NbSwitch, want: readonly NbAclSpec[]): boolean {
+  const key = (list: readonly Pick<NbAclSpec, 'match' | 'priority' | 'action' | 'direction'>[]) => list.map((a) => `${a.direction}|${a.priority}|${a.action}|${a.match}`).sort().join('\n');
+  return key(sw.guard ?? []) === key(want);
 }
 
 /** A logical switch port as read from the northbound database. */
@@ -145,6 +185,9 @@ export interface SharedConfig {
   readonly gatewayMode: string;
   readonly internal: boolean;
   readonly mtu: number | null;
+  /** What its containers may send as routers and DHCP servers (absent in configs written before: false). */
+  readonly allowRa?: boolean;
+  readonly allowDhcpServer?: boolean;
 }
 
 /** The shared configuration of a network about to be made here; `ranges` are the IPAM pools' ip-ranges by subnet. */
@@ -156,6 +199,8 @@ export function sharedConfig(spec: OvnSpec, name: string, subnets: readonly Subn
     gatewayMode: spec.gatewayMode,
     internal: spec.internal,
     mtu: spec.mtu ?? null,
+    allowRa: spec.allowRa,
+    allowDhcpServer: spec.allowDhcpServer,
   };
 }
 
@@ -188,6 +233,10 @@ export function checkSameConfig(existing: SharedConfig, mine: SharedConfig, made
   if (existing.gatewayMode !== mine.gatewayMode) refuse('gateway_mode', existing.gatewayMode, mine.gatewayMode, '-o gateway_mode');
   if (existing.internal !== mine.internal) refuse('--internal', existing.internal, mine.internal, '--internal (or none)');
   if (existing.mtu !== mine.mtu) refuse('mtu', existing.mtu ?? 'derived', mine.mtu ?? 'derived', '-o mtu (or none)');
+  if ((existing.allowRa ?? false) !== (mine.allowRa ?? false)) refuse('allow_ra', existing.allowRa ?? false, mine.allowRa ?? false, '-o allow_ra');
+  if ((existing.allowDhcpServer ?? false) !== (mine.allowDhcpServer ?? false)) {
+    refuse('allow_dhcp_server', existing.allowDhcpServer ?? false, mine.allowDhcpServer ?? false, '-o allow_dhcp_server');
+  }
 }
 
 function show(value: unknown): string {
@@ -349,6 +398,19 @@ export function diffNorthbound(
           repair: { type: 'ensure-switch', networkId: network.id },
         });
       }
+    }
+    const guard = guardAcls(ovn, network.spec);
+    if (sw.guard && !sameGuard(sw, guard)) {
+      out.push({
+        drift: {
+          kind: 'ovn-guard-differs',
+          subject: sw.name,
+          networkId: network.id,
+          detail: `the OVN logical switch ${sw.name} has ${sw.guard.length} of the plugin's guard ACLs where ${guard.length} belong (no router advertisements, redirects or DHCP server messages from containers${guard.length < 2 ? ', but what the network allows' : ''})`,
+          fix: REPAIR,
+        },
+        repair: { type: 'ensure-switch', networkId: network.id },
+      });
     }
     if (!switchHosts(sw).has(chassis.name)) {
       out.push({

@@ -64,6 +64,12 @@ export interface EndpointRecord {
   readonly createdAt: string;
   /** Its own rate limit (--driver-opt rate), instead of its network's. */
   readonly rate?: RateLimit;
+  /**
+   * The link-local address its container's interface has, read once it had it; until then (and when it
+   * cannot be read) the one an interface with its MAC gets (EUI-64), which is the one it has unless its
+   * container asks for another (net.ipv6.conf.*.addr_gen_mode).
+   */
+  readonly linkLocal?: string;
   /** Ports published to it (-p, -P) while it is its container's gateway, with the host ports they got. */
   readonly ports?: readonly PublishedPort[];
   /** What Docker asked for, to know a repeated ProgramExternalConnectivity. */

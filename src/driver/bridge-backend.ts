@@ -7,7 +7,7 @@
  */
 import { checkBridgeName, checkConflicts, checkUplink, chooseTag } from '../domain/admission.js';
 import { diffHost, REPAIR_ORDER, scopeOf } from '../domain/host-diff.js';
-import { desiredHost, type ObservedHost } from '../domain/host.js';
+import { desiredHost, foreignBridges, type ObservedHost } from '../domain/host.js';
 import { type MtuLimit, type PeerPath, networkMtu, tunnelPathMtu } from '../domain/mtu.js';
 import { gatewayPortName } from '../domain/names.js';
 import { type NetworkSpec, type TunnelSpec, hasHostGateway, isOverlay } from '../domain/options.js';
@@ -58,7 +58,7 @@ export class BridgeBackend implements NetworkBackend {
     const { host, state } = this.o;
     const observed = options.observed ?? (await host.observe());
     const networks = [...state.networks.values()].filter((n) => n.id !== network.id && n.state === 'ready');
-    const desired = desiredHost([...networks, network], [...state.endpoints.values()], { datapath: await host.datapath() });
+    const desired = desiredHost([...networks, network], [...state.endpoints.values()], { datapath: await host.datapath(), foreignBridges: foreignBridges(observed.links) });
     const differences = diffHost(desired, observed, {
       records: { networks: [...state.networks.values()], endpoints: [...state.endpoints.values()] },
       scope: scopeOf([network]),
@@ -83,7 +83,7 @@ export class BridgeBackend implements NetworkBackend {
     const observed = await host.observe();
     const remaining = [...state.networks.values()].filter((n) => n.id !== network.id);
     const endpoints = [...state.endpoints.values()].filter((e) => e.networkId !== network.id);
-    const desired = desiredHost(remaining.filter((n) => n.state === 'ready'), endpoints, { datapath: await host.datapath() });
+    const desired = desiredHost(remaining.filter((n) => n.state === 'ready'), endpoints, { datapath: await host.datapath(), foreignBridges: foreignBridges(observed.links) });
     const differences = diffHost(desired, observed, { records: { networks: remaining, endpoints }, scope: scopeOf([network]), now: Date.now(), graceMs: Infinity });
     for (const repair of LocalHost.repairsOf(differences)) await host.apply(repair);
   }

@@ -6,7 +6,7 @@
  */
 import { errorMessage, internal, isPluginError } from '../errors.js';
 import { type HostDifference, REPAIR_ORDER, type Repair } from '../domain/host-diff.js';
-import { type ObservedFlows, type PortGuard, portCookiePrefix, portFlows } from '../domain/flows.js';
+import { type ObservedFlows, type PortGuard, baseFlows, portCookiePrefix, portFlows } from '../domain/flows.js';
 import { type DesiredPort, type ObservedHost, type PortSpec, endpointPort } from '../domain/host.js';
 import { OWNER_KEY, OWNER_VALUE, ROLE_KEY, isSpareHostName } from '../domain/names.js';
 import type { Datapath, DatapathSetting, EndpointRecord, NetworkRecord } from '../domain/records.js';
@@ -72,6 +72,8 @@ export class LocalHost {
       options.firewall === false ? undefined : firewall.read(),
       sysctl.ipv4Forwarding().catch(() => undefined),
     ]);
+    const gateways = snapshot.ports.filter((p) => p.externalIds[ROLE_KEY] === 'gateway' && linkList.has(p.name)).map((p) => p.name);
+    const advice = await Promise.all(gateways.map(async (name) => [name, await sysctl.routerAdvice(name).catch(() => undefined)] as const));
     const observed: ObservedHost = {
       bridges: new Map(snapshot.bridges.map((b) => [b.name, b])),
       ports: new Map(snapshot.ports.map((p) => [p.name, p])),
@@ -79,6 +81,7 @@ export class LocalHost {
       addresses,
       firewall: rules,
       ipv4Forwarding: forwarding,
+      routerAdvice: new Map(advice.filter((a): a is readonly [string, { acceptRa: boolean; acceptRedirects: boolean }] => a[1] !== undefined)),
     };
     return options.flows ? { ...observed, flows: await this.observeFlows(observed) } : observed;
   }
@@ -148,6 +151,8 @@ export class LocalHost {
         return;
       case 'configure-gateway': {
         const { port, mtu, addresses, txOffloadOff } = repair.gateway;
+        // Before it is up with its addresses: from then on it would take an advertisement as its route.
+        await sysctl.refuseRouterAdvice(port).catch((err: unknown) => log.warn('a gateway port still takes router advertisements and redirects', { port, error: errorMessage(err) }));
         await links.configureAddresses(port, { mtu, addresses });
         if (txOffloadOff) await links.disableTxOffload([port]);
         return;
@@ -157,6 +162,13 @@ export class LocalHost {
         return;
       case 'delete-bridge':
         if (await ovs.deleteOwnedBridge(repair.name)) log.info('deleted bridge the plugin created, now unused', { bridge: repair.name });
+        return;
+      case 'sync-base-flows':
+        // Added over the one there (same match and priority), never deleted first: the bridge keeps forwarding.
+        await ovs.setPortFlows(baseFlows(repair.bridge), {});
+        return;
+      case 'secure-bridge':
+        if (await ovs.secureBridge(repair.name)) log.info('made a bridge of the plugin fail closed (fail_mode secure)', { bridge: repair.name });
         return;
       case 'sync-firewall':
         await this.syncFirewall(repair);
@@ -281,7 +293,10 @@ function repairKey(r: Repair): string {
     case 'delete-port':
     case 'delete-veth':
     case 'delete-bridge':
+    case 'secure-bridge':
       return `${r.type}|${r.name}`;
+    case 'sync-base-flows':
+      return `${r.type}|${r.bridge}`;
     case 'sync-firewall':
     case 'enable-forwarding':
       return r.type;

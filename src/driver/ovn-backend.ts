@@ -14,7 +14,7 @@ import { badRequest, conflict, errorMessage, exhausted, isPluginError, unavailab
 import { checkConflicts } from '../domain/admission.js';
 import type { Drift } from '../domain/drift.js';
 import { diffHost, scopeOf } from '../domain/host-diff.js';
-import { desiredHost, type ObservedHost } from '../domain/host.js';
+import { desiredHost, foreignBridges, type ObservedHost } from '../domain/host.js';
 import { networkMtu } from '../domain/mtu.js';
 import { formatIp, parseCidr, parseIp } from '../domain/cidr.js';
 import { boundsSize } from '../domain/allocator.js';
@@ -47,6 +47,8 @@ import {
   primaryAddress,
   reservationPort,
   sharedConfig,
+  guardAcls,
+  sameGuard,
   switchHosts,
   switchRow,
 } from '../domain/ovn.js';
@@ -141,7 +143,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     const { host, state } = this.o;
     const observed = options.observed ?? (await host.observe());
     const networks = [...state.networks.values()].filter((n) => n.id !== network.id && n.state === 'ready');
-    const desired = desiredHost([...networks, network], [...state.endpoints.values()], { datapath: await host.datapath() });
+    const desired = desiredHost([...networks, network], [...state.endpoints.values()], { datapath: await host.datapath(), foreignBridges: foreignBridges(observed.links) });
     const differences = diffHost(desired, observed, { records: state.records(), scope: scopeOf([network]), now: Date.now(), graceMs: Infinity });
     // An endpoint's port is the reconciler's to repair, under the endpoint's lock: a container may be starting now.
     for (const repair of LocalHost.repairsOf(differences.filter((d) => !d.endpointId))) await host.apply(repair);
@@ -152,7 +154,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     const observed = await host.observe({ firewall: false });
     const remaining = [...state.networks.values()].filter((n) => n.id !== network.id);
     const endpoints = [...state.endpoints.values()].filter((e) => e.networkId !== network.id);
-    const desired = desiredHost(remaining.filter((n) => n.state === 'ready'), endpoints, { datapath: await host.datapath() });
+    const desired = desiredHost(remaining.filter((n) => n.state === 'ready'), endpoints, { datapath: await host.datapath(), foreignBridges: foreignBridges(observed.links) });
     const differences = diffHost(desired, observed, { records: { networks: remaining, endpoints }, scope: scopeOf([network]), now: Date.now(), graceMs: Infinity });
     for (const repair of LocalHost.repairsOf(differences)) await host.apply(repair);
     const sw = network.ovn && (await nb.findSwitch(network.ovn.subnet));
@@ -165,10 +167,11 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     const ovn = network.ovn!;
     const chassis = await this.chassis();
     const config = sharedConfig(network.spec as OvnSpec, ovn.switchName, [...network.ipv4, ...network.ipv6], this.ranges([...network.ipv4, ...network.ipv6]));
+    const guard = guardAcls(ovn, network.spec);
     for (let attempt = 0; attempt < 5; attempt++) {
       const found = await nb.findSwitch(ovn.subnet);
       if (!found) {
-        const { created, sw } = await nb.createSwitch(ovn.subnet, switchRow(ovn, config, chassis));
+        const { created, sw } = await nb.createSwitch(ovn.subnet, { ...switchRow(ovn, config, chassis), guard });
         if (created) {
           log.info('made the OVN logical switch', { networkId: network.id, switch: sw.name, subnet: ovn.subnet });
           await this.ensureAttached(network, sw);
@@ -178,6 +181,8 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
       }
       const theirs = decodeConfig(found.externalIds[NB.config]);
       if (theirs) checkSameConfig(theirs, config, found.externalIds[NB.createdBy] ?? 'unknown');
+      // A switch made before the guard existed, or one whose ACLs were deleted, gets them (again).
+      if (!sameGuard(found, guard) && !(await nb.setGuard(found, guard))) continue;
       if (switchHosts(found).get(chassis.name) === chassis.hostname) {
         await this.ensureAttached(network, found);
         return found;

@@ -8,7 +8,7 @@ import type { ObservedFlows, PortFlows } from '../domain/flows.js';
 import type { PortHolder } from '../domain/published.js';
 import type { DockerNetwork } from '../domain/drift.js';
 import type { BridgeSpec, ObservedBridge, ObservedFirewall, ObservedLink, ObservedPort, PortSpec } from '../domain/host.js';
-import type { NbPort, NbPortSpec, NbRouter, NbSwitch, NbView, RouterAttachment } from '../domain/ovn.js';
+import type { NbAclSpec, NbPort, NbPortSpec, NbRouter, NbSwitch, NbView, RouterAttachment } from '../domain/ovn.js';
 import { type AddressRecord, type Datapath, type EndpointRecord, type NameRecord, type NetworkRecord, type PoolRecord, addressKey, nameKey } from '../domain/records.js';
 
 export type { DockerNetwork, ObservedBridge, ObservedPort, PortSpec };
@@ -60,11 +60,13 @@ export interface Ovs {
   snapshot(): Promise<{ bridges: ObservedBridge[]; ports: ObservedPort[] }>;
   /** Creates the bridge if missing; an existing bridge is used as it is. Returns its datapath type. */
   ensureBridge(spec: BridgeSpec): Promise<{ created: boolean; datapathType: string }>;
+  /** Sets an owned bridge's fail_mode to secure and waits until ovs-vswitchd has it; false when it is not the plugin's (or gone). */
+  secureBridge(name: string): Promise<boolean>;
   /** Deletes a bridge only if the plugin created it (owner in external_ids). */
   deleteOwnedBridge(name: string): Promise<boolean>;
   /** Adds a port and waits until ovs-vswitchd has it; an owned port of that name is replaced, a foreign one refused. Returns its ofport. */
   addPort(spec: PortSpec): Promise<number>;
-  /** Sets an owned port's tag, trunks, protection, interface options, MTU and external_ids to the spec's, and waits until ovs-vswitchd has them. Returns its ofport. */
+  /** Sets an owned port's tag, trunks, VLAN mode, protection, interface options, MTU and external_ids to the spec's, and waits until ovs-vswitchd has them. Returns its ofport. */
   updatePort(spec: PortSpec): Promise<number>;
   /** Deletes a port if it exists; refuses a port the plugin does not own. Returns whether it existed. */
   deletePort(name: string): Promise<boolean>;
@@ -126,6 +128,13 @@ export interface HostPorts {
 export interface Sysctl {
   enableIpv4Forwarding(): Promise<void>;
   ipv4Forwarding(): Promise<boolean>;
+  /**
+   * Whether an interface takes router advertisements (IPv6) and redirects (IPv4 or IPv6), which would let
+   * what sends them change the host's routes; undefined when there is no such interface.
+   */
+  routerAdvice(name: string): Promise<{ acceptRa: boolean; acceptRedirects: boolean } | undefined>;
+  /** Makes an interface take no router advertisements and no redirects. */
+  refuseRouterAdvice(name: string): Promise<void>;
 }
 
 export interface DatapathProbe {
@@ -139,8 +148,10 @@ export interface Northbound {
   view(options?: { routers?: boolean }): Promise<NbView>;
   /** The plugin's switch of a subnet. */
   findSwitch(subnet: string): Promise<NbSwitch | undefined>;
-  /** Makes the switch unless one of that subnet exists (made by another host meanwhile): then that one, with created false. */
-  createSwitch(subnet: string, row: { name: string; externalIds: Record<string, string> }): Promise<{ created: boolean; sw: NbSwitch }>;
+  /** Makes the switch, with its guard ACLs, unless one of that subnet exists (made by another host meanwhile): then that one, with created false. */
+  createSwitch(subnet: string, row: { name: string; externalIds: Record<string, string>; guard: readonly NbAclSpec[] }): Promise<{ created: boolean; sw: NbSwitch }>;
+  /** Replaces the plugin's guard ACLs of a switch (as read: `sw.guard`) with `guard`; false when the switch is gone. */
+  setGuard(sw: NbSwitch, guard: readonly NbAclSpec[]): Promise<boolean>;
   /** Sets and removes keys of a switch's external_ids (only while they are still `ifIds`, when given); false when the switch is gone or changed. */
   updateSwitchIds(uuid: string, set: Record<string, string>, remove: readonly string[], ifIds?: Readonly<Record<string, string>>): Promise<boolean>;
   /** Deletes a switch (and its ports) only while its external_ids are still `expected`: nobody joined meanwhile. */

@@ -55,6 +55,9 @@ const REPAIRED: Partial<Record<Drift['kind'], { what: string; counter: string }>
   'orphan-veth': { what: 'removed a veth no endpoint accounts for', counter: 'vethsRemoved' },
   'port-flows-differ': { what: "put a container port's guard flows (anti-spoofing, rate) back", counter: 'flowsRepaired' },
   'orphan-flows': { what: 'removed guard flows of a port no container has', counter: 'flowsRemoved' },
+  'bridge-flows-differ': { what: "put a bridge's base flow back, after its ports' guards", counter: 'flowsRepaired' },
+  'bridge-fails-open': { what: 'made a bridge of the plugin fail closed (fail_mode secure)', counter: 'bridgesSecured' },
+  'gateway-accepts-ra': { what: 'stopped a gateway port from accepting router advertisements and redirects', counter: 'gatewaysRepaired' },
   'firewall-drift': { what: "rewrote the plugin's firewall chains", counter: 'firewallRewritten' },
   'ip-forward-off': { what: 'turned IPv4 forwarding on', counter: 'forwardingEnabled' },
   'ovn-switch-missing': { what: 'made the OVN logical switch of a network again', counter: 'ovnSwitchesRestored' },
@@ -62,6 +65,7 @@ const REPAIRED: Partial<Record<Drift['kind'], { what: string; counter: string }>
   'ovn-port-missing': { what: 'held an address in the northbound database again', counter: 'ovnPortsRestored' },
   'ovn-port-differs': { what: "set a logical port back to its endpoint's MAC and addresses", counter: 'ovnPortsRepaired' },
   'ovn-port-orphan': { what: 'removed a logical port whose address this host holds no more', counter: 'ovnPortsRemoved' },
+  'ovn-guard-differs': { what: "put an OVN switch's guard ACLs back (no router advertisements or DHCP server messages from containers)", counter: 'ovnSwitchesRestored' },
   'ovn-switch-unused-here': { what: 'took this host off an OVN logical switch it has no network of', counter: 'ovnSwitchesLeft' },
 };
 

@@ -9,22 +9,37 @@ import { it } from 'node:test';
 import type { Northbound } from '../../src/driver/ports.js';
 
 const mark = (subnet: string, extra: Record<string, string> = {}) => ({ 'ovsnet-owner': 'ovsnet', 'ovsnet-subnet': subnet, ...extra });
+const row = (name: string, externalIds: Record<string, string>) => ({ name, externalIds, guard: [] });
 const port = (name: string, chassis: string) => ({ name, addresses: [], portSecurity: [], externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-chassis': chassis, 'ovsnet-address': name } });
 
 /** Registers the contract's tests; `fresh` gives a database with none of the plugin's rows. */
 export function northboundContract(fresh: () => Promise<Northbound>): void {
   it('makes one switch per subnet: a second create gives the first one', async () => {
     const nb = await fresh();
-    const first = await nb.createSwitch('10.9.0.0/24', { name: 'a', externalIds: mark('10.9.0.0/24') });
-    const second = await nb.createSwitch('10.9.0.0/24', { name: 'b', externalIds: mark('10.9.0.0/24') });
+    const first = await nb.createSwitch('10.9.0.0/24', row('a', mark('10.9.0.0/24')));
+    const second = await nb.createSwitch('10.9.0.0/24', row('b', mark('10.9.0.0/24')));
     assert.deepEqual([first.created, second.created, second.sw.uuid, second.sw.name], [true, false, first.sw.uuid, 'a']);
     assert.equal((await nb.findSwitch('10.9.0.0/24'))?.uuid, first.sw.uuid);
     assert.equal(await nb.findSwitch('10.8.0.0/24'), undefined);
   });
 
+  it("makes a switch with its guard ACLs and replaces them whole, leaving another's ACL on it", async () => {
+    const nb = await fresh();
+    const acl = (match: string) => ({ direction: 'from-lport' as const, priority: 32000, match, action: 'drop' as const, externalIds: mark('10.9.5.0/24') });
+    const { sw } = await nb.createSwitch('10.9.5.0/24', { name: 'g', externalIds: mark('10.9.5.0/24'), guard: [acl('udp.src == 67'), acl('icmp6.type == 134')] });
+    assert.deepEqual(sw.guard?.map((a) => a.match).sort(), ['icmp6.type == 134', 'udp.src == 67']);
+    const found = (await nb.findSwitch('10.9.5.0/24'))!;
+    assert.deepEqual(found.guard?.map((a) => a.match).sort(), ['icmp6.type == 134', 'udp.src == 67'], 'read back with the switch');
+    assert.equal(await nb.setGuard(found, [acl('udp.src == 547')]), true);
+    assert.deepEqual((await nb.findSwitch('10.9.5.0/24'))?.guard?.map((a) => a.match), ['udp.src == 547']);
+    assert.deepEqual((await nb.view()).switches.find((s) => s.uuid === sw.uuid)?.guard?.map((a) => a.match), ['udp.src == 547'], 'and in the view');
+    await nb.deleteSwitchIf(sw.uuid, (await nb.findSwitch('10.9.5.0/24'))!.externalIds);
+    assert.equal(await nb.setGuard(found, []), false, 'no switch, nothing set');
+  });
+
   it('sets and removes external_ids of a switch, and says when the switch is gone', async () => {
     const nb = await fresh();
-    const { sw } = await nb.createSwitch('10.9.1.0/24', { name: 's', externalIds: mark('10.9.1.0/24', { 'ovsnet-host:a': 'a' }) });
+    const { sw } = await nb.createSwitch('10.9.1.0/24', row('s', mark('10.9.1.0/24', { 'ovsnet-host:a': 'a' })));
     assert.equal(await nb.updateSwitchIds(sw.uuid, { 'ovsnet-host:b': 'b' }, ['ovsnet-host:a']), true);
     assert.deepEqual((await nb.findSwitch('10.9.1.0/24'))?.externalIds, mark('10.9.1.0/24', { 'ovsnet-host:b': 'b' }));
     assert.equal(await nb.deleteSwitchIf(sw.uuid, mark('10.9.1.0/24', { 'ovsnet-host:a': 'a' })), false, 'not while someone changed it');
@@ -34,7 +49,7 @@ export function northboundContract(fresh: () => Promise<Northbound>): void {
 
   it('holds a port name once: a second add says who holds it; a port needs its switch', async () => {
     const nb = await fresh();
-    const { sw } = await nb.createSwitch('10.9.2.0/24', { name: 'p', externalIds: mark('10.9.2.0/24') });
+    const { sw } = await nb.createSwitch('10.9.2.0/24', row('p', mark('10.9.2.0/24')));
     assert.deepEqual(await nb.addPort(sw.uuid, port('p-10.9.2.5', 'a')), { added: true });
     const again = await nb.addPort(sw.uuid, port('p-10.9.2.5', 'b'));
     assert.ok(!again.added && again.reason === 'taken');
@@ -48,7 +63,7 @@ export function northboundContract(fresh: () => Promise<Northbound>): void {
 
   it("changes and deletes only this host's ports", async () => {
     const nb = await fresh();
-    const { sw } = await nb.createSwitch('10.9.3.0/24', { name: 'q', externalIds: mark('10.9.3.0/24') });
+    const { sw } = await nb.createSwitch('10.9.3.0/24', row('q', mark('10.9.3.0/24')));
     await nb.addPort(sw.uuid, port('q-1', 'a'));
     const changes = { addresses: ['02:42:0a:09:03:01 10.9.3.1'], portSecurity: ['02:42:0a:09:03:01 10.9.3.1'], externalIds: { 'ovsnet-endpoint': 'e1' } };
     assert.equal(await nb.updatePort('q-1', 'b', changes), false);
@@ -92,7 +107,7 @@ export function northboundContract(fresh: () => Promise<Northbound>): void {
   it('connects a switch to a router once, with its SNAT and policies, and takes them all away again', async () => {
     const nb = await fresh();
     const router = (await nb.createRouter('r', { 'ovsnet-owner': 'ovsnet', 'ovsnet-router': 'r' })).router;
-    const { sw } = await nb.createSwitch('10.9.4.0/24', { name: 'l3', externalIds: mark('10.9.4.0/24') });
+    const { sw } = await nb.createSwitch('10.9.4.0/24', row('l3', mark('10.9.4.0/24')));
     const attachment = {
       lrp: { name: 'ovsnet-rp-l3', mac: '0a:58:0a:09:04:01', networks: ['10.9.4.1/24'] },
       lsp: 'ovsnet-rsp-l3',

@@ -139,7 +139,7 @@ export function ovsContract(fresh: () => Promise<OvsSubject>): void {
     assert.deepEqual(seen.meters.get(ofport), { kbps: 20_000, burstKbit: 5_000 });
 
     // The same port without its IPv6 address and another rate: new flows replace the old.
-    const changed = portFlows('ctbr0', port.name, ofport, guardFor({ antiSpoofing: true, rate: { mbit: 5, burstKbit: 1_000 } }, { mac: '02:42:0a:09:00:02', address: '10.9.0.2/24', addressIpv6: '' })!);
+    const changed = portFlows('ctbr0', port.name, ofport, guardFor({ antiSpoofing: true, allowRa: false, allowDhcpServer: false, rate: { mbit: 5, burstKbit: 1_000 } }, { mac: '02:42:0a:09:00:02', address: '10.9.0.2/24', addressIpv6: '' })!);
     const stale = flows.flows.map((f) => f.cookie).filter((c) => !changed.flows.some((f) => f.cookie === c));
     await ovs.setPortFlows(changed, { after: stale.map((c) => `${c}/-1`) });
     seen = await ovs.flows('ctbr0');

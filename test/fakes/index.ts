@@ -7,7 +7,7 @@ import { type ObservedFlows, type PortFlows, cookieMatches, isOwnedCookie } from
 import type { PortHolder } from '../../src/domain/published.js';
 import type { AddressRecord, Datapath } from '../../src/domain/records.js';
 import type { BridgeSpec, ObservedFirewall, ObservedLink } from '../../src/domain/host.js';
-import { type NbPort, type NbPortSpec, type NbRouter, type NbSwitch, type NbView, type RouterAttachment, type RouterPolicy, attachmentGaps, externalPortName, gatewayPortNames, hasGaps } from '../../src/domain/ovn.js';
+import { type NbAcl, type NbAclSpec, type NbPort, type NbPortSpec, type NbRouter, type NbSwitch, type NbView, type RouterAttachment, type RouterPolicy, attachmentGaps, externalPortName, gatewayPortNames, hasGaps } from '../../src/domain/ovn.js';
 import type {
   DatapathProbe,
   HostPorts,
@@ -68,7 +68,7 @@ export class MemoryStore implements Store {
 export type FakePort = Pick<PortSpec, 'bridge' | 'name' | 'type' | 'tag' | 'externalIds'> & Partial<PortSpec> & { error?: string };
 
 /** A bridge as a test writes it; its port list is worked out from the ports. */
-export type FakeBridge = Omit<ObservedBridge, 'ports'> & { ports?: readonly string[] };
+export type FakeBridge = Omit<ObservedBridge, 'ports' | 'failMode'> & { ports?: readonly string[]; failMode?: string };
 
 export class FakeOvs implements Ovs {
   readonly bridges = new Map<string, FakeBridge>();
@@ -87,6 +87,7 @@ export class FakeOvs implements Ovs {
     const bridges = [...this.bridges.values()].map((b) => ({
       name: b.name,
       datapathType: b.datapathType,
+      failMode: b.failMode ?? '',
       externalIds: { ...b.externalIds },
       ports: [b.name, ...[...this.ports.values()].filter((p) => p.bridge === b.name).map((p) => p.name)],
     }));
@@ -98,6 +99,7 @@ export class FakeOvs implements Ovs {
         type: p.type,
         tag: p.tag,
         trunks: [...(p.trunks ?? [])].sort((a, b) => a - b),
+        vlanMode: p.vlanMode,
         options: { ...(p.options ?? {}) },
         protected: p.protected ?? false,
         mtuRequest: p.mtuRequest,
@@ -129,8 +131,16 @@ export class FakeOvs implements Ovs {
     this.calls.push(`ensureBridge ${spec.name}`);
     const existing = this.bridges.get(spec.name);
     if (existing) return { created: false, datapathType: existing.datapathType };
-    this.bridges.set(spec.name, { name: spec.name, datapathType: spec.datapath, externalIds: { ...spec.externalIds } });
+    this.bridges.set(spec.name, { name: spec.name, datapathType: spec.datapath, externalIds: { ...spec.externalIds }, ...(spec.failMode ? { failMode: spec.failMode } : {}) });
     return { created: true, datapathType: spec.datapath };
+  }
+
+  async secureBridge(name: string): Promise<boolean> {
+    this.calls.push(`secureBridge ${name}`);
+    const b = this.bridges.get(name);
+    if (!b || b.externalIds[OWNER_KEY] !== OWNER_VALUE) return false;
+    b.failMode = 'secure';
+    return true;
   }
 
   async deleteOwnedBridge(name: string): Promise<boolean> {
@@ -205,6 +215,7 @@ export class FakeOvs implements Ovs {
       ...port,
       tag: spec.tag,
       trunks: [...spec.trunks],
+      vlanMode: spec.vlanMode,
       protected: spec.protected,
       options: { ...spec.options },
       mtuRequest: spec.mtuRequest,
@@ -319,6 +330,10 @@ export class FakeFirewall implements Firewall {
       filter6: text(c?.v6.filter),
       nat6: text(c?.v6.nat),
       dnat6: text(c?.v6.dnat),
+      isolate4: text(c?.v4.isolate),
+      input4: text(c?.v4.input),
+      isolate6: text(c?.v6.isolate),
+      input6: text(c?.v6.input),
       jumps: c !== undefined,
     };
   }
@@ -326,6 +341,17 @@ export class FakeFirewall implements Firewall {
 
 export class FakeSysctl implements Sysctl {
   forwarding = false;
+  /** Interfaces that take router advertisements and redirects (every interface the kernel makes does). */
+  readonly refused = new Set<string>();
+
+  async routerAdvice(name: string): Promise<{ acceptRa: boolean; acceptRedirects: boolean } | undefined> {
+    const taken = !this.refused.has(name);
+    return { acceptRa: taken, acceptRedirects: taken };
+  }
+
+  async refuseRouterAdvice(name: string): Promise<void> {
+    this.refused.add(name);
+  }
 
   async enableIpv4Forwarding(): Promise<void> {
     this.forwarding = true;
@@ -389,7 +415,7 @@ export class FakeDocker implements DockerView {
  * "hosts" (worlds) can share one.
  */
 export class FakeNorthbound implements Northbound {
-  readonly switches = new Map<string, { uuid: string; name: string; externalIds: Record<string, string>; ports: Set<string> }>();
+  readonly switches = new Map<string, { uuid: string; name: string; externalIds: Record<string, string>; ports: Set<string>; guard: NbAcl[] }>();
   readonly portRows = new Map<string, NbPort>();
   /** When set, every call fails as a cluster without quorum does. */
   down: Error | undefined;
@@ -404,7 +430,7 @@ export class FakeNorthbound implements Northbound {
     const ports = new Map<string, NbPort[]>();
     for (const sw of this.switches.values()) ports.set(sw.uuid, [...sw.ports].map((id) => structuredClone(this.portRows.get(id)!)));
     return {
-      switches: [...this.switches.values()].map((s) => ({ uuid: s.uuid, name: s.name, externalIds: { ...s.externalIds } })),
+      switches: [...this.switches.values()].map((s) => ({ uuid: s.uuid, name: s.name, externalIds: { ...s.externalIds }, guard: structuredClone(s.guard) })),
       ports,
       routers: options.routers ? [...this.routers.keys()].map((uuid) => this.router(uuid)!) : [],
     };
@@ -413,15 +439,25 @@ export class FakeNorthbound implements Northbound {
   async findSwitch(subnet: string): Promise<NbSwitch | undefined> {
     this.check();
     const sw = [...this.switches.values()].find((s) => s.externalIds['ovsnet-subnet'] === subnet);
-    return sw && { uuid: sw.uuid, name: sw.name, externalIds: { ...sw.externalIds } };
+    return sw && { uuid: sw.uuid, name: sw.name, externalIds: { ...sw.externalIds }, guard: structuredClone(sw.guard) };
   }
 
-  async createSwitch(subnet: string, row: { name: string; externalIds: Record<string, string> }) {
+  async createSwitch(subnet: string, row: { name: string; externalIds: Record<string, string>; guard: readonly NbAclSpec[] }) {
     const existing = await this.findSwitch(subnet);
     if (existing) return { created: false, sw: existing };
     const uuid = `ls-${this.next++}`;
-    this.switches.set(uuid, { uuid, name: row.name, externalIds: { ...row.externalIds }, ports: new Set() });
-    return { created: true, sw: { uuid, name: row.name, externalIds: { ...row.externalIds } } };
+    const guard = row.guard.map((acl) => ({ ...structuredClone(acl), uuid: `acl-${this.next++}` }));
+    this.switches.set(uuid, { uuid, name: row.name, externalIds: { ...row.externalIds }, ports: new Set(), guard });
+    return { created: true, sw: { uuid, name: row.name, externalIds: { ...row.externalIds }, guard: structuredClone(guard) } };
+  }
+
+  async setGuard(current: NbSwitch, guard: readonly NbAclSpec[]): Promise<boolean> {
+    this.check();
+    const sw = this.switches.get(current.uuid);
+    if (!sw) return false;
+    const old = new Set((current.guard ?? []).map((a) => a.uuid));
+    sw.guard = [...sw.guard.filter((a) => !old.has(a.uuid)), ...guard.map((acl) => ({ ...structuredClone(acl), uuid: `acl-${this.next++}` }))];
+    return true;
   }
 
   async updateSwitchIds(uuid: string, set: Record<string, string>, remove: readonly string[], ifIds?: Readonly<Record<string, string>>): Promise<boolean> {
@@ -513,7 +549,7 @@ export class FakeNorthbound implements Northbound {
     const found = [...this.switches.values()].find((s) => s.externalIds['ovsnet-external'] === physnet);
     if (found) return found.uuid;
     const uuid = `ls-${this.next++}`;
-    this.switches.set(uuid, { uuid, name: `ovsnet-external-${physnet}`, externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-external': physnet }, ports: new Set() });
+    this.switches.set(uuid, { uuid, name: `ovsnet-external-${physnet}`, externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-external': physnet }, ports: new Set(), guard: [] });
     await this.addPort(uuid, { name: `ovsnet-localnet-${physnet}`, addresses: ['unknown'], portSecurity: [], externalIds: { 'ovsnet-owner': 'ovsnet' } });
     return uuid;
   }

@@ -16,10 +16,10 @@ const NS = 'ovsnet-t-it-fw';
 const inNamespace: Runner = (file, args, options) => run('nsenter', [`--net=/run/netns/${NS}`, '--', file, ...args], options);
 const ipt = (args: string[]) => cmd('ip', ['netns', 'exec', NS, 'iptables', '-w', ...args]);
 
-function network(id: string, gatewayMode: string): NetworkRecord {
+function network(id: string, gatewayMode: string, internal = false): NetworkRecord {
   return {
     id: id.repeat(64),
-    spec: parseNetworkOptions({ gateway_mode: gatewayMode, vlan: '9' }, { internal: false, ipv6: true }, { bridge: 'ovs0' }),
+    spec: parseNetworkOptions({ gateway_mode: gatewayMode, vlan: '9' }, { internal, ipv6: true }, { bridge: 'ovs0' }),
     ipv4: [{ addressSpace: 'local', pool: `10.8${id}.0.0/24`, gateway: `10.8${id}.0.1`, auxAddresses: {} }],
     ipv6: [{ addressSpace: 'local', pool: `fd00:${id}::/64`, gateway: `fd00:${id}::1`, auxAddresses: {} }],
     gatewayPort: `ovsgw${id.repeat(10)}`,
@@ -40,6 +40,7 @@ describe('iptables adapter in a scratch namespace', () => {
     await ipt(['-N', 'DOCKER-USER']);
     await ipt(['-A', 'FORWARD', '-j', 'DOCKER-USER']);
     await ipt(['-A', 'FORWARD', '-i', 'foreign0', '-j', 'ACCEPT']);
+    await ipt(['-t', 'mangle', '-A', 'FORWARD', '-i', 'foreign0', '-j', 'MARK', '--set-mark', '7']);
     await ipt(['-t', 'nat', '-A', 'POSTROUTING', '-s', '203.0.113.0/24', '-j', 'MASQUERADE']);
   });
   after(async () => {
@@ -53,14 +54,23 @@ describe('iptables adapter in a scratch namespace', () => {
       joined: true, sandboxKey: '', createdAt: new Date(0).toISOString(),
       ports: [{ proto: 'tcp', hostIp: '', hostPort: 8080, port: 80 }, { proto: 'udp', hostIp: '127.0.0.2', hostPort: 5353, port: 53 }],
     } as const;
-    const rules = firewallRules([nat, network('2', 'routed')], [endpoint]);
-    assert.deepEqual([rules.v4.dnat.length, rules.v6.dnat.length], [2, 1]);
+    const rules = firewallRules([nat, network('2', 'routed'), network('4', 'nat', true)], [endpoint], ['br-0123456789ab', 'docker0']);
+    assert.deepEqual([rules.v4.dnat.length, rules.v6.dnat.length, rules.v4.input.length], [2, 1, 1]);
     await firewall.sync(rules);
     const read = await firewall.read();
     const text = (list: readonly (readonly string[])[]) => list.map((r) => r.join(' '));
-    assert.deepEqual(read, { filter4: text(rules.v4.filter), nat4: text(rules.v4.nat), dnat4: text(rules.v4.dnat), filter6: text(rules.v6.filter), nat6: text(rules.v6.nat), dnat6: text(rules.v6.dnat), jumps: true });
+    const expected = (f: 'v4' | 'v6') => ({ filter: text(rules[f].filter), nat: text(rules[f].nat), dnat: text(rules[f].dnat), isolate: text(rules[f].isolate), input: text(rules[f].input) });
+    const [v4, v6] = [expected('v4'), expected('v6')];
+    assert.deepEqual(read, {
+      filter4: v4.filter, nat4: v4.nat, dnat4: v4.dnat, isolate4: v4.isolate, input4: v4.input,
+      filter6: v6.filter, nat6: v6.nat, dnat6: v6.dnat, isolate6: v6.isolate, input6: v6.input,
+      jumps: true,
+    }, 'read back exactly as written, the mangle chains included');
     const forward = (await ipt(['-S', 'FORWARD'])).stdout.split('\n').filter((l) => l.startsWith('-A'));
     assert.deepEqual(forward, ['-A FORWARD -j DOCKER-USER', '-A FORWARD -j OVSNET-FORWARD', '-A FORWARD -i foreign0 -j ACCEPT']);
+    const mangle = (await ipt(['-t', 'mangle', '-S', 'FORWARD'])).stdout.split('\n').filter((l) => l.startsWith('-A'));
+    assert.deepEqual(mangle, ['-A FORWARD -j OVSNET-ISOLATE', '-A FORWARD -i foreign0 -j MARK --set-xmark 0x7/0xffffffff'], 'isolation first of all, before any accept');
+    assert.ok((await ipt(['-t', 'mangle', '-S', 'INPUT'])).stdout.includes('-A INPUT -j OVSNET-INPUT'));
   });
 
   it('replaces its chains whole on the next sync, once, and leaves foreign rules alone', async () => {

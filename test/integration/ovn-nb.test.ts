@@ -88,7 +88,7 @@ describe('northbound client on real ovsdb-servers', () => {
     it('writes through the leader, whichever member is listed first', async () => {
       const db = client(remotes);
       const nb = new OvnNorthbound(db);
-      await nb.createSwitch('10.9.9.0/24', { name: 'c', externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-subnet': '10.9.9.0/24' } });
+      await nb.createSwitch('10.9.9.0/24', { name: 'c', externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-subnet': '10.9.9.0/24' }, guard: [] });
       const leader = members[(await Promise.all(members.map(role))).indexOf('leader')]!;
       assert.equal(db.remote, `unix:${DIR}/${leader}.sock`);
     });
@@ -99,7 +99,7 @@ describe('northbound client on real ovsdb-servers', () => {
       await nb.view();
       const leader = members[(await Promise.all(members.map(role))).indexOf('leader')]!;
       await stopServer(leader);
-      const { sw } = await nb.createSwitch('10.9.10.0/24', { name: 'd', externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-subnet': '10.9.10.0/24' } });
+      const { sw } = await nb.createSwitch('10.9.10.0/24', { name: 'd', externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-subnet': '10.9.10.0/24' }, guard: [] });
       assert.ok(sw.uuid);
       assert.notEqual(db.remote, `unix:${DIR}/${leader}.sock`);
       await startServer(leader);
@@ -112,7 +112,7 @@ describe('northbound client on real ovsdb-servers', () => {
       try {
         const db = client(remotes, 10_000);
         const started = Date.now();
-        await assert.rejects(new OvnNorthbound(db).createSwitch('10.9.11.0/24', { name: 'e', externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-subnet': '10.9.11.0/24' } }), (err: Error & { code?: string }) => {
+        await assert.rejects(new OvnNorthbound(db).createSwitch('10.9.11.0/24', { name: 'e', externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-subnet': '10.9.11.0/24' }, guard: [] }), (err: Error & { code?: string }) => {
           assert.equal(err.code, 'NoQuorum', err.message);
           assert.match(err.message, /^the OVN northbound database has no quorum: no member can reach a majority of its cluster \(members: /);
           assert.match(err.message, new RegExp(`unix:${DIR}/${survivor}\\.sock disconnected`));

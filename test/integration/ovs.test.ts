@@ -72,7 +72,7 @@ describe('OVS adapters on a real ovsdb-server and ovs-vswitchd', () => {
   it('writes each guard flow over OpenFlow exactly as ovs-ofctl reads it back, and again after ovs-vswitchd restarts', async () => {
     await clean();
     await ovs.ensureBridge(ownedBridge('itbr0', 'netdev'));
-    const guard = guardFor({ antiSpoofing: true, rate: { mbit: 3, burstKbit: 300 } }, { mac: '02:42:0a:09:00:07', address: '10.9.0.7/24', addressIpv6: 'fd00::7/64' })!;
+    const guard = guardFor({ antiSpoofing: true, allowRa: false, allowDhcpServer: false, rate: { mbit: 3, burstKbit: 300 } }, { mac: '02:42:0a:09:00:07', address: '10.9.0.7/24', addressIpv6: 'fd00::7/64' })!;
     const flows = portFlows('itbr0', 'ovs777777777777', 41, guard);
     /** Each flow's match and actions, as sorted terms, from our text and from ovs-ofctl's dump. */
     const terms = (text: string) => text.replace(/^table=0,/, '').replace(/,?actions=/, ',actions=').split(',').filter(Boolean).sort().join(',');

@@ -21,50 +21,62 @@ function network(id: string, generic: Record<string, string>, internal = false):
 }
 
 const text = (rules: readonly (readonly string[])[]) => rules.map((r) => r.join(' '));
+const NONE = { filter: [], nat: [], dnat: [], isolate: [], input: [] };
 
 describe('firewall rules', () => {
-  it('masquerades a nat network and lets only replies in', () => {
+  const NOT_ALLOWED = '-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT';
+
+  it('masquerades a nat network; lets nothing new in but published ports, in the mangle table; accepts what is left', () => {
     const rules = firewallRules([network('a', {})]);
     assert.deepEqual(text(rules.v4.nat), ['-s 10.97.0.0/24 ! -o ovsgwaaaaaaaaaa -m comment --comment ovsnet:aaaaaaaaaaaa -j MASQUERADE']);
-    assert.deepEqual(text(rules.v4.filter), [
-      '-i ovsgwaaaaaaaaaa -o ovsgw+ -m comment --comment ovsnet:aaaaaaaaaaaa -j DROP',
-      '-i ovsgwaaaaaaaaaa -m comment --comment ovsnet:aaaaaaaaaaaa -j ACCEPT',
-      '-o ovsgwaaaaaaaaaa -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment ovsnet:aaaaaaaaaaaa -j ACCEPT',
-      '-o ovsgwaaaaaaaaaa -m comment --comment ovsnet:aaaaaaaaaaaa -j DROP',
+    assert.deepEqual(text(rules.v4.isolate), [
+      `-i ovsgwaaaaaaaaaa -o ovsgw+ ${NOT_ALLOWED} -m comment --comment ovsnet:aaaaaaaaaaaa -j DROP`,
+      `-o ovsgwaaaaaaaaaa ${NOT_ALLOWED} -m comment --comment ovsnet:aaaaaaaaaaaa -j DROP`,
     ]);
-    assert.deepEqual(rules.v6.filter, []);
+    assert.deepEqual(text(rules.v4.filter), [
+      '-i ovsgwaaaaaaaaaa -m comment --comment ovsnet:aaaaaaaaaaaa -j ACCEPT',
+      '-o ovsgwaaaaaaaaaa -m comment --comment ovsnet:aaaaaaaaaaaa -j ACCEPT',
+    ]);
+    assert.deepEqual(rules.v4.filter.filter((r) => r.includes('DROP')), [], 'no drop among the accepts: whoever comes first in FORWARD, the drops come before');
+    assert.deepEqual([rules.v4.input, rules.v6.filter, rules.v6.isolate], [[], [], []]);
   });
 
-  it('routes without NAT in routed mode', () => {
+  it('routes without NAT in routed mode, and lets new traffic in from outside but not from other networks', () => {
     const rules = firewallRules([network('b', { gateway_mode: 'routed' })]);
     assert.deepEqual(rules.v4.nat, []);
+    assert.deepEqual(text(rules.v4.isolate), [`-i ovsgwbbbbbbbbbb -o ovsgw+ ${NOT_ALLOWED} -m comment --comment ovsnet:bbbbbbbbbbbb -j DROP`]);
     assert.ok(text(rules.v4.filter).includes('-o ovsgwbbbbbbbbbb -m comment --comment ovsnet:bbbbbbbbbbbb -j ACCEPT'));
   });
 
-  it('drops everything through the host for an internal network', () => {
+  it('drops everything through the host for an internal network, published ports and the host itself included, and accepts nothing', () => {
     const rules = firewallRules([network('c', {}, true)]);
     assert.deepEqual(rules.v4.nat, []);
-    assert.deepEqual(text(rules.v4.filter).slice(1), [
+    assert.deepEqual(rules.v4.filter, []);
+    assert.deepEqual(text(rules.v4.isolate), [
       '-i ovsgwcccccccccc -m comment --comment ovsnet:cccccccccccc -j DROP',
       '-o ovsgwcccccccccc -m comment --comment ovsnet:cccccccccccc -j DROP',
     ]);
+    assert.deepEqual(text(rules.v4.input), ['-i ovsgwcccccccccc -m comment --comment ovsnet:cccccccccccc -j DROP']);
+  });
+
+  it('keeps every network apart from the Linux bridges of other container networks, both ways, but for replies and published ports', () => {
+    const rules = firewallRules([network('a', {}), network('c', {}, true)], [], ['docker0', 'br-0123456789ab']);
+    assert.deepEqual(text(rules.v4.isolate).filter((r) => r.includes('ovsnet:foreign')), [
+      `-i ovsgw+ -o br-0123456789ab ${NOT_ALLOWED} -m comment --comment ovsnet:foreign -j DROP`,
+      `-i br-0123456789ab -o ovsgw+ ${NOT_ALLOWED} -m comment --comment ovsnet:foreign -j DROP`,
+      `-i ovsgw+ -o docker0 ${NOT_ALLOWED} -m comment --comment ovsnet:foreign -j DROP`,
+      `-i docker0 -o ovsgw+ ${NOT_ALLOWED} -m comment --comment ovsnet:foreign -j DROP`,
+    ]);
+    assert.deepEqual(firewallRules([], [], ['docker0']), { v4: NONE, v6: NONE }, 'nothing without a network of the plugin on the host');
   });
 
   it('has nothing on the host for external and isolated networks', () => {
-    const rules = firewallRules([network('d', { gateway_mode: 'external' }), network('e', { gateway_mode: 'isolated' })]);
-    assert.deepEqual(rules, { v4: { filter: [], nat: [], dnat: [] }, v6: { filter: [], nat: [], dnat: [] } });
+    const rules = firewallRules([network('d', { gateway_mode: 'external' }), network('e', { gateway_mode: 'isolated' })], [], ['docker0']);
+    assert.deepEqual(rules, { v4: NONE, v6: NONE });
   });
 
-  it('puts every isolation rule before any accept rule', () => {
-    const rules = text(firewallRules([network('b', { gateway_mode: 'routed' }), network('a', {})]).v4.filter);
-    const lastDrop = rules.map((r) => r.includes('-o ovsgw+')).lastIndexOf(true);
-    const firstAccept = rules.findIndex((r) => r.endsWith('ACCEPT'));
-    assert.equal(lastDrop, 1);
-    assert.ok(firstAccept > lastDrop);
-  });
-
-  it('is a pure function of the networks: same input, same rules, in a stable order', () => {
+  it('is a pure function of the networks and bridges: same input, same rules, in a stable order', () => {
     const nets = [network('a', {}), network('b', { gateway_mode: 'routed' })];
-    assert.deepEqual(firewallRules(nets), firewallRules([...nets].reverse()));
+    assert.deepEqual(firewallRules(nets, [], ['docker0', 'br-1']), firewallRules([...nets].reverse(), [], ['br-1', 'docker0']));
   });
 });

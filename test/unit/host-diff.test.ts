@@ -5,8 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { diffHost, scopeOf } from '../../src/domain/host-diff.js';
-import { cookieMatches, guardFor, portCookiePrefix, portFlows } from '../../src/domain/flows.js';
+import { LAST_REPAIRS, diffHost, scopeOf } from '../../src/domain/host-diff.js';
+import { baseFlows, cookieMatches, guardFor, linkLocalOf, portCookiePrefix, portFlows } from '../../src/domain/flows.js';
 import { type DesiredPort, type ObservedHost, type ObservedPort, desiredHost, endpointPort, gatewayPort, tunnelPort } from '../../src/domain/host.js';
 import { parseNetworkOptions } from '../../src/domain/options.js';
 import type { EndpointRecord, NetworkRecord } from '../../src/domain/records.js';
@@ -71,12 +71,17 @@ function healthy(networks: NetworkRecord[], endpoints: EndpointRecord[]): { obse
   return {
     ports,
     observed: {
-      bridges: new Map([['ovs0', { name: 'ovs0', datapathType: 'netdev', externalIds: { 'ovsnet-owner': 'ovsnet' }, ports: ['ovs0', ...ports.keys()] }]]),
+      bridges: new Map([['ovs0', { name: 'ovs0', datapathType: 'netdev', failMode: 'secure', externalIds: { 'ovsnet-owner': 'ovsnet' }, ports: ['ovs0', ...ports.keys()] }]]),
       ports,
       links,
       addresses,
-      firewall: { filter4: text(rules.v4.filter), nat4: text(rules.v4.nat), dnat4: text(rules.v4.dnat), filter6: text(rules.v6.filter), nat6: text(rules.v6.nat), dnat6: text(rules.v6.dnat), jumps: true },
+      firewall: {
+        filter4: text(rules.v4.filter), nat4: text(rules.v4.nat), dnat4: text(rules.v4.dnat), isolate4: text(rules.v4.isolate), input4: text(rules.v4.input),
+        filter6: text(rules.v6.filter), nat6: text(rules.v6.nat), dnat6: text(rules.v6.dnat), isolate6: text(rules.v6.isolate), input6: text(rules.v6.input),
+        jumps: true,
+      },
       ipv4Forwarding: true,
+      routerAdvice: new Map([...desired.gateways.keys()].map((port) => [port, { acceptRa: false, acceptRedirects: false }])),
     },
   };
 }
@@ -187,15 +192,16 @@ describe('host diff', () => {
       ['orphan-port', a.gatewayPort],
       ['firewall-drift', `ovsnet:${a.id.slice(0, 12)}`],
       ['firewall-drift', `ovsnet:${a.id.slice(0, 12)}`],
+      ['firewall-drift', `ovsnet:${a.id.slice(0, 12)}`],
     ]);
   });
 
   it('removes a bridge the plugin made once nothing is left on it, never a foreign one', () => {
     const { observed } = healthy([], []);
     const bridges = observed.bridges as Map<string, ObservedHost['bridges'] extends ReadonlyMap<string, infer B> ? B : never>;
-    bridges.set('br-foreign', { name: 'br-foreign', datapathType: 'netdev', externalIds: {}, ports: ['br-foreign'] });
-    bridges.set('ovs0', { name: 'ovs0', datapathType: 'netdev', externalIds: { 'ovsnet-owner': 'ovsnet' }, ports: ['ovs0'] });
-    bridges.set('ovs1', { name: 'ovs1', datapathType: 'netdev', externalIds: { 'ovsnet-owner': 'ovsnet' }, ports: ['ovs1', 'foreign0'] });
+    bridges.set('br-foreign', { name: 'br-foreign', datapathType: 'netdev', failMode: '', externalIds: {}, ports: ['br-foreign'] });
+    bridges.set('ovs0', { name: 'ovs0', datapathType: 'netdev', failMode: 'secure', externalIds: { 'ovsnet-owner': 'ovsnet' }, ports: ['ovs0'] });
+    bridges.set('ovs1', { name: 'ovs1', datapathType: 'netdev', failMode: 'secure', externalIds: { 'ovsnet-owner': 'ovsnet' }, ports: ['ovs1', 'foreign0'] });
     assert.deepEqual(diff([], [], observed).map((d) => [d.drift.kind, d.drift.subject]), [['orphan-bridge', 'ovs0']]);
   });
 
@@ -206,7 +212,7 @@ describe('host diff', () => {
     ports.delete(eps[0]!.hostIf);
     const [missing] = diff(nets, eps, observed);
     assert.equal(missing?.drift.kind, 'endpoint-port-missing');
-    assert.match(missing!.drift.fix, /^ovs-vsctl add-port ovs0 ovseeeeeeeeeeee tag=860 -- set port ovseeeeeeeeeeee external_ids:ovsnet-owner=ovsnet /);
+    assert.match(missing!.drift.fix, /^ovs-vsctl add-port ovs0 ovseeeeeeeeeeee tag=860 vlan_mode=access -- set port ovseeeeeeeeeeee external_ids:ovsnet-owner=ovsnet /);
     (observed.links as Map<string, unknown>).delete(eps[0]!.hostIf);
     const [lost] = diff(nets, eps, observed);
     assert.deepEqual([lost?.drift.kind, lost?.repairs], ['endpoint-veth-missing', []]);
@@ -222,25 +228,61 @@ describe('host diff', () => {
 });
 
 describe('guard flows of container ports', () => {
-  const withFlows = (observed: ObservedHost, cookies: string[], meters = new Map<number, { kbps: number; burstKbit: number }>()): ObservedHost => ({
+  const base = baseFlows('ovs0').flows.map((f) => f.cookie);
+  const withFlows = (observed: ObservedHost, cookies: string[], meters = new Map<number, { kbps: number; burstKbit: number }>(), bridgeFlows = base): ObservedHost => ({
     ...observed,
-    flows: new Map([['ovs0', { cookies, meters }]]),
+    flows: new Map([['ovs0', { cookies: [...bridgeFlows, ...cookies], meters }]]),
   });
 
-  it('holds a port to its MAC and addresses: IPv4 and ARP only with an address, neighbour discovery always, the rest dropped', () => {
-    const guard = guardFor({ antiSpoofing: true, rate: undefined }, { mac: '02:42:0A:0D:A0:02', address: '10.13.160.2/24', addressIpv6: 'fd00::2/64' })!;
-    const texts = portFlows('ovs0', 'ovsx', 7, guard).flows.map((f) => f.text);
-    assert.ok(texts.includes('table=0,priority=36010,in_port=7,vlan_tci=0x0000/0x1fff,dl_src=02:42:0a:0d:a0:02,ip,nw_src=10.13.160.2,actions=NORMAL'));
-    assert.ok(texts.includes('table=0,priority=36010,in_port=7,vlan_tci=0x0000/0x1fff,dl_src=02:42:0a:0d:a0:02,arp,arp_spa=10.13.160.2,arp_sha=02:42:0a:0d:a0:02,actions=NORMAL'));
-    assert.ok(texts.includes('table=0,priority=36020,in_port=7,vlan_tci=0x0000/0x1fff,dl_src=02:42:0a:0d:a0:02,icmp6,icmp_type=136,nd_target=fd00::2,nd_tll=02:42:0a:0d:a0:02,actions=NORMAL'));
-    assert.ok(texts.includes('table=0,priority=36000,in_port=7,actions=drop'));
-    const v6only = portFlows('ovs0', 'ovsx', 7, guardFor({ antiSpoofing: true, rate: undefined }, { mac: '02:42:0a:0d:a0:02', address: '', addressIpv6: 'fd00::2/64' })!);
+  const GUARD = { antiSpoofing: true, allowRa: false, allowDhcpServer: false, rate: undefined };
+  const EP = { mac: '02:42:0A:0D:A0:02', address: '10.13.160.2/24', addressIpv6: 'fd00::2/64' };
+  const LL = 'fe80::42:aff:fe0d:a002';
+  const SRC = 'in_port=7,vlan_tci=0x0000/0x1fff,dl_src=02:42:0a:0d:a0:02';
+
+  it('pins a container to the link-local address of its MAC (EUI-64), or to the one learned from its interface', () => {
+    assert.equal(linkLocalOf('02:42:0a:0d:a0:02'), LL);
+    assert.equal(linkLocalOf('00:16:3e:00:00:01'), 'fe80::216:3eff:fe00:1');
+    assert.equal(guardFor(GUARD, EP)!.linkLocal, LL);
+    assert.equal(guardFor(GUARD, { ...EP, linkLocal: 'fe80::1234:5678:9abc:def0' })!.linkLocal, 'fe80::1234:5678:9abc:def0');
+  });
+
+  it('holds a port to its MAC and addresses: one link-local address, neighbour discovery only for its own addresses, the rest dropped', () => {
+    const texts = portFlows('ovs0', 'ovsx', 7, guardFor(GUARD, EP)!).flows.map((f) => f.text);
+    const has = (text: string) => assert.ok(texts.includes(`table=0,${text}`), `missing: ${text}\n${texts.join('\n')}`);
+    has(`priority=36010,${SRC},ip,nw_src=10.13.160.2,actions=NORMAL`);
+    has(`priority=36010,${SRC},arp,arp_spa=10.13.160.2,arp_sha=02:42:0a:0d:a0:02,actions=NORMAL`);
+    for (const source of ['fd00::2', LL]) has(`priority=36010,${SRC},ipv6,ipv6_src=${source},actions=NORMAL`);
+    assert.ok(!texts.some((t) => t.includes('fe80::/10')), 'no other link-local address than its own');
+    // Solicitations carry its MAC, never none (a second option makes ovs-vswitchd read none).
+    for (const source of ['fd00::2', LL]) has(`priority=36030,${SRC},icmp6,icmp_type=135,ipv6_src=${source},nd_sll=02:42:0a:0d:a0:02,actions=NORMAL`);
+    assert.ok(!texts.some((t) => /icmp_type=135,ipv6_src=(fd00::2|fe80[^,]*),nd_sll=00:00/.test(t)));
+    // Duplicate address detection only for its own addresses.
+    for (const target of ['fd00::2', LL]) has(`priority=36030,${SRC},icmp6,icmp_type=135,ipv6_src=::,nd_target=${target},nd_sll=00:00:00:00:00:00,actions=NORMAL`);
+    assert.equal(texts.filter((t) => t.includes('ipv6_src=::,nd_target=')).length, 2);
+    // Advertisements from and for its own addresses only, with its MAC or none.
+    assert.equal(texts.filter((t) => t.includes('icmp_type=136') && t.endsWith('NORMAL')).length, 8);
+    for (const t of texts.filter((x) => x.includes('icmp_type=136') && x.endsWith('NORMAL'))) assert.match(t, /ipv6_src=(fd00::2|fe80::42:aff:fe0d:a002),nd_target=(fd00::2|fe80::42:aff:fe0d:a002),nd_tll=(02:42:0a:0d:a0:02|00:00:00:00:00:00)/);
+    has('priority=36020,in_port=7,icmp6,icmp_type=135,actions=drop');
+    has('priority=36020,in_port=7,icmp6,icmp_type=136,actions=drop');
+    has('priority=36000,in_port=7,actions=drop');
+    const v6only = portFlows('ovs0', 'ovsx', 7, guardFor(GUARD, { ...EP, address: '' })!);
     assert.ok(!v6only.flows.some((f) => /arp|nw_src/.test(f.text)), 'no IPv4 without an IPv4 address');
-    const rated = portFlows('ovs0', 'ovsx', 7, guardFor({ antiSpoofing: false, rate: { mbit: 10, burstKbit: 2500 } }, { mac: '02:42:0a:0d:a0:02', address: '10.13.160.2/24', addressIpv6: '' })!);
+    for (const f of portFlows('ovs0', 'ovsx', 7, guardFor(GUARD, EP)!).flows) assert.ok(cookieMatches(f.cookie, portCookiePrefix('ovsx')));
+  });
+
+  it('drops router advertisements, redirects and DHCP server messages above everything, anti-spoofing or not, unless the network allows them', () => {
+    const firstHop = ['icmp6,icmp_type=134', 'icmp6,icmp_type=137', 'udp,tp_src=67', 'udp6,tp_src=547'].map((m) => `table=0,priority=36040,in_port=7,${m},actions=drop`);
+    assert.deepEqual(portFlows('ovs0', 'ovsx', 7, guardFor(GUARD, EP)!).flows.filter((f) => f.priority === 36040).map((f) => f.text), firstHop);
+    const open = guardFor({ ...GUARD, antiSpoofing: false }, EP)!;
+    assert.deepEqual(portFlows('ovs0', 'ovsx', 7, open).flows.map((f) => f.text), [...firstHop, 'table=0,priority=36000,in_port=7,actions=NORMAL'], 'anti_spoofing=false keeps the first-hop guard');
+    const router = portFlows('ovs0', 'ovsx', 7, guardFor({ ...GUARD, allowRa: true }, EP)!).flows.map((f) => f.text);
+    assert.ok(!router.some((t) => /icmp_type=13[47]/.test(t)) && router.some((t) => t.includes('tp_src=67')), 'allow_ra lets advertisements and redirects through, not DHCP');
+    const dhcp = portFlows('ovs0', 'ovsx', 7, guardFor({ ...GUARD, allowDhcpServer: true }, EP)!).flows.map((f) => f.text);
+    assert.ok(!dhcp.some((t) => /tp_src=(67|547)/.test(t)) && dhcp.some((t) => t.includes('icmp_type=134')), 'allow_dhcp_server lets DHCP servers answer, not advertisements');
+    const rated = portFlows('ovs0', 'ovsx', 7, guardFor({ antiSpoofing: false, allowRa: true, allowDhcpServer: true, rate: { mbit: 10, burstKbit: 2500 } }, EP)!);
     assert.deepEqual(rated.flows.map((f) => f.text), ['table=0,priority=36000,in_port=7,actions=meter:7,NORMAL']);
     assert.deepEqual(rated.meter, { id: 7, kbps: 10_000, burstKbit: 2500 });
-    assert.equal(guardFor({ antiSpoofing: false, rate: undefined }, { mac: 'x', address: '', addressIpv6: '' }), undefined);
-    for (const f of [...texts.map(() => undefined), ...portFlows('ovs0', 'ovsx', 7, guard).flows]) if (f) assert.ok(cookieMatches(f.cookie, portCookiePrefix('ovsx')));
+    assert.equal(guardFor({ antiSpoofing: false, allowRa: true, allowDhcpServer: true, rate: undefined }, EP), undefined, 'nothing asked, no flows');
   });
 
   it('finds nothing when every guard flow and meter is there; finds missing, changed and stray ones, and repairs each', () => {
@@ -273,8 +315,48 @@ describe('guard flows of container ports', () => {
     assert.deepEqual(orphan.map((d) => [d.drift.kind, d.repairs[0]?.type]), [['orphan-flows', 'delete-flows']]);
     assert.ok(orphan[0]!.repairs[0]!.type === 'delete-flows' && cookieMatches(stray, orphan[0]!.repairs[0]!.cookies[0]!));
 
-    const off = network({ generic: { vlan: '860', anti_spoofing: 'false' } });
+    const off = network({ generic: { vlan: '860', anti_spoofing: 'false', allow_ra: 'true', allow_dhcp_server: 'true' } });
     const leftover = diff([off], [ep], withFlows(healthy([off], [ep]).observed, cookies));
     assert.deepEqual(leftover.map((d) => [d.drift.kind, d.repairs[0]?.type]), [['port-flows-differ', 'delete-flows']]);
+
+    // The bridge's base flow: without it a bridge of the plugin (fail_mode secure) forwards nothing.
+    const noBase = diff([net], [ep], withFlows(observed, cookies, meters, []));
+    assert.deepEqual(noBase.map((d) => [d.drift.kind, d.drift.subject, d.repairs]), [['bridge-flows-differ', 'ovs0', [{ type: 'sync-base-flows', bridge: 'ovs0' }]]]);
+  });
+
+  it('makes a bridge of the plugin fail closed, its base flow first; reports one of another that fails open', () => {
+    const net = network();
+    const { observed } = healthy([net], []);
+    const bridges = observed.bridges as Map<string, ObservedHost['bridges'] extends ReadonlyMap<string, infer B> ? B : never>;
+    bridges.set('ovs0', { ...bridges.get('ovs0')!, failMode: '' });
+    const open = diff([net], [], observed);
+    assert.deepEqual(open.map((d) => [d.drift.kind, d.repairs.map((r) => r.type)]), [['bridge-fails-open', ['sync-base-flows', 'secure-bridge']]]);
+    assert.ok(LAST_REPAIRS.has('sync-base-flows') && LAST_REPAIRS.has('secure-bridge'), 'applied after every container port is guarded');
+    bridges.set('ovs0', { ...bridges.get('ovs0')!, failMode: 'standalone', externalIds: {} });
+    const foreign = diff([net], [], observed);
+    assert.deepEqual(foreign.map((d) => [d.drift.kind, d.repairs]), [['bridge-fails-open', []]], 'not the plugin\'s to change: only reported');
+    assert.match(foreign[0]!.drift.fix, /^ovs-vsctl set bridge ovs0 fail_mode=secure/);
+    bridges.delete('ovs0');
+    assert.deepEqual(diff([net], [], observed).find((d) => d.drift.kind === 'bridge-missing')?.repairs.map((r) => r.type), ['add-bridge', 'sync-base-flows'], 'a bridge made secure gets its base flow');
+  });
+
+  it('converts a container port that is a trunk by accident into an access port, and says why', () => {
+    const net = network({ generic: {} });
+    const ep = endpoint();
+    const { observed, ports } = healthy([net], [ep]);
+    ports.set(ep.hostIf, { ...ports.get(ep.hostIf)!, vlanMode: undefined, tag: undefined });
+    const [trunk] = diff([net], [ep], observed);
+    assert.equal(trunk?.drift.kind, 'port-differs');
+    assert.match(trunk!.drift.detail, /vlan_mode \(none\) where access belongs: without a tag it is a trunk of every VLAN on the bridge/);
+    assert.deepEqual([trunk!.drift.fix, trunk!.repairs.map((r) => r.type)], [`ovs-vsctl set port ${ep.hostIf} vlan_mode=access`, ['update-port']]);
+  });
+
+  it('stops a gateway port from taking router advertisements and redirects', () => {
+    const net = network();
+    const { observed } = healthy([net], []);
+    (observed.routerAdvice as Map<string, { acceptRa: boolean; acceptRedirects: boolean }>).set(net.gatewayPort!, { acceptRa: true, acceptRedirects: true });
+    const [taken] = diff([net], [], observed);
+    assert.deepEqual([taken?.drift.kind, taken?.repairs.map((r) => r.type)], ['gateway-accepts-ra', ['configure-gateway']]);
+    assert.equal(taken!.drift.fix, `sysctl -w net.ipv6.conf.${net.gatewayPort}.accept_ra=0 net.ipv6.conf.${net.gatewayPort}.accept_redirects=0 net.ipv4.conf.${net.gatewayPort}.accept_redirects=0`);
   });
 });

@@ -61,7 +61,7 @@ describe('network driver: networks', () => {
       await network.createNetwork(createReq({ generic: { vlan: '5', gateway_mode: mode } }));
       assert.deepEqual([...ovs.ports.keys()], []);
       assert.equal(sysctl.forwarding, false);
-      assert.deepEqual(await firewall.read(), { filter4: [], nat4: [], dnat4: [], filter6: [], nat6: [], dnat6: [], jumps: false }, 'no rule, and no chain needed');
+      assert.deepEqual(await firewall.read(), { filter4: [], nat4: [], dnat4: [], isolate4: [], input4: [], filter6: [], nat6: [], dnat6: [], isolate6: [], input6: [], jumps: false }, 'no rule, and no chain needed');
     }
   });
 
@@ -133,7 +133,7 @@ describe('network driver: networks', () => {
     await network.deleteNetwork(NET2);
     assert.equal(ovs.ports.size, 0);
     assert.equal(ovs.bridges.size, 0);
-    assert.deepEqual(firewall.current?.v4, { filter: [], nat: [], dnat: [] });
+    assert.deepEqual(firewall.current?.v4, { filter: [], nat: [], dnat: [], isolate: [], input: [] });
     assert.equal(state.networks.size, 0);
   });
 

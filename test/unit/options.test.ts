@@ -21,6 +21,8 @@ describe('network options', () => {
       gatewayMode: 'nat',
       internal: false,
       ipv6: false,
+      allowRa: false,
+      allowDhcpServer: false,
       antiSpoofing: true,
       rate: undefined,
       uplink: undefined,
@@ -28,7 +30,7 @@ describe('network options', () => {
   });
 
   it('reads every option', () => {
-    const spec = parse({ vlan: '860', bridge: 'br-ext', mtu: '9000', gateway_mode: 'external', uplink: 'eth1' });
+    const spec = parse({ vlan: '860', bridge: 'br-ext', mtu: '9000', gateway_mode: 'external', uplink: 'eth1', allow_ra: 'true', allow_dhcp_server: 'true' });
     assert.deepEqual(spec, {
       mode: 'vlan',
       bridge: 'br-ext',
@@ -37,6 +39,8 @@ describe('network options', () => {
       gatewayMode: 'external',
       internal: false,
       ipv6: false,
+      allowRa: true,
+      allowDhcpServer: true,
       antiSpoofing: true,
       rate: undefined,
       uplink: 'eth1',
@@ -76,7 +80,9 @@ describe('network options', () => {
     [{ gateway_mode: 'bridge' }, /^invalid value "bridge" for option gateway_mode: valid values are nat, routed, external, isolated$/],
     [{ bridge: 'br/0' }, /^invalid value "br\/0" for option bridge: an OVS bridge name is 1 to 15 characters/],
     [{ bridge: 'a-very-long-bridge' }, /option bridge/],
-    [{ foo: 'bar' }, /^unknown option foo=bar; valid options: anti_spoofing, bridge, burst, gateway_mode, key, mode, mtu, ovn_network, ovn_router, peers, rate, uplink, vlan, vni$/],
+    [{ allow_ra: 'yes' }, /^invalid value "yes" for option allow_ra: valid values are true and false$/],
+    [{ allow_dhcp_server: '1' }, /^invalid value "1" for option allow_dhcp_server: valid values are true and false$/],
+    [{ foo: 'bar' }, /^unknown option foo=bar; valid options: allow_dhcp_server, allow_ra, anti_spoofing, bridge, burst, gateway_mode, key, mode, mtu, ovn_network, ovn_router, peers, rate, uplink, vlan, vni$/],
     [{ mode: 'geneve' }, /^invalid value "geneve" for option mode: valid values are vlan, vxlan, gre, ovn$/],
     [{ mode: 'vxlan' }, /^mode=vxlan needs -o vni=<1-16777215>: the same value on every host of the network$/],
     [{ mode: 'gre' }, /^mode=gre needs -o key=<0-4294967295>/],

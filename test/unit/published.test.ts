@@ -78,13 +78,17 @@ describe('published ports: the driver', () => {
   const program = (w: Awaited<ReturnType<typeof world>>, endpointId: string, portmap: unknown[]) =>
     w.network.programExternalConnectivity({ networkId: NET, endpointId, options: { 'com.docker.network.portmap': portmap } });
 
-  it('publishes: records the host ports and DNATs them to the container, accepts them first, masquerades hairpin traffic', async () => {
+  it('publishes: records the host ports and DNATs them to the container, lets them past isolation, masquerades hairpin traffic', async () => {
     const w = await started();
     await program(w, EP, [tcp(80, 8080, 8080)]);
     assert.deepEqual(w.state.endpoints.get(EP)!.ports, [{ proto: 'tcp', hostIp: '', hostPort: 8080, port: 80 }]);
     const rules = w.firewall.current!;
     assert.deepEqual(rules.v4.dnat.map((r) => r.join(' ')), ['-p tcp -m tcp --dport 8080 -m comment --comment ovsnet:111111111111 -j DNAT --to-destination 10.13.160.2:80']);
-    assert.match(rules.v4.filter[0]!.join(' '), /^-d 10\.13\.160\.2\/32 -o ovsgw1111111111 -p tcp -m tcp --dport 80 -m conntrack --ctstate DNAT .* -j ACCEPT$/);
+    // Nothing new enters a nat network but what was DNATed (a published port); what isolation leaves is accepted.
+    assert.deepEqual(rules.v4.isolate.filter((r) => r.join(' ').startsWith('-o ovsgw1111111111')).map((r) => r.join(' ')), [
+      '-o ovsgw1111111111 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -m comment --comment ovsnet:111111111111 -j DROP',
+    ]);
+    assert.ok(rules.v4.filter.some((r) => r.join(' ') === '-o ovsgw1111111111 -m comment --comment ovsnet:111111111111 -j ACCEPT'));
     assert.match(rules.v4.nat[0]!.join(' '), /^-s 10\.13\.160\.0\/24 -d 10\.13\.160\.2\/32 -o ovsgw1111111111 .* -j MASQUERADE$/);
     await program(w, EP, [tcp(80, 8080, 8080)]);
     assert.equal(w.firewall.current!.v4.dnat.length, 1, 'the same request again changes nothing');

@@ -9,6 +9,7 @@
  */
 import { conflict, isPluginError } from '../../errors.js';
 import { firewallRules } from '../../domain/firewall.js';
+import { foreignBridges } from '../../domain/host.js';
 import { parseCidrWithHost } from '../../domain/cidr.js';
 import type { HostDifference } from '../../domain/host-diff.js';
 import { hostVethName, macForEndpoint, macForIpv4, normaliseMac, peerVethName } from '../../domain/names.js';
@@ -198,7 +199,8 @@ export async function retireDeadEndpoints(ctx: NetworkContext, candidates: reado
 /** Brings the firewall in line with the records (after ports were published or withdrawn). */
 export async function syncPortRules(ctx: NetworkContext): Promise<void> {
   const networks = [...ctx.state.networks.values()].filter((n) => n.state === 'ready');
-  await ctx.host.apply({ type: 'sync-firewall', rules: firewallRules(networks, ctx.state.endpoints.values()) });
+  const bridges = foreignBridges(await ctx.host.links.list());
+  await ctx.host.apply({ type: 'sync-firewall', rules: firewallRules(networks, ctx.state.endpoints.values(), bridges) });
 }
 
 /**

@@ -6,8 +6,8 @@
  */
 import { errorMessage } from '../../errors.js';
 import type { DockerNetwork, Drift, Records } from '../../domain/drift.js';
-import { type HostDifference, type Repair, diffHost, findDrift } from '../../domain/host-diff.js';
-import { type DesiredHost, desiredHost } from '../../domain/host.js';
+import { type HostDifference, LAST_REPAIRS, type Repair, diffHost, findDrift } from '../../domain/host-diff.js';
+import { type DesiredHost, type ObservedHost, desiredHost, foreignBridges } from '../../domain/host.js';
 import type { NbRepair } from '../../domain/ovn.js';
 import { LocalHost } from '../host.js';
 import type { OvnBackend } from '../ovn-backend.js';
@@ -31,8 +31,8 @@ export interface ConvergeOptions {
 }
 
 /** What the records call for on the host (networks still being created do not count). */
-export async function desiredFrom(host: LocalHost, records: Records): Promise<DesiredHost> {
-  return desiredHost(records.networks.filter((n) => n.state === 'ready'), records.endpoints, { datapath: await host.datapath() });
+export async function desiredFrom(host: LocalHost, records: Records, observed: ObservedHost): Promise<DesiredHost> {
+  return desiredHost(records.networks.filter((n) => n.state === 'ready'), records.endpoints, { datapath: await host.datapath(), foreignBridges: foreignBridges(observed.links) });
 }
 
 /**
@@ -51,13 +51,14 @@ export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise
     const observed = await ctx.host.observe({ flows: true });
     const spares = ctx.spares.names();
     const records = ctx.state.records();
-    const desired = await desiredFrom(ctx.host, records);
+    const desired = await desiredFrom(ctx.host, records, observed);
     const differences = diffHost(desired, observed, { records, docker: options.docker, now: options.now, graceMs: options.graceMs, spares });
     const results: RepairResult[] = [];
     const firstDrift = new Map<Repair, Drift>();
     for (const d of differences) for (const r of d.repairs) if (!firstDrift.has(r)) firstDrift.set(r, d.drift);
 
-    for (const repair of LocalHost.repairsOf(differences.filter((d) => !d.endpointId))) {
+    const hostRepairs = LocalHost.repairsOf(differences.filter((d) => !d.endpointId));
+    for (const repair of hostRepairs.filter((r) => !LAST_REPAIRS.has(r.type))) {
       results.push(await attempt(firstDrift.get(repair)!, repair, async () => {
         // Look again: an endpoint created since the records were read has its record by now.
         const device = repair.type === 'delete-veth' || (repair.type === 'delete-port' && repair.deleteLink) ? repair.name : undefined;
@@ -81,6 +82,13 @@ export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise
         );
       }
     }
+    // What lets a bridge forward goes in once every container port on it is guarded again.
+    for (const repair of hostRepairs.filter((r) => LAST_REPAIRS.has(r.type))) {
+      results.push(await attempt(firstDrift.get(repair)!, repair, async () => {
+        await ctx.host.apply(repair);
+        return true;
+      }));
+    }
     // OVN: what this host holds in the northbound database.
     if (ctx.ovn) {
       for (const { drift, repair } of await ctx.ovn.differences(observed, options)) {
@@ -100,7 +108,7 @@ export async function readDrift(host: LocalHost, records: () => Records, options
   const observed = await host.observe({ flows: true });
   const spares = options.spares?.();
   const now = records();
-  const drift = findDrift(now, await desiredFrom(host, now), observed, { docker: options.docker, now: options.now, graceMs: options.graceMs, spares });
+  const drift = findDrift(now, await desiredFrom(host, now, observed), observed, { docker: options.docker, now: options.now, graceMs: options.graceMs, spares });
   if (options.ovn) drift.push(...(await options.ovn.differences(observed, options)).map((d) => d.drift));
   return drift;
 }
