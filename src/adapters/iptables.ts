@@ -3,12 +3,12 @@
  * iptables-restore --noflush (atomic, idempotent), plus one jump into each
  * from the built-in chain. No other rule or chain is touched.
  */
-import { DNAT_CHAIN, EMPTY_RULES, FORWARD_CHAIN, INPUT_CHAIN, ISOLATE_CHAIN, POSTROUTING_CHAIN, type FirewallRules, type Rule } from '../domain/firewall.js';
+import { DNAT_CHAIN, EMPTY_RULES, FORWARD_CHAIN, INPUT_CHAIN, ISOLATE_CHAIN, PORTS_CHAIN, POSTROUTING_CHAIN, type FirewallRules, type Rule } from '../domain/firewall.js';
 import type { ObservedFirewall } from '../domain/host.js';
 import type { Firewall } from '../driver/ports.js';
 import type { Runner } from './exec.js';
 
-const TABLES = ['filter', 'nat', 'mangle'] as const;
+const TABLES = ['filter', 'nat', 'mangle', 'raw'] as const;
 
 interface Table {
   name: (typeof TABLES)[number];
@@ -34,6 +34,7 @@ function tables(family: '4' | '6', rules: FirewallRules): Table[] {
     { name: 'nat', chain: DNAT_CHAIN, rules: f.dnat, jumps: dnatJumps(family) },
     { name: 'mangle', chain: ISOLATE_CHAIN, rules: f.isolate, jumps: [{ parent: 'FORWARD', match: [] }] },
     { name: 'mangle', chain: INPUT_CHAIN, rules: f.input, jumps: [{ parent: 'INPUT', match: [] }] },
+    { name: 'raw', chain: PORTS_CHAIN, rules: f.raw, jumps: [{ parent: 'PREROUTING', match: [] }] },
   ];
 }
 
@@ -72,19 +73,21 @@ export class IptablesFirewall implements Firewall {
         jump: table.jumps.every((j) => lines.includes(jumpLine(j.parent, j.match, table.chain))),
       };
     };
-    const [filter4, nat4, mangle4, filter6, nat6, mangle6] = await Promise.all([
+    const [filter4, nat4, mangle4, raw4, filter6, nat6, mangle6, raw6] = await Promise.all([
       save('iptables-save', 'filter'),
       save('iptables-save', 'nat'),
       save('iptables-save', 'mangle'),
+      save('iptables-save', 'raw'),
       save('ip6tables-save', 'filter'),
       save('ip6tables-save', 'nat'),
       save('ip6tables-save', 'mangle'),
+      save('ip6tables-save', 'raw'),
     ]);
-    const [f4, n4, d4, i4, in4] = tables('4', EMPTY_RULES);
-    const [f6, n6, d6, i6, in6] = tables('6', EMPTY_RULES);
+    const [f4, n4, d4, i4, in4, r4] = tables('4', EMPTY_RULES);
+    const [f6, n6, d6, i6, in6, r6] = tables('6', EMPTY_RULES);
     const read = [
-      chain(filter4, f4!), chain(nat4, n4!), chain(nat4, d4!), chain(mangle4, i4!), chain(mangle4, in4!),
-      chain(filter6, f6!), chain(nat6, n6!), chain(nat6, d6!), chain(mangle6, i6!), chain(mangle6, in6!),
+      chain(filter4, f4!), chain(nat4, n4!), chain(nat4, d4!), chain(mangle4, i4!), chain(mangle4, in4!), chain(raw4, r4!),
+      chain(filter6, f6!), chain(nat6, n6!), chain(nat6, d6!), chain(mangle6, i6!), chain(mangle6, in6!), chain(raw6, r6!),
     ];
     return {
       filter4: read[0]!.rules,
@@ -92,11 +95,13 @@ export class IptablesFirewall implements Firewall {
       dnat4: read[2]!.rules,
       isolate4: read[3]!.rules,
       input4: read[4]!.rules,
-      filter6: read[5]!.rules,
-      nat6: read[6]!.rules,
-      dnat6: read[7]!.rules,
-      isolate6: read[8]!.rules,
-      input6: read[9]!.rules,
+      raw4: read[5]!.rules,
+      filter6: read[6]!.rules,
+      nat6: read[7]!.rules,
+      dnat6: read[8]!.rules,
+      isolate6: read[9]!.rules,
+      input6: read[10]!.rules,
+      raw6: read[11]!.rules,
       jumps: read.every((r) => r.jump),
     };
   }

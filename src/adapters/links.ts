@@ -3,7 +3,7 @@
  * possible (`ip -batch` for several changes), since each spawn costs ~5 ms.
  */
 import { badRequest } from '../errors.js';
-import { assertInterfaceName } from '../domain/names.js';
+import { VETH_GROUP, assertInterfaceName } from '../domain/names.js';
 import type { ObservedLink } from '../domain/host.js';
 import type { Links } from '../driver/ports.js';
 import { CommandError, type Runner } from './exec.js';
@@ -78,13 +78,22 @@ export class IpLinks implements Links {
     }
   }
 
-  private static addArgs(o: VethOptions): string[] {
-    return ['link', 'add', 'name', o.host, 'mtu', String(o.mtu), 'up', 'type', 'veth', 'peer', 'name', o.peer, 'mtu', String(o.mtu), 'address', o.peerMac];
+  /**
+   * A pair as `ip -batch` lines: the host end in the plugin's device group (the firewall drops what the host's
+   * own stack would take from it), without ARP (it would answer for every address of the host, and a
+   * container that took its MAC for its gateway's would send into the drop) and without an IPv6 link-local
+   * address (it would speak for the host to the container), then up.
+   */
+  private static addLines(o: VethOptions): string[] {
+    return [
+      ['link', 'add', 'name', o.host, 'mtu', String(o.mtu), 'group', String(VETH_GROUP), 'type', 'veth', 'peer', 'name', o.peer, 'mtu', String(o.mtu), 'address', o.peerMac].join(' '),
+      `link set dev ${o.host} addrgenmode none arp off up`,
+    ];
   }
 
   /** Several pairs: `ip -batch`, then ethtool on each end that needs it, all from one shell. */
   private async makeMany(pairs: readonly VethOptions[]): Promise<void> {
-    const input = pairs.map((o) => IpLinks.addArgs(o).join(' ')).join('\n') + '\n';
+    const input = pairs.flatMap((o) => IpLinks.addLines(o)).join('\n') + '\n';
     const offload = pairs.filter((o) => o.txOffloadOff).flatMap((o) => [o.host, o.peer]);
     if (offload.length === 0) {
       await this.run('ip', ['-batch', '-'], { input });
@@ -96,13 +105,13 @@ export class IpLinks implements Links {
   /** One pair; over a leftover of the same names (an interrupted attempt for this same endpoint), made clean. */
   private async makeOne(options: VethOptions): Promise<void> {
     const { host, peer } = options;
-    const args = IpLinks.addArgs(options);
+    const input = IpLinks.addLines(options).join('\n') + '\n';
     // With the offload off: ip and both ethtools from one shell, names as its arguments (never in its script).
-    // A pair whose offload could not be turned off is deleted again, so a failure leaves nothing.
+    // A pair whose offload could not be turned off (or not set up) is deleted again, so a failure leaves nothing.
     const make = () =>
       options.txOffloadOff
-        ? this.run('sh', ['-c', 'h=$1 p=$2; shift 2; ip "$@" || exit; ethtool -K "$h" tx off && ethtool -K "$p" tx off && exit; s=$?; ip link del dev "$h"; exit $s', 'sh', host, peer, ...args])
-        : this.run('ip', args);
+        ? this.run('sh', ['-c', 'h=$1 p=$2; ip -batch - && ethtool -K "$h" tx off && ethtool -K "$p" tx off && exit; s=$?; ip link del dev "$h" 2>/dev/null; exit $s', 'sh', host, peer], { input })
+        : this.run('sh', ['-c', 'ip -batch - && exit; s=$?; ip link del dev "$1" 2>/dev/null; exit $s', 'sh', host], { input });
     try {
       await make();
     } catch (err) {
@@ -152,9 +161,15 @@ export class IpLinks implements Links {
       ifname: string;
       flags?: string[];
       mtu?: number;
+      group?: string | number;
       linkinfo?: { info_kind?: string };
     }>;
-    return new Map(links.map((l) => [l.ifname, { kind: l.linkinfo?.info_kind ?? '', up: (l.flags ?? []).includes('UP'), mtu: l.mtu ?? 0 }]));
+    return new Map(links.map((l) => [l.ifname, { kind: l.linkinfo?.info_kind ?? '', up: (l.flags ?? []).includes('UP'), mtu: l.mtu ?? 0, group: Number(l.group) || 0 }]));
+  }
+
+  async isolateVeth(name: string): Promise<void> {
+    const dev = assertInterfaceName(name, 'interface name');
+    await this.run('ip', ['-batch', '-'], { input: `link set dev ${dev} group ${VETH_GROUP} addrgenmode none arp off\naddress flush dev ${dev} scope link\n` });
   }
 
   async addresses(): Promise<Map<string, string[]>> {

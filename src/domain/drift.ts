@@ -28,6 +28,7 @@ export type DriftKind =
   | 'bridge-flows-differ'
   | 'bridge-fails-open'
   | 'gateway-accepts-ra'
+  | 'veth-open-to-host'
   | 'firewall-drift'
   | 'ip-forward-off'
   | 'network-unknown-to-docker'

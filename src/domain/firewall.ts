@@ -5,7 +5,7 @@
  * everything.
  */
 import { parseCidr, parseCidrWithHost } from './cidr.js';
-import { GATEWAY_PREFIX } from './names.js';
+import { GATEWAY_PREFIX, VETH_GROUP } from './names.js';
 import { families, isWildcard } from './published.js';
 import type { EndpointRecord, NetworkRecord } from './records.js';
 
@@ -21,16 +21,19 @@ export const DNAT_CHAIN = 'OVSNET-DNAT';
 export const ISOLATE_CHAIN = 'OVSNET-ISOLATE';
 /** What an --internal network may not reach on the host itself (mangle table, jumped to from INPUT). */
 export const INPUT_CHAIN = 'OVSNET-INPUT';
+/** What the host's own stack must not take from the host ends of the plugin's veth pairs (raw table, from PREROUTING). */
+export const PORTS_CHAIN = 'OVSNET-PORTS';
 
 export type Rule = readonly string[];
 
-/** Per family: the filter chain, the nat POSTROUTING chain, the nat DNAT chain, the mangle isolation and input chains. */
+/** Per family: the filter chain, the nat POSTROUTING chain, the nat DNAT chain, the mangle isolation and input chains, the raw ports chain. */
 export interface FamilyRules {
   readonly filter: readonly Rule[];
   readonly nat: readonly Rule[];
   readonly dnat: readonly Rule[];
   readonly isolate: readonly Rule[];
   readonly input: readonly Rule[];
+  readonly raw: readonly Rule[];
 }
 
 export interface FirewallRules {
@@ -38,7 +41,14 @@ export interface FirewallRules {
   readonly v6: FamilyRules;
 }
 
-const NONE: FamilyRules = { filter: [], nat: [], dnat: [], isolate: [], input: [] };
+const NONE: FamilyRules = { filter: [], nat: [], dnat: [], isolate: [], input: [], raw: [] };
+
+/**
+ * On the userspace datapath a container's port is no bridge port to the kernel: what the container sends
+ * also arrives at the host's own stack on the host end of its veth, past the guard flows and past every
+ * rule that names gateway ports. Dropped first of all (the raw table), whatever the datapath.
+ */
+const PORTS: readonly Rule[] = [['-m', 'devgroup', '--src-group', `0x${VETH_GROUP.toString(16)}`, '-m', 'comment', '--comment', 'ovsnet:ports', '-j', 'DROP']];
 export const EMPTY_RULES: FirewallRules = { v4: NONE, v6: NONE };
 
 /** The tag of the rules that keep the plugin's networks apart from other container networks on the host. */
@@ -128,8 +138,9 @@ export function firewallRules(networks: Iterable<NetworkRecord>, endpoints: Iter
       );
     }
   }
+  const raw = [...networks].length > 0 ? PORTS : [];
   return {
-    v4: { filter: forward[4], nat: [...hairpin[4], ...nat], dnat: dnat[4], isolate: isolate[4], input: input[4] },
-    v6: { filter: forward[6], nat: hairpin[6], dnat: dnat[6], isolate: isolate[6], input: input[6] },
+    v4: { filter: forward[4], nat: [...hairpin[4], ...nat], dnat: dnat[4], isolate: isolate[4], input: input[4], raw },
+    v6: { filter: forward[6], nat: hairpin[6], dnat: dnat[6], isolate: isolate[6], input: input[6], raw },
   };
 }

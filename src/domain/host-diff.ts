@@ -10,7 +10,7 @@ import { type Drift, type DockerNetwork, type Records, REPAIR, dockerDrift, shor
 import { type FirewallRules } from './firewall.js';
 import { BRIDGE_FLOWS_KEY, type PortFlows, baseFlows, cookiePortBits, cookiePrefixOfBits, portBits, portFlows } from './flows.js';
 import type { BridgeSpec, DesiredHost, DesiredPort, GatewaySpec, ObservedBridge, ObservedHost, ObservedPort } from './host.js';
-import { ENDPOINT_KEY, NETWORK_KEY, OWNER_KEY, OWNER_VALUE, ROLE_KEY, isHostVethName, isPeerVethName } from './names.js';
+import { ENDPOINT_KEY, NETWORK_KEY, OWNER_KEY, OWNER_VALUE, ROLE_KEY, VETH_GROUP, isHostVethName, isPeerVethName } from './names.js';
 import type { NetworkRecord } from './records.js';
 
 export type Repair =
@@ -22,6 +22,8 @@ export type Repair =
   | { readonly type: 'delete-port'; readonly name: string; readonly deleteLink: boolean }
   | { readonly type: 'configure-gateway'; readonly gateway: GatewaySpec }
   | { readonly type: 'delete-veth'; readonly name: string }
+  /** Puts the host end of a veth pair in the plugin's device group (the firewall drops what it brings the host). */
+  | { readonly type: 'isolate-veth'; readonly name: string }
   /** Puts a port's guard flows (and meter) in place, then deletes its `stale` flows (cookie/mask each). */
   | { readonly type: 'sync-flows'; readonly flows: PortFlows; readonly stale: readonly string[] }
   /** Deletes flows of a bridge by cookie/mask. */
@@ -78,6 +80,7 @@ export const REPAIR_ORDER: readonly Repair['type'][] = [
   'sync-flows',
   'delete-flows',
   'configure-gateway',
+  'isolate-veth',
   'delete-veth',
   'sync-firewall',
   'enable-forwarding',
@@ -250,6 +253,26 @@ export function diffHost(desired: DesiredHost, observed: ObservedHost, options: 
     out.push({
       drift: { kind: 'orphan-bridge', subject: bridge.name, detail: `bridge ${bridge.name} was made by the plugin and no network uses it`, fix: `ovs-vsctl --if-exists del-br ${bridge.name}` },
       repairs: [{ type: 'delete-bridge', name: bridge.name }],
+    });
+  }
+
+  // Host ends of veth pairs made before they were put in the plugin's device group.
+  for (const want of desired.ports.values()) {
+    if (want.role !== 'endpoint' || !inScope(want.networkId, want.bridge)) continue;
+    const link = observed.links.get(want.name);
+    if (!link || link.group === undefined || link.group === VETH_GROUP) continue;
+    out.push({
+      drift: {
+        kind: 'veth-open-to-host',
+        subject: want.name,
+        port: want.name,
+        endpointId: want.endpointId,
+        networkId: want.networkId,
+        detail: `the host end ${want.name} of endpoint ${short(want.endpointId ?? '')}'s veth is not in the plugin's device group: on the userspace datapath the host's own stack takes what its container sends`,
+        fix: `ip link set dev ${want.name} group ${VETH_GROUP} addrgenmode none arp off && ip address flush dev ${want.name} scope link`,
+      },
+      repairs: [{ type: 'isolate-veth', name: want.name }],
+      endpointId: want.endpointId,
     });
   }
 
@@ -552,9 +575,9 @@ function firewallDifferences(rules: FirewallRules, observed: ObservedHost): Host
   if (!observed.firewall) return [];
   const out: HostDifference[] = [];
   const repairs: Repair[] = [{ type: 'sync-firewall', rules }];
-  const wanted = [rules.v4, rules.v6].some((f) => f.filter.length + f.nat.length + f.dnat.length + f.isolate.length + f.input.length > 0);
+  const wanted = [rules.v4, rules.v6].some((f) => f.filter.length + f.nat.length + f.dnat.length + f.isolate.length + f.input.length + f.raw.length > 0);
   if (!observed.firewall.jumps && wanted) {
-    out.push({ drift: { kind: 'firewall-drift', subject: 'jumps', detail: "a jump into the plugin's chains (OVSNET-FORWARD, OVSNET-POSTROUTING, OVSNET-DNAT, OVSNET-ISOLATE, OVSNET-INPUT) is missing", fix: REPAIR }, repairs });
+    out.push({ drift: { kind: 'firewall-drift', subject: 'jumps', detail: "a jump into the plugin's chains (OVSNET-FORWARD, OVSNET-POSTROUTING, OVSNET-DNAT, OVSNET-ISOLATE, OVSNET-INPUT, OVSNET-PORTS) is missing", fix: REPAIR }, repairs });
   }
   const rows = [
     { table: 'filter (IPv4)', have: observed.firewall.filter4, want: rules.v4.filter },
@@ -567,13 +590,15 @@ function firewallDifferences(rules: FirewallRules, observed: ObservedHost): Host
     { table: 'mangle input (IPv4)', have: observed.firewall.input4 ?? [], want: rules.v4.input },
     { table: 'mangle isolation (IPv6)', have: observed.firewall.isolate6 ?? [], want: rules.v6.isolate },
     { table: 'mangle input (IPv6)', have: observed.firewall.input6 ?? [], want: rules.v6.input },
+    { table: 'raw ports (IPv4)', have: observed.firewall.raw4 ?? [], want: rules.v4.raw },
+    { table: 'raw ports (IPv6)', have: observed.firewall.raw6 ?? [], want: rules.v6.raw },
   ];
   for (const { table, have, want } of rows) {
     // Compare per network (by the comment tag): iptables may print a rule's matches in another order.
     const count = (list: readonly string[]) => {
       const tags = new Map<string, number>();
       for (const r of list) {
-        const tag = /ovsnet:(?:[0-9a-f]{12}|foreign)/.exec(r)?.[0] ?? 'untagged';
+        const tag = /ovsnet:(?:[0-9a-f]{12}|foreign|ports)/.exec(r)?.[0] ?? 'untagged';
         tags.set(tag, (tags.get(tag) ?? 0) + 1);
       }
       return tags;

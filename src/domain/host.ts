@@ -112,6 +112,8 @@ export interface ObservedLink {
   readonly kind: string;
   readonly mtu: number;
   readonly up: boolean;
+  /** Its device group (0: the default); absent when not read. */
+  readonly group?: number;
 }
 
 export interface ObservedFirewall {
@@ -128,6 +130,9 @@ export interface ObservedFirewall {
   readonly input4?: readonly string[];
   readonly isolate6?: readonly string[];
   readonly input6?: readonly string[];
+  /** The raw table's chain against what the host ends of veth pairs bring in. */
+  readonly raw4?: readonly string[];
+  readonly raw6?: readonly string[];
   /** The built-in chains jump into the plugin's chains (filter FORWARD, nat POSTROUTING, PREROUTING and OUTPUT, mangle FORWARD and INPUT; both families). */
   readonly jumps: boolean;
 }

@@ -26,6 +26,14 @@ export const SPARE_HOST_PREFIX = 'ovp';
 export const SPARE_PEER_PREFIX = 'ovq';
 export const TUNNEL_PREFIX = 'ovt';
 
+/**
+ * The device group of the host ends of the plugin's veth pairs. On the userspace datapath a port's device
+ * is no bridge port to the kernel: what a container sends arrives at the host's own stack on its host end
+ * too (router advertisements, packets to the host's addresses, packets to forward past the guard and the
+ * firewall). The firewall drops everything IP arriving from this group (raw table), before anything else.
+ */
+export const VETH_GROUP = 0x6f76;
+
 const ID = /^[0-9a-f]{64}$/;
 
 export function isDockerId(id: unknown): id is string {

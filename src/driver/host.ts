@@ -160,6 +160,9 @@ export class LocalHost {
       case 'delete-veth':
         await links.deleteLink(repair.name);
         return;
+      case 'isolate-veth':
+        await links.isolateVeth(repair.name);
+        return;
       case 'delete-bridge':
         if (await ovs.deleteOwnedBridge(repair.name)) log.info('deleted bridge the plugin created, now unused', { bridge: repair.name });
         return;
@@ -292,6 +295,7 @@ function repairKey(r: Repair): string {
       return `${r.type}|${r.bridge}|${r.cookies.join(',')}`;
     case 'delete-port':
     case 'delete-veth':
+    case 'isolate-veth':
     case 'delete-bridge':
     case 'secure-bridge':
       return `${r.type}|${r.name}`;

@@ -106,7 +106,8 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     }
     checkConflicts(networkId, spec, undefined, subnets, others);
     const subnet = identifyingSubnet(subnets.filter((s) => !s.pool.includes(':')), subnets.filter((s) => s.pool.includes(':')));
-    const observed = await this.o.host.observe({ firewall: false });
+    // The firewall too: realising the network compares it (the rule that keeps veths from the host holds for OVN's too).
+    const observed = await this.o.host.observe();
     const integration = observed.bridges.get(this.o.bridge);
     if (!integration) throw badRequest('OvnNotReady', `OVN's integration bridge ${this.o.bridge} is not on this host: ${CHASSIS_HOWTO}`);
     const ids = await this.o.host.ovs.systemIds();
@@ -151,7 +152,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
 
   async unrealise(network: NetworkRecord): Promise<void> {
     const { host, state, nb } = this.o;
-    const observed = await host.observe({ firewall: false });
+    const observed = await host.observe();
     const remaining = [...state.networks.values()].filter((n) => n.id !== network.id);
     const endpoints = [...state.endpoints.values()].filter((e) => e.networkId !== network.id);
     const desired = desiredHost(remaining.filter((n) => n.state === 'ready'), endpoints, { datapath: await host.datapath(), foreignBridges: foreignBridges(observed.links) });

@@ -91,10 +91,15 @@ export interface Ovs {
 }
 
 export interface Links {
-  /** Makes a veth pair, both ends with the MTU, the host end up; `txOffloadOff` also turns TX checksum offload off on both. */
+  /**
+   * Makes a veth pair, both ends with the MTU, the host end up, in the plugin's device group, without ARP and
+   * without an IPv6 link-local address; `txOffloadOff` also turns TX checksum offload off on both.
+   */
   createVeth(options: { host: string; peer: string; mtu: number; peerMac: string; txOffloadOff?: boolean }): Promise<void>;
   /** Turns TX checksum offload off (the userspace datapath forwards partial checksums as they are). */
   disableTxOffload(names: readonly string[]): Promise<void>;
+  /** Puts an existing host end of a veth pair in the plugin's device group, without ARP or IPv6 link-local address (as createVeth makes it). */
+  isolateVeth(name: string): Promise<void>;
   /** Deletes a link; returns false if it did not exist. */
   deleteLink(name: string): Promise<boolean>;
   /** Brings a device up with an MTU and exactly these addresses ("10.0.0.1/24"). */

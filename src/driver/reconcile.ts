@@ -57,6 +57,7 @@ const REPAIRED: Partial<Record<Drift['kind'], { what: string; counter: string }>
   'orphan-flows': { what: 'removed guard flows of a port no container has', counter: 'flowsRemoved' },
   'bridge-flows-differ': { what: "put a bridge's base flow back, after its ports' guards", counter: 'flowsRepaired' },
   'bridge-fails-open': { what: 'made a bridge of the plugin fail closed (fail_mode secure)', counter: 'bridgesSecured' },
+  'veth-open-to-host': { what: "put the host end of a container's veth in the plugin's device group", counter: 'vethsIsolated' },
   'gateway-accepts-ra': { what: 'stopped a gateway port from accepting router advertisements and redirects', counter: 'gatewaysRepaired' },
   'firewall-drift': { what: "rewrote the plugin's firewall chains", counter: 'firewallRewritten' },
   'ip-forward-off': { what: 'turned IPv4 forwarding on', counter: 'forwardingEnabled' },

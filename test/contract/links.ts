@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
+import { VETH_GROUP } from '../../src/domain/names.js';
 import type { Links } from '../../src/driver/ports.js';
 
 /** Registers the contract's tests; `fresh` gives links with none of the test's devices on it. */
@@ -17,6 +18,17 @@ export function linksContract(fresh: () => Promise<Links>): void {
     assert.equal(await links.deleteLink('ctvh0'), true);
     assert.equal((await links.list()).has('ctvp0'), false, 'the peer goes with it');
     assert.equal(await links.deleteLink('ctvh0'), false, 'a delete tolerates absence');
+  });
+
+  it("puts a veth pair's host end in the plugin's device group, and one made before can be put there", async () => {
+    const links = await fresh();
+    await links.createVeth({ host: 'ctvh3', peer: 'ctvp3', mtu: 1500, peerMac: '02:42:0a:00:00:08' });
+    const made = await links.list();
+    assert.deepEqual([made.get('ctvh3')?.group, made.get('ctvh3')?.up], [VETH_GROUP, true]);
+    await links.configureAddresses('ctvh3', { mtu: 1500, addresses: [] });
+    await links.isolateVeth('ctvh3');
+    assert.equal((await links.list()).get('ctvh3')?.group, VETH_GROUP);
+    await links.deleteLink('ctvh3');
   });
 
   it('makes a veth pair again over what an interrupted attempt left', async () => {

@@ -28,7 +28,7 @@ import type {
 } from '../../src/driver/ports.js';
 import { storeKey } from '../../src/driver/ports.js';
 import { conflict, internal } from '../../src/errors.js';
-import { OWNER_KEY, OWNER_VALUE } from '../../src/domain/names.js';
+import { OWNER_KEY, OWNER_VALUE, VETH_GROUP } from '../../src/domain/names.js';
 
 export class MemoryStore implements Store {
   readonly data = new Map<string, unknown>();
@@ -239,6 +239,7 @@ export class FakeOvs implements Ovs {
 export interface FakeLink {
   kind: string;
   mtu: number;
+  group?: number;
   up?: boolean;
   mac?: string;
   peer?: string;
@@ -263,7 +264,7 @@ export class FakeLinks implements Links {
     this.links.delete(options.host);
     this.links.delete(options.peer);
     const txOff = options.txOffloadOff ?? false;
-    this.links.set(options.host, { kind: 'veth', mtu: options.mtu, up: true, peer: options.peer, addresses: [], txOff });
+    this.links.set(options.host, { kind: 'veth', mtu: options.mtu, up: true, group: VETH_GROUP, peer: options.peer, addresses: [], txOff });
     this.links.set(options.peer, { kind: 'veth', mtu: options.mtu, mac: options.peerMac, peer: options.host, addresses: [], txOff });
   }
 
@@ -273,6 +274,12 @@ export class FakeLinks implements Links {
       const link = this.links.get(name);
       if (link) link.txOff = true;
     }
+  }
+
+  async isolateVeth(name: string): Promise<void> {
+    this.calls.push(`isolateVeth ${name}`);
+    const link = this.links.get(name);
+    if (link) link.group = VETH_GROUP;
   }
 
   async deleteLink(name: string): Promise<boolean> {
@@ -291,7 +298,7 @@ export class FakeLinks implements Links {
   }
 
   async list(): Promise<Map<string, ObservedLink>> {
-    return new Map([...this.links].map(([name, l]) => [name, { kind: l.kind, up: l.up ?? true, mtu: l.mtu }]));
+    return new Map([...this.links].map(([name, l]) => [name, { kind: l.kind, up: l.up ?? true, mtu: l.mtu, group: l.group ?? 0 }]));
   }
 
   async addresses(): Promise<Map<string, string[]>> {
@@ -334,6 +341,8 @@ export class FakeFirewall implements Firewall {
       input4: text(c?.v4.input),
       isolate6: text(c?.v6.isolate),
       input6: text(c?.v6.input),
+      raw4: text(c?.v4.raw),
+      raw6: text(c?.v6.raw),
       jumps: c !== undefined,
     };
   }

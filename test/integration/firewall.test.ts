@@ -59,13 +59,14 @@ describe('iptables adapter in a scratch namespace', () => {
     await firewall.sync(rules);
     const read = await firewall.read();
     const text = (list: readonly (readonly string[])[]) => list.map((r) => r.join(' '));
-    const expected = (f: 'v4' | 'v6') => ({ filter: text(rules[f].filter), nat: text(rules[f].nat), dnat: text(rules[f].dnat), isolate: text(rules[f].isolate), input: text(rules[f].input) });
+    const expected = (f: 'v4' | 'v6') => ({ filter: text(rules[f].filter), nat: text(rules[f].nat), dnat: text(rules[f].dnat), isolate: text(rules[f].isolate), input: text(rules[f].input), raw: text(rules[f].raw) });
     const [v4, v6] = [expected('v4'), expected('v6')];
     assert.deepEqual(read, {
-      filter4: v4.filter, nat4: v4.nat, dnat4: v4.dnat, isolate4: v4.isolate, input4: v4.input,
-      filter6: v6.filter, nat6: v6.nat, dnat6: v6.dnat, isolate6: v6.isolate, input6: v6.input,
+      filter4: v4.filter, nat4: v4.nat, dnat4: v4.dnat, isolate4: v4.isolate, input4: v4.input, raw4: v4.raw,
+      filter6: v6.filter, nat6: v6.nat, dnat6: v6.dnat, isolate6: v6.isolate, input6: v6.input, raw6: v6.raw,
       jumps: true,
-    }, 'read back exactly as written, the mangle chains included');
+    }, 'read back exactly as written, the mangle and raw chains included');
+    assert.ok((await ipt(['-t', 'raw', '-S', 'PREROUTING'])).stdout.includes('-A PREROUTING -j OVSNET-PORTS'));
     const forward = (await ipt(['-S', 'FORWARD'])).stdout.split('\n').filter((l) => l.startsWith('-A'));
     assert.deepEqual(forward, ['-A FORWARD -j DOCKER-USER', '-A FORWARD -j OVSNET-FORWARD', '-A FORWARD -i foreign0 -j ACCEPT']);
     const mangle = (await ipt(['-t', 'mangle', '-S', 'FORWARD'])).stdout.split('\n').filter((l) => l.startsWith('-A'));

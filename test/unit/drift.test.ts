@@ -48,11 +48,11 @@ describe('drift', () => {
 
   it('reports firewall drift, forwarding off, OVS port errors and endpoints only Docker knows', async () => {
     const w = await healthyWorld();
-    w.firewall.current = { v4: { filter: [], nat: [], dnat: [], isolate: [], input: [] }, v6: { filter: [], nat: [], dnat: [], isolate: [], input: [] } };
+    w.firewall.current = { v4: { filter: [], nat: [], dnat: [], isolate: [], input: [], raw: [] }, v6: { filter: [], nat: [], dnat: [], isolate: [], input: [], raw: [] } };
     w.sysctl.forwarding = false;
     w.docker.list[0]!.endpoints.set(id('7'), { addresses: ['10.13.160.9'] });
     const kinds = (await w.reconciler.drift(true)).map((d) => d.kind).sort();
-    assert.deepEqual(kinds, ['endpoint-unknown-to-plugin', 'firewall-drift', 'firewall-drift', 'firewall-drift', 'ip-forward-off'], 'filter, nat and mangle isolation');
+    assert.deepEqual(kinds, ['endpoint-unknown-to-plugin', 'firewall-drift', 'firewall-drift', 'firewall-drift', 'firewall-drift', 'firewall-drift', 'ip-forward-off'], 'filter, nat, mangle isolation, raw ports for each family');
     const forwarding = (await w.reconciler.drift(true)).find((d) => d.kind === 'ip-forward-off');
     assert.equal(forwarding?.fix, 'sysctl -w net.ipv4.ip_forward=1');
   });

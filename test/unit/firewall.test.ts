@@ -21,7 +21,7 @@ function network(id: string, generic: Record<string, string>, internal = false):
 }
 
 const text = (rules: readonly (readonly string[])[]) => rules.map((r) => r.join(' '));
-const NONE = { filter: [], nat: [], dnat: [], isolate: [], input: [] };
+const NONE = { filter: [], nat: [], dnat: [], isolate: [], input: [], raw: [] };
 
 describe('firewall rules', () => {
   const NOT_ALLOWED = '-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT';
@@ -70,9 +70,16 @@ describe('firewall rules', () => {
     assert.deepEqual(firewallRules([], [], ['docker0']), { v4: NONE, v6: NONE }, 'nothing without a network of the plugin on the host');
   });
 
-  it('has nothing on the host for external and isolated networks', () => {
+  it("drops what the host's own stack would take from the host ends of the plugin's veths, in both families, whatever the networks", () => {
+    const rules = firewallRules([network('d', { gateway_mode: 'isolated' })]);
+    const ports = ['-m devgroup --src-group 0x6f76 -m comment --comment ovsnet:ports -j DROP'];
+    assert.deepEqual([text(rules.v4.raw), text(rules.v6.raw)], [ports, ports]);
+  });
+
+  it('has nothing else on the host for external and isolated networks', () => {
     const rules = firewallRules([network('d', { gateway_mode: 'external' }), network('e', { gateway_mode: 'isolated' })], [], ['docker0']);
-    assert.deepEqual(rules, { v4: NONE, v6: NONE });
+    assert.deepEqual({ ...rules.v4, raw: [] }, NONE);
+    assert.deepEqual({ ...rules.v6, raw: [] }, NONE);
   });
 
   it('is a pure function of the networks and bridges: same input, same rules, in a stable order', () => {

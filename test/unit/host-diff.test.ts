@@ -76,8 +76,8 @@ function healthy(networks: NetworkRecord[], endpoints: EndpointRecord[]): { obse
       links,
       addresses,
       firewall: {
-        filter4: text(rules.v4.filter), nat4: text(rules.v4.nat), dnat4: text(rules.v4.dnat), isolate4: text(rules.v4.isolate), input4: text(rules.v4.input),
-        filter6: text(rules.v6.filter), nat6: text(rules.v6.nat), dnat6: text(rules.v6.dnat), isolate6: text(rules.v6.isolate), input6: text(rules.v6.input),
+        filter4: text(rules.v4.filter), nat4: text(rules.v4.nat), dnat4: text(rules.v4.dnat), isolate4: text(rules.v4.isolate), input4: text(rules.v4.input), raw4: text(rules.v4.raw),
+        filter6: text(rules.v6.filter), nat6: text(rules.v6.nat), dnat6: text(rules.v6.dnat), isolate6: text(rules.v6.isolate), input6: text(rules.v6.input), raw6: text(rules.v6.raw),
         jumps: true,
       },
       ipv4Forwarding: true,

@@ -61,7 +61,9 @@ describe('network driver: networks', () => {
       await network.createNetwork(createReq({ generic: { vlan: '5', gateway_mode: mode } }));
       assert.deepEqual([...ovs.ports.keys()], []);
       assert.equal(sysctl.forwarding, false);
-      assert.deepEqual(await firewall.read(), { filter4: [], nat4: [], dnat4: [], isolate4: [], input4: [], filter6: [], nat6: [], dnat6: [], isolate6: [], input6: [], jumps: false }, 'no rule, and no chain needed');
+      const read = await firewall.read();
+      assert.deepEqual({ ...read, raw4: [], raw6: [] }, { filter4: [], nat4: [], dnat4: [], isolate4: [], input4: [], raw4: [], filter6: [], nat6: [], dnat6: [], isolate6: [], input6: [], raw6: [], jumps: true }, 'no rule but the one that keeps veths from the host');
+      assert.equal(read.raw4?.length, 1);
     }
   });
 
@@ -133,7 +135,7 @@ describe('network driver: networks', () => {
     await network.deleteNetwork(NET2);
     assert.equal(ovs.ports.size, 0);
     assert.equal(ovs.bridges.size, 0);
-    assert.deepEqual(firewall.current?.v4, { filter: [], nat: [], dnat: [], isolate: [], input: [] });
+    assert.deepEqual(firewall.current?.v4, { filter: [], nat: [], dnat: [], isolate: [], input: [], raw: [] });
     assert.equal(state.networks.size, 0);
   });
 

@@ -154,6 +154,14 @@ export class SimHost {
     return cmd('ovs-vsctl', [`--db=${this.ovsdb}`, '--timeout=20', ...args], options);
   }
 
+  /** The `ovsnet` command, as an operator on this host runs it. */
+  ovsnet(args: readonly string[], options: { check?: boolean } = {}): Promise<Result> {
+    return this.exec(process.execPath, [path.join(REPO_ROOT, 'dist/src/cli/main.js'), ...args], {
+      check: options.check ?? true,
+      env: { OVSNET_SOCKET: this.socket, DOCKER_HOST: this.dockerHost, OVSNET_STATE_DIR: path.join(this.dir, 'state'), OVSNET_OVSDB: this.ovsdb, OVSNET_DOCKER: this.dockerHost },
+    });
+  }
+
   /** ovs-ofctl (OpenFlow 1.3) on a bridge of this host: `args` is the command, the bridge, then the rest. */
   ofctl(args: readonly string[], options?: CmdOptions): Promise<Result> {
     const [command, bridge, ...rest] = args;

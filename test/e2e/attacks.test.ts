@@ -1,0 +1,338 @@
+/**
+ * A hostile container tries what it can against its neighbours and the host,
+ * and each attack is judged by what the victim (or the host) actually
+ * received, captured in its own namespace. Each has a positive control: the
+ * same attack where the protection is off (a network that allows it, or the
+ * protection taken away by hand) must be seen, so no case passes for want of
+ * a working attack or capture.
+ *
+ * The attackers send raw frames with CAP_NET_RAW only, which Docker gives
+ * every container by default (rawframe in the test image); the same frames go
+ * again from a container given NET_ADMIN, which also tries what its own
+ * kernel sends once it takes a neighbour's address or another MAC.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { linkLocalOf } from '../../src/domain/flows.js';
+import { captureDuring, sendFrames, type Where } from './harness/capture.js';
+import {
+  ALL_NODES,
+  BROADCAST,
+  type Frame,
+  arp,
+  dhcpOffer,
+  dhcpv6Advertise,
+  lladdrOption,
+  multicastMac,
+  neighbourAdvertisement,
+  neighbourSolicitation,
+  redirect,
+  routerAdvertisement,
+  solicitedNode,
+  udpFrame,
+} from './harness/frames.js';
+import { sleep, waitFor } from './harness/proc.js';
+import { SimHost } from './harness/sim-host.js';
+import { containerAddress, endpointPortName, httpGet, ping, runContainer, startHttp, startWhoAmI, tcpSay } from './support.js';
+
+interface Peer {
+  readonly name: string;
+  readonly ip: string;
+  readonly ipv6: string;
+  readonly mac: string;
+  readonly ll: string;
+}
+
+/** One attack: the frames an attacker sends at its victim, and how to tell them among what the victim received. */
+interface Attack {
+  readonly name: string;
+  readonly frames: (a: Peer, n: Peer, v: Peer) => string[];
+  readonly seen: (f: Frame, a: Peer, n: Peer, v: Peer) => boolean;
+  /** Also captured on the network's gateway port: what reaches the host. */
+  readonly host?: boolean;
+}
+
+const nonce = (what: string) => Buffer.from(`ovsnet-attack ${what}`);
+const carries = (f: Frame, what: string) => !!f.ip?.udp?.data.includes(nonce(what));
+
+/** The raw-frame attacks, each against a victim V, claiming its neighbour N's identity where it spoofs one. */
+const ATTACKS: readonly Attack[] = [
+  {
+    name: "an ARP reply saying the neighbour's address is at the attacker's MAC",
+    frames: (a, n, v) => [arp({ dst: v.mac, src: a.mac, op: 'reply', sha: a.mac, spa: n.ip, tha: v.mac, tpa: v.ip })],
+    seen: (f, a, n) => f.arp?.spa === n.ip && f.arp.sha === a.mac,
+  },
+  {
+    name: "a gratuitous ARP for the neighbour's address",
+    frames: (a, n) => [arp({ dst: BROADCAST, src: a.mac, op: 'request', sha: a.mac, spa: n.ip, tpa: n.ip })],
+    seen: (f, a, n) => f.arp?.spa === n.ip && f.arp.sha === a.mac,
+  },
+  {
+    name: 'IPv4 from another MAC',
+    frames: (a, _n, v) => [udpFrame({ dst: v.mac, src: '02:00:00:00:71:99', srcIp: a.ip, dstIp: v.ip, sport: 4000, dport: 4000, data: nonce('mac') })],
+    seen: (f) => carries(f, 'mac'),
+  },
+  {
+    name: "IPv4 from the neighbour's address",
+    frames: (a, n, v) => [udpFrame({ dst: v.mac, src: a.mac, srcIp: n.ip, dstIp: v.ip, sport: 4000, dport: 4000, data: nonce('ipv4') })],
+    seen: (f) => carries(f, 'ipv4'),
+  },
+  {
+    name: "IPv6 from the neighbour's global address",
+    frames: (a, n, v) => [udpFrame({ dst: v.mac, src: a.mac, srcIp: n.ipv6, dstIp: v.ipv6, sport: 4000, dport: 4000, data: nonce('ipv6') })],
+    seen: (f) => carries(f, 'ipv6'),
+  },
+  {
+    name: "IPv6 from the neighbour's link-local address, and from a made-up one",
+    frames: (a, n, v) => [
+      udpFrame({ dst: v.mac, src: a.mac, srcIp: n.ll, dstIp: v.ll, sport: 4000, dport: 4000, data: nonce('ll') }),
+      udpFrame({ dst: v.mac, src: a.mac, srcIp: 'fe80::dead:beef', dstIp: v.ll, sport: 4000, dport: 4000, data: nonce('ll') }),
+    ],
+    seen: (f) => carries(f, 'll'),
+  },
+  {
+    name: "a neighbour advertisement for the neighbour's global address",
+    frames: (a, n) => [neighbourAdvertisement({ dst: multicastMac(ALL_NODES), src: a.mac, srcIp: a.ipv6, dstIp: ALL_NODES, target: n.ipv6, options: [lladdrOption(2, a.mac)] })],
+    seen: (f, _a, n) => f.ip?.icmp6?.type === 136 && f.ip.icmp6.target === n.ipv6,
+  },
+  {
+    name: "a neighbour advertisement for the neighbour's link-local address",
+    frames: (a, n) => [neighbourAdvertisement({ dst: multicastMac(ALL_NODES), src: a.mac, srcIp: a.ll, dstIp: ALL_NODES, target: n.ll, options: [lladdrOption(2, a.mac)] })],
+    seen: (f, _a, n) => f.ip?.icmp6?.type === 136 && f.ip.icmp6.target === n.ll,
+  },
+  {
+    name: "a neighbour solicitation with a second link-layer option naming the neighbour's MAC",
+    frames: (a, n, v) => [
+      neighbourSolicitation({ dst: multicastMac(solicitedNode(v.ipv6)), src: a.mac, srcIp: a.ipv6, dstIp: solicitedNode(v.ipv6), target: v.ipv6, options: [lladdrOption(1, a.mac), lladdrOption(1, n.mac)] }),
+    ],
+    seen: (f, _a, n) => f.ip?.icmp6?.type === 135 && f.ip.icmp6.lladdr.includes(n.mac),
+  },
+  {
+    name: "duplicate address detection for the neighbour's address",
+    frames: (a, n) => [neighbourSolicitation({ dst: multicastMac(solicitedNode(n.ipv6)), src: a.mac, srcIp: '::', dstIp: solicitedNode(n.ipv6), target: n.ipv6, options: [] })],
+    seen: (f, _a, n) => f.ip?.icmp6?.type === 135 && f.ip.src === '::' && f.ip.icmp6.target === n.ipv6,
+  },
+  {
+    name: 'a router advertisement',
+    frames: (a) => [routerAdvertisement({ dst: multicastMac(ALL_NODES), src: a.mac, srcIp: a.ll, dstIp: ALL_NODES, prefix: 'fd99:71::' })],
+    seen: (f) => f.ip?.icmp6?.type === 134,
+    host: true,
+  },
+  {
+    name: 'a redirect',
+    frames: (a, _n, v) => [redirect({ dst: v.mac, src: a.mac, srcIp: a.ll, dstIp: v.ll, target: a.ll, destination: '2001:db8::1' })],
+    seen: (f) => f.ip?.icmp6?.type === 137,
+  },
+  {
+    name: 'a DHCP offer',
+    frames: (a, _n, v) => [dhcpOffer({ dst: BROADCAST, src: a.mac, srcIp: a.ip, yiaddr: v.ip, chaddr: v.mac, xid: 0x0a7ac4 })],
+    seen: (f) => f.ip?.udp?.sport === 67,
+    host: true,
+  },
+  {
+    name: 'a DHCPv6 advertise',
+    frames: (a, _n, v) => [dhcpv6Advertise({ dst: v.mac, src: a.mac, srcIp: a.ll, dstIp: v.ll, xid: 0x0a7ac4 })],
+    seen: (f) => f.ip?.udp?.sport === 547,
+  },
+];
+
+describe('attacks from a hostile container', () => {
+  let host: SimHost;
+  const peers = new Map<string, Peer>();
+  const peer = (name: string) => peers.get(name)!;
+  const gateway = new Map<string, string>();
+  const sh = (container: string, script: string, check = false) => host.docker(['exec', container, 'sh', '-c', script], { check, timeoutMs: 30_000 });
+
+  /** Sends the attack three times (a first frame may find a cold path) while capturing at the victim (and the host). */
+  async function attempt(attack: Attack, attacker: string, neighbour: string, victim: string, network: string): Promise<{ victim: Frame[]; host: Frame[] }> {
+    const [a, n, v] = [peer(attacker), peer(neighbour), peer(victim)];
+    const frames = attack.frames(a, n, v);
+    const send = () => sendFrames(host, attacker, [...frames, ...frames, ...frames]);
+    const atVictim = (during: () => Promise<unknown>) => captureDuring(host, { container: victim }, during);
+    if (!attack.host) return { victim: (await atVictim(send)).filter((f) => attack.seen(f, a, n, v)), host: [] };
+    const where: Where = { hostIf: gateway.get(network)! };
+    let inVictim: Frame[] = [];
+    const atHost = await captureDuring(host, where, async () => {
+      inVictim = await atVictim(send);
+    });
+    return { victim: inVictim.filter((f) => attack.seen(f, a, n, v)), host: atHost.filter((f) => attack.seen(f, a, n, v)) };
+  }
+
+  before(async () => {
+    // Docker's defaults: its own firewall and bridge, docker-proxy for its published ports.
+    host = await SimHost.start({ name: 'attack', dockerIptables: true, dockerArgs: ['--userland-proxy=true'], pluginEnv: { OVSNET_RECONCILE_INTERVAL: '3600' } });
+    const create = (name: string, args: string[]) => host.docker(['network', 'create', '-d', host.driver, '--ipam-driver', host.driver, ...args, name]);
+    await create('plain', ['--ipv6', '--subnet', '10.71.0.0/24', '--subnet', 'fd71::/64']);
+    await create('v237', ['--subnet', '10.72.0.0/24', '-o', 'vlan=237']);
+    await create('open', ['--ipv6', '--subnet', '10.73.0.0/24', '--subnet', 'fd73::/64', '-o', 'vlan=238', '-o', 'anti_spoofing=false', '-o', 'allow_ra=true', '-o', 'allow_dhcp_server=true']);
+    await create('inside', ['--internal', '--subnet', '10.74.0.0/24', '-o', 'vlan=239']);
+    await create('served', ['--subnet', '10.75.0.0/24', '-o', 'vlan=240']);
+    await host.docker(['network', 'create', '--subnet', '10.76.0.0/24', 'dockers']);
+    for (const [name, network, extra] of [
+      ['pv', 'plain', []], ['pn', 'plain', []], ['pa', 'plain', []], ['pz', 'plain', ['--cap-add', 'NET_ADMIN']],
+      ['va', 'v237', []], ['vb', 'v237', []],
+      ['ov', 'open', []], ['on', 'open', []], ['oa', 'open', ['--cap-add', 'NET_ADMIN']],
+      ['ia', 'inside', []],
+      ['ps', 'served', ['-p', '8080:8080']],
+      ['ds', 'dockers', []], ['dp', 'dockers', ['-p', '8081:8080']],
+    ] as const) {
+      await runContainer(host, name, network, { extra: ['--hostname', name, ...extra] });
+      const a = await containerAddress(host, name, network);
+      peers.set(name, { name, ip: a.ip, ipv6: a.ipv6, mac: a.mac, ll: linkLocalOf(a.mac) });
+    }
+    for (const name of ['ps', 'ds', 'dp']) await startHttp(host, name);
+    for (const network of ['plain', 'open', 'inside']) {
+      const id = (await host.docker(['network', 'inspect', '-f', '{{.Id}}', network])).stdout.trim();
+      gateway.set(network, `ovsgw${id.slice(0, 10)}`);
+    }
+    // The neighbours know each other (as they would after talking), so a poisoned entry would show.
+    for (const [from, to] of [['pv', 'pn'], ['ov', 'on']] as const) assert.ok(await ping(host, from, peer(to).ip), `${from} reaches ${to}`);
+  });
+  after(async () => {
+    await host?.stop();
+  });
+
+  for (const [attacker, caps] of [['pa', "Docker's default capabilities"], ['pz', 'NET_ADMIN']] as const) {
+    for (const attack of ATTACKS) {
+      it(`with ${caps}: ${attack.name} reaches neither the victim${attack.host ? ' nor the host' : ''}; on a network that allows it, it does`, async () => {
+        const guarded = await attempt(attack, attacker, 'pn', 'pv', 'plain');
+        assert.deepEqual(guarded.victim, [], `the victim received: ${JSON.stringify(guarded.victim)}`);
+        assert.deepEqual(guarded.host, [], `the host received: ${JSON.stringify(guarded.host)}`);
+        const control = await attempt(attack, 'oa', 'on', 'ov', 'open');
+        assert.ok(control.victim.length > 0, 'positive control: with anti_spoofing=false, allow_ra and allow_dhcp_server, the victim receives it');
+        if (attack.host) assert.ok(control.host.length > 0, 'positive control: the host receives it too');
+      });
+    }
+  }
+
+  it("takes no route from a router advertisement that reaches a gateway port (accept_ra is off on the host's side)", async () => {
+    const gw = gateway.get('open')!;
+    const ra = ATTACKS.find((a) => a.name === 'a router advertisement')!;
+    const control = await attempt(ra, 'oa', 'on', 'ov', 'open');
+    assert.ok(control.host.length > 0, 'the advertisement reached the gateway port');
+    const routes = (await host.exec('ip', ['-6', 'route', 'show'])).stdout;
+    assert.ok(!routes.includes(`dev ${gw} proto ra`) && !/fd99:71::\/64/.test(routes), `no route from it: ${routes}`);
+    assert.equal((await host.exec('cat', [`/proc/sys/net/ipv6/conf/${gw}/accept_ra`])).stdout.trim(), '0');
+  });
+
+  it("with NET_ADMIN: the neighbour's address taken, or another MAC, on the container's own interface reaches nobody", async () => {
+    const [z, n, v] = [peer('pz'), peer('pn'), peer('pv')];
+    const spoofed = await captureDuring(host, { container: 'pv' }, async () => {
+      await sh('pz', `ip address add ${n.ip}/24 dev eth0 && ping -c 2 -W 1 -I ${n.ip} ${v.ip}; arping -c 2 -U -s ${n.ip} -I eth0 ${v.ip}; ip address del ${n.ip}/24 dev eth0`);
+      await sh('pz', `ip link set dev eth0 address 02:00:00:00:71:98 && ip neigh flush dev eth0 && ping -c 2 -W 1 ${v.ip}; ip link set dev eth0 address ${z.mac}`);
+    });
+    const fromZ = spoofed.filter((f) => (f.src === z.mac && (f.ip?.src === n.ip || f.arp?.spa === n.ip)) || f.src === '02:00:00:00:71:98');
+    assert.deepEqual(fromZ, [], `the victim received: ${JSON.stringify(fromZ)}`);
+    assert.ok(await ping(host, 'pv', n.ip), 'the neighbour keeps its address');
+    assert.ok(await ping(host, 'pz', v.ip), 'and the attacker, back to itself, reaches the victim');
+    // Positive control: the same from a container of a network without anti-spoofing arrives.
+    const [oa, on, ov] = [peer('oa'), peer('on'), peer('ov')];
+    const open = await captureDuring(host, { container: 'ov' }, () => sh('oa', `ip address add ${on.ip}/24 dev eth0 && ping -c 2 -W 1 -I ${on.ip} ${ov.ip}; ip address del ${on.ip}/24 dev eth0`));
+    assert.ok(open.some((f) => f.src === oa.mac && f.ip?.src === on.ip), 'positive control: the spoofed ping arrives where anti_spoofing=false');
+  });
+
+  it("keeps an untagged network's containers off every other VLAN: they receive no frame of one; with its port a trunk they would", async () => {
+    const vb = peer('vb');
+    const broadcast = () => sendFrames(host, 'vb', [udpFrame({ dst: BROADCAST, src: vb.mac, srcIp: vb.ip, dstIp: '10.72.0.255', sport: 4001, dport: 4001, data: nonce('vlan') })]);
+    const untagged = await captureDuring(host, { container: 'pv' }, broadcast);
+    assert.deepEqual(untagged.filter((f) => f.vlan !== undefined || carries(f, 'vlan')), [], 'nothing of VLAN 237 reached the untagged network');
+    const sameVlan = await captureDuring(host, { container: 'va' }, broadcast);
+    assert.ok(sameVlan.some((f) => carries(f, 'vlan')), 'positive control: the broadcast reaches its own VLAN');
+
+    // The protection taken away by hand: a port without vlan_mode or tag is a trunk of every VLAN.
+    const port = await endpointPortName(host, (await containerAddress(host, 'pv', 'plain')).endpointId);
+    await host.vsctl(['clear', 'port', port, 'vlan_mode']);
+    const doctor = JSON.parse((await host.ovsnet(['doctor', '--json'], { check: false })).stdout) as { drift: Array<{ kind: string; subject: string; detail: string }> };
+    assert.match(doctor.drift.find((d) => d.subject === port)?.detail ?? '', /trunk of every VLAN/, 'doctor names the trunk by accident');
+    const trunk = await captureDuring(host, { container: 'pv' }, broadcast);
+    assert.ok(trunk.some((f) => f.vlan === 237 && carries(f, 'vlan')), "positive control: as a trunk it receives VLAN 237's frames, tagged");
+    await host.ovsnet(['reconcile']);
+    assert.equal((await host.vsctl(['get', 'port', port, 'vlan_mode'])).stdout.trim(), 'access', 'the reconciler makes it an access port again');
+    assert.deepEqual((await captureDuring(host, { container: 'pv' }, broadcast)).filter((f) => carries(f, 'vlan')), []);
+  });
+
+  it('lets no tagged frame into another VLAN; from a port that is a trunk it would get there', async () => {
+    const tagged = (a: Peer) => [udpFrame({ dst: BROADCAST, src: a.mac, srcIp: a.ip, dstIp: '255.255.255.255', sport: 4002, dport: 4002, data: nonce('tagged'), vlan: 237 })];
+    for (const attacker of ['pa', 'pz', 'oa']) {
+      const got = await captureDuring(host, { container: 'va' }, () => sendFrames(host, attacker, tagged(peer(attacker))));
+      assert.deepEqual(got.filter((f) => carries(f, 'tagged')), [], `nothing tagged from ${attacker} reached VLAN 237 (an access port drops it, anti_spoofing or not)`);
+    }
+    // Positive control: oa's port (no guard flows: its network allows everything) made a trunk by hand.
+    const port = await endpointPortName(host, (await containerAddress(host, 'oa', 'open')).endpointId);
+    await host.vsctl(['clear', 'port', port, 'vlan_mode', '--', 'clear', 'port', port, 'tag']);
+    const through = await captureDuring(host, { container: 'va' }, () => sendFrames(host, 'oa', tagged(peer('oa'))));
+    assert.ok(through.some((f) => carries(f, 'tagged')), 'positive control: from a trunk port the tagged frame reaches VLAN 237');
+    await host.ovsnet(['reconcile']);
+    assert.equal((await host.vsctl(['get', 'port', port, 'tag'])).stdout.trim(), '238');
+  });
+
+  it('keeps an --internal network from every published port, the plugin\'s and Docker\'s, and from the host; a nat network reaches them', async () => {
+    const insideGw = '10.74.0.1';
+    const ia = peer('ia');
+    const fromInside = async (target: string, port: number) => {
+      let answer: string | undefined;
+      const seen = await captureDuring(host, { container: target }, async () => {
+        answer = await httpGet(host, 'ia', insideGw, port);
+      });
+      return { answer, syn: seen.filter((f) => f.ip?.src === ia.ip) };
+    };
+    const plugin = await fromInside('ps', 8080);
+    assert.deepEqual([plugin.answer, plugin.syn], [undefined, []], "the plugin's published port: no answer, and the server saw nothing of it");
+    const docker = await fromInside('dp', 8081);
+    assert.deepEqual([docker.answer, docker.syn], [undefined, []], "Docker's published port (docker-proxy or its DNAT): no answer, nothing seen");
+    // Positive control: from a nat network both answer.
+    assert.equal(await httpGet(host, 'pn', '10.71.0.1', 8080), 'ps');
+    assert.equal(await httpGet(host, 'pn', '10.71.0.1', 8081), 'dp');
+    // The host's own services: nothing from the internal network, through its gateway address or any other.
+    const service = await startWhoAmI(host.ns, 9999);
+    try {
+      assert.equal(await tcpSay(host, 'ia', insideGw, 9999), undefined, 'an internal network reaches no service of the host');
+      assert.equal(await tcpSay(host, 'ia', '10.71.0.1', 9999), undefined, 'not through another network\'s gateway address either');
+      assert.equal(await tcpSay(host, 'pn', '10.71.0.1', 9999), peer('pn').ip, 'positive control: a nat network does');
+    } finally {
+      service.stop();
+    }
+  });
+
+  it("keeps ovsnet containers from unpublished ports of Docker's bridge networks; its published ones stay reachable", async () => {
+    const [pn, ds] = [peer('pn'), peer('ds')];
+    let answer: string | undefined = 'not asked';
+    const seen = await captureDuring(host, { container: 'ds' }, async () => {
+      answer = await httpGet(host, 'pn', ds.ip, 8080);
+    });
+    assert.deepEqual([answer, seen.filter((f) => f.ip?.src === pn.ip)], [undefined, []], "no answer, and Docker's container saw nothing of it");
+    assert.equal(await httpGet(host, 'pn', '10.71.0.1', 8081), 'dp', 'a port Docker publishes is reachable');
+    // Positive control: without the plugin's isolation chain, the plugin's own accept would let it through.
+    await host.exec('iptables', ['-w', '-t', 'mangle', '-F', 'OVSNET-ISOLATE']);
+    assert.equal(await httpGet(host, 'pn', ds.ip, 8080), 'ds', 'positive control: reachable with the isolation rules flushed');
+    await host.ovsnet(['reconcile']);
+    assert.equal(await httpGet(host, 'pn', ds.ip, 8080), undefined, 'the reconciler puts them back');
+  });
+
+  it('lets nothing through while ovs-vswitchd restarts: the bridge fails closed until the guards are back', async (t) => {
+    const [a, n, v] = [peer('pa'), peer('pn'), peer('pv')];
+    const frames = ATTACKS.filter((x) => /ARP reply|neighbour's address$|router advertisement|DHCP offer|another MAC/.test(x.name)).flatMap((x) => x.frames(a, n, v));
+    const seen = (f: Frame) => ATTACKS.some((x) => x.seen(f, a, n, v));
+    await host.docker(['exec', '-d', 'pa', 'sh', '-c', `while :; do rawframe send eth0 ${frames.join(' ')}; usleep 20000; done`]);
+    let outage = 0;
+    const got = await captureDuring(host, { container: 'pv' }, async () => {
+      await sleep(300);
+      await host.stopVswitchd();
+      await sleep(500);
+      await host.startVswitchd();
+      const started = Date.now();
+      await waitFor('the neighbours to reach each other again', async () => (await ping(host, 'pn', v.ip)) || undefined, 60_000, 50);
+      outage = Date.now() - started;
+      await sleep(1_000);
+    });
+    await host.docker(['exec', 'pa', 'killall', 'sh'], { check: false });
+    assert.deepEqual(got.filter(seen), [], `the victim received during the restart: ${JSON.stringify(got.filter(seen).slice(0, 3))}`);
+    assert.equal((await host.vsctl(['get', 'bridge', 'ovs0', 'fail_mode'])).stdout.trim(), 'secure');
+    t.diagnostic(`legitimate traffic stopped for ${outage} ms after ovs-vswitchd started again (until the plugin's guards and base flow were back)`);
+    // Positive control: the attacker's loop was running (the same frames get through where nothing guards).
+    const [oa, on, ov] = [peer('oa'), peer('on'), peer('ov')];
+    const control = await captureDuring(host, { container: 'ov' }, () => sendFrames(host, 'oa', ATTACKS[0]!.frames(oa, on, ov)));
+    assert.ok(control.some((f) => ATTACKS[0]!.seen(f, oa, on, ov)));
+    assert.equal((await host.ovsnet(['doctor'], { check: false })).exitCode, 0, 'no drift after the restart');
+  });
+});
