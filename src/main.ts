@@ -19,6 +19,9 @@ import { Metrics, serveMetrics } from './http/metrics.js';
 import { listen } from './http/server.js';
 import { openHost, openStore, ovnBackend, watchLinks } from './wiring.js';
 
+/** How often each watched bridge is asked whether the plugin's flows are still there (one small OpenFlow question). */
+const FLOW_WATCH_MS = 1_000;
+
 /** The longest a driver call waits for the networks to be restored after a start. */
 const STARTUP_WAIT_MS = 15_000;
 
@@ -82,7 +85,8 @@ async function main(): Promise<void> {
     log,
   );
   ovsdb.onReconnect = () => reconciler.trigger('OVSDB connection back');
-  host.onFlowsLost = (bridge) => reconciler.trigger(`ovs-vswitchd dropped bridge ${bridge} and has it again: its guard flows are gone`);
+  host.onFlowsLost = (bridge) => reconciler.trigger(`the plugin's flows on bridge ${bridge} are gone (ovs-vswitchd or ovn-controller started again, or they were deleted)`);
+  host.startFlowWatch(FLOW_WATCH_MS);
   void restored.then(() => {
     log.info('networks restored', { networks: state.networks.size });
     reconciler.start(config.reconcileIntervalMs);
@@ -95,6 +99,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info('stopping', { signal });
     reconciler.stop();
+    host.stopFlowWatch();
     watcher.stop();
     server.close();
     server.closeAllConnections();

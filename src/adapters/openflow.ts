@@ -15,7 +15,9 @@ import type { FlowSpec, MatchField, MeterSpec } from '../domain/flows.js';
 import { parseIp } from '../domain/cidr.js';
 
 const VERSION = 0x04; // OpenFlow 1.3
-const T = { hello: 0, error: 1, echoRequest: 2, echoReply: 3, flowMod: 14, barrierRequest: 20, barrierReply: 21, meterMod: 29 } as const;
+const T = { hello: 0, error: 1, echoRequest: 2, echoReply: 3, flowMod: 14, multipartRequest: 18, multipartReply: 19, barrierRequest: 20, barrierReply: 21, meterMod: 29 } as const;
+/** OFPMP_AGGREGATE: how many flows match, in one small answer. */
+const MULTIPART_AGGREGATE = 2;
 const FLOW = { add: 0, delete: 3 } as const;
 const METER = { add: 0, modify: 1, delete: 2 } as const;
 const METER_FLAGS = { kbps: 0x1, burst: 0x4 } as const;
@@ -82,7 +84,7 @@ export interface OfMessage {
 }
 
 export function flowAdd(flow: FlowSpec, cookie: bigint): OfMessage {
-  return { what: `flow ${flow.text}`, body: (xid) => flowMod(xid, { command: FLOW.add, cookie, cookieMask: 0n, table: 0, priority: flow.priority, match: flow.match, instructions: instructions(flow) }) };
+  return { what: `flow ${flow.text}`, body: (xid) => flowMod(xid, { command: FLOW.add, cookie, cookieMask: 0n, table: flow.table, priority: flow.priority, match: flow.match, instructions: instructions(flow) }) };
 }
 
 /** Deletes every flow (all tables) whose cookie matches `value` under `mask`. */
@@ -249,6 +251,8 @@ class Connection {
   private readonly socket: net.Socket;
   private readonly ready: Promise<void>;
   private readonly batches = new Map<number, Batch>();
+  /** Answers awaited to requests (multipart), by xid. */
+  private readonly replies = new Map<number, { resolve: (msg: Buffer) => void; reject: (err: Error) => void }>();
   private buffer: Buffer = Buffer.alloc(0);
   private nextXid = 1;
   /** Changes under way. */
@@ -312,6 +316,39 @@ class Connection {
     }
   }
 
+  /** How many flows (every table) have a cookie that matches `cookie` under `mask`. */
+  async countFlows(cookie: bigint, mask: bigint): Promise<number> {
+    this.busy++;
+    this.socket.ref();
+    const timer = setTimeout(() => {
+      this.failure ??= new Error(`ovs-vswitchd did not answer on ${this.path} within ${this.timeoutMs} ms`);
+      this.socket.destroy();
+    }, this.timeoutMs);
+    try {
+      await this.ready;
+      if (this.closed) throw this.failure ?? new Error(`the OpenFlow connection to ${this.path} closed`);
+      const xid = this.xid();
+      const head = Buffer.alloc(8);
+      head.writeUInt16BE(MULTIPART_AGGREGATE, 0);
+      const body = Buffer.alloc(40);
+      body.writeUInt8(ALL_TABLES, 0);
+      body.writeUInt32BE(ANY, 4); // out_port
+      body.writeUInt32BE(ANY, 8); // out_group
+      body.writeBigUInt64BE(cookie, 16);
+      body.writeBigUInt64BE(mask, 24);
+      body.set(encodeMatch([]), 32);
+      const reply = await new Promise<Buffer>((resolve, reject) => {
+        this.replies.set(xid, { resolve, reject });
+        this.socket.write(message(T.multipartRequest, xid, head, body));
+      });
+      // ofp_multipart_reply (8) then ofp_aggregate_stats_reply: packets (8), bytes (8), flows (4).
+      return reply.readUInt32BE(8 + 8 + 16);
+    } finally {
+      clearTimeout(timer);
+      if (--this.busy === 0) this.socket.unref();
+    }
+  }
+
   close(): void {
     this.socket.destroy();
   }
@@ -360,6 +397,18 @@ class Connection {
           const what = batch.xids.get(xid);
           if (what) batch.errors.push(new OpenFlowError(error.errorType, error.errorCode, what));
         }
+        const waiting = this.replies.get(xid);
+        if (waiting) {
+          this.replies.delete(xid);
+          waiting.reject(new OpenFlowError(error.errorType, error.errorCode, 'a flow count'));
+        }
+        return;
+      }
+      case T.multipartReply: {
+        const waiting = this.replies.get(xid);
+        if (!waiting) return;
+        this.replies.delete(xid);
+        waiting.resolve(msg);
         return;
       }
       case T.barrierReply: {
@@ -380,6 +429,8 @@ class Connection {
     this.settleHello(err);
     for (const batch of this.batches.values()) batch.reject(err);
     this.batches.clear();
+    for (const waiting of this.replies.values()) waiting.reject(err);
+    this.replies.clear();
   }
 }
 
@@ -415,6 +466,16 @@ export class OpenFlowClient {
         if (err instanceof NoBridgeSocket || err instanceof OpenFlowError || attempt > 0 || !connection.closed) throw err;
       }
     }
+  }
+
+  /** How many flows of a bridge have a cookie that matches `cookie` under `mask`. */
+  countFlows(bridge: string, cookie: bigint, mask: bigint): Promise<number> {
+    return this.connection(bridge).countFlows(cookie, mask);
+  }
+
+  /** The bridges watched now. */
+  watching(): string[] {
+    return [...this.watched];
   }
 
   /**

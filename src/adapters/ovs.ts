@@ -315,6 +315,14 @@ export class OvsBridgeClient implements Ovs {
     }
   }
 
+  countFlows(bridge: string, selector: string): Promise<number> {
+    return this.openflow.countFlows(bridge, ...cookieSelector(selector));
+  }
+
+  watchedBridges(): string[] {
+    return this.openflow.watching();
+  }
+
   watchFlows(bridges: readonly string[], onLost: (bridge: string) => void, options: { add?: boolean } = {}): void {
     this.openflow.onReconnect = onLost;
     this.openflow.watch(bridges, options);

@@ -50,6 +50,11 @@ export interface PortGuard {
   /** The one link-local address the container may use: the one its interface has. */
   readonly linkLocal: string;
   readonly rate: RateLimit | undefined;
+  /**
+   * What forwards what the guard lets through: the bridge's normal forwarding, or (OVN's integration bridge)
+   * ovn-controller's pipeline, which the guard leaves alone but for its drops.
+   */
+  readonly pipeline: 'normal' | 'ovn';
 }
 
 /** What a network (or an endpoint's own options) asks of its ports' guard. */
@@ -58,6 +63,8 @@ export interface GuardOptions {
   readonly allowRa: boolean;
   readonly allowDhcpServer: boolean;
   readonly rate: RateLimit | undefined;
+  /** Default `normal`. On `ovn` only the first-hop drops apply (port security is OVN's). */
+  readonly pipeline?: 'normal' | 'ovn';
 }
 
 /**
@@ -75,6 +82,7 @@ export type MatchField =
 export interface FlowSpec {
   /** "0x6f76..." */
   readonly cookie: string;
+  readonly table: number;
   /** As `ovs-ofctl add-flow` takes it, without the cookie: what a person reads, and what the cookie digests. */
   readonly text: string;
   readonly priority: number;
@@ -126,6 +134,7 @@ export function guardFor(options: GuardOptions, endpoint: { mac: string; address
     ipv6: plain(endpoint.addressIpv6),
     linkLocal: endpoint.linkLocal ?? linkLocalOf(mac),
     rate: options.rate,
+    pipeline: options.pipeline ?? 'normal',
   };
 }
 
@@ -212,7 +221,14 @@ export function portFlows(bridge: string, port: string, ofport: number, guard: P
     rules.push([P.firstHop, [at, ...udpFrom('ip', DHCP_SERVER_PORT)], 'drop']);
     rules.push([P.firstHop, [at, ...udpFrom('ipv6', DHCPV6_SERVER_PORT)], 'drop']);
   }
-  if (!guard.antiSpoofing) {
+  if (guard.pipeline === 'ovn') {
+    // ovn-controller forwards the rest; its port security holds the port's MAC and addresses, but takes a
+    // solicitation with no link-layer option (how ovs-vswitchd reads one with two) for duplicate address
+    // detection: from an address of the container's own, one always carries its MAC.
+    for (const source of [...(guard.ipv6 ? [guard.ipv6] : []), guard.linkLocal]) {
+      rules.push([P.neighbourDrop, [at, ...icmp6(ICMP6.neighbourSolicit), term(`ipv6_src=${source}`, { field: 'ipv6_src', value: source }), term(`nd_sll=${ZERO_MAC}`, { field: 'ipv6_nd_sll', value: ZERO_MAC })], 'drop']);
+    }
+  } else if (!guard.antiSpoofing) {
     rules.push([P.rest, [at], 'pass']);
   } else {
     // Untagged frames only: a tagged frame from the container must never reach a VLAN of the bridge.
@@ -246,7 +262,7 @@ export function portFlows(bridge: string, port: string, ofport: number, guard: P
   const flows = rules.map(([priority, terms, action]): FlowSpec => {
     const actions = action === 'drop' ? 'drop' : meter ? `meter:${meter.id},NORMAL` : 'NORMAL';
     const text = `table=0,priority=${priority},${terms.map((t) => t.text).join(',')},actions=${actions}`;
-    return { cookie: hex(bits | digest(text, 2)), text, priority, match: terms.flatMap((t) => t.fields), action, meter: action === 'pass' ? meter?.id : undefined };
+    return { cookie: hex(bits | digest(text, 2)), table: 0, text, priority, match: terms.flatMap((t) => t.fields), action, meter: action === 'pass' ? meter?.id : undefined };
   });
   return { bridge, port, ofport, prefix: portCookiePrefix(port), flows, meter };
 }
@@ -258,14 +274,18 @@ export function portFlows(bridge: string, port: string, ofport: number, guard: P
 export const BRIDGE_FLOWS_KEY = '.bridge';
 
 /**
- * The plugin's base flow of a bridge: its normal forwarding, below every guard. On a bridge of the plugin's
- * (fail_mode secure) nothing forwards without it; it goes in after the guards of the bridge's container
- * ports, so that no port forwards unguarded. On a bridge the plugin did not make it stands beside OVS's own.
+ * The plugin's base flow of a bridge. On a bridge of its own, its normal forwarding, below every guard: with
+ * fail_mode secure nothing forwards without it, and it goes in after the guards of the bridge's container
+ * ports, so that no port forwards unguarded (on a bridge another made, it stands beside OVS's own). On OVN's
+ * integration bridge, whose flows are ovn-controller's, a flow that matches nothing (table 250, which OVN never
+ * uses): ovn-controller deletes every flow when it starts, the plugin's guards included, and this one's
+ * absence says so.
  */
-export function baseFlows(bridge: string): PortFlows {
-  const text = 'table=0,priority=1,actions=NORMAL';
+export function baseFlows(bridge: string, pipeline: 'normal' | 'ovn' = 'normal'): PortFlows {
+  const [table, priority, action] = pipeline === 'normal' ? [0, 1, 'pass' as const] : [250, 0, 'drop' as const];
+  const text = `table=${table},priority=${priority},actions=${action === 'pass' ? 'NORMAL' : 'drop'}`;
   const bits = (COOKIE_MARK << MARK_SHIFT) | (portBits(BRIDGE_FLOWS_KEY) << PORT_SHIFT);
-  const flow: FlowSpec = { cookie: hex(bits | digest(text, 2)), text, priority: 1, match: [], action: 'pass', meter: undefined };
+  const flow: FlowSpec = { cookie: hex(bits | digest(text, 2)), table, text, priority, match: [], action, meter: undefined };
   return { bridge, port: BRIDGE_FLOWS_KEY, ofport: 0, prefix: portCookiePrefix(BRIDGE_FLOWS_KEY), flows: [flow], meter: undefined };
 }
 

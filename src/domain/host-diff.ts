@@ -29,8 +29,8 @@ export type Repair =
   /** Deletes flows of a bridge by cookie/mask. */
   | { readonly type: 'delete-flows'; readonly bridge: string; readonly cookies: readonly string[] }
   | { readonly type: 'delete-bridge'; readonly name: string }
-  /** Puts a bridge's base flow (its normal forwarding) in place: after the guards of its container ports. */
-  | { readonly type: 'sync-base-flows'; readonly bridge: string }
+  /** Puts a bridge's base flow (its normal forwarding, or OVN's marker) in place: after the guards of its container ports. */
+  | { readonly type: 'sync-base-flows'; readonly bridge: string; readonly pipeline: 'normal' | 'ovn' }
   /** Makes a bridge of the plugin's fail closed (fail_mode secure), once its base flow is there. */
   | { readonly type: 'secure-bridge'; readonly name: string }
   | { readonly type: 'sync-firewall'; readonly rules: FirewallRules }
@@ -119,7 +119,7 @@ export function diffHost(desired: DesiredHost, observed: ObservedHost, options: 
         detail: byController ? `OVN's integration bridge ${bridge.name} is missing: ovn-controller makes it when it runs` : `bridge ${bridge.name} is missing`,
         fix: byController ? 'start ovn-controller (systemctl start ovn-controller, or ovn-ctl start_controller)' : REPAIR,
       },
-      repairs: byController ? [] : [{ type: 'add-bridge', bridge }, { type: 'sync-base-flows', bridge: bridge.name }],
+      repairs: byController ? [] : [{ type: 'add-bridge', bridge }, { type: 'sync-base-flows', bridge: bridge.name, pipeline: 'normal' }],
     });
   }
 
@@ -416,20 +416,24 @@ export function flowDifferences(desired: DesiredHost, observed: ObservedHost): H
     }
     const accounted = new Set<bigint>();
     const bridgeSpec = desired.bridges.get(bridge);
-    if (bridgeSpec?.madeBy === 'plugin') {
+    const guarded = [...desired.ports.values()].some((p) => p.bridge === bridge && p.guard);
+    if (bridgeSpec && (bridgeSpec.madeBy === 'plugin' || guarded)) {
       const bits = portBits(BRIDGE_FLOWS_KEY);
       accounted.add(bits);
-      const wanted = baseFlows(bridge).flows.map((f) => f.cookie);
+      const wanted = baseFlows(bridge, bridgeSpec.madeBy === 'plugin' ? 'normal' : 'ovn').flows.map((f) => f.cookie);
       const cookies = byPort.get(bits) ?? [];
       if (countMissing(wanted, cookies).length > 0 || countMissing(cookies, wanted).length > 0) {
         out.push({
           drift: {
             kind: 'bridge-flows-differ',
             subject: bridge,
-            detail: `bridge ${bridge} lacks the plugin's base flow (its normal forwarding, below the guards)${bridgeSpec.failMode === 'secure' ? ': failing closed, it forwards nothing' : ''}`,
+            detail:
+              bridgeSpec.madeBy === 'plugin'
+                ? `bridge ${bridge} lacks the plugin's base flow (its normal forwarding, below the guards)${bridgeSpec.failMode === 'secure' ? ': failing closed, it forwards nothing' : ''}`
+                : `bridge ${bridge} lacks the plugin's marker flow: ovn-controller cleared the bridge, the guards of its containers' ports with it`,
             fix: REPAIR,
           },
-          repairs: [{ type: 'sync-base-flows', bridge }],
+          repairs: [{ type: 'sync-base-flows', bridge, pipeline: bridgeSpec.madeBy === 'plugin' ? 'normal' : 'ovn' }],
         });
       }
     }
@@ -520,7 +524,7 @@ function failModeDifferences(want: BridgeSpec, have: ObservedBridge): HostDiffer
           : `bridge ${want.name} is not the plugin's and has fail_mode ${have.failMode || 'standalone'}: after an ovs-vswitchd restart its container ports forward unguarded until the plugin puts their guards back`,
         fix: owned ? REPAIR : `ovs-vsctl set bridge ${want.name} fail_mode=secure   (the plugin keeps its base flow, priority 1 NORMAL, on it)`,
       },
-      repairs: owned ? [{ type: 'sync-base-flows', bridge: want.name }, { type: 'secure-bridge', name: want.name }] : [],
+      repairs: owned ? [{ type: 'sync-base-flows', bridge: want.name, pipeline: 'normal' }, { type: 'secure-bridge', name: want.name }] : [],
     },
   ];
 }

@@ -205,9 +205,12 @@ export function endpointPort(network: NetworkRecord, endpoint: Pick<EndpointReco
     externalIds: { ...OWNED, [NETWORK_KEY]: network.id, [ENDPOINT_KEY]: endpoint.id, [ROLE_KEY]: 'endpoint' },
     interfaceExternalIds: network.ovn ? { 'iface-id': portName(network.ovn, primaryAddress(endpoint)), 'attached-mac': endpoint.mac } : {},
     // OVN's ports are guarded by their logical ports' port security, programmed by ovn-controller.
+    // OVN's ports are held to their MAC and addresses by their logical ports' port security, which
+    // ovn-controller programs; what port security leaves open (router advertisements, DHCP servers) is dropped
+    // here too, before OVN's pipeline, where no ACL can drop an advertisement.
     guard:
       spec.mode === 'ovn'
-        ? undefined
+        ? guardFor({ antiSpoofing: false, allowRa: spec.allowRa, allowDhcpServer: spec.allowDhcpServer, rate: undefined, pipeline: 'ovn' }, endpoint)
         : guardFor({ antiSpoofing: spec.antiSpoofing, allowRa: spec.allowRa, allowDhcpServer: spec.allowDhcpServer, rate: endpoint.rate ?? spec.rate }, endpoint),
   });
 }

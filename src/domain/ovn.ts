@@ -102,14 +102,14 @@ const GUARD_PRIORITY = 32000;
  * The ACLs that hold an OVN network's containers to what port security leaves open: no router
  * advertisement or redirect, no DHCP or DHCPv6 server message, unless the network allows them
  * (-o allow_ra, -o allow_dhcp_server). Port security holds their MAC and addresses and neighbour
- * discovery (its link-local address is the one of its MAC, EUI-64); these are the rest. Only what
- * enters from a container: the switch's port facing its router (whose advertisements are OVN's) is left out.
+ * discovery (its link-local address is the one of its MAC, EUI-64); these are the rest.
  */
 export function guardAcls(network: OvnRecord, options: { allowRa: boolean; allowDhcpServer: boolean }): NbAclSpec[] {
-  const fromContainers = `inport != "${routerPortNames(network).lsp}"`;
+  // No port is named: ovn-controller installs nothing of a match that names a port it does not know (a
+  // router port before its router is attached), and the plugin's router ports send neither.
   const matches = [
-    ...(options.allowRa ? [] : [`${fromContainers} && icmp6 && (icmp6.type == 134 || icmp6.type == 137)`]),
-    ...(options.allowDhcpServer ? [] : [`${fromContainers} && ((ip4 && udp.src == 67) || (ip6 && udp.src == 547))`]),
+    ...(options.allowRa ? [] : ['icmp6 && (icmp6.type == 134 || icmp6.type == 137)']),
+    ...(options.allowDhcpServer ? [] : ['(ip4 && udp.src == 67) || (ip6 && udp.src == 547)']),
   ];
   return matches.map((match) => ({ direction: 'from-lport', priority: GUARD_PRIORITY, match, action: 'drop', externalIds: { [OWNER_KEY]: OWNER_VALUE, [NB.subnet]: network.subnet } }));
 }

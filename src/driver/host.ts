@@ -39,7 +39,35 @@ export class LocalHost {
    */
   retireVeth: ((pair: { host: string; peer: string }) => void) | undefined;
 
+  private watchdog: NodeJS.Timeout | undefined;
+
   constructor(readonly o: LocalHostOptions) {}
+
+  /**
+   * Every `everyMs`, asks each watched bridge whether the plugin's base flow is still there. Its connection
+   * dropping tells of an ovs-vswitchd restart; this tells of the rest: ovn-controller clearing its
+   * integration bridge when it starts (the guards of the containers' ports with it), or flows deleted by hand
+   * (on a bridge of the plugin's, that stops all its traffic). Told once per loss (onFlowsLost).
+   */
+  startFlowWatch(everyMs: number): void {
+    const present = new Map<string, boolean>();
+    const { prefix } = baseFlows('');
+    const check = async () => {
+      for (const bridge of this.o.ovs.watchedBridges()) {
+        const count = await this.o.ovs.countFlows(bridge, prefix).catch(() => undefined);
+        if (count === undefined) continue; // not answering: its connection's own watch tells when it is back
+        const was = present.get(bridge) ?? true;
+        present.set(bridge, count > 0);
+        if (was && count === 0) this.onFlowsLost?.(bridge);
+      }
+    };
+    this.watchdog = setInterval(() => void check(), everyMs);
+    this.watchdog.unref();
+  }
+
+  stopFlowWatch(): void {
+    if (this.watchdog) clearInterval(this.watchdog);
+  }
 
   get ovs(): Ovs {
     return this.o.ovs;
@@ -86,12 +114,12 @@ export class LocalHost {
     return options.flows ? { ...observed, flows: await this.observeFlows(observed) } : observed;
   }
 
-  /** Flows of the bridges the plugin made and of those with its container ports (not OVN's, whose flows are ovn-controller's). */
+  /** Flows of the bridges the plugin made and of those with its container ports (OVN's integration bridge included: the plugin's flows there). */
   private async observeFlows(observed: ObservedHost): Promise<Map<string, ObservedFlows>> {
     const bridges = new Set<string>();
     for (const b of observed.bridges.values()) if (b.externalIds[OWNER_KEY] === OWNER_VALUE) bridges.add(b.name);
     for (const p of observed.ports.values()) {
-      if (p.externalIds[ROLE_KEY] === 'endpoint' && p.bridge && !p.interfaceExternalIds['iface-id']) bridges.add(p.bridge);
+      if (p.externalIds[ROLE_KEY] === 'endpoint' && p.bridge) bridges.add(p.bridge);
     }
     const { onFlowsLost } = this;
     if (onFlowsLost) this.o.ovs.watchFlows([...bridges], onFlowsLost);
@@ -168,7 +196,7 @@ export class LocalHost {
         return;
       case 'sync-base-flows':
         // Added over the one there (same match and priority), never deleted first: the bridge keeps forwarding.
-        await ovs.setPortFlows(baseFlows(repair.bridge), {});
+        await ovs.setPortFlows(baseFlows(repair.bridge, repair.pipeline), {});
         return;
       case 'secure-bridge':
         if (await ovs.secureBridge(repair.name)) log.info('made a bridge of the plugin fail closed (fail_mode secure)', { bridge: repair.name });
@@ -243,7 +271,7 @@ export class LocalHost {
   async removeEndpointDevices(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf'>, network?: NetworkRecord, rated = false): Promise<void> {
     const { ovs, links } = this.o;
     const flowsGone = async () => {
-      if (!network || network.spec.mode === 'ovn') return;
+      if (!network) return;
       const ofport = rated ? await ovs.ofport(endpoint.hostIf) : undefined;
       await ovs.deleteFlows(network.spec.bridge, [portCookiePrefix(endpoint.hostIf)], ofport ? [ofport] : []);
     };

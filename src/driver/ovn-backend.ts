@@ -148,6 +148,8 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     const differences = diffHost(desired, observed, { records: state.records(), scope: scopeOf([network]), now: Date.now(), graceMs: Infinity });
     // An endpoint's port is the reconciler's to repair, under the endpoint's lock: a container may be starting now.
     for (const repair of LocalHost.repairsOf(differences.filter((d) => !d.endpointId))) await host.apply(repair);
+    // The marker whose absence tells that ovn-controller cleared the bridge, guards and all (startFlowWatch).
+    if (!(network.spec.allowRa && network.spec.allowDhcpServer)) await host.apply({ type: 'sync-base-flows', bridge: network.spec.bridge, pipeline: 'ovn' });
   }
 
   async unrealise(network: NetworkRecord): Promise<void> {

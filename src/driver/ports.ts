@@ -78,6 +78,10 @@ export interface Ovs {
   flows(bridge: string): Promise<ObservedFlows>;
   /** Deletes flows by `before` (cookie/mask each), sets the port's meter and adds its flows, then deletes flows by `after`. */
   setPortFlows(flows: PortFlows, options: { before?: readonly string[]; after?: readonly string[] }): Promise<void>;
+  /** How many flows of a bridge have a cookie selected by `selector` (cookie/mask): a small OpenFlow question, no program run. */
+  countFlows(bridge: string, selector: string): Promise<number>;
+  /** The bridges watched now (watchFlows). */
+  watchedBridges(): string[];
   /** Deletes a bridge's flows by cookie/mask, then the meters of these ids; a missing bridge or meter is no error. */
   deleteFlows(bridge: string, cookies: readonly string[], meters?: readonly number[]): Promise<void>;
   /**

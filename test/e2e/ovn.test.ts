@@ -3,7 +3,9 @@
  * vSwitch, dockerd, ovn-controller and plugin), joined by an underlay, with
  * the northbound and southbound databases as three-member Raft clusters
  * spread over them and ovn-northd running: one network across the hosts,
- * addresses unique across every host, port security, and the faults: the
+ * addresses unique across every host, what a hostile container gets past port
+ * security and the switch's guard ACLs (captured at victims on two hosts, with
+ * both taken off by hand as the positive control), and the faults: the
  * plugin killed mid-call, dockerd and ovn-controller restarted, the
  * northbound leader killed, two of three members down, a power cut. After
  * each, no address is held twice, no logical port is without its container,
@@ -11,8 +13,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { linkLocalOf } from '../../src/domain/flows.js';
+import { ATTACKS, type Peer } from './harness/attacks.js';
+import { captureDuring, sendFrames } from './harness/capture.js';
+import type { Frame } from './harness/frames.js';
 import { OvnCluster, OVN_TOOLS } from './harness/ovn.js';
-import { requireTools, waitFor } from './harness/proc.js';
+import { requireTools, sleep, waitFor } from './harness/proc.js';
 import { REPO_ROOT, SimHost } from './harness/sim-host.js';
 import { Underlay } from './harness/underlay.js';
 import { assertConsistent, assertPluginSaid, containerAddress, dockerError, httpGet, ping, runContainer, startHttp } from './support.js';
@@ -158,20 +164,91 @@ describe('OVN mode across three hosts', () => {
     await assertOvnConsistent();
   });
 
-  it('port security: a container that takes a neighbour\'s address, or another MAC, gets nothing through; the neighbour keeps its traffic', async () => {
-    const [a, b] = [hosts[0]!, hosts[1]!];
-    await runContainer(a, 'spoofer', 'web', { extra: ['--cap-add', 'NET_ADMIN'] });
-    const w1 = (await containerAddress(a, 'w1', 'web')).ip;
-    const w2 = (await containerAddress(b, 'w2', 'web')).ip;
-    assert.ok(await ping(a, 'spoofer', w2, 3), 'its own address works');
-    await a.docker(['exec', 'spoofer', 'ip', 'address', 'add', `${w1}/24`, 'dev', 'eth0']);
-    const spoofed = await a.docker(['exec', 'spoofer', 'ping', '-c', '2', '-W', '1', '-I', w1, w2], { check: false });
-    assert.notEqual(spoofed.exitCode, 0, "with w1's address it reaches nobody");
-    assert.ok(await ping(b, 'w2', w1, 3), 'w1 keeps its traffic');
-    await a.docker(['exec', 'spoofer', 'ip', 'address', 'del', `${w1}/24`, 'dev', 'eth0']);
-    await a.docker(['exec', 'spoofer', 'ip', 'link', 'set', 'eth0', 'address', '02:42:de:ad:be:ef']);
-    assert.equal(await ping(a, 'spoofer', w2, 2), false, 'with another MAC it reaches nobody');
-    await a.docker(['rm', '-f', 'spoofer']);
+  it("a hostile container: spoofing, router advertisements, redirects and DHCP servers reach no container on any host; with port security, the switch's ACLs and the plugin's flows taken off by hand they do", async (t) => {
+    const [a, b, c] = [hosts[0]!, hosts[1]!, hosts[2]!];
+    const SW = 'ovsnet-10.61.0.0_24';
+    // A dual-stack network: OVN's port security then lets a container's own link-local address through, router
+    // advertisements from it included (no ACL can drop them: OVN passes neighbour discovery before its ACLs).
+    for (const h of [a, b, c]) await h.docker([...net(h), '--ipv6', '--subnet', '10.61.0.0/24', '--subnet', 'fd61::/64', '-o', 'mode=ovn', 'web6']);
+    await runContainer(a, 'spoofer', 'web6', { extra: ['--cap-add', 'NET_ADMIN'] });
+    await runContainer(a, 'near', 'web6');
+    await runContainer(b, 'far', 'web6');
+    await runContainer(c, 'other', 'web6');
+    const peerOf = async (h: SimHost, name: string): Promise<Peer> => {
+      const x = await containerAddress(h, name, 'web6');
+      return { name, ip: x.ip, ipv6: x.ipv6, mac: x.mac, ll: linkLocalOf(x.mac) };
+    };
+    const [s, n, far, near] = [await peerOf(a, 'spoofer'), await peerOf(c, 'other'), await peerOf(b, 'far'), await peerOf(a, 'near')];
+    assert.ok(await ping(b, 'far', n.ipv6, 3), 'IPv6 across hosts');
+    /** Every attack's frames at once, at a victim on another host and one on the same host; what each saw of each attack. */
+    const attempt = async () => {
+      const frames = ATTACKS.flatMap((x) => [...x.frames(s, n, far), ...x.frames(s, n, near)]);
+      let atNear: Frame[] = [];
+      const atFar = await captureDuring(b, { container: 'far' }, async () => {
+        atNear = await captureDuring(a, { container: 'near' }, () => sendFrames(a, 'spoofer', [...frames, ...frames]));
+      });
+      return ATTACKS.map((x) => ({ name: x.name, far: atFar.filter((f) => x.seen(f, s, n, far)).length, near: atNear.filter((f) => x.seen(f, s, n, near)).length }));
+    };
+    const guarded = await attempt();
+    assert.deepEqual(guarded.filter((r) => r.far + r.near > 0), [], 'received by a victim');
+    assert.ok(await ping(b, 'far', n.ip, 2), 'the neighbour keeps its traffic');
+
+    // Positive control: the spoofer's port security, the switch's guard ACLs and the plugin's flows on its host's
+    // integration bridge taken off by hand (the plugins stopped meanwhile, so that no reconciler puts them back
+    // first): every attack arrives on the other host.
+    const OWNED = 'cookie=0x6f76000000000000/0xffff000000000000';
+    const ownedOnA = async () => (await a.ofctl(['dump-flows', 'br-int', OWNED])).stdout.split('\n').filter((l) => l.includes('cookie=')).length;
+    const guardFlows = await ownedOnA();
+    assert.ok(guardFlows >= 5, "the plugin's first-hop guard on the spoofer's port, and its marker, on the integration bridge");
+    for (const h of hosts) await h.stopPlugin();
+    try {
+      await cluster.nbctl(['lsp-set-port-security', `ovsnet-10.61.0.0_24-${s.ip}`]);
+      await cluster.nbctl(['acl-del', SW]);
+      await a.ofctl(['del-flows', 'br-int', OWNED]);
+      const report = JSON.parse((await cli(a, ['doctor', '--json'], false)).stdout) as { drift: Array<{ kind: string; subject: string }> };
+      const kinds = new Set(report.drift.map((d) => d.kind));
+      for (const kind of ['ovn-guard-differs', 'ovn-port-differs', 'port-flows-differ', 'bridge-flows-differ']) assert.ok(kinds.has(kind as never), `doctor reports ${kind}`);
+      await sleep(1_000);
+      const open = await attempt();
+      // OVN answers a solicitation for an address it knows itself (its ND responder): not even without port
+      // security does one reach another container, so that attack has no positive control here.
+      const answeredByOvn = (name: string) => name.startsWith('duplicate address detection');
+      assert.deepEqual(open.filter((r) => r.far === 0 && !answeredByOvn(r.name)).map((r) => r.name), [], 'positive control: every attack reaches the other host without the protection');
+    } finally {
+      for (const h of hosts) await h.startPlugin();
+    }
+    await waitFor(
+      'the reconciler to put port security, the ACLs and the flows back',
+      async () =>
+        (await cluster.nbctl(['acl-list', SW])).stdout.split('\n').filter((l) => l.includes('drop')).length === 2 &&
+        (await nbPorts()).find((p) => p.ids['ovsnet-address'] === s.ip)?.portSecurity.length === 1 &&
+        (await ownedOnA()) === guardFlows,
+      30_000,
+      500,
+    );
+    await sleep(1_000);
+    assert.deepEqual((await attempt()).filter((r) => r.far + r.near > 0), [], 'stopped again');
+
+    // The kernel's own spoofing, with NET_ADMIN: the neighbour's address taken, or another MAC.
+    const kernel = await captureDuring(b, { container: 'far' }, async () => {
+      await a.docker(['exec', 'spoofer', 'sh', '-c', `ip address add ${n.ip}/24 dev eth0 && ping -c 2 -W 1 -I ${n.ip} ${far.ip}; ip address del ${n.ip}/24 dev eth0`], { check: false });
+      await a.docker(['exec', 'spoofer', 'sh', '-c', `ip link set eth0 address 02:42:de:ad:be:ef && ping -c 2 -W 1 ${far.ip}; ip link set eth0 address ${s.mac}`], { check: false });
+    });
+    assert.deepEqual(kernel.filter((f) => f.ip?.src === n.ip || f.src === '02:42:de:ad:be:ef'), [], 'nothing of it reached the other host');
+    assert.ok(await ping(a, 'spoofer', far.ip, 3), 'with its own address and MAC it does');
+
+    // ovn-controller clears its bridge when it starts, the plugin's guard with it: the plugin notices and puts it back.
+    await cluster.stopController(0);
+    await cluster.startController(0);
+    const restarted = Date.now();
+    await waitFor('the guard back on the cleared integration bridge', async () => (await ownedOnA()) === guardFlows, 20_000, 100);
+    const back = Date.now() - restarted;
+    assert.deepEqual((await attempt()).filter((r) => r.far + r.near > 0), [], 'stopped after ovn-controller started again');
+    await a.docker(['rm', '-f', 'spoofer', 'near']);
+    await b.docker(['rm', '-f', 'far']);
+    await c.docker(['rm', '-f', 'other']);
+    for (const h of [a, b, c]) await h.docker(['network', 'rm', 'web6']);
+    t.diagnostic(`the guard was back ${back} ms after ovn-controller started again`);
   });
 
   it('doctor compares this host with the northbound database; reconcile puts a deleted logical port back', async () => {

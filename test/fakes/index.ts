@@ -182,6 +182,14 @@ export class FakeOvs implements Ovs {
     drop(options.after ?? []);
   }
 
+  async countFlows(bridge: string, selector: string): Promise<number> {
+    return [...(this.flowTables.get(bridge)?.values() ?? [])].filter((f) => cookieMatches(f.cookie, selector)).length;
+  }
+
+  watchedBridges(): string[] {
+    return [...this.watched];
+  }
+
   watched: string[] = [];
   watchFlows(bridges: readonly string[], _onLost: (bridge: string) => void, options: { add?: boolean } = {}): void {
     this.watched = options.add ? [...new Set([...this.watched, ...bridges])] : [...bridges];

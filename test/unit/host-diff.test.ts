@@ -321,7 +321,7 @@ describe('guard flows of container ports', () => {
 
     // The bridge's base flow: without it a bridge of the plugin (fail_mode secure) forwards nothing.
     const noBase = diff([net], [ep], withFlows(observed, cookies, meters, []));
-    assert.deepEqual(noBase.map((d) => [d.drift.kind, d.drift.subject, d.repairs]), [['bridge-flows-differ', 'ovs0', [{ type: 'sync-base-flows', bridge: 'ovs0' }]]]);
+    assert.deepEqual(noBase.map((d) => [d.drift.kind, d.drift.subject, d.repairs]), [['bridge-flows-differ', 'ovs0', [{ type: 'sync-base-flows', bridge: 'ovs0', pipeline: 'normal' }]]]);
   });
 
   it('makes a bridge of the plugin fail closed, its base flow first; reports one of another that fails open', () => {

@@ -61,6 +61,32 @@ describe('OVN mode', () => {
     assert.deepEqual(await a.network.ovnHosts(), { [NET_A]: ['host-chassis-a', 'host-chassis-b'] });
   });
 
+  it("guards what port security leaves open: the switch's ACLs drop DHCP servers and redirects, the port's flows drop advertisements too; a host that allows otherwise is refused", async () => {
+    const nb = new FakeNorthbound();
+    const a = await host(nb, 'chassis-a');
+    await a.network.createNetwork(a.req);
+    const sw = [...nb.switches.values()][0]!;
+    assert.deepEqual(sw.guard.map((acl) => [acl.direction, acl.priority, acl.action, acl.match]).sort(), [
+      ['from-lport', 32000, 'drop', '(ip4 && udp.src == 67) || (ip6 && udp.src == 547)'],
+      ['from-lport', 32000, 'drop', 'icmp6 && (icmp6.type == 134 || icmp6.type == 137)'],
+    ]);
+    const { Address } = await a.ipam.requestAddress({ poolId: a.poolId, address: '', gateway: false });
+    await a.network.createEndpoint({ networkId: NET_A, endpointId: EP, address: Address, addressIpv6: '', macAddress: '', optionMac: '' });
+    await a.network.join({ networkId: NET_A, endpointId: EP, sandboxKey: '', options: {} });
+    const flows = [...a.ovs.flowTables.get('br-int')!.values()].map((f) => f.text);
+    for (const m of ['icmp6,icmp_type=134', 'icmp6,icmp_type=137', 'udp,tp_src=67', 'udp6,tp_src=547']) assert.ok(flows.some((f) => f.includes(m) && f.endsWith('actions=drop')), m);
+    assert.ok(!flows.some((f) => f.includes('NORMAL')), "nothing passes to NORMAL: what the guard lets through is ovn-controller's");
+    assert.ok(flows.includes('table=250,priority=0,actions=drop'), "and the marker whose absence says ovn-controller cleared the bridge");
+    // Deleted by hand: doctor reports it, the reconciler puts it back.
+    nb.switches.get(sw.uuid)!.guard = [];
+    const reconciler = new Reconciler({ state: a.state, network: a.network, ipam: a.ipam, docker: new FakeDocker(), graceMs: 0, log: silentLogger });
+    assert.deepEqual((await reconciler.drift(false)).map((d) => d.kind), ['ovn-guard-differs']);
+    await reconciler.repair('test');
+    assert.equal(nb.switches.get(sw.uuid)!.guard.length, 2);
+    const b = await host(nb, 'chassis-b', { generic: { allow_dhcp_server: 'true' } });
+    await assert.rejects(b.network.createNetwork(b.req), { kind: 'Conflict', message: /with allow_dhcp_server false; this host asked for true: give the same -o allow_dhcp_server on every host of the network/ });
+  });
+
   it('refuses a host that gives a subnet another gateway, ip-range or name, naming both values and who made it', async () => {
     const nb = new FakeNorthbound();
     const a = await host(nb, 'chassis-a', { range: '10.60.0.0/25' });
