@@ -13,12 +13,14 @@ COPY src ./src
 RUN npx tsc -p tsconfig.build.json && npm prune --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
 
 FROM ${BASE}
-# ip, ethtool and iptables are what the plugin runs; ovs-vsctl (from openvswitch-switch) is there for an operator
-# who enters the plugin (nsenter -m -t <its pid> ovs-vsctl show). policy-rc.d keeps the package from starting
-# Open vSwitch services in the image.
+# What the plugin runs: ip, ethtool, iptables (its legacy and its nf_tables programs both: the plugin writes with
+# the one the host's rules are in) and nft (Docker 29's nftables firewall keeps its published ports there).
+# ovs-vsctl (from openvswitch-switch) is there for an operator who enters the plugin
+# (nsenter -m -t <its pid> ovs-vsctl show). policy-rc.d keeps the package from starting Open vSwitch services in
+# the image.
 RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d \
  && apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 iptables ethtool openvswitch-switch busybox \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 iptables nftables ethtool openvswitch-switch busybox \
  && rm -rf /var/lib/apt/lists/* /etc/openvswitch/conf.db
 WORKDIR /opt/ovsnet
 COPY --from=build /src/package.json ./

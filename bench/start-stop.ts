@@ -62,7 +62,7 @@ type Kind = (typeof KINDS)[number];
 
 async function main(): Promise<void> {
   const underlay = await Underlay.create('bench-ul');
-  const a = await SimHost.start({ name: 'bench', dockerIptables: true, plugin: false, ownSysfs: true });
+  const a = await SimHost.start({ name: 'bench', plugin: false, ownSysfs: true });
   const b = await SimHost.start({ name: 'bench2', plugin: false, ownSysfs: true });
   try {
     await underlay.attach(a, '10.250.9.1/24');

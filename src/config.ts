@@ -31,6 +31,12 @@ export interface Config {
   readonly sparePairs: number;
   /** Test-only crash point. */
   readonly fault: { call: FaultCall; point: string } | undefined;
+  /** Where the host's sysctls are (/proc/sys, or a mount of its net/ tree in the managed plugin). */
+  readonly procSys: string;
+  /** Which iptables: auto, legacy or nft. */
+  readonly iptables: 'auto' | 'legacy' | 'nft';
+  /** Where containers' network namespaces are, when not at the path Docker gives; undefined: at that path. */
+  readonly netnsDir: string | undefined;
   /** Where Prometheus metrics are served; undefined means off. */
   readonly metrics: { host: string; port: number } | undefined;
   /** OVN mode: the northbound database's remotes and the integration bridge; undefined means off. */
@@ -71,6 +77,9 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'OVSNET_OVN_TIMEOUT', default: '30', description: 'OVN mode: seconds a call waits for the northbound database and for ovn-controller to install a port' },
   { name: 'OVSNET_OVN_EXTERNAL', default: '', description: 'OVN mode: the outside network routers SNAT onto, <physical network>,<subnet>,<next hop>[,<first>-<last>] (e.g. physnet,192.0.2.0/24,192.0.2.1,192.0.2.100-192.0.2.150); the physical network is the name in the gateway chassis\' ovn-bridge-mappings; each router takes one address of the range (default: the whole subnet, which must then be the routers\'); empty means routers have no way out' },
   { name: 'OVSNET_OVN_GATEWAYS', default: '', description: 'OVN mode: the gateway chassis (OVS system-ids) that carry routers\' outside traffic, <chassis>[:<priority>],... (highest priority active, the others standby)' },
+  { name: 'OVSNET_PROC_SYS', default: '/proc/sys', description: "where the host's sysctls are (its net/ tree is what the plugin writes: IPv4 forwarding, gateway ports' accept_ra); the managed plugin mounts the host's /proc/sys/net at /host/proc/sys/net, since its own /proc/sys is read-only" },
+  { name: 'OVSNET_NETNS_DIR', default: '', description: "where the plugin finds containers' network namespaces (Docker's <exec-root>/netns) when not at the path Docker gives (the managed plugin's mount); empty: at that path. Used to read the link-local address a container's interface has" },
+  { name: 'OVSNET_IPTABLES', default: 'auto', description: "which iptables the plugin writes with: auto (the one the host's rules are in: Docker's chains, else the most rules, else what plain iptables is), legacy or nft" },
   { name: 'OVSNET_FAULT', default: '', description: 'testing only: <Call>:<point> where the plugin kills itself (see src/faults.ts)' },
 ];
 
@@ -170,6 +179,12 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   const gatewaysText = setting(env, 'OVSNET_OVN_GATEWAYS');
   const external = externalText ? parseOvnExternal(externalText, gatewaysText) : undefined;
   if (!externalText && gatewaysText) invalid('OVSNET_OVN_GATEWAYS', gatewaysText, 'gateway chassis need OVSNET_OVN_EXTERNAL too (the outside network they carry traffic to)');
+  const iptables = setting(env, 'OVSNET_IPTABLES');
+  if (iptables !== 'auto' && iptables !== 'legacy' && iptables !== 'nft') invalid('OVSNET_IPTABLES', iptables, 'use auto, legacy or nft');
+  const procSys = setting(env, 'OVSNET_PROC_SYS');
+  if (!path.isAbsolute(procSys)) invalid('OVSNET_PROC_SYS', procSys, 'must be an absolute path');
+  const netnsDir = setting(env, 'OVSNET_NETNS_DIR');
+  if (netnsDir && !path.isAbsolute(netnsDir)) invalid('OVSNET_NETNS_DIR', netnsDir, 'must be an absolute path, or empty');
   const faultText = setting(env, 'OVSNET_FAULT');
   const fault = faultText ? parseFault(faultText) : undefined;
   if (faultText && !fault) {
@@ -190,6 +205,9 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     reconcileGraceMs: seconds('OVSNET_RECONCILE_GRACE', 0),
     sparePairs: Number(spareText),
     fault,
+    procSys,
+    iptables,
+    netnsDir: netnsDir || undefined,
     metrics,
     ovn: nbText ? { nb: nbText, bridge: ovnBridge, timeoutMs: ovnTimeoutMs, external } : undefined,
   });

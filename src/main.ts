@@ -7,7 +7,8 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError, describeConfig, loadConfig } from './config.js';
-import { createLogger } from './log.js';
+import { type Logger, createLogger } from './log.js';
+import type { EngineProblem } from './domain/engine.js';
 import { errorMessage } from './errors.js';
 import { killAt, noFaults } from './faults.js';
 import { State } from './driver/state.js';
@@ -17,13 +18,28 @@ import { Reconciler } from './driver/reconcile.js';
 import { createApp } from './http/app.js';
 import { Metrics, serveMetrics } from './http/metrics.js';
 import { listen } from './http/server.js';
-import { openHost, openStore, ovnBackend, watchLinks } from './wiring.js';
+import { checkEngine, openHost, openStore, ovnBackend, watchLinks } from './wiring.js';
 
 /** How often each watched bridge is asked whether the plugin's flows are still there (one small OpenFlow question). */
 const FLOW_WATCH_MS = 1_000;
 
 /** The longest a driver call waits for the networks to be restored after a start. */
 const STARTUP_WAIT_MS = 15_000;
+
+/**
+ * Says once what the plugin cannot do well with the engine it serves. Docker answers only once it has
+ * started, which may wait on the plugin: asked again every few seconds for a while.
+ */
+async function sayEngineProblems(check: () => Promise<EngineProblem[]>, log: Logger): Promise<void> {
+  for (let attempt = 0; attempt < 60; attempt++) {
+    try {
+      for (const p of await check()) log.error(p.detail, { problem: p.kind, fix: p.fix });
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 5_000).unref());
+    }
+  }
+}
 
 async function main(): Promise<void> {
   let config;
@@ -91,6 +107,7 @@ async function main(): Promise<void> {
     log.info('networks restored', { networks: state.networks.size });
     reconciler.start(config.reconcileIntervalMs);
     void reconciler.run('start', true);
+    if (docker) void sayEngineProblems(() => checkEngine(docker), log);
   });
 
   let stopping = false;

@@ -8,12 +8,13 @@ import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { DockerodeView } from './adapters/docker.js';
 import { run } from './adapters/exec.js';
-import { IptablesFirewall } from './adapters/iptables.js';
+import { IptablesFirewall, IptablesTools } from './adapters/iptables.js';
 import { LevelStore } from './adapters/level-store.js';
 import { IpLinks } from './adapters/links.js';
 import { OvsBridgeClient } from './adapters/ovs.js';
 import { OvsdbClient } from './adapters/ovsdb.js';
-import { ModuleDatapathProbe, ProcHostPorts, ProcSysctl } from './adapters/system.js';
+import { ModuleDatapathProbe, ProcHostPorts, ProcSysctl, nftError } from './adapters/system.js';
+import { type EngineProblem, engineProblems } from './domain/engine.js';
 import { type LinkChange, LinkWatcher } from './adapters/watch.js';
 import { NB_DATABASE, OvnNorthbound } from './adapters/ovn-nb.js';
 import { LocalHost } from './driver/host.js';
@@ -35,14 +36,15 @@ export interface HostAdapters {
 
 export function openHost(config: Config, log: Logger, options: { requestTimeoutMs?: number } = {}): HostAdapters {
   const ovsdb = new OvsdbClient({ address: config.ovsdb, log, requestTimeoutMs: options.requestTimeoutMs });
-  const links = new IpLinks(run);
+  const links = new IpLinks(run, { netnsDir: config.netnsDir });
   const ovs = new OvsBridgeClient(ovsdb, { rundir: ovsRundir(config.ovsdb) });
+  const iptables = new IptablesTools(run, config.iptables, log);
   const host = new LocalHost({
     ovs,
     links,
-    firewall: new IptablesFirewall(run),
-    sysctl: new ProcSysctl(),
-    hostPorts: new ProcHostPorts(run),
+    firewall: new IptablesFirewall(run, iptables),
+    sysctl: new ProcSysctl(config.procSys),
+    hostPorts: new ProcHostPorts(run, iptables),
     datapathProbe: new ModuleDatapathProbe(),
     datapath: config.datapath,
     log,
@@ -53,7 +55,7 @@ export function openHost(config: Config, log: Logger, options: { requestTimeoutM
   return {
     ovsdb,
     host,
-    docker: config.docker ? new DockerodeView(config.docker) : undefined,
+    docker: config.docker ? dockerView(config.docker) : undefined,
     nb: nbClient && new OvnNorthbound(nbClient),
     close: () => {
       ovsdb.close();
@@ -98,4 +100,15 @@ export function watchLinks(onChange: (change: LinkChange) => void, log: Logger):
  */
 export function ovsRundir(ovsdb: string): string {
   return ovsdb.startsWith('unix:') ? path.dirname(ovsdb.slice('unix:'.length)) : '/var/run/openvswitch';
+}
+
+/** What the plugin cannot do well with the Docker Engine it serves (`engineProblems`); throws when Docker cannot be asked. */
+export async function checkEngine(docker: DockerView): Promise<EngineProblem[]> {
+  const [engine, nft] = await Promise.all([docker.engine(), nftError(run)]);
+  return engineProblems({ ...engine, nftError: nft });
+}
+
+/** Docker's API at an address (unix://<path> or tcp://<host>:<port>). */
+export function dockerView(address: string): DockerView {
+  return new DockerodeView(address);
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The managed plugin's real install path, then every end-to-end test against it:
+# The managed plugin's real install path:
 #   build the plugin (plugin/build-managed.sh), push it to a local registry on loopback (plugin/registry.sh),
-#   as :latest and as :v2 (for the upgrade test), then run the end-to-end suite with OVSNET_E2E_PLUGIN=managed:
+#   as :latest and as :v2 (for the upgrade test), then run end-to-end tests with OVSNET_E2E_PLUGIN=managed:
 #   each simulated host pulls it with `docker plugin install --alias ovs --grant-all-permissions`.
 #
-#   bash test/run-managed.sh [test files...]     (default: every end-to-end test, then the managed plugin's own)
+#   bash test/run-managed.sh [test files...]   build and push, then the tests (default: the files of test/managed.txt)
+#   bash test/run-managed.sh --build-only      build and push only (test/run-all.sh then runs the tests per engine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ref=localhost:5000/ovsnet
@@ -19,7 +20,8 @@ docker plugin create "$ref:v2" plugin/build-v2 >/dev/null
 docker plugin push "$ref:v2" >/dev/null
 rm -rf plugin/build-v2
 docker plugin rm -f "$ref:latest" "$ref:v2" >/dev/null
-echo "== pushed $ref:latest and $ref:v2; running the end-to-end suite against the managed plugin"
-[ $# -gt 0 ] || set -- dist/test/e2e/*.test.js dist/test/e2e-managed/*.test.js
+echo "== pushed $ref:latest and $ref:v2"
+[ "${1:-}" = --build-only ] && exit 0
+[ $# -gt 0 ] || mapfile -t files < <(grep -v '^#' test/managed.txt | sed '/^$/d; s|^|dist/|; s|\.ts$|.js|') && set -- "${files[@]}"
 OVSNET_E2E_PLUGIN=managed OVSNET_E2E_PLUGIN_REF="$ref:latest" \
   node --test --test-reporter=spec --test-concurrency=1 "$@"

@@ -52,4 +52,9 @@ export class DockerodeView implements DockerView {
     }
     return out;
   }
+
+  async engine(): Promise<{ version: string; firewallBackend: string | undefined }> {
+    const info = (await (await this.docker()).info()) as { ServerVersion?: string; FirewallBackend?: { Driver?: string } };
+    return { version: info.ServerVersion ?? '', firewallBackend: info.FirewallBackend?.Driver };
+  }
 }

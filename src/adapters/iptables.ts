@@ -3,10 +3,116 @@
  * iptables-restore --noflush (atomic, idempotent), plus one jump into each
  * from the built-in chain. No other rule or chain is touched.
  */
-import { DNAT_CHAIN, EMPTY_RULES, FORWARD_CHAIN, INPUT_CHAIN, ISOLATE_CHAIN, PORTS_CHAIN, POSTROUTING_CHAIN, type FirewallRules, type Rule } from '../domain/firewall.js';
+import {
+  DNAT_CHAIN, EMPTY_RULES, FORWARD_CHAIN, INPUT_CHAIN, ISOLATE_CHAIN, PORTS_CHAIN, POSTROUTING_CHAIN,
+  type FirewallRules, type IptablesVariant, type Rule, chooseIptables,
+} from '../domain/firewall.js';
 import type { ObservedFirewall } from '../domain/host.js';
 import type { Firewall } from '../driver/ports.js';
+import type { Logger } from '../log.js';
 import type { Runner } from './exec.js';
+
+/** The programs of one family: the command, its save and its restore. */
+interface FamilyTools {
+  readonly cli: string;
+  readonly save: string;
+  readonly restore: string;
+}
+
+export interface IptablesCommands {
+  readonly variant: IptablesVariant;
+  /** Why this one (for the log and doctor). */
+  readonly why: string;
+  readonly v4: FamilyTools;
+  readonly v6: FamilyTools;
+}
+
+/** auto: the variant the host's rules are in (`chooseIptables`); legacy or nft: that one. */
+export type IptablesSetting = 'auto' | IptablesVariant;
+
+function toolsOf(variant: IptablesVariant | undefined): { v4: FamilyTools; v6: FamilyTools } {
+  const suffix = variant ? `-${variant}` : '';
+  const family = (base: string) => ({ cli: `${base}${suffix}`, save: `${base}${suffix}-save`, restore: `${base}${suffix}-restore` });
+  return { v4: family('iptables'), v6: family('ip6tables') };
+}
+
+/**
+ * Which iptables the plugin runs, chosen once (at its first use) and shared by the firewall and the reader of
+ * Docker's published ports. A host has legacy iptables, iptables on nf_tables, or both (Debian's iptables
+ * package; the managed plugin's image): the plugin must write where Docker and the operator do.
+ */
+export class IptablesTools {
+  private chosen: Promise<IptablesCommands> | undefined;
+  /** `--version` of each program, undefined when it is not installed. */
+  private installed: Promise<{ legacy: string | undefined; nft: string | undefined; plain: string | undefined }> | undefined;
+
+  constructor(
+    private readonly run: Runner,
+    /** Or the commands themselves, already chosen. */
+    private readonly setting: IptablesSetting | IptablesCommands = 'auto',
+    private readonly log?: Logger,
+  ) {}
+
+  commands(): Promise<IptablesCommands> {
+    this.chosen ??= typeof this.setting === 'object' ? Promise.resolve(this.setting) : this.choose(this.setting, undefined);
+    return this.chosen;
+  }
+
+  /**
+   * Chooses again (auto only): Docker may have written its rules since the first choice (a host's plugin
+   * starts before dockerd). When the choice moves, the plugin's chains in the one it leaves are emptied and
+   * the next read shows them missing from the new one, so the reconciler writes them there.
+   */
+  async recheck(): Promise<void> {
+    if (this.setting !== 'auto' || !this.chosen) return;
+    const before = await this.chosen.catch(() => undefined);
+    const next = this.choose('auto', before);
+    this.chosen = next;
+    await next;
+  }
+
+  private async choose(setting: IptablesSetting, before: IptablesCommands | undefined): Promise<IptablesCommands> {
+    const works = (program: string) => this.run(program, ['--version']).then((r) => r.stdout, () => undefined);
+    this.installed ??= Promise.all([works('iptables-legacy'), works('iptables-nft'), works('iptables')]).then(([legacy, nft, plain]) => ({ legacy, nft, plain }));
+    const versions = await this.installed;
+    const save = async (variant: IptablesVariant): Promise<string | undefined> => {
+      if (versions[variant] === undefined) return undefined;
+      const tools = toolsOf(variant);
+      const [v4, v6] = await Promise.all([tools.v4.save, tools.v6.save].map((program) => this.run(program, []).then((r) => r.stdout, () => '')));
+      return `${v4}\n${v6}`;
+    };
+    let variant: IptablesVariant;
+    let why: string;
+    let other: string | undefined;
+    if (setting !== 'auto') {
+      [variant, why] = [setting, `OVSNET_IPTABLES=${setting}`];
+      if (versions[setting] === undefined && !(versions.plain ?? '').includes(setting === 'legacy' ? '(legacy)' : '(nf_tables)')) {
+        this.log?.error('the iptables asked for is not installed', { setting: why, missing: `iptables-${setting}` });
+      }
+      other = await save(setting === 'legacy' ? 'nft' : 'legacy');
+    } else {
+      const plain: IptablesVariant | undefined = versions.plain?.includes('(legacy)') ? 'legacy' : versions.plain?.includes('(nf_tables)') ? 'nft' : undefined;
+      const [legacy, nft] = await Promise.all([save('legacy'), save('nft')]);
+      ({ variant, why } = chooseIptables({ legacy, nft, plain }));
+      if (before?.variant === variant) return before;
+      other = variant === 'legacy' ? nft : legacy;
+    }
+    const commands: IptablesCommands = { variant, why, ...toolsOf(versions[variant] === undefined ? undefined : variant) };
+    if (before) this.log?.warn("iptables chosen again: the host's rules moved", { from: before.v4.cli, to: commands.v4.cli, why });
+    else this.log?.info('iptables chosen', { variant: commands.v4.cli, why });
+    // The plugin's rules in the other one (left by an earlier choice, or by a start when the host's rules were
+    // elsewhere): emptied, so that its drops and accepts do not apply twice, or stay after their networks go.
+    if (other !== undefined && /^-A OVSNET-/m.test(other)) {
+      const otherVariant: IptablesVariant = variant === 'legacy' ? 'nft' : 'legacy';
+      this.log?.warn("emptying the plugin's chains in the other iptables", { variant: `iptables-${otherVariant}`, why });
+      const otherTools = new IptablesTools(this.run, { variant: otherVariant, why, ...toolsOf(otherVariant) });
+      await new IptablesFirewall(this.run, otherTools, { jumps: false })
+        .sync(EMPTY_RULES)
+        .catch((err: unknown) => this.log?.warn("could not empty the plugin's chains in the other iptables", { variant: `iptables-${otherVariant}`, error: String(err) }));
+    }
+    return commands;
+  }
+}
 
 const TABLES = ['filter', 'nat', 'mangle', 'raw'] as const;
 
@@ -55,15 +161,26 @@ function jumpLine(parent: string, match: readonly string[], chain: string): stri
 }
 
 export class IptablesFirewall implements Firewall {
-  constructor(private readonly run: Runner) {}
+  constructor(
+    private readonly run: Runner,
+    private readonly tools: IptablesTools = new IptablesTools(run),
+    /** jumps: false only empties (or fills) the chains, without putting jumps into them. */
+    private readonly options: { jumps?: boolean } = {},
+  ) {}
 
   async sync(rules: FirewallRules): Promise<void> {
-    await this.apply('4', tables('4', rules));
-    await this.apply('6', tables('6', rules));
+    const commands = await this.tools.commands();
+    await this.apply(commands.v4, tables('4', rules));
+    await this.apply(commands.v6, tables('6', rules));
   }
 
-  /** One iptables-save per table: the plugin's chains and the jumps into them, in one read each. */
+  /**
+   * One iptables-save per table: the plugin's chains and the jumps into them, in one read each. Each read
+   * (a reconcile pass) first checks that the host's rules are still in the iptables the plugin writes with.
+   */
   async read(): Promise<ObservedFirewall> {
+    await this.tools.recheck();
+    const { v4, v6 } = await this.tools.commands();
     const save = async (tool: string, name: string) => (await this.run(tool, ['-t', name])).stdout.split('\n');
     const chain = (lines: string[], table: Table) => {
       const prefix = `-A ${table.chain} `;
@@ -74,14 +191,14 @@ export class IptablesFirewall implements Firewall {
       };
     };
     const [filter4, nat4, mangle4, raw4, filter6, nat6, mangle6, raw6] = await Promise.all([
-      save('iptables-save', 'filter'),
-      save('iptables-save', 'nat'),
-      save('iptables-save', 'mangle'),
-      save('iptables-save', 'raw'),
-      save('ip6tables-save', 'filter'),
-      save('ip6tables-save', 'nat'),
-      save('ip6tables-save', 'mangle'),
-      save('ip6tables-save', 'raw'),
+      save(v4.save, 'filter'),
+      save(v4.save, 'nat'),
+      save(v4.save, 'mangle'),
+      save(v4.save, 'raw'),
+      save(v6.save, 'filter'),
+      save(v6.save, 'nat'),
+      save(v6.save, 'mangle'),
+      save(v6.save, 'raw'),
     ]);
     const [f4, n4, d4, i4, in4, r4] = tables('4', EMPTY_RULES);
     const [f6, n6, d6, i6, in6, r6] = tables('6', EMPTY_RULES);
@@ -106,9 +223,10 @@ export class IptablesFirewall implements Firewall {
     };
   }
 
-  private async apply(family: '4' | '6', list: Table[]): Promise<void> {
-    const tool = family === '4' ? 'iptables' : 'ip6tables';
-    await this.run(`${tool}-restore`, ['--noflush', '--wait'], { input: restoreInput(list) });
+  private async apply(tools: FamilyTools, list: Table[]): Promise<void> {
+    const tool = tools.cli;
+    await this.run(tools.restore, ['--noflush', '--wait'], { input: restoreInput(list) });
+    if (this.options.jumps === false) return;
     // One read per table tells which jumps are there.
     for (const name of TABLES) {
       const inTable = list.filter((t) => t.name === name);

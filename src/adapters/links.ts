@@ -2,6 +2,7 @@
  * Kernel links through iproute2 and ethtool. Each method is one process where
  * possible (`ip -batch` for several changes), since each spawn costs ~5 ms.
  */
+import { existsSync } from 'node:fs';
 import { badRequest } from '../errors.js';
 import { VETH_GROUP, assertInterfaceName } from '../domain/names.js';
 import type { ObservedLink } from '../domain/host.js';
@@ -34,7 +35,10 @@ export class IpLinks implements Links {
   private readonly vethQueue: VethRequest[] = [];
   private vethRunning = false;
 
-  constructor(private readonly run: Runner) {}
+  constructor(
+    private readonly run: Runner,
+    private readonly options: { netnsDir?: string } = {},
+  ) {}
 
   /**
    * Makes a veth pair (with TX offload off on both ends when asked). One at a time, a pair is one spawn;
@@ -165,6 +169,24 @@ export class IpLinks implements Links {
       linkinfo?: { info_kind?: string };
     }>;
     return new Map(links.map((l) => [l.ifname, { kind: l.linkinfo?.info_kind ?? '', up: (l.flags ?? []).includes('UP'), mtu: l.mtu ?? 0, group: Number(l.group) || 0 }]));
+  }
+
+  async linkLocalIn(sandbox: string, mac: string): Promise<string | undefined | null> {
+    // The sandbox key is Docker's (a path under its exec root): nothing but a plain path may reach nsenter.
+    if (!/^\/[A-Za-z0-9/_.-]+$/.test(sandbox) || sandbox.includes('..')) return null;
+    // A managed plugin sees Docker's namespaces through a mount of their directory, under another path.
+    const at = this.options.netnsDir ? `${this.options.netnsDir}/${sandbox.slice(sandbox.lastIndexOf('/') + 1)}` : sandbox;
+    if (!existsSync(at)) return null;
+    let stdout: string;
+    try {
+      ({ stdout } = await this.run('nsenter', [`--net=${at}`, '--', 'ip', '-j', '-6', 'address', 'show', 'scope', 'link']));
+    } catch (err) {
+      if (err instanceof CommandError) return null; // the namespace is gone, or not ours to enter
+      throw err;
+    }
+    const links = JSON.parse(stdout || '[]') as Array<{ address?: string; addr_info?: Array<{ local: string; scope?: string; tentative?: boolean }> }>;
+    const link = links.find((l) => l.address?.toLowerCase() === mac.toLowerCase());
+    return link?.addr_info?.find((a) => a.local.startsWith('fe80:'))?.local;
   }
 
   async isolateVeth(name: string): Promise<void> {

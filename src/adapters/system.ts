@@ -3,11 +3,12 @@
  * which host ports are in use.
  */
 import { access, readFile, writeFile } from 'node:fs/promises';
-import { type PortHolder, parseDockerDnat, parseProcNet } from '../domain/published.js';
+import { type PortHolder, parseDockerDnat, parseNftDockerDnat, parseProcNet } from '../domain/published.js';
 import type { Datapath } from '../domain/records.js';
 import { unavailable } from '../errors.js';
 import type { DatapathProbe, HostPorts, Sysctl } from '../driver/ports.js';
 import type { Runner } from './exec.js';
+import type { IptablesTools } from './iptables.js';
 
 export class ProcSysctl implements Sysctl {
   constructor(private readonly root = '/proc/sys') {}
@@ -85,20 +86,30 @@ export class ModuleDatapathProbe implements DatapathProbe {
 export class ProcHostPorts implements HostPorts {
   constructor(
     private readonly run: Runner,
+    private readonly iptables: IptablesTools,
     private readonly proc = '/proc',
   ) {}
 
   async inUse(): Promise<PortHolder[]> {
+    const { v4, v6 } = await this.iptables.commands();
     const read = (name: string) => readFile(`${this.proc}/net/${name}`, 'utf8').catch(() => '');
-    const [tcp, tcp6, udp, udp6, docker] = await Promise.all([
+    const output = (command: string, args: string[]) => this.run(command, args).then((r) => r.stdout, () => '');
+    const [tcp, tcp6, udp, udp6, docker4, docker6, nft4, nft6] = await Promise.all([
       read('tcp'),
       read('tcp6'),
       read('udp'),
       read('udp6'),
-      this.run('iptables', ['--wait', '-t', 'nat', '-S', 'DOCKER']).then((r) => r.stdout, () => ''),
+      output(v4.cli, ['--wait', '-t', 'nat', '-S', 'DOCKER']),
+      output(v6.cli, ['--wait', '-t', 'nat', '-S', 'DOCKER']),
+      // Docker 29's nftables firewall keeps its rules in tables of its own, which iptables does not show.
+      output('nft', ['-j', 'list', 'table', 'ip', 'docker-bridges']),
+      output('nft', ['-j', 'list', 'table', 'ip6', 'docker-bridges']),
     ]);
     // Docker's own first: its bridge also holds each port it publishes with a listening socket.
-    const out: PortHolder[] = parseDockerDnat(docker).map((d) => ({ ...d, holder: "published by Docker's own bridge network (a DNAT rule in iptables' DOCKER chain)" }));
+    const out: PortHolder[] = [
+      ...[...parseDockerDnat(docker4), ...parseDockerDnat(docker6)].map((d) => ({ ...d, holder: "published by Docker's own bridge network (a DNAT rule in iptables' DOCKER chain)" })),
+      ...[...parseNftDockerDnat(nft4), ...parseNftDockerDnat(nft6)].map((d) => ({ ...d, holder: "published by Docker's own bridge network (a DNAT rule in its nftables table docker-bridges)" })),
+    ];
     const listening = (proto: 'tcp' | 'udp', text: string, v6: boolean) => {
       for (const s of parseProcNet(text, proto, v6)) {
         const where = s.address.includes(':') ? `[${s.address}]:${s.port}` : `${s.address}:${s.port}`;
@@ -117,4 +128,9 @@ export class ProcHostPorts implements HostPorts {
     const [lo, hi] = text.trim().split(/\s+/).map(Number);
     return lo && hi && lo <= hi ? [lo, hi] : [32768, 60999];
   }
+}
+
+/** undefined when nft lists the host's nftables tables (Docker 29's firewall among them); otherwise why not. */
+export function nftError(run: Runner): Promise<string | undefined> {
+  return run('nft', ['list', 'tables']).then(() => undefined, (err: unknown) => (err as Error).message);
 }

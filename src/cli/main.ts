@@ -14,7 +14,7 @@ const DEFAULT_SOCKET = '/run/docker/plugins/ovs.sock';
 
 const USAGE = `usage: ovsnet <command> [--json] [--socket PATH]
 commands:
-  networks                             networks: mode, VLAN/VNI, bridge, gateway mode, pool usage
+  networks                             networks: mode, VLAN/VNI, bridge, gateway mode, pool usage, guard (or what weakens it)
   endpoints                            containers on them: name, address, MAC, OVS port, tag
   doctor                               every difference between the plugin's records, OVS, the kernel
                                        and Docker, with the command that fixes it (exit 1 on drift)
@@ -120,9 +120,10 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, ou
         r.gatewayMode,
         String(r.mtu),
         r.subnets.map((s) => `${s.subnet}${s.used === null ? '' : ` ${s.used}/${s.size}`}`).join(' '),
+        r.weakened.join(',') || 'full',
         r.mode === 'vlan' ? (r.uplink ?? '-') : r.mode === 'ovn' ? `hosts: ${r.hosts?.join(',') ?? '(northbound database unreachable)'}` : r.peers.join(',') || '-',
       ]);
-      for (const line of table(['NAME', 'ID', 'MODE', 'SEGMENT', 'BRIDGE', 'GATEWAY', 'MTU', 'SUBNETS (USED/SIZE)', 'UPLINK/PEERS'], cells)) out(line);
+      for (const line of table(['NAME', 'ID', 'MODE', 'SEGMENT', 'BRIDGE', 'GATEWAY', 'MTU', 'SUBNETS (USED/SIZE)', 'GUARD', 'UPLINK/PEERS'], cells)) out(line);
       return 0;
     }
     case 'endpoints': {
@@ -136,7 +137,7 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, ou
       const report = await doctor(client, env);
       if (json) out(JSON.stringify(report, null, 2));
       else for (const line of doctorLines(report)) out(line);
-      return report.drift.length === 0 ? 0 : 1;
+      return report.drift.length === 0 && report.engine.length === 0 ? 0 : 1;
     }
     case 'reconcile': {
       const res = await client.request('POST', '/ovsnet/reconcile');

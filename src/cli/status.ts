@@ -6,6 +6,7 @@ import { describePort } from '../domain/published.js';
 import type Docker from 'dockerode';
 import { boundsSize, usableBounds } from '../domain/allocator.js';
 import { parseCidr } from '../domain/cidr.js';
+import { type NetworkSpec, normaliseSpec, weakenedProtections } from '../domain/options.js';
 import type { PluginState } from './client.js';
 
 export interface NetworkRow {
@@ -22,6 +23,8 @@ export interface NetworkRow {
   /** OVN networks: the hosts that use it (null when the northbound database could not be asked). */
   hosts: string[] | null;
   endpoints: number;
+  /** The options that weaken what guards its containers (anti_spoofing=false, allow_ra=true, allow_dhcp_server=true). */
+  weakened: string[];
 }
 
 export interface EndpointRow {
@@ -89,6 +92,7 @@ export function networkRows(state: PluginState, names: Map<string, string>): Net
       uplink: n.spec.uplink ?? null,
       hosts: n.spec.mode === 'ovn' ? (state.ovnHosts?.[n.id] ?? null) : null,
       endpoints: state.endpoints.filter((e) => e.networkId === n.id).length,
+      weakened: weakenedOf(n),
     };
   });
 }
@@ -112,6 +116,11 @@ export function endpointRows(state: PluginState, names: { networks: Map<string, 
       rateMbit: (e.rate ?? network?.spec.rate)?.mbit ?? null,
     };
   });
+}
+
+/** What a network's options weaken of its containers' guard, read from its spec as the plugin keeps it. */
+export function weakenedOf(network: PluginState['networks'][number]): string[] {
+  return weakenedProtections(normaliseSpec(network.spec as unknown as NetworkSpec));
 }
 
 /** Columns padded to their widest cell. */

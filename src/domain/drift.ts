@@ -88,7 +88,10 @@ export interface DockerNetwork {
 export const REPAIR = 'ovsnet reconcile';
 export const short = (id: string) => id.slice(0, 12);
 
-/** Records Docker no longer holds (once older than the grace period), and endpoints only Docker knows. */
+/**
+ * Records Docker no longer holds (once older than the grace period), and endpoints only Docker knows. `now`
+ * is when Docker was asked: what changed after that, or shortly before, may not show in its answer yet.
+ */
 export function dockerDrift(records: Records, docker: readonly DockerNetwork[], options: { now: number; graceMs: number }): Drift[] {
   const drift: Drift[] = [];
   const old = (createdAt: string) => options.now - Date.parse(createdAt) >= options.graceMs;
@@ -102,7 +105,8 @@ export function dockerDrift(records: Records, docker: readonly DockerNetwork[], 
   }
   for (const e of records.endpoints) {
     const network = byId.get(e.networkId);
-    if (!network || network.endpoints.has(e.id) || !old(e.createdAt)) continue;
+    // Docker lists an endpoint once its container is up, a while after Join (seconds, in a burst of starts).
+    if (!network || network.endpoints.has(e.id) || !old(e.joinedAt ?? e.createdAt)) continue;
     drift.push({ kind: 'endpoint-unknown-to-docker', subject: short(e.id), endpointId: e.id, networkId: e.networkId, detail: `endpoint ${short(e.id)} is not in Docker's network ${network.name} any more`, fix: REPAIR });
   }
   for (const network of docker) {
@@ -138,15 +142,20 @@ export function dockerDrift(records: Records, docker: readonly DockerNetwork[], 
     if (list) list.push(a);
     else addressesByPool.set(a.poolId, [a]);
   }
+  const ofNetworks = new Set(records.networks.flatMap((n) => [...n.ipv4, ...n.ipv6].map((s) => s.pool)));
+  const ofEndpoints = new Set(records.endpoints.flatMap((e) => [e.address, e.addressIpv6].filter(Boolean).map((a) => a.split('/')[0]!)));
   for (const pool of records.pools) {
     if (!isOwnAddressSpace(pool.addressSpace)) continue;
     const held = holders.get(pool.pool);
     if (!held) {
-      if (old(pool.createdAt)) drift.push({ kind: 'pool-unused', subject: pool.id, poolId: pool.id, detail: `pool ${pool.pool} is used by no Docker network`, fix: REPAIR });
+      // A pool of a network the plugin holds goes with that network (a later pass), never before it: Docker
+      // lists a network only once its creation is over, which can take longer than the grace period.
+      if (old(pool.createdAt) && !ofNetworks.has(pool.pool)) drift.push({ kind: 'pool-unused', subject: pool.id, poolId: pool.id, detail: `pool ${pool.pool} is used by no Docker network`, fix: REPAIR });
       continue;
     }
     for (const a of addressesByPool.get(pool.id) ?? []) {
-      if (a.kind === 'gateway' || held.has(a.address) || !old(a.createdAt)) continue;
+      // An address an endpoint of the plugin's holds goes with that endpoint (above), never before it.
+      if (a.kind === 'gateway' || held.has(a.address) || ofEndpoints.has(a.address) || !old(a.createdAt)) continue;
       drift.push({ kind: 'address-unused', subject: a.address, poolId: pool.id, address: a.address, detail: `address ${a.address} of pool ${pool.pool} is held for no container or aux address`, fix: REPAIR });
     }
   }

@@ -144,3 +144,46 @@ export function firewallRules(networks: Iterable<NetworkRecord>, endpoints: Iter
     v6: { filter: forward[6], nat: hairpin[6], dnat: dnat[6], isolate: isolate[6], input: input[6], raw },
   };
 }
+
+/** The two iptables of a Linux host: the legacy x_tables one and the one on nf_tables. */
+export type IptablesVariant = 'legacy' | 'nft';
+
+/** What the host's rules are written with, as each variant's iptables-save (both families) shows them. */
+export interface IptablesSample {
+  /** undefined: the variant's programs are not installed. */
+  readonly legacy: string | undefined;
+  readonly nft: string | undefined;
+  /** What plain `iptables` is (`iptables --version`: "(legacy)" or "(nf_tables)"), undefined when unknown. */
+  readonly plain: IptablesVariant | undefined;
+}
+
+/** The rules of an iptables-save output that are not the plugin's own (its chains and the jumps into them). */
+function othersRules(save: string): { docker: number; all: number } {
+  const rules = save.split('\n').filter((l) => l.startsWith('-A ') && !l.includes('OVSNET-'));
+  return { docker: rules.filter((l) => /\bDOCKER\b|DOCKER-/.test(l)).length, all: rules.length };
+}
+
+/**
+ * Which iptables the plugin writes with: the one the host's rules are in. Both apply to every packet, but an
+ * accept in one does not undo the other's drop (Docker's FORWARD policy DROP, written with legacy iptables,
+ * drops what the plugin accepts with nf_tables), and an operator reads one of them. The variant holding Docker's
+ * chains wins, then the one holding more rules, then what plain `iptables` is, then nf_tables (Debian's default
+ * since 10). Hosts with one iptables only get it.
+ */
+export function chooseIptables(sample: IptablesSample): { variant: IptablesVariant; why: string } {
+  if (sample.legacy === undefined && sample.nft === undefined) return { variant: sample.plain ?? 'nft', why: 'the only iptables installed' };
+  if (sample.legacy === undefined) return { variant: 'nft', why: 'iptables-legacy is not installed' };
+  if (sample.nft === undefined) return { variant: 'legacy', why: 'iptables-nft is not installed' };
+  const legacy = othersRules(sample.legacy);
+  const nft = othersRules(sample.nft);
+  if (legacy.docker !== nft.docker) {
+    const variant = legacy.docker > nft.docker ? 'legacy' : 'nft';
+    return { variant, why: `Docker's rules are there (${Math.max(legacy.docker, nft.docker)} rules naming DOCKER chains, against ${Math.min(legacy.docker, nft.docker)})` };
+  }
+  if (legacy.all !== nft.all) {
+    const variant = legacy.all > nft.all ? 'legacy' : 'nft';
+    return { variant, why: `the host's rules are there (${Math.max(legacy.all, nft.all)} rules, against ${Math.min(legacy.all, nft.all)})` };
+  }
+  if (sample.plain) return { variant: sample.plain, why: `no rules in either; plain iptables is ${sample.plain === 'nft' ? 'iptables-nft' : 'iptables-legacy'}` };
+  return { variant: 'nft', why: 'no rules in either' };
+}

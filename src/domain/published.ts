@@ -163,3 +163,47 @@ export function parseDockerDnat(text: string): Array<{ proto: PortProto; address
   }
   return out;
 }
+
+/**
+ * Ports Docker's own bridge publishes under its nftables firewall (Docker 29, `--firewall-backend=nftables`):
+ * the DNAT rules of its `docker-bridges` tables, as `nft -j list table ip docker-bridges` (and `ip6`) print them.
+ * A rule without a destination address holds the port on every address of its family.
+ */
+export function parseNftDockerDnat(json: string): Array<{ proto: PortProto; address: string; port: number }> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch {
+    return [];
+  }
+  const items = (parsed as { nftables?: unknown })?.nftables;
+  if (!Array.isArray(items)) return [];
+  const out: Array<{ proto: PortProto; address: string; port: number }> = [];
+  for (const item of items) {
+    const rule = (item as { rule?: { family?: string; expr?: unknown } }).rule;
+    if (!rule || !Array.isArray(rule.expr) || !rule.expr.some((e) => e && typeof e === 'object' && 'dnat' in e)) continue;
+    let proto: PortProto | undefined;
+    let address = rule.family === 'ip6' ? '::' : '0.0.0.0';
+    const ports: number[] = [];
+    for (const e of rule.expr as Array<Record<string, any>>) {
+      const match = e?.match;
+      if (!match || match.op !== '==') continue;
+      const payload = match.left?.payload;
+      if (!payload) continue;
+      if (payload.field === 'dport' && (payload.protocol === 'tcp' || payload.protocol === 'udp' || payload.protocol === 'sctp')) {
+        proto = payload.protocol;
+        const right = match.right;
+        if (typeof right === 'number') ports.push(right);
+        else if (Array.isArray(right?.range) && right.range.length === 2) {
+          const [lo, hi] = right.range.map(Number);
+          for (let p = lo; p >= 1 && p <= hi && p <= 65535; p++) ports.push(p);
+        } else if (Array.isArray(right?.set)) ports.push(...right.set.filter((v: unknown): v is number => typeof v === 'number'));
+      } else if (payload.field === 'daddr' && typeof match.right === 'string') {
+        address = match.right;
+      }
+    }
+    if (!proto) continue;
+    for (const port of ports) out.push({ proto, address, port });
+  }
+  return out;
+}

@@ -60,6 +60,8 @@ export interface EndpointRecord {
   readonly peerIf: string;
   /** True between a successful Join and the matching Leave. */
   readonly joined: boolean;
+  /** When it last joined: Docker lists an endpoint only once its container is up, some time after that. */
+  readonly joinedAt?: string;
   readonly sandboxKey: string;
   readonly createdAt: string;
   /** Its own rate limit (--driver-opt rate), instead of its network's. */

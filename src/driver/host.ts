@@ -259,6 +259,20 @@ export class LocalHost {
     if (this.onFlowsLost) this.o.ovs.watchFlows([port.bridge], this.onFlowsLost, { add: true });
   }
 
+  /**
+   * A container port guarded anew (its link-local address learned): the new flows go in over the old,
+   * then what is left of the old goes, so that the port is never without its guard.
+   */
+  async reguard(before: DesiredPort, after: DesiredPort): Promise<void> {
+    if (!after.guard) return;
+    const ofport = await this.o.ovs.ofport(after.name);
+    if (ofport === undefined) return; // gone meanwhile: nothing to guard
+    const next = portFlows(after.bridge, after.name, ofport, after.guard);
+    const keep = new Set(next.flows.map((f) => f.cookie));
+    const old = before.guard ? portFlows(before.bridge, before.name, ofport, before.guard).flows.map((f) => f.cookie).filter((c) => !keep.has(c)) : [];
+    await this.o.ovs.setPortFlows(next, { after: old.map((c) => `${c}/-1`) });
+  }
+
   /** A container port's guard flows for its OpenFlow number; flows an earlier port of this name left (a crash between its port and its flows) go first. */
   private setGuardFlows(port: PortSpec, guard: PortGuard, ofport: number): Promise<void> {
     return this.o.ovs.setPortFlows(portFlows(port.bridge, port.name, ofport, guard), { before: [portCookiePrefix(port.name)] });

@@ -111,6 +111,12 @@ export interface Links {
   list(): Promise<Map<string, ObservedLink>>;
   /** Global addresses ("192.168.1.5/24") of every device that has any. */
   addresses(): Promise<Map<string, string[]>>;
+  /**
+   * The IPv6 link-local address of the interface with this MAC in a container's network namespace (its
+   * sandbox key, a path); undefined while it has none there; null when the namespace cannot be entered
+   * (gone, or not reachable from where the plugin runs).
+   */
+  linkLocalIn(sandbox: string, mac: string): Promise<string | undefined | null>;
   /** Destinations of the host's routes in all tables, as CIDR text. */
   routes(family: 4 | 6): Promise<string[]>;
   /** How the host reaches an address: the output device, or undefined without a route. `local` when the address is the host's own. */
@@ -214,4 +220,6 @@ export interface RouterGateway {
 export interface DockerView {
   /** Every network of the Docker engine (all drivers). Throws when Docker cannot be asked. */
   networks(): Promise<DockerNetwork[]>;
+  /** Its version and (Docker 29) firewall backend. Throws when Docker cannot be asked. */
+  engine(): Promise<{ version: string; firewallBackend: string | undefined }>;
 }

@@ -129,8 +129,9 @@ export class Reconciler {
 
   /** What differs now, without changing anything (for `ovsnet doctor`). */
   async drift(withDocker: boolean): Promise<Drift[]> {
+    const asked = this.now();
     const docker = withDocker ? await this.dockerNetworks() : undefined;
-    return this.o.network.drift({ docker, now: this.now(), graceMs: this.o.graceMs });
+    return this.o.network.drift({ docker, now: asked, graceMs: this.o.graceMs });
   }
 
   /** Local repair only (what runs at start and when a watcher fires). */
@@ -158,8 +159,10 @@ export class Reconciler {
       });
     }
 
+    // Records are judged against Docker's answer as of when it was asked, not as of the end of the repairs.
+    const asked = this.now();
     const docker = withDocker ? await this.dockerNetworks() : undefined;
-    for (const result of await network.converge({ docker, now: this.now(), graceMs: this.o.graceMs })) {
+    for (const result of await network.converge({ docker, now: asked, graceMs: this.o.graceMs })) {
       const { drift } = result;
       const known = REPAIRED[drift.kind] ?? { what: `repaired ${drift.kind}`, counter: 'otherRepairs' };
       const fields = { networkId: drift.networkId, endpointId: drift.endpointId, port: drift.port, address: drift.address, why: drift.detail };
@@ -170,7 +173,7 @@ export class Reconciler {
     }
 
     if (docker) {
-      for (const item of dockerDrift(state.records(), docker, { now: this.now(), graceMs: this.o.graceMs })) {
+      for (const item of dockerDrift(state.records(), docker, { now: asked, graceMs: this.o.graceMs })) {
         const action = this.action(item);
         if (!action) continue;
         await this.attempt(log, action.what, { subject: item.subject }, async () => {

@@ -11,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { cmd } from './harness/proc.js';
 import { SimHost, type OutsideNamespace } from './harness/sim-host.js';
 import { assertPluginSaid, audit, containerAddress, httpGet, inspect, ping, runContainer, startHttp, startWhoAmI, tcpSay } from './support.js';
+import { assertUnrouted } from './harness/addresses.js';
 
 describe('gateway modes end to end', () => {
   let host: SimHost;
@@ -79,6 +80,7 @@ describe('gateway modes end to end', () => {
     await host.exec('ethtool', ['-K', 'rtr-port', 'tx', 'off']);
     await cmd('ip', ['netns', 'exec', rtr, 'ethtool', '-K', 'eth0', 'tx', 'off']);
     await host.exec('ip', ['link', 'set', 'rtr-port', 'up']);
+    await assertUnrouted(['10.32.0.1/24', '203.0.113.7'], 'the router on the VLAN');
     await cmd('ip', ['-n', rtr, 'address', 'add', '10.32.0.1/24', 'dev', 'eth0']);
     await cmd('ip', ['-n', rtr, 'address', 'add', '203.0.113.7/32', 'dev', 'lo']);
     await cmd('ip', ['-n', rtr, 'link', 'set', 'eth0', 'up']);

@@ -13,18 +13,18 @@ import { after, before, describe, it } from 'node:test';
 import { OvnCluster, OVN_TOOLS } from './harness/ovn.js';
 import { OutsideWorld } from './harness/ovn-outside.js';
 import { requireTools, waitFor } from './harness/proc.js';
-import { REPO_ROOT, SimHost } from './harness/sim-host.js';
+import { REPO_ROOT, SimHost, tagged } from './harness/sim-host.js';
 import { Underlay } from './harness/underlay.js';
 import { assertConsistent, assertPluginSaid, containerAddress, dockerError, httpGet, inspect, ping, runContainer, startHttp, startWhoAmI, tcpSay } from './support.js';
 
 const NAMES = ['gw1', 'gw2', 'wk3'] as const;
 const ADDR: Record<string, string> = { gw1: '10.250.5.1', gw2: '10.250.5.2', wk3: '10.250.5.3' };
-const OUTSIDE = { physnet: 'physnet', nexthop: '192.0.2.1/24', farAddress: '203.0.113.10' };
+const OUTSIDE = { physnet: 'physnet', nexthop: '198.51.100.1/24', farAddress: '203.0.113.10' };
 const WHOAMI_PORT = 7070;
 const CLI = `${REPO_ROOT}/dist/src/cli/main.js`;
 const PLUGIN_ENV = {
-  OVSNET_OVN_EXTERNAL: 'physnet,192.0.2.0/24,192.0.2.1,192.0.2.100-192.0.2.150',
-  OVSNET_OVN_GATEWAYS: 'gw1:20,gw2:10',
+  OVSNET_OVN_EXTERNAL: 'physnet,198.51.100.0/24,198.51.100.1,198.51.100.100-198.51.100.150',
+  OVSNET_OVN_GATEWAYS: `${tagged('gw1')}:20,${tagged('gw2')}:10`,
   OVSNET_RECONCILE_INTERVAL: '2',
   OVSNET_RECONCILE_GRACE: '3',
 };
@@ -50,7 +50,7 @@ describe('OVN routers across three hosts, with an outside network on two gateway
   /** A router's outside address, from the northbound database. */
   async function outsideAddress(router: string): Promise<string> {
     const networks = (await cluster.nbctl(['--bare', '--columns=networks', 'find', 'Logical_Router_Port', `name=ovsnet-gw-${router}`])).stdout.trim();
-    assert.match(networks, /^192\.0\.2\.\d+\/24$/, `router ${router} has an outside address`);
+    assert.match(networks, /^198\.51\.100\.\d+\/24$/, `router ${router} has an outside address`);
     const address = networks.split('/')[0]!;
     const last = Number(address.split('.')[3]);
     assert.ok(last >= 100 && last <= 150, `${address} is in the routers' range`);
@@ -161,16 +161,16 @@ describe('OVN routers across three hosts, with an outside network on two gateway
 
   it('the active gateway stopped: the gateway moves to the standby chassis, and traffic resumes', async () => {
     const gatewayPort = 'cr-ovsnet-gw-r1';
-    assert.equal(await waitFor('the active gateway', () => cluster.boundChassis(gatewayPort), 20_000, 200), 'gw1', 'the highest priority is active');
+    assert.equal(await waitFor('the active gateway', () => cluster.boundChassis(gatewayPort), 20_000, 200), tagged('gw1'), 'the highest priority is active');
     assert.ok(await reachOutside(wk3(), 'fc'));
     const stopped = Date.now();
     await cluster.exitController(0);
     await waitFor('traffic out again', () => reachOutside(wk3(), 'fc'), 60_000, 0);
     const took = Date.now() - stopped;
     console.log(`# gateway failover: traffic resumed ${took} ms after the active gateway's ovn-controller stopped`);
-    assert.equal(await cluster.boundChassis(gatewayPort), 'gw2', 'the standby took over');
+    assert.equal(await cluster.boundChassis(gatewayPort), tagged('gw2'), 'the standby took over');
     await cluster.startController(0);
-    await waitFor('gw1 to be active again', async () => (await cluster.boundChassis(gatewayPort)) === 'gw1', 60_000, 300);
+    await waitFor('gw1 to be active again', async () => (await cluster.boundChassis(gatewayPort)) === tagged('gw1'), 60_000, 300);
     await waitFor('traffic out through gw1', () => reachOutside(wk3(), 'fc'), 30_000, 200);
   });
 

@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { cmd, waitFor } from './harness/proc.js';
-import { REPO_ROOT, SimHost, type OutsideNamespace } from './harness/sim-host.js';
+import { FIREWALL, REPO_ROOT, SimHost, type OutsideNamespace } from './harness/sim-host.js';
 import { assertPluginSaid, audit, containerAddress, httpGet, runContainer, startHttp } from './support.js';
 
 const CLI = `${REPO_ROOT}/dist/src/cli/main.js`;
@@ -42,8 +42,10 @@ describe('published ports', () => {
   const dnatRules = async () => (await host.chainRules('nat', 'OVSNET-DNAT')).length;
 
   before(async () => {
-    // Docker's own bridge with its iptables rules, so that a port it publishes can be refused by name.
-    host = await SimHost.start({ name: 'pub', dockerIptables: true, pluginEnv: { OVSNET_RECONCILE_INTERVAL: '3600' } });
+    // Docker's own bridge with its firewall rules, so that a port it publishes can be refused by name; without
+    // docker-proxy, so that its rules (iptables' DOCKER chain, or with OVSNET_E2E_FIREWALL=nftables its nftables
+    // table) are all that tells the port is taken.
+    host = await SimHost.start({ name: 'pub', userlandProxy: false, pluginEnv: { OVSNET_RECONCILE_INTERVAL: '3600' } });
     wan = await host.addOutside('pub-wan', { hostAddress: '198.18.2.1', address: '198.18.2.2', prefix: 30 });
     await host.docker(['network', 'create', '-d', host.driver, '--ipam-driver', host.driver, '--ipv6', '--subnet', '10.90.0.0/24', '--subnet', 'fd90::/64', '-o', 'vlan=90', 'web']);
   });
@@ -81,7 +83,8 @@ describe('published ports', () => {
     await host.docker(['rm', '-f', 'w3']);
     await host.docker(['run', '-d', '--name', 'b1', '--net', 'bridge', '-p', '8090:80', 'local/busybox', 'sleep', '1d']);
     const docker = await host.docker(['run', '-d', '--name', 'w4', '--net', 'web', '-p', '8090:80', 'local/busybox', 'sleep', '1d'], { check: false });
-    assertPluginSaid(docker.stderr, 'NetworkDriver.ProgramExternalConnectivity', "host port 8090/tcp is already in use: published by Docker's own bridge network (a DNAT rule in iptables' DOCKER chain); publish on another host port, or leave the host port out (-p 80) for a free one");
+    const rule = FIREWALL === 'nftables' ? 'a DNAT rule in its nftables table docker-bridges' : "a DNAT rule in iptables' DOCKER chain";
+    assertPluginSaid(docker.stderr, 'NetworkDriver.ProgramExternalConnectivity', `host port 8090/tcp is already in use: published by Docker's own bridge network (${rule}); publish on another host port, or leave the host port out (-p 80) for a free one`);
     await host.docker(['rm', '-f', 'w4', 'b1']);
     const after = await audit(host);
     assert.deepEqual([after.endpoints, after.addresses, await dnatRules()], [before.endpoints, before.addresses, 1], 'no endpoint, address or rule of the refused starts');
@@ -114,8 +117,8 @@ describe('published ports', () => {
     let got: string | undefined;
     await waitFor('the IPv6 host address to reach it', async () => (got = await fromHost('fd90::1', 8082)) === name, 15_000, 500).catch(() => {});
     assert.equal(got, name, 'over the IPv6 host address');
-    const bad = await host.docker(['run', '-d', '--name', 'w6', '--net', 'web', '-p', '192.0.2.99:8100:80', 'local/busybox', 'sleep', '1d'], { check: false });
-    assertPluginSaid(bad.stderr, 'NetworkDriver.ProgramExternalConnectivity', /^cannot publish on 192\.0\.2\.99: it is not an address of this host; give one of .*198\.18\.2\.1/);
+    const bad = await host.docker(['run', '-d', '--name', 'w6', '--net', 'web', '-p', '198.51.100.99:8100:80', 'local/busybox', 'sleep', '1d'], { check: false });
+    assertPluginSaid(bad.stderr, 'NetworkDriver.ProgramExternalConnectivity', /^cannot publish on 198\.51\.100\.99: it is not an address of this host; give one of .*198\.18\.2\.1/);
     await host.docker(['rm', '-f', 'w6']);
   });
 

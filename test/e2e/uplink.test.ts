@@ -8,14 +8,15 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { cmd } from './harness/proc.js';
-import { SimHost } from './harness/sim-host.js';
+import { SimHost, tagged } from './harness/sim-host.js';
 import { assertPluginSaid, audit, dockerError, ping, runContainer, startWhoAmI, tcpSay } from './support.js';
+import { assertUnrouted } from './harness/addresses.js';
 
 describe('VLAN trunk uplink', () => {
   let host: SimHost;
   let sw: SimHost;
   const servers: Array<{ stop: () => void }> = [];
-  const machines = { 100: 'ovsnet-t-up-m100', 200: 'ovsnet-t-up-m200' } as const;
+  const machines = { 100: `ovsnet-t-${tagged('up-m100')}`, 200: `ovsnet-t-${tagged('up-m200')}` } as const;
 
   /** A machine on a VLAN of the switch. Its NIC computes checksums itself, as a physical NIC does. */
   async function machine(vlan: 100 | 200, address: string): Promise<void> {
@@ -28,6 +29,7 @@ describe('VLAN trunk uplink', () => {
     await sw.exec('ip', ['link', 'set', port, 'up']);
     await sw.vsctl(['add-port', 'sw0', port, `tag=${vlan}`]);
     await cmd('ip', ['netns', 'exec', ns, 'ethtool', '-K', 'eth0', 'tx', 'off']);
+    await assertUnrouted([`${address}/24`], `the machine on VLAN ${vlan}`);
     await cmd('ip', ['-n', ns, 'address', 'add', `${address}/24`, 'dev', 'eth0']);
     await cmd('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
     await cmd('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
@@ -47,6 +49,7 @@ describe('VLAN trunk uplink', () => {
     await machine(200, '10.100.0.20');
     // A second NIC that carries an address: the plugin must refuse it.
     await host.exec('ip', ['link', 'add', 'name', 'eth2', 'type', 'veth', 'peer', 'name', 'eth2p']);
+    await assertUnrouted(['192.168.50.2/24'], 'the host\'s second NIC');
     await host.exec('ip', ['address', 'add', '192.168.50.2/24', 'dev', 'eth2']);
   });
   after(async () => {

@@ -284,6 +284,14 @@ export class FakeLinks implements Links {
     }
   }
 
+  /** Link-local addresses of containers' interfaces, by sandbox key and MAC (what linkLocalIn finds). */
+  readonly sandboxes = new Map<string, Map<string, string>>();
+
+  async linkLocalIn(sandbox: string, mac: string): Promise<string | undefined | null> {
+    const found = this.sandboxes.get(sandbox);
+    return found ? found.get(mac) : null;
+  }
+
   async isolateVeth(name: string): Promise<void> {
     this.calls.push(`isolateVeth ${name}`);
     const link = this.links.get(name);
@@ -410,6 +418,14 @@ export class FakeDocker implements DockerView {
   async networks(): Promise<DockerNetwork[]> {
     if (this.down) throw new Error('connect ENOENT /var/run/docker.sock');
     return this.list.map((n) => ({ ...n, endpoints: new Map(n.endpoints) }));
+  }
+
+  version = '28.5.2';
+  firewallBackend: string | undefined = undefined;
+
+  async engine(): Promise<{ version: string; firewallBackend: string | undefined }> {
+    if (this.down) throw new Error('connect ENOENT /var/run/docker.sock');
+    return { version: this.version, firewallBackend: this.firewallBackend };
   }
 
   /** Docker's view as it would be after the given creations, by subnet. */

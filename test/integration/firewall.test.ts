@@ -11,6 +11,7 @@ import { firewallRules } from '../../src/domain/firewall.js';
 import { parseNetworkOptions } from '../../src/domain/options.js';
 import type { NetworkRecord } from '../../src/domain/records.js';
 import { cmd } from '../e2e/harness/proc.js';
+import { firewallContract } from '../contract/firewall.js';
 
 const NS = 'ovsnet-t-it-fw';
 const inNamespace: Runner = (file, args, options) => run('nsenter', [`--net=/run/netns/${NS}`, '--', file, ...args], options);
@@ -90,5 +91,14 @@ describe('iptables adapter in a scratch namespace', () => {
     assert.equal((await firewall.read()).jumps, false);
     await firewall.sync(firewallRules([network('3', 'nat')]));
     assert.equal((await firewall.read()).jumps, true);
+  });
+
+  describe('the Firewall contract', () => {
+    firewallContract(async () => {
+      // A namespace of its own each time: no chain of the plugin's in it yet.
+      await cmd('ip', ['netns', 'del', NS], { check: false });
+      await cmd('ip', ['netns', 'add', NS]);
+      return firewall;
+    });
   });
 });

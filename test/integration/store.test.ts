@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { LevelStore } from '../../src/adapters/level-store.js';
+import { storeContract } from '../contract/store.js';
 import type { NetworkRecord, PoolRecord } from '../../src/domain/records.js';
 
 /** The size of LevelDB's own log files in a store's directory: what LevelDB was handed since it opened. */
@@ -49,6 +50,14 @@ describe('LevelDB store', () => {
   });
   after(async () => {
     await rm(dir, { recursive: true, force: true });
+  });
+
+  describe('the Store contract', () => {
+    let n = 0;
+    storeContract(async () => {
+      const at = path.join(dir, `contract-${n++}`);
+      return { store: await LevelStore.open(at), reopen: () => LevelStore.open(at) };
+    });
   });
 
   it('keeps what a commit wrote across a reopen, and a delete deletes', async () => {

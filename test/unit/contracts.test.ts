@@ -1,9 +1,11 @@
 /** The ports' contracts (test/contract) held against the in-memory fakes; test/integration holds them against the real adapters. */
 import { describe } from 'node:test';
+import { firewallContract } from '../contract/firewall.js';
 import { linksContract } from '../contract/links.js';
 import { northboundContract } from '../contract/northbound.js';
 import { ovsContract } from '../contract/ovs.js';
-import { FakeLinks, FakeNorthbound, FakeOvs } from '../fakes/index.js';
+import { storeContract } from '../contract/store.js';
+import { FakeFirewall, FakeLinks, FakeNorthbound, FakeOvs, MemoryStore } from '../fakes/index.js';
 
 describe('contract: FakeOvs', () => {
   ovsContract(async () => {
@@ -30,4 +32,15 @@ describe('contract: FakeLinks', () => {
 
 describe('contract: FakeNorthbound', () => {
   northboundContract(async () => new FakeNorthbound());
+});
+
+describe('contract: MemoryStore', () => {
+  storeContract(async () => {
+    const store = new MemoryStore();
+    return { store, reopen: async () => store };
+  });
+});
+
+describe('contract: FakeFirewall', () => {
+  firewallContract(async () => new FakeFirewall());
 });

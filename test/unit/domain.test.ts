@@ -13,6 +13,7 @@ import {
   parseIp,
 } from '../../src/domain/cidr.js';
 import { boundsSize, isAssignable, nextFree, subnets, usableBounds } from '../../src/domain/allocator.js';
+import { engineProblems } from '../../src/domain/engine.js';
 import { HeldAddresses } from '../../src/domain/held-addresses.js';
 import {
   assertInterfaceName,
@@ -214,5 +215,24 @@ describe('held addresses', () => {
     assert.ok(held.has('fd00::dead:beef:0:1') && held.hasValue(parseIp('fd00::dead:beef:0:1')!.value));
     assert.equal(held.get('fd00::dead:beef:0:1')?.createdAt, '', 'an invalid time stays invalid (never old enough to prune)');
     assert.deepEqual([...held.keys()].sort(), ['fd00::2', 'fd00::dead:beef:0:1']);
+  });
+});
+
+describe('the engine the plugin serves', () => {
+  it('names the 29.0 releases that crash on a remote gateway endpoint, and engines older than the oldest tested', () => {
+    for (const version of ['29.0.0', '29.0.2']) assert.deepEqual(engineProblems({ version, firewallBackend: 'iptables', nftError: undefined }).map((p) => p.kind), ['engine-version'], version);
+    assert.match(engineProblems({ version: '29.0.1', firewallBackend: undefined, nftError: undefined })[0]!.fix, /29\.0\.3 or newer/);
+    assert.deepEqual(engineProblems({ version: '19.03.15', firewallBackend: undefined, nftError: undefined }).map((p) => p.kind), ['engine-version']);
+    for (const version of ['20.10.24+dfsg1', '26.1.5+dfsg1', '28.5.2', '29.0.3', '29.7.2']) assert.deepEqual(engineProblems({ version, firewallBackend: undefined, nftError: undefined }), [], version);
+  });
+
+  it("says when Docker's nftables firewall hides its published ports from the plugin, and what to install", () => {
+    const [problem, ...rest] = engineProblems({ version: '29.7.2', firewallBackend: 'nftables', nftError: 'spawn nft ENOENT' });
+    assert.equal(rest.length, 0);
+    assert.equal(problem!.kind, 'docker-nftables-unseen');
+    assert.match(problem!.detail, /spawn nft ENOENT/);
+    assert.match(problem!.fix, /apt-get install nftables/);
+    assert.deepEqual(engineProblems({ version: '29.7.2', firewallBackend: 'nftables', nftError: undefined }), []);
+    assert.deepEqual(engineProblems({ version: '29.7.2', firewallBackend: 'iptables', nftError: 'spawn nft ENOENT' }), []);
   });
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { firewallRules } from '../../src/domain/firewall.js';
+import { chooseIptables, firewallRules } from '../../src/domain/firewall.js';
 import { parseNetworkOptions } from '../../src/domain/options.js';
 import type { NetworkRecord } from '../../src/domain/records.js';
 
@@ -85,5 +85,33 @@ describe('firewall rules', () => {
   it('is a pure function of the networks and bridges: same input, same rules, in a stable order', () => {
     const nets = [network('a', {}), network('b', { gateway_mode: 'routed' })];
     assert.deepEqual(firewallRules(nets, [], ['docker0', 'br-1']), firewallRules([...nets].reverse(), [], ['br-1', 'docker0']));
+  });
+});
+
+describe('which iptables the plugin writes with', () => {
+  const save = (...rules: string[]) => ['*filter', ':FORWARD DROP [0:0]', ...rules, 'COMMIT'].join('\n');
+  const docker = save('-A FORWARD -j DOCKER-USER', '-A FORWARD -j DOCKER-FORWARD', '-A DOCKER-USER -j RETURN');
+
+  it("follows Docker's chains, wherever plain iptables points", () => {
+    assert.equal(chooseIptables({ legacy: docker, nft: save(), plain: 'nft' }).variant, 'legacy');
+    assert.equal(chooseIptables({ legacy: save(), nft: docker, plain: 'legacy' }).variant, 'nft');
+    // The plugin's own rules in the other one do not count.
+    assert.equal(chooseIptables({ legacy: docker, nft: save('-A FORWARD -j OVSNET-FORWARD', '-A OVSNET-FORWARD -i ovsgw-1 -j ACCEPT', '-A OVSNET-FORWARD -o ovsgw-1 -j ACCEPT', '-A OVSNET-FORWARD -i ovsgw-2 -j ACCEPT'), plain: 'nft' }).variant, 'legacy');
+  });
+
+  it("without Docker's chains (Docker on nftables, or no Docker): the one with more rules, then plain iptables, then nft", () => {
+    assert.equal(chooseIptables({ legacy: save('-A INPUT -i eth1 -j DROP'), nft: save(), plain: 'nft' }).variant, 'legacy');
+    assert.equal(chooseIptables({ legacy: save(), nft: save(), plain: 'legacy' }).variant, 'legacy');
+    assert.equal(chooseIptables({ legacy: save(), nft: save(), plain: undefined }).variant, 'nft');
+  });
+
+  it('takes the only one installed', () => {
+    assert.equal(chooseIptables({ legacy: undefined, nft: save(), plain: 'legacy' }).variant, 'nft');
+    assert.equal(chooseIptables({ legacy: docker, nft: undefined, plain: undefined }).variant, 'legacy');
+    assert.equal(chooseIptables({ legacy: undefined, nft: undefined, plain: 'legacy' }).variant, 'legacy');
+  });
+
+  it('says why', () => {
+    assert.match(chooseIptables({ legacy: docker, nft: save(), plain: 'nft' }).why, /Docker's rules are there \(3 rules/);
   });
 });

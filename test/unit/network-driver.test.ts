@@ -193,6 +193,22 @@ describe('network driver: endpoints', () => {
     assert.equal((await network.join({ networkId: NET, endpointId: EP, sandboxKey: '', options: {} })).Gateway, '10.13.160.1');
   });
 
+  it("learns the link-local address the container's interface really has, pins the port to it, and keeps the guard on meanwhile", async () => {
+    const { network, state, ovs, links } = await world();
+    await network.createNetwork(createReq({ ipv6: true, ipv6Data: [{ addressSpace: 'local', pool: 'fd13::/64', gateway: 'fd13::1/64', auxAddresses: {} }] }));
+    await network.createEndpoint({ ...endpointReq(), addressIpv6: 'fd13::2/64' });
+    const mac = state.endpoints.get(EP)!.mac;
+    links.sandboxes.set('/run/test/netns/abc', new Map());
+    await network.join({ networkId: NET, endpointId: EP, sandboxKey: '/run/test/netns/abc', options: {} });
+    const v6Sources = () => [...ovs.flowTables.get('ovs0')!.values()].map((f) => /,ipv6,ipv6_src=([^,]+)/.exec(f.text)?.[1]).filter(Boolean).sort();
+    assert.deepEqual(v6Sources(), ['fd13::2', 'fe80::42:aff:fe0d:a002'], 'until the interface is seen: the link-local address of its MAC');
+    // The interface shows up in the container's namespace with another link-local address (addr_gen_mode).
+    links.sandboxes.get('/run/test/netns/abc')!.set(mac, 'fe80::1:2:3:4');
+    for (let i = 0; i < 50 && state.endpoints.get(EP)!.linkLocal === undefined; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(state.endpoints.get(EP)!.linkLocal, 'fe80::1:2:3:4', 'kept on its record');
+    assert.deepEqual(v6Sources(), ['fd13::2', 'fe80::1:2:3:4'], 'the port now admits that one, and no other');
+  });
+
   it('reports a device failure at Join and cleans up what was made', async () => {
     const { network, ovs, links } = await withNetwork();
     ovs.failAddPort.add('ovseeeeeeeeeeee');

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { givesDefaultRoute, hasHostGateway, parseNetworkOptions } from '../../src/domain/options.js';
+import { givesDefaultRoute, hasHostGateway, normaliseSpec, parseNetworkOptions, weakenedProtections } from '../../src/domain/options.js';
 
 const defaults = { bridge: 'ovs0' };
 const flags = { internal: false, ipv6: false };
@@ -52,6 +52,14 @@ describe('network options', () => {
     const gre = parse({ mode: 'gre', key: '4294967295' });
     assert.ok(gre.mode === 'gre');
     assert.equal(gre.tunnelKey, 4294967295, 'the largest GRE key');
+  });
+
+  it('names the options that weaken what guards a network, as an operator gave them; none by default, and none for an older spec', () => {
+    assert.deepEqual(weakenedProtections(parse({})), []);
+    assert.deepEqual(weakenedProtections(parse({ anti_spoofing: 'false', allow_ra: 'true', allow_dhcp_server: 'true' })), ['anti_spoofing=false', 'allow_ra=true', 'allow_dhcp_server=true']);
+    assert.deepEqual(weakenedProtections(parseNetworkOptions({ mode: 'ovn', allow_dhcp_server: 'true' }, flags, { bridge: 'ovs0', ovn: { bridge: 'br-int' } })), ['allow_dhcp_server=true']);
+    const older = normaliseSpec({ mode: 'vlan', bridge: 'ovs0', gatewayMode: 'nat', internal: false, ipv6: false } as never);
+    assert.deepEqual([weakenedProtections(older), older.allowRa, older.allowDhcpServer], [[], false, false], 'a network stored before these options gets the guard whole');
   });
 
   it('reads anti_spoofing, rate and burst, with a quarter second of the rate as the default burst', () => {

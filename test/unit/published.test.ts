@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { allocatePorts, parseDockerDnat, parsePortmap, parseProcNet } from '../../src/domain/published.js';
+import { allocatePorts, parseDockerDnat, parseNftDockerDnat, parsePortmap, parseProcNet } from '../../src/domain/published.js';
 import type { CreateNetworkRequest } from '../../src/protocol/network.js';
 import { id, world } from './setup.js';
 
@@ -54,6 +54,32 @@ describe('published ports: the portmap and host ports', () => {
     assert.deepEqual(parseProcNet(tcp6, 'tcp', true), [{ address: '::', port: 8081 }, { address: 'fe80::250:ff:fe00:1fe', port: 22 }]);
     const docker = ['-N DOCKER', '-A DOCKER -i docker0 -j RETURN', '-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8090 -j DNAT --to-destination 172.17.0.2:80', '-A DOCKER -d 127.0.0.1/32 ! -i docker0 -p udp -m udp --dport 53 -j DNAT --to-destination 172.17.0.3:53'].join('\n');
     assert.deepEqual(parseDockerDnat(docker), [{ proto: 'tcp', address: '', port: 8090 }, { proto: 'udp', address: '127.0.0.1', port: 53 }]);
+  });
+
+  it("reads the ports Docker 29's nftables firewall publishes from its docker-bridges table (as nft -j prints them)", () => {
+    // nft 1.0.6's JSON of rules as Docker writes them (moby's nftablesdoc): every address, one address, a range.
+    const rule = (family: string, expr: unknown[]) => ({ rule: { family, table: 'docker-bridges', chain: 'nat-prerouting-and-output', handle: 2, comment: 'DNAT', expr } });
+    const notFrom = { match: { op: '!=', left: { meta: { key: 'iifname' } }, right: 'bridge1' } };
+    const dport = (protocol: string, right: unknown) => ({ match: { op: '==', left: { payload: { protocol, field: 'dport' } }, right } });
+    const json = (family: string, rules: unknown[]) => JSON.stringify({ nftables: [{ metainfo: { version: '1.0.6', json_schema_version: 1 } }, { table: { family, name: 'docker-bridges', handle: 1 } }, ...rules] });
+    const v4 = json('ip', [
+      rule('ip', [notFrom, dport('tcp', 8080), { counter: { packets: 0, bytes: 0 } }, { dnat: { addr: '192.0.2.2', port: 80 } }]),
+      rule('ip', [{ match: { op: '==', left: { payload: { protocol: 'ip', field: 'daddr' } }, right: '10.9.9.9' } }, notFrom, dport('udp', 5353), { dnat: { addr: '192.0.2.3', port: 53 } }]),
+      rule('ip', [notFrom, dport('tcp', { range: [9000, 9002] }), { dnat: { addr: '192.0.2.4' } }]),
+      // Not a DNAT: the table's other rules.
+      rule('ip', [{ match: { op: '==', left: { payload: { protocol: 'ip', field: 'daddr' } }, right: '192.0.2.2' } }, { drop: null }]),
+    ]);
+    assert.deepEqual(parseNftDockerDnat(v4), [
+      { proto: 'tcp', address: '0.0.0.0', port: 8080 },
+      { proto: 'udp', address: '10.9.9.9', port: 5353 },
+      { proto: 'tcp', address: '0.0.0.0', port: 9000 },
+      { proto: 'tcp', address: '0.0.0.0', port: 9001 },
+      { proto: 'tcp', address: '0.0.0.0', port: 9002 },
+    ]);
+    assert.deepEqual(parseNftDockerDnat(json('ip6', [rule('ip6', [notFrom, dport('tcp', 8443), { dnat: { addr: 'fd00:1::2', port: 443 } }])])), [{ proto: 'tcp', address: '::', port: 8443 }]);
+    // No table (iptables firewall, or nft missing): nothing, not an error.
+    assert.deepEqual(parseNftDockerDnat(''), []);
+    assert.deepEqual(parseNftDockerDnat('Error: No such file or directory'), []);
   });
 });
 

@@ -117,9 +117,10 @@ describe('reconciler: with Docker', () => {
     const orphanPool = await s.ipam.requestPool({ addressSpace: 'local', pool: '10.50.0.0/24', subPool: '', options: {}, v6: false });
     s.docker.add(NET, '10.13.160.0/24', { [EP]: '10.13.160.2' }); // EP2 is unknown to Docker
     const changes = await s.reconciler.reconcile('test');
-    assert.deepEqual(changes, { endpointsRemoved: 1, poolsReleased: 1, addressesReleased: 2 });
+    assert.deepEqual(changes, { endpointsRemoved: 1, poolsReleased: 1, addressesReleased: 1 }, "the endpoint's address stays while the endpoint does");
     assert.deepEqual([...s.state.endpoints.keys()], [EP]);
     assert.ok(!s.state.pools.has(orphanPool.PoolID));
+    assert.deepEqual(await s.reconciler.reconcile('test'), { addressesReleased: 1 }, 'and goes with the next pass');
     assert.deepEqual([...s.state.addressesOf(poolId).keys()].sort(), ['10.13.160.1', '10.13.160.2'], 'the gateway and the live address stay');
     s.docker.list.length = 0;
     assert.equal((await s.reconciler.reconcile('test')).networksRemoved, 1, 'then the network Docker removed');

@@ -3,7 +3,9 @@
  * when a container is attached to, and detached from, an endpoint.
  */
 import { badRequest, errorMessage } from '../../errors.js';
-import { parseCidrWithHost } from '../../domain/cidr.js';
+import { canonicalIp, parseCidrWithHost } from '../../domain/cidr.js';
+import { linkLocalOf } from '../../domain/flows.js';
+import { endpointPort } from '../../domain/host.js';
 import { portName, primaryAddress } from '../../domain/ovn.js';
 import { subnetHolding } from '../../domain/ranges.js';
 import { givesDefaultRoute, routedByOvn, spansHosts } from '../../domain/options.js';
@@ -28,14 +30,54 @@ export function join(ctx: NetworkContext, req: JoinRequest): Promise<JoinRespons
         devicesDone(ctx, endpoint.id);
       }
       ctx.faults.point('Join', 'after-devices');
-      await ctx.state.commit([{ type: 'put', kind: 'endpoint', value: { ...endpoint, joined: true, sandboxKey: req.sandboxKey } }]);
+      await ctx.state.commit([{ type: 'put', kind: 'endpoint', value: { ...endpoint, joined: true, sandboxKey: req.sandboxKey, joinedAt: new Date().toISOString() } }]);
     } catch (err) {
       await teardownDevices(ctx, endpoint).catch((e) => ctx.log.error('cleanup after failed join failed', { endpointId: endpoint.id, error: errorMessage(e) }));
       throw err;
     }
     ctx.log.debug('endpoint joined', { networkId: network.id, endpointId: endpoint.id, port: endpoint.hostIf });
+    if (network.spec.mode !== 'ovn' && network.spec.antiSpoofing && endpoint.addressIpv6) learnLinkLocal(ctx, endpoint.id, req.sandboxKey);
     return joinAnswer(network, endpoint);
   });
+}
+
+/** How long, after Join, the container's interface is looked for in its namespace (Docker moves it in after the answer). */
+const LEARN_TRIES = 30;
+const LEARN_EVERY_MS = 100;
+
+/**
+ * Pins a container's port to the link-local address its interface really has. It is the one of its MAC
+ * (EUI-64) unless the container asks for another (an endpoint sysctl such as addr_gen_mode): read once the
+ * interface is in the container's namespace, in the background, and, when it differs, kept on the record
+ * and guarded anew. A namespace the plugin cannot enter (a managed plugin without the netns mount) leaves
+ * the one of its MAC.
+ */
+function learnLinkLocal(ctx: NetworkContext, endpointId: string, sandbox: string): void {
+  if (!sandbox) return;
+  let tries = 0;
+  const look = async (): Promise<void> => {
+    const record = ctx.state.endpoints.get(endpointId);
+    if (!record || !record.joined || record.sandboxKey !== sandbox) return;
+    const found = await ctx.host.links.linkLocalIn(sandbox, record.mac);
+    if (found === null) return;
+    if (found === undefined) {
+      if (++tries < LEARN_TRIES) setTimeout(() => void look().catch(report), LEARN_EVERY_MS).unref();
+      return;
+    }
+    const address = canonicalIp(found) ?? found;
+    if (address === (record.linkLocal ?? linkLocalOf(record.mac))) return;
+    await ctx.locks.run(endpointLock(endpointId), async () => {
+      const current = ctx.state.endpoints.get(endpointId);
+      const network = current && ctx.state.networks.get(current.networkId);
+      if (!current || !network || current.sandboxKey !== sandbox) return;
+      const updated = { ...current, linkLocal: address };
+      await ctx.state.commit([{ type: 'put', kind: 'endpoint', value: updated }]);
+      await ctx.host.reguard(endpointPort(network, current), endpointPort(network, updated));
+      ctx.log.info("pinned a container's link-local address as its interface has it", { networkId: network.id, endpointId, linkLocal: address, port: current.hostIf });
+    });
+  };
+  const report = (err: unknown) => ctx.log.warn("could not learn a container's link-local address; it stays the one of its MAC", { endpointId, error: errorMessage(err) });
+  setTimeout(() => void look().catch(report), LEARN_EVERY_MS).unref();
 }
 
 export function leave(ctx: NetworkContext, ref: EndpointRef): Promise<void> {

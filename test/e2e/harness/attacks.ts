@@ -29,7 +29,11 @@ export interface Peer {
   readonly ll: string;
 }
 
-/** One attack: the frames an attacker sends at its victim, and how to tell them among what the victim received. */
+/**
+ * One attack: the frames an attacker sends at its victim, and how to tell them among what the victim received:
+ * by the attacker's MAC as source, or a nonce only the attacker's frames carry, never by kind alone (the
+ * neighbour's own solicitations and advertisements name its MAC and addresses too).
+ */
 export interface Attack {
   readonly name: string;
   readonly frames: (a: Peer, n: Peer, v: Peer) => string[];
@@ -78,45 +82,45 @@ export const ATTACKS: readonly Attack[] = [
   {
     name: "a neighbour advertisement for the neighbour's global address",
     frames: (a, n) => [neighbourAdvertisement({ dst: multicastMac(ALL_NODES), src: a.mac, srcIp: a.ipv6, dstIp: ALL_NODES, target: n.ipv6, options: [lladdrOption(2, a.mac)] })],
-    seen: (f, _a, n) => f.ip?.icmp6?.type === 136 && f.ip.icmp6.target === n.ipv6,
+    seen: (f, a, n) => f.src === a.mac && f.ip?.icmp6?.type === 136 && f.ip.icmp6.target === n.ipv6,
   },
   {
     name: "a neighbour advertisement for the neighbour's link-local address",
     frames: (a, n) => [neighbourAdvertisement({ dst: multicastMac(ALL_NODES), src: a.mac, srcIp: a.ll, dstIp: ALL_NODES, target: n.ll, options: [lladdrOption(2, a.mac)] })],
-    seen: (f, _a, n) => f.ip?.icmp6?.type === 136 && f.ip.icmp6.target === n.ll,
+    seen: (f, a, n) => f.src === a.mac && f.ip?.icmp6?.type === 136 && f.ip.icmp6.target === n.ll,
   },
   {
     name: "a neighbour solicitation with a second link-layer option naming the neighbour's MAC",
     frames: (a, n, v) => [
       neighbourSolicitation({ dst: multicastMac(solicitedNode(v.ipv6)), src: a.mac, srcIp: a.ipv6, dstIp: solicitedNode(v.ipv6), target: v.ipv6, options: [lladdrOption(1, a.mac), lladdrOption(1, n.mac)] }),
     ],
-    seen: (f, _a, n) => f.ip?.icmp6?.type === 135 && f.ip.icmp6.lladdr.includes(n.mac),
+    seen: (f, a, n) => f.src === a.mac && f.ip?.icmp6?.type === 135 && f.ip.icmp6.lladdr.includes(n.mac),
   },
   {
     name: "duplicate address detection for the neighbour's address",
     frames: (a, n) => [neighbourSolicitation({ dst: multicastMac(solicitedNode(n.ipv6)), src: a.mac, srcIp: '::', dstIp: solicitedNode(n.ipv6), target: n.ipv6, options: [] })],
-    seen: (f, _a, n) => f.ip?.icmp6?.type === 135 && f.ip.src === '::' && f.ip.icmp6.target === n.ipv6,
+    seen: (f, a, n) => f.src === a.mac && f.ip?.icmp6?.type === 135 && f.ip.src === '::' && f.ip.icmp6.target === n.ipv6,
   },
   {
     name: 'a router advertisement',
     frames: (a) => [routerAdvertisement({ dst: multicastMac(ALL_NODES), src: a.mac, srcIp: a.ll, dstIp: ALL_NODES, prefix: 'fd99:71::' })],
-    seen: (f) => f.ip?.icmp6?.type === 134,
+    seen: (f, a) => f.src === a.mac && f.ip?.icmp6?.type === 134,
     host: true,
   },
   {
     name: 'a redirect',
     frames: (a, _n, v) => [redirect({ dst: v.mac, src: a.mac, srcIp: a.ll, dstIp: v.ll, target: a.ll, destination: '2001:db8::1' })],
-    seen: (f) => f.ip?.icmp6?.type === 137,
+    seen: (f, a) => f.src === a.mac && f.ip?.icmp6?.type === 137,
   },
   {
     name: 'a DHCP offer',
     frames: (a, _n, v) => [dhcpOffer({ dst: BROADCAST, src: a.mac, srcIp: a.ip, yiaddr: v.ip, chaddr: v.mac, xid: 0x0a7ac4 })],
-    seen: (f) => f.ip?.udp?.sport === 67,
+    seen: (f, a) => f.src === a.mac && f.ip?.udp?.sport === 67,
     host: true,
   },
   {
     name: 'a DHCPv6 advertise',
     frames: (a, _n, v) => [dhcpv6Advertise({ dst: v.mac, src: a.mac, srcIp: a.ll, dstIp: v.ll, xid: 0x0a7ac4 })],
-    seen: (f) => f.ip?.udp?.sport === 547,
+    seen: (f, a) => f.src === a.mac && f.ip?.udp?.sport === 547,
   },
 ];

@@ -21,9 +21,11 @@ export async function rawframeBinary(cacheDir: string): Promise<string> {
   const binary = path.join(cacheDir, `rawframe-${createHash('sha256').update(source).digest('hex').slice(0, 12)}`);
   if (await stat(binary).catch(() => undefined)) return binary;
   await mkdir(cacheDir, { recursive: true });
-  const built = await cmd('gcc', ['-static', '-O2', '-Wall', '-o', `${binary}.tmp`, RAWFRAME_SOURCE], { check: false });
+  // Runs on several engines at once may build it together: each into a file of its own, moved in whole.
+  const tmp = `${binary}.${process.pid}.tmp`;
+  const built = await cmd('gcc', ['-static', '-O2', '-Wall', '-o', tmp, RAWFRAME_SOURCE], { check: false });
   if (built.exitCode !== 0) throw new Error(`cannot build rawframe (install gcc and libc6-dev): ${built.stderr.trim()}`);
-  await cmd('mv', [`${binary}.tmp`, binary]);
+  await cmd('mv', [tmp, binary]);
   return binary;
 }
 
@@ -44,8 +46,8 @@ export async function busyboxTarball(cacheDir: string): Promise<string> {
       if (applet && applet !== 'busybox') await symlink('busybox', path.join(root, 'bin', applet)).catch(() => {});
     }
     await mkdir(cacheDir, { recursive: true });
-    await cmd('tar', ['-C', root, '-cf', `${tarball}.tmp`, '.']);
-    await cmd('mv', [`${tarball}.tmp`, tarball]);
+    await cmd('tar', ['-C', root, '-cf', `${tarball}.${process.pid}.tmp`, '.']);
+    await cmd('mv', [`${tarball}.${process.pid}.tmp`, tarball]);
   } finally {
     await rm(root, { recursive: true, force: true });
   }

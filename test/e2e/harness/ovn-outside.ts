@@ -6,7 +6,9 @@
  * answers). Only the gateway hosts are
  * cabled in: a container on any other host reaches it only through OVN.
  */
+import { assertUnrouted } from './addresses.js';
 import { cmd } from './proc.js';
+import { tagged } from './sim-host.js';
 import type { SimHost } from './sim-host.js';
 
 /** The bridge each gateway host maps its physical network to (ovn-bridge-mappings). */
@@ -17,13 +19,13 @@ export class OutsideWorld {
 
   private constructor(
     name: string,
-    /** The next hop on the outside subnet, with its prefix (e.g. 192.0.2.1/24). */
+    /** The next hop on the outside subnet, with its prefix (e.g. 198.51.100.1/24). */
     readonly nexthop: string,
     /** An address beyond the next hop, where the server answers. */
     readonly farAddress: string,
     readonly physnet: string,
   ) {
-    this.ns = `ovsnet-t-${name}`;
+    this.ns = `ovsnet-t-${tagged(name)}`;
   }
 
   static async create(name: string, options: { nexthop: string; farAddress: string; physnet: string }): Promise<OutsideWorld> {
@@ -34,6 +36,7 @@ export class OutsideWorld {
     await ip('link', 'set', 'lo', 'up');
     await ip('link', 'add', 'ext0', 'type', 'bridge');
     await ip('link', 'set', 'ext0', 'up');
+    await assertUnrouted([options.nexthop, options.farAddress], 'the outside network of OVN routers');
     await ip('address', 'add', options.nexthop, 'dev', 'ext0');
     await ip('address', 'add', `${options.farAddress}/32`, 'dev', 'lo');
     // Segments are sent as built: the userspace datapath on the far side forwards partial checksums as they are.

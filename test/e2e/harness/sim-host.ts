@@ -9,16 +9,28 @@
  * routes and iptables rules live inside the namespaces. `stop()` removes
  * everything, and `start()` first removes what a crashed earlier run left.
  */
-import { copyFile, mkdir, readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rm, rmdir, stat, symlink, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
+import { assertUnrouted } from './addresses.js';
 import { busyboxTarball, TEST_IMAGE } from './image.js';
 import { type CmdOptions, type Result, alive, cmd, killAll, pidsMentioning, requireTools, sleep, waitFor } from './proc.js';
 
 export const BASE_DIR = '/tmp/ovsnet-t';
+/**
+ * OVSNET_E2E_TAG makes every name this run gives (hosts, namespaces, plugin sockets) its own, so that runs on
+ * several engines can go at once on one machine: `vlan` on the run tagged `9` is `vlan9`.
+ */
+export const TAG = process.env.OVSNET_E2E_TAG ?? '';
+if (!/^[a-z0-9]{0,3}$/.test(TAG)) throw new Error(`OVSNET_E2E_TAG must be up to 3 lowercase letters or digits, not "${TAG}"`);
+
+/** A name of this run's: a host, or a namespace (ovsnet-t-<name>). */
+export function tagged(name: string): string {
+  return `${name}${TAG}`;
+}
 /** Where each host's logs are kept after it is torn down (the last run's, per engine and host name). */
 export const LOG_DIR = process.env.OVSNET_E2E_LOGS ?? '/tmp/ovsnet-t-logs';
 /**
@@ -30,12 +42,28 @@ export const MANAGED = process.env.OVSNET_E2E_PLUGIN === 'managed';
 export const MANAGED_REF = process.env.OVSNET_E2E_PLUGIN_REF ?? 'localhost:5000/ovsnet:latest';
 export const REGISTRY_STORAGE = process.env.OVSNET_E2E_REGISTRY ?? '/var/lib/ovsnet-registry';
 /**
- * OVSNET_E2E_ENGINE=28.5 runs every host's dockerd from the private Docker Engine 28.5 that
- * test/install-engines.sh unpacks (with its containerd first in PATH); otherwise the system's dockerd.
+ * OVSNET_E2E_ENGINE=28.5, 26.1 or 29.7 runs every host's dockerd from a private Docker Engine that
+ * test/install-engines.sh unpacks (with what it needs first in PATH); otherwise the system's dockerd (20.10).
  */
 export const ENGINE = process.env.OVSNET_E2E_ENGINE || 'system';
 export const ENGINES_DIR = process.env.OVSNET_E2E_ENGINES_DIR ?? '/var/lib/ovsnet-engines';
-const ENGINE_ROOTS: Record<string, string> = { '28.5': `${ENGINES_DIR}/docker-28.5` };
+/**
+ * OVSNET_E2E_FIREWALL=nftables starts every dockerd with Docker's nftables firewall (`--firewall-backend`, which
+ * Docker 29 has); otherwise each engine's default (iptables).
+ */
+export const FIREWALL = process.env.OVSNET_E2E_FIREWALL || 'iptables';
+if (FIREWALL !== 'iptables' && FIREWALL !== 'nftables') throw new Error(`OVSNET_E2E_FIREWALL=${FIREWALL}: valid are iptables and nftables`);
+if (FIREWALL === 'nftables' && !ENGINE.startsWith('29.')) throw new Error(`OVSNET_E2E_FIREWALL=nftables needs Docker 29 (OVSNET_E2E_ENGINE=29.7), not ${ENGINE}`);
+/**
+ * What goes first in PATH for each engine test/install-engines.sh unpacks: its dockerd (and docker-proxy), then
+ * 28.5's containerd, shims and docker-init; 29.7 brings its own runc (it needs 1.2 or newer), the others use
+ * bookworm's.
+ */
+const ENGINE_PATHS: Record<string, readonly string[]> = {
+  '28.5': [`${ENGINES_DIR}/docker-28.5/usr/sbin`, `${ENGINES_DIR}/docker-28.5/usr/bin`],
+  '26.1': [`${ENGINES_DIR}/docker-26.1/usr/sbin`, `${ENGINES_DIR}/docker-28.5/usr/bin`],
+  '29.7': [`${ENGINES_DIR}/docker-29.7`, `${ENGINES_DIR}/docker-28.5/usr/sbin`, `${ENGINES_DIR}/docker-28.5/usr/bin`],
+};
 const MANAGED_ALIAS = 'ovs';
 export const REPO_ROOT = path.resolve(fileURLToPath(import.meta.url), '../../../../..');
 export const PLUGIN_MAIN = path.join(REPO_ROOT, 'dist/src/main.js');
@@ -56,8 +84,18 @@ export interface SimHostOptions {
   pluginEnv?: Record<string, string>;
   /** Extra dockerd flags. */
   dockerArgs?: string[];
-  /** Let dockerd manage iptables in the namespace (needed for Docker's own bridge driver). */
+  /**
+   * dockerd's own firewall and default bridge in the namespace, as Docker runs by default (default true); false
+   * only for a case about turning them off.
+   */
   dockerIptables?: boolean;
+  /** docker-proxy for Docker's published ports, as Docker runs by default (default true). */
+  userlandProxy?: boolean;
+  /**
+   * Which iptables dockerd writes its rules with: `legacy` puts iptables-legacy (and its save and restore, for
+   * both families) first in dockerd's PATH, as on a host whose alternatives point there; default the machine's.
+   */
+  dockerIptablesVariant?: 'legacy';
   /**
    * Give dockerd a private mount namespace in which /sys/class/net shows the simulated host's own devices, as
    * on a real machine. Without it dockerd sees the machine's, and Docker 28.5's bridge driver, which reads its
@@ -96,11 +134,11 @@ export class SimHost {
   private pluginEnv: Record<string, string>;
 
   private constructor(private readonly options: SimHostOptions) {
-    this.name = options.name;
-    this.ns = `ovsnet-t-${options.name}`;
-    this.dir = path.join(BASE_DIR, options.name);
+    this.name = tagged(options.name);
+    this.ns = `ovsnet-t-${this.name}`;
+    this.dir = path.join(BASE_DIR, this.name);
     // A managed plugin is named with its tag in -d and --ipam-driver.
-    this.driver = MANAGED ? `${MANAGED_ALIAS}:latest` : (options.driver ?? `ovs-${options.name}`);
+    this.driver = MANAGED ? `${MANAGED_ALIAS}:latest` : (options.driver ?? `ovs-${this.name}`);
     this.socket = path.join(PLUGIN_DIR, `${this.driver}.sock`);
     this.dockerHost = `unix://${this.dir}/docker.sock`;
     this.ovsdb = `unix:${this.dir}/ovs/db.sock`;
@@ -110,9 +148,9 @@ export class SimHost {
   static async start(options: SimHostOptions): Promise<SimHost> {
     await requireTools(REQUIRED_TOOLS);
     if (ENGINE !== 'system') {
-      const root = ENGINE_ROOTS[ENGINE];
-      if (!root) throw new Error(`OVSNET_E2E_ENGINE=${ENGINE} is not an engine the tests know (system, ${Object.keys(ENGINE_ROOTS).join(', ')})`);
-      if (!(await stat(`${root}/usr/sbin/dockerd`).catch(() => undefined))) throw new Error(`${root}/usr/sbin/dockerd is missing: run "bash test/install-engines.sh"`);
+      const dirs = ENGINE_PATHS[ENGINE];
+      if (!dirs) throw new Error(`OVSNET_E2E_ENGINE=${ENGINE} is not an engine the tests know (system, ${Object.keys(ENGINE_PATHS).join(', ')})`);
+      if (!(await stat(`${dirs[0]}/dockerd`).catch(() => undefined))) throw new Error(`${dirs[0]}/dockerd is missing: run "bash test/install-engines.sh"`);
     }
     if (!(await stat(PLUGIN_MAIN).catch(() => undefined))) throw new Error(`${PLUGIN_MAIN} is missing: run "npm run build" first`);
     const host = new SimHost(options);
@@ -146,7 +184,8 @@ export class SimHost {
     return cmd('nsenter', [`--net=/run/netns/${this.ns}`, '--', file, ...args], options);
   }
 
-  docker(args: readonly string[], options: CmdOptions = {}): Promise<Result> {
+  async docker(args: readonly string[], options: CmdOptions = {}): Promise<Result> {
+    if (args[0] === 'network' && args[1] === 'create') await assertUnrouted(networkAddresses(args), `a network of simulated host ${this.name}`);
     return cmd('docker', args, { ...options, env: { DOCKER_HOST: this.dockerHost, ...options.env } });
   }
 
@@ -220,6 +259,7 @@ export class SimHost {
 
   async startDockerd(extraArgs: readonly string[] = []): Promise<void> {
     await writeFile(path.join(this.dir, 'daemon.json'), '{}\n');
+    if (MANAGED) await this.shareNetnsDir();
     const sysfs = path.join(this.dir, 'sysfs');
     if (this.options.ownSysfs) await mkdir(sysfs, { recursive: true });
     const args = [
@@ -230,15 +270,30 @@ export class SimHost {
       'dockerd',
       `--config-file=${this.dir}/daemon.json`,
       `--data-root=${this.dir}/docker`, `--exec-root=${this.dir}/exec`, `--pidfile=${this.dir}/docker.pid`,
-      `-H`, this.dockerHost, `--cgroup-parent=/${this.ns}`, `--log-level=${MANAGED ? 'info' : 'warn'}`, '--userland-proxy=false',
+      `-H`, this.dockerHost, `--cgroup-parent=/${this.ns}`, `--log-level=${MANAGED ? 'info' : 'warn'}`,
+      ...(this.options.userlandProxy === false ? ['--userland-proxy=false'] : []),
       // The test containers run `sleep` as PID 1, which ignores SIGTERM: do not wait 15 s for each.
       '--shutdown-timeout=3',
-      ...(this.options.dockerIptables ? [] : ['--bridge=none', '--iptables=false']),
+      ...(this.options.dockerIptables === false ? ['--bridge=none', '--iptables=false'] : []),
+      ...(FIREWALL === 'nftables' ? ['--firewall-backend=nftables'] : []),
       ...(this.options.dockerArgs ?? []),
       ...extraArgs,
     ];
     const log = openSync(path.join(this.dir, 'dockerd.log'), 'a');
-    this.dockerd = spawn('nsenter', args, { stdio: ['ignore', log, log], detached: true, env: dockerdEnv() });
+    const env = dockerdEnv();
+    if (this.options.dockerIptablesVariant === 'legacy') {
+      const bin = path.join(this.dir, 'iptables-legacy-bin');
+      await mkdir(bin, { recursive: true });
+      for (const family of ['iptables', 'ip6tables']) {
+        for (const suffix of ['', '-save', '-restore']) {
+          await symlink(`/usr/sbin/${family}-legacy${suffix}`, path.join(bin, `${family}${suffix}`)).catch((err: NodeJS.ErrnoException) => {
+            if (err.code !== 'EEXIST') throw err;
+          });
+        }
+      }
+      env.PATH = `${bin}:${env.PATH ?? ''}`;
+    }
+    this.dockerd = spawn('nsenter', args, { stdio: ['ignore', log, log], detached: true, env });
     closeSync(log);
     this.dockerd.unref();
     const child = this.dockerd;
@@ -255,6 +310,18 @@ export class SimHost {
       const id = (await this.docker(['plugin', 'inspect', '-f', '{{.Id}}', MANAGED_ALIAS])).stdout.trim();
       this.socket = path.join(PLUGIN_DIR, id, 'ovs.sock');
     }
+  }
+
+  /**
+   * The directory where dockerd mounts its containers' network namespaces, made a shared mount (as systemd
+   * makes a host's mounts), so that those it makes later reach the managed plugin's slave of it.
+   */
+  private async shareNetnsDir(): Promise<void> {
+    const dir = path.join(this.dir, 'exec/netns');
+    await mkdir(dir, { recursive: true });
+    const mounted = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').some((l) => l.split(' ')[4] === dir);
+    if (!mounted) await cmd('mount', ['--bind', dir, dir]);
+    await cmd('mount', ['--make-shared', dir]);
   }
 
   /** Stops dockerd; `keepMounts` for live-restore, whose running containers keep their namespace mounts. */
@@ -385,6 +452,7 @@ export class SimHost {
     const env = { OVSNET_LOG_LEVEL: 'debug', OVSNET_FAULT: '', ...this.pluginEnv };
     await this.docker(['plugin', 'set', MANAGED_ALIAS,
       `ovs-run.source=${path.join(this.dir, 'ovs')}`, `state.source=${path.join(this.dir, 'state')}`, `docker-sock.source=${path.join(this.dir, 'docker.sock')}`,
+      `netns.source=${path.join(this.dir, 'exec/netns')}`,
       ...Object.entries(env).map(([k, v]) => `${k}=${v}`)]);
     this.logMark = (await this.pluginLogLines()).length;
     await this.docker(['plugin', 'enable', MANAGED_ALIAS], { timeoutMs: 60_000 });
@@ -552,7 +620,8 @@ export class SimHost {
    * by a veth pair with a /30 on each end.
    */
   async addOutside(name: string, subnet: { hostAddress: string; address: string; prefix: number }): Promise<OutsideNamespace> {
-    const ns = `ovsnet-t-${name}`;
+    await assertUnrouted([`${subnet.hostAddress}/${subnet.prefix}`, `${subnet.address}/${subnet.prefix}`], `the outside namespace ${name}`);
+    const ns = `ovsnet-t-${tagged(name)}`;
     await cmd('ip', ['netns', 'del', ns], { check: false });
     await cmd('ip', ['netns', 'add', ns]);
     this.extraNamespaces.push(ns);
@@ -567,7 +636,7 @@ export class SimHost {
   }
 
   async newNamespace(name: string): Promise<string> {
-    const ns = `ovsnet-t-${name}`;
+    const ns = `ovsnet-t-${tagged(name)}`;
     await cmd('ip', ['netns', 'del', ns], { check: false });
     await cmd('ip', ['netns', 'add', ns]);
     this.extraNamespaces.push(ns);
@@ -658,10 +727,22 @@ export class SimHost {
   }
 }
 
+/** The addresses a `docker network create` gives: subnets, gateways, ranges, aux addresses. */
+function networkAddresses(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const [flag, inline] = args[i]!.split(/=(.*)/s);
+    if (!['--subnet', '--gateway', '--ip-range', '--aux-address'].includes(flag!)) continue;
+    const value = inline ?? args[++i] ?? '';
+    out.push(flag === '--aux-address' ? value.split('=').pop()! : value);
+  }
+  return out;
+}
+
 /** The environment dockerd runs in: for a private engine, its binaries (dockerd, containerd, shims) first in PATH. */
 export function dockerdEnv(): NodeJS.ProcessEnv {
-  const root = ENGINE_ROOTS[ENGINE];
-  return root ? { ...process.env, PATH: `${root}/usr/sbin:${root}/usr/bin:${process.env.PATH ?? ''}` } : process.env;
+  const dirs = ENGINE_PATHS[ENGINE];
+  return dirs ? { ...process.env, PATH: `${dirs.join(':')}:${process.env.PATH ?? ''}` } : { ...process.env };
 }
 
 export interface PluginState {

@@ -5,7 +5,9 @@
  * address, which is what userspace tunnels need (the tunnel endpoint address
  * must live on an OVS bridge of the netdev datapath).
  */
+import { assertUnrouted } from './addresses.js';
 import { cmd } from './proc.js';
+import { tagged } from './sim-host.js';
 import type { SimHost } from './sim-host.js';
 
 export class Underlay {
@@ -13,7 +15,7 @@ export class Underlay {
   private readonly attached: SimHost[] = [];
 
   private constructor(readonly name: string) {
-    this.ns = `ovsnet-t-${name}`;
+    this.ns = `ovsnet-t-${tagged(name)}`;
   }
 
   static async create(name: string): Promise<Underlay> {
@@ -27,6 +29,7 @@ export class Underlay {
 
   /** Cables a host in and gives it `address` (CIDR) on br-phy; again after the host's power cut, too. */
   async attach(host: SimHost, address: string, mtu = 1500): Promise<void> {
+    await assertUnrouted([address], `the underlay address of ${host.name}`);
     const cable = `ul-${host.name}`.slice(0, 15);
     await cmd('ip', ['-n', this.ns, 'link', 'del', cable], { check: false });
     await cmd('ip', ['-n', this.ns, 'link', 'add', 'name', cable, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', 'eth1', 'mtu', String(mtu), 'netns', host.ns]);

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Every test, cheapest first, each stage timed (what `sudo npm test` runs, after the build):
+#   unit, HTTP, integration;
+#   then two groups at once, each on simulated hosts of its own (OVSNET_E2E_TAG keeps their names apart):
+#     full:   the whole end-to-end suite and test/e2e-current on Docker 28.5 (the current Debian package);
+#     compat: the compatibility suite (test/compat.txt) on 20.10, 26.1 and 29.7, the same suite on 29.7 with
+#             its nftables firewall, and the managed plugin (built and pushed to a registry on loopback) on
+#             20.10, 26.1 and 29.7.
+# A stage that fails fails the run; the others still run, and every stage's log is kept in $OVSNET_TEST_LOGS
+# (default /tmp/ovsnet-test-logs) and shown when it failed.
+#
+#   sudo bash test/run-all.sh            (after npm run build)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+logs=${OVSNET_TEST_LOGS:-/tmp/ovsnet-test-logs}
+rm -rf "$logs" && mkdir -p "$logs"
+failed=()
+
+# stage NAME COMMAND...: runs it with its output in $logs/NAME.log, prints how long it took.
+stage() {
+  local name=$1 start=$SECONDS status
+  shift
+  echo "== $name: started"
+  "$@" >"$logs/$name.log" 2>&1
+  status=$?
+  grep -E '^ℹ (tests|pass|fail) ' "$logs/$name.log" | tr '\n' ' ' | sed 's/ℹ //g; s/^/   /; s/ *$/\n/'
+  if [ $status -eq 0 ]; then
+    echo "== $name: passed in $((SECONDS - start)) s"
+  else
+    echo "== $name: FAILED (exit $status) in $((SECONDS - start)) s; the end of its log:"
+    tail -n 80 "$logs/$name.log"
+    failed+=("$name")
+  fi
+  return $status
+}
+
+node_test() { node --test --test-reporter=spec --test-concurrency=1 "$@"; }
+e2e() { local engine=$1 tag=$2; shift 2; OVSNET_E2E_ENGINE=$engine OVSNET_E2E_TAG=$tag node_test "$@"; }
+compat_files() { grep -v '^#' test/compat.txt | sed '/^$/d; s|^|dist/|; s|\.ts$|.js|'; }
+
+full_group() {
+  stage e2e-full-28.5 e2e 28.5 '' dist/test/e2e/*.test.js dist/test/e2e-current/*.test.js
+}
+
+compat_group() {
+  local ok=0
+  mapfile -t files < <(compat_files)
+  stage e2e-compat-20.10 e2e system c20 "${files[@]}" || ok=1
+  stage e2e-compat-26.1 e2e 26.1 c26 "${files[@]}" || ok=1
+  stage e2e-compat-29.7 e2e 29.7 c29 "${files[@]}" dist/test/e2e-current/*.test.js || ok=1
+  stage e2e-nftables-29.7 env OVSNET_E2E_FIREWALL=nftables OVSNET_E2E_ENGINE=29.7 OVSNET_E2E_TAG=n29 node_test "${files[@]}" || ok=1
+  stage managed-build bash test/run-managed.sh --build-only || return 1
+  mapfile -t managed < <(grep -v '^#' test/managed.txt | sed '/^$/d; s|^|dist/|; s|\.ts$|.js|')
+  for run in system:m20 26.1:m26 29.7:m29; do
+    stage "managed-${run%%:*}" env OVSNET_E2E_PLUGIN=managed OVSNET_E2E_ENGINE="${run%%:*}" OVSNET_E2E_TAG="${run##*:}" node_test "${managed[@]}" || ok=1
+  done
+  return $ok
+}
+
+total=$SECONDS
+stage unit node --test --test-reporter=spec dist/test/unit/*.test.js
+stage http node --test --test-reporter=spec dist/test/http/*.test.js
+stage integration node_test dist/test/integration/*.test.js
+stage engines bash test/install-engines.sh
+if [ ${#failed[@]} -eq 0 ]; then
+  # Both groups at once: most of an end-to-end test is waiting for daemons, and each group has hosts of its own.
+  full_group > "$logs/group-full.out" 2>&1 &
+  full=$!
+  compat_group > "$logs/group-compat.out" 2>&1 &
+  compat=$!
+  wait $full; full_status=$?
+  cat "$logs/group-full.out"
+  wait $compat; compat_status=$?
+  cat "$logs/group-compat.out"
+  [ $full_status -eq 0 ] || failed+=(full)
+  [ $compat_status -eq 0 ] || failed+=(compat)
+fi
+echo "== all stages: $((SECONDS - total)) s"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "== FAILED: ${failed[*]} (logs in $logs)"
+  exit 1
+fi
+echo "== every test passed"
