@@ -163,6 +163,17 @@ export function decodeJoin(body: unknown): JoinRequest {
 
 export const OPTION_PORTMAP = 'com.docker.network.portmap';
 
+/**
+ * Set (Docker 28 and later) on a ProgramExternalConnectivity request when another endpoint of the container
+ * is its IPv6 gateway: that endpoint's network serves the host's IPv6 addresses, this one only IPv4.
+ */
+export const OPTION_NO_PROXY_6TO4 = 'com.docker.network.driver.private.no_proxy_6to4';
+
+/** Whether another endpoint of the container publishes its ports on the host's IPv6 addresses. */
+export function ipv6GatewayElsewhere(options: JsonObject): boolean {
+  return options[OPTION_NO_PROXY_6TO4] === true;
+}
+
 /** Published ports (-p, -P) of a ProgramExternalConnectivity request. */
 export function publishedPorts(options: JsonObject): unknown[] {
   const value = options[OPTION_PORTMAP];

@@ -133,6 +133,20 @@ describe('published ports: the driver', () => {
     await assert.rejects(program(w, EP2, [tcp(80, 9092, 9092, '127.0.0.1')]), /cannot publish on 127\.0\.0\.1: a published port is not reachable through a loopback address/);
   });
 
+  it("publishes on IPv4 only when another network of the container is its IPv6 gateway (Docker's no_proxy_6to4)", async () => {
+    const w = await started();
+    await w.network.programExternalConnectivity({
+      networkId: NET,
+      endpointId: EP,
+      options: { 'com.docker.network.portmap': [tcp(80, 8080, 8080), tcp(443, 8443, 8443, '::'), tcp(81, 8081, 8081, '0.0.0.0')], 'com.docker.network.driver.private.no_proxy_6to4': true },
+    });
+    assert.deepEqual(w.state.endpoints.get(EP)!.ports, [
+      { proto: 'tcp', hostIp: '0.0.0.0', hostPort: 8080, port: 80 },
+      { proto: 'tcp', hostIp: '0.0.0.0', hostPort: 8081, port: 81 },
+    ]);
+    assert.deepEqual(w.firewall.current!.v6.dnat, []);
+  });
+
   it('gives two containers starting at once different free ports', async () => {
     const w = await started();
     await Promise.all([program(w, EP, [tcp(80)]), program(w, EP2, [tcp(80)])]);

@@ -13,12 +13,13 @@ import { badRequest } from '../../errors.js';
 import { hasHostGateway } from '../../domain/options.js';
 import { type PortHolder, type PortRequest, allocatePorts, describePort, families, isWildcard, parsePortmap } from '../../domain/published.js';
 import type { EndpointRecord, NetworkRecord } from '../../domain/records.js';
-import { publishedPorts, type EndpointRef, type ProgramRequest } from '../../protocol/network.js';
+import { ipv6GatewayElsewhere, publishedPorts, type EndpointRef, type ProgramRequest } from '../../protocol/network.js';
 import { type NetworkContext, endpointLock, endpointOf, networkOf, short } from './context.js';
 import { retireDeadEndpoints, syncPortRules } from './endpoints.js';
 
 export function programExternalConnectivity(ctx: NetworkContext, req: ProgramRequest): Promise<Record<string, never>> {
-  const requests = parsePortmap(publishedPorts(req.options));
+  // The container's IPv6 gateway on another network: that network publishes on the host's IPv6 addresses.
+  const requests = ipv4Only(parsePortmap(publishedPorts(req.options)), ipv6GatewayElsewhere(req.options));
   return ctx.locks.run(endpointLock(req.endpointId), async () => {
     const network = networkOf(ctx, req.networkId);
     const endpoint = endpointOf(ctx, req.endpointId, req.networkId);
@@ -45,6 +46,15 @@ export function programExternalConnectivity(ctx: NetworkContext, req: ProgramReq
     ctx.log.info('published ports', { networkId: network.id, endpointId: endpoint.id, ports: ports.map(describePort).join(' ') });
     return {};
   });
+}
+
+/**
+ * The requests this endpoint serves when another endpoint of the container is its IPv6 gateway: those on every
+ * address go to the host's IPv4 addresses only, those on an IPv6 address are the other network's.
+ */
+function ipv4Only(requests: readonly PortRequest[], ipv6Elsewhere: boolean): PortRequest[] {
+  if (!ipv6Elsewhere) return [...requests];
+  return requests.filter((r) => families(r.hostIp).includes(4)).map((r) => (r.hostIp === '' ? { ...r, hostIp: '0.0.0.0' } : r));
 }
 
 /** Host ports are given out one request at a time. */
