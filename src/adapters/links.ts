@@ -179,14 +179,15 @@ export class IpLinks implements Links {
     if (!existsSync(at)) return null;
     let stdout: string;
     try {
-      ({ stdout } = await this.run('nsenter', [`--net=${at}`, '--', 'ip', '-j', '-6', 'address', 'show', 'scope', 'link']));
+      // Unfiltered: with a family or scope filter, ip leaves out each link's MAC (and lists filtered addresses as {}).
+      ({ stdout } = await this.run('nsenter', [`--net=${at}`, '--', 'ip', '-j', 'address', 'show']));
     } catch (err) {
       if (err instanceof CommandError) return null; // the namespace is gone, or not ours to enter
       throw err;
     }
-    const links = JSON.parse(stdout || '[]') as Array<{ address?: string; addr_info?: Array<{ local: string; scope?: string; tentative?: boolean }> }>;
+    const links = JSON.parse(stdout || '[]') as Array<{ address?: string; addr_info?: Array<{ family?: string; local?: string; scope?: string }> }>;
     const link = links.find((l) => l.address?.toLowerCase() === mac.toLowerCase());
-    return link?.addr_info?.find((a) => a.local.startsWith('fe80:'))?.local;
+    return link?.addr_info?.find((a) => a.family === 'inet6' && a.scope === 'link' && a.local?.startsWith('fe80:'))?.local;
   }
 
   async isolateVeth(name: string): Promise<void> {

@@ -36,9 +36,12 @@ describe('on a current Docker Engine', () => {
     await host.docker(['run', '-d', '--name', 'rand', '--network', 'name=ll,driver-opt=com.docker.network.endpoint.sysctls=net.ipv6.conf.IFNAME.addr_gen_mode=3', TEST_IMAGE, 'sleep', '1d']);
     await runContainer(host, 'peer', 'll');
     const [r, p] = [await containerAddress(host, 'rand', 'll'), await containerAddress(host, 'peer', 'll')];
+    // busybox's ip: "inet6 fe80::.../64 scope link".
     const own = async (c: string) => {
-      const out = JSON.parse((await host.docker(['exec', c, 'ip', '-j', '-6', 'address', 'show', 'dev', 'eth0', 'scope', 'link'])).stdout) as Array<{ addr_info: Array<{ local: string }> }>;
-      return out[0]!.addr_info[0]!.local;
+      const out = (await host.docker(['exec', c, 'ip', '-6', 'address', 'show', 'dev', 'eth0', 'scope', 'link'])).stdout;
+      const found = /inet6 (fe80:[0-9a-f:]+)\/64/.exec(out)?.[1];
+      assert.ok(found, `a link-local address on ${c}'s eth0: ${out}`);
+      return found;
     };
     const real = await own('rand');
     assert.notEqual(real, linkLocalOf(r.mac), 'its link-local address is not the one of its MAC');

@@ -8,7 +8,10 @@
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
+import { linkLocalOf } from '../../src/domain/flows.js';
 import { MANAGED, MANAGED_REF, SimHost } from '../e2e/harness/sim-host.js';
+import { TEST_IMAGE } from '../e2e/harness/image.js';
+import { waitFor } from '../e2e/harness/proc.js';
 import { containerAddress, endpointPortName, inspect, ping, runContainer } from '../e2e/support.js';
 
 describe('the managed plugin', () => {
@@ -32,7 +35,7 @@ describe('the managed plugin', () => {
     assert.equal(p.PluginReference, MANAGED_REF);
     assert.deepEqual([...p.Config.Interface.Types].sort(), ['docker.ipamdriver/1.0', 'docker.networkdriver/1.0']);
     assert.equal(p.Config.Network.Type, 'host');
-    assert.ok(p.Config.Linux.Capabilities.includes('CAP_NET_ADMIN'));
+    assert.deepEqual([...p.Config.Linux.Capabilities].sort(), ['CAP_NET_ADMIN', 'CAP_NET_RAW', 'CAP_SYS_ADMIN']);
     const mounts = Object.fromEntries(p.Settings.Mounts.map((m: any) => [m.Name, m.Source]));
     assert.equal(mounts.state, `${host.dir}/state`, 'state lives in a host directory');
     assert.equal((await stat(host.socket)).mode & 0o777, 0o600, 'the socket is root-only');
@@ -42,6 +45,26 @@ describe('the managed plugin', () => {
     assert.ok(await ping(host, 'a1', '10.80.0.50'));
     const ports = await host.ownedPorts();
     assert.equal(ports.filter((p) => p.tag === 80 && p.externalIds['ovsnet-role'] === 'endpoint').length, 2);
+  });
+
+  it("pins a container to the link-local address its interface has, read in the container's namespace through the netns mount", async (t) => {
+    t.after(async () => {
+      await host.docker(['rm', '-f', 'r1'], { check: false });
+      await host.docker(['network', 'rm', 'm81'], { check: false });
+    });
+    await host.docker(['network', 'create', '-d', 'ovs:latest', '--ipam-driver', 'ovs:latest', '--ipv6', '--subnet', '10.81.0.0/24', '--subnet', 'fd81::/64', '-o', 'vlan=81', 'm81']);
+    // Random interface identifiers for interfaces that come into the container once it runs (the sysctl is
+    // written after its first interface came in, on some engines): the one connected then has a link-local
+    // address that is not the one of its MAC.
+    await host.docker(['run', '-d', '--name', 'r1', '--net', 'm80', '--sysctl', 'net.ipv6.conf.default.addr_gen_mode=3', TEST_IMAGE, 'sleep', '1d']);
+    await host.docker(['network', 'connect', 'm81', 'r1']);
+    const r1 = await containerAddress(host, 'r1', 'm81');
+    const dev = (await host.docker(['exec', 'r1', 'sh', '-c', `ip -o link | grep -i ${r1.mac} | cut -d: -f2 | cut -d@ -f1`])).stdout.trim();
+    const out = (await host.docker(['exec', 'r1', 'ip', '-6', 'address', 'show', 'dev', dev, 'scope', 'link'])).stdout;
+    const real = /inet6 (fe80:[0-9a-f:]+)\/64/.exec(out)?.[1];
+    assert.ok(real && real !== linkLocalOf(r1.mac), `a link-local address not of its MAC on ${dev}: ${out}`);
+    const learned = async () => (await host.pluginState() as unknown as { endpoints: Array<{ id: string; linkLocal?: string }> }).endpoints.find((e) => e.id === r1.endpointId)?.linkLocal;
+    await waitFor('the plugin to learn it', async () => (await learned()) === real, 15_000, 100);
   });
 
   it('takes settings changed with docker plugin set', async () => {
@@ -79,7 +102,7 @@ describe('the managed plugin', () => {
     await host.docker(['plugin', 'upgrade', '--grant-all-permissions', '--skip-remote-check', 'ovs', next], { timeoutMs: 180_000 });
     // Docker 20.10 keeps env settings across an upgrade but runs the new version with the mount sources of
     // its config.json, although inspect still shows the ones set: set them again (README, Upgrading).
-    const mounts = (await plugin()).Settings.Mounts.map((m: any) => `${m.Name}.source=${m.Source}`);
+    const mounts = (await plugin()).Settings.Mounts.filter((m: any) => m.Settable?.includes('source')).map((m: any) => `${m.Name}.source=${m.Source}`);
     await host.docker(['plugin', 'set', 'ovs', ...mounts]);
     await host.docker(['plugin', 'enable', 'ovs']);
     assert.equal((await plugin()).PluginReference, next);

@@ -29,6 +29,26 @@ describe('links adapter in a scratch namespace', () => {
     linksContract(async () => links);
   });
 
+  it("reads the link-local address a container's interface has, by its MAC, in the container's namespace", async () => {
+    const sandbox = 'ovsnet-t-it-sbx';
+    await cmd('ip', ['netns', 'del', sandbox], { check: false });
+    await cmd('ip', ['netns', 'add', sandbox]);
+    try {
+      await cmd('ip', ['-n', sandbox, 'link', 'add', 'eth0', 'address', '02:42:0a:00:00:21', 'type', 'veth', 'peer', 'name', 'eth1']);
+      // Not the one of its MAC: as with an endpoint sysctl (addr_gen_mode) or an address the container set.
+      await cmd('ip', ['-n', sandbox, 'link', 'set', 'eth0', 'addrgenmode', 'none']);
+      await cmd('ip', ['-n', sandbox, 'address', 'add', 'fd21::2/64', 'dev', 'eth0', 'nodad']);
+      await cmd('ip', ['-n', sandbox, 'address', 'add', 'fe80::21:1234/64', 'dev', 'eth0', 'nodad']);
+      await cmd('ip', ['-n', sandbox, 'link', 'set', 'eth0', 'up']);
+      assert.equal(await links.linkLocalIn(`/run/netns/${sandbox}`, '02:42:0A:00:00:21'), 'fe80::21:1234');
+      assert.equal(await links.linkLocalIn(`/run/netns/${sandbox}`, '02:42:0a:00:00:99'), undefined, 'no interface of that MAC (yet)');
+      assert.equal(await links.linkLocalIn('/run/netns/ovsnet-t-it-none', '02:42:0a:00:00:21'), null, 'no such namespace');
+      assert.equal(await links.linkLocalIn('/run/netns/../x', '02:42:0a:00:00:21'), null, 'not a plain path');
+    } finally {
+      await cmd('ip', ['netns', 'del', sandbox], { check: false });
+    }
+  });
+
   it('turns TX checksum offload off on both ends', async () => {
     await links.createVeth({ host: 'itvh0', peer: 'itvp0', mtu: 1500, peerMac: '02:42:0a:00:00:09' });
     await links.disableTxOffload(['itvh0', 'itvp0']);
