@@ -288,17 +288,8 @@ class Connection {
   }
 
   /** Sends the messages and a barrier; resolves with the errors ovs-vswitchd sent for them, once it has applied them all. */
-  async send(messages: readonly OfMessage[]): Promise<OpenFlowError[]> {
-    // Held open while a change is under way (an idle connection never keeps a process alive).
-    this.busy++;
-    this.socket.ref();
-    const timer = setTimeout(() => {
-      this.failure ??= new Error(`ovs-vswitchd did not answer on ${this.path} within ${this.timeoutMs} ms`);
-      this.socket.destroy();
-    }, this.timeoutMs);
-    try {
-      await this.ready;
-      if (this.closed) throw this.failure ?? new Error(`the OpenFlow connection to ${this.path} closed`);
+  send(messages: readonly OfMessage[]): Promise<OpenFlowError[]> {
+    return this.exchange(() => {
       const xids = new Map<number, string>();
       const buffers = messages.map((m) => {
         const xid = this.xid();
@@ -306,27 +297,16 @@ class Connection {
         return m.body(xid);
       });
       const barrier = this.xid();
-      return await new Promise<OpenFlowError[]>((resolve, reject) => {
+      return new Promise<OpenFlowError[]>((resolve, reject) => {
         this.batches.set(barrier, { xids, errors: [], resolve, reject });
         this.socket.write(Buffer.concat([...buffers, message(T.barrierRequest, barrier)]));
       });
-    } finally {
-      clearTimeout(timer);
-      if (--this.busy === 0) this.socket.unref();
-    }
+    });
   }
 
   /** How many flows (every table) have a cookie that matches `cookie` under `mask`. */
-  async countFlows(cookie: bigint, mask: bigint): Promise<number> {
-    this.busy++;
-    this.socket.ref();
-    const timer = setTimeout(() => {
-      this.failure ??= new Error(`ovs-vswitchd did not answer on ${this.path} within ${this.timeoutMs} ms`);
-      this.socket.destroy();
-    }, this.timeoutMs);
-    try {
-      await this.ready;
-      if (this.closed) throw this.failure ?? new Error(`the OpenFlow connection to ${this.path} closed`);
+  countFlows(cookie: bigint, mask: bigint): Promise<number> {
+    return this.exchange(async () => {
       const xid = this.xid();
       const head = Buffer.alloc(8);
       head.writeUInt16BE(MULTIPART_AGGREGATE, 0);
@@ -343,6 +323,24 @@ class Connection {
       });
       // ofp_multipart_reply (8) then ofp_aggregate_stats_reply: packets (8), bytes (8), flows (4).
       return reply.readUInt32BE(8 + 8 + 16);
+    });
+  }
+
+  /**
+   * One request and its answer on the connection, once it is open: held open meanwhile (an idle connection
+   * never keeps a process alive), and given up (the connection closed) when ovs-vswitchd does not answer in time.
+   */
+  private async exchange<T>(ask: () => Promise<T>): Promise<T> {
+    this.busy++;
+    this.socket.ref();
+    const timer = setTimeout(() => {
+      this.failure ??= new Error(`ovs-vswitchd did not answer on ${this.path} within ${this.timeoutMs} ms`);
+      this.socket.destroy();
+    }, this.timeoutMs);
+    try {
+      await this.ready;
+      if (this.closed) throw this.failure ?? new Error(`the OpenFlow connection to ${this.path} closed`);
+      return await ask();
     } finally {
       clearTimeout(timer);
       if (--this.busy === 0) this.socket.unref();

@@ -72,8 +72,8 @@ describe('operating the plugin', () => {
 
   it('lists networks and endpoints with Docker names, pool usage and OVS ports', async () => {
     const networks = (await cli(['networks'])).stdout.split('\n');
-    assert.match(networks[0]!, /^NAME +ID +MODE +SEGMENT +BRIDGE +GATEWAY +MTU +SUBNETS \(USED\/SIZE\) +UPLINK\/PEERS$/);
-    assert.match(networks[1]!, /^opsnet +[0-9a-f]{12} +vlan +vlan 70 +ovs0 +nat +1500 +10\.70\.0\.0\/24 4\/127 +-$/);
+    assert.match(networks[0]!, /^NAME +ID +MODE +SEGMENT +BRIDGE +GATEWAY +MTU +SUBNETS \(USED\/SIZE\) +GUARD +UPLINK\/PEERS$/);
+    assert.match(networks[1]!, /^opsnet +[0-9a-f]{12} +vlan +vlan 70 +ovs0 +nat +1500 +10\.70\.0\.0\/24 4\/127 +full +-$/);
     const json = JSON.parse((await cli(['networks', '--json'])).stdout);
     assert.equal(json[0].name, 'opsnet');
     assert.deepEqual(json[0].subnets[0], { subnet: '10.70.0.0/24', gateway: '10.70.0.1', range: '10.70.0.0/25', used: 4, size: 127 });
