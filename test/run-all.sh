@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Every test, cheapest first, each stage timed (what `sudo npm test` runs, after the build):
 #   unit, HTTP, integration;
-#   then two groups at once, each on simulated hosts of its own (OVSNET_E2E_TAG keeps their names apart):
-#     full:   the whole end-to-end suite and test/e2e-current on Docker 28.5 (the current Debian package);
-#     compat: the compatibility suite (test/compat.txt) on 20.10, 26.1 and 29.7, the same suite on 29.7 with
-#             its nftables firewall, and the managed plugin (built and pushed to a registry on loopback) on
-#             20.10, 26.1 and 29.7.
+#   then two groups at once, each on simulated hosts of its own (OVSNET_E2E_TAG keeps their names apart), of
+#   about the same length:
+#     full:   the whole end-to-end suite and test/e2e-current on Docker 28.5 (the current Debian package), then
+#             the managed plugin (built and pushed to a registry on loopback) on 20.10, 26.1 and 29.7;
+#     compat: the compatibility suite (test/compat.txt) on 20.10, 26.1 and 29.7 (with test/e2e-current and
+#             test/e2e-29), and the same suite on 29.7 with its nftables firewall.
 # A stage that fails fails the run; the others still run, and every stage's log is kept in $OVSNET_TEST_LOGS
 # (default /tmp/ovsnet-test-logs) and shown when it failed.
 #
@@ -39,25 +40,33 @@ stage() {
 }
 
 node_test() { node --test --test-reporter=spec --test-concurrency=1 "$@"; }
-e2e() { local engine=$1 tag=$2; shift 2; OVSNET_E2E_ENGINE=$engine OVSNET_E2E_TAG=$tag node_test "$@"; }
-compat_files() { grep -v '^#' test/compat.txt | sed '/^$/d; s|^|dist/|; s|\.ts$|.js|'; }
+# e2e VAR=VALUE... -- FILES...: the end-to-end files with those settings (OVSNET_E2E_ENGINE, _TAG, _FIREWALL, _PLUGIN).
+e2e() {
+  local vars=()
+  while [ "$1" != -- ]; do vars+=("$1"); shift; done
+  shift
+  env "${vars[@]}" node --test --test-reporter=spec --test-concurrency=1 "$@"
+}
+list() { grep -v '^#' "$1" | sed '/^$/d; s|^|dist/|; s|\.ts$|.js|'; }
 
 full_group() {
-  stage e2e-full-28.5 e2e 28.5 '' dist/test/e2e/*.test.js dist/test/e2e-current/*.test.js
+  local ok=0
+  stage e2e-full-28.5 e2e OVSNET_E2E_ENGINE=28.5 -- dist/test/e2e/*.test.js dist/test/e2e-current/*.test.js || ok=1
+  stage managed-build bash test/run-managed.sh --build-only || return 1
+  mapfile -t managed < <(list test/managed.txt)
+  for run in system:m20 26.1:m26 29.7:m29; do
+    stage "managed-${run%%:*}" e2e OVSNET_E2E_PLUGIN=managed OVSNET_E2E_ENGINE="${run%%:*}" OVSNET_E2E_TAG="${run##*:}" -- "${managed[@]}" || ok=1
+  done
+  return $ok
 }
 
 compat_group() {
   local ok=0
-  mapfile -t files < <(compat_files)
-  stage e2e-compat-20.10 e2e system c20 "${files[@]}" || ok=1
-  stage e2e-compat-26.1 e2e 26.1 c26 "${files[@]}" || ok=1
-  stage e2e-compat-29.7 e2e 29.7 c29 "${files[@]}" dist/test/e2e-current/*.test.js dist/test/e2e-29/*.test.js || ok=1
-  stage e2e-nftables-29.7 env OVSNET_E2E_FIREWALL=nftables OVSNET_E2E_ENGINE=29.7 OVSNET_E2E_TAG=n29 node_test "${files[@]}" || ok=1
-  stage managed-build bash test/run-managed.sh --build-only || return 1
-  mapfile -t managed < <(grep -v '^#' test/managed.txt | sed '/^$/d; s|^|dist/|; s|\.ts$|.js|')
-  for run in system:m20 26.1:m26 29.7:m29; do
-    stage "managed-${run%%:*}" env OVSNET_E2E_PLUGIN=managed OVSNET_E2E_ENGINE="${run%%:*}" OVSNET_E2E_TAG="${run##*:}" node_test "${managed[@]}" || ok=1
-  done
+  mapfile -t files < <(list test/compat.txt)
+  stage e2e-compat-20.10 e2e OVSNET_E2E_ENGINE=system OVSNET_E2E_TAG=c20 -- "${files[@]}" || ok=1
+  stage e2e-compat-26.1 e2e OVSNET_E2E_ENGINE=26.1 OVSNET_E2E_TAG=c26 -- "${files[@]}" || ok=1
+  stage e2e-compat-29.7 e2e OVSNET_E2E_ENGINE=29.7 OVSNET_E2E_TAG=c29 -- "${files[@]}" dist/test/e2e-current/*.test.js dist/test/e2e-29/*.test.js || ok=1
+  stage e2e-nftables-29.7 e2e OVSNET_E2E_FIREWALL=nftables OVSNET_E2E_ENGINE=29.7 OVSNET_E2E_TAG=n29 -- "${files[@]}" || ok=1
   return $ok
 }
 
