@@ -90,7 +90,7 @@ async function main(): Promise<void> {
   const ready = Promise.race([restored, new Promise<void>((r) => setTimeout(r, STARTUP_WAIT_MS).unref())]).then(() => {});
   const metrics = new Metrics(state);
   reconciler.onPass = (changes, withDocker) => metrics.pass(changes, withDocker);
-  const app = createApp({ network, ipam, state, log, ready, reconciler, metrics });
+  const app = createApp({ network, ipam, state, log, ready, reconciler, metrics, engine: docker ? () => checkEngine(docker) : undefined });
   const server = await listen(app, config.socketPath);
   log.info('listening', { socket: config.socketPath, networks: state.networks.size, endpoints: state.endpoints.size });
   const metricsServer = config.metrics ? await serveMetrics(metrics, config.metrics) : undefined;

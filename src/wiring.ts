@@ -42,7 +42,7 @@ export function openHost(config: Config, log: Logger, options: { requestTimeoutM
   const host = new LocalHost({
     ovs,
     links,
-    firewall: new IptablesFirewall(run, iptables),
+    firewall: new IptablesFirewall(run, iptables, log),
     sysctl: new ProcSysctl(config.procSys),
     hostPorts: new ProcHostPorts(run, iptables),
     datapathProbe: new ModuleDatapathProbe(),

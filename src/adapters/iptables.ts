@@ -5,7 +5,7 @@
  */
 import {
   DNAT_CHAIN, EMPTY_RULES, FORWARD_CHAIN, INPUT_CHAIN, ISOLATE_CHAIN, PORTS_CHAIN, POSTROUTING_CHAIN,
-  type FirewallRules, type IptablesVariant, type Rule, chooseIptables,
+  type FirewallRules, type IptablesSample, type IptablesVariant, type Rule, chooseIptables,
 } from '../domain/firewall.js';
 import type { ObservedFirewall } from '../domain/host.js';
 import type { Firewall } from '../driver/ports.js';
@@ -37,14 +37,21 @@ function toolsOf(variant: IptablesVariant | undefined): { v4: FamilyTools; v6: F
 }
 
 /**
- * Which iptables the plugin runs, chosen once (at its first use) and shared by the firewall and the reader of
- * Docker's published ports. A host has legacy iptables, iptables on nf_tables, or both (Debian's iptables
- * package; the managed plugin's image): the plugin must write where Docker and the operator do.
+ * Which iptables the plugin runs, shared by the firewall and the reader of Docker's published ports. A host has
+ * legacy iptables, iptables on nf_tables, or both (Debian's iptables package; the managed plugin's image): the
+ * plugin writes where Docker and the operator do. Chosen at the first use and again at each read of the firewall
+ * (a reconcile pass), since Docker may write its rules after the plugin started. A choice that moves (seen twice
+ * in a row, and never on a failed read) leaves the plugin's chains where they were until the next write has put
+ * them in the new one; then they are emptied there, so that nothing is unguarded meanwhile.
  */
 export class IptablesTools {
   private chosen: Promise<IptablesCommands> | undefined;
   /** `--version` of each program, undefined when it is not installed. */
   private installed: Promise<{ legacy: string | undefined; nft: string | undefined; plain: string | undefined }> | undefined;
+  /** A move seen once, waiting for the next read to confirm it. */
+  private moving: IptablesVariant | undefined;
+  /** The variant the plugin's chains are to be emptied in, once the next write has put them in the chosen one. */
+  private retired: IptablesCommands | undefined;
 
   constructor(
     private readonly run: Runner,
@@ -54,61 +61,95 @@ export class IptablesTools {
   ) {}
 
   commands(): Promise<IptablesCommands> {
-    this.chosen ??= typeof this.setting === 'object' ? Promise.resolve(this.setting) : this.choose(this.setting, undefined);
+    this.chosen ??= typeof this.setting === 'object' ? Promise.resolve(this.setting) : this.first(this.setting);
     return this.chosen;
   }
 
-  /**
-   * Chooses again (auto only): Docker may have written its rules since the first choice (a host's plugin
-   * starts before dockerd). When the choice moves, the plugin's chains in the one it leaves are emptied and
-   * the next read shows them missing from the new one, so the reconciler writes them there.
-   */
+  /** Chooses again (auto only); a move takes effect at its second sighting. */
   async recheck(): Promise<void> {
     if (this.setting !== 'auto' || !this.chosen) return;
-    const before = await this.chosen.catch(() => undefined);
-    const next = this.choose('auto', before);
-    this.chosen = next;
-    await next;
+    const before = await this.chosen;
+    const seen = await this.sample();
+    if (!seen) return; // a read failed: keep what there is
+    const { variant, why } = chooseIptables(seen.sample);
+    if (variant === before.variant) {
+      this.moving = undefined;
+      return;
+    }
+    if (this.moving !== variant) {
+      this.moving = variant;
+      return;
+    }
+    this.moving = undefined;
+    const next = this.commandsOf(variant, why, seen.versions);
+    this.log?.warn("iptables chosen again: the host's rules moved; the plugin's move with the next write", { from: before.v4.cli, to: next.v4.cli, why });
+    this.retired = before;
+    this.chosen = Promise.resolve(next);
   }
 
-  private async choose(setting: IptablesSetting, before: IptablesCommands | undefined): Promise<IptablesCommands> {
+  /**
+   * The variant whose plugin chains are to be emptied now that the chosen one has them (called by the firewall
+   * after a write), at most once.
+   */
+  takeRetired(): IptablesCommands | undefined {
+    const retired = this.retired;
+    this.retired = undefined;
+    return retired;
+  }
+
+  /** The iptables the plugin's chains are yet to be emptied in, if any (a drift until the next write). */
+  pendingRetired(): string | undefined {
+    return this.retired?.v4.cli;
+  }
+
+  private versions() {
     const works = (program: string) => this.run(program, ['--version']).then((r) => r.stdout, () => undefined);
     this.installed ??= Promise.all([works('iptables-legacy'), works('iptables-nft'), works('iptables')]).then(([legacy, nft, plain]) => ({ legacy, nft, plain }));
-    const versions = await this.installed;
+    return this.installed;
+  }
+
+  /** Both variants' rules (both families), or undefined when a save of an installed one failed. */
+  private async sample(): Promise<{ sample: IptablesSample; versions: Awaited<ReturnType<IptablesTools['versions']>> } | undefined> {
+    const versions = await this.versions();
+    let failed = false;
     const save = async (variant: IptablesVariant): Promise<string | undefined> => {
       if (versions[variant] === undefined) return undefined;
       const tools = toolsOf(variant);
-      const [v4, v6] = await Promise.all([tools.v4.save, tools.v6.save].map((program) => this.run(program, []).then((r) => r.stdout, () => '')));
-      return `${v4}\n${v6}`;
+      const outputs = await Promise.all([tools.v4.save, tools.v6.save].map((program) => this.run(program, []).then((r) => r.stdout, () => ((failed = true), ''))));
+      return outputs.join('\n');
     };
-    let variant: IptablesVariant;
-    let why: string;
+    const [legacy, nft] = await Promise.all([save('legacy'), save('nft')]);
+    if (failed) return undefined;
+    const plain: IptablesVariant | undefined = versions.plain?.includes('(legacy)') ? 'legacy' : versions.plain?.includes('(nf_tables)') ? 'nft' : undefined;
+    return { sample: { legacy, nft, plain }, versions };
+  }
+
+  private commandsOf(variant: IptablesVariant, why: string, versions: { legacy: string | undefined; nft: string | undefined }): IptablesCommands {
+    return { variant, why, ...toolsOf(versions[variant] === undefined ? undefined : variant) };
+  }
+
+  private async first(setting: IptablesSetting): Promise<IptablesCommands> {
+    const versions = await this.versions();
+    let commands: IptablesCommands;
     let other: string | undefined;
+    const seen = await this.sample();
     if (setting !== 'auto') {
-      [variant, why] = [setting, `OVSNET_IPTABLES=${setting}`];
       if (versions[setting] === undefined && !(versions.plain ?? '').includes(setting === 'legacy' ? '(legacy)' : '(nf_tables)')) {
-        this.log?.error('the iptables asked for is not installed', { setting: why, missing: `iptables-${setting}` });
+        this.log?.error('the iptables asked for is not installed', { setting: `OVSNET_IPTABLES=${setting}`, missing: `iptables-${setting}` });
       }
-      other = await save(setting === 'legacy' ? 'nft' : 'legacy');
+      commands = this.commandsOf(setting, `OVSNET_IPTABLES=${setting}`, versions);
+      other = setting === 'legacy' ? seen?.sample.nft : seen?.sample.legacy;
     } else {
-      const plain: IptablesVariant | undefined = versions.plain?.includes('(legacy)') ? 'legacy' : versions.plain?.includes('(nf_tables)') ? 'nft' : undefined;
-      const [legacy, nft] = await Promise.all([save('legacy'), save('nft')]);
-      ({ variant, why } = chooseIptables({ legacy, nft, plain }));
-      if (before?.variant === variant) return before;
-      other = variant === 'legacy' ? nft : legacy;
+      const { variant, why } = chooseIptables(seen?.sample ?? { legacy: undefined, nft: undefined, plain: undefined });
+      commands = this.commandsOf(variant, why, versions);
+      other = variant === 'legacy' ? seen?.sample.nft : seen?.sample.legacy;
     }
-    const commands: IptablesCommands = { variant, why, ...toolsOf(versions[variant] === undefined ? undefined : variant) };
-    if (before) this.log?.warn("iptables chosen again: the host's rules moved", { from: before.v4.cli, to: commands.v4.cli, why });
-    else this.log?.info('iptables chosen', { variant: commands.v4.cli, why });
-    // The plugin's rules in the other one (left by an earlier choice, or by a start when the host's rules were
-    // elsewhere): emptied, so that its drops and accepts do not apply twice, or stay after their networks go.
+    this.log?.info('iptables chosen', { variant: commands.v4.cli, why: commands.why });
+    // The plugin's rules in the other one (a start after the host's rules moved, or another setting): emptied
+    // once the first write has put them in this one.
     if (other !== undefined && /^-A OVSNET-/m.test(other)) {
-      const otherVariant: IptablesVariant = variant === 'legacy' ? 'nft' : 'legacy';
-      this.log?.warn("emptying the plugin's chains in the other iptables", { variant: `iptables-${otherVariant}`, why });
-      const otherTools = new IptablesTools(this.run, { variant: otherVariant, why, ...toolsOf(otherVariant) });
-      await new IptablesFirewall(this.run, otherTools, { jumps: false })
-        .sync(EMPTY_RULES)
-        .catch((err: unknown) => this.log?.warn("could not empty the plugin's chains in the other iptables", { variant: `iptables-${otherVariant}`, error: String(err) }));
+      const otherVariant: IptablesVariant = commands.variant === 'legacy' ? 'nft' : 'legacy';
+      this.retired = { variant: otherVariant, why: commands.why, ...toolsOf(otherVariant) };
     }
     return commands;
   }
@@ -164,14 +205,20 @@ export class IptablesFirewall implements Firewall {
   constructor(
     private readonly run: Runner,
     private readonly tools: IptablesTools = new IptablesTools(run),
-    /** jumps: false only empties (or fills) the chains, without putting jumps into them. */
-    private readonly options: { jumps?: boolean } = {},
+    private readonly log?: Logger,
   ) {}
 
   async sync(rules: FirewallRules): Promise<void> {
     const commands = await this.tools.commands();
     await this.apply(commands.v4, tables('4', rules));
     await this.apply(commands.v6, tables('6', rules));
+    // The rules are in the chosen iptables: the plugin's chains in the one it left are emptied (their jumps stay).
+    const retired = this.tools.takeRetired();
+    if (retired && retired.variant !== commands.variant) {
+      this.log?.warn("emptying the plugin's chains in the iptables it left", { variant: retired.v4.cli, now: commands.v4.cli });
+      await this.apply(retired.v4, tables('4', EMPTY_RULES), false);
+      await this.apply(retired.v6, tables('6', EMPTY_RULES), false);
+    }
   }
 
   /**
@@ -220,13 +267,15 @@ export class IptablesFirewall implements Firewall {
       input6: read[10]!.rules,
       raw6: read[11]!.rules,
       jumps: read.every((r) => r.jump),
+      ...(this.tools.pendingRetired() ? { leftIn: this.tools.pendingRetired() } : {}),
     };
   }
 
-  private async apply(tools: FamilyTools, list: Table[]): Promise<void> {
+  /** Writes the chains; `jumps` false leaves the jumps into them as they are (emptying a variant the plugin left). */
+  private async apply(tools: FamilyTools, list: Table[], jumps = true): Promise<void> {
     const tool = tools.cli;
     await this.run(tools.restore, ['--noflush', '--wait'], { input: restoreInput(list) });
-    if (this.options.jumps === false) return;
+    if (!jumps) return;
     // One read per table tells which jumps are there.
     for (const name of TABLES) {
       const inTable = list.filter((t) => t.name === name);

@@ -4,10 +4,17 @@
  */
 import { existsSync } from 'node:fs';
 import { badRequest } from '../errors.js';
+import { canonicalIp } from '../domain/cidr.js';
+import { linkLocalOf } from '../domain/flows.js';
 import { VETH_GROUP, assertInterfaceName } from '../domain/names.js';
 import type { ObservedLink } from '../domain/host.js';
 import type { Links } from '../driver/ports.js';
 import { CommandError, type Runner } from './exec.js';
+
+/** Whether the kernel has IPv6 (a host booted with ipv6.disable=1 has no IPv6 at all, and refuses addrgenmode). */
+const IPV6 = existsSync('/proc/sys/net/ipv6');
+/** No IPv6 link-local address on a host end: ` addrgenmode none`, where there is IPv6. */
+const NO_LINK_LOCAL = IPV6 ? ' addrgenmode none' : '';
 
 function missing(err: unknown): boolean {
   return err instanceof CommandError && /Cannot find device|does not exist/i.test(err.stderr);
@@ -91,7 +98,7 @@ export class IpLinks implements Links {
   private static addLines(o: VethOptions): string[] {
     return [
       ['link', 'add', 'name', o.host, 'mtu', String(o.mtu), 'group', String(VETH_GROUP), 'type', 'veth', 'peer', 'name', o.peer, 'mtu', String(o.mtu), 'address', o.peerMac].join(' '),
-      `link set dev ${o.host} addrgenmode none arp off up`,
+      `link set dev ${o.host}${NO_LINK_LOCAL} arp off up`,
     ];
   }
 
@@ -185,14 +192,18 @@ export class IpLinks implements Links {
       if (err instanceof CommandError) return null; // the namespace is gone, or not ours to enter
       throw err;
     }
-    const links = JSON.parse(stdout || '[]') as Array<{ address?: string; addr_info?: Array<{ family?: string; local?: string; scope?: string }> }>;
+    const links = JSON.parse(stdout || '[]') as Array<{ address?: string; addr_info?: Array<{ family?: string; local?: string; scope?: string; 'stable-privacy'?: boolean }> }>;
     const link = links.find((l) => l.address?.toLowerCase() === mac.toLowerCase());
-    return link?.addr_info?.find((a) => a.family === 'inet6' && a.scope === 'link' && a.local?.startsWith('fe80:'))?.local;
+    const linkLocal = (link?.addr_info ?? []).filter((a) => a.family === 'inet6' && a.scope === 'link' && a.local?.startsWith('fe80:'));
+    // Only one the kernel made: the one of its MAC, or one of addr_gen_mode 2 or 3 (flagged stable-privacy, which
+    // nothing but the kernel can set). One added by hand could be a neighbour's or the router's, and is not taken.
+    const eui64 = canonicalIp(linkLocalOf(mac));
+    return linkLocal.find((a) => a['stable-privacy'])?.local ?? linkLocal.find((a) => canonicalIp(a.local!) === eui64)?.local;
   }
 
   async isolateVeth(name: string): Promise<void> {
     const dev = assertInterfaceName(name, 'interface name');
-    await this.run('ip', ['-batch', '-'], { input: `link set dev ${dev} group ${VETH_GROUP} addrgenmode none arp off\naddress flush dev ${dev} scope link\n` });
+    await this.run('ip', ['-batch', '-'], { input: `link set dev ${dev} group ${VETH_GROUP}${NO_LINK_LOCAL} arp off\n${IPV6 ? `address flush dev ${dev} scope link\n` : ''}` });
   }
 
   async addresses(): Promise<Map<string, string[]>> {

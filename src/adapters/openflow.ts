@@ -37,6 +37,8 @@ const OXM: Record<MatchField['field'], readonly [number, number]> = {
   ip_proto: [10, 1],
   ipv4_src: [11, 4],
   udp_src: [15, 2],
+  udp_dst: [16, 2],
+  icmpv4_type: [19, 1],
   arp_spa: [22, 4],
   arp_sha: [24, 6],
   ipv6_src: [26, 16],
@@ -166,9 +168,11 @@ function oxm(f: MatchField): Buffer {
       break;
     case 'eth_type':
     case 'udp_src':
+    case 'udp_dst':
       value.writeUInt16BE(f.value, 0);
       break;
     case 'ip_proto':
+    case 'icmpv4_type':
     case 'icmpv6_type':
       value.writeUInt8(f.value, 0);
       break;

@@ -68,6 +68,11 @@ function cookieSelector(selector: string): [bigint, bigint] {
 
 export class OvsBridgeClient implements Ovs {
   private readonly options: OvsClientOptions;
+  /**
+   * The plugin's flows each bridge should have, by cookie: what this process wrote and did not delete, or what a
+   * whole-host pass read (and then put right). The flow watch compares the bridge's count with it.
+   */
+  private readonly ledger = new Map<string, Set<string>>();
   /** Changes to flows and meters: OpenFlow on one kept connection per bridge. Reads use ovs-ofctl. */
   private readonly openflow: OpenFlowClient;
 
@@ -174,6 +179,7 @@ export class OvsBridgeClient implements Ovs {
       { op: 'mutate', table: 'Open_vSwitch', where: [], mutations: [['bridges', 'delete', ovsSet([uuid(readUuid(row._uuid))])]] },
       ...bumpConfig,
     ]);
+    this.ledger.delete(name);
     return true;
   }
 
@@ -286,7 +292,25 @@ export class OvsBridgeClient implements Ovs {
       this.ofctl(['dump-flows', bridge, `cookie=${ownedCookies()}`]),
       this.ofctl(['dump-meters', bridge]),
     ]);
-    return { cookies: parseFlowCookies(flows), meters: parseMeters(meters) };
+    const cookies = parseFlowCookies(flows);
+    // What the pass that reads this puts right from here on: the ledger starts again from what is there.
+    this.ledger.set(bridge, new Set(cookies));
+    return { cookies, meters: parseMeters(meters) };
+  }
+
+  expectedFlows(bridge: string): number {
+    return this.ledger.get(bridge)?.size ?? 0;
+  }
+
+  /** The ledger after flows of `bridge` selected by these cookie/masks were deleted. */
+  private forget(bridge: string, selectors: readonly string[]): void {
+    const written = this.ledger.get(bridge);
+    if (!written || selectors.length === 0) return;
+    const masks = selectors.map(cookieSelector);
+    for (const cookie of written) {
+      const value = BigInt(cookie);
+      if (masks.some(([c, m]) => (value & m) === (c & m))) written.delete(cookie);
+    }
   }
 
   async setPortFlows(flows: PortFlows, options: { before?: readonly string[]; after?: readonly string[] }): Promise<void> {
@@ -301,10 +325,16 @@ export class OvsBridgeClient implements Ovs {
     const messages = [...deletions(options.before), ...flows.flows.map((f) => flowAdd(f, BigInt(f.cookie))), ...deletions(options.after)];
     const [failed] = await this.openflow.send(flows.bridge, messages);
     if (failed) throw failed;
+    this.forget(flows.bridge, options.before ?? []);
+    const written = this.ledger.get(flows.bridge) ?? new Set<string>();
+    this.ledger.set(flows.bridge, written);
+    for (const f of flows.flows) written.add(`0x${BigInt(f.cookie).toString(16).padStart(16, '0')}`);
+    this.forget(flows.bridge, options.after ?? []);
   }
 
   async deleteFlows(bridge: string, cookies: readonly string[], meters: readonly number[] = []): Promise<void> {
     try {
+      this.forget(bridge, cookies);
       const errors = await this.openflow.send(bridge, [...cookies.map((c) => flowDeleteByCookie(...cookieSelector(c))), ...meters.map(meterDelete)]);
       const failed = errors.find((e) => !e.unknownMeter);
       if (failed) throw failed;

@@ -107,7 +107,7 @@ export class ProcHostPorts implements HostPorts {
     ]);
     // Docker's own first: its bridge also holds each port it publishes with a listening socket.
     const out: PortHolder[] = [
-      ...[...parseDockerDnat(docker4), ...parseDockerDnat(docker6)].map((d) => ({ ...d, holder: "published by Docker's own bridge network (a DNAT rule in iptables' DOCKER chain)" })),
+      ...[...parseDockerDnat(docker4, 4), ...parseDockerDnat(docker6, 6)].map((d) => ({ ...d, holder: "published by Docker's own bridge network (a DNAT rule in iptables' DOCKER chain)" })),
       ...[...parseNftDockerDnat(nft4), ...parseNftDockerDnat(nft6)].map((d) => ({ ...d, holder: "published by Docker's own bridge network (a DNAT rule in its nftables table docker-bridges)" })),
     ];
     const listening = (proto: 'tcp' | 'udp', text: string, v6: boolean) => {

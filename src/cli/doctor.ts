@@ -24,11 +24,18 @@ export interface DoctorReport {
   engine: EngineProblem[];
 }
 
-/** The engine's problems, or none when Docker does not answer within a few seconds (the drift then says so). */
-async function engineOf(env: NodeJS.ProcessEnv): Promise<EngineProblem[]> {
+/**
+ * The engine's problems, as the plugin sees them (its own nft, its Docker), or with the plugin down as this
+ * command does; none when Docker does not answer within a few seconds (the drift then says so).
+ */
+async function engineOf(env: NodeJS.ProcessEnv, client?: PluginClient): Promise<EngineProblem[]> {
+  const timeout = new Promise<EngineProblem[]>((r) => setTimeout(() => r([]), 5_000).unref());
+  if (client) {
+    const asked = client.request('GET', '/ovsnet/engine').then((res) => (res.status === 200 ? (res.body.Problems as EngineProblem[]) : []), () => []);
+    return Promise.race([asked, timeout]);
+  }
   const config = loadConfig(env);
   if (!config.docker) return [];
-  const timeout = new Promise<EngineProblem[]>((r) => setTimeout(() => r([]), 5_000).unref());
   return Promise.race([checkEngine(dockerView(config.docker)).catch(() => []), timeout]);
 }
 
@@ -40,7 +47,7 @@ export async function doctor(client: PluginClient, env: NodeJS.ProcessEnv): Prom
   if (await client.reachable()) {
     const res = await client.request('GET', '/ovsnet/drift');
     if (res.status !== 200) throw new CliError(`the plugin answered ${res.status}: ${JSON.stringify(res.body)}`);
-    return { pluginRunning: true, drift: res.body.Drift as Drift[], weakened: weakenedIn((await client.state()).networks), engine: await engineOf(env) };
+    return { pluginRunning: true, drift: res.body.Drift as Drift[], weakened: weakenedIn((await client.state()).networks), engine: await engineOf(env, client) };
   }
   const config = loadConfig(env);
   let store: Awaited<ReturnType<typeof openStore>>;

@@ -74,7 +74,7 @@ export interface GuardOptions {
 export type MatchField =
   | { readonly field: 'in_port'; readonly value: number }
   | { readonly field: 'vlan_vid'; readonly value: 'none' }
-  | { readonly field: 'eth_type' | 'ip_proto' | 'icmpv6_type' | 'udp_src'; readonly value: number }
+  | { readonly field: 'eth_type' | 'ip_proto' | 'icmpv4_type' | 'icmpv6_type' | 'udp_src' | 'udp_dst'; readonly value: number }
   | { readonly field: 'eth_src' | 'arp_sha' | 'ipv6_nd_sll' | 'ipv6_nd_tll'; readonly value: string }
   | { readonly field: 'ipv4_src' | 'arp_spa'; readonly value: string }
   | { readonly field: 'ipv6_src' | 'ipv6_nd_target'; readonly value: string; readonly prefix?: number };
@@ -208,18 +208,22 @@ export function portFlows(bridge: string, port: string, ofport: number, guard: P
   const meter = guard.rate ? { id: ofport, kbps: Math.round(guard.rate.mbit * 1000), burstKbit: guard.rate.burstKbit } : undefined;
   const at = term(`in_port=${ofport}`, { field: 'in_port', value: ofport });
   const icmp6 = (type: number) => [term('icmp6', { field: 'eth_type', value: ETH_IPV6 }, { field: 'ip_proto', value: IPPROTO_ICMPV6 }), term(`icmp_type=${type}`, { field: 'icmpv6_type', value: type })];
-  const udpFrom = (family: 'ip' | 'ipv6', port: number) => [
+  const udp = (family: 'ip' | 'ipv6', end: 'src' | 'dst', port: number) => [
     term(`udp${family === 'ipv6' ? '6' : ''}`, { field: 'eth_type', value: family === 'ip' ? ETH_IPV4 : ETH_IPV6 }, { field: 'ip_proto', value: IPPROTO_UDP }),
-    term(`tp_src=${port}`, { field: 'udp_src', value: port }),
+    term(`tp_${end}=${port}`, { field: end === 'src' ? 'udp_src' : 'udp_dst', value: port }),
   ];
   const rules: Array<[number, Term[], 'pass' | 'drop']> = [];
   if (!guard.allowRa) {
     rules.push([P.firstHop, [at, ...icmp6(ICMP6.routerAdvert)], 'drop']);
     rules.push([P.firstHop, [at, ...icmp6(ICMP6.redirect)], 'drop']);
+    rules.push([P.firstHop, [at, term('icmp', { field: 'eth_type', value: ETH_IPV4 }, { field: 'ip_proto', value: IPPROTO_ICMP }), term(`icmp_type=${ICMP4_REDIRECT}`, { field: 'icmpv4_type', value: ICMP4_REDIRECT })], 'drop']);
   }
   if (!guard.allowDhcpServer) {
-    rules.push([P.firstHop, [at, ...udpFrom('ip', DHCP_SERVER_PORT)], 'drop']);
-    rules.push([P.firstHop, [at, ...udpFrom('ipv6', DHCPV6_SERVER_PORT)], 'drop']);
+    // A server's messages: from its port, and to a client's (a client takes an offer from any source port).
+    rules.push([P.firstHop, [at, ...udp('ip', 'src', DHCP_SERVER_PORT)], 'drop']);
+    rules.push([P.firstHop, [at, ...udp('ip', 'dst', DHCP_CLIENT_PORT)], 'drop']);
+    rules.push([P.firstHop, [at, ...udp('ipv6', 'src', DHCPV6_SERVER_PORT)], 'drop']);
+    rules.push([P.firstHop, [at, ...udp('ipv6', 'dst', DHCPV6_CLIENT_PORT)], 'drop']);
   }
   if (guard.pipeline === 'ovn') {
     // ovn-controller forwards the rest; its port security holds the port's MAC and addresses, but takes a
@@ -291,7 +295,11 @@ export function baseFlows(bridge: string, pipeline: 'normal' | 'ovn' = 'normal')
 
 const ICMP6 = { routerAdvert: 134, redirect: 137, neighbourSolicit: 135, neighbourAdvert: 136, listenerReportV2: 143 } as const;
 const DHCP_SERVER_PORT = 67;
+const DHCP_CLIENT_PORT = 68;
 const DHCPV6_SERVER_PORT = 547;
+const DHCPV6_CLIENT_PORT = 546;
+const ICMP4_REDIRECT = 5;
+const IPPROTO_ICMP = 1;
 const ETH_IPV4 = 0x0800;
 const ETH_ARP = 0x0806;
 const ETH_IPV6 = 0x86dd;

@@ -580,6 +580,9 @@ function firewallDifferences(rules: FirewallRules, observed: ObservedHost): Host
   const out: HostDifference[] = [];
   const repairs: Repair[] = [{ type: 'sync-firewall', rules }];
   const wanted = [rules.v4, rules.v6].some((f) => f.filter.length + f.nat.length + f.dnat.length + f.isolate.length + f.input.length + f.raw.length > 0);
+  if (observed.firewall.leftIn) {
+    out.push({ drift: { kind: 'firewall-drift', subject: observed.firewall.leftIn, detail: `the plugin's chains are still filled in ${observed.firewall.leftIn}, which the host's rules left: its rules would apply twice`, fix: REPAIR }, repairs });
+  }
   if (!observed.firewall.jumps && wanted) {
     out.push({ drift: { kind: 'firewall-drift', subject: 'jumps', detail: "a jump into the plugin's chains (OVSNET-FORWARD, OVSNET-POSTROUTING, OVSNET-DNAT, OVSNET-ISOLATE, OVSNET-INPUT, OVSNET-PORTS) is missing", fix: REPAIR }, repairs });
   }

@@ -135,6 +135,8 @@ export interface ObservedFirewall {
   readonly raw6?: readonly string[];
   /** The built-in chains jump into the plugin's chains (filter FORWARD, nat POSTROUTING, PREROUTING and OUTPUT, mangle FORWARD and INPUT; both families). */
   readonly jumps: boolean;
+  /** The other iptables (legacy or nf_tables) that still holds rules of the plugin's, which the host's rules left. */
+  readonly leftIn?: string;
 }
 
 export interface ObservedHost {
@@ -154,11 +156,19 @@ export interface ObservedHost {
 }
 
 /**
- * The Linux bridges on the host: other container networks (Docker's docker0 and br-*, libvirt's, LXC's),
- * which the plugin's networks must not reach through the host, nor they them. The plugin makes none.
+ * The names other container networks give their Linux bridges: Docker's (docker0, docker_gwbridge, br-<12 hex>
+ * of a user-defined network), libvirt's, LXC's, LXD's and Incus's, Podman's and CNI's, kubenet's. A bridge of
+ * another name (the host's own uplink bridge, br0 or vmbr0) is the host's network, which nat and routed
+ * networks must reach.
+ */
+const CONTAINER_BRIDGE = /^(docker0|docker_gwbridge|br-[0-9a-f]{12}|virbr\d+|lxcbr\d+|lxdbr\d+|incusbr\d+|podman\d+|cni-podman\d+|cni\d+|cbr0)$/;
+
+/**
+ * The Linux bridges of other container networks on the host, which the plugin's networks must not reach through
+ * the host, nor they them (by the names those give them, `CONTAINER_BRIDGE`). The plugin makes none.
  */
 export function foreignBridges(links: ReadonlyMap<string, ObservedLink>): string[] {
-  return [...links].filter(([, link]) => link.kind === 'bridge').map(([name]) => name).sort();
+  return [...links].filter(([name, link]) => link.kind === 'bridge' && CONTAINER_BRIDGE.test(name)).map(([name]) => name).sort();
 }
 
 // ---- the ports the plugin makes ----

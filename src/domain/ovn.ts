@@ -100,7 +100,7 @@ const GUARD_PRIORITY = 32000;
 
 /**
  * The ACLs that hold an OVN network's containers to what port security leaves open: no router
- * advertisement or redirect, no DHCP or DHCPv6 server message, unless the network allows them
+ * advertisement or redirect (ICMPv6 or ICMP), no DHCP or DHCPv6 server message, unless the network allows them
  * (-o allow_ra, -o allow_dhcp_server). Port security holds their MAC and addresses and neighbour
  * discovery (its link-local address is the one of its MAC, EUI-64); these are the rest.
  */
@@ -108,8 +108,9 @@ export function guardAcls(network: OvnRecord, options: { allowRa: boolean; allow
   // No port is named: ovn-controller installs nothing of a match that names a port it does not know (a
   // router port before its router is attached), and the plugin's router ports send neither.
   const matches = [
-    ...(options.allowRa ? [] : ['icmp6 && (icmp6.type == 134 || icmp6.type == 137)']),
-    ...(options.allowDhcpServer ? [] : ['(ip4 && udp.src == 67) || (ip6 && udp.src == 547)']),
+    ...(options.allowRa ? [] : ['icmp6 && (icmp6.type == 134 || icmp6.type == 137)', 'icmp4 && icmp4.type == 5']),
+    // A server's messages: from its port, and to a client's (a client takes an offer from any source port).
+    ...(options.allowDhcpServer ? [] : ['(ip4 && udp.src == 67) || (ip6 && udp.src == 547)', '(ip4 && udp.dst == 68) || (ip6 && udp.dst == 546)']),
   ];
   return matches.map((match) => ({ direction: 'from-lport', priority: GUARD_PRIORITY, match, action: 'drop', externalIds: { [OWNER_KEY]: OWNER_VALUE, [NB.subnet]: network.subnet } }));
 }

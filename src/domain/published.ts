@@ -150,8 +150,11 @@ function procAddress(hex: string, v6: boolean): string {
   return ip ? formatIp(ip) : groups.join(':');
 }
 
-/** Ports Docker's own bridge publishes: DNAT rules of iptables' DOCKER chain in the nat table (`iptables -t nat -S DOCKER`). */
-export function parseDockerDnat(text: string): Array<{ proto: PortProto; address: string; port: number }> {
+/**
+ * Ports Docker's own bridge publishes: DNAT rules of iptables' DOCKER chain in the nat table (`iptables -t nat -S
+ * DOCKER`, or ip6tables' for `family` 6). A rule without a destination holds the port on every address of its family.
+ */
+export function parseDockerDnat(text: string, family: 4 | 6 = 4): Array<{ proto: PortProto; address: string; port: number }> {
   const out: Array<{ proto: PortProto; address: string; port: number }> = [];
   for (const line of text.split('\n')) {
     if (!line.startsWith('-A DOCKER ') || !line.includes('-j DNAT')) continue;
@@ -159,7 +162,7 @@ export function parseDockerDnat(text: string): Array<{ proto: PortProto; address
     const port = /--dport (\d+)/.exec(line)?.[1];
     if (!proto || !port) continue;
     const dest = /(?:^|\s)-d ([0-9a-fA-F.:]+)(?:\/\d+)?/.exec(line)?.[1];
-    out.push({ proto, address: dest ?? '', port: Number(port) });
+    out.push({ proto, address: dest ?? (family === 4 ? '0.0.0.0' : '::'), port: Number(port) });
   }
   return out;
 }

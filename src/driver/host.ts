@@ -6,7 +6,7 @@
  */
 import { errorMessage, internal, isPluginError } from '../errors.js';
 import { type HostDifference, REPAIR_ORDER, type Repair } from '../domain/host-diff.js';
-import { type ObservedFlows, type PortGuard, baseFlows, portCookiePrefix, portFlows } from '../domain/flows.js';
+import { type ObservedFlows, type PortGuard, baseFlows, ownedCookies, portCookiePrefix, portFlows } from '../domain/flows.js';
 import { type DesiredPort, type ObservedHost, type PortSpec, endpointPort } from '../domain/host.js';
 import { OWNER_KEY, OWNER_VALUE, ROLE_KEY, isSpareHostName } from '../domain/names.js';
 import type { Datapath, DatapathSetting, EndpointRecord, NetworkRecord } from '../domain/records.js';
@@ -44,21 +44,35 @@ export class LocalHost {
   constructor(readonly o: LocalHostOptions) {}
 
   /**
-   * Every `everyMs`, asks each watched bridge whether the plugin's base flow is still there. Its connection
-   * dropping tells of an ovs-vswitchd restart; this tells of the rest: ovn-controller clearing its
-   * integration bridge when it starts (the guards of the containers' ports with it), or flows deleted by hand
-   * (on a bridge of the plugin's, that stops all its traffic). Told once per loss (onFlowsLost).
+   * Every `everyMs`, asks each watched bridge how many of the plugin's flows it has: its base flow, and all of
+   * them against what the plugin wrote there. Its connection dropping tells of an ovs-vswitchd restart; this
+   * tells of the rest: ovn-controller clearing its integration bridge when it starts (the guards of the
+   * containers' ports with it), or flows deleted by hand (a port's guard, and it forwards unguarded through
+   * the base flow; the base flow, and the bridge stops). The base flow gone is told at once, fewer flows than
+   * written when seen twice in a row (a write under way is not a loss). Told once per loss (onFlowsLost).
    */
   startFlowWatch(everyMs: number): void {
-    const present = new Map<string, boolean>();
-    const { prefix } = baseFlows('');
+    const lost = new Map<string, boolean>();
+    const short = new Map<string, number>();
+    const base = baseFlows('').prefix;
+    const owned = ownedCookies();
+    let running = false;
     const check = async () => {
-      for (const bridge of this.o.ovs.watchedBridges()) {
-        const count = await this.o.ovs.countFlows(bridge, prefix).catch(() => undefined);
-        if (count === undefined) continue; // not answering: its connection's own watch tells when it is back
-        const was = present.get(bridge) ?? true;
-        present.set(bridge, count > 0);
-        if (was && count === 0) this.onFlowsLost?.(bridge);
+      if (running) return; // the last check still waits on a bridge
+      running = true;
+      try {
+        for (const bridge of this.o.ovs.watchedBridges()) {
+          const [bases, all] = await Promise.all([this.o.ovs.countFlows(bridge, base), this.o.ovs.countFlows(bridge, owned)]).catch(() => [undefined, undefined]);
+          if (bases === undefined || all === undefined) continue; // not answering: its connection's own watch tells when it is back
+          const shortfall = all < this.o.ovs.expectedFlows(bridge);
+          short.set(bridge, shortfall ? (short.get(bridge) ?? 0) + 1 : 0);
+          const now = bases === 0 || short.get(bridge)! >= 2;
+          const was = lost.get(bridge) ?? false;
+          lost.set(bridge, now);
+          if (now && !was) this.onFlowsLost?.(bridge);
+        }
+      } finally {
+        running = false;
       }
     };
     this.watchdog = setInterval(() => void check(), everyMs);

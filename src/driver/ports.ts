@@ -80,6 +80,8 @@ export interface Ovs {
   setPortFlows(flows: PortFlows, options: { before?: readonly string[]; after?: readonly string[] }): Promise<void>;
   /** How many flows of a bridge have a cookie selected by `selector` (cookie/mask): a small OpenFlow question, no program run. */
   countFlows(bridge: string, selector: string): Promise<number>;
+  /** How many of the plugin's flows the bridge should have: what this process wrote and did not delete, or last read. */
+  expectedFlows(bridge: string): number;
   /** The bridges watched now (watchFlows). */
   watchedBridges(): string[];
   /** Deletes a bridge's flows by cookie/mask, then the meters of these ids; a missing bridge or meter is no error. */

@@ -11,6 +11,7 @@
  * 135 MiB of garbage at 60 000 addresses); a plain node:http server with the
  * same calls promotes nothing.
  */
+import type { EngineProblem } from '../domain/engine.js';
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { type ErrorKind, badRequest, errorMessage, isPluginError, notFound } from '../errors.js';
@@ -46,6 +47,8 @@ export interface AppOptions {
   ready?: Promise<void>;
   /** Drift and reconciliation on demand (ovsnet doctor, ovsnet reconcile). */
   reconciler?: Pick<Reconciler, 'drift' | 'run'>;
+  /** What the plugin cannot do well with the engine it serves, as seen from the plugin (ovsnet doctor). */
+  engine?: () => Promise<EngineProblem[]>;
   metrics?: Metrics;
 }
 
@@ -166,6 +169,12 @@ export function createApp(options: AppOptions): RequestListener {
   app.get('/ovsnet/drift', async (req: Request, res: Response) => {
     if (!options.reconciler) throw notFound('NoReconciler', 'drift is not available in this process');
     res.json({ Drift: await options.reconciler.drift(req.query?.docker !== '0') });
+  });
+
+  // The engine's problems, from where the plugin runs (its own nft, its Docker socket).
+  app.get('/ovsnet/engine', async (_req: Request, res: Response) => {
+    if (!options.engine) throw notFound('NoEngineCheck', 'the engine check is not available in this process');
+    res.json({ Problems: await options.engine() });
   });
 
   // A full reconciliation now, instead of at the next period.

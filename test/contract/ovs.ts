@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { guardFor, portCookiePrefix, portFlows } from '../../src/domain/flows.js';
+import { guardFor, ownedCookies, portCookiePrefix, portFlows } from '../../src/domain/flows.js';
 import { endpointPort, gatewayPort, ownedBridge, tunnelPort, uplinkPort } from '../../src/domain/host.js';
 import { parseNetworkOptions } from '../../src/domain/options.js';
 import type { NetworkRecord } from '../../src/domain/records.js';
@@ -134,6 +134,8 @@ export function ovsContract(fresh: () => Promise<OvsSubject>): void {
     await foreignFlow('ctbr0', '0x0000000000001234');
     const flows = portFlows('ctbr0', port.name, ofport, port.guard!);
     await ovs.setPortFlows(flows, { before: [portCookiePrefix(port.name)] });
+    assert.equal(ovs.expectedFlows('ctbr0'), flows.flows.length, 'it knows how many of its flows the bridge should have');
+    assert.equal(await ovs.countFlows('ctbr0', ownedCookies()), flows.flows.length, 'and counts them there');
     let seen = await ovs.flows('ctbr0');
     assert.deepEqual([...seen.cookies].sort(), flows.flows.map((f) => f.cookie).sort(), 'exactly the guard flows, read back by cookie');
     assert.deepEqual(seen.meters.get(ofport), { kbps: 20_000, burstKbit: 5_000 });
@@ -142,11 +144,13 @@ export function ovsContract(fresh: () => Promise<OvsSubject>): void {
     const changed = portFlows('ctbr0', port.name, ofport, guardFor({ antiSpoofing: true, allowRa: false, allowDhcpServer: false, rate: { mbit: 5, burstKbit: 1_000 } }, { mac: '02:42:0a:09:00:02', address: '10.9.0.2/24', addressIpv6: '' })!);
     const stale = flows.flows.map((f) => f.cookie).filter((c) => !changed.flows.some((f) => f.cookie === c));
     await ovs.setPortFlows(changed, { after: stale.map((c) => `${c}/-1`) });
+    assert.equal(ovs.expectedFlows('ctbr0'), changed.flows.length, 'the replaced ones are not expected any more');
     seen = await ovs.flows('ctbr0');
     assert.deepEqual([...seen.cookies].sort(), changed.flows.map((f) => f.cookie).sort());
     assert.deepEqual(seen.meters.get(ofport), { kbps: 5_000, burstKbit: 1_000 }, 'a meter that exists is changed');
 
     await ovs.deleteFlows('ctbr0', [portCookiePrefix(port.name)], [ofport]);
+    assert.equal(ovs.expectedFlows('ctbr0'), 0);
     seen = await ovs.flows('ctbr0');
     assert.deepEqual([seen.cookies, seen.meters.has(ofport)], [[], false]);
     assert.ok((await allCookies('ctbr0')).includes('0x0000000000001234'), "another's flow stays");

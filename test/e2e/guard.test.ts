@@ -55,7 +55,7 @@ describe('anti-spoofing and rate limits', () => {
     const openPerPort = all.filter((c) => [...openPorts].some((p) => cookieMatches(c, p))).length / 2;
     const perPort = (all.length - 2 * openPerPort) / 3;
     assert.ok(Number.isInteger(perPort) && perPort > 10, `the three guarded ports have the same number of flows each (${perPort})`);
-    assert.equal(openPerPort, 5, 'a port without anti-spoofing keeps its first-hop guard (RA, redirect, DHCP and DHCPv6 servers) and passes the rest');
+    assert.equal(openPerPort, 8, 'a port without anti-spoofing keeps its first-hop guard (RA, redirects of both families, DHCP and DHCPv6 servers both ways) and passes the rest');
     assert.equal((await baseFlows()).length, 1, 'one base flow on the bridge');
     assert.equal((await cli(['doctor'])).exitCode, 0, 'no drift to begin with');
     await host.ofctl(['add-flow', 'ovs0', 'cookie=0x1234,priority=5,udp,tp_dst=9,actions=drop']);
@@ -87,6 +87,10 @@ describe('anti-spoofing and rate limits', () => {
     // Deleted by hand while it runs: the plugin sees its base flow gone (it asks every second) and puts all back.
     await host.ofctl(['del-flows', 'ovs0', OWNED]);
     await waitFor('the flows to be back without being asked', async () => (await ownedFlows()).length === 3 * perPort + 2 * openPerPort && (await baseFlows()).length === 1, 10_000, 100);
+    // One port's guard alone deleted (the bridge forwards on, and that port unguarded): it counts its flows too.
+    await host.ofctl(['del-flows', 'ovs0', `cookie=${portCookiePrefix(await endpointPortName(host, m.endpointId))}`]);
+    assert.equal((await ownedFlows()).length, 2 * perPort + 2 * openPerPort, "the port's guard is gone");
+    await waitFor("the port's guard to be back without being asked", async () => (await ownedFlows()).length === 3 * perPort + 2 * openPerPort, 10_000, 100);
 
     // ovs-vswitchd keeps no flows across a restart.
     await host.stopVswitchd();

@@ -227,7 +227,7 @@ describe('OVN mode across three hosts', () => {
     await waitFor(
       'the reconciler to put port security, the ACLs and the flows back',
       async () =>
-        (await cluster.nbctl(['acl-list', SW])).stdout.split('\n').filter((l) => l.includes('drop')).length === 2 &&
+        (await cluster.nbctl(['acl-list', SW])).stdout.split('\n').filter((l) => l.includes('drop')).length === 4 &&
         (await nbPorts()).find((p) => p.ids['ovsnet-address'] === s.ip)?.portSecurity.length === 1 &&
         (await ownedOnA()) === guardFlows,
       30_000,

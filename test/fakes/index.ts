@@ -186,6 +186,12 @@ export class FakeOvs implements Ovs {
     return [...(this.flowTables.get(bridge)?.values() ?? [])].filter((f) => cookieMatches(f.cookie, selector)).length;
   }
 
+  /** What the plugin wrote here; a test that deletes flows behind its back sets `expected` to say what it had. */
+  expected = new Map<string, number>();
+  expectedFlows(bridge: string): number {
+    return this.expected.get(bridge) ?? [...(this.flowTables.get(bridge)?.values() ?? [])].filter((f) => isOwnedCookie(f.cookie)).length;
+  }
+
   watchedBridges(): string[] {
     return [...this.watched];
   }

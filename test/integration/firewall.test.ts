@@ -102,3 +102,47 @@ describe('iptables adapter in a scratch namespace', () => {
     });
   });
 });
+
+describe('the iptables the adapter writes with, in a scratch namespace with both', () => {
+  const NS2 = 'ovsnet-t-it-fw2';
+  const inNs2: Runner = (file, args, options) => run('nsenter', [`--net=/run/netns/${NS2}`, '--', file, ...args], options);
+  const tool = (variant: 'legacy' | 'nft', args: string[]) => cmd('ip', ['netns', 'exec', NS2, `iptables-${variant}`, '-w', ...args]);
+  /** The plugin's rules in one iptables (its chains' lines). */
+  const ours = async (variant: 'legacy' | 'nft') => (await cmd('ip', ['netns', 'exec', NS2, `iptables-${variant}-save`])).stdout.split('\n').filter((l) => l.startsWith('-A OVSNET-'));
+  const rules = firewallRules([network('5', 'nat')]);
+
+  before(async () => {
+    await cmd('ip', ['netns', 'del', NS2], { check: false });
+    await cmd('ip', ['netns', 'add', NS2]);
+    // Docker's chains in legacy iptables, with the policy it sets when it turns forwarding on.
+    await tool('legacy', ['-N', 'DOCKER-USER']);
+    await tool('legacy', ['-A', 'FORWARD', '-j', 'DOCKER-USER']);
+    await tool('legacy', ['-P', 'FORWARD', 'DROP']);
+  });
+  after(async () => {
+    await cmd('ip', ['netns', 'del', NS2], { check: false });
+  });
+
+  it("writes where Docker's chains are, follows them when they move (seen twice), and empties its chains in the one it left only once the other has them", async () => {
+    const firewall = new IptablesFirewall(inNs2);
+    await firewall.sync(rules);
+    assert.ok((await ours('legacy')).some((l) => l.startsWith('-A OVSNET-FORWARD ')), 'in legacy iptables, with Docker');
+    assert.deepEqual(await ours('nft'), []);
+
+    // Docker moves to iptables-nft (as after a host switched its alternatives and rebooted Docker).
+    await tool('legacy', ['-D', 'FORWARD', '-j', 'DOCKER-USER']);
+    await tool('legacy', ['-X', 'DOCKER-USER']);
+    await tool('nft', ['-N', 'DOCKER-USER']);
+    await tool('nft', ['-A', 'FORWARD', '-j', 'DOCKER-USER']);
+    assert.equal((await firewall.read()).leftIn, undefined, 'one sighting moves nothing');
+    assert.ok((await ours('legacy')).length > 0);
+    const moved = await firewall.read();
+    assert.equal(moved.leftIn, 'iptables-legacy', 'the second does: its rules are yet to be written in the other, and emptied here');
+    assert.deepEqual(moved.filter4, [], 'read from iptables-nft now');
+    assert.ok((await ours('legacy')).length > 0, 'nothing emptied before the other has them');
+    await firewall.sync(rules);
+    assert.ok((await ours('nft')).some((l) => l.startsWith('-A OVSNET-FORWARD ')), 'in iptables-nft now');
+    assert.deepEqual(await ours('legacy'), [], 'and emptied in legacy iptables');
+    assert.equal((await firewall.read()).leftIn, undefined);
+  });
+});

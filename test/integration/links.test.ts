@@ -29,19 +29,34 @@ describe('links adapter in a scratch namespace', () => {
     linksContract(async () => links);
   });
 
-  it("reads the link-local address a container's interface has, by its MAC, in the container's namespace", async () => {
+  it("reads the link-local address the kernel gave a container's interface, by its MAC, in the container's namespace; never one added by hand", async () => {
     const sandbox = 'ovsnet-t-it-sbx';
+    const ns = `/run/netns/${sandbox}`;
     await cmd('ip', ['netns', 'del', sandbox], { check: false });
     await cmd('ip', ['netns', 'add', sandbox]);
     try {
-      await cmd('ip', ['-n', sandbox, 'link', 'add', 'eth0', 'address', '02:42:0a:00:00:21', 'type', 'veth', 'peer', 'name', 'eth1']);
-      // Not the one of its MAC: as with an endpoint sysctl (addr_gen_mode) or an address the container set.
-      await cmd('ip', ['-n', sandbox, 'link', 'set', 'eth0', 'addrgenmode', 'none']);
-      await cmd('ip', ['-n', sandbox, 'address', 'add', 'fd21::2/64', 'dev', 'eth0', 'nodad']);
+      for (const [dev, mac] of [['eth0', '02:42:0a:00:00:21'], ['eth2', '02:42:0a:00:00:22']] as const) {
+        await cmd('ip', ['-n', sandbox, 'link', 'add', dev, 'address', mac, 'type', 'veth', 'peer', 'name', `${dev}p`]);
+        await cmd('ip', ['-n', sandbox, 'link', 'set', `${dev}p`, 'up']);
+      }
+      // eth0: random interface identifiers (addr_gen_mode 3, as an endpoint sysctl makes), and one added by hand.
+      await cmd('ip', ['-n', sandbox, 'link', 'set', 'eth0', 'addrgenmode', 'random']);
       await cmd('ip', ['-n', sandbox, 'address', 'add', 'fe80::21:1234/64', 'dev', 'eth0', 'nodad']);
       await cmd('ip', ['-n', sandbox, 'link', 'set', 'eth0', 'up']);
-      assert.equal(await links.linkLocalIn(`/run/netns/${sandbox}`, '02:42:0A:00:00:21'), 'fe80::21:1234');
-      assert.equal(await links.linkLocalIn(`/run/netns/${sandbox}`, '02:42:0a:00:00:99'), undefined, 'no interface of that MAC (yet)');
+      // eth2: the one of its MAC (EUI-64).
+      await cmd('ip', ['-n', sandbox, 'link', 'set', 'eth2', 'up']);
+      const kernel = async (dev: string) => {
+        const out = JSON.parse((await cmd('ip', ['-n', sandbox, '-j', 'address', 'show', 'dev', dev])).stdout) as Array<{ addr_info: Array<{ local: string; scope: string }> }>;
+        return out[0]!.addr_info.filter((a) => a.scope === 'link' && a.local !== 'fe80::21:1234').map((a) => a.local);
+      };
+      const [random] = await kernel('eth0');
+      assert.ok(random && random !== 'fe80::40:aff:fe00:21', `a random one: ${random}`);
+      assert.equal(await links.linkLocalIn(ns, '02:42:0A:00:00:21'), random, "the kernel's, not the one added by hand");
+      assert.equal(await links.linkLocalIn(ns, '02:42:0a:00:00:22'), 'fe80::42:aff:fe00:22');
+      await cmd('ip', ['-n', sandbox, 'address', 'flush', 'dev', 'eth0', 'scope', 'link']);
+      await cmd('ip', ['-n', sandbox, 'address', 'add', 'fe80::21:1234/64', 'dev', 'eth0', 'nodad']);
+      assert.equal(await links.linkLocalIn(ns, '02:42:0a:00:00:21'), undefined, 'one added by hand alone is not taken');
+      assert.equal(await links.linkLocalIn(ns, '02:42:0a:00:00:99'), undefined, 'no interface of that MAC (yet)');
       assert.equal(await links.linkLocalIn('/run/netns/ovsnet-t-it-none', '02:42:0a:00:00:21'), null, 'no such namespace');
       assert.equal(await links.linkLocalIn('/run/netns/../x', '02:42:0a:00:00:21'), null, 'not a plain path');
     } finally {

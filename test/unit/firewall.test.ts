@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { chooseIptables, firewallRules } from '../../src/domain/firewall.js';
+import { foreignBridges } from '../../src/domain/host.js';
 import { parseNetworkOptions } from '../../src/domain/options.js';
 import type { NetworkRecord } from '../../src/domain/records.js';
 
@@ -68,6 +69,15 @@ describe('firewall rules', () => {
       `-i docker0 -o ovsgw+ ${NOT_ALLOWED} -m comment --comment ovsnet:foreign -j DROP`,
     ]);
     assert.deepEqual(firewallRules([], [], ['docker0']), { v4: NONE, v6: NONE }, 'nothing without a network of the plugin on the host');
+  });
+
+  it("takes for other container networks the bridges they name, never the host's own uplink bridge", () => {
+    const bridge = { kind: 'bridge', mtu: 1500, up: true };
+    const links = new Map(
+      ['docker0', 'docker_gwbridge', 'br-0123456789ab', 'virbr0', 'lxcbr0', 'lxdbr0', 'incusbr0', 'podman0', 'cni-podman1', 'cni0', 'br0', 'vmbr0', 'br-lan', 'br-0123'].map((n) => [n, bridge]),
+    );
+    links.set('veth12', { kind: 'veth', mtu: 1500, up: true });
+    assert.deepEqual(foreignBridges(links), ['br-0123456789ab', 'cni-podman1', 'cni0', 'docker0', 'docker_gwbridge', 'incusbr0', 'lxcbr0', 'lxdbr0', 'podman0', 'virbr0']);
   });
 
   it("drops what the host's own stack would take from the host ends of the plugin's veths, in both families, whatever the networks", () => {

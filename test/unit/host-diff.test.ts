@@ -271,7 +271,7 @@ describe('guard flows of container ports', () => {
   });
 
   it('drops router advertisements, redirects and DHCP server messages above everything, anti-spoofing or not, unless the network allows them', () => {
-    const firstHop = ['icmp6,icmp_type=134', 'icmp6,icmp_type=137', 'udp,tp_src=67', 'udp6,tp_src=547'].map((m) => `table=0,priority=36040,in_port=7,${m},actions=drop`);
+    const firstHop = ['icmp6,icmp_type=134', 'icmp6,icmp_type=137', 'icmp,icmp_type=5', 'udp,tp_src=67', 'udp,tp_dst=68', 'udp6,tp_src=547', 'udp6,tp_dst=546'].map((m) => `table=0,priority=36040,in_port=7,${m},actions=drop`);
     assert.deepEqual(portFlows('ovs0', 'ovsx', 7, guardFor(GUARD, EP)!).flows.filter((f) => f.priority === 36040).map((f) => f.text), firstHop);
     const open = guardFor({ ...GUARD, antiSpoofing: false }, EP)!;
     assert.deepEqual(portFlows('ovs0', 'ovsx', 7, open).flows.map((f) => f.text), [...firstHop, 'table=0,priority=36000,in_port=7,actions=NORMAL'], 'anti_spoofing=false keeps the first-hop guard');

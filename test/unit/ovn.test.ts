@@ -67,7 +67,9 @@ describe('OVN mode', () => {
     await a.network.createNetwork(a.req);
     const sw = [...nb.switches.values()][0]!;
     assert.deepEqual(sw.guard.map((acl) => [acl.direction, acl.priority, acl.action, acl.match]).sort(), [
+      ['from-lport', 32000, 'drop', '(ip4 && udp.dst == 68) || (ip6 && udp.dst == 546)'],
       ['from-lport', 32000, 'drop', '(ip4 && udp.src == 67) || (ip6 && udp.src == 547)'],
+      ['from-lport', 32000, 'drop', 'icmp4 && icmp4.type == 5'],
       ['from-lport', 32000, 'drop', 'icmp6 && (icmp6.type == 134 || icmp6.type == 137)'],
     ]);
     const { Address } = await a.ipam.requestAddress({ poolId: a.poolId, address: '', gateway: false });
@@ -82,7 +84,7 @@ describe('OVN mode', () => {
     const reconciler = new Reconciler({ state: a.state, network: a.network, ipam: a.ipam, docker: new FakeDocker(), graceMs: 0, log: silentLogger });
     assert.deepEqual((await reconciler.drift(false)).map((d) => d.kind), ['ovn-guard-differs']);
     await reconciler.repair('test');
-    assert.equal(nb.switches.get(sw.uuid)!.guard.length, 2);
+    assert.equal(nb.switches.get(sw.uuid)!.guard.length, 4);
     const b = await host(nb, 'chassis-b', { generic: { allow_dhcp_server: 'true' } });
     await assert.rejects(b.network.createNetwork(b.req), { kind: 'Conflict', message: /with allow_dhcp_server false; this host asked for true: give the same -o allow_dhcp_server on every host of the network/ });
   });

@@ -53,7 +53,8 @@ describe('published ports: the portmap and host ports', () => {
    1: 000080FE00000000FF005002FE0100FE:0016 00000000000000000000000000000000:0000 0A`;
     assert.deepEqual(parseProcNet(tcp6, 'tcp', true), [{ address: '::', port: 8081 }, { address: 'fe80::250:ff:fe00:1fe', port: 22 }]);
     const docker = ['-N DOCKER', '-A DOCKER -i docker0 -j RETURN', '-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8090 -j DNAT --to-destination 172.17.0.2:80', '-A DOCKER -d 127.0.0.1/32 ! -i docker0 -p udp -m udp --dport 53 -j DNAT --to-destination 172.17.0.3:53'].join('\n');
-    assert.deepEqual(parseDockerDnat(docker), [{ proto: 'tcp', address: '', port: 8090 }, { proto: 'udp', address: '127.0.0.1', port: 53 }]);
+    assert.deepEqual(parseDockerDnat(docker), [{ proto: 'tcp', address: '0.0.0.0', port: 8090 }, { proto: 'udp', address: '127.0.0.1', port: 53 }]);
+    assert.deepEqual(parseDockerDnat('-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8090 -j DNAT --to-destination [fd00::2]:80', 6), [{ proto: 'tcp', address: '::', port: 8090 }], 'ip6tables: every IPv6 address');
   });
 
   it("reads the ports Docker 29's nftables firewall publishes from its docker-bridges table (as nft -j prints them)", () => {

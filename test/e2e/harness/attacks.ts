@@ -16,6 +16,7 @@ import {
   neighbourAdvertisement,
   neighbourSolicitation,
   redirect,
+  redirect4,
   routerAdvertisement,
   solicitedNode,
   udpFrame,
@@ -113,9 +114,20 @@ export const ATTACKS: readonly Attack[] = [
     seen: (f, a) => f.src === a.mac && f.ip?.icmp6?.type === 137,
   },
   {
+    name: 'an ICMP redirect',
+    frames: (a, _n, v) => [redirect4({ dst: v.mac, src: a.mac, srcIp: a.ip, dstIp: v.ip, gateway: a.ip, destination: '198.51.100.7' })],
+    seen: (f, a) => f.src === a.mac && f.ip?.icmp?.type === 5,
+  },
+  {
     name: 'a DHCP offer',
     frames: (a, _n, v) => [dhcpOffer({ dst: BROADCAST, src: a.mac, srcIp: a.ip, yiaddr: v.ip, chaddr: v.mac, xid: 0x0a7ac4 })],
     seen: (f, a) => f.src === a.mac && f.ip?.udp?.sport === 67,
+    host: true,
+  },
+  {
+    name: 'a DHCP offer from another source port',
+    frames: (a, _n, v) => [dhcpOffer({ dst: BROADCAST, src: a.mac, srcIp: a.ip, yiaddr: v.ip, chaddr: v.mac, xid: 0x0a7ac5, sport: 4067 })],
+    seen: (f, a) => f.src === a.mac && f.ip?.udp?.dport === 68 && f.ip.udp.sport === 4067,
     host: true,
   },
   {

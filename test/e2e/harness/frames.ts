@@ -11,7 +11,7 @@ import { parseIp } from '../../../src/domain/cidr.js';
 export const BROADCAST = 'ff:ff:ff:ff:ff:ff';
 export const ALL_NODES = 'ff02::1';
 const ETH = { ipv4: 0x0800, arp: 0x0806, ipv6: 0x86dd, vlan: 0x8100 } as const;
-const PROTO = { udp: 17, icmpv6: 58 } as const;
+const PROTO = { icmp: 1, udp: 17, icmpv6: 58 } as const;
 
 function mac(text: string): Buffer {
   return Buffer.from(text.split(':').map((b) => parseInt(b, 16)));
@@ -141,8 +141,17 @@ export function redirect(o: EthernetOptions & { srcIp: string; dstIp: string; ta
   return icmp6(o, 137, Buffer.concat([u32(0), ip(o.target), ip(o.destination), lladdrOption(2, o.src)]));
 }
 
-/** A DHCP offer of `yiaddr` to the client with MAC `chaddr`, from a server at `srcIp`. */
-export function dhcpOffer(o: EthernetOptions & { srcIp: string; yiaddr: string; chaddr: string; xid: number }): string {
+/** An ICMP redirect (type 5, for the host): `gateway` is the better first hop it names for `destination`. */
+export function redirect4(o: EthernetOptions & { srcIp: string; dstIp: string; gateway: string; destination: string }): string {
+  // The header of the datagram it is about: any IPv4 header to `destination`, and 8 bytes of it.
+  const about = ipv4(o.dstIp, o.destination, PROTO.udp, Buffer.alloc(8));
+  const message = Buffer.concat([Buffer.from([5, 1]), u16(0), ip(o.gateway), about.subarray(0, 28)]);
+  message.writeUInt16BE(checksum(message), 2);
+  return ethernet(o, ETH.ipv4, ipv4(o.srcIp, o.dstIp, PROTO.icmp, message));
+}
+
+/** A DHCP offer of `yiaddr` to the client with MAC `chaddr`, from a server at `srcIp` (from port 67 unless `sport`). */
+export function dhcpOffer(o: EthernetOptions & { srcIp: string; yiaddr: string; chaddr: string; xid: number; sport?: number }): string {
   const bootp = Buffer.alloc(236);
   bootp[0] = 2; // BOOTREPLY
   bootp[1] = 1;
@@ -152,7 +161,7 @@ export function dhcpOffer(o: EthernetOptions & { srcIp: string; yiaddr: string; 
   ip(o.srcIp).copy(bootp, 20);
   mac(o.chaddr).copy(bootp, 28);
   const options = Buffer.concat([u32(0x63825363), Buffer.from([53, 1, 2, 54, 4]), ip(o.srcIp), Buffer.from([3, 4]), ip(o.srcIp), Buffer.from([255])]);
-  return udpFrame({ ...o, dstIp: '255.255.255.255', sport: 67, dport: 68, data: Buffer.concat([bootp, options]) });
+  return udpFrame({ ...o, dstIp: '255.255.255.255', sport: o.sport ?? 67, dport: 68, data: Buffer.concat([bootp, options]) });
 }
 
 /** A DHCPv6 advertise from a server at `srcIp` to the client at `dstIp`. */
@@ -176,6 +185,8 @@ export interface Frame {
     readonly dst: string;
     readonly proto: number;
     readonly udp?: { readonly sport: number; readonly dport: number; readonly data: Buffer };
+    /** ICMP (IPv4): its type. */
+    readonly icmp?: { readonly type: number };
     readonly icmp6?: { readonly type: number; readonly target: string | undefined; readonly lladdr: readonly string[] };
   };
 }
@@ -223,7 +234,8 @@ export function parseFrame(hex: string): Frame {
     const ihl = (b[offset]! & 0x0f) * 4;
     const proto = b[offset + 9]!;
     const l4 = offset + ihl;
-    return { ...frame, ip: { family: 4, src: ipText(b.subarray(offset + 12, offset + 16)), dst: ipText(b.subarray(offset + 16, offset + 20)), proto, ...(proto === PROTO.udp ? { udp: readUdp(b, l4) } : {}) } };
+    const l4fields = proto === PROTO.udp ? { udp: readUdp(b, l4) } : proto === PROTO.icmp ? { icmp: { type: b[l4]! } } : {};
+    return { ...frame, ip: { family: 4, src: ipText(b.subarray(offset + 12, offset + 16)), dst: ipText(b.subarray(offset + 16, offset + 20)), proto, ...l4fields } };
   }
   if (type === ETH.ipv6) {
     const next = b[offset + 6]!;

@@ -259,7 +259,7 @@ export class SimHost {
 
   async startDockerd(extraArgs: readonly string[] = []): Promise<void> {
     await writeFile(path.join(this.dir, 'daemon.json'), '{}\n');
-    if (MANAGED) await this.shareNetnsDir();
+    if (MANAGED) await this.shareExecRoot();
     const sysfs = path.join(this.dir, 'sysfs');
     if (this.options.ownSysfs) await mkdir(sysfs, { recursive: true });
     const args = [
@@ -313,11 +313,11 @@ export class SimHost {
   }
 
   /**
-   * The directory where dockerd mounts its containers' network namespaces, made a shared mount (as systemd
-   * makes a host's mounts), so that those it makes later reach the managed plugin's slave of it.
+   * dockerd's exec-root, under which it mounts its containers' network namespaces, made a shared mount (as
+   * systemd makes a host's mounts), so that those it makes later reach the managed plugin's slave of it.
    */
-  private async shareNetnsDir(): Promise<void> {
-    const dir = path.join(this.dir, 'exec/netns');
+  private async shareExecRoot(): Promise<void> {
+    const dir = path.join(this.dir, 'exec');
     await mkdir(dir, { recursive: true });
     const mounted = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').some((l) => l.split(' ')[4] === dir);
     if (!mounted) await cmd('mount', ['--bind', dir, dir]);
@@ -452,7 +452,7 @@ export class SimHost {
     const env = { OVSNET_LOG_LEVEL: 'debug', OVSNET_FAULT: '', ...this.pluginEnv };
     await this.docker(['plugin', 'set', MANAGED_ALIAS,
       `ovs-run.source=${path.join(this.dir, 'ovs')}`, `state.source=${path.join(this.dir, 'state')}`, `docker-sock.source=${path.join(this.dir, 'docker.sock')}`,
-      `netns.source=${path.join(this.dir, 'exec/netns')}`,
+      `docker-run.source=${path.join(this.dir, 'exec')}`,
       ...Object.entries(env).map(([k, v]) => `${k}=${v}`)]);
     this.logMark = (await this.pluginLogLines()).length;
     await this.docker(['plugin', 'enable', MANAGED_ALIAS], { timeoutMs: 60_000 });
