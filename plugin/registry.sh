@@ -26,7 +26,11 @@ YAML
     echo "registry on 127.0.0.1:5000 (storage $storage)"
     ;;
   stop)
-    [ -f "$run/pid" ] && kill "$(cat "$run/pid")" 2>/dev/null || true
+    if [ -f "$run/pid" ]; then
+      pid=$(cat "$run/pid")
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
     rm -f "$run/pid"
     ;;
   *) echo "usage: $0 start [storage dir] | stop" >&2; exit 2 ;;

@@ -9,7 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ref=localhost:5000/ovsnet
-bash plugin/registry.sh start
+# A registry of the tests' own, empty each run: a push cut short (a run stopped halfway) must not leave a blob
+# that the next push skips and the next pull finds truncated.
+storage=${OVSNET_E2E_REGISTRY:-/var/lib/ovsnet-test-registry}
+bash plugin/registry.sh stop
+rm -rf "$storage"
+bash plugin/registry.sh start "$storage"
 bash plugin/build-managed.sh "$ref:latest"
 docker plugin push "$ref:latest" >/dev/null
 # The second version differs by a build note, as a real upgrade differs by content.

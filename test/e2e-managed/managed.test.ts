@@ -47,7 +47,7 @@ describe('the managed plugin', () => {
     assert.equal(ports.filter((p) => p.tag === 80 && p.externalIds['ovsnet-role'] === 'endpoint').length, 2);
   });
 
-  it("pins a container to the link-local address its interface has, read in the container's namespace through the netns mount", async (t) => {
+  it("pins a container to the link-local address its interface has, read in the container's namespace through the docker-run mount", async (t) => {
     t.after(async () => {
       await host.docker(['rm', '-f', 'r1'], { check: false });
       await host.docker(['network', 'rm', 'm81'], { check: false });
@@ -95,7 +95,11 @@ describe('the managed plugin', () => {
     assert.ok(await ping(host, 'a3', a1.ip), 'a new container joins as before');
   });
 
-  it('keeps networks and addresses across an upgrade', async () => {
+  it('keeps networks and addresses across an upgrade', async (t) => {
+    // Enabled again whatever happens here: containers of a disabled plugin's networks cannot be removed.
+    t.after(async () => {
+      if (!(await plugin()).Enabled) await host.docker(['plugin', 'enable', 'ovs'], { check: false });
+    });
     const before = await host.pluginState();
     const next = MANAGED_REF.replace(/:latest$/, ':v2');
     await host.docker(['plugin', 'disable', '-f', 'ovs']);

@@ -40,7 +40,7 @@ export const LOG_DIR = process.env.OVSNET_E2E_LOGS ?? '/tmp/ovsnet-t-logs';
 export const MANAGED = process.env.OVSNET_E2E_PLUGIN === 'managed';
 /** Where the managed plugin is pulled from (each host runs a registry on its own loopback, same storage). */
 export const MANAGED_REF = process.env.OVSNET_E2E_PLUGIN_REF ?? 'localhost:5000/ovsnet:latest';
-export const REGISTRY_STORAGE = process.env.OVSNET_E2E_REGISTRY ?? '/var/lib/ovsnet-registry';
+export const REGISTRY_STORAGE = process.env.OVSNET_E2E_REGISTRY ?? '/var/lib/ovsnet-test-registry';
 /**
  * OVSNET_E2E_ENGINE=28.5, 26.1 or 29.7 runs every host's dockerd from a private Docker Engine that
  * test/install-engines.sh unpacks (with what it needs first in PATH); otherwise the system's dockerd (20.10).
