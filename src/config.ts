@@ -70,7 +70,7 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'OVSNET_DOCKER', default: 'unix:///var/run/docker.sock', description: 'Docker API the reconciler compares with (unix://<path> or tcp://<host>:<port>), or none' },
   { name: 'OVSNET_RECONCILE_INTERVAL', default: '60', description: 'seconds between full reconciliations with OVS, the kernel and Docker' },
   { name: 'OVSNET_RECONCILE_GRACE', default: '60', description: 'seconds a record must be old before the reconciler may remove it as debris' },
-  { name: 'OVSNET_SPARE_PAIRS', default: '4', description: 'veth pairs kept made ahead of need for each MTU the networks use, so a container start runs no program; 0 turns them off' },
+  { name: 'OVSNET_SPARE_PAIRS', default: '4', description: 'veth pairs kept made ahead of need for each shape of network (bridge, MTU, offload), so a container start runs no program; 0 turns them off' },
   { name: 'OVSNET_METRICS', default: '', description: 'host:port to serve Prometheus metrics on (GET /metrics); empty means off' },
   { name: 'OVSNET_OVN_NB', default: '', description: "OVN mode: the northbound database's remotes, comma-separated (unix:<path> or tcp:<ip>:<port>, every member of its Raft cluster); empty means OVN mode is off" },
   { name: 'OVSNET_OVN_BRIDGE', default: 'br-int', description: "OVN mode: ovn-controller's integration bridge, where the containers' ports go" },

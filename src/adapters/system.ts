@@ -113,7 +113,9 @@ export class ProcHostPorts implements HostPorts {
     const listening = (proto: 'tcp' | 'udp', text: string, v6: boolean) => {
       for (const s of parseProcNet(text, proto, v6)) {
         const where = s.address.includes(':') ? `[${s.address}]:${s.port}` : `${s.address}:${s.port}`;
-        out.push({ proto, address: s.address, port: s.port, holder: `a program on the host ${proto === 'tcp' ? 'listens on' : 'is bound to'} ${where} (docker-proxy, when Docker's own bridge publishes the port)` });
+        // A socket on every IPv6 address takes IPv4 too unless it is IPv6-only, which /proc does not say.
+        const address = v6 && s.address === '::' ? '' : s.address;
+        out.push({ proto, address, port: s.port, holder: `a program on the host ${proto === 'tcp' ? 'listens on' : 'is bound to'} ${where} (docker-proxy, when Docker's own bridge publishes the port)` });
       }
     };
     listening('tcp', tcp, false);

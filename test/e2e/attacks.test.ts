@@ -110,7 +110,8 @@ describe('attacks from a hostile container', () => {
     assert.ok(control.host.length > 0, 'positive control: the advertisement reached the gateway port');
     const routes = (await host.exec('ip', ['-6', 'route', 'show'])).stdout;
     assert.ok(!routes.includes(`dev ${gw} proto ra`) && !/fd99:71::\/64/.test(routes), `no route from it: ${routes}`);
-    assert.equal((await host.exec('cat', [`/proc/sys/net/ipv6/conf/${gw}/accept_ra`])).stdout.trim(), '0');
+    const sysctl = async (path: string) => (await host.exec('cat', [`/proc/sys/net/${path}`])).stdout.trim();
+    assert.deepEqual([await sysctl(`ipv6/conf/${gw}/accept_ra`), await sysctl(`ipv6/conf/${gw}/accept_redirects`), await sysctl(`ipv4/conf/${gw}/accept_redirects`)], ['0', '0', '0'], 'no advertisements or redirects taken on the gateway port');
   });
 
   it("with NET_ADMIN: the neighbour's address taken, or another MAC, on the container's own interface reaches nobody", async () => {
@@ -184,8 +185,7 @@ describe('attacks from a hostile container', () => {
     // The host's own services: nothing from the internal network, through its gateway address or any other.
     const service = await startWhoAmI(host.ns, 9999);
     try {
-      assert.equal(await tcpSay(host, 'ia', insideGw, 9999), undefined, 'an internal network reaches no service of the host');
-      assert.equal(await tcpSay(host, 'ia', '10.71.0.1', 9999), undefined, 'not through another network\'s gateway address either');
+      assert.equal(await tcpSay(host, 'ia', insideGw, 9999), undefined, 'an internal network reaches no service of the host through its gateway address');
       assert.equal(await tcpSay(host, 'pn', '10.71.0.1', 9999), peer('pn').ip, 'positive control: a nat network does');
     } finally {
       service.stop();

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { cmd, waitFor } from './harness/proc.js';
 import { FIREWALL, REPO_ROOT, SimHost, type OutsideNamespace } from './harness/sim-host.js';
-import { assertPluginSaid, audit, containerAddress, httpGet, runContainer, startHttp } from './support.js';
+import { assertPluginSaid, audit, containerAddress, httpGet, runContainer, startHttp, startWhoAmI } from './support.js';
 
 const CLI = `${REPO_ROOT}/dist/src/cli/main.js`;
 
@@ -75,7 +75,7 @@ describe('published ports', () => {
     await eventually('over IPv6 from a container of the same network', () => httpGet(host, 'w2', 'fd90::1', 8080));
   });
 
-  it('refuses a host port that is taken, by this plugin or by Docker, naming the holder, and the failed start leaves nothing', async () => {
+  it('refuses a host port that is taken, by this plugin, by Docker or by a program of the host, naming the holder, and the failed start leaves nothing', async () => {
     const before = await audit(host);
     const taken = await host.docker(['run', '-d', '--name', 'w3', '--net', 'web', '-p', '8080:80', 'local/busybox', 'sleep', '1d'], { check: false });
     assert.notEqual(taken.exitCode, 0);
@@ -86,6 +86,15 @@ describe('published ports', () => {
     const rule = FIREWALL === 'nftables' ? 'a DNAT rule in its nftables table docker-bridges' : "a DNAT rule in iptables' DOCKER chain";
     assertPluginSaid(docker.stderr, 'NetworkDriver.ProgramExternalConnectivity', `host port 8090/tcp is already in use: published by Docker's own bridge network (${rule}); publish on another host port, or leave the host port out (-p 80) for a free one`);
     await host.docker(['rm', '-f', 'w4', 'b1']);
+    // A program of the host's own listening on the port.
+    const service = await startWhoAmI(host.ns, 8091);
+    try {
+      const held = await host.docker(['run', '-d', '--name', 'w7', '--net', 'web', '-p', '8091:80', 'local/busybox', 'sleep', '1d'], { check: false });
+      assertPluginSaid(held.stderr, 'NetworkDriver.ProgramExternalConnectivity', /^host port 8091\/tcp is already in use: a program on the host listens on /);
+    } finally {
+      service.stop();
+      await host.docker(['rm', '-f', 'w7'], { check: false });
+    }
     const after = await audit(host);
     assert.deepEqual([after.endpoints, after.addresses, await dnatRules()], [before.endpoints, before.addresses, 1], 'no endpoint, address or rule of the refused starts');
   });
