@@ -101,7 +101,10 @@ async function main(): Promise<void> {
     log,
   );
   ovsdb.onReconnect = () => reconciler.trigger('OVSDB connection back');
-  host.onFlowsLost = (bridge) => reconciler.trigger(`the plugin's flows on bridge ${bridge} are gone (ovs-vswitchd or ovn-controller started again, or they were deleted)`);
+  host.onFlowsLost = async (bridge) => {
+    const changes = await reconciler.trigger(`the plugin's flows on bridge ${bridge} are gone (ovs-vswitchd or ovn-controller started again, or they were deleted)`);
+    return Object.keys(changes).length > 0;
+  };
   host.startFlowWatch(FLOW_WATCH_MS);
   void restored.then(() => {
     log.info('networks restored', { networks: state.networks.size });

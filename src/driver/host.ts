@@ -32,7 +32,7 @@ export class LocalHost {
    * across a restart), so they are put back at once. Watched: the bridges of the last whole-host look, and
    * each bridge from its first guarded port on.
    */
-  onFlowsLost: ((bridge: string) => void) | undefined;
+  onFlowsLost: ((bridge: string) => Promise<boolean> | void) | undefined;
   /**
    * Takes an endpoint's veth pair, its port deleted, to delete in the background (driver/spares.ts); when
    * unset, the pair is deleted before removeEndpointDevices returns.
@@ -49,7 +49,9 @@ export class LocalHost {
    * tells of the rest: ovn-controller clearing its integration bridge when it starts (the guards of the
    * containers' ports with it), or flows deleted by hand (a port's guard, and it forwards unguarded through
    * the base flow; the base flow, and the bridge stops). The base flow gone is told at once, fewer flows than
-   * written when seen twice in a row (a write under way is not a loss). Told once per loss (onFlowsLost).
+   * written when seen twice in a row (a write under way is not a loss). Told once per loss (onFlowsLost):
+   * a loss ends when a check finds the flows whole, or when the repair it asked for resolves true (it put
+   * flows back), so that flows deleted again before the next check are a new loss.
    */
   startFlowWatch(everyMs: number): void {
     const lost = new Map<string, boolean>();
@@ -69,7 +71,16 @@ export class LocalHost {
           const now = bases === 0 || short.get(bridge)! >= 2;
           const was = lost.get(bridge) ?? false;
           lost.set(bridge, now);
-          if (now && !was) this.onFlowsLost?.(bridge);
+          if (now && !was) {
+            void Promise.resolve(this.onFlowsLost?.(bridge)).then(
+              (repaired) => {
+                if (repaired !== true) return;
+                lost.set(bridge, false);
+                short.set(bridge, 0);
+              },
+              () => {},
+            );
+          }
         }
       } finally {
         running = false;

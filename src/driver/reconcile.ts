@@ -75,6 +75,7 @@ export class Reconciler {
   private pending: { reason: string; docker: boolean } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private debounce: NodeJS.Timeout | undefined;
+  private burst: { promise: Promise<Changes>; resolve: (changes: Changes) => void } | undefined;
   private readonly now: () => number;
   /** Called after each pass with what it changed (metrics). */
   onPass: ((changes: Changes, withDocker: boolean) => void) | undefined;
@@ -94,11 +95,19 @@ export class Reconciler {
     if (this.debounce) clearTimeout(this.debounce);
   }
 
-  /** Asks for a repair soon (coalescing bursts of events, e.g. a restarted ovs-vswitchd). */
-  trigger(reason: string): void {
+  /**
+   * Asks for a repair soon (coalescing bursts of events, e.g. a restarted ovs-vswitchd). Resolves with what
+   * the pass that served the burst changed ({} when a later request took it over).
+   */
+  trigger(reason: string): Promise<Changes> {
     if (this.debounce) clearTimeout(this.debounce);
-    this.debounce = setTimeout(() => void this.run(reason, false), 300);
+    const burst = (this.burst ??= deferred<Changes>());
+    this.debounce = setTimeout(() => {
+      this.burst = undefined;
+      void this.run(reason, false).then(burst.resolve);
+    }, 300);
     this.debounce.unref();
+    return burst.promise;
   }
 
   /** Runs a pass now, or after the one in progress; passes never overlap, and never reject. */
@@ -221,4 +230,10 @@ export class Reconciler {
       log.error(`reconcile: could not do this: ${what}`, { ...fields, error: errorMessage(err) });
     }
   }
+}
+
+function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
 }

@@ -171,3 +171,42 @@ describe('reconciler: with Docker', () => {
     assert.equal(s.state.endpoints.size, 1);
   });
 });
+
+describe('flow watch', () => {
+  it('tells a loss again when the flows go again after its repair, before any check saw them whole', async () => {
+    const s = await setup();
+    await withEndpoint(s);
+    s.ovs.watched = ['ovs0'];
+    const table = s.ovs.flowTables.get('ovs0')!;
+    const written = new Map(table);
+    assert.ok(written.size > 2, 'the port is guarded and the bridge has its base flow');
+    s.ovs.expected.set('ovs0', written.size);
+    const portFlows = [...table.keys()].filter((k) => k.includes('in_port='));
+    let told = 0;
+    const second = new Promise<void>((resolve) => {
+      s.host.onFlowsLost = async () => {
+        told += 1;
+        if (told === 2) resolve();
+        for (const [k, v] of written) table.set(k, v); // the repair puts them back,
+        if (told === 1) for (const k of portFlows) table.delete(k); // and the port's guard is deleted again at once
+        return true;
+      };
+    });
+    table.clear();
+    s.host.startFlowWatch(5);
+    try {
+      await Promise.race([second, new Promise((_, reject) => setTimeout(() => reject(new Error(`told ${told} time(s), not twice`)), 2_000))]);
+    } finally {
+      s.host.stopFlowWatch();
+    }
+    assert.equal(told, 2);
+  });
+
+  it('resolves a trigger with what the pass it asked for changed', async () => {
+    const s = await setup();
+    await withEndpoint(s);
+    s.ovs.bridges.delete('ovs0');
+    const changes = await s.reconciler.trigger('the bridge went');
+    assert.ok(Object.keys(changes).length > 0, `the pass repaired something: ${JSON.stringify(changes)}`);
+  });
+});
