@@ -47,6 +47,8 @@ export interface OvnSettings {
   readonly nb: string;
   readonly bridge: string;
   readonly timeoutMs: number;
+  /** The northbound connection's inactivity probe (0: off). */
+  readonly probeMs: number;
   /** Where OVN routers SNAT to, on their gateway chassis; undefined: routers have no way out. */
   readonly external: OvnExternal | undefined;
 }
@@ -75,6 +77,7 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'OVSNET_OVN_NB', default: '', description: "OVN mode: the northbound database's remotes, comma-separated (unix:<path> or tcp:<ip>:<port>, every member of its Raft cluster); empty means OVN mode is off" },
   { name: 'OVSNET_OVN_BRIDGE', default: 'br-int', description: "OVN mode: ovn-controller's integration bridge, where the containers' ports go" },
   { name: 'OVSNET_OVN_TIMEOUT', default: '30', description: 'OVN mode: seconds a call waits for the northbound database and for ovn-controller to install a port' },
+  { name: 'OVSNET_OVN_PROBE', default: '5', description: 'OVN mode: seconds without a word from the northbound member in use before the plugin sends it an echo; with no answer within as long again it is left for the member that leads, so a leader that went silent without closing its connection (a dead host, a partition) is left within twice this; 0 turns the probe off' },
   { name: 'OVSNET_OVN_EXTERNAL', default: '', description: 'OVN mode: the outside network routers SNAT onto, <physical network>,<subnet>,<next hop>[,<first>-<last>] (e.g. physnet,192.0.2.0/24,192.0.2.1,192.0.2.100-192.0.2.150); the physical network is the name in the gateway chassis\' ovn-bridge-mappings; each router takes one address of the range (default: the whole subnet, which must then be the routers\'); empty means routers have no way out' },
   { name: 'OVSNET_OVN_GATEWAYS', default: '', description: 'OVN mode: the gateway chassis (OVS system-ids) that carry routers\' outside traffic, <chassis>[:<priority>],... (highest priority active, the others standby)' },
   { name: 'OVSNET_PROC_SYS', default: '/proc/sys', description: "where the host's sysctls are (its net/ tree is what the plugin writes: IPv4 forwarding, gateway ports' accept_ra); the managed plugin mounts the host's /proc/sys/net at /host/proc/sys/net, since its own /proc/sys is read-only" },
@@ -175,6 +178,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   const ovnBridge = setting(env, 'OVSNET_OVN_BRIDGE');
   if (!isValidInterfaceName(ovnBridge)) invalid('OVSNET_OVN_BRIDGE', ovnBridge, `a bridge name is ${INTERFACE_NAME_RULE}`);
   const ovnTimeoutMs = seconds('OVSNET_OVN_TIMEOUT', 1);
+  const ovnProbeMs = seconds('OVSNET_OVN_PROBE', 0);
   const externalText = setting(env, 'OVSNET_OVN_EXTERNAL');
   const gatewaysText = setting(env, 'OVSNET_OVN_GATEWAYS');
   const external = externalText ? parseOvnExternal(externalText, gatewaysText) : undefined;
@@ -209,7 +213,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     iptables,
     netnsDir: netnsDir || undefined,
     metrics,
-    ovn: nbText ? { nb: nbText, bridge: ovnBridge, timeoutMs: ovnTimeoutMs, external } : undefined,
+    ovn: nbText ? { nb: nbText, bridge: ovnBridge, timeoutMs: ovnTimeoutMs, probeMs: ovnProbeMs, external } : undefined,
   });
 }
 

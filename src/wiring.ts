@@ -50,7 +50,7 @@ export function openHost(config: Config, log: Logger, options: { requestTimeoutM
     log,
   });
   const nbClient = config.ovn
-    ? new OvsdbClient({ address: config.ovn.nb, database: NB_DATABASE, leaderOnly: true, label: 'the OVN northbound database', log, requestTimeoutMs: config.ovn.timeoutMs })
+    ? new OvsdbClient({ address: config.ovn.nb, database: NB_DATABASE, leaderOnly: true, label: 'the OVN northbound database', log, requestTimeoutMs: config.ovn.timeoutMs, probeIntervalMs: config.ovn.probeMs })
     : undefined;
   return {
     ovsdb,

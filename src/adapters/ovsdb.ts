@@ -8,6 +8,7 @@
  */
 import net from 'node:net';
 import { PluginError, isPluginError, unavailable } from '../errors.js';
+import { JsonStream } from './json-stream.js';
 import { OVSDB_REMOTE_RULE, type OvsdbRemote, formatOvsdbRemote, parseOvsdbRemotes } from '../domain/remotes.js';
 import type { Logger } from '../log.js';
 
@@ -16,44 +17,6 @@ export type Row = Record<string, Datum>;
 export type Operation = Record<string, unknown>;
 
 export const DATABASE = 'Open_vSwitch';
-
-/** Splits a byte stream into top-level JSON texts (OVSDB sends them back to back, unframed). */
-export class JsonStream {
-  private buffer = '';
-  private depth = 0;
-  private inString = false;
-  private escaped = false;
-  private scanned = 0;
-
-  push(chunk: string): unknown[] {
-    this.buffer += chunk;
-    const out: unknown[] = [];
-    let start = 0;
-    for (let i = this.scanned; i < this.buffer.length; i++) {
-      const c = this.buffer[i];
-      if (this.inString) {
-        if (this.escaped) this.escaped = false;
-        else if (c === '\\') this.escaped = true;
-        else if (c === '"') this.inString = false;
-        continue;
-      }
-      if (c === '"') this.inString = true;
-      else if (c === '{' || c === '[') this.depth++;
-      else if (c === '}' || c === ']') {
-        this.depth--;
-        if (this.depth === 0) {
-          out.push(JSON.parse(this.buffer.slice(start, i + 1)));
-          start = i + 1;
-        }
-      } else if (this.depth === 0 && c !== undefined && /\s/.test(c)) {
-        start = i + 1;
-      }
-    }
-    this.buffer = this.buffer.slice(start);
-    this.scanned = this.buffer.length;
-    return out;
-  }
-}
 
 export class OvsdbError extends PluginError {
   constructor(message: string, readonly details?: unknown) {
@@ -82,6 +45,13 @@ export interface OvsdbClientOptions {
   label?: string;
   log: Logger;
   requestTimeoutMs?: number;
+  /**
+   * Inactivity probe: after this long without a word from the server, an echo is sent; when nothing comes
+   * back within as long again, the connection is dropped (and, with leaderOnly, the leader looked for again):
+   * a server that stopped answering without closing its connection (a dead host, a partition, a hung
+   * process) is left within twice this. 0 or unset: no probe.
+   */
+  probeIntervalMs?: number;
 }
 
 /** How one member of a cluster answered when asked whether it leads. */
@@ -103,6 +73,8 @@ export class OvsdbClient {
   private readonly remotes: OvsdbRemote[];
   /** The remote to try first: the last one that worked. */
   private preferred = 0;
+  /** The remote the probe last found silent: tried last, until it leads again. */
+  private silent: number | undefined;
   private readonly database: string;
   private readonly label: string;
   private readonly requestTimeoutMs: number;
@@ -186,7 +158,7 @@ export class OvsdbClient {
     this.socket = undefined;
   }
 
-  private requestOn(socket: net.Socket, method: string, params: unknown[]): Promise<unknown> {
+  private requestOn(socket: net.Socket, method: string, params: unknown[], timeoutMs = this.requestTimeoutMs): Promise<unknown> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -194,10 +166,10 @@ export class OvsdbClient {
         reject(
           unavailable(
             'OvsdbTimeout',
-            `${this.label} ${method} got no answer within ${this.requestTimeoutMs} ms from ${this.options.address}${this.options.leaderOnly ? ' (a cluster that lost its quorum answers nothing)' : ''}`,
+            `${this.label} ${method} got no answer within ${timeoutMs} ms from ${this.options.address}${this.options.leaderOnly ? ' (a cluster that lost its quorum answers nothing)' : ''}`,
           ),
         );
-      }, this.requestTimeoutMs);
+      }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer });
       socket.write(JSON.stringify({ method, params, id }));
     });
@@ -220,8 +192,9 @@ export class OvsdbClient {
     const deadline = Date.now() + this.requestTimeoutMs;
     for (;;) {
       const statuses: MemberStatus[] = [];
-      for (let i = 0; i < this.remotes.length; i++) {
-        const index = (this.preferred + i) % this.remotes.length;
+      const order = this.remotes.map((_, i) => (this.preferred + i) % this.remotes.length);
+      if (this.silent !== undefined) order.push(...order.splice(order.indexOf(this.silent), 1));
+      for (const index of order) {
         const remote = this.remotes[index]!;
         let socket: net.Socket;
         try {
@@ -233,6 +206,7 @@ export class OvsdbClient {
         const status = this.options.leaderOnly ? await this.memberStatus(socket, remote) : { remote: formatOvsdbRemote(remote), state: 'leader' as const };
         if (status.state === 'leader') {
           this.preferred = index;
+          if (index === this.silent) this.silent = undefined;
           return this.adopt(socket);
         }
         socket.destroy();
@@ -257,14 +231,21 @@ export class OvsdbClient {
     );
   }
 
-  /** Asks a server of a clustered database whether it leads, through its _Server database. */
+  /**
+   * Asks a server of a clustered database whether it leads, through its _Server database. With a probe, a
+   * member that does not answer within its interval counts as unreachable (a hung process still has its
+   * connections accepted by the kernel), so that a silent member costs one interval, not the call's timeout.
+   */
   private async memberStatus(socket: net.Socket, remote: OvsdbRemote): Promise<MemberStatus> {
     const name = formatOvsdbRemote(remote);
+    const probe = this.options.probeIntervalMs ?? 0;
     try {
-      const [result] = (await this.requestOn(socket, 'transact', [
-        '_Server',
-        { op: 'select', table: 'Database', where: [['name', '==', this.database]], columns: ['model', 'connected', 'leader', 'schema'] },
-      ])) as Array<{ rows?: Row[] }>;
+      const [result] = (await this.requestOn(
+        socket,
+        'transact',
+        ['_Server', { op: 'select', table: 'Database', where: [['name', '==', this.database]], columns: ['model', 'connected', 'leader', 'schema'] }],
+        probe > 0 ? Math.min(probe, this.requestTimeoutMs) : this.requestTimeoutMs,
+      )) as Array<{ rows?: Row[] }>;
       const row = result?.rows?.[0];
       if (!row) return { remote: name, state: 'unreachable', detail: `it has no ${this.database} database` };
       if (row.model !== 'clustered') return { remote: name, state: 'leader' };
@@ -311,12 +292,46 @@ export class OvsdbClient {
 
   private adopt(socket: net.Socket): net.Socket {
     this.socket = socket;
+    this.probe(socket);
     const again = this.connections++ > 0;
     this.log[again ? 'info' : 'debug'](`connected to ${this.label}`, { address: this.remote });
     if (this.database === DATABASE) this.armConfigMonitor().catch((err) => this.log.warn('cannot monitor cur_cfg', { error: err.message }));
     if (this.options.leaderOnly) this.armLeaderMonitor(socket).catch((err) => this.log.warn(`cannot watch the leadership of ${this.label}`, { error: err.message }));
     if (again) this.onReconnect?.();
     return socket;
+  }
+
+  /**
+   * Watches the connection for silence (probeIntervalMs): one timer, moved on lazily from the time the server
+   * was last heard (any data counts), so that busy connections cost no timer work per message.
+   */
+  private probe(socket: net.Socket): void {
+    const every = this.options.probeIntervalMs ?? 0;
+    if (every <= 0) return;
+    let heard = Date.now();
+    let echoSent: number | undefined;
+    socket.on('data', () => {
+      heard = Date.now();
+      echoSent = undefined;
+    });
+    const tick = () => {
+      if (socket.destroyed) return;
+      const now = Date.now();
+      if (echoSent !== undefined && now - echoSent >= every) {
+        this.log.warn(`${this.label} at ${formatOvsdbRemote(this.remotes[this.preferred]!)} sent nothing for ${now - heard} ms, not even an answer to an echo; leaving it`, { probeIntervalMs: every });
+        // Asked last from now on: it may well still take connections, and answer none.
+        if (this.socket === socket) this.silent = this.preferred;
+        socket.destroy();
+        return;
+      }
+      if (echoSent === undefined && now - heard >= every) {
+        echoSent = now;
+        socket.write(JSON.stringify({ method: 'echo', params: ['ovsnet'], id: 'echo' }));
+      }
+      const next = echoSent !== undefined ? echoSent + every : heard + every;
+      setTimeout(tick, Math.max(next - now, 10)).unref();
+    };
+    setTimeout(tick, every).unref();
   }
 
   private async armConfigMonitor(): Promise<void> {

@@ -37,8 +37,8 @@ async function role(name: string): Promise<string> {
 
 describe('northbound client on real ovsdb-servers', () => {
   const clients: OvsdbClient[] = [];
-  const client = (address: string, timeoutMs = 5_000) => {
-    const c = new OvsdbClient({ address, database: NB_DATABASE, leaderOnly: true, label: 'the OVN northbound database', log: silentLogger, requestTimeoutMs: timeoutMs });
+  const client = (address: string, timeoutMs = 5_000, probeIntervalMs = 0) => {
+    const c = new OvsdbClient({ address, database: NB_DATABASE, leaderOnly: true, label: 'the OVN northbound database', log: silentLogger, requestTimeoutMs: timeoutMs, probeIntervalMs });
     clients.push(c);
     return c;
   };
@@ -104,6 +104,40 @@ describe('northbound client on real ovsdb-servers', () => {
       assert.notEqual(db.remote, `unix:${DIR}/${leader}.sock`);
       await startServer(leader);
       await waitFor('the member to be back', async () => ['leader', 'follower'].includes(await role(leader)), 30_000, 200);
+    });
+
+    it('leaves a leader that falls silent (its process hung, its connections open) for the new leader, with the probe; without it, the call waits out its timeout', async () => {
+      const pidOf = async (m: string) => Number((await readFile(`${DIR}/${m}.pid`, 'utf8')).trim());
+      const withProbe = client(remotes, 20_000, 500);
+      const without = client(remotes, 6_000);
+      await new OvnNorthbound(withProbe).view();
+      await new OvnNorthbound(without).view();
+      const leader = members[(await Promise.all(members.map(role))).indexOf('leader')]!;
+      assert.equal(withProbe.remote, `unix:${DIR}/${leader}.sock`);
+      const pid = await pidOf(leader);
+      process.kill(pid, 'SIGSTOP');
+      try {
+        const others = members.filter((m) => m !== leader);
+        await waitFor('the other members to elect a leader', async () => (await Promise.all(others.map(role))).includes('leader'), 30_000, 200);
+        // The call waits on the silent leader until the probe leaves it, then goes to the new one (well within 20 s).
+        const { sw } = await new OvnNorthbound(withProbe).createSwitch('10.9.12.0/24', { name: 'f', externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-subnet': '10.9.12.0/24' }, guard: [] });
+        assert.ok(sw.uuid);
+        assert.notEqual(withProbe.remote, `unix:${DIR}/${leader}.sock`, 'it left the silent member');
+        const newLeader = others[(await Promise.all(others.map(role))).indexOf('leader')]!;
+        assert.equal(withProbe.remote, `unix:${DIR}/${newLeader}.sock`, 'for the one that leads');
+        // The control: a client without the probe stays on the silent member until its call times out.
+        await assert.rejects(new OvnNorthbound(without).view(), (err: Error & { code?: string }) => err.code === 'OvsdbTimeout');
+        assert.equal(without.remote, `unix:${DIR}/${leader}.sock`);
+      } finally {
+        process.kill(pid, 'SIGCONT');
+      }
+      // The old leader back: it follows, and the client stays where it is, its writes going on.
+      await waitFor('the old leader to follow', async () => (await role(leader)) === 'follower', 30_000, 200);
+      const { sw } = await new OvnNorthbound(withProbe).createSwitch('10.9.13.0/24', { name: 'g', externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-subnet': '10.9.13.0/24' }, guard: [] });
+      assert.ok(sw.uuid);
+      assert.notEqual(withProbe.remote, `unix:${DIR}/${leader}.sock`);
+      const switches = (await new OvnNorthbound(withProbe).view()).switches;
+      assert.equal(switches.filter((x) => x.externalIds['ovsnet-subnet'] === '10.9.12.0/24').length, 1, 'the call sent twice (to the silent leader, then to the new one) made one switch');
     });
 
     it('says there is no quorum, within seconds, when two of three members are down', async () => {

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ConfigError, loadConfig } from '../../src/config.js';
-import { JsonStream, readMap, readOptional, readSet } from '../../src/adapters/ovsdb.js';
+import fc from 'fast-check';
+import { JsonStream, JsonStreamError } from '../../src/adapters/json-stream.js';
+import { readMap, readOptional, readSet } from '../../src/adapters/ovsdb.js';
 import { parseOvsdbRemote as parseOvsdbAddress } from '../../src/domain/remotes.js';
 import { KeyedMutex } from '../../src/driver/locks.js';
 import { CommandError, run } from '../../src/adapters/exec.js';
@@ -54,6 +56,43 @@ describe('OVSDB wire helpers', () => {
     const stream = new JsonStream();
     assert.deepEqual(stream.push('{"id":1,"result":["a}"]}{"id":2,'), [{ id: 1, result: ['a}'] }]);
     assert.deepEqual(stream.push('"result":"x\\"{"}\n{"id":3}'), [{ id: 2, result: 'x"{' }, { id: 3 }]);
+  });
+
+  it('reads back-to-back texts fed in pieces of every size, escapes, numbers and literals split anywhere', () => {
+    const texts = [
+      { id: 1, error: null, result: [{ rows: [{ _uuid: ['uuid', 'a1b2'], name: 'p\\"1"', external_ids: ['map', [['k', 'caf\u00e9 \ud83d\ude00 \\']]], n: -12.5e3, up: true, down: false }] }] },
+      { method: 'update', params: ['leader', { Database: {} }], id: null },
+      [[], {}, [[{}]], '', '\\', 0, 1e-7, 'a}]"{['],
+      JSON.parse('{"__proto__":"an own key, as JSON.parse makes it","x\\ny":"tab\\tquote\\""}') as unknown,
+    ];
+    const wire = texts.map((t) => JSON.stringify(t)).join('\n ');
+    const expected = texts.map((t) => JSON.parse(JSON.stringify(t)) as unknown);
+    for (let size = 1; size <= wire.length; size++) {
+      const stream = new JsonStream();
+      const got: unknown[] = [];
+      for (let at = 0; at < wire.length; at += size) got.push(...stream.push(wire.slice(at, at + size)));
+      assert.deepEqual(got, expected, `pieces of ${size}`);
+    }
+    fc.assert(
+      fc.property(fc.array(fc.oneof(fc.array(fc.jsonValue()), fc.dictionary(fc.string(), fc.jsonValue())), { minLength: 1, maxLength: 4 }), fc.array(fc.nat(), { maxLength: 8 }), (values, cuts) => {
+        const text = values.map((v) => JSON.stringify(v)).join(' ');
+        const at = [...new Set(cuts.map((c) => c % (text.length + 1)))].sort((a, b) => a - b);
+        const stream = new JsonStream();
+        const got: unknown[] = [];
+        let from = 0;
+        for (const cut of [...at, text.length]) {
+          got.push(...stream.push(text.slice(from, cut)));
+          from = cut;
+        }
+        assert.deepEqual(got, values.map((v) => JSON.parse(JSON.stringify(v)) as unknown));
+      }),
+    );
+  });
+
+  it('refuses what is not JSON, naming where', () => {
+    for (const bad of ['{"a" 1}', '[1,]', '{,}', '[tru]', '{"a":1,}', '}']) {
+      assert.throws(() => new JsonStream().push(`${bad} `), JsonStreamError, bad);
+    }
   });
 
   it('parses OVSDB addresses', () => {
