@@ -3,7 +3,8 @@
  * delivered in 64 KiB chunks as a socket delivers it, two ways side by side in one process: the reader the
  * client had before (the text gathered in one string and scanned on from where it stopped, JSON.parse at
  * the end) and JsonStream (each chunk parsed once into the values under construction). Prints, for 4, 16
- * and 50 MiB, the total time and the longest time the event loop was held by one chunk, three rounds each.
+ * and 50 MiB, the total time and how long the event loop was held by one chunk (p99 and longest; the longest
+ * are the garbage collector's pauses as the reply's objects fill the heap), three rounds each.
  *
  *   node --expose-gc dist/bench/ovsdb-reply.js [MiB...]
  */
@@ -65,20 +66,23 @@ function reply(mib: number): Buffer {
   return Buffer.from(JSON.stringify({ id: 7, error: null, result: [{ rows }] }));
 }
 
-function read(make: () => { push(chunk: string): unknown[] }, wire: Buffer): { totalMs: number; worstMs: number; count: number } {
+function read(make: () => { push(chunk: string): unknown[] }, wire: Buffer): { totalMs: number; worstMs: number; p99Ms: number; count: number } {
   const reader = make();
   const decoder = new TextDecoder();
   (globalThis as { gc?: () => void }).gc?.();
   let worst = 0;
   let count = 0;
+  const times: number[] = [];
   const start = performance.now();
   for (let at = 0; at < wire.length; at += 65_536) {
     const text = decoder.decode(wire.subarray(at, at + 65_536), { stream: true });
     const t = performance.now();
     count += reader.push(text).length;
-    worst = Math.max(worst, performance.now() - t);
+    times.push(performance.now() - t);
+    worst = Math.max(worst, times[times.length - 1]!);
   }
-  return { totalMs: performance.now() - start, worstMs: worst, count };
+  times.sort((a, b) => a - b);
+  return { totalMs: performance.now() - start, worstMs: worst, p99Ms: times[Math.ceil(0.99 * times.length) - 1]!, count };
 }
 
 function main(): void {
@@ -94,7 +98,7 @@ function main(): void {
       ] as const) {
         const r = read(make, wire);
         if (r.count !== 1) throw new Error(`${name} read ${r.count} replies, not 1`);
-        console.log(`  round ${round}  ${name.padEnd(32)} total ${r.totalMs.toFixed(0).padStart(6)} ms   longest chunk ${r.worstMs.toFixed(1).padStart(7)} ms`);
+        console.log(`  round ${round}  ${name.padEnd(32)} total ${r.totalMs.toFixed(0).padStart(6)} ms   per chunk p99 ${r.p99Ms.toFixed(1).padStart(6)} ms, longest ${r.worstMs.toFixed(1).padStart(7)} ms`);
       }
     }
   }

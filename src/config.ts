@@ -179,6 +179,9 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   if (!isValidInterfaceName(ovnBridge)) invalid('OVSNET_OVN_BRIDGE', ovnBridge, `a bridge name is ${INTERFACE_NAME_RULE}`);
   const ovnTimeoutMs = seconds('OVSNET_OVN_TIMEOUT', 1);
   const ovnProbeMs = seconds('OVSNET_OVN_PROBE', 0);
+  if (nbText && ovnProbeMs > 0 && 2 * ovnProbeMs >= ovnTimeoutMs) {
+    invalid('OVSNET_OVN_PROBE', String(ovnProbeMs / 1000), `a silent member is left within twice the probe, which must be less than OVSNET_OVN_TIMEOUT (${ovnTimeoutMs / 1000} s) for the calls waiting on it to go on: at most ${Math.ceil(ovnTimeoutMs / 2000) - 1}, or 0 for no probe`);
+  }
   const externalText = setting(env, 'OVSNET_OVN_EXTERNAL');
   const gatewaysText = setting(env, 'OVSNET_OVN_GATEWAYS');
   const external = externalText ? parseOvnExternal(externalText, gatewaysText) : undefined;

@@ -103,7 +103,7 @@ async function main(): Promise<void> {
   ovsdb.onReconnect = () => reconciler.trigger('OVSDB connection back');
   host.onFlowsLost = async (bridge) => {
     const changes = await reconciler.trigger(`the plugin's flows on bridge ${bridge} are gone (ovs-vswitchd or ovn-controller started again, or they were deleted)`);
-    return Object.keys(changes).length > 0;
+    return (changes.flowsRepaired ?? 0) > 0;
   };
   host.startFlowWatch(FLOW_WATCH_MS);
   void restored.then(() => {

@@ -26,6 +26,8 @@ interface Frame {
 }
 
 const QUOTE = 34;
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f]/;
 const BACKSLASH = 92;
 
 function isSpace(c: number): boolean {
@@ -161,6 +163,7 @@ export class JsonStream {
       }
       this.inText = false;
       let value = raw;
+      if (CONTROL.test(raw)) throw new JsonStreamError('invalid JSON: a control character inside a string');
       if (raw.includes('\\')) {
         try {
           value = JSON.parse(`"${raw}"`) as string;

@@ -158,17 +158,16 @@ export class OvsdbClient {
     this.socket = undefined;
   }
 
-  private requestOn(socket: net.Socket, method: string, params: unknown[], timeoutMs = this.requestTimeoutMs): Promise<unknown> {
+  /** `member`: the remote asked whether it leads (its own timeout and name), not the connection in use. */
+  private requestOn(socket: net.Socket, method: string, params: unknown[], member?: { name: string; timeoutMs: number }): Promise<unknown> {
     const id = this.nextId++;
+    const timeoutMs = member?.timeoutMs ?? this.requestTimeoutMs;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(
-          unavailable(
-            'OvsdbTimeout',
-            `${this.label} ${method} got no answer within ${timeoutMs} ms from ${this.options.address}${this.options.leaderOnly ? ' (a cluster that lost its quorum answers nothing)' : ''}`,
-          ),
-        );
+        const from = member?.name ?? formatOvsdbRemote(this.remotes[this.preferred]!);
+        const hint = this.options.leaderOnly && !member ? ' (a cluster that lost its quorum answers nothing)' : '';
+        reject(unavailable('OvsdbTimeout', `${this.label} ${method} got no answer within ${timeoutMs} ms from ${from}${hint}`));
       }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer });
       socket.write(JSON.stringify({ method, params, id }));
@@ -244,7 +243,7 @@ export class OvsdbClient {
         socket,
         'transact',
         ['_Server', { op: 'select', table: 'Database', where: [['name', '==', this.database]], columns: ['model', 'connected', 'leader', 'schema'] }],
-        probe > 0 ? Math.min(probe, this.requestTimeoutMs) : this.requestTimeoutMs,
+        { name, timeoutMs: probe > 0 ? Math.min(probe, this.requestTimeoutMs) : this.requestTimeoutMs },
       )) as Array<{ rows?: Row[] }>;
       const row = result?.rows?.[0];
       if (!row) return { remote: name, state: 'unreachable', detail: `it has no ${this.database} database` };
@@ -308,17 +307,17 @@ export class OvsdbClient {
   private probe(socket: net.Socket): void {
     const every = this.options.probeIntervalMs ?? 0;
     if (every <= 0) return;
-    let heard = Date.now();
+    let heard = performance.now();
     let echoSent: number | undefined;
     socket.on('data', () => {
-      heard = Date.now();
+      heard = performance.now();
       echoSent = undefined;
     });
     const tick = () => {
       if (socket.destroyed) return;
-      const now = Date.now();
+      const now = performance.now();
       if (echoSent !== undefined && now - echoSent >= every) {
-        this.log.warn(`${this.label} at ${formatOvsdbRemote(this.remotes[this.preferred]!)} sent nothing for ${now - heard} ms, not even an answer to an echo; leaving it`, { probeIntervalMs: every });
+        this.log.warn(`${this.label} at ${formatOvsdbRemote(this.remotes[this.preferred]!)} sent nothing for ${Math.round(now - heard)} ms, not even an answer to an echo; leaving it`, { probeIntervalMs: every });
         // Asked last from now on: it may well still take connections, and answer none.
         if (this.socket === socket) this.silent = this.preferred;
         socket.destroy();

@@ -72,7 +72,7 @@ const REPAIRED: Partial<Record<Drift['kind'], { what: string; counter: string }>
 
 export class Reconciler {
   private running: Promise<Changes> | undefined;
-  private pending: { reason: string; docker: boolean } | undefined;
+  private pending: { reason: string; docker: boolean; result: { promise: Promise<Changes>; resolve: (changes: Changes) => void } } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private debounce: NodeJS.Timeout | undefined;
   private burst: { promise: Promise<Changes>; resolve: (changes: Changes) => void } | undefined;
@@ -97,7 +97,7 @@ export class Reconciler {
 
   /**
    * Asks for a repair soon (coalescing bursts of events, e.g. a restarted ovs-vswitchd). Resolves with what
-   * the pass that served the burst changed ({} when a later request took it over).
+   * the pass that served the burst changed.
    */
   trigger(reason: string): Promise<Changes> {
     if (this.debounce) clearTimeout(this.debounce);
@@ -113,14 +113,20 @@ export class Reconciler {
   /** Runs a pass now, or after the one in progress; passes never overlap, and never reject. */
   async run(reason: string, withDocker: boolean): Promise<Changes> {
     if (this.running) {
-      const merged = { reason, docker: withDocker || (this.pending?.docker ?? false) };
-      this.pending = merged;
-      await this.running.catch(() => {});
-      if (this.pending === merged) {
-        this.pending = undefined;
-        return this.run(merged.reason, merged.docker);
+      // Every request made while a pass runs is served by one pass after it, and all get its changes.
+      const waiting = this.pending;
+      if (waiting) {
+        waiting.reason = reason;
+        waiting.docker ||= withDocker;
+        return waiting.result.promise;
       }
-      return {};
+      const next = { reason, docker: withDocker, result: deferred<Changes>() };
+      this.pending = next;
+      await this.running.catch(() => {});
+      this.pending = undefined;
+      const changes = await this.run(next.reason, next.docker);
+      next.result.resolve(changes);
+      return changes;
     }
     this.running = this.pass(reason, withDocker)
       .then((changes) => {

@@ -26,7 +26,7 @@ import { assertConsistent, assertPluginSaid, containerAddress, dockerError, http
 const NAMES = ['on1', 'on2', 'on3'] as const;
 const ADDR: Record<string, string> = { on1: '10.250.1.1', on2: '10.250.1.2', on3: '10.250.1.3' };
 const SUBNET = '10.60.0.0/24';
-const FAST = { OVSNET_RECONCILE_INTERVAL: '2', OVSNET_RECONCILE_GRACE: '3', OVSNET_OVN_TIMEOUT: '30' };
+const FAST = { OVSNET_RECONCILE_INTERVAL: '2', OVSNET_RECONCILE_GRACE: '3', OVSNET_OVN_TIMEOUT: '60', OVSNET_OVN_PROBE: '2' };
 const CLI = `${REPO_ROOT}/dist/src/cli/main.js`;
 
 interface NbPortRow {
@@ -326,6 +326,44 @@ describe('OVN mode across three hosts', () => {
     await h.docker(['rm', '-f', 'during-election']);
     await assertOvnConsistent();
     t.diagnostic(`the start during the election took ${took} ms (OVSNET_OVN_TIMEOUT bounds it)`);
+  });
+
+  it('the northbound leader falls silent (its traffic dropped, its process alive): starts on the other hosts go on, no address twice; back, it follows and changes nothing', async (t) => {
+    let leader = await cluster.waitForLeader('nb');
+    if (leader === 0) {
+      // ovn-northd and the test's ovn-nbctl run on the first host: the leadership moves off it first.
+      await cluster.killMember('nb', 0);
+      await waitFor('a leader on another host', async () => ((await cluster.leader('nb')) ?? 0) > 0, 60_000, 200);
+      await cluster.startMember('nb', cluster.members[0]!);
+      await cluster.waitForNorthd();
+      leader = await cluster.waitForLeader('nb');
+    }
+    // Each plugin talks to the leader: the silent one is where their calls go.
+    const others = hosts.filter((_, i) => i !== leader);
+    const before = new Map((await containersEverywhere('web')).map((c) => [c.container, c.ip]));
+    const started4 = others.flatMap((h) => [1, 2].map((n) => [h, `silent-${h.name}-${n}`] as const));
+    t.after(async () => {
+      for (const [h, name] of started4) await h.docker(['rm', '-f', name], { check: false });
+    });
+    const unsilence = await cluster.silenceMember('nb', leader);
+    const started = Date.now();
+    try {
+      await Promise.all(started4.map(([h, name]) => runContainer(h, name, 'web')));
+      t.diagnostic(`four starts on the two other hosts took ${Date.now() - started} ms with the leader silent (OVSNET_OVN_PROBE and ovn-northd's probe 2 s: each leaves it within 4 s)`);
+      const newLeader = await cluster.waitForLeader('nb');
+      assert.notEqual(newLeader, leader, 'another member leads');
+      const w1 = (await containerAddress(hosts[0]!, 'w1', 'web')).ip;
+      for (const h of others) assert.ok(await ping(h, `silent-${h.name}-1`, w1, 3));
+    } finally {
+      await unsilence();
+    }
+    await waitFor('the old leader to follow', async () => (await cluster.role('nb', leader)) === 'follower', 60_000, 500);
+    await cluster.waitForNorthd();
+    await assertOvnConsistent();
+    const after = await containersEverywhere('web');
+    for (const [container, ip] of before) assert.equal(after.find((c) => c.container === container)?.ip, ip, `${container} keeps ${ip}`);
+    for (const [h, name] of started4) await h.docker(['rm', '-f', name]);
+    await assertOvnConsistent();
   });
 
   it('two of three northbound members down: creates and starts fail saying there is no quorum, running containers keep talking, nothing half-made stays', async (t) => {

@@ -30,6 +30,8 @@ describe('settings', () => {
     [{ OVSNET_DEFAULT_POOLS: '10.200.0.1/16:24' }, /invalid OVSNET_DEFAULT_POOLS/],
     [{ OVSNET_DEFAULT_POOLS: '10.200.0.0/16:8' }, /invalid OVSNET_DEFAULT_POOLS/],
     [{ OVSNET_MTU: '1e3' }, /invalid OVSNET_MTU/],
+    [{ OVSNET_OVN_NB: 'tcp:10.0.0.1:6641', OVSNET_OVN_PROBE: '15' }, /^invalid OVSNET_OVN_PROBE="15": a silent member is left within twice the probe, which must be less than OVSNET_OVN_TIMEOUT \(30 s\) .*: at most 14, or 0 for no probe$/],
+    [{ OVSNET_OVN_NB: 'tcp:10.0.0.1:6641', OVSNET_OVN_PROBE: '-1' }, /^invalid OVSNET_OVN_PROBE="-1": must be a whole number of seconds from 0/],
     [{ OVSNET_OVN_NB: 'tcp:10.0.0.1:6641', OVSNET_OVN_EXTERNAL: 'physnet,192.0.2.0/24' }, /^invalid OVSNET_OVN_EXTERNAL="physnet,192.0.2.0\/24": <physical network name>,<IPv4 subnet of \/30 or larger>,<next hop in that subnet>/],
     [{ OVSNET_OVN_NB: 'tcp:10.0.0.1:6641', OVSNET_OVN_EXTERNAL: 'physnet,192.0.2.0/24,198.51.100.1', OVSNET_OVN_GATEWAYS: 'gw1' }, /^invalid OVSNET_OVN_EXTERNAL=.*next hop in that subnet/],
     [{ OVSNET_OVN_NB: 'tcp:10.0.0.1:6641', OVSNET_OVN_EXTERNAL: 'physnet,192.0.2.0/24,192.0.2.1' }, /^invalid OVSNET_OVN_GATEWAYS="": name at least one gateway chassis/],
@@ -90,7 +92,7 @@ describe('OVSDB wire helpers', () => {
   });
 
   it('refuses what is not JSON, naming where', () => {
-    for (const bad of ['{"a" 1}', '[1,]', '{,}', '[tru]', '{"a":1,}', '}']) {
+    for (const bad of ['{"a" 1}', '[1,]', '{,}', '[tru]', '{"a":1,}', '}', '["a\u0001"]', '["line\nbreak"]', '["\\x"]']) {
       assert.throws(() => new JsonStream().push(`${bad} `), JsonStreamError, bad);
     }
   });

@@ -169,6 +169,13 @@ describe('reconciler: with Docker', () => {
     const results = await Promise.all([s.reconciler.run('a', true), s.reconciler.run('b', true), s.reconciler.run('c', false)]);
     assert.equal(results.length, 3);
     assert.equal(s.state.endpoints.size, 1);
+    assert.equal(results[1], results[2], 'the requests made while a pass ran share the one pass that served them, and its changes');
+    // What went missing while a pass ran is repaired by that pass or the next, and the changes say so.
+    const first = s.reconciler.run('d', false);
+    s.ovs.bridges.delete('ovs0');
+    const [d, e, f] = await Promise.all([first, s.reconciler.run('e', false), s.reconciler.run('f', false)]);
+    assert.equal(e, f);
+    assert.ok((d.bridgesRestored ?? 0) + (e.bridgesRestored ?? 0) >= 1, `one of the two passes made the bridge again, and said so: ${JSON.stringify([d, e])}`);
   });
 });
 

@@ -80,6 +80,8 @@ export class OvnCluster {
     await cluster.waitForLeader('nb');
     await cluster.waitForLeader('sb');
     await cluster.nbctl(['init']);
+    // ovn-northd leaves a northbound leader that fell silent after twice this (its own inactivity probe).
+    await cluster.nbctl(['set', 'NB_Global', '.', 'options:northd_probe_interval=2000']);
     await cluster.startNorthd();
     for (const [i, member] of all.entries()) {
       await member.host.vsctl([
@@ -123,12 +125,43 @@ export class OvnCluster {
     await this.killPidfile(path.join(this.dir(member), `${db}.pid`));
   }
 
+  /**
+   * Silences one member towards the others and their clients without stopping it: its host drops every TCP
+   * segment of the database's client and Raft ports to and from the other members' hosts (as a partition or
+   * a dead network path would: its connections stay open, nothing arrives). Returns the undo.
+   */
+  async silenceMember(db: Db, index: number): Promise<() => Promise<void>> {
+    const member = this.members[index]!;
+    const ports = `${PORTS[db].client},${PORTS[db].raft}`;
+    const rules = this.members.filter((m) => m !== member).flatMap((peer) => [
+      ['INPUT', '-s', peer.address, '-p', 'tcp', '-m', 'multiport', '--ports', ports, '-j', 'DROP'],
+      ['OUTPUT', '-d', peer.address, '-p', 'tcp', '-m', 'multiport', '--ports', ports, '-j', 'DROP'],
+    ]);
+    const inserted: string[][] = [];
+    const undo = async () => {
+      for (const rule of inserted) await member.host.exec('iptables', ['-w', '-D', ...rule], { check: false });
+    };
+    try {
+      for (const rule of rules) {
+        await member.host.exec('iptables', ['-w', '-I', ...rule]);
+        inserted.push(rule);
+      }
+    } catch (err) {
+      await undo();
+      throw err;
+    }
+    return undo;
+  }
+
+  /** A member's role in its cluster, as it says itself ('down' when it does not answer). */
+  async role(db: Db, index: number): Promise<string> {
+    const status = await cmd('ovn-appctl', ['-t', path.join(this.dir(this.members[index]!), `${db}.ctl`), 'cluster/status', NAMES[db]], { check: false, timeoutMs: 5_000 });
+    return /^Role: (\w+)$/m.exec(status.stdout)?.[1] ?? 'down';
+  }
+
   /** Which member leads a cluster now, as the members themselves say; undefined while none does. */
   async leader(db: Db): Promise<number | undefined> {
-    for (const [i, member] of this.members.entries()) {
-      const status = await cmd('ovn-appctl', ['-t', path.join(this.dir(member), `${db}.ctl`), 'cluster/status', NAMES[db]], { check: false, timeoutMs: 5_000 });
-      if (/^Role: leader$/m.test(status.stdout)) return i;
-    }
+    for (let i = 0; i < this.members.length; i++) if ((await this.role(db, i)) === 'leader') return i;
     return undefined;
   }
 
@@ -139,7 +172,9 @@ export class OvnCluster {
   /** Waits until ovn-northd has caught up with the northbound database (after an outage it reconnects with a backoff). */
   async waitForNorthd(): Promise<void> {
     await this.waitForLeader('nb');
-    await this.nbctl(['--wait=sb', '--timeout=60', 'sync']);
+    // A member that led before the others came back may still say so while the cluster elects: ovn-nbctl then
+    // finds no leader it will use and fails at once, so it is asked again until it gets through.
+    await waitFor('ovn-northd to catch up with the northbound database', async () => (await this.nbctl(['--wait=sb', '--timeout=20', 'sync'], false)).exitCode === 0, 90_000, 500);
   }
 
   async startNorthd(): Promise<void> {
