@@ -24,6 +24,7 @@ import {
   gatewayPortNames,
   localnetPortName,
   routerMac,
+  sameIds,
 } from '../domain/ovn.js';
 import { OWNER_KEY, OWNER_VALUE } from '../domain/names.js';
 import type { Northbound, RouterGateway } from '../driver/ports.js';
@@ -241,13 +242,21 @@ export class OvnNorthbound implements Northbound {
     return count(updated) === 1;
   }
 
-  async deletePort(switchUuid: string, name: string, chassis: string): Promise<boolean> {
+  async deletePort(switchUuid: string, name: string, chassis: string, asRead?: Readonly<Record<string, string>>): Promise<boolean> {
     const port = await this.port(name);
     if (!port || port.externalIds[NB.chassis] !== chassis) return false;
-    const [mutated] = await this.db.transact([
-      { op: 'mutate', table: 'Logical_Switch', where: [['_uuid', '==', uuid(switchUuid)]], mutations: [['ports', 'delete', ovsSet([uuid(port.uuid)])]] },
-    ]);
-    return count(mutated) === 1;
+    if (asRead && !sameIds(port.externalIds, asRead)) return false;
+    try {
+      const [, mutated] = await this.db.transact([
+        // Only while the row is as read: a host that claimed the address again meanwhile keeps its claim.
+        { op: 'wait', table: 'Logical_Switch_Port', where: [['_uuid', '==', uuid(port.uuid)]], columns: ['external_ids'], until: '==', rows: [{ external_ids: ovsMap(port.externalIds) }], timeout: 0 },
+        { op: 'mutate', table: 'Logical_Switch', where: [['_uuid', '==', uuid(switchUuid)]], mutations: [['ports', 'delete', ovsSet([uuid(port.uuid)])]] },
+      ]);
+      return count(mutated) === 1;
+    } catch (err) {
+      if (isWaitFailure(err)) return false;
+      throw err;
+    }
   }
 
   // ---- routers ----

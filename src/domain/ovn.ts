@@ -121,6 +121,12 @@ export function sameGuard(sw: NbSwitch, want: readonly NbAclSpec[]): boolean {
   return key(sw.guard ?? []) === key(want);
 }
 
+/** Whether two external_ids maps hold the same keys and values. */
+export function sameIds(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
+}
+
 /** A logical switch port as read from the northbound database. */
 export interface NbPort {
   readonly uuid: string;
@@ -321,7 +327,8 @@ export type NbRepair =
   | { readonly type: 'claim'; readonly networkId: string; readonly address: string }
   /** Give an endpoint's port its addresses and port security. */
   | { readonly type: 'bind'; readonly networkId: string; readonly endpointId: string }
-  | { readonly type: 'delete-port'; readonly switchUuid: string; readonly name: string }
+  /** `asRead`: the port's external_ids the decision was made on (it is deleted only while they are so). */
+  | { readonly type: 'delete-port'; readonly switchUuid: string; readonly name: string; readonly asRead: Readonly<Record<string, string>> }
   /** Take this host off a switch it has no network of (and remove the switch if it was the last). */
   | { readonly type: 'leave-switch'; readonly switchUuid: string };
 
@@ -466,7 +473,7 @@ export function diffNorthbound(
       if (Number.isFinite(made) && options.now - made < options.graceMs) continue;
       out.push({
         drift: { kind: 'ovn-port-orphan', subject: port.name, networkId: network.id, address: port.externalIds[NB.address], detail: `logical port ${port.name} was made by this host, which holds its address no more`, fix: `ovn-nbctl lsp-del ${port.name}` },
-        repair: { type: 'delete-port', switchUuid: sw.uuid, name: port.name },
+        repair: { type: 'delete-port', switchUuid: sw.uuid, name: port.name, asRead: port.externalIds },
       });
     }
   }

@@ -505,7 +505,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
         return true;
       }
       case 'delete-port':
-        return nb.deletePort(repair.switchUuid, repair.name, chassis.name);
+        return nb.deletePort(repair.switchUuid, repair.name, chassis.name, repair.asRead);
       case 'leave-switch': {
         const sw = (await nb.view()).switches.find((s) => s.uuid === repair.switchUuid);
         if (!sw) return false;

@@ -178,8 +178,12 @@ export interface Northbound {
   port(name: string): Promise<NbPort | undefined>;
   /** Sets a port's addresses and port security and some external_ids, if the port carries `owner` (chassis) in ovsnet-chassis; false otherwise. */
   updatePort(name: string, chassis: string, changes: { addresses: readonly string[]; portSecurity: readonly string[]; externalIds: Record<string, string> }): Promise<boolean>;
-  /** Deletes a port of a switch if it carries `chassis`; false when it is not there (or not this host's). */
-  deletePort(switchUuid: string, name: string, chassis: string): Promise<boolean>;
+  /**
+   * Deletes a port of a switch if it carries `chassis`, and only while its external_ids are as read (`asRead`,
+   * when given: what a decision to delete it was made on; else as this call reads them), so that a claim made
+   * meanwhile is never deleted; false when it is not there, not this host's, or changed.
+   */
+  deletePort(switchUuid: string, name: string, chassis: string, asRead?: Readonly<Record<string, string>>): Promise<boolean>;
 
   // ---- routers ----
 

@@ -71,7 +71,11 @@ export function northboundContract(fresh: () => Promise<Northbound>): void {
     const updated = (await nb.port('q-1'))!;
     assert.deepEqual([updated.addresses, updated.portSecurity, updated.externalIds['ovsnet-endpoint'], updated.externalIds['ovsnet-chassis']], [changes.addresses, changes.portSecurity, 'e1', 'a']);
     assert.equal(await nb.deletePort(sw.uuid, 'q-1', 'b'), false);
-    assert.equal(await nb.deletePort(sw.uuid, 'q-1', 'a'), true);
+    // Decided on an older reading: the port changed since (claimed again, say), so it stays.
+    const older = { ...updated.externalIds, 'ovsnet-endpoint': 'e0' };
+    assert.equal(await nb.deletePort(sw.uuid, 'q-1', 'a', older), false, 'a port changed since it was read is not deleted');
+    assert.ok(await nb.port('q-1'));
+    assert.equal(await nb.deletePort(sw.uuid, 'q-1', 'a', updated.externalIds), true, 'as read, it is');
     assert.equal(await nb.port('q-1'), undefined);
     assert.equal(await nb.deletePort(sw.uuid, 'q-1', 'a'), false, 'a delete tolerates absence');
   });

@@ -231,6 +231,22 @@ describe('OVN mode', () => {
     assert.deepEqual(await reconciler.drift(false), []);
   });
 
+  it('removes a stray port of this host only as it was read when found: one claimed again meanwhile stays', async () => {
+    const nb = new FakeNorthbound();
+    const a = await host(nb, 'chassis-a');
+    await a.network.createNetwork(a.req);
+    const sw = [...nb.switches.values()][0]!;
+    const name = 'ovsnet-10.60.0.0_24-10.60.0.98';
+    await nb.addPort(sw.uuid, { name, addresses: [], portSecurity: [], externalIds: { 'ovsnet-owner': 'ovsnet', 'ovsnet-chassis': 'chassis-a', 'ovsnet-address': '10.60.0.98' } });
+    const found = nb.named(name)!.externalIds;
+    // Between the look that found it stray and the repair, this host claims the address again.
+    await nb.updatePort(name, 'chassis-a', { addresses: [], portSecurity: [], externalIds: { 'ovsnet-endpoint': 'e2' } });
+    assert.equal(await a.ovn!.repair({ type: 'delete-port', switchUuid: sw.uuid, name, asRead: found }), false);
+    assert.ok(nb.named(name), 'the new claim stays');
+    assert.equal(await a.ovn!.repair({ type: 'delete-port', switchUuid: sw.uuid, name, asRead: nb.named(name)!.externalIds }), true);
+    assert.equal(nb.named(name), undefined);
+  });
+
   it("a named endpoint (Docker 29) gets its last address back only by holding it in the database again; if another host took it, another one", async () => {
     const nb = new FakeNorthbound();
     const a = await host(nb, 'chassis-a');
