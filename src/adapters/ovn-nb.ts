@@ -24,7 +24,6 @@ import {
   gatewayPortNames,
   localnetPortName,
   routerMac,
-  sameIds,
 } from '../domain/ovn.js';
 import { OWNER_KEY, OWNER_VALUE } from '../domain/names.js';
 import type { Northbound, RouterGateway } from '../driver/ports.js';
@@ -245,11 +244,10 @@ export class OvnNorthbound implements Northbound {
   async deletePort(switchUuid: string, name: string, chassis: string, asRead?: Readonly<Record<string, string>>): Promise<boolean> {
     const port = await this.port(name);
     if (!port || port.externalIds[NB.chassis] !== chassis) return false;
-    if (asRead && !sameIds(port.externalIds, asRead)) return false;
     try {
       const [, mutated] = await this.db.transact([
         // Only while the row is as read: a host that claimed the address again meanwhile keeps its claim.
-        { op: 'wait', table: 'Logical_Switch_Port', where: [['_uuid', '==', uuid(port.uuid)]], columns: ['external_ids'], until: '==', rows: [{ external_ids: ovsMap(port.externalIds) }], timeout: 0 },
+        { op: 'wait', table: 'Logical_Switch_Port', where: [['_uuid', '==', uuid(port.uuid)]], columns: ['external_ids'], until: '==', rows: [{ external_ids: ovsMap({ ...(asRead ?? port.externalIds) }) }], timeout: 0 },
         { op: 'mutate', table: 'Logical_Switch', where: [['_uuid', '==', uuid(switchUuid)]], mutations: [['ports', 'delete', ovsSet([uuid(port.uuid)])]] },
       ]);
       return count(mutated) === 1;

@@ -121,12 +121,6 @@ export function sameGuard(sw: NbSwitch, want: readonly NbAclSpec[]): boolean {
   return key(sw.guard ?? []) === key(want);
 }
 
-/** Whether two external_ids maps hold the same keys and values. */
-export function sameIds(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
-  const keys = Object.keys(a);
-  return keys.length === Object.keys(b).length && keys.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
-}
-
 /** A logical switch port as read from the northbound database. */
 export interface NbPort {
   readonly uuid: string;

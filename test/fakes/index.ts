@@ -7,7 +7,8 @@ import { type ObservedFlows, type PortFlows, cookieMatches, isOwnedCookie } from
 import type { PortHolder } from '../../src/domain/published.js';
 import type { AddressRecord, Datapath } from '../../src/domain/records.js';
 import type { BridgeSpec, ObservedFirewall, ObservedLink } from '../../src/domain/host.js';
-import { type NbAcl, type NbAclSpec, type NbPort, type NbPortSpec, type NbRouter, type NbSwitch, type NbView, type RouterAttachment, type RouterPolicy, attachmentGaps, externalPortName, gatewayPortNames, hasGaps, sameIds } from '../../src/domain/ovn.js';
+import { type NbAcl, type NbAclSpec, type NbPort, type NbPortSpec, type NbRouter, type NbSwitch, type NbView, type RouterAttachment, type RouterPolicy, attachmentGaps, externalPortName, gatewayPortNames, hasGaps } from '../../src/domain/ovn.js';
+import { canonicalJson } from '../../src/domain/options.js';
 import type {
   DatapathProbe,
   HostPorts,
@@ -549,7 +550,7 @@ export class FakeNorthbound implements Northbound {
     const port = [...this.portRows.values()].find((p) => p.name === name);
     const sw = this.switches.get(switchUuid);
     if (!port || !sw || port.externalIds['ovsnet-chassis'] !== chassis || !sw.ports.has(port.uuid)) return false;
-    if (asRead && !sameIds(port.externalIds, asRead)) return false;
+    if (asRead && canonicalJson(port.externalIds) !== canonicalJson(asRead)) return false;
     sw.ports.delete(port.uuid);
     this.portRows.delete(port.uuid);
     return true;
