@@ -9,6 +9,7 @@ import type { Logger } from './log.js';
 import { DockerodeView } from './adapters/docker.js';
 import { run } from './adapters/exec.js';
 import { IptablesFirewall, IptablesTools } from './adapters/iptables.js';
+import { loadHostId } from './adapters/host-id.js';
 import { LevelStore } from './adapters/level-store.js';
 import { IpLinks } from './adapters/links.js';
 import { OvsBridgeClient } from './adapters/ovs.js';
@@ -66,9 +67,12 @@ export function openHost(config: Config, log: Logger, options: { requestTimeoutM
 }
 
 /** The backend of OVN networks, when OVN mode is on. */
-export function ovnBackend(config: Config, adapters: HostAdapters, state: State, log: Logger): OvnBackend | undefined {
+export function ovnBackend(config: Config, adapters: HostAdapters, state: State, log: Logger, options: { register: boolean } = { register: true }): OvnBackend | undefined {
   if (!config.ovn || !adapters.nb) return undefined;
   return new OvnBackend({
+    // The daemon makes its host id at its first start in OVN mode; doctor only reads it.
+    hostId: loadHostId(config.stateDir, options.register),
+    register: options.register,
     host: adapters.host,
     state,
     nb: adapters.nb,

@@ -26,6 +26,7 @@ import {
   routerMac,
 } from '../domain/ovn.js';
 import { OWNER_KEY, OWNER_VALUE } from '../domain/names.js';
+import type { Registration } from '../domain/ovn-identity.js';
 import type { Northbound, RouterGateway } from '../driver/ports.js';
 import { type Operation, type OvsdbClient, type Row, OvsdbError, namedUuid, ovsMap, ovsSet, readMap, readOptional, readSet, readUuid, uuid } from './ovsdb.js';
 
@@ -253,6 +254,35 @@ export class OvnNorthbound implements Northbound {
       return count(mutated) === 1;
     } catch (err) {
       if (isWaitFailure(err)) return false;
+      throw err;
+    }
+  }
+
+  // ---- which host a chassis name is ----
+
+  async registration(chassis: string): Promise<Registration | undefined> {
+    const [result] = await this.db.transact([{ op: 'select', table: 'Chassis_Template_Var', where: [['chassis', '==', chassis]], columns: ['external_ids'] }]);
+    const row = rows(result)[0];
+    return row && { externalIds: readMap(row.external_ids) };
+  }
+
+  async writeRegistration(chassis: string, set: Record<string, string>, remove: readonly string[], asRead: Readonly<Record<string, string>> | undefined): Promise<boolean> {
+    const where = [['chassis', '==', chassis]];
+    try {
+      if (!asRead) {
+        // The unique index on chassis: of two hosts registering one name at once, one commits.
+        await this.db.transact([{ op: 'insert', table: 'Chassis_Template_Var', row: { chassis, variables: ovsMap({}), external_ids: ovsMap({ [OWNER_KEY]: OWNER_VALUE, ...set }) } }]);
+        return true;
+      }
+      const [, , , mutated] = await this.db.transact([
+        { op: 'wait', table: 'Chassis_Template_Var', where, columns: ['external_ids'], until: '==', rows: [{ external_ids: ovsMap({ ...asRead }) }], timeout: 0 },
+        { op: 'mutate', table: 'Chassis_Template_Var', where, mutations: [['external_ids', 'delete', ovsSet([...remove, ...Object.keys(set)])]] },
+        { op: 'mutate', table: 'Chassis_Template_Var', where, mutations: [['external_ids', 'insert', ovsMap(set)]] },
+        { op: 'select', table: 'Chassis_Template_Var', where, columns: ['chassis'] },
+      ]);
+      return rows(mutated).length === 1;
+    } catch (err) {
+      if (isWaitFailure(err) || isConstraintViolation(err)) return false;
       throw err;
     }
   }

@@ -49,7 +49,8 @@ export type DriftKind =
   | 'ovn-port-not-installed'
   | 'ovn-router-missing'
   | 'ovn-router-differs'
-  | 'ovn-guard-differs';
+  | 'ovn-guard-differs'
+  | 'ovn-host-conflict';
 
 export interface Drift {
   kind: DriftKind;

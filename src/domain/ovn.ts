@@ -35,6 +35,8 @@ export const NB = {
   address: 'ovsnet-address',
   chassis: 'ovsnet-chassis',
   hostname: 'ovsnet-hostname',
+  /** The host id (domain/ovn-identity.ts) of the host that made a claim. */
+  hostId: 'ovsnet-host-id',
   network: 'ovsnet-network',
   createdAt: 'ovsnet-created-at',
 } as const;
@@ -71,6 +73,8 @@ export function describeExternal(external: OvnExternal | null | undefined): stri
 export interface Chassis {
   readonly name: string;
   readonly hostname: string;
+  /** The host id it registered its name with (domain/ovn-identity.ts). */
+  readonly hostId?: string;
 }
 
 /** A logical switch as read from the northbound database. */
@@ -288,6 +292,7 @@ export function reservationPort(network: OvnRecord & { networkId: string }, addr
       [NB.address]: address,
       [NB.chassis]: chassis.name,
       [NB.hostname]: chassis.hostname,
+      ...(chassis.hostId ? { [NB.hostId]: chassis.hostId } : {}),
       [NB.network]: network.networkId,
       [NB.createdAt]: now,
     },

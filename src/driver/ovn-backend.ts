@@ -52,6 +52,7 @@ import {
   switchHosts,
   switchRow,
 } from '../domain/ovn.js';
+import { type HostIdentity, type RegistrationDecision, conflictDrift, conflictNote, decideRegistration, refusal } from '../domain/ovn-identity.js';
 import { type OvnSpec, canonicalJson } from '../domain/options.js';
 import { type EndpointRecord, type NetworkRecord, type OvnRecord, isOwnAddressSpace, poolIdOf } from '../domain/records.js';
 import type { Logger } from '../log.js';
@@ -72,6 +73,10 @@ export interface OvnBackendOptions {
   /** Where routers SNAT to, and on which gateway chassis (OVSNET_OVN_EXTERNAL, OVSNET_OVN_GATEWAYS). */
   external?: OvnExternal;
   defaults: { mtu: number };
+  /** This host's id (adapters/host-id.ts); undefined for doctor on a host where the plugin never ran in OVN mode. */
+  hostId: string | undefined;
+  /** Whether this process registers its chassis name (the daemon) or only reads the registration (doctor). */
+  register: boolean;
   log: Logger;
 }
 
@@ -81,19 +86,77 @@ const CHASSIS_HOWTO =
 
 export class OvnBackend implements NetworkBackend, DistributedAddresses {
   private chassisName: Chassis | undefined;
+  /** What was last logged of this host's registration. */
+  private standing: string | undefined;
   /** Switch uuids by subnet, so that a claim is one transaction. */
   private readonly switchIds = new Map<string, string>();
 
   constructor(private readonly o: OvnBackendOptions) {}
 
-  /** This host as OVN knows it (its chassis name is OVS's system-id). */
+  /**
+   * This host as OVN knows it (its chassis name is OVS's system-id), once it holds that name in the
+   * northbound database: every OVN call of a host refused the name fails, naming both hosts.
+   */
   async chassis(): Promise<Chassis> {
     if (this.chassisName) return this.chassisName;
+    const { me, decision } = await this.identify();
+    if (decision.kind === 'refused') throw refusal(me, decision.holder);
+    this.chassisName = { name: me.chassis, hostname: me.hostname, hostId: me.hostId };
+    return this.chassisName;
+  }
+
+  /**
+   * Reads this host's registration of its chassis name and decides; the daemon also writes what it
+   * decided (registers, takes its name back, or leaves its note as a refused host). Asked at every pass.
+   */
+  private async identify(): Promise<{ me: HostIdentity; decision: RegistrationDecision }> {
+    const { nb, log } = this.o;
     const ids = await this.o.host.ovs.systemIds();
     const name = ids['system-id'];
-    if (!name) throw badRequest('OvnNotReady', `this host has no OVN chassis name (external_ids:system-id of Open vSwitch): ${CHASSIS_HOWTO}`);
-    this.chassisName = { name, hostname: ids.hostname || name };
-    return this.chassisName;
+    const encapIp = ids['ovn-encap-ip'];
+    if (!name || !encapIp) throw badRequest('OvnNotReady', `this host is not an OVN chassis yet (external_ids:system-id and ovn-encap-ip of Open vSwitch): ${CHASSIS_HOWTO}`);
+    // Doctor on a host whose plugin never ran in OVN mode has no id: it cannot hold a name, only see who does.
+    const me: HostIdentity = { chassis: name, hostId: this.o.hostId ?? '(none yet)', hostname: ids.hostname || name, encapIp };
+    for (let attempt = 0; ; attempt++) {
+      const row = await nb.registration(name);
+      const decision = decideRegistration(row, me, Date.now());
+      if (!this.o.register || !this.o.hostId) return { me, decision };
+      let written: boolean;
+      switch (decision.kind) {
+        case 'register':
+        case 'take-back':
+          written = await nb.writeRegistration(name, decision.set, [], row?.externalIds);
+          break;
+        case 'held':
+          written = Object.keys(decision.set).length + decision.remove.length === 0 || (await nb.writeRegistration(name, decision.set, decision.remove, row!.externalIds));
+          break;
+        case 'refused':
+          // Best effort: the holder's doctor names this host while the note is recent.
+          await nb.writeRegistration(name, conflictNote(me, Date.now()), [], row!.externalIds);
+          written = true;
+          break;
+      }
+      if (written) {
+        this.tell(me, decision);
+        return { me, decision };
+      }
+      if (attempt === 2) throw unavailable('OvnBusy', `the registration of OVN chassis name ${name} kept changing while this host read it; try again`);
+    }
+  }
+
+  /** Logs a change of this host's standing, once. */
+  private tell(me: HostIdentity, decision: RegistrationDecision): void {
+    const standing = decision.kind === 'refused' ? `refused:${decision.holder.hostId}` : 'held';
+    if (standing === this.standing) return;
+    this.standing = standing;
+    if (decision.kind === 'refused') {
+      this.chassisName = undefined;
+      this.o.log.error(refusal(me, decision.holder).message, { problem: 'ovn-host-conflict' });
+    } else if (decision.kind === 'take-back') {
+      this.o.log.warn('took this host\'s OVN chassis name back: it was registered with another host id and this host\'s Geneve address (the state directory was made again)', { chassis: me.chassis, previous: decision.previous.hostId, hostId: me.hostId });
+    } else {
+      this.o.log.info('this host holds its OVN chassis name', { chassis: me.chassis, hostId: me.hostId });
+    }
   }
 
   // ---- networks ----
@@ -452,12 +515,20 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   async differences(observed: ObservedHost, options: { now: number; graceMs: number }): Promise<Array<{ drift: Drift; repair: NbRepair | undefined }>> {
     const records = this.o.state.records();
     let view;
+    let identity;
     try {
+      identity = await this.identify();
+      if (identity.decision.kind === 'refused') return conflictDrift(identity.me, identity.decision).map((drift) => ({ drift, repair: undefined }));
       view = await this.o.nb.view({ routers: true });
     } catch (err) {
+      if (isPluginError(err, 'BadRequest')) throw err;
       return [{ drift: { kind: 'ovn-unreachable', subject: 'OVSNET_OVN_NB', detail: `the OVN northbound database cannot be asked: ${errorMessage(err)}`, fix: 'check the northbound database cluster (ovn-appctl -t <its ctl socket> cluster/status OVN_Northbound) and OVSNET_OVN_NB' }, repair: undefined }];
     }
-    const out: Array<{ drift: Drift; repair: NbRepair | undefined }> = diffNorthbound(records, view, await this.chassis(), { ...options, external: this.o.external });
+    const chassis = { name: identity.me.chassis, hostname: identity.me.hostname };
+    const out: Array<{ drift: Drift; repair: NbRepair | undefined }> = [
+      ...conflictDrift(identity.me, identity.decision).map((drift) => ({ drift, repair: undefined })),
+      ...diffNorthbound(records, view, chassis, { ...options, external: this.o.external }),
+    ];
     // A port ovn-controller has not installed carries no traffic (unless its logical port is missing: that is the cause, reported above).
     const lost = new Set(out.filter((d) => d.drift.kind === 'ovn-port-missing').map((d) => d.drift.subject));
     for (const endpoint of records.endpoints) {

@@ -8,6 +8,7 @@ import type { ObservedFlows, PortFlows } from '../domain/flows.js';
 import type { PortHolder } from '../domain/published.js';
 import type { DockerNetwork } from '../domain/drift.js';
 import type { BridgeSpec, ObservedBridge, ObservedFirewall, ObservedLink, ObservedPort, PortSpec } from '../domain/host.js';
+import type { Registration } from '../domain/ovn-identity.js';
 import type { NbAclSpec, NbPort, NbPortSpec, NbRouter, NbSwitch, NbView, RouterAttachment } from '../domain/ovn.js';
 import { type AddressRecord, type Datapath, type EndpointRecord, type NameRecord, type NetworkRecord, type PoolRecord, addressKey, nameKey } from '../domain/records.js';
 
@@ -184,6 +185,16 @@ export interface Northbound {
    * meanwhile is never deleted; false when it is not there, not this host's, or changed.
    */
   deletePort(switchUuid: string, name: string, chassis: string, asRead?: Readonly<Record<string, string>>): Promise<boolean>;
+
+  // ---- which host a chassis name is (domain/ovn-identity.ts) ----
+
+  /** The registration of a chassis name (its Chassis_Template_Var row), if there is one. */
+  registration(chassis: string): Promise<Registration | undefined>;
+  /**
+   * Sets and removes keys of a chassis' registration, only while its external_ids are as read (`asRead`;
+   * undefined: only while there is no row, which is then made); false when it changed meanwhile.
+   */
+  writeRegistration(chassis: string, set: Record<string, string>, remove: readonly string[], asRead: Readonly<Record<string, string>> | undefined): Promise<boolean>;
 
   // ---- routers ----
 

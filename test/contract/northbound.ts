@@ -80,6 +80,23 @@ export function northboundContract(fresh: () => Promise<Northbound>): void {
     assert.equal(await nb.deletePort(sw.uuid, 'q-1', 'a'), false, 'a delete tolerates absence');
   });
 
+  it('registers a chassis name once, and changes a registration only while it is as read', async () => {
+    const nb = await fresh();
+    const chassis = `c-${Math.random().toString(36).slice(2, 8)}`;
+    assert.equal(await nb.registration(chassis), undefined);
+    assert.equal(await nb.writeRegistration(chassis, { 'ovsnet-host-id': 'h1' }, [], undefined), true);
+    assert.equal(await nb.writeRegistration(chassis, { 'ovsnet-host-id': 'h2' }, [], undefined), false, 'a second host cannot make the row again');
+    const read = (await nb.registration(chassis))!;
+    assert.deepEqual(read.externalIds, { 'ovsnet-owner': 'ovsnet', 'ovsnet-host-id': 'h1' });
+    assert.equal(await nb.writeRegistration(chassis, { 'ovsnet-host-id': 'h2' }, [], { ...read.externalIds, 'ovsnet-host-id': 'h0' }), false, 'not on an older reading');
+    assert.equal(await nb.writeRegistration(chassis, { 'ovsnet-note': 'n', 'ovsnet-host-id': 'h2' }, [], read.externalIds), true);
+    const now = (await nb.registration(chassis))!;
+    assert.deepEqual(now.externalIds, { 'ovsnet-owner': 'ovsnet', 'ovsnet-host-id': 'h2', 'ovsnet-note': 'n' });
+    assert.equal(await nb.writeRegistration(chassis, {}, ['ovsnet-note'], now.externalIds), true);
+    assert.deepEqual((await nb.registration(chassis))!.externalIds, { 'ovsnet-owner': 'ovsnet', 'ovsnet-host-id': 'h2' });
+    assert.equal(await nb.writeRegistration(`${chassis}-x`, {}, [], now.externalIds), false, 'no row, nothing written');
+  });
+
   it('makes one router of a name; a second create gives the first', async () => {
     const nb = await fresh();
     const first = await nb.createRouter('r', { 'ovsnet-owner': 'ovsnet', 'ovsnet-router': 'r' });

@@ -556,6 +556,31 @@ export class FakeNorthbound implements Northbound {
     return true;
   }
 
+  // ---- which host a chassis name is ----
+
+  /** Chassis_Template_Var rows' external_ids by chassis name. */
+  readonly registrations = new Map<string, Record<string, string>>();
+
+  async registration(chassis: string): Promise<{ externalIds: Record<string, string> } | undefined> {
+    this.check();
+    const ids = this.registrations.get(chassis);
+    return ids && { externalIds: { ...ids } };
+  }
+
+  async writeRegistration(chassis: string, set: Record<string, string>, remove: readonly string[], asRead: Readonly<Record<string, string>> | undefined): Promise<boolean> {
+    this.check();
+    const ids = this.registrations.get(chassis);
+    if (!asRead) {
+      if (ids) return false;
+      this.registrations.set(chassis, { [OWNER_KEY]: OWNER_VALUE, ...set });
+      return true;
+    }
+    if (!ids || canonicalJson(ids) !== canonicalJson(asRead)) return false;
+    for (const key of remove) delete ids[key];
+    Object.assign(ids, set);
+    return true;
+  }
+
   /** Ports by name, for assertions. */
   named(name: string): NbPort | undefined {
     return [...this.portRows.values()].find((p) => p.name === name);
