@@ -127,6 +127,7 @@ async function main(): Promise<void> {
     // Spares are this process's alone: gone with it (a second at most; what is left, the next start's reconcile removes).
     const sparesGone = Promise.race([network.stopSpares(), new Promise<void>((r) => setTimeout(r, 1_000))]);
     void sparesGone.finally(() => {
+      ovn?.close();
       close();
       store.close().finally(() => process.exit(0));
     });

@@ -18,6 +18,7 @@ import { ModuleDatapathProbe, ProcHostPorts, ProcSysctl, nftError } from './adap
 import { type EngineProblem, engineProblems } from './domain/engine.js';
 import { type LinkChange, LinkWatcher } from './adapters/watch.js';
 import { NB_DATABASE, OvnNorthbound } from './adapters/ovn-nb.js';
+import { OvnSouthbound, SB_DATABASE } from './adapters/ovn-sb.js';
 import { LocalHost } from './driver/host.js';
 import { OvnBackend } from './driver/ovn-backend.js';
 import type { DockerView, Northbound } from './driver/ports.js';
@@ -73,6 +74,8 @@ export function ovnBackend(config: Config, adapters: HostAdapters, state: State,
     // The daemon makes its host id at its first start in OVN mode; doctor only reads it.
     hostId: loadHostId(config.stateDir, options.register),
     register: options.register,
+    openSouthbound: (remotes) =>
+      new OvnSouthbound(new OvsdbClient({ address: remotes, database: SB_DATABASE, label: 'the OVN southbound database', log, requestTimeoutMs: config.ovn!.timeoutMs, probeIntervalMs: config.ovn!.probeMs })),
     host: adapters.host,
     state,
     nb: adapters.nb,

@@ -266,6 +266,11 @@ export class OvnNorthbound implements Northbound {
     return row && { externalIds: readMap(row.external_ids) };
   }
 
+  async registrations(): Promise<Map<string, Registration>> {
+    const [result] = await this.db.transact([{ op: 'select', table: 'Chassis_Template_Var', where: [], columns: ['chassis', 'external_ids'] }]);
+    return new Map(rows(result).map((row) => [String(row.chassis), { externalIds: readMap(row.external_ids) }]));
+  }
+
   async writeRegistration(chassis: string, set: Record<string, string>, remove: readonly string[], asRead: Readonly<Record<string, string>> | undefined): Promise<boolean> {
     const where = [['chassis', '==', chassis]];
     try {
@@ -279,6 +284,8 @@ export class OvnNorthbound implements Northbound {
         { op: 'mutate', table: 'Chassis_Template_Var', where, mutations: [['external_ids', 'delete', ovsSet([...remove, ...Object.keys(set)])]] },
         { op: 'mutate', table: 'Chassis_Template_Var', where, mutations: [['external_ids', 'insert', ovsMap(set)]] },
         { op: 'select', table: 'Chassis_Template_Var', where, columns: ['chassis'] },
+        // A registration left with nothing (a host forgotten) goes; a row that holds template variables stays.
+        { op: 'delete', table: 'Chassis_Template_Var', where: [...where, ['external_ids', '==', ovsMap({})], ['variables', '==', ovsMap({})]] },
       ]);
       return rows(mutated).length === 1;
     } catch (err) {

@@ -61,7 +61,8 @@ export async function doctor(client: PluginClient, env: NodeJS.ProcessEnv): Prom
   try {
     const state = await State.open(store);
     const dockerNetworks = docker ? await docker.networks().catch(() => undefined) : undefined;
-    const drift = await readDrift(host, () => state.records(), { docker: dockerNetworks, now: Date.now(), graceMs: config.reconcileGraceMs, ovn: ovnBackend(config, adapters, state, silentLogger, { register: false }) });
+    const ovn = ovnBackend(config, adapters, state, silentLogger, { register: false });
+    const drift = await readDrift(host, () => state.records(), { docker: dockerNetworks, now: Date.now(), graceMs: config.reconcileGraceMs, ovn }).finally(() => ovn?.close());
     drift.unshift({
       kind: 'plugin-not-running',
       subject: client.socketPath,

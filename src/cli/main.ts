@@ -8,6 +8,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { CliError, PluginClient, dockerClient, resolveNetwork } from './client.js';
 import { doctor, doctorLines } from './doctor.js';
+import type { ForgetReport } from '../driver/ovn-forget.js';
 import { dockerNames, endpointRows, networkRows, table } from './status.js';
 
 const DEFAULT_SOCKET = '/run/docker/plugins/ovs.sock';
@@ -21,6 +22,10 @@ commands:
   reconcile                            make the plugin reconcile now
   peers NETWORK                        the tunnel peers of an overlay network
   peers NETWORK set|add|remove IP...   change them (without recreating the network)
+  ovn forget-host NAME [--idle SECONDS]
+                                       release the addresses, switch listings and name of an OVN host
+                                       gone for good (refused while it is a chassis of the southbound
+                                       database, or claimed an address within --idle, default 600)
 options:
   --json          machine-readable output
   --socket PATH   plugin socket (default $OVSNET_SOCKET, ${DEFAULT_SOCKET}, or a managed plugin's
@@ -30,6 +35,8 @@ interface Parsed {
   socket: string;
   json: boolean;
   args: string[];
+  /** ovn forget-host --idle, in seconds. */
+  idle: number | undefined;
 }
 
 /** The managed plugin's socket lives in a directory named after its id. */
@@ -44,6 +51,7 @@ function findSocket(env: NodeJS.ProcessEnv): string {
 function parse(argv: readonly string[], env: NodeJS.ProcessEnv): Parsed {
   let socket: string | undefined;
   let json = false;
+  let idle: number | undefined;
   const args: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -52,6 +60,10 @@ function parse(argv: readonly string[], env: NodeJS.ProcessEnv): Parsed {
       if (!socket) throw new CliError('--socket needs a path', 2);
     } else if (arg.startsWith('--socket=')) {
       socket = arg.slice('--socket='.length);
+    } else if (arg === '--idle' || arg.startsWith('--idle=')) {
+      const text = arg === '--idle' ? argv[++i] : arg.slice('--idle='.length);
+      if (!text || !/^\d+$/.test(text)) throw new CliError(`--idle needs a whole number of seconds, 0 or more (given: ${text ?? 'nothing'})`, 2);
+      idle = Number(text);
     } else if (arg === '--json') {
       json = true;
     } else if (arg === '-h' || arg === '--help') {
@@ -62,7 +74,7 @@ function parse(argv: readonly string[], env: NodeJS.ProcessEnv): Parsed {
       args.push(arg);
     }
   }
-  return { socket: socket ?? findSocket(env), json, args };
+  return { socket: socket ?? findSocket(env), json, args, idle };
 }
 
 type Out = (line: string) => void;
@@ -104,7 +116,7 @@ async function peers(client: PluginClient, env: NodeJS.ProcessEnv, args: string[
 }
 
 export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, out: Out): Promise<number> {
-  const { socket, json, args } = parse(argv, env);
+  const { socket, json, args, idle } = parse(argv, env);
   const [command, ...rest] = args;
   const client = new PluginClient(socket);
   switch (command) {
@@ -150,6 +162,17 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, ou
     case 'peers':
       await peers(client, env, rest, json, out);
       return 0;
+    case 'ovn': {
+      const [action, name, ...extra] = rest;
+      if (action !== 'forget-host' || !name || extra.length > 0) throw new CliError(`usage: ovsnet ovn forget-host NAME [--idle SECONDS]\n${USAGE}`, 2);
+      const res = await client.request('POST', '/ovsnet/ovn/forget-host', { Chassis: name, ...(idle === undefined ? {} : { IdleSeconds: idle }) });
+      if (res.status !== 200) throw new CliError(`the plugin refused: ${res.body?.Err ?? JSON.stringify(res.body)}`);
+      const report = res.body as ForgetReport;
+      if (json) return out(JSON.stringify(report, null, 2)), 0;
+      out(`forgot host ${report.hostname} (chassis ${report.chassis}): released ${report.released.length} address${report.released.length === 1 ? '' : 'es'}${report.released.length ? ` (${report.released.join(', ')})` : ''}; taken off ${report.unlisted.length} OVN switch${report.unlisted.length === 1 ? '' : 'es'}${report.unlisted.length ? ` (${report.unlisted.join(', ')})` : ''}; ${report.registration ? 'its name is free' : 'it had no registration'}`);
+      for (const k of report.kept) out(`left alone: ${k}`);
+      return report.kept.length === 0 ? 0 : 1;
+    }
     case undefined:
       throw new CliError(USAGE, 2);
     default:

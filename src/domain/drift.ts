@@ -50,7 +50,8 @@ export type DriftKind =
   | 'ovn-router-missing'
   | 'ovn-router-differs'
   | 'ovn-guard-differs'
-  | 'ovn-host-conflict';
+  | 'ovn-host-conflict'
+  | 'ovn-host-gone';
 
 export interface Drift {
   kind: DriftKind;

@@ -4,14 +4,17 @@
  * leave, repair), the way libnetwork's drivers keep *_network, *_endpoint and
  * *_joinleave. Backends behind driver/backend.ts make each kind of network.
  */
+import { badRequest } from '../errors.js';
 import { type Faults, noFaults } from '../faults.js';
 import type { Drift } from '../domain/drift.js';
+import { OVN_SETTING_HINT } from '../domain/options.js';
 import type { NetworkRecord } from '../domain/records.js';
 import type { Logger } from '../log.js';
 import type { CreateEndpointRequest, CreateEndpointResponse, CreateNetworkRequest, EndpointRef, JoinRequest, JoinResponse, ProgramRequest } from '../protocol/network.js';
 import { BridgeBackend } from './bridge-backend.js';
 import type { LocalHost } from './host.js';
 import type { OvnBackend } from './ovn-backend.js';
+import type { ForgetReport } from './ovn-forget.js';
 import { KeyedMutex } from './locks.js';
 import type { NetworkContext } from './network/context.js';
 import { createEndpoint, deleteEndpoint } from './network/endpoints.js';
@@ -156,6 +159,12 @@ export class NetworkDriver {
   }
 
   /** Which hosts use each OVN network (for `ovsnet networks`); undefined when OVN is off or cannot be asked. */
+  /** `ovsnet ovn forget-host`: releases what a host gone for good held in the northbound database. */
+  forgetOvnHost(chassis: string, options: { idleMs?: number }): Promise<ForgetReport> {
+    if (!this.ctx.ovn) throw badRequest('OvnOff', `OVN mode is off on this host: ${OVN_SETTING_HINT}`);
+    return this.ctx.ovn.forgetHost(chassis, options);
+  }
+
   ovnHosts(): Promise<Record<string, string[]> | undefined> {
     return this.ctx.ovn ? this.ctx.ovn.hostsOf() : Promise.resolve(undefined);
   }

@@ -35,6 +35,7 @@ import {
   routerPortNames,
   type NbRepair,
   type NbSwitch,
+  type NbView,
   boundAddresses,
   chassisKey,
   checkSameConfig,
@@ -52,6 +53,8 @@ import {
   switchHosts,
   switchRow,
 } from '../domain/ovn.js';
+import { goneHosts } from '../domain/ovn-departed.js';
+import { type ForgetReport, forgetHost } from './ovn-forget.js';
 import { type HostIdentity, type RegistrationDecision, conflictDrift, conflictNote, decideRegistration, refusal } from '../domain/ovn-identity.js';
 import { type OvnSpec, canonicalJson } from '../domain/options.js';
 import { type EndpointRecord, type NetworkRecord, type OvnRecord, isOwnAddressSpace, poolIdOf } from '../domain/records.js';
@@ -59,7 +62,7 @@ import type { Logger } from '../log.js';
 import type { AdmitRequest, Admitted, NetworkBackend, RealiseStep } from './backend.js';
 import { LocalHost } from './host.js';
 import type { DistributedAddresses } from './ipam-driver.js';
-import type { Northbound } from './ports.js';
+import type { Northbound, Southbound } from './ports.js';
 import type { State } from './state.js';
 
 export interface OvnBackendOptions {
@@ -77,6 +80,8 @@ export interface OvnBackendOptions {
   hostId: string | undefined;
   /** Whether this process registers its chassis name (the daemon) or only reads the registration (doctor). */
   register: boolean;
+  /** Opens the southbound database at this host's ovn-controller's remotes (external_ids:ovn-remote), to tell hosts gone from hosts there. */
+  openSouthbound?: (remotes: string) => Southbound;
   log: Logger;
 }
 
@@ -88,6 +93,8 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   private chassisName: Chassis | undefined;
   /** What was last logged of this host's registration. */
   private standing: string | undefined;
+  private southbound: { remotes: string; client: Southbound } | undefined;
+  private sbRemotes: string | undefined;
   /** Switch uuids by subnet, so that a claim is one transaction. */
   private readonly switchIds = new Map<string, string>();
 
@@ -117,6 +124,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     if (!name || !encapIp) throw badRequest('OvnNotReady', `this host is not an OVN chassis yet (external_ids:system-id and ovn-encap-ip of Open vSwitch): ${CHASSIS_HOWTO}`);
     // Doctor on a host whose plugin never ran in OVN mode has no id: it cannot hold a name, only see who does.
     const me: HostIdentity = { chassis: name, hostId: this.o.hostId ?? '(none yet)', hostname: ids.hostname || name, encapIp };
+    this.sbRemotes = ids['ovn-remote'];
     for (let attempt = 0; ; attempt++) {
       const row = await nb.registration(name);
       const decision = decideRegistration(row, me, Date.now());
@@ -137,10 +145,24 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
           break;
       }
       if (written) {
+        if (decision.kind !== 'refused' && this.standing !== 'held') await this.clearOwnNotes(me).catch((err) => log.warn('could not remove the notes this host left as a refused host', { error: errorMessage(err) }));
         this.tell(me, decision);
         return { me, decision };
       }
       if (attempt === 2) throw unavailable('OvnBusy', `the registration of OVN chassis name ${name} kept changing while this host read it; try again`);
+    }
+  }
+
+  /**
+   * Removes the notes this host left, refused another name before (a clone given a name of its own), so
+   * that doctor on that name's holder stops naming it.
+   */
+  private async clearOwnNotes(me: HostIdentity): Promise<void> {
+    const key = Object.keys(conflictNote(me, 0))[0]!;
+    for (const [chassis, registration] of await this.o.nb.registrations()) {
+      if (chassis !== me.chassis && key in registration.externalIds && (await this.o.nb.writeRegistration(chassis, {}, [key], registration.externalIds))) {
+        this.o.log.info('removed the note this host left when it was refused another chassis name', { chassis });
+      }
     }
   }
 
@@ -528,6 +550,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     const out: Array<{ drift: Drift; repair: NbRepair | undefined }> = [
       ...conflictDrift(identity.me, identity.decision).map((drift) => ({ drift, repair: undefined })),
       ...diffNorthbound(records, view, chassis, { ...options, external: this.o.external }),
+      ...(await this.goneHosts(view, chassis.name, options)).map((drift) => ({ drift, repair: undefined })),
     ];
     // A port ovn-controller has not installed carries no traffic (unless its logical port is missing: that is the cause, reported above).
     const lost = new Set(out.filter((d) => d.drift.kind === 'ovn-port-missing').map((d) => d.drift.subject));
@@ -550,6 +573,51 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
       });
     }
     return out;
+  }
+
+  /**
+   * Hosts that hold addresses or listings on this host's OVN networks and are gone from the southbound
+   * database. Never repaired here: releasing another host's addresses is the operator's call (forget-host).
+   */
+  private async goneHosts(view: NbView, me: string, options: { now: number; graceMs: number }): Promise<Drift[]> {
+    const southbound = this.openSouthbound();
+    if (!southbound) return [];
+    let present;
+    try {
+      present = new Set((await southbound.chassis()).keys());
+    } catch (err) {
+      this.o.log.debug('the southbound database cannot be asked which hosts are there', { error: errorMessage(err) });
+      return [];
+    }
+    const subnets = new Set([...this.o.state.networks.values()].flatMap((n) => (n.ovn && n.state === 'ready' ? [n.ovn.subnet] : [])));
+    return goneHosts(view, subnets, present, me, options);
+  }
+
+  /** The southbound database at this host's ovn-controller's remotes (known once identify ran). */
+  private openSouthbound(): Southbound | undefined {
+    const remotes = this.sbRemotes;
+    if (!remotes || !this.o.openSouthbound) return undefined;
+    if (this.southbound?.remotes !== remotes) {
+      this.southbound?.client.close();
+      this.southbound = { remotes, client: this.o.openSouthbound(remotes) };
+    }
+    return this.southbound.client;
+  }
+
+  /** Releases what a host gone for good held (driver/ovn-forget.ts). */
+  async forgetHost(chassis: string, options: { idleMs?: number }): Promise<ForgetReport> {
+    const { me } = await this.identify();
+    const southbound = this.openSouthbound();
+    if (!southbound) throw badRequest('OvnNotReady', `this host does not know the southbound database, which tells whether ${chassis} is gone: set external_ids:ovn-remote of its Open vSwitch (${CHASSIS_HOWTO})`);
+    const report = await forgetHost(this.o.nb, southbound, chassis, { me: me.chassis, now: Date.now(), idleMs: options.idleMs });
+    this.o.log.info('forgot a host that is gone for good', { ...report });
+    return report;
+  }
+
+  /** Closes the southbound connection, if one was opened. */
+  close(): void {
+    this.southbound?.client.close();
+    this.southbound = undefined;
   }
 
   /** Applies one repair of the northbound diff. */

@@ -190,6 +190,8 @@ export interface Northbound {
 
   /** The registration of a chassis name (its Chassis_Template_Var row), if there is one. */
   registration(chassis: string): Promise<Registration | undefined>;
+  /** Every chassis' registration, by chassis name. */
+  registrations(): Promise<Map<string, Registration>>;
   /**
    * Sets and removes keys of a chassis' registration, only while its external_ids are as read (`asRead`;
    * undefined: only while there is no row, which is then made); false when it changed meanwhile.
@@ -220,6 +222,13 @@ export interface Northbound {
   detachSwitch(routerUuid: string, switchUuid: string, names: { lrp: string; lsp: string; subnet: string }): Promise<void>;
   /** Deletes a router (with its gateway port, outside port and chassis group) only while no network is connected to it. */
   deleteRouterIf(router: NbRouter, physnet: string | undefined): Promise<boolean>;
+}
+
+/** The OVN southbound database, read only. */
+export interface Southbound {
+  /** The chassis there now (hosts whose ovn-controller runs, or ran and did not leave), by name. */
+  chassis(): Promise<Map<string, { hostname: string; encaps: string[] }>>;
+  close(): void;
 }
 
 export interface RouterGateway {

@@ -177,6 +177,16 @@ export function createApp(options: AppOptions): RequestListener {
     res.json({ Problems: await options.engine() });
   });
 
+  // Releasing what an OVN host gone for good held (used by `ovsnet ovn forget-host`).
+  app.post('/ovsnet/ovn/forget-host', async (req: Request, res: Response) => {
+    const body = (req.body ?? {}) as { Chassis?: unknown; IdleSeconds?: unknown };
+    if (typeof body.Chassis !== 'string' || body.Chassis === '') throw badRequest('InvalidRequest', 'invalid request: field Chassis must be the chassis name (system-id) of the host to forget');
+    if (body.IdleSeconds !== undefined && !(typeof body.IdleSeconds === 'number' && Number.isInteger(body.IdleSeconds) && body.IdleSeconds >= 0)) {
+      throw badRequest('InvalidRequest', 'invalid request: field IdleSeconds must be a whole number of seconds, 0 or more');
+    }
+    res.json(await network.forgetOvnHost(body.Chassis, { idleMs: body.IdleSeconds === undefined ? undefined : body.IdleSeconds * 1000 }));
+  });
+
   // A full reconciliation now, instead of at the next period.
   app.post('/ovsnet/reconcile', async (_req: Request, res: Response) => {
     if (!options.reconciler) throw notFound('NoReconciler', 'reconciliation is not available in this process');

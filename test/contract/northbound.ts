@@ -88,6 +88,7 @@ export function northboundContract(fresh: () => Promise<Northbound>): void {
     assert.equal(await nb.writeRegistration(chassis, { 'ovsnet-host-id': 'h2' }, [], undefined), false, 'a second host cannot make the row again');
     const read = (await nb.registration(chassis))!;
     assert.deepEqual(read.externalIds, { 'ovsnet-owner': 'ovsnet', 'ovsnet-host-id': 'h1' });
+    assert.deepEqual((await nb.registrations()).get(chassis), read, 'and among all registrations');
     assert.equal(await nb.writeRegistration(chassis, { 'ovsnet-host-id': 'h2' }, [], { ...read.externalIds, 'ovsnet-host-id': 'h0' }), false, 'not on an older reading');
     assert.equal(await nb.writeRegistration(chassis, { 'ovsnet-note': 'n', 'ovsnet-host-id': 'h2' }, [], read.externalIds), true);
     const now = (await nb.registration(chassis))!;
@@ -95,6 +96,9 @@ export function northboundContract(fresh: () => Promise<Northbound>): void {
     assert.equal(await nb.writeRegistration(chassis, {}, ['ovsnet-note'], now.externalIds), true);
     assert.deepEqual((await nb.registration(chassis))!.externalIds, { 'ovsnet-owner': 'ovsnet', 'ovsnet-host-id': 'h2' });
     assert.equal(await nb.writeRegistration(`${chassis}-x`, {}, [], now.externalIds), false, 'no row, nothing written');
+    const last = (await nb.registration(chassis))!;
+    assert.equal(await nb.writeRegistration(chassis, {}, Object.keys(last.externalIds), last.externalIds), true);
+    assert.equal(await nb.registration(chassis), undefined, 'a registration left with nothing goes');
   });
 
   it('makes one router of a name; a second create gives the first', async () => {

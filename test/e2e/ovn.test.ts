@@ -7,7 +7,7 @@
  * security and the switch's guard ACLs (captured at victims on two hosts, with
  * both taken off by hand as the positive control), and the faults: the
  * plugin killed mid-call, dockerd and ovn-controller restarted, the
- * northbound leader killed, two of three members down, a power cut. After
+ * northbound leader killed or silenced, two of three members down, a power cut, a cloned host. After
  * each, no address is held twice, no logical port is without its container,
  * and no container without its port.
  */
@@ -403,6 +403,39 @@ describe('OVN mode across three hosts', () => {
     await assertOvnConsistent();
     const w3 = (await containerAddress(h, 'w3', 'web')).ip;
     await waitFor('w1 to reach w3 again', () => ping(hosts[0]!, 'w1', w3, 1), 30_000, 500);
+  });
+
+  it("a cloned host (another host's system-id): every OVN call of its plugin is refused, naming both hosts, nothing of the other's is touched, doctor on both names the other; given its own name, it goes on", async () => {
+    const [h1, h3] = [hosts[0]!, hosts[2]!];
+    const doctor = async (h: SimHost) => (JSON.parse((await cli(h, ['doctor', '--json'], false)).stdout) as { drift: Array<{ kind: string; detail: string; fix: string }> }).drift;
+    const on1Ports = async () => (await nbPorts()).filter((p) => p.ids['ovsnet-chassis'] === 'on1').map((p) => p.name).sort();
+    const before = await on1Ports();
+    // Its ovn-controller is stopped: with on1's name it would take on1's chassis row in the southbound database.
+    await cluster.stopController(2);
+    await h3.stopPlugin();
+    await h3.vsctl(['set', 'open', '.', 'external_ids:system-id=on1']);
+    try {
+      await h3.startPlugin();
+      const refused = await dockerError(h3, ['run', '-d', '--name', 'cloned', '--net', 'web', 'local/busybox', 'sleep', '1d']);
+      assertPluginSaid(refused, 'IpamDriver.RequestAddress', /^this host's OVN chassis name on1 \(its Open vSwitch system-id\) is already registered by host on1 \(Geneve address 10\.250\.1\.1, host id [0-9a-f-]{36}\); this host is host on3 \(Geneve address 10\.250\.1\.3, host id [0-9a-f-]{36}\)\. .*ovsnet ovn forget-host on1/);
+      await h3.docker(['rm', '-f', 'cloned'], { check: false });
+      const onClone = (await doctor(h3)).filter((d) => d.kind === 'ovn-host-conflict');
+      assert.equal(onClone.length, 1, 'doctor on the clone reports it');
+      assert.match(onClone[0]!.detail, /registered by host on1 \(Geneve address 10\.250\.1\.1/);
+      const onFirst = (await doctor(h1)).filter((d) => d.kind === 'ovn-host-conflict');
+      assert.equal(onFirst.length, 1, 'doctor on the first host names the clone');
+      assert.match(onFirst[0]!.detail, /another host uses this host's OVN chassis name on1: host on3 \(Geneve address 10\.250\.1\.3/);
+      assert.deepEqual(await on1Ports(), before, "on1's claims are all there: the clone's reconciler took none for its own strays");
+    } finally {
+      await h3.stopPlugin();
+      await h3.vsctl(['set', 'open', '.', 'external_ids:system-id=on3']);
+      await cluster.startController(2);
+      await h3.startPlugin();
+    }
+    await runContainer(h3, 'renamed', 'web');
+    await waitFor("the clone's note to be gone from on1's registration", async () => (await doctor(h1)).every((d) => d.kind !== 'ovn-host-conflict'), 20_000, 500);
+    await h3.docker(['rm', '-f', 'renamed']);
+    await assertOvnConsistent();
   });
 
   it('the last host to remove the network removes the switch', async () => {

@@ -17,6 +17,7 @@ import type {
   Firewall,
   Links,
   Northbound,
+  Southbound,
   RouterGateway,
   ObservedBridge,
   ObservedPort,
@@ -449,6 +450,19 @@ export class FakeDocker implements DockerView {
   }
 }
 
+/** The southbound database's chassis, as set by a test. */
+export class FakeSouthbound implements Southbound {
+  readonly present = new Map<string, { hostname: string; encaps: string[] }>();
+  /** The remotes it was opened with (by the OVN backend, from ovn-remote). */
+  opened: string[] = [];
+
+  async chassis(): Promise<Map<string, { hostname: string; encaps: string[] }>> {
+    return new Map([...this.present].map(([name, c]) => [name, { hostname: c.hostname, encaps: [...c.encaps] }]));
+  }
+
+  close(): void {}
+}
+
 /**
  * An in-memory northbound database with the guarantees the plugin relies on: unique port names,
  * one switch per subnet when created through createSwitch, and a conditional delete. Several
@@ -559,25 +573,31 @@ export class FakeNorthbound implements Northbound {
   // ---- which host a chassis name is ----
 
   /** Chassis_Template_Var rows' external_ids by chassis name. */
-  readonly registrations = new Map<string, Record<string, string>>();
+  readonly registered = new Map<string, Record<string, string>>();
 
   async registration(chassis: string): Promise<{ externalIds: Record<string, string> } | undefined> {
     this.check();
-    const ids = this.registrations.get(chassis);
+    const ids = this.registered.get(chassis);
     return ids && { externalIds: { ...ids } };
+  }
+
+  async registrations(): Promise<Map<string, { externalIds: Record<string, string> }>> {
+    this.check();
+    return new Map([...this.registered.entries()].map(([chassis, ids]) => [chassis, { externalIds: { ...ids } }]));
   }
 
   async writeRegistration(chassis: string, set: Record<string, string>, remove: readonly string[], asRead: Readonly<Record<string, string>> | undefined): Promise<boolean> {
     this.check();
-    const ids = this.registrations.get(chassis);
+    const ids = this.registered.get(chassis);
     if (!asRead) {
       if (ids) return false;
-      this.registrations.set(chassis, { [OWNER_KEY]: OWNER_VALUE, ...set });
+      this.registered.set(chassis, { [OWNER_KEY]: OWNER_VALUE, ...set });
       return true;
     }
     if (!ids || canonicalJson(ids) !== canonicalJson(asRead)) return false;
     for (const key of remove) delete ids[key];
     Object.assign(ids, set);
+    if (Object.keys(ids).length === 0) this.registered.delete(chassis);
     return true;
   }
 

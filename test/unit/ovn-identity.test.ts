@@ -43,8 +43,8 @@ describe('chassis name: decisions', () => {
 const NET = id('a');
 
 /** A host in OVN mode with chassis name c1, its id and Geneve address given. */
-async function host(nb: FakeNorthbound, hostId: string, encapIp: string, register = true) {
-  const w = await world({ ovn: { nb, chassis: 'c1', hostId, encapIp, register } });
+async function host(nb: FakeNorthbound, hostId: string, encapIp: string, register = true, chassis = 'c1') {
+  const w = await world({ ovn: { nb, chassis, hostId, encapIp, register } });
   const reconciler = new Reconciler({ state: w.state, network: w.network, ipam: w.ipam, docker: new FakeDocker(), graceMs: 0, log: silentLogger });
   return { ...w, reconciler };
 }
@@ -63,7 +63,7 @@ describe('chassis name: two hosts with one system-id', () => {
     const poolId = await createNetwork(first);
     const { Address } = await first.ipam.requestAddress({ poolId, address: '', gateway: false });
     assert.equal(nb.named(`ovsnet-10.61.0.0_24-${Address.split('/')[0]}`)?.externalIds['ovsnet-host-id'], 'id-first', 'a claim names the host id that made it');
-    assert.equal(nb.registrations.get('c1')?.['ovsnet-host-id'], 'id-first');
+    assert.equal(nb.registered.get('c1')?.['ovsnet-host-id'], 'id-first');
 
     const clone = await host(nb, 'id-clone', '10.250.0.2');
     const before = structuredClone([...nb.portRows.values()]);
@@ -74,7 +74,7 @@ describe('chassis name: two hosts with one system-id', () => {
     });
     assert.equal(clone.state.networks.size, 0, 'nothing kept on the refused host');
     assert.deepEqual([...nb.portRows.values()], before, 'no claim written or removed');
-    assert.equal(nb.registrations.get('c1')?.['ovsnet-host-id'], 'id-first', 'the name stays with the first');
+    assert.equal(nb.registered.get('c1')?.['ovsnet-host-id'], 'id-first', 'the name stays with the first');
 
     const cloneDrift = await clone.reconciler.drift(false);
     assert.deepEqual(cloneDrift.map((d) => d.kind), ['ovn-host-conflict']);
@@ -85,6 +85,12 @@ describe('chassis name: two hosts with one system-id', () => {
     assert.match(firstDrift[0]!.fix, /external_ids:system-id=<unique name>/);
     assert.deepEqual(await first.reconciler.repair('test'), {}, 'nothing of the first host is repaired away');
     assert.ok(nb.named(`ovsnet-10.61.0.0_24-${Address.split('/')[0]}`), "the first host's claim stays");
+
+    // Given a name of its own, the clone starts again: its note goes, and doctor on the first is quiet.
+    const renamed = await host(nb, 'id-clone', '10.250.0.2', true, 'c2');
+    await createNetwork(renamed);
+    assert.deepEqual(Object.keys(nb.registered.get('c1')!).filter((k) => k.startsWith('ovsnet-conflict:')), []);
+    assert.deepEqual(await first.reconciler.drift(false), []);
   });
 
   it("a host whose state directory was made again takes its name back; doctor only reads", async () => {
@@ -94,9 +100,9 @@ describe('chassis name: two hosts with one system-id', () => {
     const doctor = await host(nb, 'id-after', '10.250.0.1', false);
     // Its own records are empty, so it sees the listing as unused; what matters is that it sees no other host.
     assert.deepEqual((await doctor.reconciler.drift(false)).map((d) => d.kind), ['ovn-switch-unused-here']);
-    assert.equal(nb.registrations.get('c1')?.['ovsnet-host-id'], 'id-before', 'doctor wrote nothing');
+    assert.equal(nb.registered.get('c1')?.['ovsnet-host-id'], 'id-before', 'doctor wrote nothing');
     const after = await host(nb, 'id-after', '10.250.0.1');
     await createNetwork(after);
-    assert.equal(nb.registrations.get('c1')?.['ovsnet-host-id'], 'id-after');
+    assert.equal(nb.registered.get('c1')?.['ovsnet-host-id'], 'id-after');
   });
 });

@@ -1,0 +1,34 @@
+/**
+ * The OVN southbound database, read only: which chassis exist (a host whose
+ * ovn-controller runs, or ran without leaving with `exit`). Any member of the
+ * cluster answers; a follower's answer may be a moment old, which is enough
+ * to tell a host that is there from one that has been gone for minutes.
+ */
+import type { Southbound } from '../driver/ports.js';
+import type { OvsdbClient, Row } from './ovsdb.js';
+
+export const SB_DATABASE = 'OVN_Southbound';
+
+function rows(result: Row | undefined): Row[] {
+  return ((result as { rows?: Row[] } | undefined)?.rows ?? []) as Row[];
+}
+
+export class OvnSouthbound implements Southbound {
+  constructor(private readonly db: OvsdbClient) {}
+
+  async chassis(): Promise<Map<string, { hostname: string; encaps: string[] }>> {
+    const [chassis, encaps] = await this.db.transact([
+      { op: 'select', table: 'Chassis', where: [], columns: ['name', 'hostname'] },
+      { op: 'select', table: 'Encap', where: [], columns: ['chassis_name', 'ip'] },
+    ]);
+    const out = new Map<string, { hostname: string; encaps: string[] }>(rows(chassis).map((c) => [String(c.name), { hostname: String(c.hostname), encaps: [] }]));
+    for (const e of rows(encaps)) out.get(String(e.chassis_name))?.encaps.push(String(e.ip));
+    for (const c of out.values()) c.encaps.sort();
+    return out;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
