@@ -51,7 +51,12 @@ export interface OvnSettings {
   readonly probeMs: number;
   /** Where OVN routers SNAT to, on their gateway chassis; undefined: routers have no way out. */
   readonly external: OvnExternal | undefined;
+  /** For ssl: remotes of the northbound and southbound databases: this host's key and certificate, and the CA's certificate. */
+  readonly tls: { readonly key: string; readonly cert: string; readonly ca: string } | undefined;
 }
+
+/** The settings that name the TLS files, for messages. */
+export const OVN_TLS_SETTINGS = 'OVSNET_OVN_SSL_KEY, OVSNET_OVN_SSL_CERT and OVSNET_OVN_SSL_CA';
 
 export interface SettingDoc {
   readonly name: string;
@@ -74,10 +79,13 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'OVSNET_RECONCILE_GRACE', default: '60', description: 'seconds a record must be old before the reconciler may remove it as debris' },
   { name: 'OVSNET_SPARE_PAIRS', default: '4', description: 'veth pairs kept made ahead of need for each shape of network (bridge, MTU, offload), so a container start runs no program; 0 turns them off' },
   { name: 'OVSNET_METRICS', default: '', description: 'host:port to serve Prometheus metrics on (GET /metrics); empty means off' },
-  { name: 'OVSNET_OVN_NB', default: '', description: "OVN mode: the northbound database's remotes, comma-separated (unix:<path> or tcp:<ip>:<port>, every member of its Raft cluster); empty means OVN mode is off" },
+  { name: 'OVSNET_OVN_NB', default: '', description: "OVN mode: the northbound database's remotes, comma-separated (unix:<path>, tcp:<ip>:<port> or ssl:<ip>:<port>, every member of its Raft cluster); empty means OVN mode is off" },
   { name: 'OVSNET_OVN_BRIDGE', default: 'br-int', description: "OVN mode: ovn-controller's integration bridge, where the containers' ports go" },
   { name: 'OVSNET_OVN_TIMEOUT', default: '30', description: 'OVN mode: seconds a call waits for the northbound database and for ovn-controller to install a port' },
   { name: 'OVSNET_OVN_PROBE', default: '5', description: 'OVN mode: seconds without a word from the northbound member in use before the plugin sends it an echo; with no answer within as long again it is left for the member that leads, so a leader that went silent without closing its connection (a dead host, a partition) is left within twice this; 0 turns the probe off' },
+  { name: 'OVSNET_OVN_SSL_KEY', default: '', description: "OVN mode: this host's private key (PEM file) for ssl: remotes of the northbound and southbound databases" },
+  { name: 'OVSNET_OVN_SSL_CERT', default: '', description: "OVN mode: this host's certificate (PEM file), signed by a CA the databases trust, for ssl: remotes" },
+  { name: 'OVSNET_OVN_SSL_CA', default: '', description: "OVN mode: the CA certificate (PEM file) the databases' certificates must be signed by, for ssl: remotes" },
   { name: 'OVSNET_OVN_EXTERNAL', default: '', description: 'OVN mode: the outside network routers SNAT onto, <physical network>,<subnet>,<next hop>[,<first>-<last>] (e.g. physnet,192.0.2.0/24,192.0.2.1,192.0.2.100-192.0.2.150); the physical network is the name in the gateway chassis\' ovn-bridge-mappings; each router takes one address of the range (default: the whole subnet, which must then be the routers\'); empty means routers have no way out' },
   { name: 'OVSNET_OVN_GATEWAYS', default: '', description: 'OVN mode: the gateway chassis (OVS system-ids) that carry routers\' outside traffic, <chassis>[:<priority>],... (highest priority active, the others standby)' },
   { name: 'OVSNET_PROC_SYS', default: '/proc/sys', description: "where the host's sysctls are (its net/ tree is what the plugin writes: IPv4 forwarding, gateway ports' accept_ra); the managed plugin mounts the host's /proc/sys/net at /host/proc/sys/net, since its own /proc/sys is read-only" },
@@ -182,6 +190,15 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   if (nbText && ovnProbeMs > 0 && 2 * ovnProbeMs >= ovnTimeoutMs) {
     invalid('OVSNET_OVN_PROBE', String(ovnProbeMs / 1000), `a silent member is left within twice the probe, which must be less than OVSNET_OVN_TIMEOUT (${ovnTimeoutMs / 1000} s) for the calls waiting on it to go on: at most ${Math.ceil(ovnTimeoutMs / 2000) - 1}, or 0 for no probe`);
   }
+  const tlsFiles = { key: setting(env, 'OVSNET_OVN_SSL_KEY'), cert: setting(env, 'OVSNET_OVN_SSL_CERT'), ca: setting(env, 'OVSNET_OVN_SSL_CA') };
+  const tlsGiven = Object.values(tlsFiles).filter((f) => f !== '').length;
+  for (const [name, file] of [['OVSNET_OVN_SSL_KEY', tlsFiles.key], ['OVSNET_OVN_SSL_CERT', tlsFiles.cert], ['OVSNET_OVN_SSL_CA', tlsFiles.ca]] as const) {
+    if (tlsGiven > 0 && file === '') invalid(name, file, `give all of ${OVN_TLS_SETTINGS}, or none`);
+    if (file !== '' && !path.isAbsolute(file)) invalid(name, file, 'must be the absolute path of a PEM file');
+  }
+  if (nbText && nbText.split(',').some((r) => r.trim().startsWith('ssl:')) && tlsGiven === 0) {
+    invalid('OVSNET_OVN_NB', nbText, `ssl: remotes need ${OVN_TLS_SETTINGS} (this host's key and certificate, and the CA that signed the databases' certificates)`);
+  }
   const externalText = setting(env, 'OVSNET_OVN_EXTERNAL');
   const gatewaysText = setting(env, 'OVSNET_OVN_GATEWAYS');
   const external = externalText ? parseOvnExternal(externalText, gatewaysText) : undefined;
@@ -216,7 +233,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     iptables,
     netnsDir: netnsDir || undefined,
     metrics,
-    ovn: nbText ? { nb: nbText, bridge: ovnBridge, timeoutMs: ovnTimeoutMs, probeMs: ovnProbeMs, external } : undefined,
+    ovn: nbText ? { nb: nbText, bridge: ovnBridge, timeoutMs: ovnTimeoutMs, probeMs: ovnProbeMs, external, tls: tlsGiven > 0 ? tlsFiles : undefined } : undefined,
   });
 }
 

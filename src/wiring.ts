@@ -4,7 +4,7 @@
  * constructs an adapter; everything else gets them through its constructor.
  */
 import path from 'node:path';
-import type { Config } from './config.js';
+import { type Config, OVN_TLS_SETTINGS } from './config.js';
 import type { Logger } from './log.js';
 import { DockerodeView } from './adapters/docker.js';
 import { run } from './adapters/exec.js';
@@ -52,7 +52,7 @@ export function openHost(config: Config, log: Logger, options: { requestTimeoutM
     log,
   });
   const nbClient = config.ovn
-    ? new OvsdbClient({ address: config.ovn.nb, database: NB_DATABASE, leaderOnly: true, label: 'the OVN northbound database', log, requestTimeoutMs: config.ovn.timeoutMs, probeIntervalMs: config.ovn.probeMs })
+    ? new OvsdbClient({ address: config.ovn.nb, database: NB_DATABASE, leaderOnly: true, label: 'the OVN northbound database', log, requestTimeoutMs: config.ovn.timeoutMs, probeIntervalMs: config.ovn.probeMs, tls: config.ovn.tls, tlsSettings: OVN_TLS_SETTINGS })
     : undefined;
   return {
     ovsdb,
@@ -75,7 +75,7 @@ export function ovnBackend(config: Config, adapters: HostAdapters, state: State,
     hostId: loadHostId(config.stateDir, options.register),
     register: options.register,
     openSouthbound: (remotes) =>
-      new OvnSouthbound(new OvsdbClient({ address: remotes, database: SB_DATABASE, label: 'the OVN southbound database', log, requestTimeoutMs: config.ovn!.timeoutMs, probeIntervalMs: config.ovn!.probeMs })),
+      new OvnSouthbound(new OvsdbClient({ address: remotes, database: SB_DATABASE, label: 'the OVN southbound database', log, requestTimeoutMs: config.ovn!.timeoutMs, probeIntervalMs: config.ovn!.probeMs, tls: config.ovn!.tls, tlsSettings: OVN_TLS_SETTINGS })),
     host: adapters.host,
     state,
     nb: adapters.nb,

@@ -27,15 +27,15 @@ import {
 } from '../domain/ovn.js';
 import { OWNER_KEY, OWNER_VALUE } from '../domain/names.js';
 import type { Registration } from '../domain/ovn-identity.js';
-import type { Northbound, RouterGateway } from '../driver/ports.js';
+import type { NbScope, Northbound, RouterGateway } from '../driver/ports.js';
 import { type Operation, type OvsdbClient, type Row, OvsdbError, namedUuid, ovsMap, ovsSet, readMap, readOptional, readSet, readUuid, uuid } from './ovsdb.js';
 
 export const NB_DATABASE = 'OVN_Northbound';
 
 const OWNED = ovsMap({ [OWNER_KEY]: OWNER_VALUE });
 const SWITCH_COLUMNS = ['_uuid', 'name', 'external_ids', 'ports', 'acls'];
-/** The plugin's ACLs (its switches' guards), read beside the switches. */
-const OWNED_ACLS: Operation = { op: 'select', table: 'ACL', where: [['external_ids', 'includes', OWNED]], columns: ['_uuid', 'direction', 'priority', 'match', 'action', 'external_ids'] };
+/** The columns of the plugin's ACLs (its switches' guards), read beside the switches. */
+const ACL_COLUMNS = ['_uuid', 'direction', 'priority', 'match', 'action', 'external_ids'];
 const PORT_COLUMNS = ['_uuid', 'name', 'addresses', 'port_security', 'external_ids', 'up'];
 
 function rows(result: Row | undefined): Row[] {
@@ -46,12 +46,15 @@ function count(result: Row | undefined): number {
   return Number((result as { count?: number } | undefined)?.count ?? 0);
 }
 
-function toSwitch(row: Row, acls: Row | undefined): NbSwitch {
+/** A switch as read; its guard from `acls` (undefined: its ACLs were not read). */
+function toSwitch(row: Row, acls: Row[] | undefined): NbSwitch {
+  const base = { uuid: readUuid(row._uuid), name: String(row.name), externalIds: readMap(row.external_ids) };
+  if (!acls) return base;
   const refs = new Set(readSet(row.acls).map(readUuid));
-  const guard = rows(acls)
+  const guard = acls
     .filter((a) => refs.has(readUuid(a._uuid)))
     .map((a): NbAcl => ({ uuid: readUuid(a._uuid), direction: 'from-lport', priority: Number(a.priority), match: String(a.match), action: 'drop', externalIds: readMap(a.external_ids) }));
-  return { uuid: readUuid(row._uuid), name: String(row.name), externalIds: readMap(row.external_ids), guard };
+  return { ...base, guard };
 }
 
 function aclRow(acl: NbAclSpec): Record<string, unknown> {
@@ -119,30 +122,36 @@ function isWaitFailure(err: unknown): boolean {
 export class OvnNorthbound implements Northbound {
   constructor(private readonly db: OvsdbClient) {}
 
-  async view(options: { routers?: boolean } = {}): Promise<NbView> {
-    const [switches, acls, ports, routers, ...parts] = await this.db.transact([
-      { op: 'select', table: 'Logical_Switch', where: [['external_ids', 'includes', OWNED]], columns: SWITCH_COLUMNS },
-      OWNED_ACLS,
-      { op: 'select', table: 'Logical_Switch_Port', where: [['external_ids', 'includes', OWNED]], columns: PORT_COLUMNS },
-      ...(options.routers ? [{ op: 'select', table: 'Logical_Router', where: [['external_ids', 'includes', OWNED]], columns: ROUTER_COLUMNS }, ...ROUTER_PARTS] : []),
-    ]);
+  async view(scope: NbScope = {}): Promise<NbView> {
+    // Every switch of the plugin (a few hundred rows at most); ACLs and ports only of what is in scope:
+    // at 1 000 hosts the ports are tens of thousands, and a host needs those of its own networks.
+    const owned = (extra: Record<string, string>) => [['external_ids', 'includes', ovsMap({ [OWNER_KEY]: OWNER_VALUE, ...extra })]];
+    const scoped = (table: string, columns: string[]): Operation[] => (scope.subnets ? scope.subnets.map((s) => ({ op: 'select', table, where: owned({ [NB.subnet]: s }), columns })) : [{ op: 'select', table, where: owned({}), columns }]);
+    const aclOps = scoped('ACL', ACL_COLUMNS);
+    const portOps = scope.ports === false ? [] : [...scoped('Logical_Switch_Port', PORT_COLUMNS), ...(scope.chassis ? [{ op: 'select', table: 'Logical_Switch_Port', where: owned({ [NB.chassis]: scope.chassis }), columns: PORT_COLUMNS }] : [])];
+    const routerOps: Operation[] = scope.routers ? [{ op: 'select', table: 'Logical_Router', where: [['external_ids', 'includes', OWNED]], columns: ROUTER_COLUMNS }, ...ROUTER_PARTS] : [];
+    const [switches, ...results] = await this.db.transact([{ op: 'select', table: 'Logical_Switch', where: [['external_ids', 'includes', OWNED]], columns: SWITCH_COLUMNS }, ...aclOps, ...portOps, ...routerOps]);
+    const acls = results.slice(0, aclOps.length).flatMap(rows);
+    const ports = results.slice(aclOps.length, aclOps.length + portOps.length).flatMap(rows);
+    const [routers, ...parts] = results.slice(aclOps.length + portOps.length);
     const routerList = routers ? rows(routers).map((r) => toRouter(r, parts)) : [];
-    const byUuid = new Map(rows(ports).map((p) => [readUuid(p._uuid), toPort(p)]));
+    const byUuid = new Map(ports.map((p) => [readUuid(p._uuid), toPort(p)]));
+    const inScope = (row: Row) => !scope.subnets || scope.subnets.includes(readMap(row.external_ids)[NB.subnet] ?? '');
     const portsOf = new Map<string, NbPort[]>();
     for (const row of rows(switches)) {
       portsOf.set(readUuid(row._uuid), readSet(row.ports).map(readUuid).flatMap((id) => (byUuid.has(id) ? [byUuid.get(id)!] : [])));
     }
-    return { switches: rows(switches).map((row) => toSwitch(row, acls)), ports: portsOf, routers: routerList };
+    return { switches: rows(switches).map((row) => toSwitch(row, inScope(row) ? acls : undefined)), ports: portsOf, routers: routerList };
   }
 
   async findSwitch(subnet: string): Promise<NbSwitch | undefined> {
     const mark = ovsMap({ [OWNER_KEY]: OWNER_VALUE, [NB.subnet]: subnet });
     const [result, acls] = await this.db.transact([
       { op: 'select', table: 'Logical_Switch', where: [['external_ids', 'includes', mark]], columns: SWITCH_COLUMNS },
-      { ...OWNED_ACLS, where: [['external_ids', 'includes', mark]] },
+      { op: 'select', table: 'ACL', where: [['external_ids', 'includes', mark]], columns: ACL_COLUMNS },
     ]);
     const row = rows(result)[0];
-    return row ? toSwitch(row, acls) : undefined;
+    return row ? toSwitch(row, rows(acls)) : undefined;
   }
 
   async createSwitch(subnet: string, row: { name: string; externalIds: Record<string, string>; guard: readonly NbAclSpec[] }): Promise<{ created: boolean; sw: NbSwitch }> {

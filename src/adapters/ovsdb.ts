@@ -6,10 +6,12 @@
  * It monitors Open_vSwitch.cur_cfg so that, like ovs-vsctl, a change can wait
  * until ovs-vswitchd has applied it (cur_cfg reaches the next_cfg we set).
  */
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import { PluginError, isPluginError, unavailable } from '../errors.js';
 import { JsonStream } from './json-stream.js';
-import { OVSDB_REMOTE_RULE, type OvsdbRemote, formatOvsdbRemote, parseOvsdbRemotes } from '../domain/remotes.js';
+import { OVSDB_REMOTE_RULE, type OvsdbRemote, formatOvsdbRemote, needsTls, parseOvsdbRemotes } from '../domain/remotes.js';
 import type { Logger } from '../log.js';
 
 export type Datum = unknown;
@@ -52,7 +54,20 @@ export interface OvsdbClientOptions {
    * process) is left within twice this. 0 or unset: no probe.
    */
   probeIntervalMs?: number;
+  /**
+   * For `ssl:` remotes: this host's private key and certificate, and the CA certificate the server's must be
+   * signed by (files, PEM). As Open vSwitch does, the chain is checked, not the server's name.
+   */
+  tls?: { key: string; cert: string; ca: string };
+  /** How the settings that name those files are called, for messages. */
+  tlsSettings?: string;
 }
+
+/** A socket with the reason a TLS peer gave for ending it, kept for messages. */
+type Conn = net.Socket & { tlsFailure?: string };
+
+/** Node's codes for a server certificate that does not verify against the CA. */
+const VERIFY_CODES = /CERT|SELF_SIGNED|UNABLE_TO|VERIFY/;
 
 /** How one member of a cluster answered when asked whether it leads. */
 interface MemberStatus {
@@ -71,6 +86,7 @@ export class OvsdbClient {
   private readonly cfgWaiters = new Set<{ target: number; resolve: () => void }>();
   private closed = false;
   private readonly remotes: OvsdbRemote[];
+  private readonly tlsMaterial: { key: Buffer; cert: Buffer; ca: Buffer } | undefined;
   /** The remote to try first: the last one that worked. */
   private preferred = 0;
   /** The remote the probe last found silent: tried last, until it leads again. */
@@ -87,6 +103,18 @@ export class OvsdbClient {
     const remotes = parseOvsdbRemotes(options.address);
     if (!remotes) throw new PluginError('BadRequest', 'InvalidSetting', `invalid OVSDB address "${options.address}": ${OVSDB_REMOTE_RULE}`);
     this.remotes = remotes;
+    if (needsTls(remotes)) {
+      const settings = options.tlsSettings ?? 'the private key, certificate and CA settings';
+      if (!options.tls) throw new PluginError('BadRequest', 'InvalidSetting', `${options.label ?? 'OVSDB'} is reached over TLS (${options.address}): set ${settings}`);
+      const read = (what: string, file: string) => {
+        try {
+          return readFileSync(file);
+        } catch (err) {
+          throw new PluginError('BadRequest', 'InvalidSetting', `cannot read the ${what} ${file} (${settings}): ${(err as Error).message}`);
+        }
+      };
+      this.tlsMaterial = { key: read('private key', options.tls.key), cert: read('certificate', options.tls.cert), ca: read('CA certificate', options.tls.ca) };
+    }
     this.database = options.database ?? DATABASE;
     this.label = options.label ?? 'OVSDB';
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
@@ -199,7 +227,8 @@ export class OvsdbClient {
         try {
           socket = await this.connect(remote);
         } catch (err) {
-          statuses.push({ remote: formatOvsdbRemote(remote), state: 'unreachable', detail: (err as NodeJS.ErrnoException).code ?? (err as Error).message });
+          const e = err as NodeJS.ErrnoException;
+          statuses.push({ remote: formatOvsdbRemote(remote), state: 'unreachable', detail: 'tlsFailure' in e ? e.message : (e.code ?? e.message) });
           continue;
         }
         const status = this.options.leaderOnly ? await this.memberStatus(socket, remote) : { remote: formatOvsdbRemote(remote), state: 'leader' as const };
@@ -252,26 +281,37 @@ export class OvsdbClient {
       if (row.connected !== true) return { remote: name, state: 'disconnected' };
       return { remote: name, state: row.leader === true ? 'leader' : 'follower' };
     } catch (err) {
-      return { remote: name, state: 'unreachable', detail: (err as Error).message };
+      return { remote: name, state: 'unreachable', detail: (socket as Conn).tlsFailure ?? (err as Error).message };
     }
   }
 
   private connect(remote: OvsdbRemote): Promise<net.Socket> {
     return new Promise((resolve, reject) => {
-      const socket = 'path' in remote ? net.connect(remote.path) : net.connect(remote.port, remote.host);
+      const secure = !('path' in remote) && remote.tls === true;
+      const socket: Conn =
+        'path' in remote
+          ? net.connect(remote.path)
+          : secure
+            ? // OVSDB's TLS checks the chain against the CA, never the peer's name (certificates from ovs-pki name no host).
+              tls.connect({ host: remote.host, port: remote.port, ...this.tlsMaterial!, rejectUnauthorized: true, checkServerIdentity: () => undefined })
+            : net.connect(remote.port, remote.host);
       const stream = new JsonStream();
       socket.setEncoding('utf8');
       const timer = setTimeout(() => socket.destroy(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })), Math.min(this.requestTimeoutMs, 3_000));
-      const onError = (err: Error) => {
+      const onError = (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
         socket.destroy();
-        reject(err);
+        reject(secure ? this.tlsError(remote, err) : err);
       };
       socket.once('error', onError);
-      socket.once('connect', () => {
+      socket.once(secure ? 'secureConnect' : 'connect', () => {
         clearTimeout(timer);
         socket.off('error', onError);
-        socket.on('error', (err) => this.log.warn(`${this.label} connection error`, { error: err.message }));
+        socket.on('error', (err: NodeJS.ErrnoException) => {
+          // A server that does not accept this host's certificate says so in an alert after the handshake.
+          if (secure && /SSL|TLS/.test(err.code ?? '')) socket.tlsFailure = this.tlsError(remote, err).message;
+          this.log.warn(`${this.label} connection error`, { error: socket.tlsFailure ?? err.message });
+        });
         socket.on('close', () => this.dropped(socket));
         socket.on('data', (chunk: string) => {
           let messages: unknown[];
@@ -287,6 +327,18 @@ export class OvsdbClient {
         resolve(socket);
       });
     });
+  }
+
+  /** A TLS failure, naming the peer and the file to look at. */
+  private tlsError(remote: OvsdbRemote, err: NodeJS.ErrnoException): Error {
+    const peer = formatOvsdbRemote(remote);
+    const code = err.code ?? '';
+    const files = this.options.tls!;
+    let message;
+    if (VERIFY_CODES.test(code) && !/ALERT/.test(code)) message = `the certificate ${peer} presented does not verify against the CA certificate ${files.ca} (${code}: ${err.message})`;
+    else if (/ALERT/.test(code)) message = `${peer} refused this host's certificate ${files.cert} (${code}: ${err.message}): is it signed by the CA the server trusts?`;
+    else return err;
+    return Object.assign(new Error(message), { code, tlsFailure: true });
   }
 
   private adopt(socket: net.Socket): net.Socket {

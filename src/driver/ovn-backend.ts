@@ -204,7 +204,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     const ovn: OvnRecord = { subnet, switchName: ovnSpec.ovnNetwork ?? defaultSwitchName(subnet) };
 
     // Hosts agree on a network by its subnet: one that exists must be asked for the same way.
-    const view = await this.o.nb.view();
+    const view = await this.o.nb.view({ subnets: [subnet], ports: false });
     const existing = view.switches.find((s) => s.externalIds[NB.subnet] === subnet);
     const mine = sharedConfig(ovnSpec, ovn.switchName, subnets, this.ranges(subnets));
     if (existing) {
@@ -289,7 +289,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   private async leaveSwitch(sw: NbSwitch): Promise<void> {
     const { nb, log } = this.o;
     const chassis = await this.chassis();
-    const view = await nb.view();
+    const view = await nb.view({ subnets: [sw.externalIds[NB.subnet] ?? ''], chassis: chassis.name });
     for (const port of view.ports.get(sw.uuid) ?? []) {
       if (port.externalIds[NB.chassis] === chassis.name) await nb.deletePort(sw.uuid, port.name, chassis.name);
     }
@@ -513,7 +513,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   async heldElsewhere(network: NetworkRecord): Promise<string[]> {
     const { nb } = this.o;
     const chassis = await this.chassis();
-    const view = await nb.view();
+    const view = await nb.view({ subnets: [network.ovn!.subnet] });
     const sw = view.switches.find((s) => s.externalIds[NB.subnet] === network.ovn!.subnet);
     return (sw ? view.ports.get(sw.uuid) ?? [] : []).filter((p) => p.externalIds[NB.chassis] !== chassis.name).flatMap((p) => (p.externalIds[NB.address] ? [p.externalIds[NB.address]!] : []));
   }
@@ -541,7 +541,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     try {
       identity = await this.identify();
       if (identity.decision.kind === 'refused') return conflictDrift(identity.me, identity.decision).map((drift) => ({ drift, repair: undefined }));
-      view = await this.o.nb.view({ routers: true });
+      view = await this.o.nb.view({ routers: true, subnets: this.subnets(), chassis: identity.me.chassis });
     } catch (err) {
       if (isPluginError(err, 'BadRequest')) throw err;
       return [{ drift: { kind: 'ovn-unreachable', subject: 'OVSNET_OVN_NB', detail: `the OVN northbound database cannot be asked: ${errorMessage(err)}`, fix: 'check the northbound database cluster (ovn-appctl -t <its ctl socket> cluster/status OVN_Northbound) and OVSNET_OVN_NB' }, repair: undefined }];
@@ -580,10 +580,10 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
    * database. Never repaired here: releasing another host's addresses is the operator's call (forget-host).
    */
   private async goneHosts(view: NbView, me: string, options: { now: number; graceMs: number }): Promise<Drift[]> {
-    const southbound = this.openSouthbound();
-    if (!southbound) return [];
     let present;
     try {
+      const southbound = this.openSouthbound();
+      if (!southbound) return [];
       present = new Set((await southbound.chassis()).keys());
     } catch (err) {
       this.o.log.debug('the southbound database cannot be asked which hosts are there', { error: errorMessage(err) });
@@ -646,7 +646,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
       case 'delete-port':
         return nb.deletePort(repair.switchUuid, repair.name, chassis.name, repair.asRead);
       case 'leave-switch': {
-        const sw = (await nb.view()).switches.find((s) => s.uuid === repair.switchUuid);
+        const sw = (await nb.view({ ports: false })).switches.find((s) => s.uuid === repair.switchUuid);
         if (!sw) return false;
         await this.leaveSwitch(sw);
         return true;
@@ -657,7 +657,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   /** The hosts that use each OVN network, for `ovsnet networks`; undefined when the database cannot be asked. */
   async hostsOf(): Promise<Record<string, string[]> | undefined> {
     try {
-      const view = await this.o.nb.view();
+      const view = await this.o.nb.view({ ports: false });
       const out: Record<string, string[]> = {};
       for (const network of this.o.state.networks.values()) {
         const sw = network.ovn && view.switches.find((s) => s.externalIds[NB.subnet] === network.ovn!.subnet);
@@ -671,6 +671,11 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   }
 
   // ---- helpers ----
+
+  /** The subnets of this host's OVN networks: what its reads of the northbound database are scoped to. */
+  private subnets(): string[] {
+    return [...this.o.state.networks.values()].flatMap((n) => (n.ovn ? [n.ovn.subnet] : []));
+  }
 
   /** The IPAM pools' ip-ranges of a network's subnets (every host must give the same). */
   private ranges(subnets: readonly { addressSpace: string; pool: string }[]): Map<string, string> {

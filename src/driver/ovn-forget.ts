@@ -30,7 +30,8 @@ export async function forgetHost(
   chassis: string,
   options: { me: string | undefined; now: number; idleMs?: number },
 ): Promise<ForgetReport> {
-  const view = await nb.view();
+  // Every switch (its listings), and this host's ports only: never the tens of thousands of the others.
+  const view = await nb.view({ subnets: [], chassis });
   const held = heldBy(view, chassis);
   const registration = await nb.registration(chassis);
   const refusal = forgetRefusal(held, (await southbound.chassis()).get(chassis), { me: options.me, now: options.now, idleMs: options.idleMs ?? FORGET_IDLE_MS });
@@ -54,7 +55,7 @@ export async function forgetHost(
         break;
       }
       // Another host joined or left meanwhile: read the switch again, and try again while it still lists the host.
-      const again = (await nb.view()).switches.find((s) => s.uuid === sw.uuid);
+      const again = (await nb.view({ ports: false })).switches.find((s) => s.uuid === sw.uuid);
       if (!again || !(chassisKey(chassis) in again.externalIds) || attempt === 4) {
         if (again && chassisKey(chassis) in again.externalIds) kept.push(`the listing on OVN switch ${sw.name} (it kept changing)`);
         break;

@@ -162,8 +162,8 @@ export interface DatapathProbe {
 
 /** What OVN mode needs of the northbound database; every row it writes carries the owner mark. */
 export interface Northbound {
-  /** The plugin's switches (owner mark), each with its ports; and its routers when asked. */
-  view(options?: { routers?: boolean }): Promise<NbView>;
+  /** The plugin's switches (owner mark), with the guard ACLs and ports in scope; and its routers when asked. */
+  view(scope?: NbScope): Promise<NbView>;
   /** The plugin's switch of a subnet. */
   findSwitch(subnet: string): Promise<NbSwitch | undefined>;
   /** Makes the switch, with its guard ACLs, unless one of that subnet exists (made by another host meanwhile): then that one, with created false. */
@@ -222,6 +222,18 @@ export interface Northbound {
   detachSwitch(routerUuid: string, switchUuid: string, names: { lrp: string; lsp: string; subnet: string }): Promise<void>;
   /** Deletes a router (with its gateway port, outside port and chassis group) only while no network is connected to it. */
   deleteRouterIf(router: NbRouter, physnet: string | undefined): Promise<boolean>;
+}
+
+/**
+ * What of the northbound database a reader needs: every switch of the plugin always; the guard ACLs and
+ * ports of the switches of `subnets` (all, when not given; none with `ports: false`), and the ports of
+ * `chassis` wherever they are; the routers only when asked.
+ */
+export interface NbScope {
+  readonly subnets?: readonly string[];
+  readonly chassis?: string;
+  readonly ports?: boolean;
+  readonly routers?: boolean;
 }
 
 /** The OVN southbound database, read only. */

@@ -80,6 +80,23 @@ export function northboundContract(fresh: () => Promise<Northbound>): void {
     assert.equal(await nb.deletePort(sw.uuid, 'q-1', 'a'), false, 'a delete tolerates absence');
   });
 
+  it('reads the ports in scope: those of the subnets asked for, and of one chassis anywhere; every switch always', async () => {
+    const nb = await fresh();
+    const a = (await nb.createSwitch('10.9.6.0/24', row('s6', mark('10.9.6.0/24')))).sw;
+    const b = (await nb.createSwitch('10.9.7.0/24', row('s7', mark('10.9.7.0/24')))).sw;
+    await nb.addPort(a.uuid, { ...port('s6-1', 'x'), externalIds: { ...port('s6-1', 'x').externalIds, 'ovsnet-subnet': '10.9.6.0/24' } });
+    await nb.addPort(b.uuid, { ...port('s7-1', 'x'), externalIds: { ...port('s7-1', 'x').externalIds, 'ovsnet-subnet': '10.9.7.0/24' } });
+    await nb.addPort(b.uuid, { ...port('s7-2', 'y'), externalIds: { ...port('s7-2', 'y').externalIds, 'ovsnet-subnet': '10.9.7.0/24' } });
+    const names = (view: Awaited<ReturnType<Northbound['view']>>) => [...view.ports.values()].flat().map((p) => p.name).sort();
+    const scoped = await nb.view({ subnets: ['10.9.6.0/24'] });
+    assert.ok(['s6', 's7'].every((n) => scoped.switches.some((s) => s.name === n)), 'every switch');
+    assert.deepEqual(names(scoped), ['s6-1']);
+    assert.deepEqual(names(await nb.view({ subnets: ['10.9.6.0/24'], chassis: 'y' })), ['s6-1', 's7-2']);
+    assert.deepEqual(names(await nb.view({ subnets: [], chassis: 'x' })), ['s6-1', 's7-1']);
+    assert.deepEqual(names(await nb.view({ ports: false })), []);
+    for (const sw of [a, b]) await nb.deleteSwitchIf(sw.uuid, (await nb.findSwitch(sw.externalIds['ovsnet-subnet']!))!.externalIds);
+  });
+
   it('registers a chassis name once, and changes a registration only while it is as read', async () => {
     const nb = await fresh();
     const chassis = `c-${Math.random().toString(36).slice(2, 8)}`;

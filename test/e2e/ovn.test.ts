@@ -7,7 +7,8 @@
  * security and the switch's guard ACLs (captured at victims on two hosts, with
  * both taken off by hand as the positive control), and the faults: the
  * plugin killed mid-call, dockerd and ovn-controller restarted, the
- * northbound leader killed or silenced, two of three members down, a power cut, a cloned host. After
+ * northbound leader killed or silenced, two of three members down, a power cut, a cloned host,
+ * a host gone for good; and the northbound database over TLS. After
  * each, no address is held twice, no logical port is without its container,
  * and no container without its port.
  */
@@ -405,6 +406,40 @@ describe('OVN mode across three hosts', () => {
     await waitFor('w1 to reach w3 again', () => ping(hosts[0]!, 'w1', w3, 1), 30_000, 500);
   });
 
+  it('the northbound database over TLS (ssl: remotes, a PKI made by ovs-pki): starts go on; a certificate that does not verify is refused, naming the file and the peer', async () => {
+    const h = hosts[1]!;
+    const w1 = (await containerAddress(hosts[0]!, 'w1', 'web')).ip;
+    const withFiles = (files: { key: string; cert: string; ca: string }) => ({ OVSNET_OVN_NB: cluster.tlsRemotes('nb'), OVSNET_OVN_SSL_KEY: files.key, OVSNET_OVN_SSL_CERT: files.cert, OVSNET_OVN_SSL_CA: files.ca });
+    const good = cluster.tlsFiles();
+    const rogue = cluster.tlsFiles('rogue');
+    try {
+      // Only ssl: remotes are given: the address claim and the port binding go over TLS, or not at all.
+      await h.stopPlugin();
+      await h.startPlugin(withFiles(good));
+      await runContainer(h, 'over-tls', 'web');
+      assert.ok(await ping(h, 'over-tls', w1, 3));
+      await h.docker(['rm', '-f', 'over-tls']);
+
+      // This host's certificate signed by a CA the databases do not trust.
+      await h.stopPlugin();
+      await h.startPlugin(withFiles({ ...rogue, ca: good.ca }));
+      const refused = await dockerError(h, ['run', '-d', '--name', 'rogue-client', '--net', 'web', 'local/busybox', 'sleep', '1d']);
+      assertPluginSaid(refused, 'IpamDriver.RequestAddress', new RegExp(`ssl:10\\.250\\.1\\.\\d:6651 refused this host's certificate ${rogue.cert.replace(/[.]/g, '\\.')}`));
+      await h.docker(['rm', '-f', 'rogue-client'], { check: false });
+
+      // The databases' certificates checked against another CA than theirs.
+      await h.stopPlugin();
+      await h.startPlugin(withFiles({ ...good, ca: rogue.ca }));
+      const unverified = await dockerError(h, ['run', '-d', '--name', 'rogue-server', '--net', 'web', 'local/busybox', 'sleep', '1d']);
+      assertPluginSaid(unverified, 'IpamDriver.RequestAddress', new RegExp(`the certificate ssl:10\\.250\\.1\\.\\d:6651 presented does not verify against the CA certificate ${rogue.ca.replace(/[.]/g, '\\.')}`));
+      await h.docker(['rm', '-f', 'rogue-server'], { check: false });
+    } finally {
+      await h.stopPlugin();
+      await h.startPlugin({ OVSNET_OVN_NB: cluster.nbRemotes, OVSNET_OVN_SSL_KEY: '', OVSNET_OVN_SSL_CERT: '', OVSNET_OVN_SSL_CA: '' });
+    }
+    await assertOvnConsistent();
+  });
+
   it("a cloned host (another host's system-id): every OVN call of its plugin is refused, naming both hosts, nothing of the other's is touched, doctor on both names the other; given its own name, it goes on", async () => {
     const [h1, h3] = [hosts[0]!, hosts[2]!];
     const doctor = async (h: SimHost) => (JSON.parse((await cli(h, ['doctor', '--json'], false)).stdout) as { drift: Array<{ kind: string; detail: string; fix: string }> }).drift;
@@ -435,6 +470,47 @@ describe('OVN mode across three hosts', () => {
     await runContainer(h3, 'renamed', 'web');
     await waitFor("the clone's note to be gone from on1's registration", async () => (await doctor(h1)).every((d) => d.kind !== 'ovn-host-conflict'), 20_000, 500);
     await h3.docker(['rm', '-f', 'renamed']);
+    await assertOvnConsistent();
+  });
+
+  it('a host gone for good: doctor on another names it with the command; forget-host is refused while it is a chassis or claimed recently, then releases its addresses, listing and name; back after all, it takes them again', async () => {
+    const [h1, h3] = [hosts[0]!, hosts[2]!];
+    type Report = { drift: Array<{ kind: string; subject: string; fix: string }> };
+    const gone = async () => ((JSON.parse((await cli(h1, ['doctor', '--json'], false)).stdout) as Report).drift).filter((d) => d.kind === 'ovn-host-gone');
+    const on3 = async () => (await nbPorts()).filter((p) => p.ids['ovsnet-chassis'] === 'on3').map((p) => `${SUBNET} ${p.ids['ovsnet-address']}`).sort();
+    await runContainer(h3, 'recent', 'web');
+    const held = await on3();
+    assert.equal(held.length, 2, 'w3 and the container just started');
+    const alive = await cli(h1, ['ovn', 'forget-host', 'on3'], false);
+    assert.notEqual(alive.exitCode, 0);
+    assert.match(alive.stderr, /not forgetting on3: host on3 \(chassis on3, Geneve 10\.250\.1\.3\) is in the southbound database/);
+    assert.deepEqual(await gone(), []);
+    // The host goes: its plugin stops, and ovn-controller leaves the southbound database as its service does when removed.
+    await h3.stopPlugin();
+    await cluster.exitController(2);
+    try {
+      const [reported] = await waitFor('doctor on on1 to report on3 gone', async () => {
+        const found = await gone();
+        return found.length > 0 && found;
+      }, 30_000, 1_000);
+      assert.deepEqual([reported!.subject, reported!.fix], ['on3', 'ovsnet ovn forget-host on3']);
+      const recent = await cli(h1, ['ovn', 'forget-host', 'on3'], false);
+      assert.notEqual(recent.exitCode, 0);
+      assert.match(recent.stderr, /not forgetting on3: host on3 \(chassis on3\) claimed an address \d+ s ago .*it looks alive/);
+      assert.deepEqual(await on3(), held, 'nothing released by a refusal');
+      const report = JSON.parse((await cli(h1, ['ovn', 'forget-host', 'on3', '--idle', '0', '--json'])).stdout) as { released: string[]; unlisted: string[]; registration: boolean; kept: string[] };
+      assert.deepEqual([report.released.sort(), report.unlisted, report.registration, report.kept], [held, ['ovsnet-10.60.0.0_24'], true, []]);
+      assert.deepEqual(await on3(), []);
+      const listing = await cluster.nbctl(['--bare', '--columns=external_ids', 'find', 'Logical_Switch', `external_ids:ovsnet-subnet="${SUBNET}"`]);
+      assert.doesNotMatch(listing.stdout, /ovsnet-host:on3/);
+      assert.equal((await cluster.nbctl(['--bare', '--columns=chassis', 'find', 'Chassis_Template_Var', 'chassis=on3'])).stdout.trim(), '', 'its name is free');
+      assert.deepEqual(await gone(), []);
+    } finally {
+      await cluster.startController(2);
+      await h3.startPlugin();
+    }
+    // It was not gone after all: its reconciler holds its containers' addresses again (nobody took them meanwhile).
+    await h3.docker(['rm', '-f', 'recent']);
     await assertOvnConsistent();
   });
 

@@ -16,6 +16,7 @@ import type {
   DockerView,
   Firewall,
   Links,
+  NbScope,
   Northbound,
   Southbound,
   RouterGateway,
@@ -479,14 +480,18 @@ export class FakeNorthbound implements Northbound {
     if (this.down) throw this.down;
   }
 
-  async view(options: { routers?: boolean } = {}): Promise<NbView> {
+  async view(scope: NbScope = {}): Promise<NbView> {
     this.check();
+    const inScope = (s: { externalIds: Record<string, string> }) => !scope.subnets || scope.subnets.includes(s.externalIds['ovsnet-subnet'] ?? '');
     const ports = new Map<string, NbPort[]>();
-    for (const sw of this.switches.values()) ports.set(sw.uuid, [...sw.ports].map((id) => structuredClone(this.portRows.get(id)!)));
+    for (const sw of this.switches.values()) {
+      const read = [...sw.ports].map((id) => this.portRows.get(id)!).filter((p) => scope.ports !== false && (inScope(sw) || (scope.chassis !== undefined && p.externalIds['ovsnet-chassis'] === scope.chassis)));
+      ports.set(sw.uuid, structuredClone(read));
+    }
     return {
-      switches: [...this.switches.values()].map((s) => ({ uuid: s.uuid, name: s.name, externalIds: { ...s.externalIds }, guard: structuredClone(s.guard) })),
+      switches: [...this.switches.values()].map((s) => ({ uuid: s.uuid, name: s.name, externalIds: { ...s.externalIds }, ...(inScope(s) ? { guard: structuredClone(s.guard) } : {}) })),
       ports,
-      routers: options.routers ? [...this.routers.keys()].map((uuid) => this.router(uuid)!) : [],
+      routers: scope.routers ? [...this.routers.keys()].map((uuid) => this.router(uuid)!) : [],
     };
   }
 

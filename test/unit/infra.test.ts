@@ -3,11 +3,11 @@ import { describe, it } from 'node:test';
 import { ConfigError, loadConfig } from '../../src/config.js';
 import fc from 'fast-check';
 import { JsonStream, JsonStreamError } from '../../src/adapters/json-stream.js';
-import { readMap, readOptional, readSet } from '../../src/adapters/ovsdb.js';
+import { OvsdbClient, readMap, readOptional, readSet } from '../../src/adapters/ovsdb.js';
 import { parseOvsdbRemote as parseOvsdbAddress } from '../../src/domain/remotes.js';
 import { KeyedMutex } from '../../src/driver/locks.js';
 import { CommandError, run } from '../../src/adapters/exec.js';
-import { createLogger } from '../../src/log.js';
+import { createLogger, silentLogger } from '../../src/log.js';
 
 describe('settings', () => {
   it('has defaults for everything', () => {
@@ -24,7 +24,7 @@ describe('settings', () => {
     [{ OVSNET_SOCKET: 'ovs.sock' }, /invalid OVSNET_SOCKET="ovs.sock": must be an absolute path ending in .sock/],
     [{ OVSNET_DATAPATH: 'kernel' }, /invalid OVSNET_DATAPATH="kernel": valid values are auto, system, netdev/],
     [{ OVSNET_BRIDGE: 'br 0' }, /invalid OVSNET_BRIDGE/],
-    [{ OVSNET_OVSDB: '/var/run/db.sock' }, /use unix:<path> or tcp:<host>:<port>/],
+    [{ OVSNET_OVSDB: '/var/run/db.sock' }, /use unix:<path>, tcp:<host>:<port> or ssl:<host>:<port>/],
     [{ OVSNET_LOG_LEVEL: 'trace' }, /valid values are debug, info, warn, error/],
     [{ OVSNET_DEFAULT_POOLS: '10.200.0.0/16' }, /invalid OVSNET_DEFAULT_POOLS/],
     [{ OVSNET_DEFAULT_POOLS: '10.200.0.1/16:24' }, /invalid OVSNET_DEFAULT_POOLS/],
@@ -38,7 +38,19 @@ describe('settings', () => {
     [{ OVSNET_OVN_NB: 'tcp:10.0.0.1:6641', OVSNET_OVN_EXTERNAL: 'physnet,192.0.2.0/24,192.0.2.1', OVSNET_OVN_GATEWAYS: 'gw1:99999' }, /^invalid OVSNET_OVN_GATEWAYS="gw1:99999": <chassis name>\[:<priority 0-32767>\]/],
     [{ OVSNET_OVN_NB: 'tcp:10.0.0.1:6641', OVSNET_OVN_EXTERNAL: 'physnet,192.0.2.0/24,192.0.2.1,192.0.2.200-192.0.2.255', OVSNET_OVN_GATEWAYS: 'gw1' }, /the addresses routers may take must be <first>-<last>, both usable addresses of 192\.0\.2\.0\/24/],
     [{ OVSNET_OVN_GATEWAYS: 'gw1' }, /^invalid OVSNET_OVN_GATEWAYS="gw1": gateway chassis need OVSNET_OVN_EXTERNAL too/],
+    [{ OVSNET_OVN_NB: 'ssl:10.0.0.1:6641' }, /^invalid OVSNET_OVN_NB="ssl:10\.0\.0\.1:6641": ssl: remotes need OVSNET_OVN_SSL_KEY, OVSNET_OVN_SSL_CERT and OVSNET_OVN_SSL_CA/],
+    [{ OVSNET_OVN_NB: 'ssl:10.0.0.1:6641', OVSNET_OVN_SSL_KEY: '/k.pem', OVSNET_OVN_SSL_CERT: '/c.pem' }, /^invalid OVSNET_OVN_SSL_CA="": give all of OVSNET_OVN_SSL_KEY, OVSNET_OVN_SSL_CERT and OVSNET_OVN_SSL_CA, or none/],
+    [{ OVSNET_OVN_NB: 'ssl:10.0.0.1:6641', OVSNET_OVN_SSL_KEY: 'k.pem', OVSNET_OVN_SSL_CERT: '/c.pem', OVSNET_OVN_SSL_CA: '/ca.pem' }, /^invalid OVSNET_OVN_SSL_KEY="k\.pem": must be the absolute path of a PEM file/],
   ];
+
+  it('reads the TLS files for ssl: remotes; a file that cannot be read is named when the client is made', () => {
+    const c = loadConfig({ OVSNET_OVN_NB: 'ssl:10.0.0.1:6641,ssl:[fd00::1]:6641', OVSNET_OVN_SSL_KEY: '/etc/ovn/k.pem', OVSNET_OVN_SSL_CERT: '/etc/ovn/c.pem', OVSNET_OVN_SSL_CA: '/etc/ovn/ca.pem' });
+    assert.deepEqual(c.ovn?.tls, { key: '/etc/ovn/k.pem', cert: '/etc/ovn/c.pem', ca: '/etc/ovn/ca.pem' });
+    assert.throws(
+      () => new OvsdbClient({ address: c.ovn!.nb, log: silentLogger, tls: c.ovn!.tls, tlsSettings: 'OVSNET_OVN_SSL_KEY, OVSNET_OVN_SSL_CERT and OVSNET_OVN_SSL_CA' }),
+      { code: 'InvalidSetting', message: /^cannot read the private key \/etc\/ovn\/k\.pem \(OVSNET_OVN_SSL_KEY, OVSNET_OVN_SSL_CERT and OVSNET_OVN_SSL_CA\): ENOENT/ },
+    );
+  });
 
   it('reads the outside network of OVN routers and its gateway chassis, highest priority first when none is given', () => {
     const c = loadConfig({ OVSNET_OVN_NB: 'tcp:10.0.0.1:6641', OVSNET_OVN_EXTERNAL: 'physnet, 192.0.2.0/24 ,192.0.2.1', OVSNET_OVN_GATEWAYS: 'gw1,gw2,gw3:5' });
@@ -100,6 +112,7 @@ describe('OVSDB wire helpers', () => {
   it('parses OVSDB addresses', () => {
     assert.deepEqual(parseOvsdbAddress('unix:/run/db.sock'), { path: '/run/db.sock' });
     assert.deepEqual(parseOvsdbAddress('tcp:127.0.0.1:6640'), { host: '127.0.0.1', port: 6640 });
+    assert.deepEqual(parseOvsdbAddress('ssl:[fd00::1]:6641'), { host: 'fd00::1', port: 6641, tls: true });
     assert.equal(parseOvsdbAddress('tcp:host'), undefined);
   });
 

@@ -13,9 +13,9 @@ import { alive, cmd, killAll, sleep, waitFor } from './proc.js';
 import type { SimHost } from './sim-host.js';
 
 const SCHEMAS = { nb: '/usr/share/ovn/ovn-nb.ovsschema', sb: '/usr/share/ovn/ovn-sb.ovsschema' } as const;
-const PORTS = { nb: { client: 6641, raft: 6643 }, sb: { client: 6642, raft: 6644 } } as const;
+const PORTS = { nb: { client: 6641, raft: 6643, tls: 6651 }, sb: { client: 6642, raft: 6644, tls: 6652 } } as const;
 const NAMES = { nb: 'OVN_Northbound', sb: 'OVN_Southbound' } as const;
-export const OVN_TOOLS = ['ovsdb-tool', 'ovsdb-server', 'ovn-northd', 'ovn-controller', 'ovn-nbctl', 'ovn-sbctl', 'ovn-appctl'];
+export const OVN_TOOLS = ['ovs-pki', 'ovsdb-tool', 'ovsdb-server', 'ovn-northd', 'ovn-controller', 'ovn-nbctl', 'ovn-sbctl', 'ovn-appctl'];
 
 type Db = 'nb' | 'sb';
 
@@ -39,6 +39,31 @@ export class OvnCluster {
 
   remotes(db: Db): string {
     return this.members.map((m) => `tcp:${m.address}:${PORTS[db].client}`).join(',');
+  }
+
+  /** The same databases over TLS (every member also listens with `pssl:`, its certificate signed by the PKI's CA). */
+  tlsRemotes(db: Db): string {
+    return this.members.map((m) => `ssl:${m.address}:${PORTS[db].tls}`).join(',');
+  }
+
+  /** Where ovs-pki made the PKI: a CA, the databases' and a client's key and certificate, and a second CA's client. */
+  private get pki(): string {
+    return path.join(this.chassis[0]!.host.dir, 'ovn-pki');
+  }
+
+  /** A client's files, signed by the CA the databases trust (`rogue`: by another CA, which they do not). */
+  tlsFiles(who: 'client' | 'rogue' = 'client'): { key: string; cert: string; ca: string } {
+    return { key: path.join(this.pki, `${who}-privkey.pem`), cert: path.join(this.pki, `${who}-cert.pem`), ca: path.join(this.pki, who === 'rogue' ? 'rogue' : 'ca', 'switchca', 'cacert.pem') };
+  }
+
+  /** The PKI of the databases, made as an operator would (ovs-pki: a CA, then a signed key per party). */
+  private async makePki(): Promise<void> {
+    await rm(this.pki, { recursive: true, force: true });
+    await mkdir(this.pki, { recursive: true });
+    for (const [ca, names] of [['ca', ['db', 'client']], ['rogue', ['rogue']]] as const) {
+      await cmd('ovs-pki', [`--dir=${path.join(this.pki, ca)}`, `--log=${path.join(this.pki, 'pki.log')}`, 'init']);
+      for (const name of names) await cmd('ovs-pki', [`--dir=${path.join(this.pki, ca)}`, `--log=${path.join(this.pki, 'pki.log')}`, '-b', '-u', 'req+sign', path.join(this.pki, name), 'switch']);
+    }
   }
 
   private dir(member: OvnMember): string {
@@ -65,6 +90,7 @@ export class OvnCluster {
       // datapath forwards partial checksums as they are.
       await member.host.exec('ethtool', ['-K', 'br-phy', 'tx', 'off']);
     }
+    await cluster.makePki();
     for (const db of ['nb', 'sb'] as const) {
       for (const [i, member] of members.entries()) {
         const file = path.join(cluster.dir(member), `${db}.db`);
@@ -112,6 +138,10 @@ export class OvnCluster {
       path.join(dir, `${db}.db`),
       `--remote=punix:${dir}/${db}.sock`,
       `--remote=ptcp:${PORTS[db].client}:${member.address}`,
+      `--remote=pssl:${PORTS[db].tls}:${member.address}`,
+      `--private-key=${path.join(this.pki, 'db-privkey.pem')}`,
+      `--certificate=${path.join(this.pki, 'db-cert.pem')}`,
+      `--ca-cert=${path.join(this.pki, 'ca', 'switchca', 'cacert.pem')}`,
       `--pidfile=${dir}/${db}.pid`,
       `--unixctl=${dir}/${db}.ctl`,
       `--log-file=${dir}/${db}.log`,
