@@ -15,48 +15,13 @@
  * Runs on a simulated host without dockerd (its own ovsdb-server and
  * ovs-vswitchd): nothing of the machine's own is touched.
  */
-import http from 'node:http';
-import { readFile } from 'node:fs/promises';
 import { SimHost } from '../test/e2e/harness/sim-host.js';
+import { closeCalls, ok, rssMiB, stats } from './support.js';
 
 const TOTAL = Number(process.argv[2] ?? 60_000);
 const LEVELS = [1_000, 10_000, 60_000].filter((n) => n <= TOTAL);
 const SAMPLE = 1_000;
 const ENDPOINTS = Number(process.env.BENCH_ENDPOINTS ?? 1_000);
-
-const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-
-function call(socket: string, method: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  const text = JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: socket, agent, method: 'POST', path: `/${method}`, headers: { 'Content-Length': Buffer.byteLength(text), Accept: 'application/vnd.docker.plugins.v1.2+json' } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown> }));
-    });
-    req.on('error', reject);
-    req.end(text);
-  });
-}
-
-async function ok(socket: string, method: string, body: unknown): Promise<Record<string, unknown>> {
-  const { status, json } = await call(socket, method, body);
-  if (status !== 200 || json.Err || json.Error) throw new Error(`${method} failed (${status}): ${JSON.stringify(json)}`);
-  return json;
-}
-
-function quantile(values: number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
-}
-
-const ms = (v: number) => `${v.toFixed(2).padStart(7)} ms`;
-const stats = (v: number[]) => `p50 ${ms(quantile(v, 0.5))}  p99 ${ms(quantile(v, 0.99))}  max ${ms(Math.max(...v))}`;
-
-async function rssMiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
-}
 
 /** The plugin's JS heap in use and allocated, from its own metrics. */
 async function heapMiB(h: SimHost): Promise<string> {
@@ -140,7 +105,7 @@ async function main(): Promise<void> {
       console.log(`  reconcile pass ${pass.toFixed(0)} ms (${res.status}, ${res.body.slice(0, 80)}); drift check ${check.toFixed(0)} ms (${JSON.parse(drift.body).Drift?.length ?? '?'} items) | RSS ${(await rssMiB(h.pluginPid!)).toFixed(0)} MiB`);
     }
   } finally {
-    agent.destroy();
+    closeCalls();
     await h.stop();
   }
 }

@@ -24,17 +24,12 @@ import { cmd } from '../test/e2e/harness/proc.js';
 import { ENGINE, SimHost } from '../test/e2e/harness/sim-host.js';
 import { TEST_IMAGE } from '../test/e2e/harness/image.js';
 import { Underlay } from '../test/e2e/harness/underlay.js';
+import { quantile } from './support.js';
 
 const N = Number(process.argv[2] ?? 30);
 if (!Number.isInteger(N) || N < 3) {
   console.error('usage: npm run bench -- [containers per kind, an integer >= 3]');
   process.exit(2);
-}
-
-function quantile(values: number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
-  return sorted[index]!;
 }
 
 /** The middle value, or the mean of the two middle values of an even count (four rounds of bursts). */

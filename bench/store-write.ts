@@ -14,8 +14,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { Level } from 'level';
 import { LevelStore } from '../src/adapters/level-store.js';
+import { quantile } from './support.js';
 
-const quantile = (values: number[], q: number) => [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.ceil(q * values.length) - 1)]!;
 const stats = (v: number[]) => `p50 ${quantile(v, 0.5).toFixed(3)}  p99 ${quantile(v, 0.99).toFixed(3)}  max ${Math.max(...v).toFixed(2)} ms`;
 const pause = () => new Promise((resolve) => setTimeout(resolve, 1));
 

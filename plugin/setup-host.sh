@@ -90,6 +90,12 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 log "building"
 npm run --silent build
+chmod +x "$repo/dist/src/cli/main.js"
+# The operator's command, from this checkout, unless install-daemon.sh put an installed one there.
+if [ ! -e /usr/local/bin/ovsnet ] || [[ "$(readlink /usr/local/bin/ovsnet)" != /opt/ovsnet/* ]]; then
+  ln -sf "$repo/dist/src/cli/main.js" /usr/local/bin/ovsnet
+  log "ovsnet (the command) is /usr/local/bin/ovsnet"
+fi
 
 if ! docker image inspect local/busybox:latest >/dev/null 2>&1; then
   log "importing the test image local/busybox"

@@ -89,6 +89,7 @@ async function main(): Promise<void> {
   });
   const ready = Promise.race([restored, new Promise<void>((r) => setTimeout(r, STARTUP_WAIT_MS).unref())]).then(() => {});
   const metrics = new Metrics(state);
+  if (adapters.nbReceived) metrics.watchNorthbound(adapters.nbReceived);
   reconciler.onPass = (changes, withDocker) => metrics.pass(changes, withDocker);
   const app = createApp({ network, ipam, state, log, ready, reconciler, metrics, engine: docker ? () => checkEngine(docker) : undefined });
   const server = await listen(app, config.socketPath);

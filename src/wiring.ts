@@ -9,7 +9,7 @@ import type { Logger } from './log.js';
 import { DockerodeView } from './adapters/docker.js';
 import { run } from './adapters/exec.js';
 import { IptablesFirewall, IptablesTools } from './adapters/iptables.js';
-import { loadHostId } from './adapters/host-id.js';
+import { NotedChassis, loadHostId } from './adapters/host-id.js';
 import { LevelStore } from './adapters/level-store.js';
 import { IpLinks } from './adapters/links.js';
 import { OvsBridgeClient } from './adapters/ovs.js';
@@ -33,6 +33,8 @@ export interface HostAdapters {
   readonly docker: DockerView | undefined;
   /** The OVN northbound database (its cluster's leader), when OVN mode is on. */
   readonly nb: Northbound | undefined;
+  /** How much the northbound database has sent this process (characters of JSON), for metrics. */
+  readonly nbReceived: (() => number) | undefined;
   close(): void;
 }
 
@@ -59,6 +61,7 @@ export function openHost(config: Config, log: Logger, options: { requestTimeoutM
     host,
     docker: config.docker ? dockerView(config.docker) : undefined,
     nb: nbClient && new OvnNorthbound(nbClient),
+    nbReceived: nbClient && (() => nbClient.received),
     close: () => {
       ovsdb.close();
       ovs.close();
@@ -74,6 +77,7 @@ export function ovnBackend(config: Config, adapters: HostAdapters, state: State,
     // The daemon makes its host id at its first start in OVN mode; doctor only reads it.
     hostId: loadHostId(config.stateDir, options.register),
     register: options.register,
+    notes: new NotedChassis(config.stateDir),
     openSouthbound: (remotes) =>
       new OvnSouthbound(new OvsdbClient({ address: remotes, database: SB_DATABASE, label: 'the OVN southbound database', log, requestTimeoutMs: config.ovn!.timeoutMs, probeIntervalMs: config.ovn!.probeMs, tls: config.ovn!.tls, tlsSettings: OVN_TLS_SETTINGS })),
     host: adapters.host,

@@ -5,7 +5,7 @@
  * temporary file, synced, then renamed.
  */
 import { randomUUID } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 
 const FILE = 'host-id';
@@ -39,4 +39,34 @@ export function loadHostId(stateDir: string, create: boolean): string | undefine
     closeSync(dir);
   }
   return id;
+}
+
+const NOTES = 'ovn-conflict-notes';
+
+/**
+ * The chassis names whose registration holds a note this host left when it was refused that name, kept
+ * beside the host id: so that, given a name of its own, it removes exactly those notes without reading
+ * every chassis' registration.
+ */
+export class NotedChassis {
+  constructor(private readonly stateDir: string) {}
+
+  read(): string[] {
+    try {
+      return readFileSync(path.join(this.stateDir, NOTES), 'utf8').split('\n').filter((line) => line !== '');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+  }
+
+  write(chassis: readonly string[]): void {
+    const file = path.join(this.stateDir, NOTES);
+    if (chassis.length === 0) {
+      rmSync(file, { force: true });
+      return;
+    }
+    writeFileSync(`${file}.new`, chassis.map((c) => `${c}\n`).join(''), { mode: 0o600 });
+    renameSync(`${file}.new`, file);
+  }
 }

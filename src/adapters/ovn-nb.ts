@@ -33,7 +33,8 @@ import { type Operation, type OvsdbClient, type Row, OvsdbError, namedUuid, ovsM
 export const NB_DATABASE = 'OVN_Northbound';
 
 const OWNED = ovsMap({ [OWNER_KEY]: OWNER_VALUE });
-const SWITCH_COLUMNS = ['_uuid', 'name', 'external_ids', 'ports', 'acls'];
+/** A switch's columns, but for its `ports`: at 1 000 hosts that set is tens of thousands of uuids. */
+const SWITCH_COLUMNS = ['_uuid', 'name', 'external_ids', 'acls'];
 /** The columns of the plugin's ACLs (its switches' guards), read beside the switches. */
 const ACL_COLUMNS = ['_uuid', 'direction', 'priority', 'match', 'action', 'external_ids'];
 const PORT_COLUMNS = ['_uuid', 'name', 'addresses', 'port_security', 'external_ids', 'up'];
@@ -123,25 +124,51 @@ export class OvnNorthbound implements Northbound {
   constructor(private readonly db: OvsdbClient) {}
 
   async view(scope: NbScope = {}): Promise<NbView> {
-    // Every switch of the plugin (a few hundred rows at most); ACLs and ports only of what is in scope:
-    // at 1 000 hosts the ports are tens of thousands, and a host needs those of its own networks.
+    // At 1 000 hosts the ports are tens of thousands and the switches hundreds: a host reads those of its own
+    // networks, each switch without its set of ports unless it is one of them.
     const owned = (extra: Record<string, string>) => [['external_ids', 'includes', ovsMap({ [OWNER_KEY]: OWNER_VALUE, ...extra })]];
-    const scoped = (table: string, columns: string[]): Operation[] => (scope.subnets ? scope.subnets.map((s) => ({ op: 'select', table, where: owned({ [NB.subnet]: s }), columns })) : [{ op: 'select', table, where: owned({}), columns }]);
-    const aclOps = scoped('ACL', ACL_COLUMNS);
-    const portOps = scope.ports === false ? [] : [...scoped('Logical_Switch_Port', PORT_COLUMNS), ...(scope.chassis ? [{ op: 'select', table: 'Logical_Switch_Port', where: owned({ [NB.chassis]: scope.chassis }), columns: PORT_COLUMNS }] : [])];
+    const bySubnet = (table: string, columns: string[], subnets: readonly string[] | undefined): Operation[] =>
+      subnets ? subnets.map((s) => ({ op: 'select', table, where: owned({ [NB.subnet]: s }), columns })) : [{ op: 'select', table, where: owned({}), columns }];
+    const wantPorts = scope.ports !== false;
+    const everySwitch = !scope.subnets || scope.everySwitch === true;
+    const { chassis } = scope;
+    const withPorts = wantPorts ? [...SWITCH_COLUMNS, 'ports'] : SWITCH_COLUMNS;
+    const switchOps: Operation[] = !scope.subnets
+      ? [{ op: 'select', table: 'Logical_Switch', where: owned({}), columns: withPorts }]
+      : [
+          // Those in scope with their port sets; with everySwitch, the others without.
+          ...(everySwitch ? [{ op: 'select', table: 'Logical_Switch', where: owned({}), columns: SWITCH_COLUMNS }] : []),
+          ...(wantPorts || !everySwitch ? bySubnet('Logical_Switch', withPorts, scope.subnets) : []),
+          ...(everySwitch ? [] : (scope.names ?? []).map((name) => ({ op: 'select', table: 'Logical_Switch', where: [['name', '==', name], ...owned({})], columns: SWITCH_COLUMNS }))),
+          ...(!everySwitch && chassis?.hostname ? [{ op: 'select', table: 'Logical_Switch', where: owned({ [`${NB.hostPrefix}${chassis.name}`]: chassis.hostname }), columns: SWITCH_COLUMNS }] : []),
+        ];
+    const aclOps = bySubnet('ACL', ACL_COLUMNS, scope.subnets);
+    const portOps = wantPorts ? [...bySubnet('Logical_Switch_Port', PORT_COLUMNS, scope.subnets), ...(chassis ? [{ op: 'select', table: 'Logical_Switch_Port', where: owned({ [NB.chassis]: chassis.name }), columns: PORT_COLUMNS }] : [])] : [];
     const routerOps: Operation[] = scope.routers ? [{ op: 'select', table: 'Logical_Router', where: [['external_ids', 'includes', OWNED]], columns: ROUTER_COLUMNS }, ...ROUTER_PARTS] : [];
-    const [switches, ...results] = await this.db.transact([{ op: 'select', table: 'Logical_Switch', where: [['external_ids', 'includes', OWNED]], columns: SWITCH_COLUMNS }, ...aclOps, ...portOps, ...routerOps]);
-    const acls = results.slice(0, aclOps.length).flatMap(rows);
-    const ports = results.slice(aclOps.length, aclOps.length + portOps.length).flatMap(rows);
-    const [routers, ...parts] = results.slice(aclOps.length + portOps.length);
-    const routerList = routers ? rows(routers).map((r) => toRouter(r, parts)) : [];
-    const byUuid = new Map(ports.map((p) => [readUuid(p._uuid), toPort(p)]));
+    const results = await this.db.transact([...switchOps, ...aclOps, ...portOps, ...routerOps]);
+    let at = 0;
+    const take = (n: number) => results.slice(at, (at += n));
+    const switchRows = new Map<string, Row>();
+    for (const row of take(switchOps.length).flatMap(rows)) switchRows.set(readUuid(row._uuid), { ...switchRows.get(readUuid(row._uuid)), ...row });
+    const acls = take(aclOps.length).flatMap(rows);
+    const ports = take(portOps.length).flatMap(rows).map(toPort);
+    const [routers, ...parts] = take(routerOps.length);
+    // This host's ports on a switch not read yet (a network it left, with ports left behind): their switches too.
+    const known = new Set([...switchRows.values()].map((r) => readMap(r.external_ids)[NB.subnet]));
+    const missing = [...new Set(ports.map((p) => p.externalIds[NB.subnet]).filter((s): s is string => s !== undefined && !known.has(s)))];
+    if (missing.length > 0) {
+      const more = await this.db.transact(bySubnet('Logical_Switch', SWITCH_COLUMNS, missing));
+      for (const row of more.flatMap(rows)) switchRows.set(readUuid(row._uuid), row);
+    }
+    const byUuid = new Map(ports.map((p) => [p.uuid, p]));
     const inScope = (row: Row) => !scope.subnets || scope.subnets.includes(readMap(row.external_ids)[NB.subnet] ?? '');
     const portsOf = new Map<string, NbPort[]>();
-    for (const row of rows(switches)) {
-      portsOf.set(readUuid(row._uuid), readSet(row.ports).map(readUuid).flatMap((id) => (byUuid.has(id) ? [byUuid.get(id)!] : [])));
+    for (const [id, row] of switchRows) {
+      // A switch in scope: its ports as its port set says; another: the ports read of one chassis, by their subnet.
+      const subnet = readMap(row.external_ids)[NB.subnet];
+      portsOf.set(id, row.ports !== undefined ? readSet(row.ports).map(readUuid).flatMap((p) => (byUuid.has(p) ? [byUuid.get(p)!] : [])) : ports.filter((p) => subnet !== undefined && p.externalIds[NB.subnet] === subnet));
     }
-    return { switches: rows(switches).map((row) => toSwitch(row, inScope(row) ? acls : undefined)), ports: portsOf, routers: routerList };
+    return { switches: [...switchRows.values()].map((row) => toSwitch(row, inScope(row) ? acls : undefined)), ports: portsOf, routers: scope.routers ? rows(routers).map((r) => toRouter(r, parts)) : [] };
   }
 
   async findSwitch(subnet: string): Promise<NbSwitch | undefined> {
@@ -273,11 +300,6 @@ export class OvnNorthbound implements Northbound {
     const [result] = await this.db.transact([{ op: 'select', table: 'Chassis_Template_Var', where: [['chassis', '==', chassis]], columns: ['external_ids'] }]);
     const row = rows(result)[0];
     return row && { externalIds: readMap(row.external_ids) };
-  }
-
-  async registrations(): Promise<Map<string, Registration>> {
-    const [result] = await this.db.transact([{ op: 'select', table: 'Chassis_Template_Var', where: [], columns: ['chassis', 'external_ids'] }]);
-    return new Map(rows(result).map((row) => [String(row.chassis), { externalIds: readMap(row.external_ids) }]));
   }
 
   async writeRegistration(chassis: string, set: Record<string, string>, remove: readonly string[], asRead: Readonly<Record<string, string>> | undefined): Promise<boolean> {

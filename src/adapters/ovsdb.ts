@@ -95,6 +95,8 @@ export class OvsdbClient {
   private readonly label: string;
   private readonly requestTimeoutMs: number;
   private readonly log: Logger;
+  /** Characters received from the server(s) since the client was made (JSON: about the bytes), for metrics and benchmarks. */
+  received = 0;
   private connections = 0;
   /** Called after a lost connection is back (ovsdb-server may have restarted). */
   onReconnect: (() => void) | undefined;
@@ -314,6 +316,7 @@ export class OvsdbClient {
         });
         socket.on('close', () => this.dropped(socket));
         socket.on('data', (chunk: string) => {
+          this.received += chunk.length;
           let messages: unknown[];
           try {
             messages = stream.push(chunk);

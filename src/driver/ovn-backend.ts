@@ -80,6 +80,8 @@ export interface OvnBackendOptions {
   hostId: string | undefined;
   /** Whether this process registers its chassis name (the daemon) or only reads the registration (doctor). */
   register: boolean;
+  /** Where this host keeps the chassis names it left a note on as a refused host (adapters/host-id.ts). */
+  notes?: { read(): string[]; write(chassis: readonly string[]): void };
   /** Opens the southbound database at this host's ovn-controller's remotes (external_ids:ovn-remote), to tell hosts gone from hosts there. */
   openSouthbound?: (remotes: string) => Southbound;
   log: Logger;
@@ -138,11 +140,14 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
         case 'held':
           written = Object.keys(decision.set).length + decision.remove.length === 0 || (await nb.writeRegistration(name, decision.set, decision.remove, row!.externalIds));
           break;
-        case 'refused':
+        case 'refused': {
           // Best effort: the holder's doctor names this host while the note is recent.
           await nb.writeRegistration(name, conflictNote(me, Date.now()), [], row!.externalIds);
+          const noted = this.o.notes?.read() ?? [];
+          if (!noted.includes(name)) this.o.notes?.write([...noted, name]);
           written = true;
           break;
+        }
       }
       if (written) {
         if (decision.kind !== 'refused' && this.standing !== 'held') await this.clearOwnNotes(me).catch((err) => log.warn('could not remove the notes this host left as a refused host', { error: errorMessage(err) }));
@@ -158,12 +163,16 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
    * that doctor on that name's holder stops naming it.
    */
   private async clearOwnNotes(me: HostIdentity): Promise<void> {
+    const noted = this.o.notes?.read() ?? [];
+    if (noted.length === 0) return;
     const key = Object.keys(conflictNote(me, 0))[0]!;
-    for (const [chassis, registration] of await this.o.nb.registrations()) {
-      if (chassis !== me.chassis && key in registration.externalIds && (await this.o.nb.writeRegistration(chassis, {}, [key], registration.externalIds))) {
+    for (const chassis of noted.filter((c) => c !== me.chassis)) {
+      const registration = await this.o.nb.registration(chassis);
+      if (registration && key in registration.externalIds && (await this.o.nb.writeRegistration(chassis, {}, [key], registration.externalIds))) {
         this.o.log.info('removed the note this host left when it was refused another chassis name', { chassis });
       }
     }
+    this.o.notes?.write([]);
   }
 
   /** Logs a change of this host's standing, once. */
@@ -204,7 +213,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     const ovn: OvnRecord = { subnet, switchName: ovnSpec.ovnNetwork ?? defaultSwitchName(subnet) };
 
     // Hosts agree on a network by its subnet: one that exists must be asked for the same way.
-    const view = await this.o.nb.view({ subnets: [subnet], ports: false });
+    const view = await this.o.nb.view({ subnets: [subnet], names: [ovn.switchName], ports: false });
     const existing = view.switches.find((s) => s.externalIds[NB.subnet] === subnet);
     const mine = sharedConfig(ovnSpec, ovn.switchName, subnets, this.ranges(subnets));
     if (existing) {
@@ -289,7 +298,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   private async leaveSwitch(sw: NbSwitch): Promise<void> {
     const { nb, log } = this.o;
     const chassis = await this.chassis();
-    const view = await nb.view({ subnets: [sw.externalIds[NB.subnet] ?? ''], chassis: chassis.name });
+    const view = await nb.view({ subnets: [sw.externalIds[NB.subnet] ?? ''], chassis: { name: chassis.name } });
     for (const port of view.ports.get(sw.uuid) ?? []) {
       if (port.externalIds[NB.chassis] === chassis.name) await nb.deletePort(sw.uuid, port.name, chassis.name);
     }
@@ -541,7 +550,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     try {
       identity = await this.identify();
       if (identity.decision.kind === 'refused') return conflictDrift(identity.me, identity.decision).map((drift) => ({ drift, repair: undefined }));
-      view = await this.o.nb.view({ routers: true, subnets: this.subnets(), chassis: identity.me.chassis });
+      view = await this.o.nb.view({ routers: true, subnets: this.subnets(), chassis: { name: identity.me.chassis, hostname: identity.me.hostname } });
     } catch (err) {
       if (isPluginError(err, 'BadRequest')) throw err;
       return [{ drift: { kind: 'ovn-unreachable', subject: 'OVSNET_OVN_NB', detail: `the OVN northbound database cannot be asked: ${errorMessage(err)}`, fix: 'check the northbound database cluster (ovn-appctl -t <its ctl socket> cluster/status OVN_Northbound) and OVSNET_OVN_NB' }, repair: undefined }];
@@ -657,7 +666,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   /** The hosts that use each OVN network, for `ovsnet networks`; undefined when the database cannot be asked. */
   async hostsOf(): Promise<Record<string, string[]> | undefined> {
     try {
-      const view = await this.o.nb.view({ ports: false });
+      const view = await this.o.nb.view({ subnets: this.subnets(), ports: false });
       const out: Record<string, string[]> = {};
       for (const network of this.o.state.networks.values()) {
         const sw = network.ovn && view.switches.find((s) => s.externalIds[NB.subnet] === network.ovn!.subnet);

@@ -31,7 +31,7 @@ export async function forgetHost(
   options: { me: string | undefined; now: number; idleMs?: number },
 ): Promise<ForgetReport> {
   // Every switch (its listings), and this host's ports only: never the tens of thousands of the others.
-  const view = await nb.view({ subnets: [], chassis });
+  const view = await nb.view({ subnets: [], everySwitch: true, chassis: { name: chassis } });
   const held = heldBy(view, chassis);
   const registration = await nb.registration(chassis);
   const refusal = forgetRefusal(held, (await southbound.chassis()).get(chassis), { me: options.me, now: options.now, idleMs: options.idleMs ?? FORGET_IDLE_MS });

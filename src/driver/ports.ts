@@ -190,8 +190,6 @@ export interface Northbound {
 
   /** The registration of a chassis name (its Chassis_Template_Var row), if there is one. */
   registration(chassis: string): Promise<Registration | undefined>;
-  /** Every chassis' registration, by chassis name. */
-  registrations(): Promise<Map<string, Registration>>;
   /**
    * Sets and removes keys of a chassis' registration, only while its external_ids are as read (`asRead`;
    * undefined: only while there is no row, which is then made); false when it changed meanwhile.
@@ -225,13 +223,16 @@ export interface Northbound {
 }
 
 /**
- * What of the northbound database a reader needs: every switch of the plugin always; the guard ACLs and
- * ports of the switches of `subnets` (all, when not given; none with `ports: false`), and the ports of
- * `chassis` wherever they are; the routers only when asked.
+ * What of the northbound database a reader needs. Switches: those of `subnets`, of `names`, and those that
+ * list `chassis` (under `hostname`); every switch when `subnets` is not given or `everySwitch` is set. Their
+ * guard ACLs and ports: those of `subnets` (every one's when not given; none with `ports: false`), and the
+ * ports of `chassis` wherever they are. Routers only when asked.
  */
 export interface NbScope {
   readonly subnets?: readonly string[];
-  readonly chassis?: string;
+  readonly names?: readonly string[];
+  readonly chassis?: { readonly name: string; readonly hostname?: string };
+  readonly everySwitch?: boolean;
   readonly ports?: boolean;
   readonly routers?: boolean;
 }

@@ -43,6 +43,21 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** Counts what the OVN northbound database sent, read from the client on each scrape. */
+  watchNorthbound(received: () => number): void {
+    let counted = 0;
+    new client.Counter({
+      name: 'ovsnet_ovn_northbound_received_bytes_total',
+      help: 'What the OVN northbound database sent the plugin (characters of JSON, about bytes): replies to its reads and writes, and its cluster-status updates',
+      registers: [this.registry],
+      collect() {
+        const now = received();
+        this.inc(now - counted);
+        counted = now;
+      },
+    });
+  }
+
   constructor(state: State) {
     // Process metrics (memory, CPU, event loop lag) as every Node exporter has them.
     client.collectDefaultMetrics({ register: this.registry });

@@ -483,16 +483,17 @@ export class FakeNorthbound implements Northbound {
   async view(scope: NbScope = {}): Promise<NbView> {
     this.check();
     const inScope = (s: { externalIds: Record<string, string> }) => !scope.subnets || scope.subnets.includes(s.externalIds['ovsnet-subnet'] ?? '');
+    const mine = (p: NbPort) => scope.chassis !== undefined && p.externalIds['ovsnet-chassis'] === scope.chassis.name;
     const ports = new Map<string, NbPort[]>();
+    const switches: NbSwitch[] = [];
     for (const sw of this.switches.values()) {
-      const read = [...sw.ports].map((id) => this.portRows.get(id)!).filter((p) => scope.ports !== false && (inScope(sw) || (scope.chassis !== undefined && p.externalIds['ovsnet-chassis'] === scope.chassis)));
+      const read = [...sw.ports].map((id) => this.portRows.get(id)!).filter((p) => scope.ports !== false && (inScope(sw) || mine(p)));
+      const listed = scope.chassis?.hostname !== undefined && sw.externalIds[`ovsnet-host:${scope.chassis.name}`] === scope.chassis.hostname;
+      if (!(inScope(sw) || scope.everySwitch || scope.names?.includes(sw.name) || listed || read.length > 0)) continue;
       ports.set(sw.uuid, structuredClone(read));
+      switches.push({ uuid: sw.uuid, name: sw.name, externalIds: { ...sw.externalIds }, ...(inScope(sw) ? { guard: structuredClone(sw.guard) } : {}) });
     }
-    return {
-      switches: [...this.switches.values()].map((s) => ({ uuid: s.uuid, name: s.name, externalIds: { ...s.externalIds }, ...(inScope(s) ? { guard: structuredClone(s.guard) } : {}) })),
-      ports,
-      routers: scope.routers ? [...this.routers.keys()].map((uuid) => this.router(uuid)!) : [],
-    };
+    return { switches, ports, routers: scope.routers ? [...this.routers.keys()].map((uuid) => this.router(uuid)!) : [] };
   }
 
   async findSwitch(subnet: string): Promise<NbSwitch | undefined> {
@@ -584,11 +585,6 @@ export class FakeNorthbound implements Northbound {
     this.check();
     const ids = this.registered.get(chassis);
     return ids && { externalIds: { ...ids } };
-  }
-
-  async registrations(): Promise<Map<string, { externalIds: Record<string, string> }>> {
-    this.check();
-    return new Map([...this.registered.entries()].map(([chassis, ids]) => [chassis, { externalIds: { ...ids } }]));
   }
 
   async writeRegistration(chassis: string, set: Record<string, string>, remove: readonly string[], asRead: Readonly<Record<string, string>> | undefined): Promise<boolean> {

@@ -8,7 +8,7 @@ import { CONFLICT_FRESH_MS, type HostIdentity, conflictNote, decideRegistration,
 import { Reconciler } from '../../src/driver/reconcile.js';
 import { silentLogger } from '../../src/log.js';
 import { FakeDocker, FakeNorthbound } from '../fakes/index.js';
-import { id, world } from './setup.js';
+import { id, memoryNotes, world } from './setup.js';
 
 const ME: HostIdentity = { chassis: 'c1', hostId: 'id-me', hostname: 'alpha', encapIp: '172.31.9.1' };
 const NOW = Date.parse('2026-12-07T12:00:00Z');
@@ -43,8 +43,8 @@ describe('chassis name: decisions', () => {
 const NET = id('a');
 
 /** A host in OVN mode with chassis name c1, its id and Geneve address given. */
-async function host(nb: FakeNorthbound, hostId: string, encapIp: string, register = true, chassis = 'c1') {
-  const w = await world({ ovn: { nb, chassis, hostId, encapIp, register } });
+async function host(nb: FakeNorthbound, hostId: string, encapIp: string, register = true, chassis = 'c1', notes = memoryNotes()) {
+  const w = await world({ ovn: { nb, chassis, hostId, encapIp, register, notes } });
   const reconciler = new Reconciler({ state: w.state, network: w.network, ipam: w.ipam, docker: new FakeDocker(), graceMs: 0, log: silentLogger });
   return { ...w, reconciler };
 }
@@ -65,7 +65,8 @@ describe('chassis name: two hosts with one system-id', () => {
     assert.equal(nb.named(`ovsnet-10.61.0.0_24-${Address.split('/')[0]}`)?.externalIds['ovsnet-host-id'], 'id-first', 'a claim names the host id that made it');
     assert.equal(nb.registered.get('c1')?.['ovsnet-host-id'], 'id-first');
 
-    const clone = await host(nb, 'id-clone', '10.250.0.2');
+    const cloneNotes = memoryNotes();
+    const clone = await host(nb, 'id-clone', '10.250.0.2', true, 'c1', cloneNotes);
     const before = structuredClone([...nb.portRows.values()]);
     await assert.rejects(createNetwork(clone), (err: Error & { code?: string }) => {
       assert.equal(err.code, 'OvnHostConflict');
@@ -87,10 +88,12 @@ describe('chassis name: two hosts with one system-id', () => {
     assert.ok(nb.named(`ovsnet-10.61.0.0_24-${Address.split('/')[0]}`), "the first host's claim stays");
 
     // Given a name of its own, the clone starts again: its note goes, and doctor on the first is quiet.
-    const renamed = await host(nb, 'id-clone', '10.250.0.2', true, 'c2');
+    assert.deepEqual(cloneNotes.read(), ['c1'], 'the clone keeps where it left its note');
+    const renamed = await host(nb, 'id-clone', '10.250.0.2', true, 'c2', cloneNotes);
     await createNetwork(renamed);
     assert.deepEqual(Object.keys(nb.registered.get('c1')!).filter((k) => k.startsWith('ovsnet-conflict:')), []);
     assert.deepEqual(await first.reconciler.drift(false), []);
+    assert.deepEqual(cloneNotes.read(), []);
   });
 
   it("a host whose state directory was made again takes its name back; doctor only reads", async () => {

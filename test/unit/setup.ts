@@ -13,9 +13,15 @@ export interface WorldOptions {
   store?: MemoryStore;
   now?: () => number;
   /** OVN mode on, with this (shared) northbound database; `chassis` names the host (default "chassis-a"). */
-  ovn?: { nb: FakeNorthbound; chassis?: string; encapIp?: string; installTimeoutMs?: number; external?: OvnExternal; hostId?: string; register?: boolean; southbound?: FakeSouthbound };
+  ovn?: { nb: FakeNorthbound; chassis?: string; encapIp?: string; installTimeoutMs?: number; external?: OvnExternal; hostId?: string; register?: boolean; southbound?: FakeSouthbound; notes?: { read(): string[]; write(chassis: readonly string[]): void } };
   /** Veth pairs made ahead of need per network shape (none by default). */
   sparePairs?: number;
+}
+
+/** Where a world keeps the chassis names it left notes on (a file in its state directory, for real). */
+export function memoryNotes(): { read(): string[]; write(chassis: readonly string[]): void } {
+  let noted: string[] = [];
+  return { read: () => [...noted], write: (chassis) => void (noted = [...chassis]) };
 }
 
 export async function world(options: WorldOptions = {}) {
@@ -34,7 +40,7 @@ export async function world(options: WorldOptions = {}) {
     Object.assign(ovs.system, { 'system-id': chassis, hostname: `host-${chassis}`, 'ovn-encap-ip': encapIp, 'ovn-encap-type': 'geneve', 'ovn-remote': 'tcp:10.250.0.1:6642' });
     ovs.bridges.set('br-int', { name: 'br-int', datapathType: 'netdev', externalIds: {} });
     links.links.set('br-phy', { kind: 'openvswitch', mtu: 1500, addresses: [`${encapIp}/24`], txOff: false });
-    ovn = new OvnBackend({ host, state, nb: options.ovn.nb, bridge: 'br-int', installTimeoutMs: options.ovn.installTimeoutMs ?? 1_000, external: options.ovn.external, defaults: { mtu: 1500 }, hostId: options.ovn.hostId ?? `id-of-${chassis}`, register: options.ovn.register ?? true, openSouthbound: options.ovn.southbound && ((remotes) => (options.ovn!.southbound!.opened.push(remotes), options.ovn!.southbound!)), log: silentLogger });
+    ovn = new OvnBackend({ host, state, nb: options.ovn.nb, bridge: 'br-int', installTimeoutMs: options.ovn.installTimeoutMs ?? 1_000, external: options.ovn.external, defaults: { mtu: 1500 }, hostId: options.ovn.hostId ?? `id-of-${chassis}`, register: options.ovn.register ?? true, notes: options.ovn.notes ?? memoryNotes(), openSouthbound: options.ovn.southbound && ((remotes) => (options.ovn!.southbound!.opened.push(remotes), options.ovn!.southbound!)), log: silentLogger });
   }
   const ipam = new IpamDriver({
     state,
