@@ -8,6 +8,7 @@ import { canonicalIp } from '../domain/cidr.js';
 import { linkLocalOf } from '../domain/flows.js';
 import { VETH_GROUP, assertInterfaceName } from '../domain/names.js';
 import type { ObservedLink } from '../domain/host.js';
+import type { HostRoute } from '../domain/admission.js';
 import type { Links } from '../driver/ports.js';
 import { CommandError, type Runner } from './exec.js';
 
@@ -216,14 +217,16 @@ export class IpLinks implements Links {
     return out;
   }
 
-  async routes(family: 4 | 6): Promise<string[]> {
+  async routes(family: 4 | 6): Promise<HostRoute[]> {
     const { stdout } = await this.run('ip', [`-${family}`, '-j', 'route', 'show', 'table', 'all']);
-    const routes = JSON.parse(stdout || '[]') as Array<{ dst?: string; type?: string }>;
-    const out: string[] = [];
+    const routes = JSON.parse(stdout || '[]') as Array<{ dst?: string; type?: string; dev?: string; gateway?: string; table?: string }>;
+    const out: HostRoute[] = [];
     for (const r of routes) {
-      if (!r.dst || r.dst === 'default') continue;
+      if (!r.dst) continue;
       if (r.type && !['unicast', 'local', 'blackhole', 'unreachable', 'prohibit'].includes(r.type)) continue;
-      out.push(r.dst.includes('/') ? r.dst : `${r.dst}/${family === 4 ? 32 : 128}`);
+      const isDefault = r.dst === 'default';
+      const dst = isDefault ? (family === 4 ? '0.0.0.0/0' : '::/0') : r.dst.includes('/') ? r.dst : `${r.dst}/${family === 4 ? 32 : 128}`;
+      out.push({ dst, ...(isDefault ? { isDefault } : {}), ...(r.dev ? { dev: r.dev } : {}), ...(r.gateway ? { via: r.gateway } : {}), ...(r.table && r.table !== 'main' ? { table: r.table } : {}), ...(r.type === 'local' ? { local: true } : {}) });
     }
     return out;
   }

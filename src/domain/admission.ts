@@ -3,7 +3,7 @@
  * tag it gets there: pure decisions over the records and the observed host.
  */
 import { badRequest, conflict, exhausted } from '../errors.js';
-import { overlaps, parseCidr } from './cidr.js';
+import { contains, overlaps, parseCidr, parseCidrWithHost, parseIp } from './cidr.js';
 import type { ObservedHost } from './host.js';
 import { ROLE_KEY } from './names.js';
 import { type NetworkSpec, type VlanSpec, hasHostGateway, isOverlay } from './options.js';
@@ -92,4 +92,54 @@ export function checkUplink(spec: VlanSpec & { uplink: string }, host: Pick<Obse
     );
   }
   if (defaultRouteDevices.includes(name)) throw invalid('it carries the host default route');
+}
+
+/** A route of the host, as read from all its routing tables. */
+export interface HostRoute {
+  /** Its destination as CIDR text (a default route: 0.0.0.0/0 or ::/0, with `isDefault`). */
+  readonly dst: string;
+  readonly isDefault?: boolean;
+  readonly dev?: string;
+  readonly via?: string;
+  /** The table, when not main. */
+  readonly table?: string;
+  /** An address of the host's own (the local table). */
+  readonly local?: boolean;
+}
+
+function describeRoute(r: HostRoute): string {
+  return `${r.isDefault ? 'default' : r.dst}${r.via ? ` via ${r.via}` : ''}${r.dev ? ` dev ${r.dev}` : ''}${r.table ? ` table ${r.table}` : ''}`;
+}
+
+/**
+ * A network's subnets against the host's own routes: a subnet that overlaps where the host already sends
+ * traffic (its uplink's subnet, another interface's, Docker's bridges, a route of its own) or that holds its
+ * default gateway gives containers addresses the host reaches another way, and can cut the host off from its
+ * own network. Routes through the plugin's own devices (`own`: its networks' gateway ports) and IPv6
+ * link-local and multicast routes are not the host's. Refused unless the operator says it is meant
+ * (-o allow_host_overlap=true: a VLAN the host also has an interface on, say).
+ */
+export function checkHostRoutes(subnets: readonly SubnetRecord[], routes: readonly HostRoute[], own: ReadonlySet<string>): void {
+  for (const subnet of subnets) {
+    const mine = parseCidr(subnet.pool);
+    if (!mine) continue;
+    for (const route of routes) {
+      if (route.dev && own.has(route.dev)) continue;
+      if (/^(fe80|ff[0-9a-f]{2}):/i.test(route.dst)) continue;
+      let clash: string | undefined;
+      if (route.isDefault) {
+        const via = route.via ? parseIp(route.via) : undefined;
+        if (via && contains(mine, via)) clash = `holds the host's default gateway (route ${describeRoute(route)})`;
+      } else {
+        const dst = parseCidrWithHost(route.dst)?.cidr;
+        if (dst && overlaps(mine, dst)) clash = `overlaps the host's route ${describeRoute(route)}`;
+      }
+      if (clash) {
+        throw conflict(
+          'HostRouteOverlap',
+          `subnet ${subnet.pool} ${clash}: its containers would take addresses the host reaches another way, and the host could lose its own traffic to them. Choose a subnet outside the host's routes (ip route show table all), or give -o allow_host_overlap=true if it is meant (a VLAN the host also has an interface on)`,
+        );
+      }
+    }
+  }
 }

@@ -29,6 +29,8 @@ interface SpecBase {
   readonly allowRa: boolean;
   /** Containers may answer as DHCP and DHCPv6 servers (-o allow_dhcp_server): the network runs one. */
   readonly allowDhcpServer: boolean;
+  /** A subnet may overlap the host's own routes (-o allow_host_overlap): a VLAN the host also has an interface on. */
+  readonly allowHostOverlap: boolean;
 }
 
 /** What guards the container ports of a network on a local bridge. */
@@ -115,6 +117,7 @@ const DESCRIPTIONS: Record<string, string> = {
   burst: `kilobits a container may send at once above its rate (${BURST_MIN_KBIT}-${BURST_MAX_KBIT}; default a quarter second at the rate)`,
   allow_ra: 'true or false (default): containers may send IPv6 router advertisements and redirects (a network whose router is a container)',
   allow_dhcp_server: 'true or false (default): containers may answer as DHCP and DHCPv6 servers (a network meant to run one)',
+  allow_host_overlap: "true or false (default): the subnet may overlap the host's own routes (a VLAN the host also has an interface on)",
 };
 
 /** Options and the modes they apply to. */
@@ -200,7 +203,7 @@ export function parseNetworkOptions(
     }
     gatewayMode = values.gateway_mode as GatewayMode;
   }
-  const base = { bridge, mtu, gatewayMode, internal: flags.internal, ipv6: flags.ipv6, allowRa: parseBoolean(values, 'allow_ra', false), allowDhcpServer: parseBoolean(values, 'allow_dhcp_server', false) };
+  const base = { bridge, mtu, gatewayMode, internal: flags.internal, ipv6: flags.ipv6, allowRa: parseBoolean(values, 'allow_ra', false), allowDhcpServer: parseBoolean(values, 'allow_dhcp_server', false), allowHostOverlap: parseBoolean(values, 'allow_host_overlap', false) };
 
   if (mode === 'ovn') {
     for (const option of ['anti_spoofing', 'rate', 'burst']) {
@@ -339,6 +342,7 @@ export function normaliseSpec(stored: NetworkSpec): NetworkSpec {
     // Specs stored before these options existed get the defaults: containers are neither routers nor DHCP servers.
     allowRa: raw.allowRa === true,
     allowDhcpServer: raw.allowDhcpServer === true,
+    allowHostOverlap: raw.allowHostOverlap === true,
   };
   // Specs stored before anti-spoofing and rate limits existed get the defaults: anti-spoofing on, no limit.
   const guard = { antiSpoofing: raw.antiSpoofing !== false, rate: raw.rate as RateLimit | undefined };

@@ -239,7 +239,8 @@ export class IpamDriver {
       if (cidr) taken.push(cidr);
     }
     for (const route of await routes.routes(family)) {
-      const parsed = parseCidrWithHost(route);
+      if (route.isDefault) continue;
+      const parsed = parseCidrWithHost(route.dst);
       if (parsed && parsed.cidr.prefix > 0) taken.push(parsed.cidr);
     }
     for (const { base, size } of candidates) {

@@ -8,6 +8,7 @@ import type { ObservedFlows, PortFlows } from '../domain/flows.js';
 import type { PortHolder } from '../domain/published.js';
 import type { DockerNetwork } from '../domain/drift.js';
 import type { BridgeSpec, ObservedBridge, ObservedFirewall, ObservedLink, ObservedPort, PortSpec } from '../domain/host.js';
+import type { HostRoute } from '../domain/admission.js';
 import type { Registration } from '../domain/ovn-identity.js';
 import type { NbAclSpec, NbPort, NbPortSpec, NbRouter, NbSwitch, NbView, RouterAttachment } from '../domain/ovn.js';
 import { type AddressRecord, type Datapath, type EndpointRecord, type NameRecord, type NetworkRecord, type PoolRecord, addressKey, nameKey } from '../domain/records.js';
@@ -120,8 +121,8 @@ export interface Links {
    * (gone, or not reachable from where the plugin runs).
    */
   linkLocalIn(sandbox: string, mac: string): Promise<string | undefined | null>;
-  /** Destinations of the host's routes in all tables, as CIDR text. */
-  routes(family: 4 | 6): Promise<string[]>;
+  /** The host's routes in all tables (unicast, local and blocking ones; its default routes as 0.0.0.0/0 or ::/0). */
+  routes(family: 4 | 6): Promise<HostRoute[]>;
   /** How the host reaches an address: the output device, or undefined without a route. `local` when the address is the host's own. */
   routeTo(address: string): Promise<{ dev: string; local: boolean } | undefined>;
   /** Devices that carry a default route. */

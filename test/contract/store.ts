@@ -14,7 +14,7 @@ const pool = (n: number): PoolRecord => ({ id: `local/10.${n}.0.0/24`, addressSp
 const address = (n: number, last: number): AddressRecord => ({ poolId: pool(n).id, address: `10.${n}.0.${last}`, kind: 'address', createdAt: at });
 const network = (c: string): NetworkRecord => ({
   id: c.repeat(64),
-  spec: { mode: 'vlan', bridge: 'ovs0', vlan: 9, mtu: undefined, gatewayMode: 'nat', internal: false, ipv6: false, allowRa: false, allowDhcpServer: false, antiSpoofing: true, rate: undefined, uplink: undefined },
+  spec: { mode: 'vlan', bridge: 'ovs0', vlan: 9, mtu: undefined, gatewayMode: 'nat', internal: false, ipv6: false, allowRa: false, allowDhcpServer: false, allowHostOverlap: false, antiSpoofing: true, rate: undefined, uplink: undefined },
   ipv4: [{ addressSpace: 'local', pool: '10.1.0.0/24', gateway: '10.1.0.1', auxAddresses: {} }],
   ipv6: [],
   gatewayPort: undefined,

@@ -2,6 +2,7 @@
  * In-memory implementations of the drivers' ports, for unit tests. Each one
  * records what it was asked to do and can be told to fail.
  */
+import type { HostRoute } from '../../src/domain/admission.js';
 import type { FirewallRules } from '../../src/domain/firewall.js';
 import { type ObservedFlows, type PortFlows, cookieMatches, isOwnedCookie } from '../../src/domain/flows.js';
 import type { PortHolder } from '../../src/domain/published.js';
@@ -268,6 +269,8 @@ export class FakeLinks implements Links {
   readonly links = new Map<string, FakeLink>();
   readonly calls: string[] = [];
   hostRoutes: Record<4 | 6, string[]> = { 4: [], 6: [] };
+  /** Routes with their device, next hop or table, beside the bare destinations of hostRoutes. */
+  hostRouteDetails: HostRoute[] = [];
   /** Where routeTo sends each address; `local` ones are the host's own. */
   readonly routeTable = new Map<string, { dev: string; local: boolean }>();
   readonly defaultDevices: string[] = [];
@@ -330,8 +333,8 @@ export class FakeLinks implements Links {
     return new Map([...this.links].filter(([, l]) => l.addresses.length > 0).map(([name, l]) => [name, [...l.addresses]]));
   }
 
-  async routes(family: 4 | 6): Promise<string[]> {
-    return this.hostRoutes[family];
+  async routes(family: 4 | 6): Promise<HostRoute[]> {
+    return [...this.hostRoutes[family].map((dst) => ({ dst })), ...this.hostRouteDetails.filter((r) => r.dst.includes(':') === (family === 6))];
   }
 
   async routeTo(address: string): Promise<{ dev: string; local: boolean } | undefined> {

@@ -133,7 +133,10 @@ describe('links adapter in a scratch namespace', () => {
     await links.configureAddresses('itvh1', { mtu: 1500, addresses: ['10.77.0.1/24'] });
     await cmd('ip', ['-n', NS, 'link', 'set', 'itvp1', 'up']);
     await cmd('ip', ['-n', NS, 'route', 'add', 'default', 'via', '10.77.0.254', 'dev', 'itvh1']);
-    assert.ok((await links.routes(4)).includes('10.77.0.0/24'));
+    const routes = await links.routes(4);
+    assert.ok(routes.some((r) => r.dst === '10.77.0.0/24' && r.dev === 'itvh1' && !r.isDefault), 'the connected route, with its device');
+    assert.ok(routes.some((r) => r.isDefault && r.dst === '0.0.0.0/0' && r.via === '10.77.0.254' && r.dev === 'itvh1'), 'the default route, with its next hop');
+    assert.ok(routes.some((r) => r.dst === '10.77.0.1/32' && r.local && r.table === 'local'), 'the host\'s own address, in the local table');
     assert.deepEqual(await links.routeTo('10.77.0.9'), { dev: 'itvh1', local: false });
     assert.deepEqual(await links.routeTo('10.77.0.1'), { dev: 'lo', local: true });
     assert.deepEqual(await links.defaultRouteDevices(), ['itvh1']);

@@ -75,6 +75,29 @@ describe('network driver: networks', () => {
     assert.equal(ovs.bridges.size, 0);
   });
 
+  it("refuses a subnet that overlaps the host's own routes or holds its default gateway, naming the route, unless allow_host_overlap; its own networks' routes do not count", async () => {
+    const { network, links, ovs, state } = await world();
+    links.hostRouteDetails = [
+      { dst: '10.13.0.0/16', dev: 'eth1' },
+      { dst: '0.0.0.0/0', isDefault: true, via: '10.14.0.1', dev: 'eth2' },
+      { dst: 'fe80::/64', dev: 'eth1' },
+    ];
+    await assert.rejects(network.createNetwork(createReq()), {
+      kind: 'Conflict',
+      code: 'HostRouteOverlap',
+      message: /^subnet 10\.13\.160\.0\/24 overlaps the host's route 10\.13\.0\.0\/16 dev eth1: .* or give -o allow_host_overlap=true if it is meant/,
+    });
+    await assert.rejects(network.createNetwork(createReq({ pool: '10.14.0.0/24', gateway: '10.14.0.254/24' })), { message: /^subnet 10\.14\.0\.0\/24 holds the host's default gateway \(route default via 10\.14\.0\.1 dev eth2\)/ });
+    assert.equal(state.networks.size, 0);
+    assert.equal(ovs.bridges.size, 0, 'nothing made');
+    await network.createNetwork(createReq({ generic: { vlan: '860', allow_host_overlap: 'true' } }));
+    assert.equal(state.networks.get(NET)?.spec.allowHostOverlap, true);
+    // A route through one of the plugin's own gateway ports is its network's: another network may be compared with it by admission, not refused here.
+    links.hostRouteDetails = [{ dst: '10.15.0.0/24', dev: state.networks.get(NET)!.gatewayPort! }];
+    await network.createNetwork(createReq({ networkId: id('9'), pool: '10.15.0.0/24', gateway: '10.15.0.1/24', generic: { vlan: '861' } }));
+    await assert.rejects(network.createNetwork(createReq({ networkId: id('8'), generic: { vlan: '862', allow_host_overlap: 'yes' } })), { message: /invalid value "yes" for option allow_host_overlap: valid values are true and false/ });
+  });
+
   it('refuses a bridge name that is an existing non-OVS interface', async () => {
     const { network, links } = await world();
     links.links.set('eth0', { kind: 'device', mtu: 1500, addresses: ['192.168.0.2/24'], txOff: false });

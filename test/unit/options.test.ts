@@ -23,6 +23,7 @@ describe('network options', () => {
       ipv6: false,
       allowRa: false,
       allowDhcpServer: false,
+      allowHostOverlap: false,
       antiSpoofing: true,
       rate: undefined,
       uplink: undefined,
@@ -30,7 +31,7 @@ describe('network options', () => {
   });
 
   it('reads every option', () => {
-    const spec = parse({ vlan: '860', bridge: 'br-ext', mtu: '9000', gateway_mode: 'external', uplink: 'eth1', allow_ra: 'true', allow_dhcp_server: 'true' });
+    const spec = parse({ vlan: '860', bridge: 'br-ext', mtu: '9000', gateway_mode: 'external', uplink: 'eth1', allow_ra: 'true', allow_dhcp_server: 'true', allow_host_overlap: 'true' });
     assert.deepEqual(spec, {
       mode: 'vlan',
       bridge: 'br-ext',
@@ -41,6 +42,7 @@ describe('network options', () => {
       ipv6: false,
       allowRa: true,
       allowDhcpServer: true,
+      allowHostOverlap: true,
       antiSpoofing: true,
       rate: undefined,
       uplink: 'eth1',
@@ -90,7 +92,7 @@ describe('network options', () => {
     [{ bridge: 'a-very-long-bridge' }, /option bridge/],
     [{ allow_ra: 'yes' }, /^invalid value "yes" for option allow_ra: valid values are true and false$/],
     [{ allow_dhcp_server: '1' }, /^invalid value "1" for option allow_dhcp_server: valid values are true and false$/],
-    [{ foo: 'bar' }, /^unknown option foo=bar; valid options: allow_dhcp_server, allow_ra, anti_spoofing, bridge, burst, gateway_mode, key, mode, mtu, ovn_network, ovn_router, peers, rate, uplink, vlan, vni$/],
+    [{ foo: 'bar' }, /^unknown option foo=bar; valid options: allow_dhcp_server, allow_host_overlap, allow_ra, anti_spoofing, bridge, burst, gateway_mode, key, mode, mtu, ovn_network, ovn_router, peers, rate, uplink, vlan, vni$/],
     [{ mode: 'geneve' }, /^invalid value "geneve" for option mode: valid values are vlan, vxlan, gre, ovn$/],
     [{ mode: 'vxlan' }, /^mode=vxlan needs -o vni=<1-16777215>: the same value on every host of the network$/],
     [{ mode: 'gre' }, /^mode=gre needs -o key=<0-4294967295>/],

@@ -7,6 +7,7 @@
  * host once and decides; realising applies what the diff against the desired
  * host calls for.
  */
+import { checkHostRoutes } from '../../domain/admission.js';
 import { badRequest, conflict, errorMessage, isPluginError } from '../../errors.js';
 import { canonicalJson, hasHostGateway, isOverlay, parseNetworkOptions, parsePeers } from '../../domain/options.js';
 import { canonicalSubnets } from '../../domain/ranges.js';
@@ -37,6 +38,11 @@ export function createNetwork(ctx: NetworkContext, req: CreateNetworkRequest): P
       return;
     }
     const others = [...state.networks.values()].filter((n) => n.id !== req.networkId);
+    if (!spec.allowHostOverlap) {
+      // The routes through the plugin's own gateway ports are its networks': admission compares those.
+      const own = new Set(others.flatMap((n) => (n.gatewayPort ? [n.gatewayPort] : [])));
+      checkHostRoutes([...ipv4, ...ipv6], [...(await ctx.host.links.routes(4)), ...(await ctx.host.links.routes(6))], own);
+    }
     let admitted;
     try {
       admitted = await backend.admit({ networkId: req.networkId, spec, subnets: [...ipv4, ...ipv6], others });
