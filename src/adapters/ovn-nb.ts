@@ -143,7 +143,14 @@ export class OvnNorthbound implements Northbound {
           ...(!everySwitch && chassis?.hostname ? [{ op: 'select', table: 'Logical_Switch', where: owned({ [`${NB.hostPrefix}${chassis.name}`]: chassis.hostname }), columns: SWITCH_COLUMNS }] : []),
         ];
     const aclOps = bySubnet('ACL', ACL_COLUMNS, scope.subnets);
-    const portOps = wantPorts ? [...bySubnet('Logical_Switch_Port', PORT_COLUMNS, scope.subnets), ...(chassis ? [{ op: 'select', table: 'Logical_Switch_Port', where: owned({ [NB.chassis]: chassis.name }), columns: PORT_COLUMNS }] : [])] : [];
+    const portOps = wantPorts
+      ? [
+          ...bySubnet('Logical_Switch_Port', PORT_COLUMNS, scope.subnets),
+          // The ports facing the plugin's routers carry no subnet: one per routed network, read whole.
+          ...(scope.subnets ? [{ op: 'select', table: 'Logical_Switch_Port', where: [['type', '==', 'router'], ...owned({})], columns: PORT_COLUMNS }] : []),
+          ...(chassis ? [{ op: 'select', table: 'Logical_Switch_Port', where: owned({ [NB.chassis]: chassis.name }), columns: PORT_COLUMNS }] : []),
+        ]
+      : [];
     const routerOps: Operation[] = scope.routers ? [{ op: 'select', table: 'Logical_Router', where: [['external_ids', 'includes', OWNED]], columns: ROUTER_COLUMNS }, ...ROUTER_PARTS] : [];
     const results = await this.db.transact([...switchOps, ...aclOps, ...portOps, ...routerOps]);
     let at = 0;

@@ -168,6 +168,7 @@ export function northboundContract(fresh: () => Promise<Northbound>): void {
     assert.deepEqual(attached.nat.map((n) => [n.type, n.logicalIp, n.externalIp]), [['snat', '10.9.4.0/24', '192.0.2.10']]);
     assert.deepEqual(attached.policies.map((p) => [p.priority, p.match, p.action]), [[1001, 'ip4.dst == 10.9.4.0/24', 'allow'], [1000, 'ip4.src == 10.9.4.0/24', 'drop']]);
     assert.ok((await nb.view()).ports.get(sw.uuid)?.some((p) => p.name === 'ovsnet-rsp-l3'), "the switch's port facing the router");
+    assert.ok((await nb.view({ subnets: ['10.9.4.0/24'], ports: true })).ports.get(sw.uuid)?.some((p) => p.name === 'ovsnet-rsp-l3'), 'also in a view scoped to its subnet (the port carries no subnet mark)');
     assert.equal(await nb.deleteRouterIf(attached, undefined), false, 'not while a network is connected');
     // Pieces lost (its SNAT rule and policies, deleted by hand): attaching again adds only those.
     await nb.detachSwitch(router.uuid, sw.uuid, { lrp: 'none', lsp: 'none', subnet: '10.9.4.0/24' });

@@ -490,7 +490,9 @@ export class FakeNorthbound implements Northbound {
     const ports = new Map<string, NbPort[]>();
     const switches: NbSwitch[] = [];
     for (const sw of this.switches.values()) {
-      const read = [...sw.ports].map((id) => this.portRows.get(id)!).filter((p) => scope.ports !== false && (inScope(sw) || mine(p)));
+      // As the adapter selects them: by the subnet mark (or, facing a router, on a switch in scope), or of the chassis.
+      const marked = (p: NbPort) => !scope.subnets || scope.subnets.includes(p.externalIds['ovsnet-subnet'] ?? '') || (inScope(sw) && p.addresses.includes('router'));
+      const read = [...sw.ports].map((id) => this.portRows.get(id)!).filter((p) => scope.ports !== false && (marked(p) || mine(p)));
       const listed = scope.chassis?.hostname !== undefined && sw.externalIds[`ovsnet-host:${scope.chassis.name}`] === scope.chassis.hostname;
       if (!(inScope(sw) || scope.everySwitch || scope.names?.includes(sw.name) || listed || read.length > 0)) continue;
       ports.set(sw.uuid, structuredClone(read));
