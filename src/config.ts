@@ -49,6 +49,8 @@ export interface OvnSettings {
   readonly timeoutMs: number;
   /** The northbound connection's inactivity probe (0: off). */
   readonly probeMs: number;
+  /** How long a registration of this host's chassis name stays its own unrenewed. */
+  readonly leaseMs: number;
   /** Where OVN routers SNAT to, on their gateway chassis; undefined: routers have no way out. */
   readonly external: OvnExternal | undefined;
   /** For ssl: remotes of the northbound and southbound databases: this host's key and certificate, and the CA's certificate. */
@@ -83,6 +85,7 @@ export const SETTINGS: readonly SettingDoc[] = [
   { name: 'OVSNET_OVN_BRIDGE', default: 'br-int', description: "OVN mode: ovn-controller's integration bridge, where the containers' ports go" },
   { name: 'OVSNET_OVN_TIMEOUT', default: '30', description: 'OVN mode: seconds a call waits for the northbound database and for ovn-controller to install a port' },
   { name: 'OVSNET_OVN_PROBE', default: '5', description: 'OVN mode: seconds without a word from the northbound member in use before the plugin sends it an echo; with no answer within as long again it is left for the member that leads, so a leader that went silent without closing its connection (a dead host, a partition) is left within twice this; 0 turns the probe off' },
+  { name: 'OVSNET_OVN_HOST_LEASE', default: '900', description: "OVN mode: seconds a host's registration of its chassis name stays its own without being renewed (the plugin renews it every third of this, at its reconcile passes); after that the name may be taken over, the host is reported gone once out of the southbound database, and forget-host's --idle defaults to it" },
   { name: 'OVSNET_OVN_SSL_KEY', default: '', description: "OVN mode: this host's private key (PEM file) for ssl: remotes of the northbound and southbound databases" },
   { name: 'OVSNET_OVN_SSL_CERT', default: '', description: "OVN mode: this host's certificate (PEM file), signed by a CA the databases trust, for ssl: remotes" },
   { name: 'OVSNET_OVN_SSL_CA', default: '', description: "OVN mode: the CA certificate (PEM file) the databases' certificates must be signed by, for ssl: remotes" },
@@ -190,6 +193,11 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   if (nbText && ovnProbeMs > 0 && 2 * ovnProbeMs >= ovnTimeoutMs) {
     invalid('OVSNET_OVN_PROBE', String(ovnProbeMs / 1000), `a silent member is left within twice the probe, which must be less than OVSNET_OVN_TIMEOUT (${ovnTimeoutMs / 1000} s) for the calls waiting on it to go on: at most ${Math.ceil(ovnTimeoutMs / 2000) - 1}, or 0 for no probe`);
   }
+  const ovnLeaseMs = seconds('OVSNET_OVN_HOST_LEASE', 1);
+  const intervalMs = seconds('OVSNET_RECONCILE_INTERVAL', 1);
+  if (nbText && ovnLeaseMs <= 2 * intervalMs) {
+    invalid('OVSNET_OVN_HOST_LEASE', String(ovnLeaseMs / 1000), `a host renews its registration at its reconcile passes, so the lease must be more than twice OVSNET_RECONCILE_INTERVAL (${intervalMs / 1000} s): at least ${(2 * intervalMs) / 1000 + 1}`);
+  }
   const tlsFiles = { key: setting(env, 'OVSNET_OVN_SSL_KEY'), cert: setting(env, 'OVSNET_OVN_SSL_CERT'), ca: setting(env, 'OVSNET_OVN_SSL_CA') };
   const tlsGiven = Object.values(tlsFiles).filter((f) => f !== '').length;
   for (const [name, file] of [['OVSNET_OVN_SSL_KEY', tlsFiles.key], ['OVSNET_OVN_SSL_CERT', tlsFiles.cert], ['OVSNET_OVN_SSL_CA', tlsFiles.ca]] as const) {
@@ -233,7 +241,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     iptables,
     netnsDir: netnsDir || undefined,
     metrics,
-    ovn: nbText ? { nb: nbText, bridge: ovnBridge, timeoutMs: ovnTimeoutMs, probeMs: ovnProbeMs, external, tls: tlsGiven > 0 ? tlsFiles : undefined } : undefined,
+    ovn: nbText ? { nb: nbText, bridge: ovnBridge, timeoutMs: ovnTimeoutMs, probeMs: ovnProbeMs, leaseMs: ovnLeaseMs, external, tls: tlsGiven > 0 ? tlsFiles : undefined } : undefined,
   });
 }
 

@@ -77,6 +77,7 @@ export function ovnBackend(config: Config, adapters: HostAdapters, state: State,
     // The daemon makes its host id at its first start in OVN mode; doctor only reads it.
     hostId: loadHostId(config.stateDir, options.register),
     register: options.register,
+    leaseMs: config.ovn.leaseMs,
     notes: new NotedChassis(config.stateDir),
     openSouthbound: (remotes) =>
       new OvnSouthbound(new OvsdbClient({ address: remotes, database: SB_DATABASE, label: 'the OVN southbound database', log, requestTimeoutMs: config.ovn!.timeoutMs, probeIntervalMs: config.ovn!.probeMs, tls: config.ovn!.tls, tlsSettings: OVN_TLS_SETTINGS })),

@@ -30,6 +30,8 @@ interface Pending {
   resolve: (value: unknown) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout;
+  /** The connection it was sent on. */
+  socket: net.Socket;
 }
 
 export interface OvsdbClientOptions {
@@ -67,7 +69,7 @@ export interface OvsdbClientOptions {
 type Conn = net.Socket & { tlsFailure?: string };
 
 /** Node's codes for a server certificate that does not verify against the CA. */
-const VERIFY_CODES = /CERT|SELF_SIGNED|UNABLE_TO|VERIFY/;
+const VERIFY_CODES = /CERT|SELF_SIGNED|UNABLE_TO|VERIFY|INVALID_CA|INVALID_PURPOSE|PATH_LENGTH/;
 
 /** How one member of a cluster answered when asked whether it leads. */
 interface MemberStatus {
@@ -116,6 +118,11 @@ export class OvsdbClient {
         }
       };
       this.tlsMaterial = { key: read('private key', options.tls.key), cert: read('certificate', options.tls.cert), ca: read('CA certificate', options.tls.ca) };
+      try {
+        tls.createSecureContext(this.tlsMaterial);
+      } catch (err) {
+        throw new PluginError('BadRequest', 'InvalidSetting', `the private key ${options.tls.key}, certificate ${options.tls.cert} and CA certificate ${options.tls.ca} (${settings}) do not make a TLS identity: ${(err as Error).message}`);
+      }
     }
     this.database = options.database ?? DATABASE;
     this.label = options.label ?? 'OVSDB';
@@ -199,7 +206,7 @@ export class OvsdbClient {
         const hint = this.options.leaderOnly && !member ? ' (a cluster that lost its quorum answers nothing)' : '';
         reject(unavailable('OvsdbTimeout', `${this.label} ${method} got no answer within ${timeoutMs} ms from ${from}${hint}`));
       }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { resolve, reject, timer, socket });
       socket.write(JSON.stringify({ method, params, id }));
     });
   }
@@ -233,7 +240,7 @@ export class OvsdbClient {
           statuses.push({ remote: formatOvsdbRemote(remote), state: 'unreachable', detail: 'tlsFailure' in e ? e.message : (e.code ?? e.message) });
           continue;
         }
-        const status = this.options.leaderOnly ? await this.memberStatus(socket, remote) : { remote: formatOvsdbRemote(remote), state: 'leader' as const };
+        const status = this.options.leaderOnly ? await this.memberStatus(socket, remote) : await this.answers(socket, remote);
         if (status.state === 'leader') {
           this.preferred = index;
           if (index === this.silent) this.silent = undefined;
@@ -282,6 +289,21 @@ export class OvsdbClient {
       if (readOptional<string>(row.schema) === undefined) return { remote: name, state: 'joining' };
       if (row.connected !== true) return { remote: name, state: 'disconnected' };
       return { remote: name, state: row.leader === true ? 'leader' : 'follower' };
+    } catch (err) {
+      return { remote: name, state: 'unreachable', detail: (socket as Conn).tlsFailure ?? (err as Error).message };
+    }
+  }
+
+  /**
+   * Any server will do, once it answers: over TLS an echo first, since a server that refuses this host's
+   * certificate says so only after the handshake (adopting it would mean a reconnect every 200 ms).
+   */
+  private async answers(socket: net.Socket, remote: OvsdbRemote): Promise<MemberStatus> {
+    const name = formatOvsdbRemote(remote);
+    if ('path' in remote || !remote.tls) return { remote: name, state: 'leader' };
+    try {
+      await this.requestOn(socket, 'echo', [], { name, timeoutMs: Math.min(this.options.probeIntervalMs || this.requestTimeoutMs, this.requestTimeoutMs) });
+      return { remote: name, state: 'leader' };
     } catch (err) {
       return { remote: name, state: 'unreachable', detail: (socket as Conn).tlsFailure ?? (err as Error).message };
     }
@@ -339,6 +361,7 @@ export class OvsdbClient {
     const files = this.options.tls!;
     let message;
     if (VERIFY_CODES.test(code) && !/ALERT/.test(code)) message = `the certificate ${peer} presented does not verify against the CA certificate ${files.ca} (${code}: ${err.message})`;
+    else if (/HANDSHAKE_FAILURE/.test(code)) message = `${peer} ended the TLS handshake (${code}: ${err.message}): it may refuse this host's certificate ${files.cert}, or share no protocol version or cipher with it`;
     else if (/ALERT/.test(code)) message = `${peer} refused this host's certificate ${files.cert} (${code}: ${err.message}): is it signed by the CA the server trusts?`;
     else return err;
     return Object.assign(new Error(message), { code, tlsFailure: true });
@@ -443,12 +466,21 @@ export class OvsdbClient {
   }
 
   private dropped(socket: net.Socket): void {
+    // A member being asked whether it leads (not adopted yet) fails only its own question, at once: a TLS
+    // peer that refuses this host's certificate closes the connection after the handshake.
+    const failure = (socket as Conn).tlsFailure;
+    for (const [id, pending] of this.pending) {
+      if (pending.socket !== socket || socket === this.socket) continue;
+      clearTimeout(pending.timer);
+      pending.reject(unavailable('OvsdbDisconnected', failure ?? `${this.label} closed the connection during the call`));
+      this.pending.delete(id);
+    }
     if (this.socket !== socket) return;
     this.socket = undefined;
     this.curCfg = undefined;
     for (const [id, pending] of this.pending) {
       clearTimeout(pending.timer);
-      pending.reject(unavailable('OvsdbDisconnected', `${this.label} connection to ${formatOvsdbRemote(this.remotes[this.preferred]!)} closed during the call`));
+      pending.reject(unavailable('OvsdbDisconnected', failure ?? `${this.label} connection to ${formatOvsdbRemote(this.remotes[this.preferred]!)} closed during the call`));
       this.pending.delete(id);
     }
     if (this.closed) return;

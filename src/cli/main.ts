@@ -25,7 +25,8 @@ commands:
   ovn forget-host NAME [--idle SECONDS]
                                        release the addresses, switch listings and name of an OVN host
                                        gone for good (refused while it is a chassis of the southbound
-                                       database, or claimed an address within --idle, default 600)
+                                       database, or showed a sign of life within --idle seconds,
+                                       default OVSNET_OVN_HOST_LEASE: 900)
 options:
   --json          machine-readable output
   --socket PATH   plugin socket (default $OVSNET_SOCKET, ${DEFAULT_SOCKET}, or a managed plugin's
@@ -169,7 +170,7 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, ou
       if (res.status !== 200) throw new CliError(`the plugin refused: ${res.body?.Err ?? JSON.stringify(res.body)}`);
       const report = res.body as ForgetReport;
       if (json) return out(JSON.stringify(report, null, 2)), 0;
-      out(`forgot host ${report.hostname} (chassis ${report.chassis}): released ${report.released.length} address${report.released.length === 1 ? '' : 'es'}${report.released.length ? ` (${report.released.join(', ')})` : ''}; taken off ${report.unlisted.length} OVN switch${report.unlisted.length === 1 ? '' : 'es'}${report.unlisted.length ? ` (${report.unlisted.join(', ')})` : ''}; ${report.registration ? 'its name is free' : 'it had no registration'}`);
+      out(`forgot host ${report.hostname} (chassis ${report.chassis}): released ${report.released.length} address${report.released.length === 1 ? '' : 'es'}${report.released.length ? ` (${report.released.join(', ')})` : ''}; taken off ${report.unlisted.length} OVN switch${report.unlisted.length === 1 ? '' : 'es'}${report.unlisted.length ? ` (${report.unlisted.join(', ')})` : ''}; ${report.registration ? 'its name is free' : 'its name was not registered, or was left (below)'}`);
       for (const k of report.kept) out(`left alone: ${k}`);
       return report.kept.length === 0 ? 0 : 1;
     }

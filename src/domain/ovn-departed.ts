@@ -10,8 +10,6 @@
 import type { Drift } from './drift.js';
 import { NB, type NbPort, type NbSwitch, type NbView, switchHosts } from './ovn.js';
 
-/** How long a host must have made no claim before it may be forgotten (`--idle` changes it). */
-export const FORGET_IDLE_MS = 10 * 60_000;
 
 /** What the northbound database holds for one chassis name: its claims and the switches that list it. */
 export interface HeldBy {
@@ -41,23 +39,29 @@ export function heldBy(view: NbView, chassis: string): HeldBy {
   return { chassis, hostname, ports, listings };
 }
 
-/**
- * Hosts that hold claims or listings on the switches of this host's networks and are not chassis of the
- * southbound database, with nothing claimed for at least `graceMs` (a host that has just started may not
- * be there yet): one drift per host, with the command that releases what it held.
- */
-export function goneHosts(view: NbView, subnets: ReadonlySet<string>, present: ReadonlySet<string>, me: string, options: { now: number; graceMs: number }): Drift[] {
+/** The hosts on the switches of this host's networks (listed, or holding ports) that are no chassis of the southbound database. */
+export function absentHosts(view: NbView, subnets: ReadonlySet<string>, present: ReadonlySet<string>, me: string): string[] {
   const candidates = new Set<string>();
   for (const sw of view.switches) {
     if (!subnets.has(sw.externalIds[NB.subnet] ?? '')) continue;
     for (const chassis of switchHosts(sw).keys()) candidates.add(chassis);
     for (const port of view.ports.get(sw.uuid) ?? []) if (port.externalIds[NB.chassis]) candidates.add(port.externalIds[NB.chassis]!);
   }
+  return [...candidates].filter((c) => c !== me && !present.has(c)).sort();
+}
+
+/**
+ * Of the absent hosts, those gone: nothing claimed for at least `graceMs` (a host that has just started may
+ * not be in the southbound database yet), and their plugin not seen for a lease (`seen`: when each last
+ * renewed its registration; a host that is only rebooting renews it within the lease): one drift per host,
+ * with the command that releases what it held.
+ */
+export function goneHosts(view: NbView, absent: readonly string[], options: { now: number; graceMs: number; leaseMs: number; seen: ReadonlyMap<string, number> }): Drift[] {
   const out: Drift[] = [];
-  for (const chassis of [...candidates].sort()) {
-    if (chassis === me || present.has(chassis)) continue;
+  for (const chassis of absent) {
     const held = heldBy(view, chassis);
     if (lastClaim(held) > options.now - options.graceMs) continue;
+    if (options.now - (options.seen.get(chassis) ?? NaN) < options.leaseMs) continue;
     out.push({
       kind: 'ovn-host-gone',
       subject: chassis,
@@ -80,21 +84,22 @@ export function lastClaim(held: HeldBy): number {
 
 /**
  * Why a host may not be forgotten (undefined: it may): it is this host, it is a chassis of the southbound
- * database, or it claimed an address within `idleMs`.
+ * database, or it claimed an address or renewed its registration (`seen`) within `idleMs`.
  */
 export function forgetRefusal(
   held: HeldBy,
   southbound: { hostname: string; encaps: readonly string[] } | undefined,
-  options: { me: string | undefined; now: number; idleMs: number },
+  options: { me: string | undefined; now: number; idleMs: number; seen: number },
 ): string | undefined {
   const { chassis } = held;
   if (chassis === options.me) return `${chassis} is this host's own chassis name: run ovsnet ovn forget-host on another host, for a host that is gone`;
   if (southbound) {
     return `host ${southbound.hostname} (chassis ${chassis}, Geneve ${southbound.encaps.join(', ') || 'none'}) is in the southbound database: its ovn-controller runs, or stopped without leaving. If the host is gone for good: ovn-sbctl chassis-del ${chassis}, then run this again`;
   }
-  const last = lastClaim(held);
+  const claimed = lastClaim(held);
+  const [last, what] = Number.isFinite(options.seen) && options.seen > claimed ? [options.seen, 'its plugin renewed its registration'] : [claimed, 'it claimed an address'];
   if (last > options.now - options.idleMs) {
-    return `host ${held.hostname} (chassis ${chassis}) claimed an address ${Math.round((options.now - last) / 1000)} s ago (at ${new Date(last).toISOString()}), within the last ${Math.round(options.idleMs / 1000)} s: it looks alive. Wait, or give --idle SECONDS if you are sure it is gone`;
+    return `host ${held.hostname} (chassis ${chassis}): ${what} ${Math.round((options.now - last) / 1000)} s ago (at ${new Date(last).toISOString()}), within the last ${Math.round(options.idleMs / 1000)} s: it looks alive. Wait, or give --idle SECONDS if you are sure it is gone`;
   }
   return undefined;
 }

@@ -8,7 +8,12 @@
  * `Chassis_Template_Var` row (one per chassis: the database's unique index
  * on `chassis` lets one host register a name). A second host with the same
  * name is refused, and leaves a note on the registration so that doctor on
- * the first names it too.
+ * the first names it too. A registration is a lease: its holder renews it
+ * (`ovsnet-seen-at`) every third of OVSNET_OVN_HOST_LEASE, and a name whose
+ * holder has not been seen for that long may be taken over: by this very
+ * host after its state directory was made again, or by a host that replaced
+ * one gone for good. Until then even a host with the same Geneve address is
+ * refused, since a clone carries that too.
  */
 import { conflict } from '../errors.js';
 import type { Drift } from './drift.js';
@@ -19,6 +24,8 @@ export const REG = {
   hostname: 'ovsnet-hostname',
   encapIp: 'ovsnet-encap-ip',
   since: 'ovsnet-registered-at',
+  /** When the holder last renewed its registration. */
+  seen: 'ovsnet-seen-at',
   /** Prefix of a note left by a host refused the name: `ovsnet-conflict:<its host id>` = JSON of who and when. */
   conflictPrefix: 'ovsnet-conflict:',
 } as const;
@@ -32,6 +39,14 @@ export interface HostIdentity {
   readonly hostId: string;
   readonly hostname: string;
   readonly encapIp: string;
+}
+
+/** How long a registration stays its holder's without being renewed, by default (OVSNET_OVN_HOST_LEASE). */
+export const DEFAULT_LEASE_MS = 15 * 60_000;
+
+/** When a registration's holder was last seen (ms since the epoch; NaN when it does not say). */
+export function lastSeen(ids: Readonly<Record<string, string>>): number {
+  return Date.parse(ids[REG.seen] ?? ids[REG.since] ?? '');
 }
 
 /** A chassis' registration row as read. */
@@ -52,12 +67,12 @@ export type RegistrationDecision =
   /** This host holds it; `set` what changed (hostname, address) and `remove` notes that are stale. */
   | { readonly kind: 'held'; readonly set: Record<string, string>; readonly remove: readonly string[]; readonly others: readonly ConflictNote[] }
   /**
-   * Another host id with this host's Geneve address: this machine, whose state directory was made again
-   * (reinstalled): it takes its name back.
+   * Another host id holds the name but has not been seen for a lease: this host takes the name over (this
+   * machine after its state directory was made again, or a host that replaced one gone for good).
    */
-  | { readonly kind: 'take-back'; readonly set: Record<string, string>; readonly previous: Holder }
-  /** Another host holds the name. */
-  | { readonly kind: 'refused'; readonly holder: Holder };
+  | { readonly kind: 'take-over'; readonly set: Record<string, string>; readonly previous: Holder & { readonly seen: string } }
+  /** Another host holds the name, and was seen within the lease. */
+  | { readonly kind: 'refused'; readonly holder: Holder & { readonly seen: string; readonly freeAt: string } };
 
 /** A note left by a host that was refused the name. */
 export interface ConflictNote extends Holder {
@@ -96,23 +111,29 @@ export function conflictNotes(ids: Readonly<Record<string, string>>, now: number
 
 /** What this host's keys on its registration are. */
 export function registrationIds(me: HostIdentity, now: string): Record<string, string> {
-  return { [REG.hostId]: me.hostId, [REG.hostname]: me.hostname, [REG.encapIp]: me.encapIp, [REG.since]: now };
+  return { [REG.hostId]: me.hostId, [REG.hostname]: me.hostname, [REG.encapIp]: me.encapIp, [REG.since]: now, [REG.seen]: now };
 }
 
-/** Decides, from the registration as read (undefined: no row), whether this host may use its chassis name. */
-export function decideRegistration(row: Registration | undefined, me: HostIdentity, now: number): RegistrationDecision {
+/**
+ * Decides, from the registration as read (undefined: no row), whether this host may use its chassis name;
+ * a name it holds is renewed once a third of the lease has passed.
+ */
+export function decideRegistration(row: Registration | undefined, me: HostIdentity, now: number, leaseMs = DEFAULT_LEASE_MS): RegistrationDecision {
   const stamp = new Date(now).toISOString();
   const holder = row && holderOf(row.externalIds);
   if (!holder) return { kind: 'register', set: registrationIds(me, stamp) };
+  const seen = lastSeen(row.externalIds);
   if (holder.hostId === me.hostId) {
     const notes = conflictNotes(row.externalIds, now);
     const set: Record<string, string> = {};
     if (holder.hostname !== me.hostname) set[REG.hostname] = me.hostname;
     if (holder.encapIp !== me.encapIp) set[REG.encapIp] = me.encapIp;
+    if (!(now - seen < leaseMs / 3)) set[REG.seen] = stamp;
     return { kind: 'held', set, remove: notes.filter((n) => !n.fresh).map((n) => n.key), others: notes.filter((n) => n.fresh) };
   }
-  if (holder.encapIp === me.encapIp) return { kind: 'take-back', set: registrationIds(me, stamp), previous: holder };
-  return { kind: 'refused', holder };
+  const seenText = Number.isFinite(seen) ? new Date(seen).toISOString() : 'never';
+  if (!(now - seen < leaseMs)) return { kind: 'take-over', set: registrationIds(me, stamp), previous: { ...holder, seen: seenText } };
+  return { kind: 'refused', holder: { ...holder, seen: seenText, freeAt: new Date(seen + leaseMs).toISOString() } };
 }
 
 /** The note a refused host leaves on the registration. */
@@ -127,10 +148,11 @@ function describeHost(h: Holder): string {
 const RENAME = (who: string) => `give ${who} a system-id of its own (ovs-vsctl set open . external_ids:system-id=<unique name>; then restart ovn-controller and the plugin there)`;
 
 /** The refusal, for every OVN call this host makes while another holds its name. */
-export function refusal(me: HostIdentity, holder: Holder): Error {
+export function refusal(me: HostIdentity, holder: Holder & { seen: string; freeAt: string }): Error {
+  const previous = holder.encapIp === me.encapIp ? 'that was this very host before its state directory was made again' : 'that host is gone for good';
   return conflict(
     'OvnHostConflict',
-    `this host's OVN chassis name ${me.chassis} (its Open vSwitch system-id) is already registered by ${describeHost(holder)}; this host is ${describeHost({ hostId: me.hostId, hostname: me.hostname, encapIp: me.encapIp })}. Two hosts with one name would hand out the same addresses (a cloned image?): ${RENAME('this host')}. If that host is gone for good, run ovsnet ovn forget-host ${me.chassis} on any host`,
+    `this host's OVN chassis name ${me.chassis} (its Open vSwitch system-id) is already registered by ${describeHost(holder)}, last seen at ${holder.seen}; this host is ${describeHost({ hostId: me.hostId, hostname: me.hostname, encapIp: me.encapIp })}. Two hosts with one name would hand out the same addresses (a cloned image?): ${RENAME('this host')}. If ${previous}, the name is free from ${holder.freeAt} (once OVSNET_OVN_HOST_LEASE has passed without it)`,
   );
 }
 

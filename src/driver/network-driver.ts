@@ -158,13 +158,13 @@ export class NetworkDriver {
     return results;
   }
 
-  /** Which hosts use each OVN network (for `ovsnet networks`); undefined when OVN is off or cannot be asked. */
   /** `ovsnet ovn forget-host`: releases what a host gone for good held in the northbound database. */
   forgetOvnHost(chassis: string, options: { idleMs?: number }): Promise<ForgetReport> {
     if (!this.ctx.ovn) throw badRequest('OvnOff', `OVN mode is off on this host: ${OVN_SETTING_HINT}`);
     return this.ctx.ovn.forgetHost(chassis, options);
   }
 
+  /** Which hosts use each OVN network (for `ovsnet networks`); undefined when OVN is off or cannot be asked. */
   ovnHosts(): Promise<Record<string, string[]> | undefined> {
     return this.ctx.ovn ? this.ctx.ovn.hostsOf() : Promise.resolve(undefined);
   }

@@ -53,9 +53,9 @@ import {
   switchHosts,
   switchRow,
 } from '../domain/ovn.js';
-import { goneHosts } from '../domain/ovn-departed.js';
+import { absentHosts, goneHosts } from '../domain/ovn-departed.js';
 import { type ForgetReport, forgetHost } from './ovn-forget.js';
-import { type HostIdentity, type RegistrationDecision, conflictDrift, conflictNote, decideRegistration, refusal } from '../domain/ovn-identity.js';
+import { DEFAULT_LEASE_MS, type HostIdentity, type RegistrationDecision, conflictDrift, conflictNote, decideRegistration, lastSeen, refusal } from '../domain/ovn-identity.js';
 import { type OvnSpec, canonicalJson } from '../domain/options.js';
 import { type EndpointRecord, type NetworkRecord, type OvnRecord, isOwnAddressSpace, poolIdOf } from '../domain/records.js';
 import type { Logger } from '../log.js';
@@ -80,6 +80,8 @@ export interface OvnBackendOptions {
   hostId: string | undefined;
   /** Whether this process registers its chassis name (the daemon) or only reads the registration (doctor). */
   register: boolean;
+  /** How long a registration of a chassis name stays its holder's unrenewed (OVSNET_OVN_HOST_LEASE). */
+  leaseMs?: number;
   /** Where this host keeps the chassis names it left a note on as a refused host (adapters/host-id.ts). */
   notes?: { read(): string[]; write(chassis: readonly string[]): void };
   /** Opens the southbound database at this host's ovn-controller's remotes (external_ids:ovn-remote), to tell hosts gone from hosts there. */
@@ -97,6 +99,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   private standing: string | undefined;
   private southbound: { remotes: string; client: Southbound } | undefined;
   private sbRemotes: string | undefined;
+  private sbProblem: string | undefined;
   /** Switch uuids by subnet, so that a claim is one transaction. */
   private readonly switchIds = new Map<string, string>();
 
@@ -129,12 +132,12 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     this.sbRemotes = ids['ovn-remote'];
     for (let attempt = 0; ; attempt++) {
       const row = await nb.registration(name);
-      const decision = decideRegistration(row, me, Date.now());
+      const decision = decideRegistration(row, me, Date.now(), this.leaseMs);
       if (!this.o.register || !this.o.hostId) return { me, decision };
       let written: boolean;
       switch (decision.kind) {
         case 'register':
-        case 'take-back':
+        case 'take-over':
           written = await nb.writeRegistration(name, decision.set, [], row?.externalIds);
           break;
         case 'held':
@@ -183,8 +186,8 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     if (decision.kind === 'refused') {
       this.chassisName = undefined;
       this.o.log.error(refusal(me, decision.holder).message, { problem: 'ovn-host-conflict' });
-    } else if (decision.kind === 'take-back') {
-      this.o.log.warn('took this host\'s OVN chassis name back: it was registered with another host id and this host\'s Geneve address (the state directory was made again)', { chassis: me.chassis, previous: decision.previous.hostId, hostId: me.hostId });
+    } else if (decision.kind === 'take-over') {
+      this.o.log.warn("took over this host's OVN chassis name: the host that registered it has not been seen for OVSNET_OVN_HOST_LEASE (this host before its state directory was made again, or one it replaced)", { chassis: me.chassis, previous: decision.previous, hostId: me.hostId });
     } else {
       this.o.log.info('this host holds its OVN chassis name', { chassis: me.chassis, hostId: me.hostId });
     }
@@ -595,11 +598,24 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
       if (!southbound) return [];
       present = new Set((await southbound.chassis()).keys());
     } catch (err) {
-      this.o.log.debug('the southbound database cannot be asked which hosts are there', { error: errorMessage(err) });
+      // Said once per cause: without the southbound database no host can be reported gone.
+      if (this.sbProblem !== errorMessage(err)) this.o.log.warn('the southbound database cannot be asked which hosts are there, so none is reported gone', { error: errorMessage(err) });
+      this.sbProblem = errorMessage(err);
       return [];
     }
+    this.sbProblem = undefined;
     const subnets = new Set([...this.o.state.networks.values()].flatMap((n) => (n.ovn && n.state === 'ready' ? [n.ovn.subnet] : [])));
-    return goneHosts(view, subnets, present, me, options);
+    const absent = absentHosts(view, subnets, present, me);
+    const seen = new Map<string, number>();
+    for (const chassis of absent) {
+      const registration = await this.o.nb.registration(chassis);
+      if (registration) seen.set(chassis, lastSeen(registration.externalIds));
+    }
+    return goneHosts(view, absent, { ...options, leaseMs: this.leaseMs, seen });
+  }
+
+  private get leaseMs(): number {
+    return this.o.leaseMs ?? DEFAULT_LEASE_MS;
   }
 
   /** The southbound database at this host's ovn-controller's remotes (known once identify ran). */
@@ -618,7 +634,8 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     const { me } = await this.identify();
     const southbound = this.openSouthbound();
     if (!southbound) throw badRequest('OvnNotReady', `this host does not know the southbound database, which tells whether ${chassis} is gone: set external_ids:ovn-remote of its Open vSwitch (${CHASSIS_HOWTO})`);
-    const report = await forgetHost(this.o.nb, southbound, chassis, { me: me.chassis, now: Date.now(), idleMs: options.idleMs });
+    // A live host renews its registration every third of the lease: by default, no sign of it for a lease.
+    const report = await forgetHost(this.o.nb, southbound, chassis, { me: me.chassis, now: Date.now(), idleMs: options.idleMs ?? this.leaseMs });
     this.o.log.info('forgot a host that is gone for good', { ...report });
     return report;
   }

@@ -6,8 +6,8 @@
  * listing made meanwhile, by that host come back or by any other, stays.
  */
 import { conflict } from '../errors.js';
-import { FORGET_IDLE_MS, forgetRefusal, heldBy } from '../domain/ovn-departed.js';
-import { REG } from '../domain/ovn-identity.js';
+import { forgetRefusal, heldBy } from '../domain/ovn-departed.js';
+import { REG, lastSeen } from '../domain/ovn-identity.js';
 import { NB, chassisKey } from '../domain/ovn.js';
 import type { Northbound, Southbound } from './ports.js';
 
@@ -28,13 +28,13 @@ export async function forgetHost(
   nb: Northbound,
   southbound: Southbound,
   chassis: string,
-  options: { me: string | undefined; now: number; idleMs?: number },
+  options: { me: string | undefined; now: number; idleMs: number },
 ): Promise<ForgetReport> {
   // Every switch (its listings), and this host's ports only: never the tens of thousands of the others.
   const view = await nb.view({ subnets: [], everySwitch: true, chassis: { name: chassis } });
   const held = heldBy(view, chassis);
   const registration = await nb.registration(chassis);
-  const refusal = forgetRefusal(held, (await southbound.chassis()).get(chassis), { me: options.me, now: options.now, idleMs: options.idleMs ?? FORGET_IDLE_MS });
+  const refusal = forgetRefusal(held, (await southbound.chassis()).get(chassis), { me: options.me, now: options.now, idleMs: options.idleMs, seen: registration ? lastSeen(registration.externalIds) : NaN });
   if (refusal) throw conflict('HostNotGone', `not forgetting ${chassis}: ${refusal}`);
   if (held.ports.length === 0 && held.listings.length === 0 && !registration?.externalIds[REG.hostId]) {
     throw conflict('HostUnknown', `the northbound database holds nothing of a host with chassis name ${chassis}: no address, no listing on an OVN switch, no registration (the names it knows: ovn-nbctl --columns=chassis list Chassis_Template_Var)`);
@@ -55,7 +55,8 @@ export async function forgetHost(
         break;
       }
       // Another host joined or left meanwhile: read the switch again, and try again while it still lists the host.
-      const again = (await nb.view({ ports: false })).switches.find((s) => s.uuid === sw.uuid);
+      const found = await nb.findSwitch(sw.externalIds[NB.subnet] ?? '');
+      const again = found?.uuid === sw.uuid ? found : undefined;
       if (!again || !(chassisKey(chassis) in again.externalIds) || attempt === 4) {
         if (again && chassisKey(chassis) in again.externalIds) kept.push(`the listing on OVN switch ${sw.name} (it kept changing)`);
         break;
@@ -64,7 +65,9 @@ export async function forgetHost(
     }
   }
   let forgotten = false;
-  if (registration?.externalIds[REG.hostId]) {
+  if (registration?.externalIds[REG.hostId] && (await southbound.chassis()).has(chassis)) {
+    kept.push(`the registration of ${chassis}: it is a chassis of the southbound database again (back meanwhile?)`);
+  } else if (registration?.externalIds[REG.hostId]) {
     const ours = Object.keys(registration.externalIds).filter((k) => k.startsWith('ovsnet-'));
     forgotten = await nb.writeRegistration(chassis, {}, ours, registration.externalIds);
     if (!forgotten) kept.push(`the registration of ${chassis} (changed since it was read: a host registered it again?)`);

@@ -27,7 +27,7 @@ import { assertConsistent, assertPluginSaid, containerAddress, dockerError, http
 const NAMES = ['on1', 'on2', 'on3'] as const;
 const ADDR: Record<string, string> = { on1: '10.250.1.1', on2: '10.250.1.2', on3: '10.250.1.3' };
 const SUBNET = '10.60.0.0/24';
-const FAST = { OVSNET_RECONCILE_INTERVAL: '2', OVSNET_RECONCILE_GRACE: '3', OVSNET_OVN_TIMEOUT: '60', OVSNET_OVN_PROBE: '2' };
+const FAST = { OVSNET_RECONCILE_INTERVAL: '2', OVSNET_RECONCILE_GRACE: '3', OVSNET_OVN_TIMEOUT: '60', OVSNET_OVN_PROBE: '2', OVSNET_OVN_HOST_LEASE: '9' };
 const CLI = `${REPO_ROOT}/dist/src/cli/main.js`;
 
 interface NbPortRow {
@@ -452,7 +452,7 @@ describe('OVN mode across three hosts', () => {
     try {
       await h3.startPlugin();
       const refused = await dockerError(h3, ['run', '-d', '--name', 'cloned', '--net', 'web', 'local/busybox', 'sleep', '1d']);
-      assertPluginSaid(refused, 'IpamDriver.RequestAddress', /^this host's OVN chassis name on1 \(its Open vSwitch system-id\) is already registered by host on1 \(Geneve address 10\.250\.1\.1, host id [0-9a-f-]{36}\); this host is host on3 \(Geneve address 10\.250\.1\.3, host id [0-9a-f-]{36}\)\. .*ovsnet ovn forget-host on1/);
+      assertPluginSaid(refused, 'IpamDriver.RequestAddress', /^this host's OVN chassis name on1 \(its Open vSwitch system-id\) is already registered by host on1 \(Geneve address 10\.250\.1\.1, host id [0-9a-f-]{36}\), last seen at \S+; this host is host on3 \(Geneve address 10\.250\.1\.3, host id [0-9a-f-]{36}\)\. .*If that host is gone for good, the name is free from \S+ /);
       await h3.docker(['rm', '-f', 'cloned'], { check: false });
       const onClone = (await doctor(h3)).filter((d) => d.kind === 'ovn-host-conflict');
       assert.equal(onClone.length, 1, 'doctor on the clone reports it');
@@ -494,11 +494,12 @@ describe('OVN mode across three hosts', () => {
         return found.length > 0 && found;
       }, 30_000, 1_000);
       assert.deepEqual([reported!.subject, reported!.fix], ['on3', 'ovsnet ovn forget-host on3']);
-      const recent = await cli(h1, ['ovn', 'forget-host', 'on3'], false);
+      // Reported once its plugin has not renewed its registration for the lease (9 s here); a sign of life within --idle still refuses.
+      const recent = await cli(h1, ['ovn', 'forget-host', 'on3', '--idle', '600'], false);
       assert.notEqual(recent.exitCode, 0);
-      assert.match(recent.stderr, /not forgetting on3: host on3 \(chassis on3\) claimed an address \d+ s ago .*it looks alive/);
+      assert.match(recent.stderr, /not forgetting on3: host on3 \(chassis on3\): (it claimed an address|its plugin renewed its registration) \d+ s ago .*within the last 600 s: it looks alive/);
       assert.deepEqual(await on3(), held, 'nothing released by a refusal');
-      const report = JSON.parse((await cli(h1, ['ovn', 'forget-host', 'on3', '--idle', '0', '--json'])).stdout) as { released: string[]; unlisted: string[]; registration: boolean; kept: string[] };
+      const report = JSON.parse((await cli(h1, ['ovn', 'forget-host', 'on3', '--json'])).stdout) as { released: string[]; unlisted: string[]; registration: boolean; kept: string[] };
       assert.deepEqual([report.released.sort(), report.unlisted, report.registration, report.kept], [held, ['ovsnet-10.60.0.0_24'], true, []]);
       assert.deepEqual(await on3(), []);
       const listing = await cluster.nbctl(['--bare', '--columns=external_ids', 'find', 'Logical_Switch', `external_ids:ovsnet-subnet="${SUBNET}"`]);

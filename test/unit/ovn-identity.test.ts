@@ -24,7 +24,7 @@ describe('chassis name: decisions', () => {
   it('keeps a name it holds, bringing hostname and address up to date and dropping stale notes', () => {
     const stale = conflictNote({ ...ME, hostId: 'id-old', hostname: 'gone' }, NOW - CONFLICT_FRESH_MS - 1);
     const fresh = conflictNote({ ...ME, hostId: 'id-clone', hostname: 'beta', encapIp: '172.31.9.2' }, NOW - 1_000);
-    const decision = decideRegistration(row({ ...registrationIds({ ...ME, hostname: 'old-name' }, 'then'), ...stale, ...fresh }), ME, NOW);
+    const decision = decideRegistration(row({ ...registrationIds({ ...ME, hostname: 'old-name' }, new Date(NOW - 1_000).toISOString()), ...stale, ...fresh }), ME, NOW);
     assert.equal(decision.kind, 'held');
     if (decision.kind !== 'held') return;
     assert.deepEqual(decision.set, { 'ovsnet-hostname': 'alpha' });
@@ -32,11 +32,23 @@ describe('chassis name: decisions', () => {
     assert.deepEqual(decision.others.map((o) => [o.hostId, o.hostname, o.encapIp]), [['id-clone', 'beta', '172.31.9.2']]);
   });
 
-  it('takes its name back when it was registered with another id and this Geneve address (state made again); refuses it otherwise', () => {
-    const taken = decideRegistration(row(registrationIds({ ...ME, hostId: 'id-before' }, 'then')), ME, NOW);
-    assert.equal(taken.kind, 'take-back');
-    const refused = decideRegistration(row(registrationIds({ ...ME, hostId: 'id-other', hostname: 'beta', encapIp: '172.31.9.2' }, 'then')), ME, NOW);
-    assert.deepEqual(refused, { kind: 'refused', holder: { hostId: 'id-other', hostname: 'beta', encapIp: '172.31.9.2' } });
+  it('refuses a name another host id holds and renewed within the lease, even with this Geneve address (a clone carries it too); takes it over after', () => {
+    const at = (ms: number) => new Date(ms).toISOString();
+    const other = { ...ME, hostId: 'id-other', hostname: 'beta', encapIp: '172.31.9.2' };
+    const refused = decideRegistration(row(registrationIds(other, at(NOW - 60_000))), ME, NOW, 900_000);
+    assert.deepEqual(refused, { kind: 'refused', holder: { hostId: 'id-other', hostname: 'beta', encapIp: '172.31.9.2', seen: at(NOW - 60_000), freeAt: at(NOW + 840_000) } });
+    assert.equal(decideRegistration(row(registrationIds({ ...ME, hostId: 'id-before' }, at(NOW - 60_000))), ME, NOW, 900_000).kind, 'refused', 'the same Geneve address within the lease');
+    const taken = decideRegistration(row(registrationIds({ ...ME, hostId: 'id-before' }, at(NOW - 900_001))), ME, NOW, 900_000);
+    assert.equal(taken.kind, 'take-over');
+    assert.equal(decideRegistration(row(registrationIds(other, at(NOW - 900_001))), ME, NOW, 900_000).kind, 'take-over', 'and a host gone for good');
+  });
+
+  it('renews a name it holds once a third of the lease has passed', () => {
+    const at = (ms: number) => new Date(ms).toISOString();
+    const recent = decideRegistration(row(registrationIds(ME, at(NOW - 299_000))), ME, NOW, 900_000);
+    assert.deepEqual(recent.kind === 'held' && recent.set, {});
+    const due = decideRegistration(row(registrationIds(ME, at(NOW - 301_000))), ME, NOW, 900_000);
+    assert.deepEqual(due.kind === 'held' && due.set, { 'ovsnet-seen-at': at(NOW) });
   });
 });
 
@@ -70,7 +82,7 @@ describe('chassis name: two hosts with one system-id', () => {
     const before = structuredClone([...nb.portRows.values()]);
     await assert.rejects(createNetwork(clone), (err: Error & { code?: string }) => {
       assert.equal(err.code, 'OvnHostConflict');
-      for (const part of ['c1', 'id-first', '10.250.0.1', 'id-clone', '10.250.0.2', 'forget-host']) assert.ok(err.message.includes(part), `the refusal names ${part}: ${err.message}`);
+      for (const part of ['c1', 'id-first', '10.250.0.1', 'id-clone', '10.250.0.2', 'the name is free from']) assert.ok(err.message.includes(part), `the refusal names ${part}: ${err.message}`);
       return true;
     });
     assert.equal(clone.state.networks.size, 0, 'nothing kept on the refused host');
@@ -96,10 +108,13 @@ describe('chassis name: two hosts with one system-id', () => {
     assert.deepEqual(cloneNotes.read(), []);
   });
 
-  it("a host whose state directory was made again takes its name back; doctor only reads", async () => {
+  it("a host whose state directory was made again takes its name back once the lease has passed; doctor only reads", async () => {
     const nb = new FakeNorthbound();
     const before = await host(nb, 'id-before', '10.250.0.1');
     await createNetwork(before);
+    const soon = await host(nb, 'id-after', '10.250.0.1');
+    await assert.rejects(createNetwork(soon), { code: 'OvnHostConflict', message: /If that was this very host before its state directory was made again, the name is free from / });
+    nb.registered.get('c1')!['ovsnet-seen-at'] = new Date(Date.now() - 3_600_000).toISOString();
     const doctor = await host(nb, 'id-after', '10.250.0.1', false);
     // Its own records are empty, so it sees the listing as unused; what matters is that it sees no other host.
     assert.deepEqual((await doctor.reconciler.drift(false)).map((d) => d.kind), ['ovn-switch-unused-here']);
