@@ -119,7 +119,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
 
   /**
    * Reads this host's registration of its chassis name and decides; the daemon also writes what it
-   * decided (registers, takes its name back, or leaves its note as a refused host). Asked at every pass.
+   * decided (registers, renews, takes the name over, or leaves its note as a refused host). Asked at every pass.
    */
   private async identify(): Promise<{ me: HostIdentity; decision: RegistrationDecision }> {
     const { nb, log } = this.o;

@@ -130,7 +130,7 @@ describe('addressing end to end', () => {
     [['-o', 'gateway_mode=bridge'], 'NetworkDriver.CreateNetwork', 'invalid value "bridge" for option gateway_mode: valid values are nat, routed, external, isolated'],
     [['-o', 'bridge=br/x'], 'NetworkDriver.CreateNetwork', "invalid value \"br/x\" for option bridge: an OVS bridge name is 1 to 15 characters from letters, digits, '_', '-' and '.', starting with a letter or digit"],
     [['-o', 'bridge=lo'], 'NetworkDriver.CreateNetwork', 'invalid value "lo" for option bridge: a network interface with that name exists and is not an OVS bridge'],
-    [['-o', 'colour=blue'], 'NetworkDriver.CreateNetwork', 'unknown option colour=blue; valid options: allow_dhcp_server, allow_ra, anti_spoofing, bridge, burst, gateway_mode, key, mode, mtu, ovn_network, ovn_router, peers, rate, uplink, vlan, vni'],
+    [['-o', 'colour=blue'], 'NetworkDriver.CreateNetwork', 'unknown option colour=blue; valid options: allow_dhcp_server, allow_host_overlap, allow_ra, anti_spoofing, bridge, burst, gateway_mode, key, mode, mtu, ovn_network, ovn_router, peers, rate, uplink, vlan, vni'],
     [['--ipam-opt', 'x=y'], 'IpamDriver.RequestPool', 'unknown IPAM option x=y; the ovs IPAM driver takes no --ipam-opt options'],
   ];
   for (const [args, call, message] of refusals) {
