@@ -3,13 +3,13 @@
  * ever (a dead machine, a reinstall under another system-id) keeps its
  * addresses and its listing on every switch it used: nothing else may
  * release them, since a host that is only down comes back to them. The
- * reconciler reports such a host (no chassis in the southbound database),
- * and `ovsnet ovn forget-host` releases what it held once it is shown not to
- * be alive: no chassis, and no claim made recently.
+ * reconciler reports such a host (no chassis in the southbound database, no
+ * renewal of its registration within the lease), and `ovsnet ovn
+ * forget-host` releases what it held once it is shown not to be alive: no
+ * chassis, and no claim or renewal recently.
  */
 import type { Drift } from './drift.js';
 import { NB, type NbPort, type NbSwitch, type NbView, switchHosts } from './ovn.js';
-
 
 /** What the northbound database holds for one chassis name: its claims and the switches that list it. */
 export interface HeldBy {
@@ -65,7 +65,7 @@ export function goneHosts(view: NbView, absent: readonly string[], options: { no
     out.push({
       kind: 'ovn-host-gone',
       subject: chassis,
-      detail: `host ${held.hostname} (chassis ${chassis}) is not in the southbound database, yet holds ${held.ports.length} address${held.ports.length === 1 ? '' : 'es'} and is listed on ${held.listings.length} OVN switch${held.listings.length === 1 ? '' : 'es'}; if it is gone for good, release them (a host that is only down takes them back when it returns)`,
+      detail: `host ${held.hostname} (chassis ${chassis}) is not in the southbound database and has not renewed its registration, yet holds ${held.ports.length} address${held.ports.length === 1 ? '' : 'es'} and is listed on ${held.listings.length} OVN switch${held.listings.length === 1 ? '' : 'es'} of the networks it shares with this host; if it is gone for good, release them (a host that is only down takes them back when it returns)`,
       fix: `ovsnet ovn forget-host ${chassis}`,
     });
   }

@@ -41,7 +41,7 @@ describe('OVN hosts gone for good', () => {
     age(nb, 'chassis-b');
     const drift = await a.reconciler.drift(false);
     assert.deepEqual(drift.map((d) => [d.kind, d.subject, d.fix]), [['ovn-host-gone', 'chassis-b', 'ovsnet ovn forget-host chassis-b']]);
-    assert.match(drift[0]!.detail, /^host host-chassis-b \(chassis chassis-b\) is not in the southbound database, yet holds 1 address and is listed on 1 OVN switch;/);
+    assert.match(drift[0]!.detail, /^host host-chassis-b \(chassis chassis-b\) is not in the southbound database and has not renewed its registration, yet holds 1 address and is listed on 1 OVN switch of the networks it shares with this host;/);
     await a.reconciler.repair('test');
     assert.ok(nb.named(`ovsnet-10.62.0.0_24-${b.address}`), "the reconciler leaves another host's claim alone");
   });
