@@ -138,7 +138,12 @@ export function decideRegistration(row: Registration | undefined, me: HostIdenti
 
 /** The note a refused host leaves on the registration. */
 export function conflictNote(me: HostIdentity, now: number): Record<string, string> {
-  return { [`${REG.conflictPrefix}${me.hostId}`]: JSON.stringify({ hostname: me.hostname, encapIp: me.encapIp, seen: new Date(now).toISOString() }) };
+  return { [noteKey(me.hostId)]: JSON.stringify({ hostname: me.hostname, encapIp: me.encapIp, seen: new Date(now).toISOString() }) };
+}
+
+/** The key of the note a host leaves on a registration it was refused. */
+export function noteKey(hostId: string): string {
+  return `${REG.conflictPrefix}${hostId}`;
 }
 
 function describeHost(h: Holder): string {

@@ -55,7 +55,7 @@ import {
 } from '../domain/ovn.js';
 import { absentHosts, goneHosts } from '../domain/ovn-departed.js';
 import { type ForgetReport, forgetHost } from './ovn-forget.js';
-import { DEFAULT_LEASE_MS, type HostIdentity, type RegistrationDecision, conflictDrift, conflictNote, decideRegistration, lastSeen, refusal } from '../domain/ovn-identity.js';
+import { DEFAULT_LEASE_MS, type HostIdentity, type RegistrationDecision, conflictDrift, conflictNote, decideRegistration, lastSeen, noteKey, refusal } from '../domain/ovn-identity.js';
 import { type OvnSpec, canonicalJson } from '../domain/options.js';
 import { type EndpointRecord, type NetworkRecord, type OvnRecord, isOwnAddressSpace, poolIdOf } from '../domain/records.js';
 import type { Logger } from '../log.js';
@@ -168,7 +168,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   private async clearOwnNotes(me: HostIdentity): Promise<void> {
     const noted = this.o.notes?.read() ?? [];
     if (noted.length === 0) return;
-    const key = Object.keys(conflictNote(me, 0))[0]!;
+    const key = noteKey(me.hostId);
     for (const chassis of noted.filter((c) => c !== me.chassis)) {
       const registration = await this.o.nb.registration(chassis);
       if (registration && key in registration.externalIds && (await this.o.nb.writeRegistration(chassis, {}, [key], registration.externalIds))) {
