@@ -2,26 +2,53 @@
  * The store on LevelDB. One sublevel per record kind.
  *
  * A commit is first appended, as one line, to a journal beside LevelDB's own
- * files, with a write from the calling thread; LevelDB then gets the commits in
+ * files, with a write from the calling thread, and the journal is synced to
+ * the disk before the commit returns: commits made while a sync is under way
+ * share the next one (group commit), so many calls at once cost one sync each
+ * time the disk answers. LevelDB then gets the commits in
  * the background, in commit order, in batches of whole commits, a few dozen
  * entries each: once that many are pending, or once calls pause. A LevelDB write
  * goes through a worker thread, and waking that thread and then the event loop
  * again made some 3 % of commits take 1-5 ms on a 2-core VM with idle gaps
  * between calls (as between protocol calls), where the append takes 0.03 ms
  * (p99 0.07-0.11 ms; bench/store-write.ts times both side by side, and
- * bench/ipam-scale.ts the plugin). The guarantee is the same as LevelDB's unsynced write: a change that
- * a commit returned for is in the kernel's page cache, so a crash of the
- * process keeps it; opening the store applies whatever the journal holds (a
- * torn last line, from a power cut, is one commit lost whole), then empties it.
- * The journal is emptied only once LevelDB has every commit it holds. A
+ * bench/ipam-scale.ts the plugin). A change that a commit returned for is on
+ * the disk, so a power cut keeps it; opening the store applies whatever the
+ * journal holds (a torn last line, from a power cut during an append, is a
+ * commit that never returned, lost whole), then empties it. LevelDB's own
+ * writes are not synced, but the journal is emptied only once LevelDB has every
+ * commit it holds and a synced LevelDB write has made them durable there. A
  * LevelDB batch is atomic, and never holds part of a commit, so after a power
  * cut LevelDB too has each commit whole or not at all.
  */
-import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, fsyncSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { Level } from 'level';
 import type { AddressRecord, EndpointRecord, NameRecord, NetworkRecord, PoolRecord } from '../domain/records.js';
 import { type Snapshot, type Store, type StoreKind as Kind, type StoreOp, storeKey } from '../driver/ports.js';
+import { VERSION } from '../version.js';
+
+/**
+ * The state's schema: the shape of its records and of the journal. A build opens state of its own schema or
+ * older (migrating it forward first), and refuses state of a newer one, naming both. Schema 1 is state written
+ * before the store kept its schema (through 0.1.0 of early December 2026); its records are as schema 2's.
+ */
+export const SCHEMA = 2;
+
+/** What the store keeps of itself, in its `meta` sublevel under `store`. */
+interface StoreMeta {
+  schema: number;
+  /** The version of the build that last opened the state. */
+  writtenBy: string;
+}
+
+/** Forward migrations: MIGRATIONS[n] turns schema n into n + 1 (the changes it returns are written with the new schema, in one synced batch). */
+const MIGRATIONS: Record<number, (db: Level<string, unknown>) => Promise<LevelOp[]>> = {
+  1: async () => [],
+};
+
+type Sublevel = ReturnType<typeof sublevels>['meta'];
+type LevelOp = { type: 'put'; sublevel: Sublevel; key: string; value: unknown } | { type: 'del'; sublevel: Sublevel; key: string };
 
 /** Records read at a time where there can be very many (addresses). */
 const LOAD_BATCH = 1000;
@@ -53,7 +80,7 @@ type Entry = { type: 'put'; kind: Kind; key: string; value: unknown } | { type: 
 
 function sublevels(db: Level<string, unknown>) {
   const make = (name: string) => db.sublevel<string, unknown>(name, { valueEncoding: 'json' });
-  return { network: make('networks'), endpoint: make('endpoints'), pool: make('pools'), address: make('addresses'), name: make('names') };
+  return { network: make('networks'), endpoint: make('endpoints'), pool: make('pools'), address: make('addresses'), name: make('names'), meta: make('meta') };
 }
 
 function entryOf(op: StoreOp): Entry {
@@ -65,6 +92,7 @@ function entryOf(op: StoreOp): Entry {
 export class LevelStore implements Store {
   private readonly db: Level<string, unknown>;
   private readonly sub: ReturnType<typeof sublevels>;
+  private readonly meta: Sublevel;
   private readonly journalPath: string;
   private journal = -1;
   /** Bytes appended since the journal was last emptied. */
@@ -81,6 +109,9 @@ export class LevelStore implements Store {
   private idleArmed = false;
   private lastError: Error | undefined;
   private closing = false;
+  /** The journal's sync under way, and the one commits appended since wait for (group commit). */
+  private syncing: Promise<void> | undefined;
+  private nextSync: Promise<void> | undefined;
 
   private constructor(
     dir: string,
@@ -89,6 +120,7 @@ export class LevelStore implements Store {
   ) {
     this.db = new Level<string, unknown>(dir, { valueEncoding: 'json' });
     this.sub = sublevels(this.db);
+    this.meta = this.sub.meta;
     this.journalPath = path.join(dir, JOURNAL);
   }
 
@@ -106,15 +138,65 @@ export class LevelStore implements Store {
       const hint = /lock/i.test(cause) ? ': another plugin process holds it (only one may use a state directory)' : '';
       throw new Error(`cannot open the state in ${dir}: ${cause}${hint}`, { cause: err });
     }
+    let meta: StoreMeta;
+    try {
+      meta = await store.schema(dir);
+    } catch (err) {
+      await store.db.close();
+      throw err;
+    }
     try {
       // LevelDB's lock is held from here: no other process appends to the journal.
+      const created = !existsSync(store.journalPath);
       await store.replay();
       store.journal = openSync(store.journalPath, 'a');
+      if (created) syncDirectory(dir);
     } catch (err) {
       await store.db.close();
       throw new Error(`cannot open the state in ${dir}: its journal ${store.journalPath}: ${(err as Error).message}`, { cause: err });
     }
+    try {
+      await store.migrate(meta);
+    } catch (err) {
+      await store.close();
+      throw new Error(`cannot open the state in ${dir}: migrating it from schema ${meta.schema} to ${SCHEMA}: ${(err as Error).message}`, { cause: err });
+    }
     return store;
+  }
+
+  /** The state's schema and last build (schema 1 if it has none: written before the store kept it); refuses a newer one. */
+  private async schema(dir: string): Promise<StoreMeta> {
+    const found = (await this.meta.get('store')) as Partial<StoreMeta> | undefined;
+    if (found === undefined) return { schema: 1, writtenBy: 'an ovsnet build older than state schemas' };
+    const schema = found.schema;
+    if (typeof schema !== 'number' || !Number.isInteger(schema) || schema < 1) {
+      throw new Error(`cannot open the state in ${dir}: its schema record is damaged (${JSON.stringify(found)}); this build (ovsnet ${VERSION}) reads state schema ${SCHEMA} and older`);
+    }
+    const writtenBy = typeof found.writtenBy === 'string' ? `ovsnet ${found.writtenBy}` : 'an unknown ovsnet build';
+    if (schema > SCHEMA) {
+      throw new Error(
+        `cannot open the state in ${dir}: it was last written by ${writtenBy}, in state schema ${schema}; this build (ovsnet ${VERSION}) reads state schema ${SCHEMA} and older. ` +
+          `Run ${writtenBy} or a newer build (a downgrade cannot read it), or move the directory aside to start with no state.`,
+      );
+    }
+    return { schema, writtenBy };
+  }
+
+  /** Brings older state to this schema, each step in one synced batch with its schema; records this build as the last to open it. */
+  private async migrate(from: StoreMeta): Promise<void> {
+    for (let schema = from.schema; schema < SCHEMA; schema++) {
+      const step = MIGRATIONS[schema];
+      if (!step) throw new Error(`this build has no migration from schema ${schema}`);
+      const ops = await step(this.db);
+      await this.db.batch([...ops, this.metaOp(schema + 1)], { sync: true });
+    }
+    if (from.schema === SCHEMA && from.writtenBy === `ovsnet ${VERSION}`) return;
+    await this.db.batch([this.metaOp(SCHEMA)], { sync: true });
+  }
+
+  private metaOp(schema: number): LevelOp {
+    const value: StoreMeta = { schema, writtenBy: VERSION };
+    return { type: 'put', sublevel: this.meta, key: 'store', value };
   }
 
   /**
@@ -140,7 +222,8 @@ export class LevelStore implements Store {
         throw new Error(`line ${i + 1} of ${lines.length} is damaged; the commits it and the lines after it hold are not in LevelDB: move the file aside to start without them`);
       }
     }
-    if (entries.length > 0) await this.db.batch(this.levelOps([entries]));
+    // Synced: the journal is emptied next.
+    if (entries.length > 0) await this.db.batch(this.levelOps([entries]), { sync: true });
     const fd = openSync(this.journalPath, 'r+');
     try {
       ftruncateSync(fd, 0);
@@ -174,7 +257,7 @@ export class LevelStore implements Store {
     }
   }
 
-  /** Durable (as far as the page cache) when it returns: the journal has the commit; LevelDB gets it next. */
+  /** Durable when it returns: the journal has the commit, synced to the disk; LevelDB gets it next. */
   async commit(ops: readonly StoreOp[]): Promise<void> {
     if (this.journal < 0 || this.closing) throw new Error('the store is closed');
     const entries = ops.map(entryOf);
@@ -200,13 +283,45 @@ export class LevelStore implements Store {
       }, this.idleMs);
       this.idle.unref();
     }
-    if (this.pendingEntries < BATCH || this.flushDue) return;
-    // Not after a pause: on the next turn of the event loop, so that the caller answers first.
-    this.flushDue = true;
-    setImmediate(() => {
-      this.flushDue = false;
-      this.flush();
+    if (this.pendingEntries >= BATCH && !this.flushDue) {
+      // Not after a pause: on the next turn of the event loop, so that the caller answers first.
+      this.flushDue = true;
+      setImmediate(() => {
+        this.flushDue = false;
+        this.flush();
+      });
+    }
+    await this.synced();
+  }
+
+  /**
+   * Resolves once the journal is synced with everything appended before the call: the sync under way if
+   * none was appended since it began, else the next one, which begins when it ends and serves every commit
+   * appended meanwhile (group commit). A sync that fails fails every commit that waits on it.
+   */
+  private synced(): Promise<void> {
+    if (this.nextSync) return this.nextSync;
+    if (!this.syncing) return this.startSync();
+    const next = this.syncing.then(
+      () => {},
+      () => {},
+    );
+    this.nextSync = next.then(() => {
+      this.nextSync = undefined;
+      return this.startSync();
     });
+    return this.nextSync;
+  }
+
+  private startSync(): Promise<void> {
+    const fd = this.journal;
+    const sync: Promise<void> = new Promise<void>((resolve, reject) => {
+      fdatasync(fd, (err) => (err ? reject(new Error(`cannot sync the state's journal ${this.journalPath} to the disk: ${err.message}; the change may not survive a power cut`, { cause: err })) : resolve()));
+    }).finally(() => {
+      if (this.syncing === sync) this.syncing = undefined;
+    });
+    this.syncing = sync;
+    return sync;
   }
 
   /**
@@ -219,15 +334,18 @@ export class LevelStore implements Store {
     let taken = 1;
     let count = this.pending[0]!.length;
     while (taken < this.pending.length && count + this.pending[taken]!.length <= BATCH) count += this.pending[taken++]!.length;
+    // The batch that takes the last of a journal due to be emptied is synced: LevelDB must have on the disk
+    // what the journal held before it goes. The others need not be (the journal has their commits).
+    const sync = taken === this.pending.length && this.journalBytes >= JOURNAL_TRIM_BYTES;
     const commits = this.pending.splice(0, taken);
     this.pendingEntries -= count;
-    this.writing = this.db.batch(this.levelOps(commits)).then(
+    this.writing = this.db.batch(this.levelOps(commits), { sync }).then(
       () => {
         this.writing = undefined;
         this.lastError = undefined;
         // A rest smaller than a batch waits for the pause, unless the journal is due to be emptied.
         if (this.pendingEntries >= BATCH || (this.pending.length > 0 && (!this.idleArmed || this.journalBytes >= JOURNAL_TRIM_BYTES))) return this.flush();
-        if (this.pending.length === 0 && this.journalBytes >= JOURNAL_TRIM_BYTES) this.emptyJournal();
+        if (sync && this.pending.length === 0) this.emptyJournal();
       },
       (err: Error) => {
         // The journal keeps the entries: try again later, ahead of what came since.
@@ -276,14 +394,17 @@ export class LevelStore implements Store {
     this.journalBytes = 0;
   }
 
-  /** Waits until LevelDB has every commit, then empties the journal; if LevelDB does not take them, the journal keeps them. */
+  /** Waits until LevelDB has every commit on the disk, then empties the journal; if LevelDB does not take them, the journal keeps them. */
   async close(): Promise<void> {
     this.closing = true;
     clearTimeout(this.idle);
     try {
       if (this.journal >= 0) {
         try {
+          await Promise.allSettled([this.syncing, this.nextSync]);
           await this.drained();
+          // A synced write makes every earlier LevelDB write durable before the journal goes.
+          await this.db.batch([this.metaOp(SCHEMA)], { sync: true });
           this.emptyJournal();
         } finally {
           closeSync(this.journal);
@@ -293,5 +414,15 @@ export class LevelStore implements Store {
     } finally {
       await this.db.close();
     }
+  }
+}
+
+/** Makes a new name in the directory durable (the journal's, made at the first open). */
+function syncDirectory(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }

@@ -4,11 +4,14 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { appendFile, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { appendFile, cp, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { LevelStore } from '../../src/adapters/level-store.js';
+import { Level } from 'level';
+import { LevelStore, SCHEMA } from '../../src/adapters/level-store.js';
+import { VERSION } from '../../src/version.js';
+import { LossyDir, lossyfsBinary } from '../harness/lossyfs.js';
 import { storeContract } from '../contract/store.js';
 import type { NetworkRecord, PoolRecord } from '../../src/domain/records.js';
 
@@ -25,12 +28,12 @@ async function levelLogBytes(at: string): Promise<number> {
 function spyOnBatches(store: LevelStore, delayMs = 0): { sizes: number[]; written: () => number } {
   const sizes: number[] = [];
   let written = 0;
-  const db = (store as unknown as { db: { batch: (ops: unknown[]) => Promise<void> } }).db;
+  const db = (store as unknown as { db: { batch: (ops: unknown[], options?: unknown) => Promise<void> } }).db;
   const batch = db.batch.bind(db);
-  db.batch = async (ops: unknown[]) => {
+  db.batch = async (ops: unknown[], options?: unknown) => {
     sizes.push(ops.length);
     if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
-    await batch(ops);
+    await batch(ops, options);
     written++;
   };
   return { sizes, written: () => written };
@@ -40,6 +43,10 @@ function spyOnBatches(store: LevelStore, delayMs = 0): { sizes: number[]; writte
 async function until(done: () => boolean): Promise<void> {
   for (const deadline = Date.now() + 10_000; !done() && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 5));
 }
+
+const FIXTURE = path.resolve(new URL('.', import.meta.url).pathname, '../../../test/fixtures/state-0.1.0');
+/** What the fixture holds (test/fixtures/README.md). */
+const FIXTURE_COUNTS = { records: { networks: 2, endpoints: 3, pools: 2, names: 0 }, addresses: ['10.66.0.1', '10.66.0.2', '10.66.0.50', '10.67.0.1', '10.67.0.2'] };
 
 const pool = (n: number): PoolRecord => ({ id: `local/10.${n}.0.0/24`, addressSpace: 'local', pool: `10.${n}.0.0/24`, range: `10.${n}.0.0/24`, v6: false, auto: false, cursor: undefined, createdAt: new Date(0).toISOString() });
 
@@ -158,11 +165,12 @@ describe('LevelDB store', () => {
     const at = path.join(dir, 'pause');
     // A pause long enough that the first checks below come before it, however slow the machine.
     const store = await LevelStore.open(at, { idleMs: 300 });
+    const opened = await levelLogBytes(at); // the store's own record (its schema), written at the first open
     // Fewer entries than make a batch without a pause, but more than 1 MiB.
     const padding = 'x'.repeat(20_000);
     for (let i = 0; i < 60; i++) void store.commit([{ type: 'put', kind: 'address', value: { poolId: 'local/10.7.0.0/16', address: `10.7.0.${i}`, kind: 'address', createdAt: padding } }]);
     assert.ok((await stat(path.join(at, 'ovsnet.journal'))).size > 2 ** 20);
-    assert.equal(await levelLogBytes(at), 0, 'LevelDB has nothing yet');
+    assert.equal(await levelLogBytes(at), opened, 'LevelDB has nothing yet');
     const deadline = Date.now() + 10_000;
     while ((await stat(path.join(at, 'ovsnet.journal'))).size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     assert.equal((await stat(path.join(at, 'ovsnet.journal'))).size, 0, 'LevelDB had it all, so the journal was emptied');
@@ -204,7 +212,7 @@ describe('LevelDB store', () => {
     await turn();
     assert.deepEqual(batches, [64, 63], 'a batch never splits a commit');
     await store.close();
-    assert.deepEqual(batches, [64, 63, 3], 'close writes the rest');
+    assert.deepEqual(batches, [64, 63, 3, 1], 'close writes the rest, then the store\'s own record, synced, before it empties the journal');
     const again = await LevelStore.open(at);
     let held = 0;
     for await (const batch of (await again.load()).addresses) held += batch.length;
@@ -252,5 +260,110 @@ describe('LevelDB store', () => {
     } finally {
       holder.kill('SIGKILL');
     }
+  });
+
+  it('keeps every commit that returned through a power cut that loses what was not synced (lossyfs)', async () => {
+    // A child commits, many at once and one after another, with records large enough that the journal is
+    // emptied several times on the way, and prints each commit as it returns; it is killed, and then every
+    // write not synced is forgotten, LevelDB's own among them.
+    const lossy = await LossyDir.mount(await lossyfsBinary(path.join(os.tmpdir(), 'ovsnet-test-tools')), path.join(dir, 'disk'), path.join(dir, 'lossy'));
+    try {
+      const at = path.join(lossy.mountpoint, 'db');
+      const moduleUrl = new URL('../../src/adapters/level-store.js', import.meta.url).href;
+      const script = `const { LevelStore } = await import(${JSON.stringify(moduleUrl)});
+        const store = await LevelStore.open(${JSON.stringify(at)});
+        const put = (i) => store.commit([{ type: 'put', kind: 'address', value: { poolId: 'local/10.4.0.0/16', address: '10.4.' + (i >> 8) + '.' + (i & 255), kind: 'address', createdAt: 'x'.repeat(2000) } }]).then(() => console.log('acked ' + i));
+        for (let i = 0; i < 1200; i += 8) await Promise.all([0, 1, 2, 3, 4, 5, 6, 7].map((k) => put(i + k)));
+        await store.commit([{ type: 'del', kind: 'address', key: 'local/10.4.0.0/16|10.4.0.7' }]);
+        console.log('acked del');
+        setInterval(() => {}, 1000);`;
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const acked = new Set<string>();
+      let out = '';
+      child.stdout!.on('data', (d) => {
+        out += d;
+        for (const line of out.split('\n').slice(0, -1)) acked.add(line.replace('acked ', ''));
+        out = out.slice(out.lastIndexOf('\n') + 1);
+      });
+      await until(() => acked.has('del') || child.exitCode !== null);
+      assert.ok(acked.has('del'), 'the child made every commit');
+      child.kill('SIGKILL');
+      await new Promise((resolve) => child.once('exit', resolve));
+      const lost = await lossy.cut();
+      assert.ok(lost.dirtyBytes > 0, `the cut forgot writes that were not synced (${JSON.stringify(lost)})`);
+      const store = await LevelStore.open(at);
+      const addresses = new Set<string>();
+      for await (const batch of (await store.load()).addresses) for (const a of batch) addresses.add(a.address);
+      await store.close();
+      const missing = [...acked].filter((i) => i !== 'del' && i !== '7').map(Number).filter((i) => !addresses.has(`10.4.${i >> 8}.${i & 255}`));
+      assert.deepEqual(missing, [], 'every commit that returned is there');
+      assert.ok(!addresses.has('10.4.0.7'), 'and the delete that returned too');
+      assert.equal(addresses.size, 1199);
+    } finally {
+      await lossy.unmount();
+    }
+  });
+});
+
+describe('the state schema', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'ovsnet-schema-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** The store's own record, read with LevelDB directly. */
+  async function meta(at: string): Promise<unknown> {
+    const db = new Level<string, unknown>(at, { valueEncoding: 'json' });
+    try {
+      return await db.sublevel<string, unknown>('meta', { valueEncoding: 'json' }).get('store');
+    } finally {
+      await db.close();
+    }
+  }
+
+  it('migrates state written before the store kept its schema (a fixture that build made), keeping every record', async () => {
+    // test/fixtures/state-0.1.0: a LevelDB directory written by the build before schemas (3fadf30), with a
+    // network, a pool, addresses, an endpoint and a name (test/fixtures/README.md says how it was made).
+    const at = path.join(dir, 'v1');
+    await cp(FIXTURE, at, { recursive: true });
+    assert.equal(await meta(at), undefined, 'the fixture has no schema record');
+    const store = await LevelStore.open(at);
+    const snapshot = await store.load();
+    const addresses: string[] = [];
+    for await (const batch of snapshot.addresses) addresses.push(...batch.map((a) => a.address));
+    assert.deepEqual({ networks: snapshot.networks.length, endpoints: snapshot.endpoints.length, pools: snapshot.pools.length, names: snapshot.names.length }, FIXTURE_COUNTS.records);
+    assert.deepEqual(addresses.sort(), FIXTURE_COUNTS.addresses);
+    await store.close();
+    assert.deepEqual(await meta(at), { schema: SCHEMA, writtenBy: VERSION });
+  });
+
+  it('refuses state from a newer build, naming both schemas and both builds, and changes nothing', async () => {
+    const at = path.join(dir, 'newer');
+    const store = await LevelStore.open(at);
+    await store.commit([{ type: 'put', kind: 'pool', value: pool(3) }]);
+    await store.close();
+    const db = new Level<string, unknown>(at, { valueEncoding: 'json' });
+    await db.sublevel<string, unknown>('meta', { valueEncoding: 'json' }).put('store', { schema: SCHEMA + 1, writtenBy: '9.9.9' });
+    await db.close();
+    await assert.rejects(LevelStore.open(at), (err: Error) =>
+      err.message.startsWith(`cannot open the state in ${at}: it was last written by ovsnet 9.9.9, in state schema ${SCHEMA + 1}; this build (ovsnet ${VERSION}) reads state schema ${SCHEMA} and older`),
+    );
+    assert.deepEqual(await meta(at), { schema: SCHEMA + 1, writtenBy: '9.9.9' }, 'the refusal wrote nothing');
+    // The directory is not left locked: the newer build can open it.
+    const db2 = new Level<string, unknown>(at, { valueEncoding: 'json' });
+    await db2.open();
+    await db2.close();
+  });
+
+  it('refuses a damaged schema record, saying what it holds and what is valid', async () => {
+    const at = path.join(dir, 'damaged');
+    await (await LevelStore.open(at)).close();
+    const db = new Level<string, unknown>(at, { valueEncoding: 'json' });
+    await db.sublevel<string, unknown>('meta', { valueEncoding: 'json' }).put('store', { schema: 'two' });
+    await db.close();
+    await assert.rejects(LevelStore.open(at), /its schema record is damaged \(\{"schema":"two"\}\); this build \(ovsnet .*\) reads state schema \d+ and older/);
   });
 });

@@ -28,7 +28,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
 
 function layerOf(file: string): Layer {
   const rel = path.relative(SRC, file).split(path.sep).join('/');
-  if (['errors.ts', 'log.ts', 'faults.ts'].includes(rel)) return 'ground';
+  if (['errors.ts', 'log.ts', 'faults.ts', 'version.ts'].includes(rel)) return 'ground';
   if (rel === 'config.ts') return 'config';
   if (rel === 'main.ts' || rel === 'wiring.ts' || rel.startsWith('cli/')) return 'root';
   const top = rel.split('/')[0]!;

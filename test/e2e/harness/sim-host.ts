@@ -17,6 +17,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
 import { assertUnrouted } from './addresses.js';
 import { busyboxTarball, TEST_IMAGE } from './image.js';
+import { type LossyCounts, LossyDir, lossyfsBinary } from '../../harness/lossyfs.js';
 import { type CmdOptions, type Result, alive, cmd, killAll, pidsMentioning, requireTools, sleep, waitFor } from './proc.js';
 
 export const BASE_DIR = '/tmp/ovsnet-t';
@@ -107,6 +108,11 @@ export interface SimHostOptions {
   plugin?: boolean;
   /** Start dockerd (default true); a host without it is just a namespace with Open vSwitch (a switch). */
   docker?: boolean;
+  /**
+   * The plugin's state directory on lossyfs (test/harness/lossyfs.c), so that a power cut forgets every write
+   * of the plugin's that was not synced, as a disk's cache would (the plugin as a daemon only).
+   */
+  lossyState?: boolean;
 }
 
 export interface OutsideNamespace {
@@ -132,6 +138,9 @@ export class SimHost {
   private dockerd: ChildProcess | undefined;
   private readonly extraNamespaces: string[] = [];
   private pluginEnv: Record<string, string>;
+  private lossy: LossyDir | undefined;
+  /** What the last power cut made the plugin's state directory forget (with `lossyState`). */
+  lastCut: LossyCounts | undefined;
 
   private constructor(private readonly options: SimHostOptions) {
     this.name = tagged(options.name);
@@ -157,6 +166,10 @@ export class SimHost {
     await host.destroy();
     try {
       await mkdir(path.join(host.dir, 'ovs'), { recursive: true });
+      if (options.lossyState) {
+        if (MANAGED) throw new Error('lossyState is for the plugin as a daemon: a managed plugin keeps its state where dockerd mounts it');
+        host.lossy = await LossyDir.mount(await lossyfsBinary(BASE_DIR), path.join(host.dir, 'state-disk'), path.join(host.dir, 'state'), path.join(host.dir, 'lossyfs.log'));
+      }
       await cmd('ip', ['netns', 'add', host.ns]);
       await host.exec('ip', ['link', 'set', 'lo', 'up']);
       await host.startOvs();
@@ -411,11 +424,14 @@ export class SimHost {
     this.dockerd = undefined;
     // dockerd, containerd and the shims first: a managed plugin killed while dockerd lives is started
     // again at once, and that one (with its shim) would outlive the cut in the old network namespace.
-    await killAll(await pidsMentioning(this.dir + '/'));
+    // lossyfs plays the disk: it stays, and forgets what was not synced.
+    const disk = this.lossy?.pid;
+    await killAll((await pidsMentioning(this.dir + '/')).filter((pid) => pid !== disk));
     await killAll(await this.cgroupPids());
     await killAll(await this.managedPluginPids());
     await sleep(300);
-    await this.unmountUnder(this.dir);
+    if (this.lossy) this.lastCut = await this.lossy.cut();
+    await this.unmountUnder(this.dir, this.lossy?.mountpoint);
     await rm(path.join(this.dir, 'exec'), { recursive: true, force: true });
     for (const name of ['ovs/db.sock', 'ovs/ovsdb-server.pid', 'ovs/ovs-vswitchd.pid', 'ovs/ovsdb-server.ctl', 'ovs/ovs-vswitchd.ctl', 'docker.pid', 'docker.sock']) {
       await rm(path.join(this.dir, name), { force: true });
@@ -654,6 +670,8 @@ export class SimHost {
     }
     await this.stopDockerd().catch(() => {});
     await this.stopPlugin().catch(() => {});
+    await this.lossy?.unmount().catch(() => {});
+    this.lossy = undefined;
     await this.destroy();
   }
 
@@ -716,12 +734,13 @@ export class SimHost {
     for (const dir of dirs) await rmdir(dir).catch(() => {});
   }
 
-  private async unmountUnder(prefix: string): Promise<void> {
+  /** Unmounts everything at or under `prefix`, but `keep`. */
+  private async unmountUnder(prefix: string, keep?: string): Promise<void> {
     const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
     const points = mountinfo
       .split('\n')
       .map((l) => l.split(' ')[4])
-      .filter((p): p is string => !!p && (p === prefix || p.startsWith(prefix + '/')))
+      .filter((p): p is string => !!p && p !== keep && (p === prefix || p.startsWith(prefix + '/')))
       .sort((a, b) => b.length - a.length);
     for (const point of points) await cmd('umount', ['-l', point], { check: false });
   }
