@@ -12,8 +12,16 @@ dest=${DESTDIR:-}
 remove=0
 [ "${1:-}" = "--remove" ] && remove=1
 live() { [ -z "$dest" ] && [ -d /run/systemd/system ]; }
+# Builds before December 2026 had docker.service require the plugin (RequiredBy): its link would still make
+# a stop or restart of the plugin stop or restart dockerd and every container. It goes before any of those.
+forget_requires() {
+  rm -f "$dest/etc/systemd/system/docker.service.requires/ovsnet.service"
+  rmdir "$dest/etc/systemd/system/docker.service.requires" 2>/dev/null || true
+  if live; then systemctl daemon-reload; fi
+}
 
 if [ "$remove" = 1 ]; then
+  forget_requires
   if live; then systemctl disable --now ovsnet.service 2>/dev/null || true; fi
   rm -rf "$dest/opt/ovsnet" "$dest/usr/local/bin/ovsnet" "$dest/etc/systemd/system/ovsnet.service"
   if live; then systemctl daemon-reload; fi
@@ -36,6 +44,7 @@ rm -rf "$dest/opt/ovsnet.new" && cp -a "$stage" "$dest/opt/ovsnet.new"
 rm -rf "$dest/opt/ovsnet" && mv "$dest/opt/ovsnet.new" "$dest/opt/ovsnet"
 chmod +x "$dest/opt/ovsnet/dist/src/cli/main.js" "$dest/opt/ovsnet/dist/src/main.js"
 ln -sf /opt/ovsnet/dist/src/cli/main.js "$dest/usr/local/bin/ovsnet"
+forget_requires
 install -m 0644 plugin/ovsnet.service "$dest/etc/systemd/system/ovsnet.service"
 if [ ! -f "$dest/etc/default/ovsnet" ]; then
   {

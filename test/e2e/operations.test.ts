@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { lstat, readFile, readlink, stat } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readlink, stat, symlink } from 'node:fs/promises';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { cmd, killAll, waitFor } from './harness/proc.js';
@@ -195,9 +195,16 @@ describe('operating the plugin', () => {
 
   it('installs as a daemon that starts before Docker, and removes it keeping state and settings', async () => {
     const root = `${host.dir}/root`;
+    // An install by an earlier build, whose unit docker.service required: the upgrade removes that link.
+    await mkdir(`${root}/etc/systemd/system/docker.service.requires`, { recursive: true });
+    await symlink('/etc/systemd/system/ovsnet.service', `${root}/etc/systemd/system/docker.service.requires/ovsnet.service`);
     await cmd('bash', [`${REPO_ROOT}/plugin/install-daemon.sh`], { env: { DESTDIR: root }, timeoutMs: 300_000 });
+    await assert.rejects(lstat(`${root}/etc/systemd/system/docker.service.requires`), 'no link makes docker.service require the plugin');
     const unit = await readFile(`${root}/etc/systemd/system/ovsnet.service`, 'utf8');
     assert.match(unit, /^Before=docker\.service$/m);
+    // docker.service wants the plugin and does not require it: restarting or removing the plugin leaves dockerd be.
+    assert.match(unit, /^WantedBy=docker\.service$/m);
+    assert.doesNotMatch(unit, /^(RequiredBy|Requires|BindsTo|PartOf|RequisiteOf|Requisite)=/m);
     assert.match(unit, /^After=.*openvswitch-switch\.service/m);
     assert.match(unit, /^EnvironmentFile=-\/etc\/default\/ovsnet$/m);
     if ((await cmd('sh', ['-c', 'command -v systemd-analyze'], { check: false })).exitCode === 0) {
