@@ -47,6 +47,10 @@ const PARALLEL_ROUNDS = 4;
 function callTime(log: string): number {
   return log.split('\n').filter((l) => l.includes('"msg":"call"')).reduce((sum, l) => sum + (JSON.parse(l).durationMs as number), 0);
 }
+/** The sum of the times commits took to be durable (journal synced) in a stretch of the debug log: the part of callTime that is the disk. */
+function commitTime(log: string): number {
+  return log.split('\n').filter((l) => l.includes('"msg":"committed"')).reduce((sum, l) => sum + (JSON.parse(l).durationMs as number), 0);
+}
 /**
  * `ovn` is an OVN network in the default gateway mode (nat), for which Docker also attaches its
  * docker_gwbridge (a second endpoint it makes itself) for outbound traffic; `ovn-iso` is one in
@@ -78,6 +82,8 @@ async function main(): Promise<void> {
     const remove = Object.fromEntries(KINDS.map((k) => [k, [] as number[]])) as Record<Kind, number[]>;
     const pluginWork: Record<'ovs' | 'ovn' | 'ovn-iso', number[]> = { ovs: [], ovn: [], 'ovn-iso': [] };
     const removalWork: Record<'ovs' | 'ovn' | 'ovn-iso', number[]> = { ovs: [], ovn: [], 'ovn-iso': [] };
+    const commitWork: Record<'ovs' | 'ovn' | 'ovn-iso', number[]> = { ovs: [], ovn: [], 'ovn-iso': [] };
+    const removalCommitWork: Record<'ovs' | 'ovn' | 'ovn-iso', number[]> = { ovs: [], ovn: [], 'ovn-iso': [] };
     const parallelRuns: Record<'ovs' | 'bridge', Array<{ wall: number; failed: number; first: string | undefined }>> = { ovs: [], bridge: [] };
     const answered: number[] = [];
 
@@ -110,7 +116,10 @@ async function main(): Promise<void> {
       remove[kind].push(t3 - t2);
       if (kind === 'ovs' || kind === 'ovn' || kind === 'ovn-iso') {
         pluginWork[kind].push(callTime(log.slice(logBefore)));
-        removalWork[kind].push(callTime((await a.pluginLog()).slice(log.length)));
+        commitWork[kind].push(commitTime(log.slice(logBefore)));
+        const removal = (await a.pluginLog()).slice(log.length);
+        removalWork[kind].push(callTime(removal));
+        removalCommitWork[kind].push(commitTime(removal));
       }
       if (latency !== undefined) answered.push(latency);
       if (kind !== 'bridge' && kind !== 'none') await settled();
@@ -167,6 +176,7 @@ async function main(): Promise<void> {
     console.log(`ovn-iso/bridge  start median ratio ${ratio(start['ovn-iso'], start.bridge)}, remove median ratio ${ratio(remove['ovn-iso'], remove.bridge)}`);
     for (const kind of ['ovs', 'ovn', 'ovn-iso'] as const) {
       console.log(`plugin work per start (${kind}): median ${fmt(quantile(pluginWork[kind], 0.5))}, p90 ${fmt(quantile(pluginWork[kind], 0.9))}, p99 ${fmt(quantile(pluginWork[kind], 0.99))}; per removal: median ${fmt(quantile(removalWork[kind], 0.5))}, p90 ${fmt(quantile(removalWork[kind], 0.9))}`);
+      console.log(`  of which durable commits (the state's journal synced): per start median ${fmt(quantile(commitWork[kind], 0.5))}, p99 ${fmt(quantile(commitWork[kind], 0.99))}; per removal median ${fmt(quantile(removalCommitWork[kind], 0.5))}`);
     }
     for (const kind of ['ovs', 'bridge'] as const) {
       const runs = parallelRuns[kind];

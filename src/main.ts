@@ -91,6 +91,10 @@ async function main(): Promise<void> {
   const metrics = new Metrics(state);
   if (adapters.nbReceived) metrics.watchNorthbound(adapters.nbReceived);
   reconciler.onPass = (changes, withDocker) => metrics.pass(changes, withDocker);
+  state.onCommit = (ms) => {
+    metrics.commit(ms);
+    log.debug('committed', { durationMs: ms });
+  };
   const app = createApp({ network, ipam, state, log, ready, reconciler, metrics, engine: docker ? () => checkEngine(docker) : undefined });
   const server = await listen(app, config.socketPath);
   log.info('listening', { socket: config.socketPath, networks: state.networks.size, endpoints: state.endpoints.size });

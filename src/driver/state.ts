@@ -21,6 +21,9 @@ export class State {
   /** poolId -> address -> the name it was last given to (the reverse of `names`) */
   private readonly namedAddresses = new Map<string, Map<string, string>>();
 
+  /** Hears how long each commit took to be durable (for metrics and the debug log). */
+  onCommit: ((ms: number) => void) | undefined;
+
   private constructor(private readonly store: Store) {}
 
   static async open(store: Store): Promise<State> {
@@ -103,7 +106,9 @@ export class State {
 
   async commit(ops: readonly StoreOp[]): Promise<void> {
     if (ops.length === 0) return;
+    const started = performance.now();
     await this.store.commit(ops);
+    this.onCommit?.(performance.now() - started);
     for (const op of ops) this.apply(op);
   }
 

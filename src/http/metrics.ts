@@ -30,6 +30,12 @@ export class Metrics {
     labelNames: ['kind'] as const,
     registers: [this.registry],
   });
+  private readonly commits = new client.Histogram({
+    name: 'ovsnet_store_commit_duration_seconds',
+    help: 'Time for a change of the state to be durable (its journal line appended and synced to the disk), which the call that made it waits for',
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1],
+    registers: [this.registry],
+  });
   private readonly passes = new client.Counter({
     name: 'ovsnet_reconcile_passes_total',
     help: 'Reconciliation passes, local (repair) or with Docker (full)',
@@ -110,6 +116,10 @@ export class Metrics {
     this.requests.inc({ call, outcome: errorKind ? 'error' : 'ok' });
     this.duration.observe({ call }, seconds);
     if (errorKind) this.errors.inc({ kind: errorKind });
+  }
+
+  commit(ms: number): void {
+    this.commits.observe(ms / 1000);
   }
 
   pass(changes: Record<string, number>, withDocker: boolean): void {

@@ -62,6 +62,8 @@ describe('operating the plugin', () => {
     assert.equal(metric(during, `ovsnet_pool_addresses{network="${id}",pool="10.70.0.0/24"}`), 127, 'the ip-range .0/25 without the network address');
     assert.equal(metric(during, `ovsnet_pool_addresses_used{network="${id}",pool="10.70.0.0/24"}`), 4, 'three containers and the gateway');
     assert.ok(metric(during, 'ovsnet_request_duration_seconds_count{call="NetworkDriver.Join"}') >= 3);
+    // Each start commits its address, its endpoint and its join, each synced before its call answers.
+    assert.ok(metric(during, 'ovsnet_store_commit_duration_seconds_count') - metric(before, 'ovsnet_store_commit_duration_seconds_count') >= 9, 'durable commits counted');
     await host.docker(['run', '-d', '--name', 'dup', '--net', 'opsnet', '--ip', (await containerAddress(host, 'm1', 'opsnet')).ip, 'local/busybox', 'sleep', '1d'], { check: false });
     await host.docker(['rm', '-f', 'dup']);
     const after = await scrape();
