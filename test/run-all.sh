@@ -6,7 +6,8 @@
 #     full:   the whole end-to-end suite and test/e2e-current on Docker 28.5 (the current Debian package), then
 #             the managed plugin (built and pushed to a registry on loopback) on 20.10, 26.1 and 29.7;
 #     compat: the compatibility suite (test/compat.txt) on 20.10, 26.1 and 29.7 (with test/e2e-current and
-#             test/e2e-29), and the same suite on 29.7 with its nftables firewall.
+#             test/e2e-29), the same suite on 29.7 with its nftables firewall, then the daemon under a real
+#             systemd (test/e2e-systemd: a container with systemd as init, Docker and Open vSwitch inside).
 # A stage that fails fails the run; the others still run, and every stage's log is kept in $OVSNET_TEST_LOGS
 # (default /tmp/ovsnet-test-logs) and shown when it failed.
 #
@@ -67,6 +68,8 @@ compat_group() {
   stage e2e-compat-26.1 e2e OVSNET_E2E_ENGINE=26.1 OVSNET_E2E_TAG=c26 -- "${files[@]}" || ok=1
   stage e2e-compat-29.7 e2e OVSNET_E2E_ENGINE=29.7 OVSNET_E2E_TAG=c29 -- "${files[@]}" dist/test/e2e-current/*.test.js dist/test/e2e-29/*.test.js || ok=1
   stage e2e-nftables-29.7 e2e OVSNET_E2E_FIREWALL=nftables OVSNET_E2E_ENGINE=29.7 OVSNET_E2E_TAG=n29 -- "${files[@]}" || ok=1
+  # Last: by then the full group has made the base image (plugin/make-base.sh) this one builds on.
+  stage e2e-systemd node_test dist/test/e2e-systemd/*.test.js || ok=1
   return $ok
 }
 
