@@ -10,7 +10,7 @@ import { DockerodeView } from './adapters/docker.js';
 import { run } from './adapters/exec.js';
 import { IptablesFirewall, IptablesTools } from './adapters/iptables.js';
 import { NotedChassis, loadHostId } from './adapters/host-id.js';
-import { LevelStore } from './adapters/level-store.js';
+import { LevelStore, SCHEMA } from './adapters/level-store.js';
 import { IpLinks } from './adapters/links.js';
 import { OvsBridgeClient } from './adapters/ovs.js';
 import { OvsdbClient } from './adapters/ovsdb.js';
@@ -92,10 +92,12 @@ export function ovnBackend(config: Config, adapters: HostAdapters, state: State,
   });
 }
 
-export function openStore(config: Config, log?: Logger): Promise<LevelStore> {
-  return LevelStore.open(`${config.stateDir}/db`, {
+export async function openStore(config: Config, log?: Logger): Promise<LevelStore> {
+  const store = await LevelStore.open(`${config.stateDir}/db`, {
     onWriteError: (err) => log?.error('LevelDB refused a write; the journal keeps the changes and the write is tried again every second', { error: err.message }),
   });
+  if (store.opened.schema < SCHEMA) log?.info('state migrated', { fromSchema: store.opened.schema, toSchema: SCHEMA, lastWrittenBy: store.opened.writtenBy });
+  return store;
 }
 
 /** Watches the kernel for changes to gateway ports (ovs-vswitchd recreates them without their addresses). */

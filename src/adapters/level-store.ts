@@ -36,7 +36,7 @@ import { VERSION } from '../version.js';
 export const SCHEMA = 2;
 
 /** What the store keeps of itself, in its `meta` sublevel under `store`. */
-interface StoreMeta {
+export interface StoreMeta {
   schema: number;
   /** The version of the build that last opened the state. */
   writtenBy: string;
@@ -109,6 +109,8 @@ export class LevelStore implements Store {
   private idleArmed = false;
   private lastError: Error | undefined;
   private closing = false;
+  /** The schema the state had, and the build that last opened it, when this store opened it (before any migration). */
+  opened: StoreMeta = { schema: SCHEMA, writtenBy: `ovsnet ${VERSION}` };
   /** The journal's sync under way, and the one commits appended since wait for (group commit). */
   private syncing: Promise<void> | undefined;
   private nextSync: Promise<void> | undefined;
@@ -155,6 +157,7 @@ export class LevelStore implements Store {
       await store.db.close();
       throw new Error(`cannot open the state in ${dir}: its journal ${store.journalPath}: ${(err as Error).message}`, { cause: err });
     }
+    store.opened = meta;
     try {
       await store.migrate(meta);
     } catch (err) {

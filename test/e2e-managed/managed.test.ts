@@ -101,8 +101,11 @@ describe('the managed plugin', () => {
       if (!(await plugin()).Enabled) await host.docker(['plugin', 'enable', 'ovs'], { check: false });
     });
     const before = await host.pluginState();
+    const startedAt = async () => (await host.docker(['inspect', '-f', '{{.State.StartedAt}}', 'a1'])).stdout.trim();
+    const a1Started = await startedAt();
     const next = MANAGED_REF.replace(/:latest$/, ':v2');
     await host.docker(['plugin', 'disable', '-f', 'ovs']);
+    assert.ok(await ping(host, 'a1', '10.80.0.50'), 'traffic flows while the plugin is disabled for the upgrade');
     await host.docker(['plugin', 'upgrade', '--grant-all-permissions', '--skip-remote-check', 'ovs', next], { timeoutMs: 180_000 });
     // Docker 20.10 keeps env settings across an upgrade but runs the new version with the mount sources of
     // its config.json, although inspect still shows the ones set: set them again (README, Upgrading).
@@ -114,6 +117,7 @@ describe('the managed plugin', () => {
     assert.deepEqual(after.networks.map((n) => n.id), before.networks.map((n) => n.id));
     assert.deepEqual(after.addresses.map((a) => a.address).sort(), before.addresses.map((a) => a.address).sort());
     assert.ok(await ping(host, 'a1', '10.80.0.50'));
+    assert.equal(await startedAt(), a1Started, 'a1 ran through the upgrade');
     await runContainer(host, 'a4', 'm80');
     assert.ok(await ping(host, 'a4', '10.80.0.50'));
     assert.equal((await inspect(host, 'network', 'm80')).Driver, 'ovs:latest', 'networks keep the name they were created with');
