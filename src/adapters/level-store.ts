@@ -167,10 +167,14 @@ export class LevelStore implements Store {
     return store;
   }
 
-  /** The state's schema and last build (schema 1 if it has none: written before the store kept it); refuses a newer one. */
+  /** The state's schema and last build (schema 1 if it has none but holds something: written before the store kept it); refuses a newer one. */
   private async schema(dir: string): Promise<StoreMeta> {
     const found = (await this.meta.get('store')) as Partial<StoreMeta> | undefined;
-    if (found === undefined) return { schema: 1, writtenBy: 'an ovsnet build older than state schemas' };
+    if (found === undefined) {
+      // Nothing at all: a new state directory, of this schema from the start.
+      const empty = (await this.db.keys({ limit: 1 }).all()).length === 0 && !existsSync(this.journalPath);
+      return empty ? { schema: SCHEMA, writtenBy: '' } : { schema: 1, writtenBy: 'an ovsnet build older than state schemas' };
+    }
     const schema = found.schema;
     if (typeof schema !== 'number' || !Number.isInteger(schema) || schema < 1) {
       throw new Error(`cannot open the state in ${dir}: its schema record is damaged (${JSON.stringify(found)}); this build (ovsnet ${VERSION}) reads state schema ${SCHEMA} and older`);

@@ -331,6 +331,7 @@ describe('the state schema', () => {
     await cp(FIXTURE, at, { recursive: true });
     assert.equal(await meta(at), undefined, 'the fixture has no schema record');
     const store = await LevelStore.open(at);
+    assert.equal(store.opened.schema, 1, 'opened as schema 1 (and migrated)');
     const snapshot = await store.load();
     const addresses: string[] = [];
     for await (const batch of snapshot.addresses) addresses.push(...batch.map((a) => a.address));
@@ -338,6 +339,17 @@ describe('the state schema', () => {
     assert.deepEqual(addresses.sort(), FIXTURE_COUNTS.addresses);
     await store.close();
     assert.deepEqual(await meta(at), { schema: SCHEMA, writtenBy: VERSION });
+  });
+
+  it('takes a new directory as of this schema (nothing to migrate) and records it at once', async () => {
+    const at = path.join(dir, 'new');
+    const store = await LevelStore.open(at);
+    assert.deepEqual(store.opened, { schema: SCHEMA, writtenBy: '' });
+    await store.close();
+    assert.deepEqual(await meta(at), { schema: SCHEMA, writtenBy: VERSION });
+    const again = await LevelStore.open(at);
+    assert.deepEqual(again.opened, { schema: SCHEMA, writtenBy: `ovsnet ${VERSION}` });
+    await again.close();
   });
 
   it('refuses state from a newer build, naming both schemas and both builds, and changes nothing', async () => {
