@@ -33,7 +33,7 @@ fi
 npm run --silent build
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-cp -a package.json package-lock.json README.md "$stage/"
+cp -a package.json package-lock.json README.md docs "$stage/"
 mkdir -p "$stage/dist" && cp -a dist/src "$stage/dist/"
 cp -a node_modules "$stage/"
 (cd "$stage" && npm prune --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)
@@ -48,7 +48,7 @@ forget_requires
 install -m 0644 plugin/ovsnet.service "$dest/etc/systemd/system/ovsnet.service"
 if [ ! -f "$dest/etc/default/ovsnet" ]; then
   {
-    echo "# Settings of the ovsnet plugin (README: Daemon settings). Uncomment to change a default."
+    echo "# Settings of the ovsnet plugin (docs/operations.md: Daemon settings). Uncomment to change a default."
     node -e "import('./dist/src/config.js').then(({SETTINGS}) => { for (const s of SETTINGS) console.log('#' + s.name + '=' + s.default + '    # ' + s.description) })"
   } > "$dest/etc/default/ovsnet"
 fi

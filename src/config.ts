@@ -66,7 +66,7 @@ export interface SettingDoc {
   readonly description: string;
 }
 
-/** Every setting, its default and meaning; the README's table is written from this. */
+/** Every setting, its default and meaning; the table in docs/operations.md (Daemon settings) is written from this, and checked against it. */
 export const SETTINGS: readonly SettingDoc[] = [
   { name: 'OVSNET_SOCKET', default: '/run/docker/plugins/ovs.sock', description: 'Unix socket the plugin listens on; its file name (minus .sock) is the driver name' },
   { name: 'OVSNET_STATE_DIR', default: '/var/lib/ovsnet', description: 'directory of the LevelDB state' },

@@ -91,7 +91,7 @@ export interface OvnBackendOptions {
 
 /** How an OVN network is made known on the host: what is missing, and how to give it. */
 const CHASSIS_HOWTO =
-  'run ovn-controller on this host with external_ids set in its Open vSwitch: ovs-vsctl set open . external_ids:system-id=<unique name> external_ids:ovn-remote=<southbound remotes> external_ids:ovn-encap-type=geneve external_ids:ovn-encap-ip=<this host\'s underlay address> (see the README, OVN mode)';
+  'run ovn-controller on this host with external_ids set in its Open vSwitch: ovs-vsctl set open . external_ids:system-id=<unique name> external_ids:ovn-remote=<southbound remotes> external_ids:ovn-encap-type=geneve external_ids:ovn-encap-ip=<this host\'s underlay address> (see docs/ovn.md)';
 
 export class OvnBackend implements NetworkBackend, DistributedAddresses {
   private chassisName: Chassis | undefined;

@@ -83,13 +83,15 @@ describe('the daemon under systemd', () => {
     await waitActive('ovs-vswitchd.service');
     // The source as a fresh clone would give it, with its dependencies; install-daemon.sh builds and installs.
     await inside(['mkdir', '-p', '/opt/src']);
-    const parts = ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'README.md', 'src', 'plugin', 'node_modules'];
+    const parts = ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'README.md', 'docs', 'src', 'plugin', 'node_modules'];
+    // What the previous release's installer needs (it had no docs/).
+    const previousParts = ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'README.md', 'src', 'plugin'];
     await cmd('bash', ['-c', `tar -C "$1" -c ${parts.map((p) => `'${p}'`).join(' ')} --exclude=plugin/build | docker exec -i ${NAME} tar -C /opt/src -x`, 'tar', REPO_ROOT], { timeoutMs: 300_000 });
     // The previous release's source from git, with this tree's dependencies (the same package-lock).
     const previous = await cmd('git', ['-C', REPO_ROOT, 'rev-parse', '--verify', '--quiet', `${PREVIOUS}^{commit}`], { check: false });
     assert.equal(previous.exitCode, 0, `the previous release ${PREVIOUS} is not in this clone's history (a shallow clone?): fetch it to run this test`);
     await inside(['mkdir', '-p', '/opt/prev']);
-    await cmd('bash', ['-c', `git -C "$1" archive "$2" ${parts.filter((p) => p !== 'node_modules').map((p) => `'${p}'`).join(' ')} | docker exec -i ${NAME} tar -C /opt/prev -x`, 'archive', REPO_ROOT, PREVIOUS], { timeoutMs: 120_000 });
+    await cmd('bash', ['-c', `git -C "$1" archive "$2" ${previousParts.map((p) => `'${p}'`).join(' ')} | docker exec -i ${NAME} tar -C /opt/prev -x`, 'archive', REPO_ROOT, PREVIOUS], { timeoutMs: 120_000 });
     await inside(['cp', '-a', '/opt/src/node_modules', '/opt/prev/node_modules']);
     await cmd('bash', ['-c', `docker exec -i ${NAME} docker import - "$2" < "$1"`, 'import', await busyboxTarball(BASE_DIR), TEST_IMAGE], { timeoutMs: 120_000 });
     await install('/opt/prev');
