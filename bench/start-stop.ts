@@ -6,8 +6,8 @@
  * OVN container from its own container, to measure how soon after `docker run`
  * returns it answers across hosts.
  *
- *   npm run bench -- [containers per kind, default 30]
- *   OVSNET_E2E_ENGINE=28.5 npm run bench -- 30     (on Docker Engine 28.5; see test/install-engines.sh)
+ *   npm run bench:sim -- [containers per kind, default 30]
+ *   OVSNET_E2E_ENGINE=28.5 npm run bench:sim -- 30     (on Docker Engine 28.5; see test/install-engines.sh)
  *
  * Prints median and p90 of start and removal per kind, the ratios to
  * `bridge`, the plugin's own work per start and per removal (the sum of its
@@ -24,19 +24,12 @@ import { cmd } from '../test/e2e/harness/proc.js';
 import { ENGINE, SimHost } from '../test/e2e/harness/sim-host.js';
 import { TEST_IMAGE } from '../test/e2e/harness/image.js';
 import { Underlay } from '../test/e2e/harness/underlay.js';
-import { quantile } from './support.js';
+import { median, quantile } from './support.js';
 
 const N = Number(process.argv[2] ?? 30);
 if (!Number.isInteger(N) || N < 3) {
-  console.error('usage: npm run bench -- [containers per kind, an integer >= 3]');
+  console.error('usage: npm run bench:sim -- [containers per kind, an integer >= 3]');
   process.exit(2);
-}
-
-/** The middle value, or the mean of the two middle values of an even count (four rounds of bursts). */
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const half = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[half]! : (sorted[half - 1]! + sorted[half]!) / 2;
 }
 
 const fmt = (ms: number) => `${ms.toFixed(1).padStart(7)} ms`;

@@ -34,6 +34,13 @@ export function quantile(values: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
+/** The middle value, or the mean of the two middle values of an even count (a few rounds of bursts). */
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const half = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[half]! : (sorted[half - 1]! + sorted[half]!) / 2;
+}
+
 export const ms = (v: number) => `${v.toFixed(2).padStart(7)} ms`;
 export const stats = (v: number[]) => `p50 ${ms(quantile(v, 0.5))}  p99 ${ms(quantile(v, 0.99))}  max ${ms(Math.max(...v))}`;
 

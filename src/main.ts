@@ -17,6 +17,7 @@ import { NetworkDriver } from './driver/network-driver.js';
 import { Reconciler } from './driver/reconcile.js';
 import { createApp } from './http/app.js';
 import { Metrics, serveMetrics } from './http/metrics.js';
+import { VERSION } from './version.js';
 import { listen } from './http/server.js';
 import { checkEngine, openHost, openStore, ovnBackend, watchLinks } from './wiring.js';
 
@@ -89,6 +90,7 @@ async function main(): Promise<void> {
   });
   const ready = Promise.race([restored, new Promise<void>((r) => setTimeout(r, STARTUP_WAIT_MS).unref())]).then(() => {});
   const metrics = new Metrics(state);
+  metrics.describe({ version: VERSION, logLevel: config.logLevel });
   if (adapters.nbReceived) metrics.watchNorthbound(adapters.nbReceived);
   reconciler.onPass = (changes, withDocker) => metrics.pass(changes, withDocker);
   state.onCommit = (ms) => {

@@ -49,6 +49,11 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** The build and the settings that change what a benchmark or a dashboard sees: always 1, with them as labels. */
+  describe(info: { version: string; logLevel: string }): void {
+    new client.Gauge({ name: 'ovsnet_info', help: 'This plugin: its version and log level (always 1)', labelNames: ['version', 'log_level'] as const, registers: [this.registry] }).set({ version: info.version, log_level: info.logLevel }, 1);
+  }
+
   /** Counts what the OVN northbound database sent, read from the client on each scrape. */
   watchNorthbound(received: () => number): void {
     let counted = 0;
