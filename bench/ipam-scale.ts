@@ -11,10 +11,15 @@
  *   npm run bench:scale [-- <addresses, default 60000>]
  *   BENCH_ENDPOINTS=0 ...                 (the IPAM part only)
  *   BENCH_NODE_OPTIONS='--max-old-space-size=128' ...   (NODE_OPTIONS for the plugin process)
+ *   BENCH_STATE=tmpfs ...                 (the state directory on tmpfs, where a sync costs nothing: what
+ *                                          the calls cost but for the disk; no durability, for comparison only)
  *
  * Runs on a simulated host without dockerd (its own ovsdb-server and
  * ovs-vswitchd): nothing of the machine's own is touched.
  */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { cmd } from '../test/e2e/harness/proc.js';
 import { SimHost } from '../test/e2e/harness/sim-host.js';
 import { closeCalls, ok, rssMiB, stats } from './support.js';
 
@@ -33,13 +38,20 @@ async function heapMiB(h: SimHost): Promise<string> {
 async function main(): Promise<void> {
   const h = await SimHost.start({ name: 'scale', docker: false, plugin: false });
   try {
+    if (process.env.BENCH_STATE === 'tmpfs') {
+      // Unmounted with the host's other mounts when it stops.
+      await mkdir(path.join(h.dir, 'state'), { recursive: true });
+      await cmd('mount', ['-t', 'tmpfs', '-o', 'size=1g', 'ovsnet-bench-state', path.join(h.dir, 'state')]);
+    } else if (process.env.BENCH_STATE) {
+      throw new Error(`BENCH_STATE=${process.env.BENCH_STATE}: the one other place for the state is tmpfs (BENCH_STATE=tmpfs)`);
+    }
     await h.startPlugin({ OVSNET_LOG_LEVEL: 'warn', OVSNET_RECONCILE_INTERVAL: '3600', OVSNET_METRICS: '127.0.0.1:9617', ...(process.env.BENCH_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS } : {}) });
     const socket = h.socket;
     const pool = await ok(socket, 'IpamDriver.RequestPool', { AddressSpace: 'local', Pool: '10.128.0.0/16', SubPool: '', Options: {}, V6: false });
     const poolId = pool.PoolID as string;
     await ok(socket, 'IpamDriver.RequestAddress', { PoolID: poolId, Address: '10.128.0.1', Options: { RequestAddressType: 'com.docker.network.gateway' } });
 
-    console.log(`IPAM on one /16 (${h.name}), ${SAMPLE} calls per figure:`);
+    console.log(`IPAM on one /16 (${h.name}, state on ${process.env.BENCH_STATE === 'tmpfs' ? 'tmpfs: not durable, for comparison' : 'the disk'}), ${SAMPLE} calls per figure:`);
     let held = 0;
     for (const level of LEVELS) {
       while (held < level - SAMPLE / 2) {

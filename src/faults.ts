@@ -8,7 +8,7 @@ export const FAULT_POINTS = {
   CreateEndpoint: ['after-record'],
   Join: ['after-devices'],
   Leave: ['before-record'],
-  DeleteEndpoint: ['after-devices'],
+  DeleteEndpoint: ['after-record'],
   DeleteNetwork: ['after-teardown'],
   RequestAddress: ['after-claim', 'after-record'],
 } as const;

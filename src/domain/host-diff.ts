@@ -64,11 +64,12 @@ export interface DiffOptions {
   readonly now: number;
   readonly graceMs: number;
   /**
-   * Veth pairs the plugin made ahead of need and holds now (their host ends parked on bridges): no
-   * endpoint's, and no debris. A diff of the whole host removes the parked ports and pairs of any other
-   * name (a process that died left them); a scoped diff leaves every parked port to the pool.
+   * Device names the plugin holds now: veth pairs made ahead of need (their host ends parked on bridges),
+   * and the devices of deleted endpoints on their way out (their port, its flows, the pair). No endpoint's,
+   * and no debris. A diff of the whole host removes the parked ports and pairs of any other name (a process
+   * that died left them); a scoped diff leaves every parked port to the pool.
    */
-  readonly spares?: ReadonlySet<string>;
+  readonly held?: ReadonlySet<string>;
 }
 
 /** The ordering in which repairs are applied: bridges first, ports before their kernel settings, bridges last out. */
@@ -194,7 +195,7 @@ export function diffHost(desired: DesiredHost, observed: ObservedHost, options: 
     }
     if (desired.ports.has(have.name)) continue;
     const role = have.externalIds[ROLE_KEY];
-    if (role === 'spare' && (scope || options.spares?.has(have.name))) continue;
+    if ((role === 'spare' && scope) || options.held?.has(have.name)) continue;
     const networkId = have.externalIds[NETWORK_KEY];
     if (!inScope(networkId, have.bridge)) continue;
     const network = networkId ? networks.get(networkId) : undefined;
@@ -280,12 +281,12 @@ export function diffHost(desired: DesiredHost, observed: ObservedHost, options: 
     for (const [name, link] of observed.links) {
       // A veth that is an owned OVS port is judged by its port (above), which knows its network.
       if (link.kind !== 'veth' || !(isHostVethName(name) || isPeerVethName(name)) || desired.devices.has(name) || observed.ports.has(name)) continue;
-      if (options.spares?.has(name)) continue;
+      if (options.held?.has(name)) continue;
       out.push({ drift: { kind: 'orphan-veth', subject: name, port: name, detail: `veth ${name} belongs to no endpoint`, fix: `ip link del ${name}` }, repairs: [{ type: 'delete-veth', name }] });
     }
   }
 
-  if (!scope) out.push(...flowDifferences(desired, observed));
+  if (!scope) out.push(...flowDifferences(desired, observed, options.held));
   out.push(...firewallDifferences(desired.firewall, observed));
   if (desired.ipv4Forwarding && observed.ipv4Forwarding === false) {
     out.push({
@@ -297,11 +298,11 @@ export function diffHost(desired: DesiredHost, observed: ObservedHost, options: 
 }
 
 /** Every difference between the records and the host, and (when Docker was asked) Docker. */
-export function findDrift(records: Records, desired: DesiredHost, observed: ObservedHost, options: { docker?: readonly DockerNetwork[]; now: number; graceMs: number; spares?: ReadonlySet<string> }): Drift[] {
+export function findDrift(records: Records, desired: DesiredHost, observed: ObservedHost, options: { docker?: readonly DockerNetwork[]; now: number; graceMs: number; held?: ReadonlySet<string> }): Drift[] {
   const creating = records.networks
     .filter((n) => n.state === 'creating')
     .map((n): Drift => ({ kind: 'network-creating', subject: short(n.id), networkId: n.id, detail: `network ${short(n.id)} was being created when the plugin stopped`, fix: REPAIR }));
-  const host = diffHost(desired, observed, { records, docker: options.docker, now: options.now, graceMs: options.graceMs, spares: options.spares }).map((d) => d.drift);
+  const host = diffHost(desired, observed, { records, docker: options.docker, now: options.now, graceMs: options.graceMs, held: options.held }).map((d) => d.drift);
   return [...creating, ...host, ...(options.docker ? dockerDrift(records, options.docker, options) : [])];
 }
 
@@ -405,9 +406,11 @@ export function addPortCommand(port: DesiredPort): string {
  * no port that should have them are debris. Only bridges whose flows were read
  * are compared, and only ports that ovs-vswitchd numbered.
  */
-export function flowDifferences(desired: DesiredHost, observed: ObservedHost): HostDifference[] {
+export function flowDifferences(desired: DesiredHost, observed: ObservedHost, held: ReadonlySet<string> = new Set()): HostDifference[] {
   if (!observed.flows) return [];
   const out: HostDifference[] = [];
+  // The flows of a deleted endpoint's port on its way out go with it.
+  const going = new Set([...held].map(portBits));
   for (const [bridge, have] of observed.flows) {
     const byPort = new Map<bigint, string[]>();
     for (const cookie of have.cookies) {
@@ -476,7 +479,7 @@ export function flowDifferences(desired: DesiredHost, observed: ObservedHost): H
       });
     }
     for (const [bits, cookies] of byPort) {
-      if (accounted.has(bits)) continue;
+      if (accounted.has(bits) || going.has(bits)) continue;
       out.push({
         drift: {
           kind: 'orphan-flows',

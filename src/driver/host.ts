@@ -34,10 +34,11 @@ export class LocalHost {
    */
   onFlowsLost: ((bridge: string) => Promise<boolean> | void) | undefined;
   /**
-   * Takes an endpoint's veth pair, its port deleted, to delete in the background (driver/spares.ts); when
-   * unset, the pair is deleted before removeEndpointDevices returns.
+   * Takes a deleted endpoint's devices to delete in the background (driver/spares.ts): `first` (its flows
+   * and port, when not deleted already), then its veth pair; when unset, removeEndpointDevices deletes
+   * them before it returns.
    */
-  retireVeth: ((pair: { host: string; peer: string }) => void) | undefined;
+  retire: ((pair: { host: string; peer: string }, first?: () => Promise<void>) => void) | undefined;
 
   private watchdog: NodeJS.Timeout | undefined;
 
@@ -305,27 +306,31 @@ export class LocalHost {
 
   /**
    * Removes an endpoint's port and veth pair, and (when its network is known)
-   * its guard flows and meter; tolerates what is already gone.
+   * its guard flows and meter; tolerates what is already gone. With a `retire`
+   * hook the work is handed to it to finish after the caller has answered
+   * (`portNow`: all but the veth pair first, for a port whose name another may
+   * take at once), else it is done before this returns.
    */
-  async removeEndpointDevices(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf'>, network?: NetworkRecord, rated = false): Promise<void> {
+  async removeEndpointDevices(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf'>, network?: NetworkRecord, rated = false, options: { portNow?: boolean } = {}): Promise<void> {
     const { ovs, links } = this.o;
-    const flowsGone = async () => {
-      if (!network) return;
-      const ofport = rated ? await ovs.ofport(endpoint.hostIf) : undefined;
-      await ovs.deleteFlows(network.spec.bridge, [portCookiePrefix(endpoint.hostIf)], ofport ? [ofport] : []);
+    // Flows and a meter (its id is the port's number) go before the port: once the port is gone, a new port
+    // may get its number, which its flows match and which would name the new port's own meter.
+    const portGone = async () => {
+      if (network) {
+        const ofport = rated ? await ovs.ofport(endpoint.hostIf) : undefined;
+        await ovs.deleteFlows(network.spec.bridge, [portCookiePrefix(endpoint.hostIf)], ofport ? [ofport] : []);
+      }
+      await this.deleteOwnedPort(endpoint.hostIf);
     };
-    // A meter (its id is the port's number) goes before the port: once the port is gone, a new port may
-    // get that number and its own meter, which must not be deleted. Flows go by this port's cookie alone.
-    if (rated) await flowsGone();
-    if (this.retireVeth) {
-      // The port goes now; the veth pair, which takes the kernel some 20 ms, after the caller has answered.
-      await Promise.all([rated ? undefined : flowsGone(), this.deleteOwnedPort(endpoint.hostIf)]);
-      this.retireVeth({ host: endpoint.hostIf, peer: endpoint.peerIf });
+    const pair = { host: endpoint.hostIf, peer: endpoint.peerIf };
+    if (this.retire) {
+      if (options.portNow) await portGone();
+      this.retire(pair, options.portNow ? undefined : portGone);
       return;
     }
-    const [, , hadHost] = await Promise.all([rated ? undefined : flowsGone(), this.deleteOwnedPort(endpoint.hostIf), links.deleteLink(endpoint.hostIf)]);
+    await portGone();
     // Deleting one end of a veth deletes both; the peer only remains if the pair was never complete.
-    if (!hadHost) await links.deleteLink(endpoint.peerIf);
+    if (!(await links.deleteLink(pair.host))) await links.deleteLink(pair.peer);
   }
 
   /** Deletes a port, leaving (with a log line) one the plugin does not own. */

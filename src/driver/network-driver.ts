@@ -40,6 +40,8 @@ export interface NetworkDriverOptions {
   sparePairs?: number;
   /** How long after the last start spares are made again (default 250 ms). */
   spareRefillDelayMs?: number;
+  /** How long after DeleteEndpoint's answer its devices start to go (default RETIRE_DELAY_MS). */
+  retireDelayMs?: number;
 }
 
 export class NetworkDriver {
@@ -55,7 +57,7 @@ export class NetworkDriver {
       ovn: o.ovn,
       ipam: o.ipam,
       locks: new KeyedMutex(),
-      spares: new SparePairs({ links: o.host.links, ovs: o.host.ovs, size: o.sparePairs ?? 0, refillDelayMs: o.spareRefillDelayMs ?? 250, log: o.log }),
+      spares: new SparePairs({ links: o.host.links, ovs: o.host.ovs, size: o.sparePairs ?? 0, refillDelayMs: o.spareRefillDelayMs ?? 250, retireDelayMs: o.retireDelayMs, log: o.log }),
       devices: new Map(),
       devicesDoneAt: new Map(),
       defaults: o.defaults,
@@ -63,7 +65,7 @@ export class NetworkDriver {
       faults: o.faults ?? noFaults,
     };
     // The pool holds what the process made outside the records: spares, and pairs of endpoints being deleted.
-    o.host.retireVeth = (pair) => this.ctx.spares.retire(pair);
+    o.host.retire = (pair, first) => this.ctx.spares.retire(pair, first);
   }
 
   capabilities() {
@@ -134,6 +136,11 @@ export class NetworkDriver {
     return !this.ctx.spares.quiet();
   }
 
+  /** Waits until the devices of endpoints deleted so far are gone (their deletion ends after the answer), or given up. */
+  retired(): Promise<void> {
+    return this.ctx.spares.retired();
+  }
+
   /** Deletes the spare veth pairs (the plugin is stopping). */
   stopSpares(): Promise<void> {
     return this.ctx.spares.stop();
@@ -171,6 +178,6 @@ export class NetworkDriver {
 
   /** What differs, changing nothing. */
   drift(options: ConvergeOptions): Promise<Drift[]> {
-    return readDrift(this.ctx.host, () => this.ctx.state.records(), { ...options, ovn: this.ctx.ovn, spares: () => this.ctx.spares.names() });
+    return readDrift(this.ctx.host, () => this.ctx.state.records(), { ...options, ovn: this.ctx.ovn, held: () => this.ctx.spares.names() });
   }
 }

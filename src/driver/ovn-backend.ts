@@ -459,7 +459,9 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   }
 
   teardownEndpoint(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf'>): Promise<void> {
-    return this.o.host.removeEndpointDevices(endpoint);
+    // The port goes before the answer: its interface names a logical port after the address, which a
+    // container started next on this host may take, and ovn-controller must not bind the old interface to it.
+    return this.o.host.removeEndpointDevices(endpoint, undefined, false, { portNow: true });
   }
 
   /** Waits until this host's ovn-controller has installed the port's flows (it marks the interface ovn-installed). */

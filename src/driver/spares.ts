@@ -48,8 +48,21 @@ export interface SparePairsOptions {
   size: number;
   /** How long after the last take the pool fills again, so that a burst of starts is not slowed by it. */
   refillDelayMs: number;
+  /**
+   * How long after DeleteEndpoint's answer its devices start to go (RETIRE_DELAY_MS by default): Docker's
+   * ReleaseAddress follows at once, and is answered first.
+   */
+  retireDelayMs?: number;
   log: Logger;
 }
+
+/**
+ * A deleted endpoint's devices start to go this long after DeleteEndpoint has answered. Docker sends
+ * ReleaseAddress at once, whose synced commit took twice as long with the deletion under way (on the host's
+ * own Open vSwitch: ovsdb-server's write of the port's removal shares the disk's journal commit with it,
+ * and ovs-vswitchd's reconfiguration the two CPUs); see bench/README.md.
+ */
+export const RETIRE_DELAY_MS = 30;
 
 export class SparePairs {
   /** Made and ready, by shape. */
@@ -63,8 +76,10 @@ export class SparePairs {
   private filling: Promise<void> = Promise.resolve();
   private running = false;
   private stopped = false;
-  /** Pairs of endpoints that are gone, being deleted. */
+  /** Devices of endpoints that are gone, being deleted. */
   private readonly retiring = new Set<Promise<void>>();
+  /** Of those, the ones waiting for their delay: starts each at once. */
+  private readonly waiting = new Set<() => void>();
 
   constructor(private readonly o: SparePairsOptions) {}
 
@@ -136,20 +151,31 @@ export class SparePairs {
   }
 
   /**
-   * Deletes the veth pair of an endpoint that is gone (its port already is) in the background: the kernel
-   * takes some 20 ms to delete a veth, which DeleteEndpoint then need not wait for. Its names are held
-   * here until it is gone, so no pass takes it for debris meanwhile; after a crash, the next pass removes
-   * what is left of it as an orphan veth, as it does a dead process's spares.
+   * Deletes the devices of an endpoint that is gone in the background: `first` (its guard flows and its
+   * port, when the caller has not deleted them), then its veth pair, which the kernel takes some 20 ms to
+   * delete. DeleteEndpoint need not wait for either: its record is gone, and nothing takes these names
+   * again. The names are held here until the work is over, so no reconcile pass or doctor takes the port,
+   * its flows or the pair for debris meanwhile; whatever is left (a failure, a crash) the next pass removes
+   * as an orphan port, flows or veth, as it does a dead process's spares.
    */
-  retire(pair: SparePair): void {
+  retire(pair: SparePair, first?: () => Promise<void>): void {
     this.busy.add(pair.host).add(pair.peer);
-    const work = this.o.links
-      .deleteLink(pair.host)
+    const work = new Promise<void>((resolve) => {
+      const go = () => {
+        clearTimeout(timer);
+        this.waiting.delete(go);
+        resolve();
+      };
+      const timer = setTimeout(go, this.o.retireDelayMs ?? RETIRE_DELAY_MS);
+      this.waiting.add(go);
+    })
+      .then(first)
+      .then(() => this.o.links.deleteLink(pair.host))
       // Deleting one end of a veth deletes both; the peer only remains if the pair was never complete.
       .then((had) => (had ? undefined : this.o.links.deleteLink(pair.peer)))
       .then(
         () => undefined,
-        (err: unknown) => this.o.log.warn('could not delete the veth pair of a deleted endpoint; the next reconcile pass removes it', { veth: pair.host, error: errorMessage(err) }),
+        (err: unknown) => this.o.log.warn("could not delete a deleted endpoint's devices; the next reconcile pass removes what is left", { veth: pair.host, error: errorMessage(err) }),
       )
       .finally(() => {
         this.busy.delete(pair.host);
@@ -157,6 +183,12 @@ export class SparePairs {
         this.retiring.delete(work);
       });
     this.retiring.add(work);
+  }
+
+  /** Deletes the devices retiring now without further delay, and waits until they are gone (or given up). */
+  async retired(): Promise<void> {
+    for (const go of [...this.waiting]) go();
+    await Promise.all([...this.retiring]);
   }
 
   /** Deletes every spare, and finishes deleting retiring pairs (the plugin is stopping; a next start makes its own). */
@@ -167,7 +199,7 @@ export class SparePairs {
     await this.filling;
     const all = this.list();
     this.ready.clear();
-    await Promise.all([...all.map((p) => this.remove(p)), ...this.retiring]);
+    await Promise.all([...all.map((p) => this.remove(p)), this.retired()]);
   }
 
   private schedule(delayMs = this.o.refillDelayMs): void {

@@ -103,10 +103,13 @@ describe('anti-spoofing and rate limits', () => {
 
     await host.ofctl(['add-flow', 'ovs0', 'cookie=0x1234,priority=5,udp,tp_dst=9,actions=drop']);
     await host.docker(['rm', '-f', 'gm']);
-    assert.equal((await ownedFlows()).length, 2 * perPort + 2 * openPerPort, "a removed container's flows go with it");
+    // They go just after DeleteEndpoint's answer.
+    await waitFor("a removed container's flows to go with it", async () => (await ownedFlows()).length === 2 * perPort + 2 * openPerPort, 5_000, 50);
     assert.ok(parseFlowCookies((await host.ofctl(['dump-flows', 'ovs0'])).stdout).includes('0x0000000000001234'), "another's flow is never touched");
     for (const name of ['ga', 'gb', 'oa', 'om']) await host.docker(['rm', '-f', name]);
-    assert.deepEqual(await ownedFlows(), [], 'no flow of the plugin is left');
+    await waitFor('no flow of the plugin to be left', async () => (await ownedFlows()).length === 0, 5_000, 50).catch(async (err) => {
+      assert.deepEqual(await ownedFlows(), [], (err as Error).message);
+    });
   });
 
   it('holds a limited container to its rate with a meter that drops what it sends above it (network -o rate, or its own --driver-opt rate); none on an unlimited one', async (t) => {

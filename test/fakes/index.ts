@@ -80,6 +80,8 @@ export class FakeOvs implements Ovs {
   readonly calls: string[] = [];
   /** Port names whose addPort fails. */
   readonly failAddPort = new Set<string>();
+  /** While set, deletePort waits for it (an ovsdb-server slow to answer). */
+  deleteGate: Promise<void> | undefined;
   /** OpenFlow port numbers, given out in order as ovs-vswitchd does. */
   readonly ofports = new Map<string, number>();
   private nextOfport = 1;
@@ -246,6 +248,7 @@ export class FakeOvs implements Ovs {
 
   async deletePort(name: string): Promise<boolean> {
     this.calls.push(`deletePort ${name}`);
+    if (this.deleteGate) await this.deleteGate;
     const port = this.ports.get(name);
     if (!port) return false;
     if (port.externalIds[OWNER_KEY] !== OWNER_VALUE) throw conflict('NotOwned', `OVS port ${name} was not created by ovsnet; leaving it alone`);

@@ -237,6 +237,7 @@ describe('network driver: endpoints', () => {
     ovs.failAddPort.add('ovseeeeeeeeeeee');
     await network.createEndpoint(endpointReq());
     await assert.rejects(network.join({ networkId: NET, endpointId: EP, sandboxKey: '', options: {} }), /could not add port/);
+    await network.retired();
     assert.ok(!links.links.has('ovseeeeeeeeeeee') && !links.links.has('ovceeeeeeeeeeee'));
     assert.ok(!ovs.ports.has('ovseeeeeeeeeeee'));
   });
@@ -245,6 +246,7 @@ describe('network driver: endpoints', () => {
     const { network, ovs, links, state } = await withNetwork();
     await network.createEndpoint(endpointReq());
     await network.deleteEndpoint({ networkId: NET, endpointId: EP });
+    await network.retired();
     assert.ok(!ovs.ports.has('ovseeeeeeeeeeee') && !links.links.has('ovseeeeeeeeeeee'));
     assert.ok(links.calls.some((c) => c.startsWith('createVeth ovseeeeeeeeeeee ovceeeeeeeeeeee')), 'the devices were made');
     assert.equal(state.endpoints.size, 0);
@@ -257,8 +259,9 @@ describe('network driver: endpoints', () => {
     await network.leave({ networkId: NET, endpointId: EP });
     assert.ok(ovs.ports.has('ovseeeeeeeeeeee'));
     await network.deleteEndpoint({ networkId: NET, endpointId: EP });
-    assert.ok(!ovs.ports.has('ovseeeeeeeeeeee') && !links.links.has('ovseeeeeeeeeeee'));
     assert.equal(state.endpoints.size, 0);
+    await network.retired();
+    assert.ok(!ovs.ports.has('ovseeeeeeeeeeee') && !links.links.has('ovseeeeeeeeeeee'));
     await network.deleteEndpoint({ networkId: NET, endpointId: EP });
   });
 
@@ -291,6 +294,7 @@ describe('network driver: endpoints', () => {
     links.links.delete('ovceeeeeeeeeeee');
     await network.createEndpoint(endpointReq({ endpointId: EP2, address: '10.13.160.50/24' }));
     assert.deepEqual([...state.endpoints.keys()], [EP2]);
+    await network.retired();
     assert.ok(!ovs.ports.has('ovseeeeeeeeeeee'), 'the dead endpoint\'s port is gone');
     assert.ok(state.addressesOf(p.PoolID).has('10.13.160.50'), 'the address stays held, now for the new endpoint');
   });

@@ -50,7 +50,7 @@ export async function world(options: WorldOptions = {}) {
     log: silentLogger,
     now: options.now,
   });
-  const network = new NetworkDriver({ state, host, ovn, ipam, defaults: { bridge: 'ovs0', mtu: 1500, ovn: ovn ? { bridge: 'br-int' } : undefined }, log: silentLogger, sparePairs: options.sparePairs, spareRefillDelayMs: 0 });
+  const network = new NetworkDriver({ state, host, ovn, ipam, defaults: { bridge: 'ovs0', mtu: 1500, ovn: ovn ? { bridge: 'br-int' } : undefined }, log: silentLogger, sparePairs: options.sparePairs, spareRefillDelayMs: 0, retireDelayMs: 0 });
   return { store, state, ovs, links, firewall, sysctl, hostPorts, host, ipam, network, ovn };
 }
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { cookieMatches, portCookiePrefix } from '../../src/domain/flows.js';
 import { sparePort } from '../../src/domain/host.js';
 import { unavailable } from '../../src/errors.js';
 import type { CreateNetworkRequest } from '../../src/protocol/network.js';
@@ -73,6 +74,7 @@ describe('veth pairs made ahead of need', () => {
     assert.ok(ovs.calls.includes(`setPortFlows ${spare!.host}`), 'its guard flows set');
     await until('a new spare', () => network.spares().length === 1 && network.spares()[0]!.host !== spare!.host);
     await network.deleteEndpoint({ networkId: NET, endpointId: EP });
+    await network.retired();
     assert.ok(!links.links.has(spare!.host), 'removed with its endpoint like any other');
   });
 
@@ -199,28 +201,55 @@ describe('veth pairs made ahead of need', () => {
     assert.deepEqual(spareLinks(links.links), network.spares().flatMap((p) => [p.host, p.peer]).sort(), 'no veth without a record or the pool');
   });
 
-  it("deletes an endpoint's veth pair after DeleteEndpoint answers, holding its names until it is gone", async () => {
+  it("deletes an endpoint's flows, port and veth pair after DeleteEndpoint answers, holding them until they are gone", async () => {
     const { network, links, ovs, state } = await world({ sparePairs: 0 });
     await network.createNetwork(createReq());
     await network.createEndpoint(endpointReq());
     await network.join({ networkId: NET, endpointId: EP, sandboxKey: '', options: {} });
     const { hostIf, peerIf } = state.endpoints.get(EP)!;
+    const guardFlows = () => [...ovs.flowTables.get('ovs0')!.values()].filter((f) => cookieMatches(f.cookie, portCookiePrefix(hostIf))).length;
+    assert.ok(guardFlows() > 0, 'the port is guarded');
     let open!: () => void;
-    links.deleteGate = new Promise((r) => (open = r));
+    ovs.deleteGate = new Promise((r) => (open = r));
+    ovs.calls.length = 0;
     await network.deleteEndpoint({ networkId: NET, endpointId: EP });
     assert.equal(state.endpoints.size, 0, 'the record is gone');
-    assert.ok(!ovs.ports.has(hostIf), 'and the port');
-    assert.ok(links.links.has(hostIf) && links.links.has(peerIf), 'the pair is still being deleted');
+    await until('its deletion under way', () => ovs.calls.includes(`deletePort ${hostIf}`));
+    assert.ok(ovs.ports.has(hostIf) && links.links.has(hostIf) && links.links.has(peerIf), 'the port and the pair are still being deleted');
     assert.ok(network.sparesBusy(), 'which the state view tells');
-    assert.deepEqual(await network.drift(OPTIONS), [], 'a pair being deleted is no drift');
+    assert.deepEqual(await network.drift(OPTIONS), [], 'a port, its flows and a pair being deleted are no drift');
     await network.converge(OPTIONS);
+    assert.equal(ovs.calls.filter((c) => c === `deletePort ${hostIf}`).length, 1, 'the reconciler left them to their deletion');
+    assert.ok(ovs.calls.indexOf(`deleteFlows ovs0 ${portCookiePrefix(hostIf)}`) >= 0, 'its flows went first');
+    assert.ok(ovs.calls.indexOf(`deleteFlows ovs0 ${portCookiePrefix(hostIf)}`) < ovs.calls.indexOf(`deletePort ${hostIf}`), 'before the port, whose number a new port may take');
     open();
-    links.deleteGate = undefined;
-    await until('the pair deleted', () => !links.links.has(hostIf) && !links.links.has(peerIf));
-    await until('nothing held', () => !network.sparesBusy());
+    ovs.deleteGate = undefined;
+    await network.retired();
+    assert.ok(!ovs.ports.has(hostIf) && !links.links.has(hostIf) && !links.links.has(peerIf), 'port and pair deleted');
+    assert.equal(guardFlows(), 0, 'and its guard flows');
+    assert.ok(!network.sparesBusy(), 'nothing held');
     // A crash in between leaves the pair to the next pass.
     await links.createVeth({ host: hostIf, peer: peerIf, mtu: 1500, peerMac: '02:00:00:00:00:03' });
     assert.deepEqual((await network.drift(OPTIONS)).map((d) => [d.kind, d.subject]).sort(), [['orphan-veth', hostIf], ['orphan-veth', peerIf]].sort());
+  });
+
+  it('DeleteNetwork waits for the devices of endpoints deleted just before, and leaves no bridge behind', async () => {
+    const { network, links, ovs, state } = await world({ sparePairs: 0 });
+    await network.createNetwork(createReq());
+    await network.createEndpoint(endpointReq());
+    await network.join({ networkId: NET, endpointId: EP, sandboxKey: '', options: {} });
+    const { hostIf } = state.endpoints.get(EP)!;
+    let open!: () => void;
+    links.deleteGate = new Promise((r) => (open = r));
+    await network.deleteEndpoint({ networkId: NET, endpointId: EP });
+    const deleted = network.deleteNetwork(NET);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.ok(state.networks.has(NET), 'the network waits');
+    open();
+    links.deleteGate = undefined;
+    await deleted;
+    assert.ok(!ovs.ports.has(hostIf) && !links.links.has(hostIf));
+    assert.ok(!ovs.bridges.has('ovs0'), 'the bridge went with the network');
   });
 
   it('are deleted when the plugin stops', async () => {

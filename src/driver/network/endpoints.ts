@@ -98,10 +98,12 @@ export function deleteEndpoint(ctx: NetworkContext, ref: EndpointRef): Promise<v
 async function removeEndpoint(ctx: NetworkContext, ref: EndpointRef): Promise<void> {
   const record = ctx.state.endpoints.get(ref.endpointId);
   await settleDevices(ctx, ref.endpointId);
+  // The record goes first: its devices are then debris the reconciler removes, should the plugin die
+  // before they are gone. Their deletion mostly finishes after the answer (LocalHost.removeEndpointDevices).
+  if (record) await ctx.state.commit([{ type: 'del', kind: 'endpoint', key: record.id }]);
+  ctx.faults.point('DeleteEndpoint', 'after-record');
   // Even without a record the devices are derived from the id: clean them up.
   await teardownDevices(ctx, record ?? { id: ref.endpointId, hostIf: hostVethName(ref.endpointId), peerIf: peerVethName(ref.endpointId) });
-  ctx.faults.point('DeleteEndpoint', 'after-devices');
-  if (record) await ctx.state.commit([{ type: 'del', kind: 'endpoint', key: record.id }]);
   // Its published ports go with it (Docker revokes them first, but not after a crash).
   if (record?.ports?.length) await syncPortRules(ctx);
   ctx.log.debug('endpoint deleted', { networkId: ref.networkId, endpointId: ref.endpointId });

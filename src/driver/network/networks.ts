@@ -115,6 +115,9 @@ export function deleteNetwork(ctx: NetworkContext, networkId: string): Promise<v
         log.info('removed endpoint left on deleted network', { endpointId: endpoint.id });
       });
     }
+    // Endpoints deleted just before (Docker deletes them, then the network) may still be going: the network's
+    // teardown must find their ports gone, or it would race their deletion and keep the bridge they are on.
+    await ctx.spares.retired();
     await backendFor(ctx, record.spec).unrealise(record);
     ctx.faults.point('DeleteNetwork', 'after-teardown');
     await state.commit([{ type: 'del', kind: 'network', key: networkId }]);

@@ -43,16 +43,18 @@ export async function desiredFrom(host: LocalHost, records: Records, observed: O
  */
 export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise<RepairResult[]> {
   return ctx.locks.run(NETWORKS_LOCK, async () => {
-    // Observe first, read the records after: a device made meanwhile already has its record. The spares
-    // before the records: a spare leaves the pool only once an endpoint's record holds it.
+    // Observe first, read the records after: a device made meanwhile already has its record. The held names
+    // before the records (a spare leaves the pool only once an endpoint's record holds it), and before the
+    // look too: a deleted endpoint's port seen on its way out may be gone, and no longer held, by its end.
     const observedAt = performance.now();
     // What an earlier pass needed to know about device setups that ended before this one began.
     for (const [id, at] of ctx.devicesDoneAt) if (at < observedAt) ctx.devicesDoneAt.delete(id);
+    const heldBefore = ctx.spares.names();
     const observed = await ctx.host.observe({ flows: true });
-    const spares = ctx.spares.names();
+    const held = new Set([...heldBefore, ...ctx.spares.names()]);
     const records = ctx.state.records();
     const desired = await desiredFrom(ctx.host, records, observed);
-    const differences = diffHost(desired, observed, { records, docker: options.docker, now: options.now, graceMs: options.graceMs, spares });
+    const differences = diffHost(desired, observed, { records, docker: options.docker, now: options.now, graceMs: options.graceMs, held });
     const results: RepairResult[] = [];
     const firstDrift = new Map<Repair, Drift>();
     for (const d of differences) for (const r of d.repairs) if (!firstDrift.has(r)) firstDrift.set(r, d.drift);
@@ -104,11 +106,12 @@ export function converge(ctx: NetworkContext, options: ConvergeOptions): Promise
  * changing nothing: what the plugin serves to `ovsnet doctor`, and what the
  * command works out itself when the plugin is down.
  */
-export async function readDrift(host: LocalHost, records: () => Records, options: ConvergeOptions & { ovn?: OvnBackend; spares?: () => ReadonlySet<string> }): Promise<Drift[]> {
+export async function readDrift(host: LocalHost, records: () => Records, options: ConvergeOptions & { ovn?: OvnBackend; held?: () => ReadonlySet<string> }): Promise<Drift[]> {
+  const heldBefore = options.held?.();
   const observed = await host.observe({ flows: true });
-  const spares = options.spares?.();
+  const held = heldBefore && new Set([...heldBefore, ...options.held!()]);
   const now = records();
-  const drift = findDrift(now, await desiredFrom(host, now, observed), observed, { docker: options.docker, now: options.now, graceMs: options.graceMs, spares });
+  const drift = findDrift(now, await desiredFrom(host, now, observed), observed, { docker: options.docker, now: options.now, graceMs: options.graceMs, held });
   if (options.ovn) drift.push(...(await options.ovn.differences(observed, options)).map((d) => d.drift));
   return drift;
 }
