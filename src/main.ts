@@ -16,6 +16,7 @@ import { IpamDriver } from './driver/ipam-driver.js';
 import { NetworkDriver } from './driver/network-driver.js';
 import { Reconciler } from './driver/reconcile.js';
 import { createApp } from './http/app.js';
+import { GuardDropReader } from './driver/guard-drops.js';
 import { Metrics, serveMetrics } from './http/metrics.js';
 import { VERSION } from './version.js';
 import { listen } from './http/server.js';
@@ -92,6 +93,8 @@ async function main(): Promise<void> {
   const metrics = new Metrics(state);
   metrics.describe({ version: VERSION, logLevel: config.logLevel });
   if (adapters.nbReceived) metrics.watchNorthbound(adapters.nbReceived);
+  const guards = new GuardDropReader({ state, ovs: host.ovs, docker });
+  metrics.watchGuards(() => guards.read(), (err) => log.warn("could not read the guard flows' counts for metrics", { error: errorMessage(err) }));
   reconciler.onPass = (changes, withDocker) => metrics.pass(changes, withDocker);
   state.onCommit = (ms) => {
     metrics.commit(ms);

@@ -53,6 +53,19 @@ export class DockerodeView implements DockerView {
     return out;
   }
 
+  async containerNames(networkId: string): Promise<Map<string, string>> {
+    const docker = await this.docker();
+    let info: any;
+    try {
+      info = await docker.getNetwork(networkId).inspect();
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return new Map();
+      throw err;
+    }
+    const containers = Object.values((info.Containers ?? {}) as Record<string, { EndpointID: string; Name?: string }>);
+    return new Map(containers.filter((c) => c.Name).map((c) => [c.EndpointID, c.Name!]));
+  }
+
   async engine(): Promise<{ version: string; firewallBackend: string | undefined }> {
     const info = (await (await this.docker()).info()) as { ServerVersion?: string; FirewallBackend?: { Driver?: string } };
     return { version: info.ServerVersion ?? '', firewallBackend: info.FirewallBackend?.Driver };

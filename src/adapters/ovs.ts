@@ -4,7 +4,7 @@
  * delete a port or bridge that does not carry it.
  */
 import { conflict, internal } from '../errors.js';
-import { type ObservedFlows, type PortFlows, ownedCookies, parseFlowCookies, parseMeters } from '../domain/flows.js';
+import { type ObservedFlows, type PortFlows, ownedCookies, parseFlowCookies, parseFlowPackets, parseMeters } from '../domain/flows.js';
 import { NoBridgeSocket, OpenFlowClient, flowAdd, flowDeleteByCookie, meterDelete, meterSet } from './openflow.js';
 import { type Runner, run as runCommand } from './exec.js';
 import type { BridgeSpec } from '../domain/host.js';
@@ -296,6 +296,10 @@ export class OvsBridgeClient implements Ovs {
     // What the pass that reads this puts right from here on: the ledger starts again from what is there.
     this.ledger.set(bridge, new Set(cookies));
     return { cookies, meters: parseMeters(meters) };
+  }
+
+  async flowPackets(bridge: string): Promise<Map<string, number>> {
+    return parseFlowPackets(await this.ofctl(['dump-flows', bridge, `cookie=${ownedCookies()}`]));
   }
 
   expectedFlows(bridge: string): number {

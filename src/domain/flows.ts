@@ -91,7 +91,18 @@ export interface FlowSpec {
   /** `pass`: through the meter (when there is one) to the bridge's normal forwarding. */
   readonly action: 'pass' | 'drop';
   readonly meter: number | undefined;
+  /** What a container tried that a drop flow stops (drop flows of a port only). */
+  readonly reason?: DropReason;
 }
+
+/**
+ * Why a guard flow drops what a container sends: `router-advertisement`, `redirect` (ICMP or ICMPv6),
+ * `dhcp-server` (DHCP or DHCPv6 server messages), `neighbour-spoof` (a neighbour solicitation or
+ * advertisement not of its own MAC and addresses), `source` (anything else not from its own MAC and
+ * addresses, or a tagged frame).
+ */
+export type DropReason = 'router-advertisement' | 'redirect' | 'dhcp-server' | 'neighbour-spoof' | 'source';
+export const DROP_REASONS: readonly DropReason[] = ['router-advertisement', 'redirect', 'dhcp-server', 'neighbour-spoof', 'source'];
 
 export interface MeterSpec {
   readonly id: number;
@@ -212,25 +223,25 @@ export function portFlows(bridge: string, port: string, ofport: number, guard: P
     term(`udp${family === 'ipv6' ? '6' : ''}`, { field: 'eth_type', value: family === 'ip' ? ETH_IPV4 : ETH_IPV6 }, { field: 'ip_proto', value: IPPROTO_UDP }),
     term(`tp_${end}=${port}`, { field: end === 'src' ? 'udp_src' : 'udp_dst', value: port }),
   ];
-  const rules: Array<[number, Term[], 'pass' | 'drop']> = [];
+  const rules: Array<[number, Term[], 'pass' | 'drop', DropReason?]> = [];
   if (!guard.allowRa) {
-    rules.push([P.firstHop, [at, ...icmp6(ICMP6.routerAdvert)], 'drop']);
-    rules.push([P.firstHop, [at, ...icmp6(ICMP6.redirect)], 'drop']);
-    rules.push([P.firstHop, [at, term('icmp', { field: 'eth_type', value: ETH_IPV4 }, { field: 'ip_proto', value: IPPROTO_ICMP }), term(`icmp_type=${ICMP4_REDIRECT}`, { field: 'icmpv4_type', value: ICMP4_REDIRECT })], 'drop']);
+    rules.push([P.firstHop, [at, ...icmp6(ICMP6.routerAdvert)], 'drop', 'router-advertisement']);
+    rules.push([P.firstHop, [at, ...icmp6(ICMP6.redirect)], 'drop', 'redirect']);
+    rules.push([P.firstHop, [at, term('icmp', { field: 'eth_type', value: ETH_IPV4 }, { field: 'ip_proto', value: IPPROTO_ICMP }), term(`icmp_type=${ICMP4_REDIRECT}`, { field: 'icmpv4_type', value: ICMP4_REDIRECT })], 'drop', 'redirect']);
   }
   if (!guard.allowDhcpServer) {
     // A server's messages: from its port, and to a client's (a client takes an offer from any source port).
-    rules.push([P.firstHop, [at, ...udp('ip', 'src', DHCP_SERVER_PORT)], 'drop']);
-    rules.push([P.firstHop, [at, ...udp('ip', 'dst', DHCP_CLIENT_PORT)], 'drop']);
-    rules.push([P.firstHop, [at, ...udp('ipv6', 'src', DHCPV6_SERVER_PORT)], 'drop']);
-    rules.push([P.firstHop, [at, ...udp('ipv6', 'dst', DHCPV6_CLIENT_PORT)], 'drop']);
+    rules.push([P.firstHop, [at, ...udp('ip', 'src', DHCP_SERVER_PORT)], 'drop', 'dhcp-server']);
+    rules.push([P.firstHop, [at, ...udp('ip', 'dst', DHCP_CLIENT_PORT)], 'drop', 'dhcp-server']);
+    rules.push([P.firstHop, [at, ...udp('ipv6', 'src', DHCPV6_SERVER_PORT)], 'drop', 'dhcp-server']);
+    rules.push([P.firstHop, [at, ...udp('ipv6', 'dst', DHCPV6_CLIENT_PORT)], 'drop', 'dhcp-server']);
   }
   if (guard.pipeline === 'ovn') {
     // ovn-controller forwards the rest; its port security holds the port's MAC and addresses, but takes a
     // solicitation with no link-layer option (how ovs-vswitchd reads one with two) for duplicate address
     // detection: from an address of the container's own, one always carries its MAC.
     for (const source of [...(guard.ipv6 ? [guard.ipv6] : []), guard.linkLocal]) {
-      rules.push([P.neighbourDrop, [at, ...icmp6(ICMP6.neighbourSolicit), term(`ipv6_src=${source}`, { field: 'ipv6_src', value: source }), term(`nd_sll=${ZERO_MAC}`, { field: 'ipv6_nd_sll', value: ZERO_MAC })], 'drop']);
+      rules.push([P.neighbourDrop, [at, ...icmp6(ICMP6.neighbourSolicit), term(`ipv6_src=${source}`, { field: 'ipv6_src', value: source }), term(`nd_sll=${ZERO_MAC}`, { field: 'ipv6_nd_sll', value: ZERO_MAC })], 'drop', 'neighbour-spoof']);
     }
   } else if (!guard.antiSpoofing) {
     rules.push([P.rest, [at], 'pass']);
@@ -252,21 +263,21 @@ export function portFlows(bridge: string, port: string, ofport: number, guard: P
     }
     // The multicast listener report that goes with duplicate address detection comes from the unspecified address.
     rules.push([P.neighbourAllow, [...src, ...icmp6(ICMP6.listenerReportV2), v6('ipv6_src', UNSPECIFIED)], 'pass']);
-    rules.push([P.neighbourDrop, [at, ...icmp6(ICMP6.neighbourSolicit)], 'drop']);
-    rules.push([P.neighbourDrop, [at, ...icmp6(ICMP6.neighbourAdvert)], 'drop']);
+    rules.push([P.neighbourDrop, [at, ...icmp6(ICMP6.neighbourSolicit)], 'drop', 'neighbour-spoof']);
+    rules.push([P.neighbourDrop, [at, ...icmp6(ICMP6.neighbourAdvert)], 'drop', 'neighbour-spoof']);
     const ipv6 = term('ipv6', { field: 'eth_type', value: ETH_IPV6 });
     for (const source of own) rules.push([P.allow, [...src, ipv6, v6('ipv6_src', source)], 'pass']);
     if (guard.ipv4) {
       rules.push([P.allow, [...src, term('ip', { field: 'eth_type', value: ETH_IPV4 }), term(`nw_src=${guard.ipv4}`, { field: 'ipv4_src', value: guard.ipv4 })], 'pass']);
       rules.push([P.allow, [...src, term('arp', { field: 'eth_type', value: ETH_ARP }), term(`arp_spa=${guard.ipv4}`, { field: 'arp_spa', value: guard.ipv4 }), term(`arp_sha=${guard.mac}`, { field: 'arp_sha', value: guard.mac })], 'pass']);
     }
-    rules.push([P.rest, [at], 'drop']);
+    rules.push([P.rest, [at], 'drop', 'source']);
   }
   const bits = (COOKIE_MARK << MARK_SHIFT) | (portBits(port) << PORT_SHIFT);
-  const flows = rules.map(([priority, terms, action]): FlowSpec => {
+  const flows = rules.map(([priority, terms, action, reason]): FlowSpec => {
     const actions = action === 'drop' ? 'drop' : meter ? `meter:${meter.id},NORMAL` : 'NORMAL';
     const text = `table=0,priority=${priority},${terms.map((t) => t.text).join(',')},actions=${actions}`;
-    return { cookie: hex(bits | digest(text, 2)), table: 0, text, priority, match: terms.flatMap((t) => t.fields), action, meter: action === 'pass' ? meter?.id : undefined };
+    return { cookie: hex(bits | digest(text, 2)), table: 0, text, priority, match: terms.flatMap((t) => t.fields), action, meter: action === 'pass' ? meter?.id : undefined, ...(reason ? { reason } : {}) };
   });
   return { bridge, port, ofport, prefix: portCookiePrefix(port), flows, meter };
 }
@@ -320,6 +331,16 @@ function term(text: string, ...fields: MatchField[]): Term {
 export function parseFlowCookies(text: string): string[] {
   const out: string[] = [];
   for (const m of text.matchAll(/cookie=(0x[0-9a-f]+)/g)) out.push(hex(BigInt(m[1]!)));
+  return out;
+}
+
+/** Packets each flow has matched, by cookie, in `ovs-ofctl dump-flows` output (flows of one cookie summed). */
+export function parseFlowPackets(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const m of text.matchAll(/cookie=(0x[0-9a-f]+)[^\n]*?\bn_packets=(\d+)/g)) {
+    const cookie = hex(BigInt(m[1]!));
+    out.set(cookie, (out.get(cookie) ?? 0) + Number(m[2]));
+  }
   return out;
 }
 

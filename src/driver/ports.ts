@@ -78,6 +78,8 @@ export interface Ovs {
   ofport(name: string): Promise<number | undefined>;
   /** The plugin's flows (by the cookie mark) and the meters of a bridge. */
   flows(bridge: string): Promise<ObservedFlows>;
+  /** How many packets each of the plugin's flows of a bridge has matched, by cookie (one `ovs-ofctl` run). */
+  flowPackets(bridge: string): Promise<Map<string, number>>;
   /** Deletes flows by `before` (cookie/mask each), sets the port's meter and adds its flows, then deletes flows by `after`. */
   setPortFlows(flows: PortFlows, options: { before?: readonly string[]; after?: readonly string[] }): Promise<void>;
   /** How many flows of a bridge have a cookie selected by `selector` (cookie/mask): a small OpenFlow question, no program run. */
@@ -262,4 +264,6 @@ export interface DockerView {
   networks(): Promise<DockerNetwork[]>;
   /** Its version and (Docker 29) firewall backend. Throws when Docker cannot be asked. */
   engine(): Promise<{ version: string; firewallBackend: string | undefined }>;
+  /** The names of the containers on one network, by endpoint id (none for a network Docker lacks). Throws when Docker cannot be asked. */
+  containerNames(networkId: string): Promise<Map<string, string>>;
 }

@@ -7,6 +7,8 @@ import http from 'node:http';
 import client from 'prom-client';
 import { boundsSize, usableBounds } from '../domain/allocator.js';
 import { parseCidr } from '../domain/cidr.js';
+import { poolIdOf } from '../domain/records.js';
+import type { GuardDrops } from '../driver/guard-drops.js';
 import type { State } from '../driver/state.js';
 
 export class Metrics {
@@ -52,6 +54,35 @@ export class Metrics {
   /** The build and the settings that change what a benchmark or a dashboard sees: always 1, with them as labels. */
   describe(info: { version: string; logLevel: string }): void {
     new client.Gauge({ name: 'ovsnet_info', help: 'This plugin: its version and log level (always 1)', labelNames: ['version', 'log_level'] as const, registers: [this.registry] }).set({ version: info.version, log_level: info.logLevel }, 1);
+  }
+
+  /**
+   * What each container's guard dropped, by reason, read from the drop flows' packet counts on each scrape
+   * (`read` failing leaves them out of that scrape, and says so once in `onError`).
+   */
+  watchGuards(read: () => Promise<GuardDrops[]>, onError: (err: unknown) => void): void {
+    let failing = false;
+    new client.Counter({
+      name: 'ovsnet_guard_dropped_packets_total',
+      help: "Packets a container sent that its port's guard dropped, by reason (router-advertisement, redirect, dhcp-server, neighbour-spoof, source: not its own MAC or addresses, or tagged); from the drop flows' counts, which start again when the port's flows are set again",
+      labelNames: ['network', 'endpoint', 'container', 'port', 'reason'] as const,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        let drops: GuardDrops[];
+        try {
+          drops = await read();
+          failing = false;
+        } catch (err) {
+          if (!failing) onError(err);
+          failing = true;
+          return;
+        }
+        for (const d of drops) {
+          this.inc({ network: d.networkId.slice(0, 12), endpoint: d.endpointId.slice(0, 12), container: d.container ?? '', port: d.port, reason: d.reason }, d.packets);
+        }
+      },
+    });
   }
 
   /** Counts what the OVN northbound database sent, read from the client on each scrape. */
@@ -102,6 +133,37 @@ export class Metrics {
         this.reset();
         for (const pool of state.pools.values()) {
           this.set(poolLabels(pool.id), Number(boundsSize(usableBounds(parseCidr(pool.pool)!, parseCidr(pool.range)!))));
+        }
+      },
+    });
+    new client.Gauge({
+      name: 'ovsnet_published_ports',
+      help: "Ports published on the host (docker run -p) to containers of a network, each protocol and host address counted",
+      labelNames: ['network'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const network of state.networks.values()) {
+          const ports = state.endpointsOf(network.id).reduce((n, e) => n + (e.ports?.length ?? 0), 0);
+          this.set({ network: network.id.slice(0, 12) }, ports);
+        }
+      },
+    });
+    new client.Gauge({
+      name: 'ovsnet_ovn_claims',
+      help: 'Addresses of an OVN network this host holds in the northbound database (a logical port each): its containers\' and aux addresses',
+      labelNames: ['network'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const network of state.networks.values()) {
+          if (network.spec.mode !== 'ovn') continue;
+          let claims = 0;
+          for (const subnet of [...network.ipv4, ...network.ipv6]) {
+            const held = state.addressesOf(poolIdOf(subnet.addressSpace, subnet.pool));
+            claims += held.size - (held.gateway() === undefined ? 0 : 1);
+          }
+          this.set({ network: network.id.slice(0, 12) }, claims);
         }
       },
     });

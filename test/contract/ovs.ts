@@ -139,6 +139,7 @@ export function ovsContract(fresh: () => Promise<OvsSubject>): void {
     let seen = await ovs.flows('ctbr0');
     assert.deepEqual([...seen.cookies].sort(), flows.flows.map((f) => f.cookie).sort(), 'exactly the guard flows, read back by cookie');
     assert.deepEqual(seen.meters.get(ofport), { kbps: 20_000, burstKbit: 5_000 });
+    assert.deepEqual([...(await ovs.flowPackets('ctbr0'))].sort(), flows.flows.map((f) => [f.cookie, 0]).sort(), "each of its flows' packets (none yet), and no other flow's");
 
     // The same port without its IPv6 address and another rate: new flows replace the old.
     const changed = portFlows('ctbr0', port.name, ofport, guardFor({ antiSpoofing: true, allowRa: false, allowDhcpServer: false, rate: { mbit: 5, burstKbit: 1_000 } }, { mac: '02:42:0a:09:00:02', address: '10.9.0.2/24', addressIpv6: '' })!);

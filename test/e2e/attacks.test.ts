@@ -45,7 +45,7 @@ describe('attacks from a hostile container', () => {
 
   before(async () => {
     // Docker's defaults: its own firewall and bridge, docker-proxy for its published ports.
-    host = await SimHost.start({ name: 'attack', pluginEnv: { OVSNET_RECONCILE_INTERVAL: '3600' } });
+    host = await SimHost.start({ name: 'attack', pluginEnv: { OVSNET_RECONCILE_INTERVAL: '3600', OVSNET_METRICS: '127.0.0.1:9617' } });
     const create = (name: string, args: string[]) => host.docker(['network', 'create', '-d', host.driver, '--ipam-driver', host.driver, ...args, name]);
     await create('plain', ['--ipv6', '--subnet', '10.71.0.0/24', '--subnet', 'fd71::/64']);
     await create('v237', ['--subnet', '10.72.0.0/24', '-o', 'vlan=237']);
@@ -93,6 +93,23 @@ describe('attacks from a hostile container', () => {
       });
     }
   }
+
+  it("counts what each guard dropped in the metrics, by container and reason; the victim's first hop and an open network's count nothing", async () => {
+    const { stdout } = await host.exec('busybox', ['wget', '-q', '-O', '-', 'http://127.0.0.1:9617/metrics']);
+    const drops = new Map<string, number>();
+    for (const m of stdout.matchAll(/^ovsnet_guard_dropped_packets_total\{([^}]*)\} (\S+)$/gm)) {
+      const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1]!, l[2]!]));
+      drops.set(`${labels.container}|${labels.reason}`, Number(m[2]));
+    }
+    // Every attack above was sent by pa and by pz, on the guarded network.
+    for (const attacker of ['pa', 'pz']) {
+      for (const reason of ['source', 'neighbour-spoof', 'router-advertisement', 'redirect', 'dhcp-server']) {
+        assert.ok((drops.get(`${attacker}|${reason}`) ?? 0) > 0, `${attacker}'s guard counts its drops for ${reason}: ${JSON.stringify([...drops])}`);
+      }
+    }
+    for (const reason of ['router-advertisement', 'redirect', 'dhcp-server']) assert.equal(drops.get(`pv|${reason}`), 0, `the victim sent no ${reason}`);
+    assert.ok(![...drops.keys()].some((k) => /^(ov|on|oa)\|/.test(k)), 'a network that allows everything has no drop flow to count');
+  });
 
   it('names the networks that run with less of the guard, in ovsnet networks and in doctor', async () => {
     const rows = JSON.parse((await host.ovsnet(['networks', '--json'])).stdout) as Array<{ name: string; weakened: string[] }>;

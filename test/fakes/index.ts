@@ -170,6 +170,14 @@ export class FakeOvs implements Ovs {
     };
   }
 
+  /** Packets a flow has matched, by cookie (0 unless a test sets it). */
+  readonly packets = new Map<string, number>();
+
+  async flowPackets(bridge: string): Promise<Map<string, number>> {
+    const { cookies } = await this.flows(bridge);
+    return new Map(cookies.map((c) => [c, this.packets.get(c) ?? 0]));
+  }
+
   async setPortFlows(flows: PortFlows, options: { before?: readonly string[]; after?: readonly string[] }): Promise<void> {
     this.calls.push(`setPortFlows ${flows.port}`);
     if (!this.bridges.has(flows.bridge)) throw internal('CommandFailed', `ovs-ofctl: ${flows.bridge} is not a bridge or a socket`);
@@ -441,6 +449,15 @@ export class FakeDocker implements DockerView {
   async engine(): Promise<{ version: string; firewallBackend: string | undefined }> {
     if (this.down) throw new Error('connect ENOENT /var/run/docker.sock');
     return { version: this.version, firewallBackend: this.firewallBackend };
+  }
+
+  /** Container names by endpoint id, as a test sets them. */
+  readonly names = new Map<string, string>();
+
+  async containerNames(networkId: string): Promise<Map<string, string>> {
+    if (this.down) throw new Error('connect ENOENT /var/run/docker.sock');
+    const network = this.list.find((n) => n.id === networkId);
+    return new Map([...(network?.endpoints.keys() ?? [])].filter((ep) => this.names.has(ep)).map((ep) => [ep, this.names.get(ep)!]));
   }
 
   /** Docker's view as it would be after the given creations, by subnet. */

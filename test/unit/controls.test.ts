@@ -24,6 +24,7 @@ describe('protection tests keep their positive controls', () => {
     assert.ok(all.length >= 8, `the attack suite has its cases (${all.length})`);
     for (const c of all) {
       if (c.name.startsWith('names the networks')) continue; // what the CLI says, no attack
+      if (c.name.startsWith('counts what each guard dropped')) continue; // the metrics of the attacks above, none of its own
       assert.match(c.body, /captureDuring|attempt\(/, `${c.name}: judged by a capture at the victim`);
       assert.match(c.body, /positive control/, `${c.name}: a positive control`);
     }
