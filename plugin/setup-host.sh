@@ -59,6 +59,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   if have_systemd && systemctl is-enabled docker-registry >/dev/null 2>&1; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
 fi
 
+# promtool checks the alert rules in docs/monitoring and runs their tests. It comes from Debian's prometheus
+# package, unpacked rather than installed, so that no Prometheus server is set up and started on the host.
+if ! command -v promtool >/dev/null 2>&1; then
+  log "unpacking promtool from Debian's prometheus package"
+  tmp=$(mktemp -d)
+  if ! (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); then
+    apt-get update -qq
+    (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1)
+  fi
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/unpacked"
+  install -m 0755 "$tmp/unpacked/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$tmp"
+fi
+
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 [ "$node_major" -ge 20 ] || { echo "Node.js 20 or newer is needed (found: $(node -v 2>/dev/null || echo none))" >&2; exit 1; }
 

@@ -92,7 +92,9 @@ async function main(): Promise<void> {
   const ready = Promise.race([restored, new Promise<void>((r) => setTimeout(r, STARTUP_WAIT_MS).unref())]).then(() => {});
   const metrics = new Metrics(state);
   metrics.describe({ version: VERSION, logLevel: config.logLevel });
-  if (adapters.nbReceived) metrics.watchNorthbound(adapters.nbReceived);
+  if (adapters.nbReceived && adapters.nbConnected) metrics.watchNorthbound(adapters.nbReceived, adapters.nbConnected);
+  if (ovn) ovn.onInstalled = (seconds) => metrics.ovnInstalled(seconds);
+  if (config.metrics) reconciler.onDrift = (drift) => metrics.drift(drift.map((d) => d.kind));
   const guards = new GuardDropReader({ state, ovs: host.ovs, docker });
   metrics.watchGuards(() => guards.read(), (err) => log.warn("could not read the guard flows' counts for metrics", { error: errorMessage(err) }));
   reconciler.onPass = (changes, withDocker) => metrics.pass(changes, withDocker);

@@ -35,6 +35,8 @@ export interface HostAdapters {
   readonly nb: Northbound | undefined;
   /** How much the northbound database has sent this process (characters of JSON), for metrics. */
   readonly nbReceived: (() => number) | undefined;
+  /** Whether this process is connected to the northbound database's leader now, for metrics. */
+  readonly nbConnected: (() => boolean) | undefined;
   close(): void;
 }
 
@@ -62,6 +64,7 @@ export function openHost(config: Config, log: Logger, options: { requestTimeoutM
     docker: config.docker ? dockerView(config.docker) : undefined,
     nb: nbClient && new OvnNorthbound(nbClient),
     nbReceived: nbClient && (() => nbClient.received),
+    nbConnected: nbClient && (() => nbClient.connected),
     close: () => {
       ovsdb.close();
       ovs.close();

@@ -466,11 +466,15 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
 
   /** Waits until this host's ovn-controller has installed the port's flows (it marks the interface ovn-installed). */
   private async installed(iface: string, logicalPort: string): Promise<void> {
+    const started = performance.now();
     const deadline = Date.now() + this.o.installTimeoutMs;
     // A local OVSDB read every few milliseconds: ovn-controller marks a port some tens of milliseconds after it is added.
     for (let wait = 5; ; wait = Math.min(wait + 1, 20)) {
       const ids = await this.o.host.ovs.interfaceIds(iface);
-      if (ids?.['ovn-installed'] === 'true') return;
+      if (ids?.['ovn-installed'] === 'true') {
+        this.onInstalled?.((performance.now() - started) / 1000);
+        return;
+      }
       if (Date.now() > deadline) {
         throw unavailable(
           'OvnNotInstalled',
@@ -480,6 +484,9 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
       await new Promise((r) => setTimeout(r, wait));
     }
   }
+
+  /** Told how long each wait for ovn-controller to install a port took, in seconds (metrics). */
+  onInstalled: ((seconds: number) => void) | undefined;
 
   // ---- addresses held across hosts (for IPAM) ----
 

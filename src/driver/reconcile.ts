@@ -79,6 +79,8 @@ export class Reconciler {
   private readonly now: () => number;
   /** Called after each pass with what it changed (metrics). */
   onPass: ((changes: Changes, withDocker: boolean) => void) | undefined;
+  /** When set, told after each pass with Docker what differs still (what doctor would say), for metrics. */
+  onDrift: ((drift: Drift[]) => void) | undefined;
 
   constructor(private readonly o: ReconcilerOptions) {
     this.now = o.now ?? Date.now;
@@ -196,6 +198,13 @@ export class Reconciler {
           log.info(`reconcile: ${action.what}`, { networkId: item.networkId, endpointId: item.endpointId, poolId: item.poolId, address: item.address, why: item.detail });
           count(action.counter);
         });
+      }
+      // What the pass could not repair (or what came since): a second look, only when someone listens.
+      if (this.onDrift) {
+        await network
+          .drift({ docker, now: asked, graceMs: this.o.graceMs })
+          .then((drift) => this.onDrift?.(drift))
+          .catch((err) => log.debug('could not look for drift after the pass', { error: errorMessage(err) }));
       }
     }
     return changes;

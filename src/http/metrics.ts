@@ -85,8 +85,29 @@ export class Metrics {
     });
   }
 
-  /** Counts what the OVN northbound database sent, read from the client on each scrape. */
-  watchNorthbound(received: () => number): void {
+  private readonly installWaits = new client.Histogram({
+    name: 'ovsnet_ovn_install_wait_seconds',
+    help: "OVN mode: how long a container's Join waited for this host's ovn-controller to install its port",
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  private readonly driftItems = new client.Gauge({
+    name: 'ovsnet_drift',
+    help: 'What differs between the records, the host and Docker after the last periodic reconcile pass (what ovsnet doctor would report), by kind',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+
+  /** Counts what the OVN northbound database sent, and says whether the plugin is connected to it, read from the client on each scrape. */
+  watchNorthbound(received: () => number, connected: () => boolean): void {
+    new client.Gauge({
+      name: 'ovsnet_ovn_northbound_connected',
+      help: "OVN mode: 1 while the plugin is connected to the northbound database's leader, 0 while it is not (it connects at start and stays connected)",
+      registers: [this.registry],
+      collect() {
+        this.set(connected() ? 1 : 0);
+      },
+    });
     let counted = 0;
     new client.Counter({
       name: 'ovsnet_ovn_northbound_received_bytes_total',
@@ -188,6 +209,23 @@ export class Metrics {
   commit(ms: number): void {
     this.commits.observe(ms / 1000);
   }
+
+  ovnInstalled(seconds: number): void {
+    this.installWaits.observe(seconds);
+  }
+
+  /** What the last look after a pass with Docker found differing, by kind (kinds found before and not now read 0). */
+  drift(kinds: readonly string[]): void {
+    const counts = new Map<string, number>();
+    for (const kind of kinds) counts.set(kind, (counts.get(kind) ?? 0) + 1);
+    for (const kind of this.driftKinds) if (!counts.has(kind)) counts.set(kind, 0);
+    for (const [kind, n] of counts) {
+      this.driftItems.set({ kind }, n);
+      this.driftKinds.add(kind);
+    }
+  }
+
+  private readonly driftKinds = new Set<string>();
 
   pass(changes: Record<string, number>, withDocker: boolean): void {
     this.passes.inc({ type: withDocker ? 'full' : 'repair' });

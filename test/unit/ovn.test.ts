@@ -147,6 +147,19 @@ describe('OVN mode', () => {
     assert.equal(a.links.links.get('ovseeeeeeeeeeee')?.mtu, 1442);
   });
 
+  it('tells how long each Join waited for ovn-controller to install its port (metrics)', async () => {
+    const nb = new FakeNorthbound();
+    const a = await host(nb, 'chassis-a');
+    const waits: number[] = [];
+    a.ovn!.onInstalled = (seconds) => waits.push(seconds);
+    await a.network.createNetwork(a.req);
+    const { Address } = await a.ipam.requestAddress({ poolId: a.poolId, address: '', gateway: false });
+    await a.network.createEndpoint({ networkId: NET_A, endpointId: EP, address: Address, addressIpv6: '', macAddress: '', optionMac: '' });
+    await a.network.join({ networkId: NET_A, endpointId: EP, sandboxKey: '', options: {} });
+    assert.equal(waits.length, 1);
+    assert.ok(waits[0]! >= 0 && waits[0]! < 1, `${waits[0]} s`);
+  });
+
   it('binds a MAC the engine set (--mac-address) on its logical port', async () => {
     const nb = new FakeNorthbound();
     const a = await host(nb, 'chassis-a');

@@ -217,3 +217,27 @@ describe('flow watch', () => {
     assert.ok(Object.keys(changes).length > 0, `the pass repaired something: ${JSON.stringify(changes)}`);
   });
 });
+
+describe('reconciler: drift for metrics', () => {
+  it('tells what a pass with Docker leaves differing, only when asked and only after such a pass', async () => {
+    const s = await setup();
+    await withEndpoint(s);
+    s.docker.add(NET, '10.13.160.0/24', { [EP]: '10.13.160.2' });
+    // A port of a network Docker has and the records lack (a wrong state directory): reported, never repaired.
+    const other = id('9');
+    const port = s.ovs.ports.get(s.state.endpoints.get(EP)!.hostIf)!;
+    s.ovs.ports.set('ovs9999999999999', { ...port, name: 'ovs9999999999999', externalIds: { ...port.externalIds, 'ovsnet-network': other, 'ovsnet-endpoint': id('8') } });
+    s.docker.add(other, '10.14.0.0/24');
+    const told: string[][] = [];
+    await s.reconciler.run('periodic', true);
+    assert.equal(told.length, 0, 'nothing is looked for unless asked');
+    s.reconciler.onDrift = (drift) => told.push(drift.map((d) => `${d.kind} ${d.subject}`));
+    await s.reconciler.run('event', false);
+    assert.equal(told.length, 0, 'a local repair pass does not look');
+    await s.reconciler.run('periodic', true);
+    assert.deepEqual(told, [['network-unknown-to-plugin ovs9999999999999']]);
+    s.ovs.ports.delete('ovs9999999999999');
+    await s.reconciler.run('periodic', true);
+    assert.deepEqual(told.at(-1), [], 'and nothing once it is gone');
+  });
+});
