@@ -36,7 +36,8 @@ have_systemd() { [ -d /run/systemd/system ] && systemctl is-system-running >/dev
 # gcc and libc6-dev build the attack suite's raw-frame tool (test/e2e/harness/rawframe.c) into the test image;
 # with fuse3, libfuse3-dev and pkg-config they build lossyfs (test/harness/lossyfs.c), the disk that forgets
 # unsynced writes in the power-cut tests.
-packages=(openvswitch-switch docker.io iptables nftables ethtool busybox-static iputils-ping iproute2 util-linux procps ca-certificates curl debootstrap docker-registry ovn-central ovn-host gcc libc6-dev fuse3 libfuse3-dev pkg-config)
+# graphviz lays out `ovsnet graph`'s picture (its dot program).
+packages=(openvswitch-switch docker.io iptables nftables ethtool busybox-static iputils-ping iproute2 util-linux procps ca-certificates curl debootstrap docker-registry ovn-central ovn-host gcc libc6-dev fuse3 libfuse3-dev pkg-config graphviz)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -78,6 +78,7 @@ stage unit node --test --test-reporter=spec dist/test/unit/*.test.js
 stage http node --test --test-reporter=spec dist/test/http/*.test.js
 stage integration node_test dist/test/integration/*.test.js
 stage engines bash test/install-engines.sh
+stage test-tools bash test/install-test-tools.sh
 if [ ${#failed[@]} -eq 0 ]; then
   # Both groups at once: most of an end-to-end test is waiting for daemons, and each group has hosts of its own.
   pids=()

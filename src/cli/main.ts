@@ -5,9 +5,11 @@
  * `reconcile` change anything, through the plugin.
  */
 import { existsSync, readdirSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { CliError, PluginClient, dockerClient, resolveNetwork } from './client.js';
 import { doctor, doctorLines } from './doctor.js';
+import { toDot, toSvg, topology } from './graph.js';
 import type { ForgetReport } from '../driver/ovn-forget.js';
 import { dockerNames, endpointRows, networkRows, table } from './status.js';
 
@@ -20,6 +22,9 @@ commands:
   doctor                               every difference between the plugin's records, OVS, the kernel
                                        and Docker, with the command that fixes it (exit 1 on drift)
   reconcile                            make the plugin reconcile now
+  graph [--format svg|dot|json]        a picture of this host's networks: bridges, networks by kind, containers
+                                       with their addresses and ports, gateway ports, uplinks, tunnel peers,
+                                       OVN routers and the other hosts on each OVN switch (SVG needs graphviz)
   peers NETWORK                        the tunnel peers of an overlay network
   peers NETWORK set|add|remove IP...   change them (without recreating the network)
   ovn forget-host NAME [--idle SECONDS]
@@ -38,6 +43,8 @@ interface Parsed {
   args: string[];
   /** ovn forget-host --idle, in seconds. */
   idle: number | undefined;
+  /** graph --format. */
+  format: 'svg' | 'dot' | 'json';
 }
 
 /** The managed plugin's socket lives in a directory named after its id. */
@@ -53,6 +60,7 @@ function parse(argv: readonly string[], env: NodeJS.ProcessEnv): Parsed {
   let socket: string | undefined;
   let json = false;
   let idle: number | undefined;
+  let format: Parsed['format'] = 'svg';
   const args: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -65,6 +73,10 @@ function parse(argv: readonly string[], env: NodeJS.ProcessEnv): Parsed {
       const text = arg === '--idle' ? argv[++i] : arg.slice('--idle='.length);
       if (!text || !/^\d+$/.test(text)) throw new CliError(`--idle needs a whole number of seconds, 0 or more (given: ${text ?? 'nothing'})`, 2);
       idle = Number(text);
+    } else if (arg === '--format' || arg.startsWith('--format=')) {
+      const text = arg === '--format' ? argv[++i] : arg.slice('--format='.length);
+      if (text !== 'svg' && text !== 'dot' && text !== 'json') throw new CliError(`--format is svg, dot or json (given: ${text ?? 'nothing'})`, 2);
+      format = text;
     } else if (arg === '--json') {
       json = true;
     } else if (arg === '-h' || arg === '--help') {
@@ -75,7 +87,7 @@ function parse(argv: readonly string[], env: NodeJS.ProcessEnv): Parsed {
       args.push(arg);
     }
   }
-  return { socket: socket ?? findSocket(env), json, args, idle };
+  return { socket: socket ?? findSocket(env), json, args, idle, format };
 }
 
 type Out = (line: string) => void;
@@ -117,7 +129,7 @@ async function peers(client: PluginClient, env: NodeJS.ProcessEnv, args: string[
 }
 
 export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, out: Out): Promise<number> {
-  const { socket, json, args, idle } = parse(argv, env);
+  const { socket, json, args, idle, format } = parse(argv, env);
   const [command, ...rest] = args;
   const client = new PluginClient(socket);
   switch (command) {
@@ -163,6 +175,14 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, ou
     case 'peers':
       await peers(client, env, rest, json, out);
       return 0;
+    case 'graph': {
+      if (rest.length > 0) throw new CliError(`ovsnet graph takes no arguments (given: ${rest.join(' ')})\n${USAGE}`, 2);
+      const t = topology(await client.state({ ovn: true }), await dockerNames(dockerClient(env)), os.hostname());
+      if (json || format === 'json') return out(JSON.stringify(t, null, 2)), 0;
+      const dot = toDot(t);
+      out(format === 'dot' ? dot.trimEnd() : (await toSvg(dot)).trimEnd());
+      return 0;
+    }
     case 'ovn': {
       const [action, name, ...extra] = rest;
       if (action !== 'forget-host' || !name || extra.length > 0) throw new CliError(`usage: ovsnet ovn forget-host NAME [--idle SECONDS]\n${USAGE}`, 2);

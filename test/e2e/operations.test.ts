@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { lstat, mkdir, readFile, readlink, stat, symlink } from 'node:fs/promises';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
+import { visibleInSvg } from '../harness/browser.js';
 import { cmd, killAll, waitFor } from './harness/proc.js';
 import { REPO_ROOT, SimHost } from './harness/sim-host.js';
 import { containerAddress, endpointPortName, runContainer } from './support.js';
@@ -90,6 +91,28 @@ describe('operating the plugin', () => {
     const text = (await cli(['endpoints'])).stdout;
     assert.match(text, /^CONTAINER +CONTAINER ID +NETWORK +ADDRESS +MAC +OVS PORT +TAG +PUBLISHED$/m);
     assert.match(text, /^m1 +[0-9a-f]{12} +opsnet +10\.70\.0\.\d+\/24 +02:42:0a:46:00:[0-9a-f]{2} +ov[sp][0-9a-f]{12} +70 +-$/m);
+  });
+
+  it('graph: the host\'s networks as JSON, DOT and an SVG picture in which a real browser shows every container and network', async () => {
+    const t = JSON.parse((await cli(['graph', '--format', 'json'])).stdout);
+    const containers = t.containers.map((c: any) => c.container).sort();
+    assert.deepEqual(containers, ['m1', 'm2', 'm3'], 'the containers, named by Docker');
+    const network = t.networks.find((n: any) => n.name === 'opsnet');
+    assert.deepEqual([network.bridge, network.segment, network.gatewayPort], ['ovs0', 'vlan 70', (await host.pluginState()).networks[0]!.gatewayPort]);
+    assert.deepEqual(t.bridges, [{ name: 'ovs0', networks: [network.id] }]);
+    const m1 = t.containers.find((c: any) => c.container === 'm1');
+    assert.equal(m1.address, `${(await containerAddress(host, 'm1', 'opsnet')).ip}/24`);
+    const dot = (await cli(['graph', '--format', 'dot'])).stdout;
+    assert.match(dot, /^graph ovsnet \{/);
+    for (const name of [...containers, 'opsnet', m1.port]) assert.ok(dot.includes(name), `${name} is in the DOT graph`);
+    const svg = (await cli(['graph'])).stdout;
+    assert.match(svg, /<svg[^>]*>/, 'SVG by default');
+    let why: Record<string, string> = {};
+    const seen = await visibleInSvg(svg, [...containers, 'opsnet', 'bridge ovs0', `port ${m1.port}`, 'vlan 70', 'not-a-container'], (w) => (why = w));
+    assert.deepEqual(seen, { m1: 'visible', m2: 'visible', m3: 'visible', opsnet: 'visible', 'bridge ovs0': 'visible', [`port ${m1.port}`]: 'visible', 'vlan 70': 'visible', 'not-a-container': 'missing' }, JSON.stringify(why));
+    const bad = await cli(['graph', '--format', 'png'], false);
+    assert.equal(bad.exitCode, 2);
+    assert.match(bad.stderr, /--format is svg, dot or json \(given: png\)/);
   });
 
   it('doctor: no drift on a healthy host, every difference with its fix otherwise', async () => {
