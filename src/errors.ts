@@ -6,6 +6,27 @@
 export type ErrorKind = 'BadRequest' | 'NotFound' | 'Conflict' | 'Exhausted' | 'Unavailable' | 'Internal';
 
 /**
+ * Every code the plugin gives an error: a closed set, so that a caller that branches on a code (and a test that
+ * expects one) names one the compiler knows. Each says what went wrong in a word; the message says the rest.
+ */
+export const ERROR_CODES = [
+  'AddressInUse', 'AddressOutOfPool', 'AddressReserved', 'AddressesExhausted', 'AmbiguousNetwork', 'BadFlow',
+  'BridgeMissing', 'BridgeNameTaken', 'CommandFailed', 'EndpointExists', 'ForwardingOff', 'GuardFailed', 'HostBitsSet', 'HostNotGone',
+  'HostRouteOverlap', 'HostUnknown', 'InvalidAddress', 'InvalidMac', 'InvalidMtu', 'InvalidName', 'InvalidOption',
+  'InvalidPort', 'InvalidRange', 'InvalidRequest', 'InvalidSetting', 'InvalidSubnet', 'InvalidUplink',
+  'MissingOption', 'MtuTooLarge', 'NetworkExists', 'NoAddressFamily', 'NoDefaultPool', 'NoEngineCheck', 'NoGateway',
+  'NoLeader', 'NoLocalTag', 'NoQuorum', 'NoReconciler', 'NoRouteToPeer', 'NoSubnet', 'NotOverlay', 'NotOwned',
+  'OvnBusy', 'OvnHostConflict', 'OvnNameInUse', 'OvnNeedsIpam', 'OvnNetworkDiffers', 'OvnNoExternal',
+  'OvnNoOutsideAddress', 'OvnNotInstalled', 'OvnNotReady', 'OvnOff', 'OvnRace', 'OvnRouterDiffers',
+  'OvnRouterNameTaken', 'OvnRouterNeedsGateway', 'OvsdbClosed', 'OvsdbDisconnected', 'OvsdbError', 'OvsdbTimeout',
+  'OvsdbUnavailable', 'PeerIsLocal', 'PoolOverlap', 'PoolsExhausted', 'PortFailed', 'PortInUse', 'PortsNotSupported',
+  'SubnetInUse', 'SubnetOverlap', 'SubnetTooSmall', 'SysctlReadOnly', 'TunnelKeyInUse', 'TunnelPath',
+  'UnknownAddressSpace', 'UnknownEndpoint', 'UnknownNetwork', 'UnknownOption', 'UnknownPool', 'UplinkInUse',
+  'VlanInUse', 'VswitchdTimeout', 'WrongFamily',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/**
  * What Docker's rollback of a refused request must not release, because
  * another network or endpoint holds it (see IpamDriver.shieldFromRollback).
  */
@@ -17,10 +38,10 @@ export interface RollbackShield {
 
 export class PluginError extends Error {
   readonly kind: ErrorKind;
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly shield: RollbackShield | undefined;
 
-  constructor(kind: ErrorKind, code: string, message: string, options?: { cause?: unknown; shield?: RollbackShield }) {
+  constructor(kind: ErrorKind, code: ErrorCode, message: string, options?: { cause?: unknown; shield?: RollbackShield }) {
     super(message, options);
     this.name = 'PluginError';
     this.kind = kind;
@@ -29,13 +50,13 @@ export class PluginError extends Error {
   }
 }
 
-export const badRequest = (code: string, message: string) => new PluginError('BadRequest', code, message);
-export const notFound = (code: string, message: string) => new PluginError('NotFound', code, message);
-export const conflict = (code: string, message: string, shield?: RollbackShield) => new PluginError('Conflict', code, message, { shield });
-export const exhausted = (code: string, message: string) => new PluginError('Exhausted', code, message);
-export const unavailable = (code: string, message: string, cause?: unknown) =>
+export const badRequest = (code: ErrorCode, message: string) => new PluginError('BadRequest', code, message);
+export const notFound = (code: ErrorCode, message: string) => new PluginError('NotFound', code, message);
+export const conflict = (code: ErrorCode, message: string, shield?: RollbackShield) => new PluginError('Conflict', code, message, { shield });
+export const exhausted = (code: ErrorCode, message: string) => new PluginError('Exhausted', code, message);
+export const unavailable = (code: ErrorCode, message: string, cause?: unknown) =>
   new PluginError('Unavailable', code, message, { cause });
-export const internal = (code: string, message: string, cause?: unknown) =>
+export const internal = (code: ErrorCode, message: string, cause?: unknown) =>
   new PluginError('Internal', code, message, { cause });
 
 export function isPluginError(err: unknown, kind?: ErrorKind): err is PluginError {

@@ -5,11 +5,10 @@
 import { badRequest, conflict, exhausted } from '../errors.js';
 import { contains, overlaps, parseCidr, parseCidrWithHost, parseIp } from './cidr.js';
 import type { ObservedHost } from './host.js';
-import { ROLE_KEY } from './names.js';
+import { ROLE_KEY, short } from './names.js';
 import { type NetworkSpec, type VlanSpec, hasHostGateway, isOverlay } from './options.js';
 import { type NetworkRecord, type SubnetRecord, isOwnAddressSpace, poolIdOf } from './records.js';
 
-const short = (id: string) => id.slice(0, 12);
 
 /** The tag of a network's ports: its vlan, or for an overlay without one, a free tag from 4094 down. */
 export function chooseTag(spec: NetworkSpec, others: readonly NetworkRecord[]): number | undefined {

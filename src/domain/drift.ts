@@ -6,6 +6,7 @@
  */
 import { formatCidr, parseCidr } from './cidr.js';
 import { type AddressRecord, type EndpointRecord, type NetworkRecord, type PoolRecord, isOwnAddressSpace } from './records.js';
+import { short } from './names.js';
 
 export type DriftKind =
   | 'network-creating'
@@ -88,7 +89,6 @@ export interface DockerNetwork {
 }
 
 export const REPAIR = 'ovsnet reconcile';
-export const short = (id: string) => id.slice(0, 12);
 
 /**
  * Records Docker no longer holds (once older than the grace period), and endpoints only Docker knows. `now`

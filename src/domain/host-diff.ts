@@ -6,11 +6,11 @@
  * everything the plugin sets: bridge, type, tag, trunks, options, protection,
  * MTU and external_ids, not only by name.
  */
-import { type Drift, type DockerNetwork, type Records, REPAIR, dockerDrift, short } from './drift.js';
+import { type Drift, type DockerNetwork, type Records, REPAIR, dockerDrift } from './drift.js';
 import { type FirewallRules } from './firewall.js';
 import { BRIDGE_FLOWS_KEY, type PortFlows, baseFlows, cookiePortBits, cookiePrefixOfBits, portBits, portFlows } from './flows.js';
 import type { BridgeSpec, DesiredHost, DesiredPort, GatewaySpec, ObservedBridge, ObservedHost, ObservedPort } from './host.js';
-import { ENDPOINT_KEY, NETWORK_KEY, OWNER_KEY, OWNER_VALUE, ROLE_KEY, VETH_GROUP, isHostVethName, isPeerVethName } from './names.js';
+import { ENDPOINT_KEY, NETWORK_KEY, OWNER_KEY, OWNER_VALUE, ROLE_KEY, VETH_GROUP, isHostVethName, isPeerVethName, short } from './names.js';
 import type { NetworkRecord } from './records.js';
 
 export type Repair =

@@ -123,3 +123,8 @@ export function normaliseMac(text: string): string | undefined {
   if (mac === '00:00:00:00:00:00') return undefined;
   return mac;
 }
+
+/** The 12 characters of an id that Docker shows (`docker network ls`), for messages. */
+export function short(id: string): string {
+  return id.slice(0, 12);
+}

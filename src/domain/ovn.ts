@@ -12,8 +12,8 @@
  */
 import { badRequest, conflict } from '../errors.js';
 import type { Drift } from './drift.js';
-import { REPAIR, short } from './drift.js';
-import { OWNER_KEY, OWNER_VALUE, macForIpv4 } from './names.js';
+import { REPAIR } from './drift.js';
+import { OWNER_KEY, OWNER_VALUE, macForIpv4, short } from './names.js';
 import { type Bounds, usableBounds } from './allocator.js';
 import { parseCidr, parseIp } from './cidr.js';
 import { canonicalJson, type OvnSpec } from './options.js';

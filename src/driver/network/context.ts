@@ -17,6 +17,7 @@ import type { LocalHost } from '../host.js';
 import type { KeyedMutex } from '../locks.js';
 import type { SparePairs } from '../spares.js';
 import type { State } from '../state.js';
+import { short } from '../../domain/names.js';
 
 export interface NetworkContext {
   readonly state: State;
@@ -67,10 +68,6 @@ export function endpointOf(ctx: NetworkContext, id: string, networkId: string): 
     throw notFound('UnknownEndpoint', `endpoint ${short(id)} is not known on network ${short(networkId)}`);
   }
   return endpoint;
-}
-
-export function short(id: string): string {
-  return id.slice(0, 12);
 }
 
 export function elapsedMs(started: number): number {

@@ -12,14 +12,14 @@ import { firewallRules } from '../../domain/firewall.js';
 import { foreignBridges } from '../../domain/host.js';
 import { parseCidrWithHost } from '../../domain/cidr.js';
 import type { HostDifference } from '../../domain/host-diff.js';
-import { hostVethName, macForEndpoint, macForIpv4, normaliseMac, peerVethName } from '../../domain/names.js';
+import { hostVethName, macForEndpoint, macForIpv4, normaliseMac, peerVethName, short } from '../../domain/names.js';
 import { parseEndpointOptions } from '../../domain/options.js';
 import { endpointAddress, subnetHolding } from '../../domain/ranges.js';
 import { type EndpointRecord, type NetworkRecord, isOwnAddressSpace, poolIdOf } from '../../domain/records.js';
 import { badRequest } from '../../errors.js';
 import type { CreateEndpointRequest, CreateEndpointResponse, EndpointRef } from '../../protocol/network.js';
 import { shapeOf } from '../spares.js';
-import { type NetworkContext, backendFor, endpointLock, networkOf, short } from './context.js';
+import { type NetworkContext, backendFor, endpointLock, networkOf } from './context.js';
 
 export function createEndpoint(ctx: NetworkContext, req: CreateEndpointRequest): Promise<CreateEndpointResponse> {
   return ctx.locks.run(endpointLock(req.endpointId), async () => {

@@ -13,8 +13,9 @@ import { canonicalJson, hasHostGateway, isOverlay, parseNetworkOptions, parsePee
 import { canonicalSubnets } from '../../domain/ranges.js';
 import type { NetworkRecord } from '../../domain/records.js';
 import type { CreateNetworkRequest } from '../../protocol/network.js';
-import { type NetworkContext, NETWORKS_LOCK, backendFor, elapsedMs, endpointLock, networkOf, short } from './context.js';
+import { type NetworkContext, NETWORKS_LOCK, backendFor, elapsedMs, endpointLock, networkOf } from './context.js';
 import { settleDevices, teardownDevices } from './endpoints.js';
+import { short } from '../../domain/names.js';
 
 export function createNetwork(ctx: NetworkContext, req: CreateNetworkRequest): Promise<void> {
   const started = performance.now();

@@ -14,8 +14,9 @@ import { hasHostGateway } from '../../domain/options.js';
 import { type PortHolder, type PortRequest, allocatePorts, describePort, families, isWildcard, parsePortmap } from '../../domain/published.js';
 import type { EndpointRecord, NetworkRecord } from '../../domain/records.js';
 import { ipv6GatewayElsewhere, publishedPorts, type EndpointRef, type ProgramRequest } from '../../protocol/network.js';
-import { type NetworkContext, endpointLock, endpointOf, networkOf, short } from './context.js';
+import { type NetworkContext, endpointLock, endpointOf, networkOf } from './context.js';
 import { retireDeadEndpoints, syncPortRules } from './endpoints.js';
+import { short } from '../../domain/names.js';
 
 export function programExternalConnectivity(ctx: NetworkContext, req: ProgramRequest): Promise<Record<string, never>> {
   // The container's IPv6 gateway on another network: that network publishes on the host's IPv6 addresses.
