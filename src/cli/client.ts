@@ -2,7 +2,8 @@
  * What the CLI talks to: the plugin over its Unix socket, and Docker (through
  * dockerode) to turn network names into ids.
  */
-import type { PortProto } from '../domain/published.js';
+import type { StateView } from '../domain/drift.js';
+import type { NetworkRecord } from '../domain/records.js';
 import http from 'node:http';
 import Docker from 'dockerode';
 
@@ -12,39 +13,9 @@ export class CliError extends Error {
   }
 }
 
-export interface PluginNetwork {
-  id: string;
-  state: string;
-  gatewayPort?: string;
-  createdAt: string;
-  spec: { mode: string; peers?: string[]; bridge: string; vlan?: number; tunnelKey?: number; gatewayMode: string; uplink?: string; ovnNetwork?: string; rate?: { mbit: number } };
-  ovn?: { switchName: string; subnet: string };
-  localTag?: number;
-  mtu: number;
-  ipv4: Array<{ addressSpace: string; pool: string; gateway?: string; auxAddresses: Record<string, string> }>;
-  ipv6: Array<{ addressSpace: string; pool: string; gateway?: string; auxAddresses: Record<string, string> }>;
-}
-
-export interface PluginState {
-  networks: PluginNetwork[];
-  endpoints: Array<{
-    id: string;
-    networkId: string;
-    address: string;
-    addressIpv6: string;
-    mac: string;
-    hostIf: string;
-    peerIf: string;
-    joined: boolean;
-    createdAt: string;
-    rate?: { mbit: number };
-    ports?: Array<{ proto: PortProto; hostIp: string; hostPort: number; port: number }>;
-  }>;
-  pools: Array<{ id: string; addressSpace: string; pool: string; range: string; createdAt: string }>;
-  addresses: Array<{ poolId: string; address: string; kind: string; createdAt: string }>;
-  /** OVN networks: the hosts that use each (asked with ?ovn=1). */
-  ovnHosts?: Record<string, string[]>;
-}
+/** The state view as the plugin serves it: the plugin's own type, read back from JSON. */
+export type PluginState = StateView;
+export type PluginNetwork = NetworkRecord;
 
 export class PluginClient {
   constructor(readonly socketPath: string) {}

@@ -19,7 +19,7 @@ export function topology(state: PluginState, names: { networks: Map<string, stri
   const rows = networkRows(state, names.networks);
   const networks = rows.map((row) => {
     const record = state.networks.find((n) => n.id === row.id)!;
-    return { ...row, gatewayPort: record.gatewayPort ?? null, router: (record.spec as { ovnRouter?: string }).ovnRouter ?? null };
+    return { ...row, gatewayPort: record.gatewayPort ?? null, router: record.spec.mode === 'ovn' ? (record.spec.ovnRouter ?? null) : null };
   });
   const bridges = [...new Set(networks.map((n) => n.bridge))].sort().map((name) => ({ name, networks: networks.filter((n) => n.bridge === name).map((n) => n.id) }));
   const containers = endpointRows(state, names).map((row) => ({ ...row, networkId: state.endpoints.find((e) => e.id === row.endpointId)!.networkId }));

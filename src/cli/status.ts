@@ -6,7 +6,7 @@ import { describePort } from '../domain/published.js';
 import type Docker from 'dockerode';
 import { boundsSize, usableBounds } from '../domain/allocator.js';
 import { parseCidr } from '../domain/cidr.js';
-import { type NetworkSpec, normaliseSpec, weakenedProtections } from '../domain/options.js';
+import { isOverlay, normaliseSpec, weakenedProtections } from '../domain/options.js';
 import type { PluginState } from './client.js';
 
 export interface NetworkRow {
@@ -88,8 +88,8 @@ export function networkRows(state: PluginState, names: Map<string, string>): Net
           size: pool && cidr ? Number(boundsSize(usableBounds(cidr, parseCidr(pool.range)!))) : null,
         };
       }),
-      peers: n.spec.peers ?? [],
-      uplink: n.spec.uplink ?? null,
+      peers: isOverlay(n.spec) ? [...n.spec.peers] : [],
+      uplink: n.spec.mode === 'vlan' ? (n.spec.uplink ?? null) : null,
       hosts: n.spec.mode === 'ovn' ? (state.ovnHosts?.[n.id] ?? null) : null,
       endpoints: state.endpoints.filter((e) => e.networkId === n.id).length,
       weakened: weakenedOf(n),
@@ -113,14 +113,14 @@ export function endpointRows(state: PluginState, names: { networks: Map<string, 
       tag: network?.localTag ?? null,
       joined: e.joined,
       published: (e.ports ?? []).map(describePort),
-      rateMbit: (e.rate ?? network?.spec.rate)?.mbit ?? null,
+      rateMbit: (e.rate ?? (network && network.spec.mode !== 'ovn' ? network.spec.rate : undefined))?.mbit ?? null,
     };
   });
 }
 
 /** What a network's options weaken of its containers' guard, read from its spec as the plugin keeps it. */
 export function weakenedOf(network: PluginState['networks'][number]): string[] {
-  return weakenedProtections(normaliseSpec(network.spec as unknown as NetworkSpec));
+  return weakenedProtections(normaliseSpec(network.spec));
 }
 
 /** Columns padded to their widest cell. */

@@ -77,6 +77,17 @@ export interface Records {
   readonly addresses: readonly AddressRecord[];
 }
 
+/**
+ * What the plugin serves at GET /ovsnet/state, for the `ovsnet` command and the tests: its records, the spare
+ * veth pairs it holds (no records, listed so that audits can account for every device), whether the pool is
+ * busy, and (asked with ?ovn=1) which hosts use each OVN network.
+ */
+export interface StateView extends Records {
+  readonly spares: ReadonlyArray<{ readonly host: string; readonly peer: string }>;
+  readonly sparesBusy: boolean;
+  readonly ovnHosts?: Readonly<Record<string, string[]>>;
+}
+
 /** A Docker network as the reconciler sees it. */
 export interface DockerNetwork {
   readonly id: string;

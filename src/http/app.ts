@@ -12,6 +12,7 @@
  * same calls promotes nothing.
  */
 import type { EngineProblem } from '../domain/engine.js';
+import type { StateView } from '../domain/drift.js';
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { type ErrorKind, badRequest, errorMessage, isPluginError, notFound } from '../errors.js';
@@ -152,7 +153,8 @@ export function createApp(options: AppOptions): RequestListener {
     // Which hosts use each OVN network (asked of the northbound database only when wanted: ?ovn=1).
     const ovnHosts = req.query?.ovn === '1' ? await network.ovnHosts() : undefined;
     // Spares (veth pairs made ahead of need) are no records; listed so that audits can account for every device.
-    res.json({ ...state.records(), spares: network.spares(), sparesBusy: network.sparesBusy(), ...(ovnHosts ? { ovnHosts } : {}) });
+    const view: StateView = { ...state.records(), spares: network.spares(), sparesBusy: network.sparesBusy(), ...(ovnHosts ? { ovnHosts } : {}) };
+    res.json(view);
   });
 
   // Changing an overlay's peers without recreating it (used by `ovsnet peers`).
