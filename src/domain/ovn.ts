@@ -17,7 +17,7 @@ import { OWNER_KEY, OWNER_VALUE, macForIpv4, short } from './names.js';
 import { type Bounds, usableBounds } from './allocator.js';
 import { parseCidr, parseIp } from './cidr.js';
 import { canonicalJson, type OvnSpec } from './options.js';
-import type { AddressRecord, EndpointRecord, NetworkRecord, OvnRecord, PoolRecord, SubnetRecord } from './records.js';
+import { type AddressRecord, type EndpointRecord, type NetworkRecord, type OvnNetworkRecord, type OvnRecord, type PoolRecord, type SubnetRecord, isOvnNetwork } from './records.js';
 
 /**
  * Bytes Geneve adds around a container's frame, by underlay family: outer IP (20 or 40) + UDP 8 +
@@ -367,11 +367,11 @@ export function diffNorthbound(
   const noWayOut = new Set<string>();
   const bySubnet = new Map(view.switches.map((s) => [s.externalIds[NB.subnet] ?? '', s]));
   const mine = (p: NbPort) => p.externalIds[NB.chassis] === chassis.name;
-  const networks = records.networks.filter((n) => n.ovn && n.state === 'ready');
+  const networks = records.networks.filter((n): n is OvnNetworkRecord => isOvnNetwork(n) && n.state === 'ready');
   const served = new Set<string>();
 
   for (const network of networks) {
-    const ovn = network.ovn!;
+    const { ovn } = network;
     const sw = bySubnet.get(ovn.subnet);
     const net = short(network.id);
     if (!sw) {
@@ -382,7 +382,7 @@ export function diffNorthbound(
       continue;
     }
     served.add(sw.uuid);
-    const routerName = (network.spec as OvnSpec).ovnRouter;
+    const routerName = network.spec.ovnRouter;
     if (routerName) {
       const router = view.routers.find((r) => r.externalIds[ROUTER.name] === routerName);
       if (router && external && !outsideAddress(router, routerName) && !noWayOut.has(routerName)) {
@@ -392,7 +392,7 @@ export function diffNorthbound(
           repair: { type: 'ensure-switch', networkId: network.id },
         });
       }
-      const attachment = routerAttachment({ spec: network.spec as OvnSpec, ovn, ipv4: network.ipv4, ipv6: network.ipv6 }, router && outsideAddress(router, routerName));
+      const attachment = routerAttachment({ spec: network.spec, ovn, ipv4: network.ipv4, ipv6: network.ipv6 }, router && outsideAddress(router, routerName));
       const gaps = router && attachmentGaps(router, (view.ports.get(sw.uuid) ?? []).some((p) => p.name === attachment.lsp), attachment);
       if (!router || gaps!.lrp) {
         out.push({

@@ -4,7 +4,8 @@
  */
 import type { RateLimit } from './flows.js';
 import type { PortRequest, PublishedPort } from './published.js';
-import { type NetworkSpec, normaliseSpec } from './options.js';
+import { type NetworkSpec, type OvnSpec, normaliseSpec } from './options.js';
+import { internal } from '../errors.js';
 
 export type Datapath = 'system' | 'netdev';
 /** The datapath setting: a datapath, or `auto` (system when the kernel module is loaded). */
@@ -47,6 +48,19 @@ export interface NetworkRecord {
   readonly createdAt: string;
   /** Set for OVN networks. */
   readonly ovn?: OvnRecord;
+}
+
+/** The record of an OVN network: its spec says so, and it has its switch. */
+export type OvnNetworkRecord = NetworkRecord & { readonly spec: OvnSpec; readonly ovn: OvnRecord };
+
+export function isOvnNetwork(network: NetworkRecord): network is OvnNetworkRecord {
+  return network.spec.mode === 'ovn' && network.ovn !== undefined;
+}
+
+/** A network the OVN backend was handed, as the OVN network it must be (anything else is its caller's bug). */
+export function ovnNetwork(network: NetworkRecord): OvnNetworkRecord {
+  if (!isOvnNetwork(network)) throw internal('NotOvn', `network ${network.id.slice(0, 12)} (mode=${network.spec.mode}) reached the OVN backend, which serves mode=ovn networks with their switch only`);
+  return network;
 }
 
 export interface EndpointRecord {

@@ -10,7 +10,7 @@
  * the northbound database, and every row written there carries the owner
  * mark and the host that made it. The plugin never changes a row it did not write.
  */
-import { badRequest, conflict, errorMessage, exhausted, isPluginError, unavailable } from '../errors.js';
+import { badRequest, conflict, errorMessage, exhausted, internal, isPluginError, unavailable } from '../errors.js';
 import { checkConflicts } from '../domain/admission.js';
 import type { Drift } from '../domain/drift.js';
 import { diffHost, scopeOf } from '../domain/host-diff.js';
@@ -57,7 +57,7 @@ import { absentHosts, goneHosts } from '../domain/ovn-departed.js';
 import { type ForgetReport, forgetHost } from './ovn-forget.js';
 import { DEFAULT_LEASE_MS, type HostIdentity, type RegistrationDecision, conflictDrift, conflictNote, decideRegistration, lastSeen, noteKey, refusal } from '../domain/ovn-identity.js';
 import { type OvnSpec, canonicalJson } from '../domain/options.js';
-import { type EndpointRecord, type NetworkRecord, type OvnRecord, isOwnAddressSpace, poolIdOf } from '../domain/records.js';
+import { type EndpointRecord, type NetworkRecord, type OvnRecord, isOwnAddressSpace, ovnNetwork, poolIdOf } from '../domain/records.js';
 import type { Logger } from '../log.js';
 import type { AdmitRequest, Admitted, NetworkBackend, RealiseStep } from './backend.js';
 import { LocalHost } from './host.js';
@@ -196,7 +196,8 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   // ---- networks ----
 
   async admit({ networkId, spec, subnets, others }: AdmitRequest): Promise<Admitted> {
-    const ovnSpec = spec as OvnSpec;
+    if (spec.mode !== 'ovn') throw internal('NotOvn', `a mode=${spec.mode} network reached the OVN backend, which admits mode=ovn networks only`);
+    const ovnSpec = spec;
     if (subnets.length === 0) throw badRequest('NoSubnet', 'an OVN network needs a subnet');
     if (!subnets.every((s) => isOwnAddressSpace(s.addressSpace))) {
       throw badRequest('OvnNeedsIpam', 'mode=ovn needs --ipam-driver set to this plugin: addresses of an OVN network are held through the northbound database, so that no two hosts give out the same one');
@@ -264,9 +265,9 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   /** Makes the network's switch, or takes the one another host made, and lists this host on it. */
   private async ensureSwitch(network: NetworkRecord): Promise<NbSwitch> {
     const { nb, log } = this.o;
-    const ovn = network.ovn!;
+    const { ovn, spec } = ovnNetwork(network);
     const chassis = await this.chassis();
-    const config = sharedConfig(network.spec as OvnSpec, ovn.switchName, [...network.ipv4, ...network.ipv6], this.ranges([...network.ipv4, ...network.ipv6]));
+    const config = sharedConfig(spec, ovn.switchName, [...network.ipv4, ...network.ipv6], this.ranges([...network.ipv4, ...network.ipv6]));
     const guard = guardAcls(ovn, network.spec);
     for (let attempt = 0; attempt < 5; attempt++) {
       const found = await nb.findSwitch(ovn.subnet);
@@ -408,17 +409,17 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
 
   /** Connects a network's switch to its router (whoever does it first), and completes the connection when a piece of it is missing. */
   private async ensureAttached(network: NetworkRecord, sw: NbSwitch): Promise<void> {
-    const spec = network.spec as OvnSpec;
+    const { spec, ovn } = ovnNetwork(network);
     if (!spec.ovnRouter) return;
     for (let attempt = 0; attempt < 3; attempt++) {
       const router = await this.ensureRouter(spec.ovnRouter);
-      const attachment = routerAttachment({ spec, ovn: network.ovn!, ipv4: network.ipv4, ipv6: network.ipv6 }, outsideAddress(router, spec.ovnRouter));
+      const attachment = routerAttachment({ spec, ovn, ipv4: network.ipv4, ipv6: network.ipv6 }, outsideAddress(router, spec.ovnRouter));
       const result = await this.o.nb.attachSwitch(router.uuid, sw.uuid, attachment);
       if (result === 'router-gone') continue; // its last other network went meanwhile: make it again
       if (result === 'added') this.o.log.info('connected the OVN network to its router', { networkId: network.id, router: spec.ovnRouter, gateways: attachment.lrp.networks });
       return;
     }
-    throw unavailable('OvnBusy', `OVN router ${spec.ovnRouter} kept being removed while this host connected ${network.ovn!.subnet} to it; try again`);
+    throw unavailable('OvnBusy', `OVN router ${spec.ovnRouter} kept being removed while this host connected ${ovn.subnet} to it; try again`);
   }
 
   /** The last network off a router removes it. */
@@ -430,7 +431,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   // ---- endpoints ----
 
   async attachEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
-    const ovn = network.ovn!;
+    const { ovn } = ovnNetwork(network);
     const primary = primaryAddress(endpoint);
     const addresses = boundAddresses(endpoint);
     // The claim bound an IPv4 address to the MAC derived from it: the usual endpoint needs no write here.
@@ -442,7 +443,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   private async bind(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
     const { nb } = this.o;
     const chassis = await this.chassis();
-    const ovn = network.ovn!;
+    const { ovn } = ovnNetwork(network);
     const addresses = boundAddresses(endpoint);
     const primary = primaryAddress(endpoint);
     if (await nb.updatePort(portName(ovn, primary), chassis.name, { addresses, portSecurity: addresses, externalIds: {} })) return;
@@ -455,7 +456,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
 
   async prepareEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
     await this.o.host.makeEndpointDevices(network, endpoint);
-    await this.installed(endpoint.hostIf, portName(network.ovn!, primaryAddress(endpoint)));
+    await this.installed(endpoint.hostIf, portName(ovnNetwork(network).ovn, primaryAddress(endpoint)));
   }
 
   teardownEndpoint(endpoint: Pick<EndpointRecord, 'id' | 'hostIf' | 'peerIf'>): Promise<void> {
@@ -509,7 +510,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   async claim(network: NetworkRecord, address: string, options: { explicit: boolean }): Promise<{ claimed: true } | { claimed: false; holder: string }> {
     const { nb } = this.o;
     const chassis = await this.chassis();
-    const ovn = network.ovn!;
+    const { ovn } = ovnNetwork(network);
     for (let attempt = 0; attempt < 3; attempt++) {
       const uuid = this.switchIds.get(ovn.subnet) ?? (await nb.findSwitch(ovn.subnet))?.uuid;
       if (!uuid) {
@@ -534,16 +535,18 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   async heldElsewhere(network: NetworkRecord): Promise<string[]> {
     const { nb } = this.o;
     const chassis = await this.chassis();
-    const view = await nb.view({ subnets: [network.ovn!.subnet] });
-    const sw = view.switches.find((s) => s.externalIds[NB.subnet] === network.ovn!.subnet);
+    const { subnet } = ovnNetwork(network).ovn;
+    const view = await nb.view({ subnets: [subnet] });
+    const sw = view.switches.find((s) => s.externalIds[NB.subnet] === subnet);
     return (sw ? view.ports.get(sw.uuid) ?? [] : []).filter((p) => p.externalIds[NB.chassis] !== chassis.name).flatMap((p) => (p.externalIds[NB.address] ? [p.externalIds[NB.address]!] : []));
   }
 
   async release(network: NetworkRecord, address: string): Promise<void> {
     const { nb } = this.o;
     const chassis = await this.chassis();
-    const { subnet } = network.ovn!;
-    const name = portName(network.ovn!, address);
+    const { ovn } = ovnNetwork(network);
+    const { subnet } = ovn;
+    const name = portName(ovn, address);
     const cached = this.switchIds.get(subnet);
     if (cached && (await nb.deletePort(cached, name, chassis.name))) return;
     // Not cached, or the switch was made again meanwhile: look it up.
@@ -695,7 +698,8 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
       const view = await this.o.nb.view({ subnets: this.subnets(), ports: false });
       const out: Record<string, string[]> = {};
       for (const network of this.o.state.networks.values()) {
-        const sw = network.ovn && view.switches.find((s) => s.externalIds[NB.subnet] === network.ovn!.subnet);
+        const subnet = network.ovn?.subnet;
+        const sw = subnet !== undefined && view.switches.find((s) => s.externalIds[NB.subnet] === subnet);
         if (sw) out[network.id] = [...switchHosts(sw).values()].sort();
       }
       return out;
