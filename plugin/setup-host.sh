@@ -39,7 +39,8 @@ have_systemd() { [ -d /run/systemd/system ] && systemctl is-system-running >/dev
 # graphviz lays out `ovsnet graph`'s picture (its dot program).
 packages=(openvswitch-switch docker.io iptables nftables ethtool busybox-static iputils-ping iproute2 util-linux procps ca-certificates curl debootstrap docker-registry ovn-central ovn-host gcc libc6-dev fuse3 libfuse3-dev pkg-config graphviz)
 missing=()
-for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+# Installed means installed: a package removed but not purged still answers dpkg -s.
+for p in "${packages[@]}"; do [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -7,7 +7,8 @@
 set -euo pipefail
 packages=(chromium)
 missing=()
-for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+# Installed means installed: a package removed but not purged still answers dpkg -s.
+for p in "${packages[@]}"; do [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p"); done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "== test tools are installed: ${packages[*]}"
   exit 0
