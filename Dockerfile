@@ -16,11 +16,13 @@ FROM ${BASE}
 # What the plugin runs: ip, ethtool, iptables (its legacy and its nf_tables programs both: the plugin writes with
 # the one the host's rules are in) and nft (Docker 29's nftables firewall keeps its published ports there).
 # ovs-vsctl (from openvswitch-switch) is there for an operator who enters the plugin
-# (nsenter -m -t <its pid> ovs-vsctl show). policy-rc.d keeps the package from starting Open vSwitch services in
+# (nsenter -m -t <its pid> ovs-vsctl show); ovs-appctl (the same package) and ovn-trace for `ovsnet trace`
+# (ovn-trace alone is taken from ovn-common, which would bring Python along). policy-rc.d keeps the package from starting Open vSwitch services in
 # the image.
 RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d \
  && apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 iptables nftables ethtool openvswitch-switch busybox \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 iptables nftables ethtool openvswitch-switch busybox libunbound8 \
+ && cd /tmp && apt-get download ovn-common && dpkg-deb --fsys-tarfile ovn-common_*.deb | tar -x -C / ./usr/bin/ovn-trace && rm ovn-common_*.deb && cd / \
  && rm -rf /var/lib/apt/lists/* /etc/openvswitch/conf.db
 WORKDIR /opt/ovsnet
 COPY --from=build /src/package.json ./

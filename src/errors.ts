@@ -15,7 +15,7 @@ export const ERROR_CODES = [
   'HostRouteOverlap', 'HostUnknown', 'InvalidAddress', 'InvalidMac', 'InvalidMtu', 'InvalidName', 'InvalidOption',
   'InvalidPort', 'InvalidRange', 'InvalidRequest', 'InvalidSetting', 'InvalidSubnet', 'InvalidUplink',
   'MissingOption', 'MtuTooLarge', 'NetworkExists', 'NoAddressFamily', 'NoDefaultPool', 'NoEngineCheck', 'NoGateway',
-  'NoLeader', 'NoLocalTag', 'NoQuorum', 'NoReconciler', 'NoRouteToPeer', 'NoSubnet', 'NotOverlay', 'NotOvn', 'NotOwned',
+  'NoLeader', 'NoLocalTag', 'NoQuorum', 'NoReconciler', 'NoRouteToPeer', 'NoSubnet', 'NoTracer', 'NotOverlay', 'NotOvn', 'NotOwned',
   'OvnBusy', 'OvnHostConflict', 'OvnNameInUse', 'OvnNeedsIpam', 'OvnNetworkDiffers', 'OvnNoExternal',
   'OvnNoOutsideAddress', 'OvnNotInstalled', 'OvnNotReady', 'OvnOff', 'OvnRace', 'OvnRouterDiffers',
   'OvnRouterNameTaken', 'OvnRouterNeedsGateway', 'OvsdbClosed', 'OvsdbDisconnected', 'OvsdbError', 'OvsdbTimeout',

@@ -6,6 +6,7 @@
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
+import os from 'node:os';
 import { ConfigError, describeConfig, loadConfig } from './config.js';
 import { type Logger, createLogger } from './log.js';
 import type { EngineProblem } from './domain/engine.js';
@@ -20,7 +21,8 @@ import { GuardDropReader } from './driver/guard-drops.js';
 import { Metrics, serveMetrics } from './http/metrics.js';
 import { VERSION } from './version.js';
 import { listen } from './http/server.js';
-import { checkEngine, openHost, openStore, ovnBackend, watchLinks } from './wiring.js';
+import { checkEngine, openHost, openStore, openTracing, ovnBackend, watchLinks } from './wiring.js';
+import { Tracer } from './driver/trace.js';
 
 /** How often each watched bridge is asked whether the plugin's flows are still there (one small OpenFlow question). */
 const FLOW_WATCH_MS = 1_000;
@@ -102,7 +104,21 @@ async function main(): Promise<void> {
     metrics.commit(ms);
     log.debug('committed', { durationMs: ms });
   };
-  const app = createApp({ network, ipam, state, log, ready, reconciler, metrics, engine: docker ? () => checkEngine(docker) : undefined });
+  const tracing = openTracing(config);
+  const tracer = new Tracer({
+    state,
+    ovs: host.ovs,
+    links: host.links,
+    firewall: host.firewall,
+    tracing,
+    docker,
+    ovn: ovn?.traceContext(tracing),
+    hostname: async () => {
+      const ids = await host.ovs.systemIds().catch(() => ({}) as Record<string, string>);
+      return ids.hostname || ids['system-id'] || os.hostname();
+    },
+  });
+  const app = createApp({ network, ipam, state, log, ready, reconciler, metrics, engine: docker ? () => checkEngine(docker) : undefined, trace: (request) => tracer.trace(request) });
   const server = await listen(app, config.socketPath);
   log.info('listening', { socket: config.socketPath, networks: state.networks.size, endpoints: state.endpoints.size });
   const metricsServer = config.metrics ? await serveMetrics(metrics, config.metrics) : undefined;

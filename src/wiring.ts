@@ -21,7 +21,8 @@ import { NB_DATABASE, OvnNorthbound } from './adapters/ovn-nb.js';
 import { OvnSouthbound, SB_DATABASE } from './adapters/ovn-sb.js';
 import { LocalHost } from './driver/host.js';
 import { OvnBackend } from './driver/ovn-backend.js';
-import type { DockerView, Northbound } from './driver/ports.js';
+import type { DockerView, Northbound, Tracing } from './driver/ports.js';
+import { SpawnedTracing } from './adapters/tracing.js';
 import type { State } from './driver/state.js';
 
 export interface HostAdapters {
@@ -101,6 +102,11 @@ export async function openStore(config: Config, log?: Logger): Promise<LevelStor
   });
   if (store.opened.schema < SCHEMA) log?.info('state migrated', { fromSchema: store.opened.schema, toSchema: SCHEMA, lastWrittenBy: store.opened.writtenBy });
   return store;
+}
+
+/** The programs `ovsnet trace` asks: ovs-vswitchd's (in its run directory), ip, ovn-trace. */
+export function openTracing(config: Config): Tracing {
+  return new SpawnedTracing({ rundir: ovsRundir(config.ovsdb), ...(config.ovn?.tls ? { tls: config.ovn.tls } : {}) });
 }
 
 /** Watches the kernel for changes to gateway ports (ovs-vswitchd recreates them without their addresses). */

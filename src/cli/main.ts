@@ -10,6 +10,7 @@ import path from 'node:path';
 import { CliError, PluginClient, dockerClient, resolveNetwork } from './client.js';
 import { doctor, doctorLines } from './doctor.js';
 import { toDot, toSvg, topology } from './graph.js';
+import { TRACE_USAGE, runTrace, traceLines } from './trace.js';
 import type { ForgetReport } from '../driver/ovn-forget.js';
 import { dockerNames, endpointRows, networkRows, table } from './status.js';
 
@@ -25,6 +26,12 @@ commands:
   graph [--format svg|dot|json]        a picture of this host's networks: bridges, networks by kind, containers
                                        with their addresses and ports, gateway ports, uplinks, tunnel peers,
                                        OVN routers and the other hosts on each OVN switch (SVG needs graphviz)
+  trace CONTAINER DESTINATION[:PORT[/tcp|udp|icmp]]
+        [--network N] [--source IP] [--source-mac MAC] [--vlan VID] [--icmp-type N]
+                                       the path a packet from the container takes and its verdict: the guard
+                                       flow that admits or drops it, where OVS sends it, the host's route and
+                                       the plugin's iptables rules, OVN's logical path and hosts (DESTINATION:
+                                       a container, an address, or outside; exit 1 when it is dropped)
   peers NETWORK                        the tunnel peers of an overlay network
   peers NETWORK set|add|remove IP...   change them (without recreating the network)
   ovn forget-host NAME [--idle SECONDS]
@@ -45,6 +52,8 @@ interface Parsed {
   idle: number | undefined;
   /** graph --format. */
   format: 'svg' | 'dot' | 'json';
+  /** trace's options. */
+  trace: { network?: string; source?: string; sourceMac?: string; vlan?: number; icmpType?: number };
 }
 
 /** The managed plugin's socket lives in a directory named after its id. */
@@ -61,7 +70,18 @@ function parse(argv: readonly string[], env: NodeJS.ProcessEnv): Parsed {
   let json = false;
   let idle: number | undefined;
   let format: Parsed['format'] = 'svg';
+  const trace: Parsed['trace'] = {};
   const args: string[] = [];
+  const value = (arg: string, name: string, i: number): [string, number] => {
+    if (arg.startsWith(`${name}=`)) return [arg.slice(name.length + 1), i];
+    const text = argv[i + 1];
+    if (text === undefined) throw new CliError(`${name} needs a value`, 2);
+    return [text, i + 1];
+  };
+  const number = (text: string, name: string, high: number): number => {
+    if (!/^\d+$/.test(text) || Number(text) > high) throw new CliError(`${name} is a whole number from 0 to ${high} (given: ${text})`, 2);
+    return Number(text);
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--socket') {
@@ -77,6 +97,15 @@ function parse(argv: readonly string[], env: NodeJS.ProcessEnv): Parsed {
       const text = arg === '--format' ? argv[++i] : arg.slice('--format='.length);
       if (text !== 'svg' && text !== 'dot' && text !== 'json') throw new CliError(`--format is svg, dot or json (given: ${text ?? 'nothing'})`, 2);
       format = text;
+    } else if (/^--(network|source|source-mac|vlan|icmp-type)(=|$)/.test(arg)) {
+      const name = arg.split('=')[0]!;
+      let text: string;
+      [text, i] = value(arg, name, i);
+      if (name === '--network') trace.network = text;
+      else if (name === '--source') trace.source = text;
+      else if (name === '--source-mac') trace.sourceMac = text;
+      else if (name === '--vlan') trace.vlan = number(text, name, 4095);
+      else trace.icmpType = number(text, name, 255);
     } else if (arg === '--json') {
       json = true;
     } else if (arg === '-h' || arg === '--help') {
@@ -87,7 +116,7 @@ function parse(argv: readonly string[], env: NodeJS.ProcessEnv): Parsed {
       args.push(arg);
     }
   }
-  return { socket: socket ?? findSocket(env), json, args, idle, format };
+  return { socket: socket ?? findSocket(env), json, args, idle, format, trace };
 }
 
 type Out = (line: string) => void;
@@ -129,7 +158,7 @@ async function peers(client: PluginClient, env: NodeJS.ProcessEnv, args: string[
 }
 
 export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, out: Out): Promise<number> {
-  const { socket, json, args, idle, format } = parse(argv, env);
+  const { socket, json, args, idle, format, trace } = parse(argv, env);
   const [command, ...rest] = args;
   const client = new PluginClient(socket);
   switch (command) {
@@ -182,6 +211,17 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, ou
       const dot = toDot(t);
       out(format === 'dot' ? dot.trimEnd() : (await toSvg(dot)).trimEnd());
       return 0;
+    }
+    case 'trace': {
+      const [container, destination, ...extra] = rest;
+      if (!container || !destination || extra.length > 0) throw new CliError(TRACE_USAGE, 2);
+      const names = await dockerNames(dockerClient(env));
+      const state = await client.state();
+      const report = await runTrace(client, state, names, { container, destination, ...trace });
+      // The Docker names of the plugin's networks, which the report gives by id.
+      if (json) out(JSON.stringify({ ...report, networks: Object.fromEntries([...names.networks].filter(([id]) => state.networks.some((n) => n.id === id))) }, null, 2));
+      else for (const line of traceLines(report, names.networks)) out(line);
+      return report.verdict.outcome === 'dropped' ? 1 : 0;
     }
     case 'ovn': {
       const [action, name, ...extra] = rest;

@@ -99,6 +99,10 @@ export class LocalHost {
     return this.o.ovs;
   }
 
+  get firewall(): Firewall {
+    return this.o.firewall;
+  }
+
   get links(): Links {
     return this.o.links;
   }

@@ -62,7 +62,8 @@ import type { Logger } from '../log.js';
 import type { AdmitRequest, Admitted, NetworkBackend, RealiseStep } from './backend.js';
 import { LocalHost } from './host.js';
 import type { DistributedAddresses } from './ipam-driver.js';
-import type { Northbound, Southbound } from './ports.js';
+import type { Northbound, Southbound, Tracing } from './ports.js';
+import type { OvnTraceContext } from './trace-ovn.js';
 import type { State } from './state.js';
 
 export interface OvnBackendOptions {
@@ -650,6 +651,21 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     const report = await forgetHost(this.o.nb, southbound, chassis, { me: me.chassis, now: Date.now(), idleMs: options.idleMs ?? this.leaseMs });
     this.o.log.info('forgot a host that is gone for good', { ...report });
     return report;
+  }
+
+  /** What `ovsnet trace` asks of OVN: the southbound database's remotes, the northbound ports, the ports' chassis. */
+  traceContext(tracing: Tracing): OvnTraceContext {
+    const remotes = async () => (this.sbRemotes = (await this.o.host.ovs.systemIds())['ovn-remote']);
+    return {
+      tracing,
+      southbound: remotes,
+      port: (name) => this.o.nb.port(name),
+      residents: async (ports) => {
+        await remotes();
+        const southbound = this.openSouthbound();
+        return southbound ? southbound.residents(ports) : new Map();
+      },
+    };
   }
 
   /** Closes the southbound connection, if one was opened. */

@@ -244,6 +244,8 @@ export interface NbScope {
 export interface Southbound {
   /** The chassis there now (hosts whose ovn-controller runs, or ran and did not leave), by name. */
   chassis(): Promise<Map<string, { hostname: string; encaps: string[] }>>;
+  /** The chassis each of these logical ports is bound to, with its hostname (a gateway port's: the active gateway chassis); unbound ones are absent. */
+  residents(ports: readonly string[]): Promise<Map<string, { chassis: string; hostname: string }>>;
   close(): void;
 }
 
@@ -266,4 +268,16 @@ export interface DockerView {
   engine(): Promise<{ version: string; firewallBackend: string | undefined }>;
   /** The names of the containers on one network, by endpoint id (none for a network Docker lacks). Throws when Docker cannot be asked. */
   containerNames(networkId: string): Promise<Map<string, string>>;
+}
+
+/** Programs a diagnostic asks (`ovsnet trace`); nothing here changes anything. */
+export interface Tracing {
+  /** `ovs-appctl ofproto/trace BRIDGE FLOW`: what ovs-vswitchd would do with that packet. */
+  ofprotoTrace(bridge: string, flow: string): Promise<string>;
+  /** `ovs-appctl dpif/show`: every bridge's ports with their OpenFlow and datapath numbers. */
+  datapathPorts(): Promise<string>;
+  /** Every device's MAC, by name. */
+  macs(): Promise<Map<string, string>>;
+  /** `ovn-trace --summary DATAPATH MICROFLOW` on the southbound database at these remotes. */
+  ovnTrace(southbound: string, datapath: string, microflow: string): Promise<string>;
 }

@@ -31,6 +31,8 @@ import {
   decodeNetworkRef,
   decodeProgram,
 } from '../protocol/network.js';
+import { decodeTraceRequest } from '../protocol/trace.js';
+import type { TraceReport, TraceRequest } from '../domain/trace.js';
 import { decodePoolRef, decodeReleaseAddress, decodeRequestAddress, decodeRequestPool } from '../protocol/ipam.js';
 
 export interface AppOptions {
@@ -51,6 +53,8 @@ export interface AppOptions {
   /** What the plugin cannot do well with the engine it serves, as seen from the plugin (ovsnet doctor). */
   engine?: () => Promise<EngineProblem[]>;
   metrics?: Metrics;
+  /** `ovsnet trace`: what a packet from a container meets on its way. */
+  trace?: (request: TraceRequest) => Promise<TraceReport>;
 }
 
 /** Calls answered at once, even while the plugin is still restoring its networks. */
@@ -187,6 +191,12 @@ export function createApp(options: AppOptions): RequestListener {
       throw badRequest('InvalidRequest', 'invalid request: field IdleSeconds must be a whole number of seconds, 0 or more');
     }
     res.json(await network.forgetOvnHost(body.Chassis, { idleMs: body.IdleSeconds === undefined ? undefined : body.IdleSeconds * 1000 }));
+  });
+
+  // What a packet from a container would meet on its way (used by `ovsnet trace`); nothing is sent.
+  app.post('/ovsnet/trace', async (req: Request, res: Response) => {
+    if (!options.trace) throw notFound('NoTracer', 'trace is not available in this process');
+    res.json(await options.trace(decodeTraceRequest(req.body)));
   });
 
   // A full reconciliation now, instead of at the next period.

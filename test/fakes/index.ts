@@ -484,6 +484,18 @@ export class FakeSouthbound implements Southbound {
     return new Map([...this.present].map(([name, c]) => [name, { hostname: c.hostname, encaps: [...c.encaps] }]));
   }
 
+  /** Logical ports bound to chassis, as set by a test. */
+  readonly bindings = new Map<string, string>();
+
+  async residents(ports: readonly string[]): Promise<Map<string, { chassis: string; hostname: string }>> {
+    const out = new Map<string, { chassis: string; hostname: string }>();
+    for (const port of ports) {
+      const chassis = this.bindings.get(port);
+      if (chassis && this.present.has(chassis)) out.set(port, { chassis, hostname: this.present.get(chassis)!.hostname });
+    }
+    return out;
+  }
+
   close(): void {}
 }
 
