@@ -51,6 +51,6 @@ export class SpawnedTracing implements Tracing {
 
   async ovnTrace(southbound: string, datapath: string, microflow: string): Promise<string> {
     const tls = this.o.tls && southbound.includes('ssl:') ? ['-p', this.o.tls.key, '-c', this.o.tls.cert, '-C', this.o.tls.ca] : [];
-    return (await this.run('ovn-trace', [`--db=${southbound}`, ...tls, '--summary', datapath, microflow], { timeoutMs: TIMEOUT_MS })).stdout;
+    return (await this.run('ovn-trace', [`--db=${southbound}`, ...tls, '--detailed', datapath, microflow], { timeoutMs: TIMEOUT_MS })).stdout;
   }
 }

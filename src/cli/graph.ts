@@ -13,6 +13,10 @@ export interface Topology {
   bridges: Array<{ name: string; networks: string[] }>;
   networks: Array<NetworkRow & { gatewayPort: string | null; router: string | null }>;
   containers: Array<EndpointRow & { networkId: string }>;
+  /** OVN: the addresses other hosts hold on this host's switches (their containers), as the northbound database lists them. */
+  remote: Array<{ networkId: string; port: string; address: string; host: string }>;
+  /** OVN: each router's gateway chassis, highest priority first, and the one active now. */
+  gateways: Record<string, { chassis: Array<{ chassis: string; priority: number }>; active: { chassis: string; hostname: string } | null }>;
 }
 
 export function topology(state: PluginState, names: { networks: Map<string, string>; containers: Map<string, { name: string; id: string }> }, host: string): Topology {
@@ -23,7 +27,11 @@ export function topology(state: PluginState, names: { networks: Map<string, stri
   });
   const bridges = [...new Set(networks.map((n) => n.bridge))].sort().map((name) => ({ name, networks: networks.filter((n) => n.bridge === name).map((n) => n.id) }));
   const containers = endpointRows(state, names).map((row) => ({ ...row, networkId: state.endpoints.find((e) => e.id === row.endpointId)!.networkId }));
-  return { host, bridges, networks, containers };
+  // This host's own logical ports are its containers, drawn already.
+  const local = new Set(state.endpoints.map((e) => `${e.networkId}|${e.address.split('/')[0] || e.addressIpv6.split('/')[0]}`));
+  const remote = Object.entries(state.ovn?.ports ?? {}).flatMap(([networkId, ports]) => ports.filter((p) => !local.has(`${networkId}|${p.address.split(' ')[0]}`)).map((p) => ({ networkId, ...p })));
+  const gateways = Object.fromEntries(Object.entries(state.ovn?.gateways ?? {}).map(([router, g]) => [router, { chassis: g.chassis.map((c) => ({ ...c })), active: g.active }]));
+  return { host, bridges, networks, containers, remote, gateways };
 }
 
 /** A DOT string: quoted, with quotes and backslashes escaped; `\n` in labels stays a line break. */
@@ -37,6 +45,7 @@ export function toDot(t: Topology): string {
   const out: string[] = [];
   // A node shared by networks (an uplink, a peer, a router, a host) is declared once.
   const declared = new Set<string>();
+  const declaredEdges = new Set<string>();
   const node = (id: string, label: string, attrs: Record<string, string> = {}) => {
     if (declared.has(id)) return;
     declared.add(id);
@@ -78,6 +87,23 @@ export function toDot(t: Topology): string {
     if (n.router) {
       node(`router:${n.router}`, `OVN router ${n.router}`, { shape: 'hexagon', fillcolor: '#fae8ff' });
       edge(`net:${n.id}`, `router:${n.router}`);
+    }
+    if (n.router) {
+      const g = t.gateways[n.router];
+      for (const c of g?.chassis ?? []) {
+        const active = g!.active?.chassis === c.chassis;
+        node(`chassis:${c.chassis}`, [`gateway chassis ${c.chassis}`, `priority ${c.priority}`, active ? `active (host ${g!.active!.hostname})` : 'standby'].join('\n'), { shape: 'component', fillcolor: active ? '#bbf7d0' : '#f1f5f9' });
+        if (!declaredEdges.has(`${n.router}|${c.chassis}`)) {
+          declaredEdges.add(`${n.router}|${c.chassis}`);
+          edge(`router:${n.router}`, `chassis:${c.chassis}`, { label: active ? 'way out (active)' : 'standby', style: active ? 'bold' : 'dashed' });
+        }
+      }
+    }
+    // Containers of other hosts on the switch, under their host.
+    for (const r of t.remote.filter((x) => x.networkId === n.id)) {
+      node(`host:${r.host}`, `host ${r.host}${r.host === t.host ? ' (this one)' : ''}`, { shape: 'box3d', fillcolor: '#f8fafc' });
+      node(`lp:${r.port}`, [r.address, `logical port ${r.port}`, `on host ${r.host}`].join('\n'), { fillcolor: '#e0f2fe' });
+      edge(`host:${r.host}`, `lp:${r.port}`);
     }
     // Every host with a network on the switch (this one among them), as the northbound database lists them.
     for (const other of n.hosts ?? []) {

@@ -86,6 +86,16 @@ export interface StateView extends Records {
   readonly spares: ReadonlyArray<{ readonly host: string; readonly peer: string }>;
   readonly sparesBusy: boolean;
   readonly ovnHosts?: Readonly<Record<string, string[]>>;
+  /** (?ovn=1) What the northbound and southbound databases say of this host's OVN networks, for `ovsnet graph`. */
+  readonly ovn?: OvnPicture;
+}
+
+/** Every host's logical ports on this host's OVN networks, and where each router's way out is active. */
+export interface OvnPicture {
+  /** The logical ports that hold addresses (containers, and addresses claimed for them), every host's, by network id. */
+  readonly ports: Readonly<Record<string, ReadonlyArray<{ readonly port: string; readonly address: string; readonly host: string }>>>;
+  /** By router name: its gateway chassis (highest priority first) and the one its gateway port is bound to now (null: none, or unknown). */
+  readonly gateways: Readonly<Record<string, { readonly chassis: ReadonlyArray<{ readonly chassis: string; readonly priority: number }>; readonly active: { readonly chassis: string; readonly hostname: string } | null }>>;
 }
 
 /** A Docker network as the reconciler sees it. */

@@ -6,7 +6,7 @@
  */
 import { badRequest } from '../errors.js';
 import { type Faults, noFaults } from '../faults.js';
-import type { Drift } from '../domain/drift.js';
+import type { Drift, OvnPicture } from '../domain/drift.js';
 import { OVN_SETTING_HINT } from '../domain/options.js';
 import type { NetworkRecord } from '../domain/records.js';
 import type { Logger } from '../log.js';
@@ -174,6 +174,11 @@ export class NetworkDriver {
   /** Which hosts use each OVN network (for `ovsnet networks`); undefined when OVN is off or cannot be asked. */
   ovnHosts(): Promise<Record<string, string[]> | undefined> {
     return this.ctx.ovn ? this.ctx.ovn.hostsOf() : Promise.resolve(undefined);
+  }
+
+  /** Every host's logical ports on this host's OVN networks and the routers' active gateways (for `ovsnet graph`); undefined when OVN is off or cannot be asked. */
+  ovnPicture(): Promise<OvnPicture | undefined> {
+    return this.ctx.ovn ? this.ctx.ovn.picture() : Promise.resolve(undefined);
   }
 
   /** What differs, changing nothing. */

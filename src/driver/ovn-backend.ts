@@ -12,7 +12,7 @@
  */
 import { badRequest, conflict, errorMessage, exhausted, internal, isPluginError, unavailable } from '../errors.js';
 import { checkConflicts } from '../domain/admission.js';
-import type { Drift } from '../domain/drift.js';
+import type { Drift, OvnPicture } from '../domain/drift.js';
 import { diffHost, scopeOf } from '../domain/host-diff.js';
 import { desiredHost, foreignBridges, type ObservedHost } from '../domain/host.js';
 import { networkMtu } from '../domain/mtu.js';
@@ -57,7 +57,7 @@ import { absentHosts, goneHosts } from '../domain/ovn-departed.js';
 import { type ForgetReport, forgetHost } from './ovn-forget.js';
 import { DEFAULT_LEASE_MS, type HostIdentity, type RegistrationDecision, conflictDrift, conflictNote, decideRegistration, lastSeen, noteKey, refusal } from '../domain/ovn-identity.js';
 import { type OvnSpec, canonicalJson } from '../domain/options.js';
-import { type EndpointRecord, type NetworkRecord, type OvnRecord, isOwnAddressSpace, ovnNetwork, poolIdOf } from '../domain/records.js';
+import { type EndpointRecord, type NetworkRecord, type OvnRecord, isOvnNetwork, isOwnAddressSpace, ovnNetwork, poolIdOf } from '../domain/records.js';
 import type { Logger } from '../log.js';
 import type { AdmitRequest, Admitted, NetworkBackend, RealiseStep } from './backend.js';
 import { LocalHost } from './host.js';
@@ -723,6 +723,39 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
       if (isPluginError(err)) return undefined;
       throw err;
     }
+  }
+
+  /** Every host's logical ports on this host's OVN networks, and each router's active gateway chassis (`ovsnet graph`); undefined when the databases cannot be asked. */
+  async picture(): Promise<OvnPicture | undefined> {
+    let view: NbView;
+    try {
+      view = await this.o.nb.view({ subnets: this.subnets() });
+    } catch (err) {
+      if (isPluginError(err)) return undefined;
+      throw err;
+    }
+    const ports: Record<string, Array<{ port: string; address: string; host: string }>> = {};
+    const routers = new Set<string>();
+    for (const network of this.o.state.networks.values()) {
+      if (!isOvnNetwork(network)) continue;
+      if (network.spec.ovnRouter) routers.add(network.spec.ovnRouter);
+      const sw = view.switches.find((s) => s.externalIds[NB.subnet] === network.ovn.subnet);
+      if (!sw) continue;
+      ports[network.id] = (view.ports.get(sw.uuid) ?? [])
+        .filter((p) => p.externalIds[NB.chassis])
+        .map((p) => ({ port: p.name, address: p.addresses[0]?.split(' ').slice(1).join(' ') ?? '', host: p.externalIds[NB.hostname] || p.externalIds[NB.chassis]! }))
+        .sort((a, b) => a.port.localeCompare(b.port));
+    }
+    const chassis = [...(this.o.external?.gateways ?? [])].sort((a, b) => b.priority - a.priority);
+    const redirect = (router: string) => `cr-${gatewayPortNames(router).lrp}`;
+    let bound = new Map<string, { chassis: string; hostname: string }>();
+    if (routers.size > 0 && chassis.length > 0) {
+      this.sbRemotes = (await this.o.host.ovs.systemIds())['ovn-remote'];
+      bound = (await this.openSouthbound()?.residents([...routers].map(redirect)).catch(() => undefined)) ?? new Map();
+    }
+    const gateways: Record<string, OvnPicture['gateways'][string]> = {};
+    for (const router of [...routers].sort()) gateways[router] = { chassis: this.o.external ? chassis : [], active: bound.get(redirect(router)) ?? null };
+    return { ports, gateways };
   }
 
   // ---- helpers ----

@@ -278,6 +278,6 @@ export interface Tracing {
   datapathPorts(): Promise<string>;
   /** Every device's MAC, by name. */
   macs(): Promise<Map<string, string>>;
-  /** `ovn-trace --summary DATAPATH MICROFLOW` on the southbound database at these remotes. */
+  /** `ovn-trace --detailed DATAPATH MICROFLOW` (each stage with its flow) on the southbound database at these remotes. */
   ovnTrace(southbound: string, datapath: string, microflow: string): Promise<string>;
 }

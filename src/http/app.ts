@@ -155,9 +155,9 @@ export function createApp(options: AppOptions): RequestListener {
   app.get('/ovsnet/state', async (req: Request, res: Response) => {
     const { state } = options;
     // Which hosts use each OVN network (asked of the northbound database only when wanted: ?ovn=1).
-    const ovnHosts = req.query?.ovn === '1' ? await network.ovnHosts() : undefined;
+    const [ovnHosts, ovn] = req.query?.ovn === '1' ? await Promise.all([network.ovnHosts(), network.ovnPicture()]) : [undefined, undefined];
     // Spares (veth pairs made ahead of need) are no records; listed so that audits can account for every device.
-    const view: StateView = { ...state.records(), spares: network.spares(), sparesBusy: network.sparesBusy(), ...(ovnHosts ? { ovnHosts } : {}) };
+    const view: StateView = { ...state.records(), spares: network.spares(), sparesBusy: network.sparesBusy(), ...(ovnHosts ? { ovnHosts } : {}), ...(ovn ? { ovn } : {}) };
     res.json(view);
   });
 

@@ -115,6 +115,40 @@ describe('OVN routers across three hosts, with an outside network on two gateway
     assert.equal(await reachOutside(gw2(), 'bc'), b.ip, 'routed: its own address');
   });
 
+  it("ovsnet trace: across hosts through the router it names both hosts; to the outside, the SNAT address and the active gateway chassis; a spoofed source, OVN's port security", async () => {
+    const trace = async (h: SimHost, ...args: string[]) => {
+      const r = await h.exec(process.execPath, [CLI, 'trace', ...args, '--json'], { check: false, env: cliEnv(h) });
+      assert.ok(r.stdout.startsWith('{'), `trace ${args.join(' ')}: exit ${r.exitCode}: ${r.stderr}`);
+      return { exit: r.exitCode, report: JSON.parse(r.stdout) };
+    };
+    const b = await containerAddress(gw2(), 'bc', 'back');
+    const across = await trace(wk3(), 'fc', `${b.ip}:80`);
+    assert.equal(across.exit, 0);
+    assert.equal(across.report.verdict.outcome, 'delivered', JSON.stringify(across.report.steps));
+    assert.equal(across.report.from.host, wk3().name, 'the source on this host');
+    assert.match(across.report.verdict.says, new RegExp(`${b.ip.replace(/\./g, '\\.')}.*host ${gw2().name}\\)`), 'the destination on its host');
+    const path = across.report.steps.find((s: any) => s.at === 'ovn' && s.detail.datapaths);
+    assert.equal(path.detail.datapaths.length, 3, 'switch, router, switch');
+    assert.deepEqual([path.detail.datapaths[0], path.detail.datapaths[2]], ['ovsnet-10.80.0.0_24', 'ovsnet-10.81.0.0_24']);
+    assert.ok(across.report.steps.some((s: any) => s.says.includes(`through the tunnel from ${wk3().name} to ${gw2().name}`)), JSON.stringify(across.report.steps));
+
+    const out = await trace(wk3(), 'fc', `${OUTSIDE.farAddress}:${WHOAMI_PORT}`);
+    assert.equal(out.report.verdict.outcome, 'leaves', JSON.stringify(out.report.steps));
+    const gateway = out.report.steps.find((s: any) => s.detail.gatewayPort);
+    assert.equal(gateway.detail.chassis, await cluster.boundChassis('cr-ovsnet-gw-r1'), 'the active gateway chassis, as the southbound database binds it');
+    assert.equal(out.report.steps.find((s: any) => s.detail.snat)?.detail.snat, await outsideAddress('r1'), "SNAT to the router's outside address");
+
+    const spoofed = await trace(wk3(), 'fc', b.ip, '--source', '10.80.0.250');
+    assert.equal(spoofed.exit, 1);
+    assert.match(spoofed.report.verdict.says, /^dropped by OVN in ingress stage ls_in_\w*port_sec\w* of .*: OVN's port security/);
+
+    // ovsnet graph from the same host: the other host's container, and which gateway chassis is active.
+    const t = JSON.parse((await wk3().exec(process.execPath, [CLI, 'graph', '--format', 'json'], { env: cliEnv(wk3()) })).stdout);
+    assert.ok(t.remote.some((r: any) => r.address === b.ip && r.host === gw2().name), JSON.stringify(t.remote));
+    assert.equal(t.gateways.r1.active.chassis, await cluster.boundChassis('cr-ovsnet-gw-r1'));
+    assert.deepEqual(t.gateways.r1.chassis.map((c: any) => c.chassis), [tagged('gw1'), tagged('gw2')], 'highest priority first');
+  });
+
   it('a SNAT rule deleted by hand: doctor names it, and the reconciler puts it back', async () => {
     // Every host of the network would repair it: their plugins are stopped first, so that doctor sees it.
     for (const h of hosts) await h.stopPlugin();

@@ -22,6 +22,10 @@ const STATE = {
   pools: [],
   addresses: [],
   ovnHosts: { [id('3')]: ['h1', 'h2'] },
+  ovn: {
+    ports: { [id('3')]: [{ port: 'ovsnet-10.3.0.0_24-10.3.0.2', address: '10.3.0.2', host: 'h1' }, { port: 'ovsnet-10.3.0.0_24-10.3.0.7', address: '10.3.0.7', host: 'h2' }] },
+    gateways: { edge: { chassis: [{ chassis: 'gw-a', priority: 20 }, { chassis: 'gw-b', priority: 10 }], active: { chassis: 'gw-b', hostname: 'hb' } } },
+  },
 } as unknown as PluginState;
 
 const NAMES = {
@@ -39,6 +43,11 @@ describe('ovsnet graph', () => {
       assert.ok(dot.includes(text), `${text} in:\n${dot}`);
     }
     assert.equal(dot.match(/^ +"uplink:eth1" \[label/gm)?.length, 1, 'an uplink two networks share is one node');
+    assert.deepEqual(t.remote, [{ networkId: id('3'), port: 'ovsnet-10.3.0.0_24-10.3.0.7', address: '10.3.0.7', host: 'h2' }], "another host's container; this host's own is its container");
+    for (const text of ['10.3.0.7\\nlogical port ovsnet-10.3.0.0_24-10.3.0.7\\non host h2', 'gateway chassis gw-a\\npriority 20\\nstandby', 'gateway chassis gw-b\\npriority 10\\nactive (host hb)', '"host:h2" -- "lp:ovsnet-10.3.0.0_24-10.3.0.7"']) {
+      assert.ok(dot.includes(text), `${text} in:\n${dot}`);
+    }
+    assert.match(dot, /"router:edge" -- "chassis:gw-b" \[label="way out \(active\)", style="bold"\]/);
     assert.equal(dot.match(/-- "uplink:eth1"/g)?.length, 2, 'with an edge from each');
   });
 
