@@ -177,6 +177,7 @@ export class Tracer {
       nat: (v6 ? chains.nat6 : chains.nat4) ?? [],
     };
     let packet: NetfilterPacket = { family: probe.family, in: gw, src: probe.src, dst: probe.dst, protocol: probe.protocol, ...(probe.dport !== undefined ? { dport: probe.dport } : {}), ctstate: ['NEW'] };
+    steps.push(this.step('route', `into the host by the gateway port ${gw}${this.networkOfPort(gw)}`, { dev: gw }));
     let route = await this.o.links.routeTo(packet.dst);
     if (route?.local) {
       // The nat table's PREROUTING: a published port of the host's address takes it to its container.
@@ -207,7 +208,7 @@ export class Tracer {
       return report('dropped', `dropped by the host: no route to ${packet.dst}`);
     }
     packet = { ...packet, out: route.dev };
-    steps.push(this.step('route', `into the host by the gateway port ${gw}; the host routes ${packet.dst} by ${route.dev}${this.networkOfPort(route.dev)}`, { dev: route.dev }));
+    steps.push(this.step('route', `the host routes ${packet.dst} by ${route.dev}${this.networkOfPort(route.dev)}`, { dev: route.dev }));
     const isolate = evaluateChain(rules.isolate, packet);
     this.unevaluated(steps, 'OVSNET-ISOLATE', isolate.unknown);
     if (isolate.hit?.target === 'DROP') {
