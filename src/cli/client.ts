@@ -56,8 +56,8 @@ export class PluginClient {
     );
   }
 
-  async state(options: { ovn?: boolean } = {}): Promise<PluginState> {
-    const res = await this.request('GET', options.ovn ? '/ovsnet/state?ovn=1' : '/ovsnet/state');
+  async state(options: { ovn?: boolean; picture?: boolean } = {}): Promise<PluginState> {
+    const res = await this.request('GET', options.ovn ? `/ovsnet/state?ovn=1${options.picture ? '&picture=1' : ''}` : '/ovsnet/state');
     if (res.status !== 200) throw new CliError(`the plugin answered ${res.status}: ${JSON.stringify(res.body)}`);
     return res.body as PluginState;
   }

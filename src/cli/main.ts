@@ -206,7 +206,7 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, ou
       return 0;
     case 'graph': {
       if (rest.length > 0) throw new CliError(`ovsnet graph takes no arguments (given: ${rest.join(' ')})\n${USAGE}`, 2);
-      const t = topology(await client.state({ ovn: true }), await dockerNames(dockerClient(env)), os.hostname());
+      const t = topology(await client.state({ ovn: true, picture: true }), await dockerNames(dockerClient(env)), os.hostname());
       if (json || format === 'json') return out(JSON.stringify(t, null, 2)), 0;
       const dot = toDot(t);
       out(format === 'dot' ? dot.trimEnd() : (await toSvg(dot)).trimEnd());

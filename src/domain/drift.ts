@@ -86,7 +86,7 @@ export interface StateView extends Records {
   readonly spares: ReadonlyArray<{ readonly host: string; readonly peer: string }>;
   readonly sparesBusy: boolean;
   readonly ovnHosts?: Readonly<Record<string, string[]>>;
-  /** (?ovn=1) What the northbound and southbound databases say of this host's OVN networks, for `ovsnet graph`. */
+  /** (?ovn=1&picture=1) What the northbound and southbound databases say of this host's OVN networks, for `ovsnet graph`. */
   readonly ovn?: OvnPicture;
 }
 

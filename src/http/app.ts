@@ -155,7 +155,8 @@ export function createApp(options: AppOptions): RequestListener {
   app.get('/ovsnet/state', async (req: Request, res: Response) => {
     const { state } = options;
     // Which hosts use each OVN network (asked of the northbound database only when wanted: ?ovn=1).
-    const [ovnHosts, ovn] = req.query?.ovn === '1' ? await Promise.all([network.ovnHosts(), network.ovnPicture()]) : [undefined, undefined];
+    // And (?picture=1 too) every host's logical ports there and the routers' active gateways: a read of the switches' ports.
+    const [ovnHosts, ovn] = req.query?.ovn === '1' ? await Promise.all([network.ovnHosts(), req.query?.picture === '1' ? network.ovnPicture() : undefined]) : [undefined, undefined];
     // Spares (veth pairs made ahead of need) are no records; listed so that audits can account for every device.
     const view: StateView = { ...state.records(), spares: network.spares(), sparesBusy: network.sparesBusy(), ...(ovnHosts ? { ovnHosts } : {}), ...(ovn ? { ovn } : {}) };
     res.json(view);
