@@ -119,7 +119,9 @@ function expandV6(address: string): number[] {
 export function describePort(ref: PortRef): string {
   switch (ref.role) {
     case 'container':
-      return `${ref.name ?? (ref.endpointId ? `endpoint ${ref.endpointId.slice(0, 12)}` : `logical port ${ref.port}`)} (${[ref.address, `port ${ref.port}`, ref.host ? `host ${ref.host}` : ''].filter(Boolean).join(', ')})`;
+      // Another host's container: known here by its logical port only.
+      if (!ref.name && !ref.endpointId) return `the container ${ref.address ?? ''} of host ${ref.host ?? '?'} (logical port ${ref.port})`.replace('  ', ' ');
+      return `${ref.name ?? `endpoint ${ref.endpointId!.slice(0, 12)}`} (${[ref.address, `port ${ref.port}`, ref.host ? `host ${ref.host}` : ''].filter(Boolean).join(', ')})`;
     case 'gateway':
       return `the gateway port ${ref.port}${ref.networkId ? ` of network ${ref.networkId.slice(0, 12)}` : ''}`;
     case 'uplink':

@@ -35,6 +35,8 @@ interface Trip {
   /** Container names by endpoint id, as Docker gave them. */
   readonly names: ReadonlyMap<string, string>;
   readonly step: (at: TraceStep['at'], says: string, detail: Record<string, unknown>) => TraceStep;
+  /** An OVN datapath (switch or router) in words: the network it is, a router, the outside network. */
+  readonly datapath: (name: string) => string;
   /** This host's container with that address, if one has it. */
   readonly local: (address: string) => PortRef | undefined;
 }
@@ -54,7 +56,7 @@ export async function traceOvn(ovn: OvnTraceContext, trip: Trip): Promise<TraceR
   const trace = parseOvnTrace(output);
   if (trace.error) return report('dropped', `ovn-trace could not follow it: ${trace.error}`);
   const path = trace.hops.filter((h) => h.direction === 'ingress').map((h) => h.datapath);
-  steps.push(step('ovn', `OVN's logical path from ${inport}: ${path.join(' -> ') || '(none)'}`, { inport, microflow, datapaths: path }));
+  steps.push(step('ovn', `OVN's logical path from ${inport}: ${path.map(trip.datapath).join(' -> ') || '(none)'}`, { inport, microflow, datapaths: path }));
   if (trace.snat) steps.push(step('ovn', `SNAT on the router's gateway port: it leaves with source ${trace.snat}`, { snat: trace.snat }));
   let gateway: { chassis: string; hostname: string } | undefined;
   if (trace.gatewayPort) {
@@ -62,7 +64,7 @@ export async function traceOvn(ovn: OvnTraceContext, trip: Trip): Promise<TraceR
     steps.push(step('ovn', `out through the router's gateway port ${trace.gatewayPort}, active on ${gateway ? `gateway chassis ${gateway.chassis} (host ${gateway.hostname})` : 'no gateway chassis now (none has claimed it)'}`, { gatewayPort: trace.gatewayPort, ...(gateway ? { chassis: gateway.chassis, host: gateway.hostname } : {}) }));
   }
   if (trace.drop) {
-    const says = `dropped by OVN in ${trace.drop.direction} stage ${trace.drop.stage} of ${trace.drop.datapath}: ${stageSays(trace.drop.stage)}`;
+    const says = `dropped by OVN in ${trace.drop.direction} stage ${trace.drop.stage} of ${trip.datapath(trace.drop.datapath)}: ${stageSays(trace.drop.stage)}`;
     steps.push(step('ovn', says, { ...trace.drop }));
     return report('dropped', says);
   }

@@ -105,6 +105,12 @@ export class Tracer {
         hostname: this.here,
         names: host.names,
         step: this.step.bind(this),
+        datapath: (name) => {
+          const on = [...state.networks.values()].find((n) => n.ovn?.switchName === name);
+          if (on) return `the switch of network ${on.id.slice(0, 12)}`;
+          if ([...state.networks.values()].some((n) => n.spec.mode === 'ovn' && n.spec.ovnRouter === name)) return `router ${name}`;
+          return name.startsWith('ovsnet-external-') ? `the outside network (${name})` : name;
+        },
         local: (address) => {
           const e = [...state.endpoints.values()].find((x) => x.networkId === network.id && (plain(x.address) === address || plain(x.addressIpv6) === address));
           return e ? this.ref(e.hostIf, host) : undefined;

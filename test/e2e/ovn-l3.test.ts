@@ -126,12 +126,17 @@ describe('OVN routers across three hosts, with an outside network on two gateway
     assert.equal(across.exit, 0);
     assert.equal(across.report.verdict.outcome, 'delivered', JSON.stringify(across.report.steps));
     assert.equal(across.report.from.host, wk3().name, 'the source on this host');
-    assert.match(across.report.verdict.says, new RegExp(`${b.ip.replace(/\./g, '\\.')}.*host ${gw2().name}\\)`), 'the destination on its host');
+    assert.match(across.report.verdict.says, new RegExp(`^delivered to the container ${b.ip.replace(/\./g, '\\.')} of host ${gw2().name} \\(logical port `), 'the destination on its host');
     const path = across.report.steps.find((s: any) => s.at === 'ovn' && s.detail.datapaths);
     assert.equal(path.detail.datapaths.length, 3, 'switch, router, switch');
     assert.deepEqual([path.detail.datapaths[0], path.detail.datapaths[2]], ['ovsnet-10.80.0.0_24', 'ovsnet-10.81.0.0_24']);
     assert.ok(across.report.steps.some((s: any) => s.says.includes(`through the tunnel from ${wk3().name} to ${gw2().name}`)), JSON.stringify(across.report.steps));
 
+    // As an operator reads it (printed for docs/ovn.md).
+    for (const args of [['fc', `${b.ip}:80`], ['fc', `${OUTSIDE.farAddress}:${WHOAMI_PORT}`]]) {
+      const text = await wk3().exec(process.execPath, [CLI, 'trace', ...args], { env: cliEnv(wk3()) });
+      for (const line of text.stdout.split('\n')) console.log(`# ${line}`);
+    }
     const out = await trace(wk3(), 'fc', `${OUTSIDE.farAddress}:${WHOAMI_PORT}`);
     assert.equal(out.report.verdict.outcome, 'leaves', JSON.stringify(out.report.steps));
     const gateway = out.report.steps.find((s: any) => s.detail.gatewayPort);
