@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { type Cidr, contains, formatCidr, formatIp, parseIp } from './domain/cidr.js';
-import { type OvnExternal, describeExternal } from './domain/ovn.js';
+import { type OvnExternal, describeExternal } from './domain/ovn-router.js';
 import { usableBounds } from './domain/allocator.js';
 import { INTERFACE_NAME_RULE, isValidInterfaceName } from './domain/names.js';
 import { DEFAULT_POOL_RULE, type DefaultPool, checkRange, parseDefaultPools as parsePools } from './domain/ranges.js';

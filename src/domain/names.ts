@@ -128,3 +128,10 @@ export function normaliseMac(text: string): string | undefined {
 export function short(id: string): string {
   return id.slice(0, 12);
 }
+
+/** A stable 32-bit hash of a name: where a host's or a router's search for a free address starts. */
+export function hashOf(text: string): number {
+  let hash = 0;
+  for (const c of text) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
+  return hash;
+}

@@ -9,7 +9,8 @@
  * chassis, and no claim or renewal recently.
  */
 import type { Drift } from './drift.js';
-import { NB, type NbPort, type NbSwitch, type NbView, switchHosts } from './ovn.js';
+import { NB, type NbPort, type NbSwitch, switchHosts } from './ovn.js';
+import { type NbView } from './ovn-diff.js';
 
 /** What the northbound database holds for one chassis name: its claims and the switches that list it. */
 export interface HeldBy {

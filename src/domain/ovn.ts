@@ -2,8 +2,8 @@
  * OVN networks in the northbound database, as pure decisions: the names of
  * switches and ports, the configuration every host of a subnet must agree
  * on, the logical port that holds an address, and the comparison of this
- * host's records with what the northbound database has (for the reconciler
- * and `ovsnet doctor`).
+ * host's records with what the northbound database has (ovn-diff.ts, for the
+ * reconciler and `ovsnet doctor`); routers and the outside network are in ovn-router.ts.
  *
  * One logical switch per network, identified by its first subnet (hosts
  * agree on a network by its subnet). One logical port per address held: its
@@ -11,19 +11,31 @@
  * index on port names is what makes an address held by one host only.
  */
 import { badRequest, conflict } from '../errors.js';
-import type { Drift } from './drift.js';
-import { REPAIR } from './drift.js';
-import { OWNER_KEY, OWNER_VALUE, macForIpv4, short } from './names.js';
-import { type Bounds, usableBounds } from './allocator.js';
-import { parseCidr, parseIp } from './cidr.js';
+import { OWNER_KEY, OWNER_VALUE, macForIpv4 } from './names.js';
 import { canonicalJson, type OvnSpec } from './options.js';
-import { type AddressRecord, type EndpointRecord, type NetworkRecord, type OvnNetworkRecord, type OvnRecord, type PoolRecord, type SubnetRecord, isOvnNetwork } from './records.js';
+import type { EndpointRecord, OvnRecord, SubnetRecord } from './records.js';
 
 /**
  * Bytes Geneve adds around a container's frame, by underlay family: outer IP (20 or 40) + UDP 8 +
  * Geneve 8 + OVN's option 8 + inner Ethernet 14 (OVN's own GENEVE_TUNNEL_OVERHEAD is 38 plus the IP header).
  */
 export const GENEVE_OVERHEAD = { 4: 58, 6: 78 } as const;
+
+/**
+ * The largest MTU a container of an OVN network can have: the MTU of the device that holds this host's
+ * encapsulation address (or `fallback` when none does) minus Geneve's overhead, with why.
+ */
+export function geneveLimit(encapIp: string, observed: { addresses: ReadonlyMap<string, readonly string[]>; links: ReadonlyMap<string, { mtu: number }> }, fallback: number): { max: number; why: string } {
+  const overhead = GENEVE_OVERHEAD[encapIp.includes(':') ? 6 : 4];
+  const dev = [...observed.addresses].find(([, list]) => list.some((a) => a.split('/')[0] === encapIp))?.[0];
+  const underlay = (dev && observed.links.get(dev)?.mtu) || fallback;
+  return {
+    max: underlay - overhead,
+    why: dev
+      ? `the underlay (MTU ${underlay} on ${dev}, which holds the encapsulation address ${encapIp}) minus Geneve encapsulation takes ${overhead} bytes`
+      : `an underlay MTU of ${underlay} is assumed (no device holds the encapsulation address ${encapIp}) and Geneve encapsulation takes ${overhead} bytes`,
+  };
+}
 
 /** external_ids keys in the northbound database (beside the owner mark). */
 export const NB = {
@@ -41,33 +53,12 @@ export const NB = {
   createdAt: 'ovsnet-created-at',
 } as const;
 
-/** The outside network OVN routers SNAT onto, and the chassis that carry it (OVSNET_OVN_EXTERNAL, OVSNET_OVN_GATEWAYS). */
-export interface OvnExternal {
-  /** The physical network's name in the gateway chassis' ovn-bridge-mappings. */
-  readonly physnet: string;
-  readonly subnet: string;
-  readonly nexthop: string;
-  /** The addresses routers may take ("192.0.2.100-192.0.2.150"); undefined: any of the subnet. */
-  readonly routerRange?: string;
-  /** Highest priority first: the active one; the others stand by. */
-  readonly gateways: ReadonlyArray<{ readonly chassis: string; readonly priority: number }>;
-}
-
-/** The addresses routers may take on the outside network: its range, or the usable addresses of its subnet. */
-export function routerBounds(external: OvnExternal): Bounds {
-  if (external.routerRange) {
-    const [first, last] = external.routerRange.split('-').map((a) => parseIp(a)!.value);
-    return { family: 4, first: first!, last: last! };
-  }
-  return usableBounds(parseCidr(external.subnet)!);
-}
-
-/** How the settings name an outside network, for messages. */
-export function describeExternal(external: OvnExternal | null | undefined): string {
-  if (!external) return '(none)';
-  const range = external.routerRange ? `,${external.routerRange}` : '';
-  return `${external.physnet},${external.subnet},${external.nexthop}${range} with gateways ${external.gateways.map((g) => `${g.chassis}:${g.priority}`).join(',')}`;
-}
+/** external_ids keys of the plugin's routers. */
+export const ROUTER = {
+  name: 'ovsnet-router',
+  /** What every host must agree on for a router: its way out. */
+  config: 'ovsnet-router-config',
+} as const;
 
 /** This host as OVN knows it: the chassis name (OVS system-id) and its hostname. */
 export interface Chassis {
@@ -152,7 +143,8 @@ export function identifyingSubnet(ipv4: readonly SubnetRecord[], ipv6: readonly 
   return first.pool;
 }
 
-const keyOf = (subnet: string) => subnet.replace(/[/:]/g, '_');
+/** A subnet as it goes into names of the northbound database's rows. */
+export const keyOf = (subnet: string) => subnet.replace(/[/:]/g, '_');
 
 export function defaultSwitchName(subnet: string): string {
   return `ovsnet-${keyOf(subnet)}`;
@@ -207,6 +199,7 @@ export function sharedConfig(spec: OvnSpec, name: string, subnets: readonly Subn
     allowRa: spec.allowRa,
     allowDhcpServer: spec.allowDhcpServer,
   };
+
 }
 
 export function encodeConfig(config: SharedConfig): string {
@@ -315,317 +308,4 @@ export function holderOf(port: Pick<NbPort, 'externalIds'>): string {
   const chassis = port.externalIds[NB.chassis];
   if (!chassis) return 'a logical port the plugin did not make';
   return hostname && hostname !== chassis ? `host ${hostname} (chassis ${chassis})` : `host ${chassis}`;
-}
-
-// ---- the comparison with the northbound database ----
-
-export type NbRepair =
-  /** Make the network's switch (or take the one there) and list this host on it. */
-  | { readonly type: 'ensure-switch'; readonly networkId: string }
-  /** Hold an address again that this host holds but the database lost. */
-  | { readonly type: 'claim'; readonly networkId: string; readonly address: string }
-  /** Give an endpoint's port its addresses and port security. */
-  | { readonly type: 'bind'; readonly networkId: string; readonly endpointId: string }
-  /** `asRead`: the port's external_ids the decision was made on (it is deleted only while they are so). */
-  | { readonly type: 'delete-port'; readonly switchUuid: string; readonly name: string; readonly asRead: Readonly<Record<string, string>> }
-  /** Take this host off a switch it has no network of (and remove the switch if it was the last). */
-  | { readonly type: 'leave-switch'; readonly switchUuid: string };
-
-export interface NbDifference {
-  readonly drift: Drift;
-  readonly repair: NbRepair | undefined;
-}
-
-export interface NbView {
-  readonly switches: readonly NbSwitch[];
-  /** Ports of the plugin's switches, by switch uuid. */
-  readonly ports: ReadonlyMap<string, readonly NbPort[]>;
-  /** The plugin's routers. */
-  readonly routers: readonly NbRouter[];
-}
-
-export interface NbRecords {
-  readonly networks: readonly NetworkRecord[];
-  readonly endpoints: readonly EndpointRecord[];
-  readonly pools: readonly PoolRecord[];
-  readonly addresses: readonly AddressRecord[];
-}
-
-/**
- * Every difference between this host's records and the northbound database: switches and this
- * host's listing on them, the addresses it holds, its endpoints' ports, and ports it made that
- * nothing here holds any more (once older than the grace period: a call may be in flight).
- */
-export function diffNorthbound(
-  records: NbRecords,
-  view: NbView,
-  chassis: Chassis,
-  options: { now: number; graceMs: number; external?: OvnExternal | undefined },
-): NbDifference[] {
-  const { external } = options;
-  const out: NbDifference[] = [];
-  const noWayOut = new Set<string>();
-  const bySubnet = new Map(view.switches.map((s) => [s.externalIds[NB.subnet] ?? '', s]));
-  const mine = (p: NbPort) => p.externalIds[NB.chassis] === chassis.name;
-  const networks = records.networks.filter((n): n is OvnNetworkRecord => isOvnNetwork(n) && n.state === 'ready');
-  const served = new Set<string>();
-
-  for (const network of networks) {
-    const { ovn } = network;
-    const sw = bySubnet.get(ovn.subnet);
-    const net = short(network.id);
-    if (!sw) {
-      out.push({
-        drift: { kind: 'ovn-switch-missing', subject: ovn.switchName, networkId: network.id, detail: `the OVN logical switch ${ovn.switchName} of network ${net} (subnet ${ovn.subnet}) is not in the northbound database`, fix: REPAIR },
-        repair: { type: 'ensure-switch', networkId: network.id },
-      });
-      continue;
-    }
-    served.add(sw.uuid);
-    const routerName = network.spec.ovnRouter;
-    if (routerName) {
-      const router = view.routers.find((r) => r.externalIds[ROUTER.name] === routerName);
-      if (router && external && !outsideAddress(router, routerName) && !noWayOut.has(routerName)) {
-        noWayOut.add(routerName);
-        out.push({
-          drift: { kind: 'ovn-router-differs', subject: routerName, networkId: network.id, detail: `OVN router ${routerName} has no way out: its gateway port to ${external.physnet} is missing`, fix: REPAIR },
-          repair: { type: 'ensure-switch', networkId: network.id },
-        });
-      }
-      const attachment = routerAttachment({ spec: network.spec, ovn, ipv4: network.ipv4, ipv6: network.ipv6 }, router && outsideAddress(router, routerName));
-      const gaps = router && attachmentGaps(router, (view.ports.get(sw.uuid) ?? []).some((p) => p.name === attachment.lsp), attachment);
-      if (!router || gaps!.lrp) {
-        out.push({
-          drift: { kind: 'ovn-router-missing', subject: routerName, networkId: network.id, detail: `network ${net} is not connected to its OVN router ${routerName}${router ? '' : ' (the router is missing)'}`, fix: REPAIR },
-          repair: { type: 'ensure-switch', networkId: network.id },
-        });
-      } else if (hasGaps(gaps!)) {
-        out.push({
-          drift: { kind: 'ovn-router-differs', subject: routerName, networkId: network.id, detail: `the connection of network ${net} to its OVN router ${routerName} lacks ${describeGaps(gaps!)}`, fix: REPAIR },
-          repair: { type: 'ensure-switch', networkId: network.id },
-        });
-      }
-    }
-    const guard = guardAcls(ovn, network.spec);
-    if (sw.guard && !sameGuard(sw, guard)) {
-      out.push({
-        drift: {
-          kind: 'ovn-guard-differs',
-          subject: sw.name,
-          networkId: network.id,
-          detail: `the OVN logical switch ${sw.name} has ${sw.guard.length} of the plugin's guard ACLs where ${guard.length} belong (no router advertisements, redirects or DHCP server messages from containers${guard.length < 2 ? ', but what the network allows' : ''})`,
-          fix: REPAIR,
-        },
-        repair: { type: 'ensure-switch', networkId: network.id },
-      });
-    }
-    if (!switchHosts(sw).has(chassis.name)) {
-      out.push({
-        drift: { kind: 'ovn-host-not-listed', subject: sw.name, networkId: network.id, detail: `this host (${chassis.name}) is not listed on the OVN logical switch ${sw.name}, so another host could remove it`, fix: REPAIR },
-        repair: { type: 'ensure-switch', networkId: network.id },
-      });
-    }
-    const ports = new Map((view.ports.get(sw.uuid) ?? []).map((p) => [p.name, p]));
-    const pools = new Set(records.pools.filter((p) => [...network.ipv4, ...network.ipv6].some((s) => s.pool === p.pool && s.addressSpace === p.addressSpace)).map((p) => p.id));
-    const gateways = new Set([...network.ipv4, ...network.ipv6].map((s) => s.gateway));
-    const aux = new Set([...network.ipv4, ...network.ipv6].flatMap((s) => Object.values(s.auxAddresses)));
-    const held = records.addresses.filter((a) => pools.has(a.poolId) && a.kind === 'address' && !aux.has(a.address) && !gateways.has(a.address));
-    const heldNames = new Set<string>();
-    for (const a of held) {
-      const name = portName(ovn, a.address);
-      heldNames.add(name);
-      const port = ports.get(name);
-      if (!port) {
-        out.push({
-          drift: { kind: 'ovn-port-missing', subject: name, networkId: network.id, address: a.address, detail: `address ${a.address} is held here, but the northbound database has no logical port ${name} for it`, fix: REPAIR },
-          repair: { type: 'claim', networkId: network.id, address: a.address },
-        });
-      } else if (!mine(port)) {
-        out.push({
-          drift: { kind: 'ovn-address-conflict', subject: name, networkId: network.id, address: a.address, detail: `address ${a.address} is held here and by ${holderOf(port)}`, fix: `docker restart <the container with ${a.address} on this host>` },
-          repair: undefined,
-        });
-      }
-    }
-    for (const endpoint of records.endpoints.filter((e) => e.networkId === network.id)) {
-      const name = portName(ovn, primaryAddress(endpoint));
-      const port = ports.get(name);
-      if (!port || !mine(port)) continue; // reported above
-      const want = boundAddresses(endpoint);
-      if (canonicalJson([port.addresses, port.portSecurity]) !== canonicalJson([want, want])) {
-        out.push({
-          drift: {
-            kind: 'ovn-port-differs',
-            subject: name,
-            networkId: network.id,
-            endpointId: endpoint.id,
-            detail: `logical port ${name} of endpoint ${short(endpoint.id)} has addresses [${port.addresses.join(', ')}] and port security [${port.portSecurity.join(', ')}] where [${want.join(', ')}] belong`,
-            fix: `ovn-nbctl lsp-set-addresses ${name} "${want[0]}" -- lsp-set-port-security ${name} "${want[0]}"`,
-          },
-          repair: { type: 'bind', networkId: network.id, endpointId: endpoint.id },
-        });
-      }
-    }
-    for (const port of ports.values()) {
-      if (!mine(port) || heldNames.has(port.name)) continue;
-      const made = Date.parse(port.externalIds[NB.createdAt] ?? '');
-      if (Number.isFinite(made) && options.now - made < options.graceMs) continue;
-      out.push({
-        drift: { kind: 'ovn-port-orphan', subject: port.name, networkId: network.id, address: port.externalIds[NB.address], detail: `logical port ${port.name} was made by this host, which holds its address no more`, fix: `ovn-nbctl lsp-del ${port.name}` },
-        repair: { type: 'delete-port', switchUuid: sw.uuid, name: port.name, asRead: port.externalIds },
-      });
-    }
-  }
-
-  for (const sw of view.switches) {
-    if (served.has(sw.uuid) || !sw.externalIds[NB.subnet]) continue;
-    const listed = switchHosts(sw).has(chassis.name);
-    const leftovers = (view.ports.get(sw.uuid) ?? []).filter(mine);
-    if (!listed && leftovers.length === 0) continue;
-    out.push({
-      drift: {
-        kind: 'ovn-switch-unused-here',
-        subject: sw.name,
-        detail: `this host ${listed ? 'is listed on' : 'has ports on'} the OVN logical switch ${sw.name} (subnet ${sw.externalIds[NB.subnet]}), but has no network of it`,
-        fix: REPAIR,
-      },
-      repair: { type: 'leave-switch', switchUuid: sw.uuid },
-    });
-  }
-  return out;
-}
-
-// ---- routers (layer 3) ----
-
-/** external_ids keys of the plugin's routers. */
-export const ROUTER = {
-  name: 'ovsnet-router',
-  /** What every host must agree on for a router: its way out. */
-  config: 'ovsnet-router-config',
-} as const;
-
-/** A logical router as read from the northbound database. */
-export interface NbRouter {
-  readonly uuid: string;
-  readonly name: string;
-  readonly externalIds: Readonly<Record<string, string>>;
-  readonly ports: ReadonlyArray<{ readonly uuid: string; readonly name: string; readonly networks: readonly string[] }>;
-  readonly nat: ReadonlyArray<{ readonly uuid: string; readonly type: string; readonly logicalIp: string; readonly externalIp: string }>;
-  readonly policies: ReadonlyArray<RouterPolicy & { readonly uuid: string }>;
-}
-
-/** A routing policy of a router (Logical_Router_Policy), kept with the network it is for. */
-export interface RouterPolicy {
-  readonly priority: number;
-  readonly match: string;
-  readonly action: 'allow' | 'drop';
-}
-
-/**
- * A network's policies on its router: traffic to it is routed, whoever sends it; an --internal
- * network's own traffic to anywhere else (the outside) is dropped, so that it reaches the router's
- * other networks and nothing beyond them.
- */
-export function routerPolicies(subnet: string, internal: boolean): RouterPolicy[] {
-  const family = subnet.includes(':') ? 'ip6' : 'ip4';
-  const policies: RouterPolicy[] = [{ priority: 1001, match: `${family}.dst == ${subnet}`, action: 'allow' }];
-  if (internal) policies.push({ priority: 1000, match: `${family}.src == ${subnet}`, action: 'drop' });
-  return policies;
-}
-
-/** The router port that connects a network's switch (its gateway address lives there), and the switch's port facing it. */
-export function routerPortNames(network: OvnRecord): { lrp: string; lsp: string } {
-  return { lrp: `ovsnet-rp-${keyOf(network.subnet)}`, lsp: `ovsnet-rsp-${keyOf(network.subnet)}` };
-}
-
-/** The router's port to the outside network, and its group of gateway chassis. */
-export function gatewayPortNames(router: string): { lrp: string; group: string } {
-  return { lrp: `ovsnet-gw-${router}`, group: `ovsnet-gw-${router}` };
-}
-
-export function externalSwitchName(physnet: string): string {
-  return `ovsnet-external-${physnet}`;
-}
-
-export function localnetPortName(physnet: string): string {
-  return `ovsnet-localnet-${physnet}`;
-}
-
-/** The external switch's port facing a router: named by the router's outside address, so that two routers never share one. */
-export function externalPortName(physnet: string, address: string): string {
-  return `ovsnet-ext-${physnet}-${address}`;
-}
-
-/** A router port's MAC, from its address (0a:58 and the address, as ovn-kubernetes does). */
-export function routerMac(address: string): string {
-  return ['0a', '58', ...address.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
-}
-
-/** What every host must agree on for a router. */
-export function routerConfig(external: OvnExternal | undefined): string {
-  return canonicalJson(external ?? null);
-}
-
-/** What connects a network's switch to its router. */
-export interface RouterAttachment {
-  /** The router port: the network's gateway addresses (IPv6 too: routed between the router's networks, never NATed). */
-  readonly lrp: { readonly name: string; readonly mac: string; readonly networks: readonly string[] };
-  /** The switch's port facing it. */
-  readonly lsp: string;
-  /** The network's identity: its NAT rules and policies are kept under it. */
-  readonly subnet: string;
-  /** SNAT of each IPv4 subnet to the router's outside address (gateway_mode=nat, when the router has a way out). */
-  readonly snat: ReadonlyArray<{ readonly logicalIp: string; readonly externalIp: string }>;
-  readonly policies: readonly RouterPolicy[];
-}
-
-export function routerAttachment(network: { spec: OvnSpec; ovn: OvnRecord; ipv4: readonly SubnetRecord[]; ipv6: readonly SubnetRecord[] }, outside: string | undefined): RouterAttachment {
-  const { spec } = network;
-  const subnets = [...network.ipv4, ...network.ipv6];
-  const v4 = network.ipv4[0];
-  const names = routerPortNames(network.ovn);
-  return {
-    lrp: { name: names.lrp, mac: routerMac(v4?.gateway ?? '0.0.0.0'), networks: subnets.flatMap((s) => (s.gateway ? [`${s.gateway}/${s.pool.split('/')[1]}`] : [])) },
-    lsp: names.lsp,
-    subnet: network.ovn.subnet,
-    snat: spec.gatewayMode === 'nat' && !spec.internal && outside ? network.ipv4.map((s) => ({ logicalIp: s.pool, externalIp: outside })) : [],
-    policies: subnets.flatMap((s) => routerPolicies(s.pool, spec.internal)),
-  };
-}
-
-/** What of an attachment a router (and the switch, `lspPresent`) lacks. */
-export interface AttachmentGaps {
-  readonly lrp: boolean;
-  readonly lsp: boolean;
-  readonly snat: RouterAttachment['snat'];
-  readonly policies: readonly RouterPolicy[];
-}
-
-export function attachmentGaps(router: NbRouter, lspPresent: boolean, attachment: RouterAttachment): AttachmentGaps {
-  return {
-    lrp: !router.ports.some((p) => p.name === attachment.lrp.name),
-    lsp: !lspPresent,
-    snat: attachment.snat.filter((want) => !router.nat.some((n) => n.type === 'snat' && n.logicalIp === want.logicalIp && n.externalIp === want.externalIp)),
-    policies: attachment.policies.filter((p) => !router.policies.some((q) => q.priority === p.priority && q.match === p.match && q.action === p.action)),
-  };
-}
-
-export function hasGaps(gaps: AttachmentGaps): boolean {
-  return gaps.lrp || gaps.lsp || gaps.snat.length > 0 || gaps.policies.length > 0;
-}
-
-function describeGaps(gaps: AttachmentGaps): string {
-  return [
-    gaps.lrp && 'its router port',
-    gaps.lsp && "the switch's port facing the router",
-    gaps.snat.length > 0 && `SNAT of ${gaps.snat.map((n) => n.logicalIp).join(', ')}`,
-    gaps.policies.length > 0 && `${gaps.policies.length} router policies`,
-  ]
-    .filter(Boolean)
-    .join(', ');
-}
-
-/** The router's outside address, from its gateway port's networks. */
-export function outsideAddress(router: NbRouter, name: string): string | undefined {
-  return router.ports.find((p) => p.name === gatewayPortNames(name).lrp)?.networks[0]?.split('/')[0];
 }

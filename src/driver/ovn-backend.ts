@@ -1,67 +1,33 @@
 /**
- * The backend of OVN networks: one logical switch per network in the
- * northbound database, shared by every host of the subnet; one logical port
- * per address a host holds (the database's unique index on port names keeps
- * an address on one host); container ports on the integration bridge, bound
- * to their logical port (`iface-id`), answered to Docker once this host's
- * ovn-controller has installed them.
+ * The backend of OVN networks: one logical switch per network in the northbound database, shared by every host
+ * of the subnet; one logical port per address a host holds (the database's unique index on port names keeps an
+ * address on one host); container ports on the integration bridge, bound to their logical port (`iface-id`),
+ * answered to Docker once this host's ovn-controller has installed them. Its parts: this host's chassis name
+ * (ovn-chassis.ts), routers (ovn-routers.ts), and what it only reads (ovn-views.ts).
  *
- * What only this host needs stays in its records; what hosts share lives in
- * the northbound database, and every row written there carries the owner
- * mark and the host that made it. The plugin never changes a row it did not write.
- */
-import { badRequest, conflict, errorMessage, exhausted, internal, isPluginError, unavailable } from '../errors.js';
+ * What only this host needs stays in its records; what hosts share lives in the northbound database, and every
+ * row written there carries the owner mark and the host that made it. The plugin never changes a row it did not write.
+ */import { badRequest, conflict, errorMessage, internal, isPluginError, unavailable } from '../errors.js';
 import { checkConflicts } from '../domain/admission.js';
 import type { Drift, OvnPicture } from '../domain/drift.js';
 import { diffHost, scopeOf } from '../domain/host-diff.js';
 import { desiredHost, foreignBridges, type ObservedHost } from '../domain/host.js';
 import { networkMtu } from '../domain/mtu.js';
-import { formatIp, parseCidr, parseIp } from '../domain/cidr.js';
-import { boundsSize } from '../domain/allocator.js';
-import { OWNER_KEY, OWNER_VALUE } from '../domain/names.js';
-import {
-  type Chassis,
-  GENEVE_OVERHEAD,
-  NB,
-  type NbRouter,
-  type OvnExternal,
-  describeExternal,
-  gatewayPortNames,
-  routerBounds,
-  ROUTER,
-  outsideAddress,
-  routerConfig,
-  routerAttachment,
-  routerPortNames,
-  type NbRepair,
-  type NbSwitch,
-  type NbView,
-  boundAddresses,
-  chassisKey,
-  checkSameConfig,
-  decodeConfig,
-  defaultSwitchName,
-  diffNorthbound,
-  holderOf,
-  identifyingSubnet,
-  portName,
-  primaryAddress,
-  reservationPort,
-  sharedConfig,
-  guardAcls,
-  sameGuard,
-  switchHosts,
-  switchRow,
-} from '../domain/ovn.js';
-import { absentHosts, goneHosts } from '../domain/ovn-departed.js';
-import { type ForgetReport, forgetHost } from './ovn-forget.js';
-import { DEFAULT_LEASE_MS, type HostIdentity, type RegistrationDecision, conflictDrift, conflictNote, decideRegistration, lastSeen, noteKey, refusal } from '../domain/ovn-identity.js';
-import { type OvnSpec, canonicalJson } from '../domain/options.js';
-import { type EndpointRecord, type NetworkRecord, type OvnRecord, isOvnNetwork, isOwnAddressSpace, ovnNetwork, poolIdOf } from '../domain/records.js';
+import { hashOf } from '../domain/names.js';
+import { type Chassis, NB, ROUTER, type NbSwitch, boundAddresses, chassisKey, checkSameConfig, decodeConfig, defaultSwitchName, geneveLimit, guardAcls, holderOf, identifyingSubnet, portName, primaryAddress, reservationPort, sameGuard, sharedConfig, switchHosts, switchRow } from '../domain/ovn.js';
+import { type NbRepair, diffNorthbound, notInstalled } from '../domain/ovn-diff.js';
+import { type OvnExternal, routerPortNames } from '../domain/ovn-router.js';
+import { conflictDrift } from '../domain/ovn-identity.js';
+import { canonicalJson } from '../domain/options.js';
+import { type EndpointRecord, type NetworkRecord, type OvnRecord, isOwnAddressSpace, ovnNetwork, poolIdOf } from '../domain/records.js';
 import type { Logger } from '../log.js';
 import type { AdmitRequest, Admitted, NetworkBackend, RealiseStep } from './backend.js';
 import { LocalHost } from './host.js';
 import type { DistributedAddresses } from './ipam-driver.js';
+import { CHASSIS_HOWTO, OvnChassis } from './ovn-chassis.js';
+import type { ForgetReport } from './ovn-forget.js';
+import { OvnRouters } from './ovn-routers.js';
+import { OvnViews } from './ovn-views.js';
 import type { Northbound, Southbound, Tracing } from './ports.js';
 import type { OvnTraceContext } from './trace-ovn.js';
 import type { State } from './state.js';
@@ -90,108 +56,27 @@ export interface OvnBackendOptions {
   log: Logger;
 }
 
-/** How an OVN network is made known on the host: what is missing, and how to give it. */
-const CHASSIS_HOWTO =
-  'run ovn-controller on this host with external_ids set in its Open vSwitch: ovs-vsctl set open . external_ids:system-id=<unique name> external_ids:ovn-remote=<southbound remotes> external_ids:ovn-encap-type=geneve external_ids:ovn-encap-ip=<this host\'s underlay address> (see docs/ovn.md)';
-
 export class OvnBackend implements NetworkBackend, DistributedAddresses {
-  private chassisName: Chassis | undefined;
-  /** What was last logged of this host's registration. */
-  private standing: string | undefined;
-  private southbound: { remotes: string; client: Southbound } | undefined;
-  private sbRemotes: string | undefined;
-  private sbProblem: string | undefined;
+  /** This host's chassis name, held in the northbound database. */
+  private readonly identity: OvnChassis;
+  private readonly routers: OvnRouters;
+  /** The southbound database and the read-only views. */
+  private readonly views: OvnViews;
   /** Switch uuids by subnet, so that a claim is one transaction. */
   private readonly switchIds = new Map<string, string>();
 
-  constructor(private readonly o: OvnBackendOptions) {}
+  constructor(private readonly o: OvnBackendOptions) {
+    this.identity = new OvnChassis({ nb: o.nb, ovs: o.host.ovs, hostId: o.hostId, register: o.register, leaseMs: o.leaseMs, notes: o.notes, log: o.log });
+    this.routers = new OvnRouters({ nb: o.nb, log: o.log, external: o.external });
+    this.views = new OvnViews({ nb: o.nb, state: o.state, ovs: o.host.ovs, chassis: this.identity, external: o.external, openSouthbound: o.openSouthbound, log: o.log });
+  }
 
   /**
    * This host as OVN knows it (its chassis name is OVS's system-id), once it holds that name in the
    * northbound database: every OVN call of a host refused the name fails, naming both hosts.
    */
-  async chassis(): Promise<Chassis> {
-    if (this.chassisName) return this.chassisName;
-    const { me, decision } = await this.identify();
-    if (decision.kind === 'refused') throw refusal(me, decision.holder);
-    this.chassisName = { name: me.chassis, hostname: me.hostname, hostId: me.hostId };
-    return this.chassisName;
-  }
-
-  /**
-   * Reads this host's registration of its chassis name and decides; the daemon also writes what it
-   * decided (registers, renews, takes the name over, or leaves its note as a refused host). Asked at every pass.
-   */
-  private async identify(): Promise<{ me: HostIdentity; decision: RegistrationDecision }> {
-    const { nb, log } = this.o;
-    const ids = await this.o.host.ovs.systemIds();
-    const name = ids['system-id'];
-    const encapIp = ids['ovn-encap-ip'];
-    if (!name || !encapIp) throw badRequest('OvnNotReady', `this host is not an OVN chassis yet (external_ids:system-id and ovn-encap-ip of Open vSwitch): ${CHASSIS_HOWTO}`);
-    // Doctor on a host whose plugin never ran in OVN mode has no id: it cannot hold a name, only see who does.
-    const me: HostIdentity = { chassis: name, hostId: this.o.hostId ?? '(none yet)', hostname: ids.hostname || name, encapIp };
-    this.sbRemotes = ids['ovn-remote'];
-    for (let attempt = 0; ; attempt++) {
-      const row = await nb.registration(name);
-      const decision = decideRegistration(row, me, Date.now(), this.leaseMs);
-      if (!this.o.register || !this.o.hostId) return { me, decision };
-      let written: boolean;
-      switch (decision.kind) {
-        case 'register':
-        case 'take-over':
-          written = await nb.writeRegistration(name, decision.set, [], row?.externalIds);
-          break;
-        case 'held':
-          written = Object.keys(decision.set).length + decision.remove.length === 0 || (await nb.writeRegistration(name, decision.set, decision.remove, row!.externalIds));
-          break;
-        case 'refused': {
-          // Best effort: the holder's doctor names this host while the note is recent.
-          await nb.writeRegistration(name, conflictNote(me, Date.now()), [], row!.externalIds);
-          const noted = this.o.notes?.read() ?? [];
-          if (!noted.includes(name)) this.o.notes?.write([...noted, name]);
-          written = true;
-          break;
-        }
-      }
-      if (written) {
-        if (decision.kind !== 'refused' && this.standing !== 'held') await this.clearOwnNotes(me).catch((err) => log.warn('could not remove the notes this host left as a refused host', { error: errorMessage(err) }));
-        this.tell(me, decision);
-        return { me, decision };
-      }
-      if (attempt === 2) throw unavailable('OvnBusy', `the registration of OVN chassis name ${name} kept changing while this host read it; try again`);
-    }
-  }
-
-  /**
-   * Removes the notes this host left, refused another name before (a clone given a name of its own), so
-   * that doctor on that name's holder stops naming it.
-   */
-  private async clearOwnNotes(me: HostIdentity): Promise<void> {
-    const noted = this.o.notes?.read() ?? [];
-    if (noted.length === 0) return;
-    const key = noteKey(me.hostId);
-    for (const chassis of noted.filter((c) => c !== me.chassis)) {
-      const registration = await this.o.nb.registration(chassis);
-      if (registration && key in registration.externalIds && (await this.o.nb.writeRegistration(chassis, {}, [key], registration.externalIds))) {
-        this.o.log.info('removed the note this host left when it was refused another chassis name', { chassis });
-      }
-    }
-    this.o.notes?.write([]);
-  }
-
-  /** Logs a change of this host's standing, once. */
-  private tell(me: HostIdentity, decision: RegistrationDecision): void {
-    const standing = decision.kind === 'refused' ? `refused:${decision.holder.hostId}` : 'held';
-    if (standing === this.standing) return;
-    this.standing = standing;
-    if (decision.kind === 'refused') {
-      this.chassisName = undefined;
-      this.o.log.error(refusal(me, decision.holder).message, { problem: 'ovn-host-conflict' });
-    } else if (decision.kind === 'take-over') {
-      this.o.log.warn("took over this host's OVN chassis name: the host that registered it has not been seen for OVSNET_OVN_HOST_LEASE (this host before its state directory was made again, or one it replaced)", { chassis: me.chassis, previous: decision.previous, hostId: me.hostId });
-    } else {
-      this.o.log.info('this host holds its OVN chassis name', { chassis: me.chassis, hostId: me.hostId });
-    }
+  chassis(): Promise<Chassis> {
+    return this.identity.chassis();
   }
 
   // ---- networks ----
@@ -213,8 +98,8 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     const encapIp = ids['ovn-encap-ip'];
     if (!ids['system-id'] || !encapIp || !ids['ovn-encap-type']) throw badRequest('OvnNotReady', `this host is not an OVN chassis yet: ${CHASSIS_HOWTO}`);
     const chassis = await this.chassis();
-    if (ovnSpec.ovnRouter) this.checkRouted(ovnSpec, subnets);
-    const mtu = networkMtu(spec, this.geneveLimit(encapIp, observed), this.o.defaults.mtu);
+    if (ovnSpec.ovnRouter) this.routers.checkRouted(ovnSpec, subnets);
+    const mtu = networkMtu(spec, geneveLimit(encapIp, observed, this.o.defaults.mtu), this.o.defaults.mtu);
     const ovn: OvnRecord = { subnet, switchName: ovnSpec.ovnNetwork ?? defaultSwitchName(subnet) };
 
     // Hosts agree on a network by its subnet: one that exists must be asked for the same way.
@@ -227,7 +112,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     }
     if (ovnSpec.ovnRouter) {
       const router = await this.o.nb.findRouter(ovnSpec.ovnRouter);
-      if (router) this.checkRouterConfig(router);
+      if (router) this.routers.checkRouterConfig(router);
     }
     const namesake = view.switches.find((s) => s.name === ovn.switchName && s.externalIds[NB.subnet] !== subnet);
     if (namesake) {
@@ -276,7 +161,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
         const { created, sw } = await nb.createSwitch(ovn.subnet, { ...switchRow(ovn, config, chassis), guard });
         if (created) {
           log.info('made the OVN logical switch', { networkId: network.id, switch: sw.name, subnet: ovn.subnet });
-          await this.ensureAttached(network, sw);
+          await this.routers.ensureAttached(network, sw);
           return sw;
         }
         continue; // another host made it meanwhile: take that one
@@ -286,12 +171,12 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
       // A switch made before the guard existed, or one whose ACLs were deleted, gets them (again).
       if (!sameGuard(found, guard) && !(await nb.setGuard(found, guard))) continue;
       if (switchHosts(found).get(chassis.name) === chassis.hostname) {
-        await this.ensureAttached(network, found);
+        await this.routers.ensureAttached(network, found);
         return found;
       }
       if (await nb.updateSwitchIds(found.uuid, { [chassisKey(chassis.name)]: chassis.hostname }, [])) {
         log.info('joined the OVN logical switch', { networkId: network.id, switch: found.name, subnet: ovn.subnet, hosts: [...switchHosts(found).values(), chassis.hostname] });
-        await this.ensureAttached(network, found);
+        await this.routers.ensureAttached(network, found);
         return found;
       }
       // The last host removed it between our look and our write: make it again.
@@ -329,104 +214,11 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
       if (await nb.deleteSwitchIf(current.uuid, current.externalIds)) {
         this.switchIds.delete(subnet);
         log.info('removed the OVN logical switch: no host uses it any more', { switch: current.name });
-        if (routerName) await this.removeRouterIfUnused(routerName);
+        if (routerName) await this.routers.removeRouterIfUnused(routerName);
         return;
       }
     }
     throw unavailable('OvnBusy', `the OVN switch ${sw.name} kept changing while this host left it; try again`);
-  }
-
-  // ---- routers ----
-
-  /** A network on a router needs an IPv4 subnet with a gateway (the router port's address); nat needs a way out. */
-  private checkRouted(spec: OvnSpec, subnets: readonly { pool: string; gateway: string | undefined }[]): void {
-    const ipv4 = subnets.find((s) => !s.pool.includes(':'));
-    if (!ipv4?.gateway) throw badRequest('OvnRouterNeedsGateway', `option ovn_router needs an IPv4 subnet with a gateway: the gateway address lives on the router's port`);
-    if (spec.gatewayMode === 'nat' && !spec.internal && !this.o.external) {
-      throw badRequest(
-        'OvnNoExternal',
-        `gateway_mode=nat on OVN router ${spec.ovnRouter} needs a way out: set OVSNET_OVN_EXTERNAL (the outside network: <physical network>,<subnet>,<next hop>) and OVSNET_OVN_GATEWAYS (its gateway chassis) on every host, or use gateway_mode=routed for a router between networks only`,
-      );
-    }
-  }
-
-  /** Every host must give a router the same way out. */
-  private checkRouterConfig(router: NbRouter): void {
-    const mine = routerConfig(this.o.external);
-    const theirs = router.externalIds[ROUTER.config];
-    if (theirs !== undefined && theirs !== mine) {
-      throw conflict(
-        'OvnRouterDiffers',
-        `OVN router ${router.externalIds[ROUTER.name]} was made with OVSNET_OVN_EXTERNAL/OVSNET_OVN_GATEWAYS ${describeConfig(theirs)}; this host has ${describeConfig(mine)}: give every host the same`,
-      );
-    }
-  }
-
-  /** The router of that name: made with the first network that names it, with its way out when there is one. */
-  private async ensureRouter(name: string): Promise<NbRouter> {
-    const { nb, log, external } = this.o;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      let router = await nb.findRouter(name);
-      if (!router) {
-        const made = await nb.createRouter(name, { [OWNER_KEY]: OWNER_VALUE, [ROUTER.name]: name, [ROUTER.config]: routerConfig(external) });
-        router = made.router;
-        if (made.created) log.info('made the OVN router', { router: name });
-      }
-      this.checkRouterConfig(router);
-      if (!external || outsideAddress(router, name)) return router;
-      const result = await this.addWayOut(router, external);
-      if (result === 'gone') continue; // deleted by another host meanwhile (its last network went): make it again
-      router = (await nb.findRouter(name)) ?? router;
-      if (outsideAddress(router, name)) return router;
-      if (result === 'exists') {
-        const names = gatewayPortNames(name);
-        throw conflict(
-          'OvnRouterNameTaken',
-          `OVN router ${name} cannot get its way out: a router port or HA chassis group named ${names.lrp} is already in the northbound database without being this router's (ovn-nbctl --columns=_uuid,name find Logical_Router_Port name=${names.lrp}; ovn-nbctl ha-chassis-group-list)`,
-        );
-      }
-      throw exhausted('OvnNoOutsideAddress', `no free address left for OVN router ${name} in ${external.routerRange ?? external.subnet} (OVSNET_OVN_EXTERNAL): every one is another router's or the next hop`);
-    }
-    throw unavailable('OvnBusy', `OVN router ${name} kept being removed while this host made it; try again`);
-  }
-
-  /** Gives a router an outside address of its own: from a point that depends on its name, the first one no other router has. */
-  private async addWayOut(router: NbRouter, external: OvnExternal): Promise<'added' | 'taken' | 'exists' | 'gone'> {
-    const { nb, log } = this.o;
-    const switchUuid = await nb.ensureExternalSwitch(external.physnet);
-    const range = parseCidr(external.subnet)!;
-    const bounds = routerBounds(external);
-    const size = boundsSize(bounds);
-    let candidate = bounds.first + BigInt(hashOf(router.externalIds[ROUTER.name] ?? router.name)) % size;
-    let result: 'added' | 'taken' | 'exists' | 'gone' = 'taken';
-    for (let i = 0n; i < size && result === 'taken'; i++, candidate = candidate >= bounds.last ? bounds.first : candidate + 1n) {
-      const address = formatIp({ family: 4, value: candidate });
-      if (address === external.nexthop) continue;
-      result = await nb.addRouterGateway(router, { physnet: external.physnet, externalSwitchUuid: switchUuid, address, prefix: range.prefix, nexthop: external.nexthop, chassis: external.gateways });
-      if (result === 'added') log.info('gave the OVN router its way out', { router: router.name, address, gateways: external.gateways.map((g) => g.chassis) });
-    }
-    return result;
-  }
-
-  /** Connects a network's switch to its router (whoever does it first), and completes the connection when a piece of it is missing. */
-  private async ensureAttached(network: NetworkRecord, sw: NbSwitch): Promise<void> {
-    const { spec, ovn } = ovnNetwork(network);
-    if (!spec.ovnRouter) return;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const router = await this.ensureRouter(spec.ovnRouter);
-      const attachment = routerAttachment({ spec, ovn, ipv4: network.ipv4, ipv6: network.ipv6 }, outsideAddress(router, spec.ovnRouter));
-      const result = await this.o.nb.attachSwitch(router.uuid, sw.uuid, attachment);
-      if (result === 'router-gone') continue; // its last other network went meanwhile: make it again
-      if (result === 'added') this.o.log.info('connected the OVN network to its router', { networkId: network.id, router: spec.ovnRouter, gateways: attachment.lrp.networks });
-      return;
-    }
-    throw unavailable('OvnBusy', `OVN router ${spec.ovnRouter} kept being removed while this host connected ${ovn.subnet} to it; try again`);
-  }
-
-  /** The last network off a router removes it. */
-  private async removeRouterIfUnused(name: string): Promise<void> {
-    const router = await this.o.nb.findRouter(name);
-    if (router && (await this.o.nb.deleteRouterIf(router, this.o.external?.physnet))) this.o.log.info('removed the OVN router: no network uses it any more', { router: name });
   }
 
   // ---- endpoints ----
@@ -564,9 +356,9 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     let view;
     let identity;
     try {
-      identity = await this.identify();
+      identity = await this.identity.identify();
       if (identity.decision.kind === 'refused') return conflictDrift(identity.me, identity.decision).map((drift) => ({ drift, repair: undefined }));
-      view = await this.o.nb.view({ routers: true, subnets: this.subnets(), chassis: { name: identity.me.chassis, hostname: identity.me.hostname } });
+      view = await this.o.nb.view({ routers: true, subnets: this.views.subnets(), chassis: { name: identity.me.chassis, hostname: identity.me.hostname } });
     } catch (err) {
       if (isPluginError(err, 'BadRequest')) throw err;
       return [{ drift: { kind: 'ovn-unreachable', subject: 'OVSNET_OVN_NB', detail: `the OVN northbound database cannot be asked: ${errorMessage(err)}`, fix: 'check the northbound database cluster (ovn-appctl -t <its ctl socket> cluster/status OVN_Northbound) and OVSNET_OVN_NB' }, repair: undefined }];
@@ -575,103 +367,37 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     const out: Array<{ drift: Drift; repair: NbRepair | undefined }> = [
       ...conflictDrift(identity.me, identity.decision).map((drift) => ({ drift, repair: undefined })),
       ...diffNorthbound(records, view, chassis, { ...options, external: this.o.external }),
-      ...(await this.goneHosts(view, chassis.name, options)).map((drift) => ({ drift, repair: undefined })),
+      ...(await this.views.goneHosts(view, chassis.name, options)).map((drift) => ({ drift, repair: undefined })),
     ];
     // A port ovn-controller has not installed carries no traffic (unless its logical port is missing: that is the cause, reported above).
     const lost = new Set(out.filter((d) => d.drift.kind === 'ovn-port-missing').map((d) => d.drift.subject));
-    for (const endpoint of records.endpoints) {
-      const network = records.networks.find((n) => n.id === endpoint.networkId);
-      const port = observed.ports.get(endpoint.hostIf);
-      if (!network?.ovn || !port || !endpoint.joined || port.interfaceExternalIds['ovn-installed'] === 'true') continue;
-      if (lost.has(portName(network.ovn, primaryAddress(endpoint)))) continue;
-      out.push({
-        drift: {
-          kind: 'ovn-port-not-installed',
-          subject: endpoint.hostIf,
-          endpointId: endpoint.id,
-          networkId: network.id,
-          port: endpoint.hostIf,
-          detail: `ovn-controller has not installed the port ${endpoint.hostIf} of endpoint ${endpoint.id.slice(0, 12)} (logical port ${port.interfaceExternalIds['iface-id']}): its container is cut off`,
-          fix: 'check ovn-controller on this host (ovn-appctl -t ovn-controller connection-status; its log)',
-        },
-        repair: undefined,
-      });
-    }
+    out.push(...notInstalled(records, observed.ports, lost).map((drift) => ({ drift, repair: undefined })));
     return out;
   }
 
-  /**
-   * Hosts that hold addresses or listings on this host's OVN networks and are gone from the southbound
-   * database. Never repaired here: releasing another host's addresses is the operator's call (forget-host).
-   */
-  private async goneHosts(view: NbView, me: string, options: { now: number; graceMs: number }): Promise<Drift[]> {
-    let present;
-    try {
-      const southbound = this.openSouthbound();
-      if (!southbound) return [];
-      present = new Set((await southbound.chassis()).keys());
-    } catch (err) {
-      // Said once per cause: without the southbound database no host can be reported gone.
-      if (this.sbProblem !== errorMessage(err)) this.o.log.warn('the southbound database cannot be asked which hosts are there, so none is reported gone', { error: errorMessage(err) });
-      this.sbProblem = errorMessage(err);
-      return [];
-    }
-    this.sbProblem = undefined;
-    const subnets = new Set([...this.o.state.networks.values()].flatMap((n) => (n.ovn && n.state === 'ready' ? [n.ovn.subnet] : [])));
-    const absent = absentHosts(view, subnets, present, me);
-    const seen = new Map<string, number>();
-    for (const chassis of absent) {
-      const registration = await this.o.nb.registration(chassis);
-      if (registration) seen.set(chassis, lastSeen(registration.externalIds));
-    }
-    return goneHosts(view, absent, { ...options, leaseMs: this.leaseMs, seen });
-  }
-
-  private get leaseMs(): number {
-    return this.o.leaseMs ?? DEFAULT_LEASE_MS;
-  }
-
-  /** The southbound database at this host's ovn-controller's remotes (known once identify ran). */
-  private openSouthbound(): Southbound | undefined {
-    const remotes = this.sbRemotes;
-    if (!remotes || !this.o.openSouthbound) return undefined;
-    if (this.southbound?.remotes !== remotes) {
-      this.southbound?.client.close();
-      this.southbound = { remotes, client: this.o.openSouthbound(remotes) };
-    }
-    return this.southbound.client;
-  }
-
   /** Releases what a host gone for good held (driver/ovn-forget.ts). */
-  async forgetHost(chassis: string, options: { idleMs?: number }): Promise<ForgetReport> {
-    const { me } = await this.identify();
-    const southbound = this.openSouthbound();
-    if (!southbound) throw badRequest('OvnNotReady', `this host does not know the southbound database, which tells whether ${chassis} is gone: set external_ids:ovn-remote of its Open vSwitch (${CHASSIS_HOWTO})`);
-    // A live host renews its registration every third of the lease: by default, no sign of it for a lease.
-    const report = await forgetHost(this.o.nb, southbound, chassis, { me: me.chassis, now: Date.now(), idleMs: options.idleMs ?? this.leaseMs });
-    this.o.log.info('forgot a host that is gone for good', { ...report });
-    return report;
+  forgetHost(chassis: string, options: { idleMs?: number }): Promise<ForgetReport> {
+    return this.views.forgetHost(chassis, options);
   }
 
-  /** What `ovsnet trace` asks of OVN: the southbound database's remotes, the northbound ports, the ports' chassis. */
+  /** What `ovsnet trace` asks of OVN. */
   traceContext(tracing: Tracing): OvnTraceContext {
-    const remotes = async () => (this.sbRemotes = (await this.o.host.ovs.systemIds())['ovn-remote']);
-    return {
-      tracing,
-      southbound: remotes,
-      port: (name) => this.o.nb.port(name),
-      residents: async (ports) => {
-        await remotes();
-        const southbound = this.openSouthbound();
-        return southbound ? southbound.residents(ports) : new Map();
-      },
-    };
+    return this.views.traceContext(tracing);
+  }
+
+  /** The hosts that use each OVN network, for `ovsnet networks`. */
+  hostsOf(): Promise<Record<string, string[]> | undefined> {
+    return this.views.hostsOf();
+  }
+
+  /** Every host's logical ports on this host's OVN networks, and the routers' active gateways, for `ovsnet graph`. */
+  picture(): Promise<OvnPicture | undefined> {
+    return this.views.picture();
   }
 
   /** Closes the southbound connection, if one was opened. */
   close(): void {
-    this.southbound?.client.close();
-    this.southbound = undefined;
+    this.views.close();
   }
 
   /** Applies one repair of the northbound diff. */
@@ -708,63 +434,6 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     }
   }
 
-  /** The hosts that use each OVN network, for `ovsnet networks`; undefined when the database cannot be asked. */
-  async hostsOf(): Promise<Record<string, string[]> | undefined> {
-    try {
-      const view = await this.o.nb.view({ subnets: this.subnets(), ports: false });
-      const out: Record<string, string[]> = {};
-      for (const network of this.o.state.networks.values()) {
-        const subnet = network.ovn?.subnet;
-        const sw = subnet !== undefined && view.switches.find((s) => s.externalIds[NB.subnet] === subnet);
-        if (sw) out[network.id] = [...switchHosts(sw).values()].sort();
-      }
-      return out;
-    } catch (err) {
-      if (isPluginError(err)) return undefined;
-      throw err;
-    }
-  }
-
-  /** Every host's logical ports on this host's OVN networks, and each router's active gateway chassis (`ovsnet graph`); undefined when the databases cannot be asked. */
-  async picture(): Promise<OvnPicture | undefined> {
-    let view: NbView;
-    try {
-      view = await this.o.nb.view({ subnets: this.subnets() });
-    } catch (err) {
-      if (isPluginError(err)) return undefined;
-      throw err;
-    }
-    const ports: Record<string, Array<{ port: string; address: string; host: string }>> = {};
-    const routers = new Set<string>();
-    for (const network of this.o.state.networks.values()) {
-      if (!isOvnNetwork(network)) continue;
-      if (network.spec.ovnRouter) routers.add(network.spec.ovnRouter);
-      const sw = view.switches.find((s) => s.externalIds[NB.subnet] === network.ovn.subnet);
-      if (!sw) continue;
-      ports[network.id] = (view.ports.get(sw.uuid) ?? [])
-        .filter((p) => p.externalIds[NB.chassis])
-        .map((p) => ({ port: p.name, address: p.addresses[0]?.split(' ').slice(1).join(' ') ?? '', host: p.externalIds[NB.hostname] || p.externalIds[NB.chassis]! }))
-        .sort((a, b) => a.port.localeCompare(b.port));
-    }
-    const chassis = [...(this.o.external?.gateways ?? [])].sort((a, b) => b.priority - a.priority);
-    const redirect = (router: string) => `cr-${gatewayPortNames(router).lrp}`;
-    let bound = new Map<string, { chassis: string; hostname: string }>();
-    if (routers.size > 0 && chassis.length > 0) {
-      this.sbRemotes = (await this.o.host.ovs.systemIds())['ovn-remote'];
-      bound = (await this.openSouthbound()?.residents([...routers].map(redirect)).catch(() => undefined)) ?? new Map();
-    }
-    const gateways: Record<string, OvnPicture['gateways'][string]> = {};
-    for (const router of [...routers].sort()) gateways[router] = { chassis: this.o.external ? chassis : [], active: bound.get(redirect(router)) ?? null };
-    return { ports, gateways };
-  }
-
-  // ---- helpers ----
-
-  /** The subnets of this host's OVN networks: what its reads of the northbound database are scoped to. */
-  private subnets(): string[] {
-    return [...this.o.state.networks.values()].flatMap((n) => (n.ovn ? [n.ovn.subnet] : []));
-  }
-
   /** The IPAM pools' ip-ranges of a network's subnets (every host must give the same). */
   private ranges(subnets: readonly { addressSpace: string; pool: string }[]): Map<string, string> {
     const out = new Map<string, string>();
@@ -774,28 +443,4 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     }
     return out;
   }
-
-  /** Geneve's cost on the device that holds this host's encapsulation address. */
-  private geneveLimit(encapIp: string, observed: ObservedHost): { max: number; why: string } {
-    const family = parseIp(encapIp)?.family ?? 4;
-    const overhead = GENEVE_OVERHEAD[family];
-    const dev = [...observed.addresses].find(([, list]) => list.some((a) => a.split('/')[0] === encapIp))?.[0];
-    const underlay = (dev && observed.links.get(dev)?.mtu) || this.o.defaults.mtu;
-    return {
-      max: underlay - overhead,
-      why: dev
-        ? `the underlay (MTU ${underlay} on ${dev}, which holds the encapsulation address ${encapIp}) minus Geneve encapsulation takes ${overhead} bytes`
-        : `an underlay MTU of ${underlay} is assumed (no device holds the encapsulation address ${encapIp}) and Geneve encapsulation takes ${overhead} bytes`,
-    };
-  }
-}
-
-function hashOf(text: string): number {
-  let hash = 0;
-  for (const c of text) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
-  return hash;
-}
-
-function describeConfig(config: string): string {
-  return describeExternal(JSON.parse(config) as OvnExternal | null);
 }

@@ -10,7 +10,9 @@ import type { DockerNetwork } from '../domain/drift.js';
 import type { BridgeSpec, ObservedBridge, ObservedFirewall, ObservedLink, ObservedPort, PortSpec } from '../domain/host.js';
 import type { HostRoute } from '../domain/admission.js';
 import type { Registration } from '../domain/ovn-identity.js';
-import type { NbAclSpec, NbPort, NbPortSpec, NbRouter, NbSwitch, NbView, RouterAttachment } from '../domain/ovn.js';
+import type { NbAclSpec, NbPort, NbPortSpec, NbSwitch } from '../domain/ovn.js';
+import type { NbView } from '../domain/ovn-diff.js';
+import type { NbRouter, RouterAttachment } from '../domain/ovn-router.js';
 import { type AddressRecord, type Datapath, type EndpointRecord, type NameRecord, type NetworkRecord, type PoolRecord, addressKey, nameKey } from '../domain/records.js';
 
 export type { DockerNetwork, ObservedBridge, ObservedPort, PortSpec };

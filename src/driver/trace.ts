@@ -14,7 +14,7 @@ import { parseCidrWithHost, parseIp, contains } from '../domain/cidr.js';
 import type { FlowSpec, PortGuard } from '../domain/flows.js';
 import { baseFlows, isOwnedCookie, portFlows } from '../domain/flows.js';
 import { endpointPort } from '../domain/host.js';
-import { routerMac } from '../domain/ovn.js';
+import { routerMac } from '../domain/ovn-router.js';
 import { ENDPOINT_KEY, GATEWAY_PREFIX, NETWORK_KEY, PEER_KEY, ROLE_KEY } from '../domain/names.js';
 import type { EndpointRecord, NetworkRecord } from '../domain/records.js';
 import { OUTSIDE, type Outcome, type PortRef, type TraceReport, type TraceRequest, type TraceStep, describePort, guardSays, linkMac } from '../domain/trace.js';

@@ -8,7 +8,9 @@ import { type ObservedFlows, type PortFlows, cookieMatches, isOwnedCookie } from
 import type { PortHolder } from '../../src/domain/published.js';
 import type { AddressRecord, Datapath } from '../../src/domain/records.js';
 import type { BridgeSpec, ObservedFirewall, ObservedLink } from '../../src/domain/host.js';
-import { type NbAcl, type NbAclSpec, type NbPort, type NbPortSpec, type NbRouter, type NbSwitch, type NbView, type RouterAttachment, type RouterPolicy, attachmentGaps, externalPortName, gatewayPortNames, hasGaps } from '../../src/domain/ovn.js';
+import { type NbAcl, type NbAclSpec, type NbPort, type NbPortSpec, type NbSwitch } from '../../src/domain/ovn.js';
+import { type NbView } from '../../src/domain/ovn-diff.js';
+import { type NbRouter, type RouterAttachment, type RouterPolicy, attachmentGaps, externalPortName, gatewayPortNames, hasGaps } from '../../src/domain/ovn-router.js';
 import { canonicalJson } from '../../src/domain/options.js';
 import type {
   DatapathProbe,

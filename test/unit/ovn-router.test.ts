@@ -1,7 +1,7 @@
 /** OVN routers on fakes: made with the first network that names one, SNAT on the way out, removed with the last network. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { OvnExternal } from '../../src/domain/ovn.js';
+import type { OvnExternal } from '../../src/domain/ovn-router.js';
 import type { CreateNetworkRequest } from '../../src/protocol/network.js';
 import { Reconciler } from '../../src/driver/reconcile.js';
 import { silentLogger } from '../../src/log.js';

@@ -4,7 +4,7 @@ import { LocalHost } from '../../src/driver/host.js';
 import { IpamDriver } from '../../src/driver/ipam-driver.js';
 import { NetworkDriver } from '../../src/driver/network-driver.js';
 import { OvnBackend } from '../../src/driver/ovn-backend.js';
-import type { OvnExternal } from '../../src/domain/ovn.js';
+import type { OvnExternal } from '../../src/domain/ovn-router.js';
 import { State } from '../../src/driver/state.js';
 import { silentLogger } from '../../src/log.js';
 import { FakeFirewall, FakeLinks, FakeNorthbound, type FakeSouthbound, FakeOvs, FakeHostPorts, FakeProbe, FakeSysctl, MemoryStore } from '../fakes/index.js';

@@ -8,7 +8,7 @@ import { errorMessage } from '../../errors.js';
 import type { DockerNetwork, Drift, Records } from '../../domain/drift.js';
 import { type HostDifference, LAST_REPAIRS, type Repair, diffHost, findDrift } from '../../domain/host-diff.js';
 import { type DesiredHost, type ObservedHost, desiredHost, foreignBridges } from '../../domain/host.js';
-import type { NbRepair } from '../../domain/ovn.js';
+import type { NbRepair } from '../../domain/ovn-diff.js';
 import { LocalHost } from '../host.js';
 import type { OvnBackend } from '../ovn-backend.js';
 import { type NetworkContext, NETWORKS_LOCK } from './context.js';
