@@ -21,7 +21,8 @@
  */
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { OvsdbClient, namedUuid, ovsMap, ovsSet, type Operation } from '../src/adapters/ovsdb.js';
+import { OvsdbClient } from '../src/adapters/ovsdb.js';
+import { type Operation, namedUuid, ovsMap, ovsSet } from '../src/adapters/ovsdb-datum.js';
 import { REG } from '../src/domain/ovn-identity.js';
 import { NB, defaultSwitchName, guardAcls, reservationPort } from '../src/domain/ovn.js';
 import { OWNER_KEY, OWNER_VALUE } from '../src/domain/names.js';

@@ -5,14 +5,14 @@
  * transactions that cannot commit (a unique index, `wait` operations).
  */
 import { internal, unavailable } from '../errors.js';
-import { type NbAcl, type NbAclSpec, type NbPort, type NbPortSpec, type NbSwitch, NB } from '../domain/ovn.js';
+import { type NbAcl, type NbAclSpec, type NbPort, type NbPortSpec, type NbSwitch, NB, ROUTER } from '../domain/ovn.js';
 import { type NbView } from '../domain/ovn-diff.js';
 import { type NbRouter, type RouterAttachment, type RouterPolicy, attachmentGaps, hasGaps, externalPortName, externalSwitchName, gatewayPortNames, localnetPortName, routerMac } from '../domain/ovn-router.js';
-import { ROUTER } from '../domain/ovn.js';
 import { OWNER_KEY, OWNER_VALUE } from '../domain/names.js';
 import type { Registration } from '../domain/ovn-identity.js';
 import type { NbScope, Northbound, RouterGateway } from '../driver/ports.js';
-import { type Operation, type OvsdbClient, type Row, OvsdbError, namedUuid, ovsMap, ovsSet, readMap, readOptional, readSet, readUuid, uuid } from './ovsdb.js';
+import type { OvsdbClient } from './ovsdb.js';
+import { type Operation, type Row, namedUuid, OvsdbError, ovsMap, ovsSet, readMap, readOptional, readSet, readUuid, uuid } from './ovsdb-datum.js';
 
 export const NB_DATABASE = 'OVN_Northbound';
 

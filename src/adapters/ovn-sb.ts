@@ -5,7 +5,8 @@
  * to tell a host that is there from one that has been gone for minutes.
  */
 import type { Southbound } from '../driver/ports.js';
-import { type OvsdbClient, type Row, readOptional, readUuid } from './ovsdb.js';
+import type { OvsdbClient } from './ovsdb.js';
+import { type Row, readOptional, readUuid } from './ovsdb-datum.js';
 
 export const SB_DATABASE = 'OVN_Southbound';
 

@@ -10,19 +10,8 @@ import { type Runner, run as runCommand } from './exec.js';
 import type { BridgeSpec } from '../domain/host.js';
 import { OWNER_KEY, OWNER_VALUE } from '../domain/names.js';
 import type { ObservedBridge, ObservedPort, Ovs, PortSpec } from '../driver/ports.js';
-import {
-  type Operation,
-  type OvsdbClient,
-  type Row,
-  namedUuid,
-  ovsMap,
-  ovsSet,
-  readMap,
-  readOptional,
-  readSet,
-  readUuid,
-  uuid,
-} from './ovsdb.js';
+import type { OvsdbClient } from './ovsdb.js';
+import { type Operation, type Row, namedUuid, ovsMap, ovsSet, readMap, readOptional, readSet, readUuid, uuid } from './ovsdb-datum.js';
 
 const bumpConfig: Operation[] = [
   { op: 'mutate', table: 'Open_vSwitch', where: [], mutations: [['next_cfg', '+=', 1]] },

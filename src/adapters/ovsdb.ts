@@ -6,25 +6,15 @@
  * It monitors Open_vSwitch.cur_cfg so that, like ovs-vsctl, a change can wait
  * until ovs-vswitchd has applied it (cur_cfg reaches the next_cfg we set).
  */
-import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import tls from 'node:tls';
 import { PluginError, isPluginError, unavailable } from '../errors.js';
 import { JsonStream } from './json-stream.js';
 import { OVSDB_REMOTE_RULE, type OvsdbRemote, formatOvsdbRemote, needsTls, parseOvsdbRemotes } from '../domain/remotes.js';
 import type { Logger } from '../log.js';
-
-export type Datum = unknown;
-export type Row = Record<string, Datum>;
-export type Operation = Record<string, unknown>;
+import { type Conn, type TlsMaterial, dial, tlsError, tlsIdentity } from './ovsdb-tls.js';
+import { type Operation, type Row, OvsdbError, readOptional } from './ovsdb-datum.js';
 
 export const DATABASE = 'Open_vSwitch';
-
-export class OvsdbError extends PluginError {
-  constructor(message: string, readonly details?: unknown) {
-    super('Internal', 'OvsdbError', message);
-  }
-}
 
 interface Pending {
   resolve: (value: unknown) => void;
@@ -65,12 +55,6 @@ export interface OvsdbClientOptions {
   tlsSettings?: string;
 }
 
-/** A socket with the reason a TLS peer gave for ending it, kept for messages. */
-type Conn = net.Socket & { tlsFailure?: string };
-
-/** Node's codes for a server certificate that does not verify against the CA. */
-const VERIFY_CODES = /CERT|SELF_SIGNED|UNABLE_TO|VERIFY|INVALID_CA|INVALID_PURPOSE|PATH_LENGTH/;
-
 /** How one member of a cluster answered when asked whether it leads. */
 interface MemberStatus {
   remote: string;
@@ -88,7 +72,7 @@ export class OvsdbClient {
   private readonly cfgWaiters = new Set<{ target: number; resolve: () => void }>();
   private closed = false;
   private readonly remotes: OvsdbRemote[];
-  private readonly tlsMaterial: { key: Buffer; cert: Buffer; ca: Buffer } | undefined;
+  private readonly tlsMaterial: TlsMaterial | undefined;
   /** The remote to try first: the last one that worked. */
   private preferred = 0;
   /** The remote the probe last found silent: tried last, until it leads again. */
@@ -107,23 +91,7 @@ export class OvsdbClient {
     const remotes = parseOvsdbRemotes(options.address);
     if (!remotes) throw new PluginError('BadRequest', 'InvalidSetting', `invalid OVSDB address "${options.address}": ${OVSDB_REMOTE_RULE}`);
     this.remotes = remotes;
-    if (needsTls(remotes)) {
-      const settings = options.tlsSettings ?? 'the private key, certificate and CA settings';
-      if (!options.tls) throw new PluginError('BadRequest', 'InvalidSetting', `${options.label ?? 'OVSDB'} is reached over TLS (${options.address}): set ${settings}`);
-      const read = (what: string, file: string) => {
-        try {
-          return readFileSync(file);
-        } catch (err) {
-          throw new PluginError('BadRequest', 'InvalidSetting', `cannot read the ${what} ${file} (${settings}): ${(err as Error).message}`);
-        }
-      };
-      this.tlsMaterial = { key: read('private key', options.tls.key), cert: read('certificate', options.tls.cert), ca: read('CA certificate', options.tls.ca) };
-      try {
-        tls.createSecureContext(this.tlsMaterial);
-      } catch (err) {
-        throw new PluginError('BadRequest', 'InvalidSetting', `the private key ${options.tls.key}, certificate ${options.tls.cert} and CA certificate ${options.tls.ca} (${settings}) do not make a TLS identity: ${(err as Error).message}`);
-      }
-    }
+    if (needsTls(remotes)) this.tlsMaterial = tlsIdentity(options);
     this.database = options.database ?? DATABASE;
     this.label = options.label ?? 'OVSDB';
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
@@ -312,20 +280,14 @@ export class OvsdbClient {
   private connect(remote: OvsdbRemote): Promise<net.Socket> {
     return new Promise((resolve, reject) => {
       const secure = !('path' in remote) && remote.tls === true;
-      const socket: Conn =
-        'path' in remote
-          ? net.connect(remote.path)
-          : secure
-            ? // OVSDB's TLS checks the chain against the CA, never the peer's name (certificates from ovs-pki name no host).
-              tls.connect({ host: remote.host, port: remote.port, ...this.tlsMaterial!, rejectUnauthorized: true, checkServerIdentity: () => undefined })
-            : net.connect(remote.port, remote.host);
+      const socket: Conn = dial(remote, this.tlsMaterial);
       const stream = new JsonStream();
       socket.setEncoding('utf8');
       const timer = setTimeout(() => socket.destroy(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })), Math.min(this.requestTimeoutMs, 3_000));
       const onError = (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
         socket.destroy();
-        reject(secure ? this.tlsError(remote, err) : err);
+        reject(secure ? tlsError(remote, err, this.options.tls!) : err);
       };
       socket.once('error', onError);
       socket.once(secure ? 'secureConnect' : 'connect', () => {
@@ -333,7 +295,7 @@ export class OvsdbClient {
         socket.off('error', onError);
         socket.on('error', (err: NodeJS.ErrnoException) => {
           // A server that does not accept this host's certificate says so in an alert after the handshake.
-          if (secure && /SSL|TLS/.test(err.code ?? '')) socket.tlsFailure = this.tlsError(remote, err).message;
+          if (secure && /SSL|TLS/.test(err.code ?? '')) socket.tlsFailure = tlsError(remote, err, this.options.tls!).message;
           this.log.warn(`${this.label} connection error`, { error: socket.tlsFailure ?? err.message });
         });
         socket.on('close', () => this.dropped(socket));
@@ -352,19 +314,6 @@ export class OvsdbClient {
         resolve(socket);
       });
     });
-  }
-
-  /** A TLS failure, naming the peer and the file to look at. */
-  private tlsError(remote: OvsdbRemote, err: NodeJS.ErrnoException): Error {
-    const peer = formatOvsdbRemote(remote);
-    const code = err.code ?? '';
-    const files = this.options.tls!;
-    let message;
-    if (VERIFY_CODES.test(code) && !/ALERT/.test(code)) message = `the certificate ${peer} presented does not verify against the CA certificate ${files.ca} (${code}: ${err.message})`;
-    else if (/HANDSHAKE_FAILURE/.test(code)) message = `${peer} ended the TLS handshake (${code}: ${err.message}): it may refuse this host's certificate ${files.cert}, or share no protocol version or cipher with it`;
-    else if (/ALERT/.test(code)) message = `${peer} refused this host's certificate ${files.cert} (${code}: ${err.message}): is it signed by the CA the server trusts?`;
-    else return err;
-    return Object.assign(new Error(message), { code, tlsFailure: true });
   }
 
   private adopt(socket: net.Socket): net.Socket {
@@ -495,47 +444,4 @@ export class OvsdbClient {
       this.ensureConnected().catch(() => this.reconnect(Math.min(delayMs * 2, 5_000)));
     }, delayMs).unref();
   }
-}
-
-// ---- datum helpers (RFC 7047 section 5.1) ----
-
-export function ovsMap(entries: Record<string, string>): Datum {
-  return ['map', Object.entries(entries)];
-}
-
-export function ovsSet(items: readonly Datum[]): Datum {
-  return ['set', items];
-}
-
-export function uuid(value: string): Datum {
-  return ['uuid', value];
-}
-
-export function namedUuid(name: string): Datum {
-  return ['named-uuid', name];
-}
-
-export function readMap(datum: Datum): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (Array.isArray(datum) && datum[0] === 'map' && Array.isArray(datum[1])) {
-    for (const pair of datum[1] as Array<[string, string]>) out[pair[0]] = pair[1];
-  }
-  return out;
-}
-
-/** A set column as a list of atoms (a one-element set may be sent as the bare atom). */
-export function readSet(datum: Datum): Datum[] {
-  if (Array.isArray(datum) && datum[0] === 'set' && Array.isArray(datum[1])) return datum[1];
-  return [datum];
-}
-
-export function readUuid(atom: Datum): string {
-  if (Array.isArray(atom) && atom[0] === 'uuid' && typeof atom[1] === 'string') return atom[1];
-  throw new OvsdbError(`expected a uuid, got ${JSON.stringify(atom)}`);
-}
-
-/** An optional scalar (a set of zero or one element). */
-export function readOptional<T>(datum: Datum): T | undefined {
-  const items = readSet(datum);
-  return items.length === 0 ? undefined : (items[0] as T);
 }

@@ -6,7 +6,8 @@
  * of its mode. Every step is observe, diff against the desired host, apply.
  */
 import { checkBridgeName, checkConflicts, checkUplink, chooseTag } from '../domain/admission.js';
-import { diffHost, REPAIR_ORDER, scopeOf } from '../domain/host-diff.js';
+import { diffHost, scopeOf } from '../domain/host-diff.js';
+import { REPAIR_ORDER } from '../domain/repairs.js';
 import { desiredHost, foreignBridges, type ObservedHost } from '../domain/host.js';
 import { type MtuLimit, type PeerPath, networkMtu, tunnelPathMtu } from '../domain/mtu.js';
 import { gatewayPortName } from '../domain/names.js';

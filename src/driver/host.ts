@@ -5,7 +5,7 @@
  * exist.
  */
 import { errorMessage, internal, isPluginError } from '../errors.js';
-import { type HostDifference, REPAIR_ORDER, type Repair } from '../domain/host-diff.js';
+import { type HostDifference, REPAIR_ORDER, type Repair } from '../domain/repairs.js';
 import { type ObservedFlows, type PortGuard, baseFlows, ownedCookies, portCookiePrefix, portFlows } from '../domain/flows.js';
 import { type DesiredPort, type ObservedHost, type PortSpec, endpointPort } from '../domain/host.js';
 import { OWNER_KEY, OWNER_VALUE, ROLE_KEY, isSpareHostName } from '../domain/names.js';

@@ -5,13 +5,11 @@
  * port after the chassis it is active on.
  */
 import { errorMessage } from '../errors.js';
-import { NB, portName, primaryAddress } from '../domain/ovn.js';
+import { NB, type NbPort, portName, primaryAddress } from '../domain/ovn.js';
 import type { EndpointRecord, NetworkRecord } from '../domain/records.js';
-import type { Outcome, PortRef, TraceReport, TraceStep } from '../domain/trace.js';
-import { describePort } from '../domain/trace.js';
+import { type Outcome, type PortRef, type TraceReport, type TraceStep, describePort } from '../domain/trace.js';
 import { ovnMicroflow, parseOvnTrace, stageSays } from '../domain/trace-ovn.js';
 import type { Probe } from '../domain/trace-ofproto.js';
-import type { NbPort } from '../domain/ovn.js';
 import type { Tracing } from './ports.js';
 
 /** What the trace asks of OVN. */

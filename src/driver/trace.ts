@@ -11,8 +11,7 @@
  */
 import { badRequest, notFound } from '../errors.js';
 import { parseCidrWithHost, parseIp, contains } from '../domain/cidr.js';
-import type { FlowSpec, PortGuard } from '../domain/flows.js';
-import { baseFlows, isOwnedCookie, portFlows } from '../domain/flows.js';
+import { type FlowSpec, type PortGuard, baseFlows, isOwnedCookie, portFlows } from '../domain/flows.js';
 import { endpointPort } from '../domain/host.js';
 import { routerMac } from '../domain/ovn-router.js';
 import { ENDPOINT_KEY, GATEWAY_PREFIX, NETWORK_KEY, PEER_KEY, ROLE_KEY } from '../domain/names.js';

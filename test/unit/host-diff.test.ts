@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { LAST_REPAIRS, diffHost, scopeOf } from '../../src/domain/host-diff.js';
+import { diffHost, scopeOf } from '../../src/domain/host-diff.js';
+import { LAST_REPAIRS } from '../../src/domain/repairs.js';
 import { baseFlows, cookieMatches, guardFor, linkLocalOf, portCookiePrefix, portFlows } from '../../src/domain/flows.js';
 import { type DesiredPort, type ObservedHost, type ObservedPort, desiredHost, endpointPort, gatewayPort, tunnelPort } from '../../src/domain/host.js';
 import { parseNetworkOptions } from '../../src/domain/options.js';

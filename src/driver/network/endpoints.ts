@@ -11,7 +11,7 @@ import { conflict, isPluginError } from '../../errors.js';
 import { firewallRules } from '../../domain/firewall.js';
 import { foreignBridges } from '../../domain/host.js';
 import { parseCidrWithHost } from '../../domain/cidr.js';
-import type { HostDifference } from '../../domain/host-diff.js';
+import type { HostDifference } from '../../domain/repairs.js';
 import { hostVethName, macForEndpoint, macForIpv4, normaliseMac, peerVethName, short } from '../../domain/names.js';
 import { parseEndpointOptions } from '../../domain/options.js';
 import { endpointAddress, subnetHolding } from '../../domain/ranges.js';

@@ -6,7 +6,8 @@
  */
 import { errorMessage } from '../../errors.js';
 import type { DockerNetwork, Drift, Records } from '../../domain/drift.js';
-import { type HostDifference, LAST_REPAIRS, type Repair, diffHost, findDrift } from '../../domain/host-diff.js';
+import { diffHost, findDrift } from '../../domain/host-diff.js';
+import { type HostDifference, LAST_REPAIRS, type Repair } from '../../domain/repairs.js';
 import { type DesiredHost, type ObservedHost, desiredHost, foreignBridges } from '../../domain/host.js';
 import type { NbRepair } from '../../domain/ovn-diff.js';
 import { LocalHost } from '../host.js';

@@ -1,0 +1,56 @@
+/**
+ * OVSDB's values: rows, operations and datums (RFC 7047, section 5.1) to and from plain values (maps, sets,
+ * uuids and named uuids, an optional scalar), and the error a server's answer makes.
+ */
+import { PluginError } from '../errors.js';
+
+export type Datum = unknown;
+export type Row = Record<string, Datum>;
+export type Operation = Record<string, unknown>;
+
+export class OvsdbError extends PluginError {
+  constructor(message: string, readonly details?: unknown) {
+    super('Internal', 'OvsdbError', message);
+  }
+}
+
+export function ovsMap(entries: Record<string, string>): Datum {
+  return ['map', Object.entries(entries)];
+}
+
+export function ovsSet(items: readonly Datum[]): Datum {
+  return ['set', items];
+}
+
+export function uuid(value: string): Datum {
+  return ['uuid', value];
+}
+
+export function namedUuid(name: string): Datum {
+  return ['named-uuid', name];
+}
+
+export function readMap(datum: Datum): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (Array.isArray(datum) && datum[0] === 'map' && Array.isArray(datum[1])) {
+    for (const pair of datum[1] as Array<[string, string]>) out[pair[0]] = pair[1];
+  }
+  return out;
+}
+
+/** A set column as a list of atoms (a one-element set may be sent as the bare atom). */
+export function readSet(datum: Datum): Datum[] {
+  if (Array.isArray(datum) && datum[0] === 'set' && Array.isArray(datum[1])) return datum[1];
+  return [datum];
+}
+
+export function readUuid(atom: Datum): string {
+  if (Array.isArray(atom) && atom[0] === 'uuid' && typeof atom[1] === 'string') return atom[1];
+  throw new OvsdbError(`expected a uuid, got ${JSON.stringify(atom)}`);
+}
+
+/** An optional scalar (a set of zero or one element). */
+export function readOptional<T>(datum: Datum): T | undefined {
+  const items = readSet(datum);
+  return items.length === 0 ? undefined : (items[0] as T);
+}
