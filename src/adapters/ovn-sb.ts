@@ -6,13 +6,9 @@
  */
 import type { Southbound } from '../driver/ports.js';
 import type { OvsdbClient } from './ovsdb.js';
-import { type Row, readOptional, readUuid } from './ovsdb-datum.js';
+import { readOptional, readUuid, rows } from './ovsdb-datum.js';
 
 export const SB_DATABASE = 'OVN_Southbound';
-
-function rows(result: Row | undefined): Row[] {
-  return ((result as { rows?: Row[] } | undefined)?.rows ?? []) as Row[];
-}
 
 export class OvnSouthbound implements Southbound {
   constructor(private readonly db: OvsdbClient) {}

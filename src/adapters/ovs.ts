@@ -5,13 +5,14 @@
  */
 import { conflict, internal } from '../errors.js';
 import { type ObservedFlows, type PortFlows, ownedCookies, parseFlowCookies, parseFlowPackets, parseMeters } from '../domain/flows.js';
-import { NoBridgeSocket, OpenFlowClient, flowAdd, flowDeleteByCookie, meterDelete, meterSet } from './openflow.js';
+import { NoBridgeSocket, OpenFlowClient } from './openflow.js';
+import { flowAdd, flowDeleteByCookie, meterDelete, meterSet } from './openflow-codec.js';
 import { type Runner, run as runCommand } from './exec.js';
 import type { BridgeSpec } from '../domain/host.js';
 import { OWNER_KEY, OWNER_VALUE } from '../domain/names.js';
 import type { ObservedBridge, ObservedPort, Ovs, PortSpec } from '../driver/ports.js';
 import type { OvsdbClient } from './ovsdb.js';
-import { type Operation, type Row, namedUuid, ovsMap, ovsSet, readMap, readOptional, readSet, readUuid, uuid } from './ovsdb-datum.js';
+import { type Operation, type Row, namedUuid, ovsMap, ovsSet, readMap, readOptional, readSet, readUuid, rows, uuid } from './ovsdb-datum.js';
 
 const bumpConfig: Operation[] = [
   { op: 'mutate', table: 'Open_vSwitch', where: [], mutations: [['next_cfg', '+=', 1]] },
@@ -24,10 +25,6 @@ function absent(table: string, name: string): Operation {
 
 function present(table: string, name: string): Operation {
   return { op: 'wait', table, where: [['name', '==', name]], columns: ['name'], until: '==', rows: [{ name }], timeout: 0 };
-}
-
-function rows(result: Row | undefined): Row[] {
-  return ((result as { rows?: Row[] } | undefined)?.rows ?? []) as Row[];
 }
 
 function vlanMode(value: string | undefined): PortSpec['vlanMode'] {

@@ -54,3 +54,36 @@ export function readOptional<T>(datum: Datum): T | undefined {
   const items = readSet(datum);
   return items.length === 0 ? undefined : (items[0] as T);
 }
+
+// ---- results and conditions of transactions ----
+
+/** The rows a `select` answered. */
+export function rows(result: Row | undefined): Row[] {
+  return ((result as { rows?: Row[] } | undefined)?.rows ?? []) as Row[];
+}
+
+/** How many rows an `update`, `mutate` or `delete` touched. */
+export function count(result: Row | undefined): number {
+  return Number((result as { count?: number } | undefined)?.count ?? 0);
+}
+
+/** The database refused the transaction for a unique index (a port name another row has). */
+export function isConstraintViolation(err: unknown): boolean {
+  return err instanceof OvsdbError && (err.details as { error?: string } | undefined)?.error === 'constraint violation';
+}
+
+/** The table of the unique index a transaction broke. */
+export function violatedTable(err: unknown): string | undefined {
+  const details = (err as OvsdbError).details as { details?: string } | undefined;
+  return /"(\w+)" table/.exec(details?.details ?? '')?.[1];
+}
+
+/** A `wait` that holds only while the row of that uuid exists. */
+export function stillThere(table: string, rowUuid: string): Operation {
+  return { op: 'wait', table, where: [['_uuid', '==', uuid(rowUuid)]], columns: ['_uuid'], until: '==', rows: [{ _uuid: uuid(rowUuid) }], timeout: 0 };
+}
+
+/** A `wait` with timeout 0 that did not hold. */
+export function isWaitFailure(err: unknown): boolean {
+  return err instanceof OvsdbError && (err.details as { error?: string } | undefined)?.error === 'timed out';
+}
