@@ -3,8 +3,9 @@
  * pools, endpoint addresses), checked in one place. Callers word the refusal
  * for their audience; what is valid is decided here only.
  */
-import { badRequest } from '../errors.js';
-import { type Cidr, type Family, type Ip, contains, containsCidr, formatCidr, formatIp, parseCidr, parseCidrWithHost } from './cidr.js';
+import { badRequest, exhausted } from '../errors.js';
+import { type Cidr, type Family, type Ip, contains, containsCidr, formatCidr, formatIp, overlaps, parseCidr, parseCidrWithHost } from './cidr.js';
+import { subnets } from './allocator.js';
 import type { SubnetRecord } from './records.js';
 
 /** The longest prefix a network may have: room for a gateway and at least one container. */
@@ -121,4 +122,41 @@ export function endpointAddress(text: string, subnets: readonly SubnetRecord[], 
     );
   }
   return `${formatIp(parsed.ip)}/${parsed.cidr.prefix}`;
+}
+
+/** A subnet or ip-range as the user gave it, through the one range check; refused naming what is wrong. */
+export function parseRange(text: string, family: 4 | 6, what: 'subnet' | 'ip-range'): Cidr {
+  const check = checkRange(text, { family, subnet: what === 'subnet' });
+  if (check.ok) return check.cidr;
+  switch (check.problem) {
+    case 'not-prefix':
+      throw badRequest('InvalidSubnet', `invalid ${what} "${text}": not an IPv4 or IPv6 prefix (like 10.1.0.0/24)`);
+    case 'wrong-family':
+      throw badRequest('WrongFamily', `${what} ${text} is IPv${check.family} but an IPv${family} ${what === 'subnet' ? 'pool' : 'range'} was requested`);
+    case 'host-bits':
+      throw badRequest('HostBitsSet', `invalid ${what} "${text}": host bits are set; did you mean ${formatCidr(check.canonical)}?`);
+    case 'too-small':
+      throw badRequest(
+        'SubnetTooSmall',
+        `subnet ${formatCidr(check.cidr)} is too small: a network needs a gateway and at least one container address; use a /${check.max} or larger`,
+      );
+  }
+}
+
+/** The first subnet of the default ranges of a family that overlaps nothing `taken`; refused when none is left. */
+export function freeSubnet(defaultPools: readonly DefaultPool[], family: 4 | 6, taken: readonly Cidr[]): Cidr {
+  const candidates = defaultPools.filter((d) => d.base.family === family);
+  if (candidates.length === 0) {
+    throw exhausted('NoDefaultPool', `no default IPv${family} range is configured for automatic subnets; give --subnet or set OVSNET_DEFAULT_POOLS`);
+  }
+  for (const { base, size } of candidates) {
+    for (const candidate of subnets(base, size)) {
+      if (!taken.some((t) => overlaps(t, candidate))) return candidate;
+    }
+  }
+  const described = candidates.map((c) => `${formatCidr(c.base)} (/${c.size} each)`).join(', ');
+  throw exhausted(
+    'PoolsExhausted',
+    `no free subnet left in the default ranges ${described}: every one overlaps a pool in use or a host route; give --subnet or widen OVSNET_DEFAULT_POOLS`,
+  );
 }

@@ -29,8 +29,8 @@ import {
   parseCidrWithHost,
   parseIp,
 } from '../domain/cidr.js';
-import { boundsSize, isAssignable, nextFree, subnets, usableBounds } from '../domain/allocator.js';
-import { type DefaultPool, checkRange, rangeInside } from '../domain/ranges.js';
+import { boundsSize, isAssignable, nextFree, usableBounds } from '../domain/allocator.js';
+import { type DefaultPool, freeSubnet, parseRange, rangeInside } from '../domain/ranges.js';
 import { type AddressKind, type NetworkRecord, type PoolRecord, GLOBAL_SPACE, LOCAL_SPACE, addressKey, isOwnAddressSpace, nameKey, poolIdOf } from '../domain/records.js';
 import type { RequestAddressRequest, RequestAddressResponse, RequestPoolRequest, RequestPoolResponse, ReleaseAddressRequest } from '../protocol/ipam.js';
 import type { Logger } from '../log.js';
@@ -158,10 +158,10 @@ export class IpamDriver {
     let range: Cidr;
     let auto = false;
     if (req.pool) {
-      pool = this.parseSubnet(req.pool, family, 'subnet');
+      pool = parseRange(req.pool, family, 'subnet');
       range = pool;
       if (req.subPool) {
-        range = this.parseSubnet(req.subPool, family, 'ip-range');
+        range = parseRange(req.subPool, family, 'ip-range');
         if (!rangeInside(range, pool)) {
           throw badRequest('InvalidRange', `ip-range ${formatCidr(range)} is not inside subnet ${formatCidr(pool)}`);
         }
@@ -208,31 +208,9 @@ export class IpamDriver {
     return { PoolID: id, Pool: record.pool, Data: {} };
   }
 
-  /** A subnet or ip-range as the user gave it, through the one range check. */
-  private parseSubnet(text: string, family: 4 | 6, what: 'subnet' | 'ip-range'): Cidr {
-    const check = checkRange(text, { family, subnet: what === 'subnet' });
-    if (check.ok) return check.cidr;
-    switch (check.problem) {
-      case 'not-prefix':
-        throw badRequest('InvalidSubnet', `invalid ${what} "${text}": not an IPv4 or IPv6 prefix (like 10.1.0.0/24)`);
-      case 'wrong-family':
-        throw badRequest('WrongFamily', `${what} ${text} is IPv${check.family} but an IPv${family} ${what === 'subnet' ? 'pool' : 'range'} was requested`);
-      case 'host-bits':
-        throw badRequest('HostBitsSet', `invalid ${what} "${text}": host bits are set; did you mean ${formatCidr(check.canonical)}?`);
-      case 'too-small':
-        throw badRequest(
-          'SubnetTooSmall',
-          `subnet ${formatCidr(check.cidr)} is too small: a network needs a gateway and at least one container address; use a /${check.max} or larger`,
-        );
-    }
-  }
-
+  /** A free subnet of the default ranges: one no pool in use and no host route overlaps. */
   private async choosePool(family: 4 | 6): Promise<Cidr> {
     const { state, defaultPools, routes } = this.options;
-    const candidates = defaultPools.filter((d) => d.base.family === family);
-    if (candidates.length === 0) {
-      throw exhausted('NoDefaultPool', `no default IPv${family} range is configured for automatic subnets; give --subnet or set OVSNET_DEFAULT_POOLS`);
-    }
     const taken: Cidr[] = [];
     for (const p of state.pools.values()) {
       const cidr = parseCidr(p.pool);
@@ -243,16 +221,7 @@ export class IpamDriver {
       const parsed = parseCidrWithHost(route.dst);
       if (parsed && parsed.cidr.prefix > 0) taken.push(parsed.cidr);
     }
-    for (const { base, size } of candidates) {
-      for (const candidate of subnets(base, size)) {
-        if (!taken.some((t) => overlaps(t, candidate))) return candidate;
-      }
-    }
-    const described = candidates.map((c) => `${formatCidr(c.base)} (/${c.size} each)`).join(', ');
-    throw exhausted(
-      'PoolsExhausted',
-      `no free subnet left in the default ranges ${described}: every one overlaps a pool in use or a host route; give --subnet or widen OVSNET_DEFAULT_POOLS`,
-    );
+    return freeSubnet(defaultPools, family, taken);
   }
 
   private async doReleasePool(poolId: string): Promise<void> {

@@ -103,6 +103,15 @@ describe('layers', () => {
     assert.deepEqual(cycles, []);
   });
 
+  it('no source file is over 450 lines: each can be read whole', async () => {
+    const long: string[] = [];
+    for (const file of await sources()) {
+      const lines = (await readFile(file, 'utf8')).split('\n').length - 1;
+      if (lines > 450) long.push(`${path.relative(SRC, file)} (${lines} lines)`);
+    }
+    assert.deepEqual(long, []);
+  });
+
   it('src/DESIGN.md has a file map that names every source file, and no file that is gone', async () => {
     const design = await readFile(path.join(SRC, 'DESIGN.md'), 'utf8');
     const map = design.slice(design.indexOf('## File map'));
