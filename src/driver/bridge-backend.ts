@@ -6,9 +6,8 @@
  * of its mode. Every step is observe, diff against the desired host, apply.
  */
 import { checkBridgeName, checkConflicts, checkUplink, chooseTag } from '../domain/admission.js';
-import { diffHost, scopeOf } from '../domain/host-diff.js';
 import { REPAIR_ORDER } from '../domain/repairs.js';
-import { desiredHost, foreignBridges, type ObservedHost } from '../domain/host.js';
+import type { ObservedHost } from '../domain/host.js';
 import { type MtuLimit, type PeerPath, networkMtu, tunnelPathMtu } from '../domain/mtu.js';
 import { gatewayPortName } from '../domain/names.js';
 import { type NetworkSpec, type TunnelSpec, hasHostGateway, isOverlay } from '../domain/options.js';
@@ -56,37 +55,22 @@ export class BridgeBackend implements NetworkBackend {
   }
 
   async realise(network: NetworkRecord, options: { observed?: ObservedHost; step?: (step: RealiseStep) => void } = {}): Promise<void> {
-    const { host, state } = this.o;
-    const observed = options.observed ?? (await host.observe());
-    const networks = [...state.networks.values()].filter((n) => n.id !== network.id && n.state === 'ready');
-    const desired = desiredHost([...networks, network], [...state.endpoints.values()], { datapath: await host.datapath(), foreignBridges: foreignBridges(observed.links) });
-    const differences = diffHost(desired, observed, {
-      records: { networks: [...state.networks.values()], endpoints: [...state.endpoints.values()] },
-      scope: scopeOf([network]),
-      now: Date.now(),
-      graceMs: Infinity,
-    });
     // A step is reached once every repair of its kind (and before) is done.
     const marks = [...STEPS];
-    // An endpoint's port is the reconciler's to repair, under the endpoint's lock: a container may be starting now.
-    for (const repair of LocalHost.repairsOf(differences.filter((d) => !d.endpointId))) {
-      while (marks.length > 0 && REPAIR_ORDER.indexOf(repair.type) > marks[0]![1]) {
-        const [step] = marks.shift()!;
-        options.step?.(step);
-      }
-      await host.apply(repair);
-    }
+    await this.o.host.convergeNetwork(network, () => this.o.state.records(), {
+      observed: options.observed,
+      before: (repair) => {
+        while (marks.length > 0 && REPAIR_ORDER.indexOf(repair.type) > marks[0]![1]) {
+          const [step] = marks.shift()!;
+          options.step?.(step);
+        }
+      },
+    });
     for (const [step] of marks) options.step?.(step);
   }
 
   async unrealise(network: NetworkRecord): Promise<void> {
-    const { host, state } = this.o;
-    const observed = await host.observe();
-    const remaining = [...state.networks.values()].filter((n) => n.id !== network.id);
-    const endpoints = [...state.endpoints.values()].filter((e) => e.networkId !== network.id);
-    const desired = desiredHost(remaining.filter((n) => n.state === 'ready'), endpoints, { datapath: await host.datapath(), foreignBridges: foreignBridges(observed.links) });
-    const differences = diffHost(desired, observed, { records: { networks: remaining, endpoints }, scope: scopeOf([network]), now: Date.now(), graceMs: Infinity });
-    for (const repair of LocalHost.repairsOf(differences)) await host.apply(repair);
+    await this.o.host.convergeNetwork(network, () => this.o.state.records(), { without: true });
   }
 
   async attachEndpoint(): Promise<void> {

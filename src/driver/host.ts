@@ -7,7 +7,9 @@
 import { errorMessage, internal, isPluginError } from '../errors.js';
 import { type HostDifference, REPAIR_ORDER, type Repair } from '../domain/repairs.js';
 import { type ObservedFlows, type PortGuard, baseFlows, ownedCookies, portCookiePrefix, portFlows } from '../domain/flows.js';
-import { type DesiredPort, type ObservedHost, type PortSpec, endpointPort } from '../domain/host.js';
+import { type DesiredHost, type DesiredPort, type ObservedHost, type PortSpec, desiredHost, endpointPort, foreignBridges } from '../domain/host.js';
+import { diffHost, scopeOf } from '../domain/host-diff.js';
+import type { Records } from '../domain/drift.js';
 import { OWNER_KEY, OWNER_VALUE, ROLE_KEY, isSpareHostName } from '../domain/names.js';
 import type { Datapath, DatapathSetting, EndpointRecord, NetworkRecord } from '../domain/records.js';
 import type { Logger } from '../log.js';
@@ -164,6 +166,33 @@ export class LocalHost {
       }),
     );
     return out;
+  }
+
+  /** What these ready networks and their endpoints call for on this host, as observed (its datapath, other container networks' bridges). */
+  async desired(networks: readonly NetworkRecord[], endpoints: readonly EndpointRecord[], observed: ObservedHost): Promise<DesiredHost> {
+    return desiredHost(networks, endpoints, { datapath: await this.datapath(), foreignBridges: foreignBridges(observed.links) });
+  }
+
+  /**
+   * Puts this host's part of one network right, and nothing beyond it (its scope: the network and what it
+   * shares, bridges, uplinks, the firewall, forwarding). Realising (`without` unset): what it needs beside every
+   * other ready network, leaving its endpoints' ports to the reconciler, under each endpoint's lock (a container
+   * may be starting now). Unrealising (`without`): what only it used goes, its endpoints' ports included.
+   * `before` is told each repair as it is about to be applied. The records are read once the host is observed
+   * (`records()`): a device made meanwhile has its record by then, and is not taken for debris.
+   */
+  async convergeNetwork(network: NetworkRecord, records: () => Pick<Records, 'networks' | 'endpoints'>, options: { without?: boolean; observed?: ObservedHost; before?: (repair: Repair) => void } = {}): Promise<void> {
+    const observed = options.observed ?? (await this.observe());
+    const { networks, endpoints: all } = records();
+    const others = networks.filter((n) => n.id !== network.id);
+    const endpoints = options.without ? all.filter((e) => e.networkId !== network.id) : all;
+    const wanted = [...others.filter((n) => n.state === 'ready'), ...(options.without ? [] : [network])];
+    const desired = await this.desired(wanted, endpoints, observed);
+    const differences = diffHost(desired, observed, { records: options.without ? { networks: others, endpoints } : { networks, endpoints }, scope: scopeOf([network]), now: Date.now(), graceMs: Infinity });
+    for (const repair of LocalHost.repairsOf(options.without ? differences : differences.filter((d) => !d.endpointId))) {
+      options.before?.(repair);
+      await this.apply(repair);
+    }
   }
 
   /** The repairs of `differences`, each once, in the order they must happen. */

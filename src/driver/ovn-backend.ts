@@ -10,8 +10,7 @@
  */import { badRequest, conflict, errorMessage, internal, isPluginError, unavailable } from '../errors.js';
 import { checkConflicts } from '../domain/admission.js';
 import type { Drift, OvnPicture } from '../domain/drift.js';
-import { diffHost, scopeOf } from '../domain/host-diff.js';
-import { desiredHost, foreignBridges, type ObservedHost } from '../domain/host.js';
+import type { ObservedHost } from '../domain/host.js';
 import { networkMtu } from '../domain/mtu.js';
 import { hashOf } from '../domain/names.js';
 import { type Chassis, NB, ROUTER, type NbSwitch, boundAddresses, chassisKey, checkSameConfig, decodeConfig, defaultSwitchName, geneveLimit, guardAcls, holderOf, identifyingSubnet, portName, primaryAddress, reservationPort, sameGuard, sharedConfig, switchHosts, switchRow } from '../domain/ovn.js';
@@ -125,26 +124,14 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   async realise(network: NetworkRecord, options: { observed?: ObservedHost; step?: (step: RealiseStep) => void } = {}): Promise<void> {
     await this.ensureSwitch(network);
     options.step?.('switch');
-    const { host, state } = this.o;
-    const observed = options.observed ?? (await host.observe());
-    const networks = [...state.networks.values()].filter((n) => n.id !== network.id && n.state === 'ready');
-    const desired = desiredHost([...networks, network], [...state.endpoints.values()], { datapath: await host.datapath(), foreignBridges: foreignBridges(observed.links) });
-    const differences = diffHost(desired, observed, { records: state.records(), scope: scopeOf([network]), now: Date.now(), graceMs: Infinity });
-    // An endpoint's port is the reconciler's to repair, under the endpoint's lock: a container may be starting now.
-    for (const repair of LocalHost.repairsOf(differences.filter((d) => !d.endpointId))) await host.apply(repair);
+    await this.o.host.convergeNetwork(network, () => this.o.state.records(), { observed: options.observed });
     // The marker whose absence tells that ovn-controller cleared the bridge, guards and all (startFlowWatch).
-    if (!(network.spec.allowRa && network.spec.allowDhcpServer)) await host.apply({ type: 'sync-base-flows', bridge: network.spec.bridge, pipeline: 'ovn' });
+    if (!(network.spec.allowRa && network.spec.allowDhcpServer)) await this.o.host.apply({ type: 'sync-base-flows', bridge: network.spec.bridge, pipeline: 'ovn' });
   }
 
   async unrealise(network: NetworkRecord): Promise<void> {
-    const { host, state, nb } = this.o;
-    const observed = await host.observe();
-    const remaining = [...state.networks.values()].filter((n) => n.id !== network.id);
-    const endpoints = [...state.endpoints.values()].filter((e) => e.networkId !== network.id);
-    const desired = desiredHost(remaining.filter((n) => n.state === 'ready'), endpoints, { datapath: await host.datapath(), foreignBridges: foreignBridges(observed.links) });
-    const differences = diffHost(desired, observed, { records: { networks: remaining, endpoints }, scope: scopeOf([network]), now: Date.now(), graceMs: Infinity });
-    for (const repair of LocalHost.repairsOf(differences)) await host.apply(repair);
-    const sw = network.ovn && (await nb.findSwitch(network.ovn.subnet));
+    await this.o.host.convergeNetwork(network, () => this.o.state.records(), { without: true });
+    const sw = network.ovn && (await this.o.nb.findSwitch(network.ovn.subnet));
     if (sw) await this.leaveSwitch(sw);
   }
 

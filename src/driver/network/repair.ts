@@ -8,7 +8,7 @@ import { errorMessage } from '../../errors.js';
 import type { DockerNetwork, Drift, Records } from '../../domain/drift.js';
 import { diffHost, findDrift } from '../../domain/host-diff.js';
 import { type HostDifference, LAST_REPAIRS, type Repair } from '../../domain/repairs.js';
-import { type DesiredHost, type ObservedHost, desiredHost, foreignBridges } from '../../domain/host.js';
+import type { DesiredHost, ObservedHost } from '../../domain/host.js';
 import type { NbRepair } from '../../domain/ovn-diff.js';
 import { LocalHost } from '../host.js';
 import type { OvnBackend } from '../ovn-backend.js';
@@ -32,8 +32,8 @@ export interface ConvergeOptions {
 }
 
 /** What the records call for on the host (networks still being created do not count). */
-export async function desiredFrom(host: LocalHost, records: Records, observed: ObservedHost): Promise<DesiredHost> {
-  return desiredHost(records.networks.filter((n) => n.state === 'ready'), records.endpoints, { datapath: await host.datapath(), foreignBridges: foreignBridges(observed.links) });
+export function desiredFrom(host: LocalHost, records: Records, observed: ObservedHost): Promise<DesiredHost> {
+  return host.desired(records.networks.filter((n) => n.state === 'ready'), records.endpoints, observed);
 }
 
 /**
