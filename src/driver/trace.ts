@@ -10,7 +10,7 @@
  * Nothing is sent; every answer is read from the programs that decide.
  */
 import { badRequest, notFound } from '../errors.js';
-import { parseCidrWithHost, parseIp, contains } from '../domain/cidr.js';
+import { contains, parseCidrWithHost, parseIp } from '../domain/cidr.js';
 import { type FlowSpec, type PortGuard, baseFlows, isOwnedCookie, portFlows } from '../domain/flows.js';
 import { endpointPort } from '../domain/host.js';
 import { routerMac } from '../domain/ovn-router.js';
@@ -47,10 +47,10 @@ interface HostView {
 }
 
 export class Tracer {
-  constructor(private readonly o: TracerOptions) {}
-
   /** This host's name, as the last trace asked it (the same for every trace). */
   private here = '';
+
+  constructor(private readonly o: TracerOptions) {}
 
   async trace(request: TraceRequest): Promise<TraceReport> {
     const { state } = this.o;
@@ -78,7 +78,8 @@ export class Tracer {
     if (onLink && !toHost) {
       dstMac = linkMac(dst) ?? (target?.networkId === network.id ? target.mac : BROADCAST);
     } else if (network.ovn && gateway) {
-      dstMac = routerMac(subnets[0]!.gateway ?? gateway);
+      // The router port's MAC, which the plugin derives from the network's IPv4 gateway (domain/ovn-router.ts).
+      dstMac = routerMac(network.ipv4[0]?.gateway ?? '0.0.0.0');
     } else if (network.gatewayPort && host.macs.get(network.gatewayPort)) {
       dstMac = host.macs.get(network.gatewayPort)!;
     } else {
@@ -95,26 +96,7 @@ export class Tracer {
     // 1. The container's bridge.
     const first = await this.bridge(network, endpoint.hostIf, probe, host, steps, endpoint);
     if (first.dropped) return report('dropped', first.dropped);
-    if (network.ovn && this.o.ovn) return traceOvn(this.o.ovn, {
-        network,
-        endpoint,
-        probe,
-        steps,
-        report,
-        hostname: this.here,
-        names: host.names,
-        step: this.step.bind(this),
-        datapath: (name) => {
-          const on = [...state.networks.values()].find((n) => n.ovn?.switchName === name);
-          if (on) return `the switch of network ${on.id.slice(0, 12)}`;
-          if ([...state.networks.values()].some((n) => n.spec.mode === 'ovn' && n.spec.ovnRouter === name)) return `router ${name}`;
-          return name.startsWith('ovsnet-external-') ? `the outside network (${name})` : name;
-        },
-        local: (address) => {
-          const e = [...state.endpoints.values()].find((x) => x.networkId === network.id && (plain(x.address) === address || plain(x.addressIpv6) === address));
-          return e ? this.ref(e.hostIf, host) : undefined;
-        },
-      });
+    if (network.ovn && this.o.ovn) return this.throughOvn(this.o.ovn, network, endpoint, probe, host, steps, report);
     const delivered = target && first.outputs.find((p) => p.role === 'container' && p.endpointId === target.id);
     if (delivered) return report('delivered', `delivered to ${describePort(delivered)}`);
     const gatewayOut = first.outputs.find((p) => p.role === 'gateway' && p.networkId === network.id);
@@ -124,6 +106,31 @@ export class Tracer {
     if (first.outputs.length === 0) return report('dropped', `dropped by Open vSwitch: no port of the network takes it`);
     if (target) return report('dropped', `not delivered to ${describePort(this.ref(target.hostIf, host))}: ${target.networkId === network.id ? 'Open vSwitch sends it elsewhere' : 'it is on another network, reached through a gateway'} (${first.outputs.map(describePort).join(', ')})`);
     return report('delivered', `sent to ${first.outputs.map(describePort).join(', ')}`);
+  }
+
+  /** Step 3: OVN's logical pipeline, its datapaths and ports named as the operator knows them. */
+  private throughOvn(ovn: OvnTraceContext, network: NetworkRecord, endpoint: EndpointRecord, probe: Probe, host: HostView, steps: TraceStep[], report: (o: Outcome, s: string) => TraceReport): Promise<TraceReport> {
+    const networks = [...this.o.state.networks.values()];
+    return traceOvn(ovn, {
+      network,
+      endpoint,
+      probe,
+      steps,
+      report,
+      hostname: this.here,
+      names: host.names,
+      step: this.step.bind(this),
+      datapath: (name) => {
+        const on = networks.find((n) => n.ovn?.switchName === name);
+        if (on) return `the switch of network ${on.id.slice(0, 12)}`;
+        if (networks.some((n) => n.spec.mode === 'ovn' && n.spec.ovnRouter === name)) return `router ${name}`;
+        return name.startsWith('ovsnet-external-') ? `the outside network (${name})` : name;
+      },
+      local: (address) => {
+        const e = [...this.o.state.endpoints.values()].find((x) => x.networkId === network.id && (plain(x.address) === address || plain(x.addressIpv6) === address));
+        return e ? this.ref(e.hostIf, host) : undefined;
+      },
+    });
   }
 
   /** Step 1 on one bridge: the flow that takes the packet first (the guard's, or the bridge's), then where it goes. */
