@@ -5,7 +5,7 @@
  */
 import { CliError, type PluginClient, type PluginState } from './client.js';
 import type { TraceProtocol, TraceReport } from '../domain/trace.js';
-import { canonicalIp, contains, parseCidrWithHost, parseIp } from '../domain/cidr.js';
+import { canonicalIp, prefixHolds } from '../domain/cidr.js';
 
 export interface TraceArgs {
   readonly container: string;
@@ -66,7 +66,7 @@ export async function runTrace(client: PluginClient, state: PluginState, names: 
   const shared = candidates.find((e) => theirs.some((t) => t.networkId === e.networkId));
   const onLink = (e: PluginState['endpoints'][number]) => {
     const n = state.networks.find((x) => x.id === e.networkId);
-    return !!destination && !!n && [...n.ipv4, ...n.ipv6].some((s) => inSubnet(s.pool, destination!));
+    return !!destination && !!n && [...n.ipv4, ...n.ipv6].some((s) => prefixHolds(s.pool, destination!));
   };
   const from = shared ?? candidates.find(onLink) ?? candidates[0]!;
   if (!destination && theirs.length > 0) {
@@ -85,12 +85,6 @@ export async function runTrace(client: PluginClient, state: PluginState, names: 
   });
   if (res.status !== 200) throw new CliError(`the plugin refused: ${res.body?.Err ?? JSON.stringify(res.body)}`);
   return res.body as TraceReport;
-}
-
-function inSubnet(pool: string, address: string): boolean {
-  const cidr = parseCidrWithHost(pool)?.cidr;
-  const ip = parseIp(address);
-  return !!cidr && !!ip && contains(cidr, ip);
 }
 
 /** The report in lines, with network ids replaced by their Docker names. */

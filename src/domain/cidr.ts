@@ -234,3 +234,10 @@ function formatV6(value: bigint): string {
   if (bestStart < 0) return hex.join(':');
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLength).join(':')}`;
 }
+
+/** Whether an address lies in a prefix (host bits allowed, "10.0.0.1/24"); false when either is not one. */
+export function prefixHolds(prefix: string, address: string): boolean {
+  const cidr = parseCidrWithHost(prefix)?.cidr;
+  const ip = parseIp(address);
+  return !!cidr && !!ip && contains(cidr, ip);
+}

@@ -5,7 +5,7 @@
  * state, device group, comments, and `!` before any of them); a rule with anything else is reported as not
  * evaluated rather than guessed at.
  */
-import { contains, parseCidrWithHost, parseIp } from './cidr.js';
+import { prefixHolds } from './cidr.js';
 
 /** A packet as the host's netfilter sees it at one hook. */
 export interface NetfilterPacket {
@@ -58,9 +58,7 @@ function interfaceMatches(pattern: string, name: string | undefined): boolean {
 
 /** An address against `-s`/`-d`'s value: an address or a prefix. */
 function addressIn(value: string, address: string): boolean {
-  const cidr = parseCidrWithHost(value.includes('/') ? value : `${value}/${value.includes(':') ? 128 : 32}`)?.cidr;
-  const ip = parseIp(address);
-  return !!cidr && !!ip && contains(cidr, ip);
+  return prefixHolds(value.includes('/') ? value : `${value}/${value.includes(':') ? 128 : 32}`, address);
 }
 
 function portIn(value: string, port: number | undefined): boolean {

@@ -62,6 +62,12 @@ export class OvnViews {
     return goneHosts(view, absent, { ...options, leaseMs: this.o.chassis.leaseMs, seen });
   }
 
+  /** The southbound database's remotes as this host's Open vSwitch has them now, kept for openSouthbound (the daemon's passes read them too). */
+  private async readRemotes(): Promise<string | undefined> {
+    this.o.chassis.southboundRemotes = (await this.o.ovs.systemIds())['ovn-remote'];
+    return this.o.chassis.southboundRemotes;
+  }
+
   /** The southbound database at this host's ovn-controller's remotes (known once identify ran). */
   private openSouthbound(): Southbound | undefined {
     const remotes = this.o.chassis.southboundRemotes;
@@ -86,15 +92,13 @@ export class OvnViews {
 
   /** What `ovsnet trace` asks of OVN: the southbound database's remotes, the northbound ports, the ports' chassis. */
   traceContext(tracing: Tracing): OvnTraceContext {
-    const remotes = async () => (this.o.chassis.southboundRemotes = (await this.o.ovs.systemIds())['ovn-remote']);
     return {
       tracing,
-      southbound: remotes,
+      southbound: () => this.readRemotes(),
       port: (name) => this.o.nb.port(name),
       residents: async (ports) => {
-        await remotes();
-        const southbound = this.openSouthbound();
-        return southbound ? southbound.residents(ports) : new Map();
+        await this.readRemotes();
+        return (await this.openSouthbound()?.residents(ports)) ?? new Map();
       },
     };
   }
@@ -147,7 +151,7 @@ export class OvnViews {
     const redirect = (router: string) => `cr-${gatewayPortNames(router).lrp}`;
     let bound = new Map<string, { chassis: string; hostname: string }>();
     if (routers.size > 0 && chassis.length > 0) {
-      this.o.chassis.southboundRemotes = (await this.o.ovs.systemIds())['ovn-remote'];
+      await this.readRemotes();
       bound = (await this.openSouthbound()?.residents([...routers].map(redirect)).catch(() => undefined)) ?? new Map();
     }
     const gateways: Record<string, OvnPicture['gateways'][string]> = {};

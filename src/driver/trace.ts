@@ -10,7 +10,7 @@
  * Nothing is sent; every answer is read from the programs that decide.
  */
 import { badRequest, notFound } from '../errors.js';
-import { contains, parseCidrWithHost, parseIp } from '../domain/cidr.js';
+import { prefixHolds } from '../domain/cidr.js';
 import { type FlowSpec, type PortGuard, baseFlows, isOwnedCookie, portFlows } from '../domain/flows.js';
 import { endpointPort } from '../domain/host.js';
 import { routerMac } from '../domain/ovn-router.js';
@@ -67,7 +67,7 @@ export class Tracer {
     const dst = request.destination ?? OUTSIDE[family];
     const host = await this.hostView(network.id);
     const subnets = family === 4 ? network.ipv4 : network.ipv6;
-    const onLink = subnets.some((s) => inPrefix(s.pool, dst)) || !!linkMac(dst);
+    const onLink = subnets.some((s) => prefixHolds(s.pool, dst)) || !!linkMac(dst);
     const target = [...state.endpoints.values()].find((e) => plain(family === 4 ? e.address : e.addressIpv6) === dst);
     if (target && !host.names.has(target.id)) await this.learnNames(host, target.networkId);
     const steps: TraceStep[] = [];
@@ -326,12 +326,6 @@ export class Tracer {
 
 function plain(address: string | undefined): string | undefined {
   return address ? address.split('/')[0] : undefined;
-}
-
-function inPrefix(pool: string, address: string): boolean {
-  const cidr = parseCidrWithHost(pool)?.cidr;
-  const ip = parseIp(address);
-  return !!cidr && !!ip && contains(cidr, ip);
 }
 
 /** DNAT's --to-destination: "10.0.0.5:80" or "[fd00::5]:80". */
