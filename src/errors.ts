@@ -20,7 +20,7 @@ export const ERROR_CODES = [
   'OvnNoOutsideAddress', 'OvnNotInstalled', 'OvnNotReady', 'OvnOff', 'OvnRace', 'OvnRouterDiffers',
   'OvnRouterNameTaken', 'OvnRouterNeedsGateway', 'OvsdbClosed', 'OvsdbDisconnected', 'OvsdbError', 'OvsdbTimeout',
   'OvsdbUnavailable', 'PeerIsLocal', 'PoolOverlap', 'PoolsExhausted', 'PortFailed', 'PortInUse', 'PortsNotSupported',
-  'SubnetInUse', 'SubnetOverlap', 'SubnetTooSmall', 'SysctlReadOnly', 'TunnelKeyInUse', 'TunnelPath',
+  'SubnetInUse', 'SubnetOverlap', 'SubnetTooSmall', 'SysctlReadOnly', 'TraceFailed', 'TunnelKeyInUse', 'TunnelPath',
   'UnknownAddressSpace', 'UnknownEndpoint', 'UnknownNetwork', 'UnknownOption', 'UnknownPool', 'UplinkInUse',
   'VlanInUse', 'VswitchdTimeout', 'WrongFamily',
 ] as const;

@@ -4,7 +4,7 @@
  * here after the containers and hosts that hold them (the northbound ports' ovsnet-hostname), and its gateway
  * port after the chassis it is active on.
  */
-import { errorMessage } from '../errors.js';
+import { errorMessage, unavailable } from '../errors.js';
 import { NB, type NbPort, portName, primaryAddress } from '../domain/ovn.js';
 import type { EndpointRecord, NetworkRecord } from '../domain/records.js';
 import { type Outcome, type PortRef, type TraceReport, type TraceStep, describePort } from '../domain/trace.js';
@@ -23,7 +23,7 @@ export interface OvnTraceContext {
   residents(ports: readonly string[]): Promise<Map<string, { chassis: string; hostname: string }>>;
 }
 
-interface Trip {
+export interface OvnTrip {
   readonly network: NetworkRecord;
   readonly endpoint: EndpointRecord;
   readonly probe: Probe;
@@ -39,20 +39,21 @@ interface Trip {
   readonly local: (address: string) => PortRef | undefined;
 }
 
-export async function traceOvn(ovn: OvnTraceContext, trip: Trip): Promise<TraceReport> {
+export async function traceOvn(ovn: OvnTraceContext, trip: OvnTrip): Promise<TraceReport> {
   const { network, endpoint, probe, steps, report, step } = trip;
   const southbound = await ovn.southbound();
-  if (!southbound) return report('dropped', "OVN's path cannot be traced: this host's Open vSwitch has no external_ids:ovn-remote (the southbound database ovn-trace reads)");
+  // A trace that cannot be followed is an error of the call, never a verdict: DROPPED would blame the network.
+  if (!southbound) throw unavailable('TraceFailed', "OVN's part of the path cannot be traced: this host's Open vSwitch has no external_ids:ovn-remote (the southbound database ovn-trace reads)");
   const inport = portName(network.ovn!, primaryAddress(endpoint));
   const microflow = ovnMicroflow(inport, probe);
   let output: string;
   try {
     output = await ovn.tracing.ovnTrace(southbound, network.ovn!.switchName, microflow);
   } catch (err) {
-    return report('dropped', `ovn-trace could not follow it: ${errorMessage(err)}`);
+    throw unavailable('TraceFailed', `ovn-trace could not follow the packet: ${errorMessage(err)}`, err);
   }
   const trace = parseOvnTrace(output);
-  if (trace.error) return report('dropped', `ovn-trace could not follow it: ${trace.error}`);
+  if (trace.error) throw unavailable('TraceFailed', `ovn-trace could not follow the packet: ${trace.error}`);
   const path = trace.hops.filter((h) => h.direction === 'ingress').map((h) => h.datapath);
   steps.push(step('ovn', `OVN's logical path from ${inport}: ${path.map(trip.datapath).join(' -> ') || '(none)'}`, { inport, microflow, datapaths: path }));
   if (trace.snat) steps.push(step('ovn', `SNAT on the router's gateway port: it leaves with source ${trace.snat}`, { snat: trace.snat }));
@@ -78,7 +79,7 @@ export async function traceOvn(ovn: OvnTraceContext, trip: Trip): Promise<TraceR
 }
 
 /** A logical port, named after its container (when it is this host's) and the host that holds it. */
-async function logicalPort(ovn: OvnTraceContext, name: string, trip: Trip): Promise<PortRef> {
+async function logicalPort(ovn: OvnTraceContext, name: string, trip: OvnTrip): Promise<PortRef> {
   const row = await ovn.port(name).catch(() => undefined);
   const address = row?.addresses[0]?.split(' ')[1];
   const host = row?.externalIds[NB.hostname] || row?.externalIds[NB.chassis];

@@ -14,6 +14,9 @@ import { ovnMicroflow, parseOvnTrace, stageSays } from '../../src/domain/trace-o
 import { decodeTraceRequest } from '../../src/protocol/trace.js';
 import { parseDestination } from '../../src/cli/trace.js';
 import { isPluginError } from '../../src/errors.js';
+import { type OvnTrip, type OvnTraceContext, traceOvn } from '../../src/driver/trace-ovn.js';
+import type { EndpointRecord, NetworkRecord } from '../../src/domain/records.js';
+import type { TraceReport, TraceStep } from '../../src/domain/trace.js';
 
 const OFPROTO_ADMIT = `Flow: tcp,in_port=5,vlan_tci=0x0000,dl_src=02:42:0a:4d:00:02,dl_dst=02:42:0a:4d:00:03,nw_src=10.77.0.2,nw_dst=10.77.0.3,nw_tos=0,nw_ecn=0,nw_ttl=64,nw_frag=no,tp_src=0,tp_dst=80,tcp_flags=0
 
@@ -249,5 +252,37 @@ describe('trace: requests', () => {
     assert.deepEqual(parseDestination('outside:443/tcp'), { target: 'outside', port: 443, protocol: 'tcp' });
     assert.throws(() => parseDestination('web:80/icmp'), /ICMP has no ports/);
     assert.throws(() => parseDestination('web/udp'), /udp needs a port/);
+  });
+});
+
+describe('trace: an OVN path that cannot be followed', () => {
+  const network = {
+    id: 'n'.repeat(64), state: 'ready', createdAt: '', mtu: 1500, ipv4: [{ pool: '10.3.0.0/24', gateway: '10.3.0.1' }], ipv6: [],
+    spec: { mode: 'ovn', bridge: 'br-int', gatewayMode: 'nat' }, ovn: { switchName: 'ovsnet-10.3.0.0_24', subnet: '10.3.0.0/24' },
+  } as unknown as NetworkRecord;
+  const endpoint = { id: 'e'.repeat(64), networkId: network.id, address: '10.3.0.2/24', addressIpv6: '', mac: '02:42:0a:03:00:02', hostIf: 'ovseeeeeeeeeeee', joined: true, createdAt: '' } as unknown as EndpointRecord;
+  const trip = (): OvnTrip => {
+    const steps: TraceStep[] = [];
+    return {
+      network, endpoint, steps, hostname: 'h1', names: new Map(),
+      probe: { family: 4, protocol: 'icmp', srcMac: endpoint.mac, dstMac: '0a:00:0a:03:00:01', src: '10.3.0.2', dst: '10.3.1.2' },
+      report: (outcome, says) => ({ from: { address: '10.3.0.2' }, to: { address: '10.3.1.2', protocol: 'icmp', outside: false }, packet: {}, steps, verdict: { outcome, says } }) as unknown as TraceReport,
+      step: (at, says, detail) => ({ at, says, detail }) as unknown as TraceStep,
+      datapath: (name) => name,
+      local: () => undefined,
+    };
+  };
+  const context = (southbound: string | undefined, ovnTrace: () => Promise<string>): OvnTraceContext => ({
+    tracing: { ovnTrace } as unknown as OvnTraceContext['tracing'],
+    southbound: async () => southbound,
+    port: async () => undefined,
+    residents: async () => new Map(),
+  });
+  const failed = (message: RegExp) => (err: unknown) => isPluginError(err, 'Unavailable') && (err as { code: string }).code === 'TraceFailed' && message.test((err as Error).message);
+
+  it('is an error of the call, not a DROPPED verdict that would blame the network', async () => {
+    await assert.rejects(traceOvn(context(undefined, async () => ''), trip()), failed(/no external_ids:ovn-remote/));
+    await assert.rejects(traceOvn(context('tcp:192.168.50.1:6642', async () => { throw new Error('ovn-trace: connection refused'); }), trip()), failed(/ovn-trace could not follow the packet: ovn-trace: connection refused/));
+    await assert.rejects(traceOvn(context('tcp:192.168.50.1:6642', async () => 'ovn-trace: unknown datapath "ovsnet-10.3.0.0_24"\n'), trip()), failed(/unknown datapath/));
   });
 });
