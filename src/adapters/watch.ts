@@ -8,10 +8,10 @@
  * `ip monitor` reports all of it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { GATEWAY_PREFIX } from '../domain/names.js';
+import { GATEWAY_PREFIX, NETWORK_ID_CHARS } from '../domain/names.js';
 import type { Logger } from '../log.js';
 
-const GATEWAY = new RegExp(`(?:^|\\s)\\d+:\\s+(${GATEWAY_PREFIX}[0-9a-f]{10})[:@\\s]`);
+const GATEWAY = new RegExp(`(?:^|\\s)\\d+:\\s+(${GATEWAY_PREFIX}${NETWORK_ID_CHARS}{10})[:@\\s]`);
 /** A link line of a Linux bridge itself (`-d` prints its bridge settings; its ports say bridge_slave). */
 const BRIDGE = /^(Deleted )?\d+:\s+([^:@\s]+)[:@].*\sbridge forward_delay /;
 

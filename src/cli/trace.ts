@@ -89,7 +89,7 @@ export async function runTrace(client: PluginClient, state: PluginState, names: 
 
 /** The report in lines, with network ids replaced by their Docker names. */
 export function traceLines(report: TraceReport, networks: ReadonlyMap<string, string>): string[] {
-  const named = (text: string) => text.replace(/network ([0-9a-f]{12})\b/g, (whole, id: string) => {
+  const named = (text: string) => text.replace(/network ([0-9a-z]{12})\b/g, (whole, id: string) => {
     const name = [...networks].find(([full]) => full.startsWith(id))?.[1];
     return name ? `network ${name}` : whole;
   });

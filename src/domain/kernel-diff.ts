@@ -109,7 +109,7 @@ export function firewallDifferences(rules: FirewallRules, observed: ObservedHost
     const count = (list: readonly string[]) => {
       const tags = new Map<string, number>();
       for (const r of list) {
-        const tag = /ovsnet:(?:[0-9a-f]{12}|foreign|ports)/.exec(r)?.[0] ?? 'untagged';
+        const tag = /ovsnet:(?:[0-9a-z]{12}|foreign|ports)/.exec(r)?.[0] ?? 'untagged';
         tags.set(tag, (tags.get(tag) ?? 0) + 1);
       }
       return tags;

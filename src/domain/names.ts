@@ -35,10 +35,20 @@ export const TUNNEL_PREFIX = 'ovt';
 export const VETH_GROUP = 0x6f76;
 
 const ID = /^[0-9a-f]{64}$/;
+/** A swarm object's id (swarmkit's identity.NewID): 25 characters of base 36, which a swarm-scoped network keeps on every node. */
+const SWARM_ID = /^[0-9a-z]{25}$/;
 
 export function isDockerId(id: unknown): id is string {
   return typeof id === 'string' && ID.test(id);
 }
+
+/** A network's id: Docker's own (64 hex digits), or the swarm's for a network of `--scope swarm`. */
+export function isNetworkId(id: unknown): id is string {
+  return typeof id === 'string' && (ID.test(id) || SWARM_ID.test(id));
+}
+
+/** What every name derived from a network id is made of (the start of either kind of id). */
+export const NETWORK_ID_CHARS = '[0-9a-z]';
 
 /** Host end of an endpoint's veth pair: this one becomes the OVS port. */
 export function hostVethName(endpointId: string): string {

@@ -68,8 +68,15 @@ export class NetworkDriver {
     o.host.retire = (pair, first) => this.ctx.spares.retire(pair, first);
   }
 
+  /**
+   * Each host keeps its own state (data scope local), and its networks reach other hosts (a VLAN is the same
+   * VLAN on every host, an overlay or OVN switch spans them): connectivity scope global. Swarm reads the pair
+   * as a node-local driver whose `--scope swarm` networks it leaves to each node's plugin (no IPAM on the
+   * manager), and gossips service and task names across nodes only for a global connectivity scope. A network
+   * that is not of `--scope swarm` is unaffected.
+   */
   capabilities() {
-    return { Scope: 'local' as const, ConnectivityScope: 'local' as const };
+    return { Scope: 'local' as const, ConnectivityScope: 'global' as const };
   }
 
   async createNetwork(req: CreateNetworkRequest): Promise<void> {

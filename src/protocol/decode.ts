@@ -4,7 +4,7 @@
  * field is checked here and errors name the field and what was expected.
  */
 import { badRequest } from '../errors.js';
-import { isDockerId } from '../domain/names.js';
+import { isDockerId, isNetworkId } from '../domain/names.js';
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type JsonObject = { [key: string]: unknown };
@@ -67,5 +67,12 @@ export function stringMap(o: JsonObject, field: string): Record<string, string> 
 export function dockerId(o: JsonObject, field: string): string {
   const value = o[field];
   if (!isDockerId(value)) fail(field, 'a Docker id (64 lower-case hex characters)', value);
+  return value;
+}
+
+/** A network's id: Docker's (64 hex characters), or a swarm's for a network of `--scope swarm` (25 of base 36). */
+export function networkId(o: JsonObject, field: string): string {
+  const value = o[field];
+  if (!isNetworkId(value)) fail(field, "a network id (Docker's: 64 lower-case hex characters; a swarm's: 25 lower-case letters and digits)", value);
   return value;
 }

@@ -5,6 +5,7 @@ import { badRequest } from '../errors.js';
 import {
   type JsonObject,
   dockerId,
+  networkId,
   object,
   optionalArray,
   optionalBoolean,
@@ -90,7 +91,7 @@ export function decodeCreateNetwork(body: unknown): CreateNetworkRequest {
   const o = object(body);
   const options = optionalObject(o, 'Options');
   return {
-    networkId: dockerId(o, 'NetworkID'),
+    networkId: networkId(o, 'NetworkID'),
     generic: optionalObject(options, OPTION_GENERIC),
     ipv6: optionalBoolean(options, OPTION_IPV6),
     ipv4: options[OPTION_IPV4] === undefined || options[OPTION_IPV4] === null ? true : optionalBoolean(options, OPTION_IPV4),
@@ -101,12 +102,12 @@ export function decodeCreateNetwork(body: unknown): CreateNetworkRequest {
 }
 
 export function decodeNetworkRef(body: unknown): NetworkRef {
-  return { networkId: dockerId(object(body), 'NetworkID') };
+  return { networkId: networkId(object(body), 'NetworkID') };
 }
 
 export function decodeEndpointRef(body: unknown): EndpointRef {
   const o = object(body);
-  return { networkId: dockerId(o, 'NetworkID'), endpointId: dockerId(o, 'EndpointID') };
+  return { networkId: networkId(o, 'NetworkID'), endpointId: dockerId(o, 'EndpointID') };
 }
 
 /** The endpoint MAC option is base64 of the six raw bytes ("AkIKyQCW"). */
@@ -130,7 +131,7 @@ export function decodeCreateEndpoint(body: unknown): CreateEndpointRequest {
   const options = optionalObject(o, 'Options');
   const rawMac = options[OPTION_ENDPOINT_MAC];
   return {
-    networkId: dockerId(o, 'NetworkID'),
+    networkId: networkId(o, 'NetworkID'),
     endpointId: dockerId(o, 'EndpointID'),
     address: optionalString(iface, 'Address'),
     addressIpv6: optionalString(iface, 'AddressIPv6'),
@@ -154,7 +155,7 @@ function userOptions(options: JsonObject): Record<string, string> {
 export function decodeJoin(body: unknown): JoinRequest {
   const o = object(body);
   return {
-    networkId: dockerId(o, 'NetworkID'),
+    networkId: networkId(o, 'NetworkID'),
     endpointId: dockerId(o, 'EndpointID'),
     sandboxKey: optionalString(o, 'SandboxKey'),
     options: optionalObject(o, 'Options'),
@@ -183,7 +184,7 @@ export function publishedPorts(options: JsonObject): unknown[] {
 export function decodeProgram(body: unknown): ProgramRequest {
   const o = object(body);
   return {
-    networkId: dockerId(o, 'NetworkID'),
+    networkId: networkId(o, 'NetworkID'),
     endpointId: dockerId(o, 'EndpointID'),
     options: optionalObject(o, 'Options'),
   };

@@ -244,7 +244,7 @@ export async function assertConsistent(host: SimHost): Promise<void> {
 
   const gatewayPorts = new Set(state.networks.flatMap((n) => (n.gatewayPort ? [n.gatewayPort] : [])));
   for (const rule of [...(await host.chainRules('filter', 'OVSNET-FORWARD')), ...(await host.chainRules('nat', 'OVSNET-POSTROUTING'))]) {
-    const port = /ovsgw[0-9a-f]{10}/.exec(rule)?.[0];
+    const port = /ovsgw[0-9a-z]{10}/.exec(rule)?.[0];
     assert.ok(port && gatewayPorts.has(port), `firewall rule of a live network: ${rule}`);
   }
 }

@@ -40,7 +40,7 @@ describe('plugin protocol over HTTP', () => {
 
   it('answers the three capability calls Docker makes at activation', async () => {
     const { app: a } = await app();
-    assert.deepEqual((await dockerPost(request(a), 'NetworkDriver.GetCapabilities')).body, { Scope: 'local', ConnectivityScope: 'local' });
+    assert.deepEqual((await dockerPost(request(a), 'NetworkDriver.GetCapabilities')).body, { Scope: 'local', ConnectivityScope: 'global' });
     assert.deepEqual((await dockerPost(request(a), 'IpamDriver.GetCapabilities')).body, { RequiresMACAddress: false, RequiresRequestReplay: true });
     assert.deepEqual((await dockerPost(request(a), 'IpamDriver.GetDefaultAddressSpaces')).body, {
       LocalDefaultAddressSpace: 'local',
@@ -119,7 +119,7 @@ describe('plugin protocol over HTTP', () => {
     assert.match(notJson.body.Err, /^invalid request: body is not valid JSON/);
     const wrongType = await dockerPost(s, 'NetworkDriver.Join', { NetworkID: 5, EndpointID: EP });
     assert.equal(wrongType.status, 400);
-    assert.match(wrongType.body.Err, /field NetworkID must be a Docker id \(64 lower-case hex characters\) \(got 5\)/);
+    assert.match(wrongType.body.Err, /field NetworkID must be a network id \(Docker's: 64 lower-case hex characters; a swarm's: 25 lower-case letters and digits\) \(got 5\)/);
     const array = await dockerPost(s, 'IpamDriver.RequestPool', [1, 2]);
     assert.equal(array.status, 400);
     assert.match(array.body.Error, /field body must be a JSON object/);

@@ -33,9 +33,9 @@ const endpointReq = (o: Partial<{ endpointId: string; networkId: string; address
 });
 
 describe('network driver: networks', () => {
-  it('is a local-scope driver', async () => {
+  it('is a driver of local data scope whose networks reach other hosts (connectivity scope global, as swarm needs)', async () => {
     const { network } = await world();
-    assert.deepEqual(network.capabilities(), { Scope: 'local', ConnectivityScope: 'local' });
+    assert.deepEqual(network.capabilities(), { Scope: 'local', ConnectivityScope: 'global' });
   });
 
   it('creates the bridge, a tagged gateway port with the gateway address, forwarding and NAT', async () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decodeCreateEndpoint, decodeCreateNetwork, decodeJoin, macFromBase64 } from '../../src/protocol/network.js';
+import { decodeCreateEndpoint, decodeCreateNetwork, decodeJoin, decodeNetworkRef, macFromBase64 } from '../../src/protocol/network.js';
 import { decodeRequestAddress, decodeRequestPool } from '../../src/protocol/ipam.js';
 
 const NET = '1'.repeat(64);
@@ -28,8 +28,15 @@ describe('request decoders', () => {
     });
   });
 
+  it("takes a swarm network's id (25 characters of base 36, the same on every node) as a network's", () => {
+    assert.equal(decodeCreateNetwork({ NetworkID: 'q8ztcl8r4x0xw1kmvfj5o2e7n' }).networkId, 'q8ztcl8r4x0xw1kmvfj5o2e7n');
+    assert.equal(decodeNetworkRef({ NetworkID: 'q8ztcl8r4x0xw1kmvfj5o2e7n' }).networkId, 'q8ztcl8r4x0xw1kmvfj5o2e7n');
+  });
+
   it('names the field that is wrong', () => {
-    assert.throws(() => decodeCreateNetwork({ NetworkID: 'abc' }), /field NetworkID must be a Docker id/);
+    assert.throws(() => decodeCreateNetwork({ NetworkID: 'abc' }), /field NetworkID must be a network id \(Docker's: 64 lower-case hex characters; a swarm's: 25 lower-case letters and digits\)/);
+    assert.throws(() => decodeCreateNetwork({ NetworkID: 'Q8ZTCL8R4X0XW1KMVFJ5O2E7N' }), /field NetworkID must be a network id/);
+    assert.throws(() => decodeCreateEndpoint({ NetworkID: NET, EndpointID: 'q8ztcl8r4x0xw1kmvfj5o2e7n' }), /field EndpointID must be a Docker id/);
     assert.throws(() => decodeCreateNetwork({ NetworkID: NET, IPv4Data: {} }), /field IPv4Data must be an array/);
     assert.throws(() => decodeCreateNetwork({ NetworkID: NET, IPv4Data: [{ Pool: 5 }] }), /field Pool must be a non-empty string/);
     assert.throws(() => decodeCreateNetwork([]), /field body must be a JSON object/);
