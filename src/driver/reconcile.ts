@@ -190,14 +190,24 @@ export class Reconciler {
     }
 
     if (docker) {
-      for (const item of dockerDrift(state.records(), docker, { now: asked, graceMs: this.o.graceMs })) {
-        const action = this.action(item);
-        if (!action) continue;
-        await this.attempt(log, action.what, { subject: item.subject }, async () => {
-          await action.run();
-          log.info(`reconcile: ${action.what}`, { networkId: item.networkId, endpointId: item.endpointId, poolId: item.poolId, address: item.address, why: item.detail });
-          count(action.counter);
-        });
+      const act = async (items: readonly Drift[]) => {
+        for (const item of items) {
+          const action = this.action(item);
+          if (!action) continue;
+          await this.attempt(log, action.what, { subject: item.subject }, async () => {
+            await action.run();
+            log.info(`reconcile: ${action.what}`, { networkId: item.networkId, endpointId: item.endpointId, poolId: item.poolId, address: item.address, why: item.detail });
+            count(action.counter);
+          });
+        }
+      };
+      const removed = changes.networksRemoved ?? 0;
+      await act(dockerDrift(state.records(), docker, { now: asked, graceMs: this.o.graceMs }));
+      // A network's pools go only after the network (never before it): once this pass removed networks Docker
+      // forgot (a swarm network on a node whose dockerd restarted, which Docker never deletes), their pools and
+      // addresses are looked at again now, rather than a whole interval later.
+      if ((changes.networksRemoved ?? 0) > removed) {
+        await act(dockerDrift(state.records(), docker, { now: asked, graceMs: this.o.graceMs }).filter((d) => d.kind === 'pool-unused' || d.kind === 'address-unused'));
       }
       // What the pass could not repair (or what came since): a second look, only when someone listens.
       if (this.onDrift) {

@@ -123,8 +123,9 @@ describe('reconciler: with Docker', () => {
     assert.deepEqual(await s.reconciler.reconcile('test'), { addressesReleased: 1 }, 'and goes with the next pass');
     assert.deepEqual([...s.state.addressesOf(poolId).keys()].sort(), ['10.13.160.1', '10.13.160.2'], 'the gateway and the live address stay');
     s.docker.list.length = 0;
-    assert.equal((await s.reconciler.reconcile('test')).networksRemoved, 1, 'then the network Docker removed');
+    assert.deepEqual(await s.reconciler.reconcile('test'), { networksRemoved: 1, poolsReleased: 1 }, 'then the network Docker removed, and its pool in the same pass');
     assert.equal(s.state.networks.size, 0);
+    assert.equal(s.state.pools.size, 0);
     assert.equal(s.ovs.ports.size, 0);
   });
 
