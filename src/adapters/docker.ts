@@ -41,7 +41,23 @@ export class DockerodeView implements DockerView {
       for (const c of Object.values((info.Containers ?? {}) as Record<string, { EndpointID: string; IPv4Address?: string; IPv6Address?: string }>)) {
         endpoints.set(c.EndpointID, { addresses: [c.IPv4Address, c.IPv6Address].filter((a): a is string => !!a).map((a) => a.split('/')[0]!) });
       }
-      const config = ((info.IPAM?.Config ?? []) as Array<{ Subnet?: string; AuxiliaryAddresses?: Record<string, string> }>);
+      const config = ((info.IPAM?.Config ?? []) as Array<{ Subnet?: string; Gateway?: string; IPRange?: string; AuxiliaryAddresses?: Record<string, string> }>);
+      if (info.ConfigOnly) {
+        // Settings only, for swarm networks made --config-from it: it holds no pool and no address itself.
+        out.push({
+          id: info.Id as string,
+          name: info.Name as string,
+          subnets: [],
+          auxAddresses: [],
+          endpoints,
+          configOnly: {
+            options: (info.Options ?? {}) as Record<string, string>,
+            ipv6: !!info.EnableIPv6,
+            subnets: config.filter((c) => !!c.Subnet).map((c) => ({ pool: c.Subnet!, ...(c.Gateway ? { gateway: c.Gateway } : {}), ...(c.IPRange ? { range: c.IPRange } : {}), aux: c.AuxiliaryAddresses ?? {} })),
+          },
+        });
+        continue;
+      }
       out.push({
         id: info.Id as string,
         name: info.Name as string,

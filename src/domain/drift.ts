@@ -52,7 +52,9 @@ export type DriftKind =
   | 'ovn-router-differs'
   | 'ovn-guard-differs'
   | 'ovn-host-conflict'
-  | 'ovn-host-gone';
+  | 'ovn-host-gone'
+  | 'ovn-config-differs'
+  | 'swarm-network-refused';
 
 export interface Drift {
   kind: DriftKind;
@@ -99,6 +101,15 @@ export interface OvnPicture {
 }
 
 /** A Docker network as the reconciler sees it. */
+/** A config-only network as Docker shows it: what swarm networks made `--config-from` it are made with. */
+export interface ConfigOnlyNetwork {
+  /** Its `-o` options. */
+  readonly options: Readonly<Record<string, string>>;
+  readonly ipv6: boolean;
+  /** Its IPAM configuration: a subnet, and the gateway, ip-range and aux addresses when given. */
+  readonly subnets: ReadonlyArray<{ readonly pool: string; readonly gateway?: string; readonly range?: string; readonly aux: Readonly<Record<string, string>> }>;
+}
+
 export interface DockerNetwork {
   readonly id: string;
   readonly name: string;
@@ -107,6 +118,8 @@ export interface DockerNetwork {
   readonly auxAddresses: readonly string[];
   /** endpoint id -> the addresses Docker holds for it (no prefix length) */
   readonly endpoints: ReadonlyMap<string, { readonly addresses: readonly string[] }>;
+  /** A config-only network's settings (`docker network create --config-only`), which swarm networks are made from. */
+  readonly configOnly?: ConfigOnlyNetwork;
 }
 
 export const REPAIR = 'ovsnet reconcile';

@@ -42,6 +42,11 @@ export function isDockerId(id: unknown): id is string {
   return typeof id === 'string' && ID.test(id);
 }
 
+/** A swarm network's id, as each node's dockerd gives it to the plugin. */
+export function isSwarmId(id: unknown): id is string {
+  return typeof id === 'string' && SWARM_ID.test(id);
+}
+
 /** A network's id: Docker's own (64 hex digits), or the swarm's for a network of `--scope swarm`. */
 export function isNetworkId(id: unknown): id is string {
   return typeof id === 'string' && (ID.test(id) || SWARM_ID.test(id));

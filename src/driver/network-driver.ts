@@ -4,11 +4,13 @@
  * leave, repair), the way libnetwork's drivers keep *_network, *_endpoint and
  * *_joinleave. Backends behind driver/backend.ts make each kind of network.
  */
-import { badRequest } from '../errors.js';
+import { badRequest, errorMessage, isPluginError } from '../errors.js';
 import { type Faults, noFaults } from '../faults.js';
 import type { Drift, OvnPicture } from '../domain/drift.js';
 import { OVN_SETTING_HINT } from '../domain/options.js';
 import type { NetworkRecord } from '../domain/records.js';
+import { isSwarmId } from '../domain/names.js';
+import { type Refusals, keepRefusal, refusalDrift } from '../domain/swarm.js';
 import type { Logger } from '../log.js';
 import type { CreateEndpointRequest, CreateEndpointResponse, CreateNetworkRequest, EndpointRef, JoinRequest, JoinResponse, ProgramRequest } from '../protocol/network.js';
 import { BridgeBackend } from './bridge-backend.js';
@@ -48,6 +50,8 @@ export class NetworkDriver {
   private readonly ctx: NetworkContext;
   /** Networks whose DeleteNetwork is under way: their spares go first, and are not made again meanwhile. */
   private readonly deleting = new Set<string>();
+  /** Swarm networks this host refused to make when a task came, by network id (shown by doctor while swarm tries). */
+  private readonly refusals: Refusals = new Map();
 
   constructor(o: NetworkDriverOptions) {
     this.ctx = {
@@ -80,7 +84,15 @@ export class NetworkDriver {
   }
 
   async createNetwork(req: CreateNetworkRequest): Promise<void> {
-    await createNetwork(this.ctx, req);
+    try {
+      await createNetwork(this.ctx, req);
+    } catch (err) {
+      // A swarm network is made on a node only when a task comes, and a refusal there fails only that task
+      // (swarm places it elsewhere): doctor keeps saying it while swarm keeps trying.
+      if (isPluginError(err) && isSwarmId(req.networkId)) keepRefusal(this.refusals, req.networkId, errorMessage(err), Date.now());
+      throw err;
+    }
+    this.refusals.delete(req.networkId);
     void this.wantSpares();
   }
 
@@ -189,7 +201,8 @@ export class NetworkDriver {
   }
 
   /** What differs, changing nothing. */
-  drift(options: ConvergeOptions): Promise<Drift[]> {
-    return readDrift(this.ctx.host, () => this.ctx.state.records(), { ...options, ovn: this.ctx.ovn, held: () => this.ctx.spares.names() });
+  async drift(options: ConvergeOptions): Promise<Drift[]> {
+    const drift = await readDrift(this.ctx.host, () => this.ctx.state.records(), { ...options, ovn: this.ctx.ovn, held: () => this.ctx.spares.names() });
+    return [...drift, ...refusalDrift(this.refusals, options.now)];
   }
 }

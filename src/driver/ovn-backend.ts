@@ -9,7 +9,7 @@
  * row written there carries the owner mark and the host that made it. The plugin never changes a row it did not write.
  */import { badRequest, conflict, errorMessage, internal, isPluginError, unavailable } from '../errors.js';
 import { checkConflicts } from '../domain/admission.js';
-import type { Drift, OvnPicture } from '../domain/drift.js';
+import type { DockerNetwork, Drift, OvnPicture } from '../domain/drift.js';
 import type { ObservedHost } from '../domain/host.js';
 import { networkMtu } from '../domain/mtu.js';
 import { hashOf } from '../domain/names.js';
@@ -18,6 +18,7 @@ import { type NbRepair, diffNorthbound, notInstalled } from '../domain/ovn-diff.
 import { type OvnExternal, routerPortNames } from '../domain/ovn-router.js';
 import { conflictDrift } from '../domain/ovn-identity.js';
 import { canonicalJson } from '../domain/options.js';
+import { configOnlyDrift, configOnlySubnets } from '../domain/swarm.js';
 import { type EndpointRecord, type NetworkRecord, type OvnRecord, isOwnAddressSpace, ovnNetwork, poolIdOf } from '../domain/records.js';
 import type { Logger } from '../log.js';
 import type { AdmitRequest, Admitted, NetworkBackend, RealiseStep } from './backend.js';
@@ -338,7 +339,7 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
   // ---- the reconciler's and doctor's view ----
 
   /** Differences between this host's records and the northbound database (and its own ovn-controller). */
-  async differences(observed: ObservedHost, options: { now: number; graceMs: number }): Promise<Array<{ drift: Drift; repair: NbRepair | undefined }>> {
+  async differences(observed: ObservedHost, options: { now: number; graceMs: number; docker?: readonly DockerNetwork[] | undefined }): Promise<Array<{ drift: Drift; repair: NbRepair | undefined }>> {
     const records = this.o.state.records();
     let view;
     let identity;
@@ -359,6 +360,13 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     // A port ovn-controller has not installed carries no traffic (unless its logical port is missing: that is the cause, reported above).
     const lost = new Set(out.filter((d) => d.drift.kind === 'ovn-port-missing').map((d) => d.drift.subject));
     out.push(...notInstalled(records, observed.ports, lost).map((drift) => ({ drift, repair: undefined })));
+    // This host's settings for swarm networks (config-only networks of OVN mode), against the switches of their subnets.
+    const configs = configOnlySubnets(options.docker ?? []);
+    if (configs.length > 0) {
+      const switches = (await this.o.nb.view({ subnets: configs, ports: false })).switches;
+      const defaults = { bridge: this.o.bridge, ovn: { bridge: this.o.bridge } };
+      out.push(...configOnlyDrift(options.docker ?? [], switches, defaults).map((drift) => ({ drift, repair: undefined })));
+    }
     return out;
   }
 

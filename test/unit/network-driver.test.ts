@@ -38,6 +38,19 @@ describe('network driver: networks', () => {
     assert.deepEqual(network.capabilities(), { Scope: 'local', ConnectivityScope: 'global' });
   });
 
+  it("takes a swarm network's id, and a swarm network it refuses is drift until it is made (doctor says it while swarm keeps trying)", async () => {
+    const { network, ovs } = await world();
+    const SWARM = 'q8ztcl8r4x0xw1kmvfj5o2e7n';
+    await assert.rejects(network.createNetwork(createReq({ networkId: SWARM, generic: { vlan: '860', colour: 'blue' } })), /unknown option colour=blue/);
+    await assert.rejects(network.createNetwork(createReq({ networkId: NET2, generic: { colour: 'blue' } })), /unknown option colour=blue/);
+    const refused = (await network.drift({ docker: undefined, now: Date.now(), graceMs: 0 })).filter((d) => d.kind === 'swarm-network-refused');
+    assert.deepEqual(refused.map((d) => d.networkId), [SWARM], "only the swarm network's: Docker itself reports a refusal of docker network create");
+    assert.match(refused[0]!.detail, /could not be made on this host when a task came .*: unknown option colour=blue/);
+    await network.createNetwork(createReq({ networkId: SWARM }));
+    assert.equal(ovs.ports.get('ovsgwq8ztcl8r4x')?.externalIds['ovsnet-network'], SWARM, "the gateway port is named after the swarm id's start");
+    assert.deepEqual((await network.drift({ docker: undefined, now: Date.now(), graceMs: 0 })).filter((d) => d.kind === 'swarm-network-refused'), []);
+  });
+
   it('creates the bridge, a tagged gateway port with the gateway address, forwarding and NAT', async () => {
     const { network, ovs, links, sysctl, firewall, state } = await world();
     await network.createNetwork(createReq());
