@@ -7,12 +7,15 @@
 #             the managed plugin (built and pushed to a registry on loopback) on 20.10, 26.1 and 29.7;
 #     compat: the compatibility suite (test/compat.txt) on 20.10, 26.1 and 29.7 (with test/e2e-current and
 #             test/e2e-29), the same suite on 29.7 with its nftables firewall, then the daemon under a real
-#             systemd (test/e2e-systemd: a container with systemd as init, Docker and Open vSwitch inside).
+#             systemd (test/e2e-systemd: a container with systemd as init, Docker and Open vSwitch inside);
+#   and, once the full group has pushed the managed plugin, beside both:
+#     swarm:  swarm services on three simulated hosts as a swarm (test/e2e-managed/swarm.test.ts; swarm takes
+#             only managed plugins) on 26.1, then 29.7.
 # A stage that fails fails the run; the others still run, and every stage's log is kept in $OVSNET_TEST_LOGS
 # (default /tmp/ovsnet-test-logs) and shown when it failed.
 #
 #   sudo bash test/run-all.sh            (after npm run build) every stage
-#   sudo bash test/run-all.sh full       unit, HTTP, integration, then the full group only
+#   sudo bash test/run-all.sh full       unit, HTTP, integration, then the full group and swarm only
 #   sudo bash test/run-all.sh compat     unit, HTTP, integration, then the compatibility group only
 set -uo pipefail
 only=${1:-all}
@@ -53,10 +56,29 @@ list() { grep -v '^#' "$1" | sed '/^$/d; s|^|dist/|; s|\.ts$|.js|'; }
 full_group() {
   local ok=0
   stage e2e-full-28.5 e2e OVSNET_E2E_ENGINE=28.5 -- dist/test/e2e/*.test.js dist/test/e2e-current/*.test.js || ok=1
-  stage managed-build bash test/run-managed.sh --build-only || return 1
+  if ! stage managed-build bash test/run-managed.sh --build-only; then
+    echo failed > "$logs/managed-build.status"
+    return 1
+  fi
+  echo pushed > "$logs/managed-build.status"
   mapfile -t managed < <(list test/managed.txt)
   for run in system:m20 26.1:m26 29.7:m29; do
     stage "managed-${run%%:*}" e2e OVSNET_E2E_PLUGIN=managed OVSNET_E2E_ENGINE="${run%%:*}" OVSNET_E2E_TAG="${run##*:}" -- "${managed[@]}" || ok=1
+  done
+  return $ok
+}
+
+# The swarm suite on 26.1 and 29.7, once the full group has pushed the managed plugin (its hosts pull it).
+swarm_group() {
+  local ok=0 waited=0
+  until [ -f "$logs/managed-build.status" ]; do
+    sleep 5
+    waited=$((waited + 5))
+    [ $waited -lt 3600 ] || { echo "== swarm: the full group never said whether the managed plugin was pushed"; return 1; }
+  done
+  [ "$(cat "$logs/managed-build.status")" = pushed ] || { echo "== swarm: not run, the managed build failed"; return 1; }
+  for run in 26.1:s26 29.7:s29; do
+    stage "swarm-${run%%:*}" e2e OVSNET_E2E_PLUGIN=managed OVSNET_E2E_ENGINE="${run%%:*}" OVSNET_E2E_TAG="${run##*:}" -- dist/test/e2e-managed/swarm.test.js || ok=1
   done
   return $ok
 }
@@ -80,10 +102,10 @@ stage integration node_test dist/test/integration/*.test.js
 stage engines bash test/install-engines.sh
 stage test-tools bash test/install-test-tools.sh
 if [ ${#failed[@]} -eq 0 ]; then
-  # Both groups at once: most of an end-to-end test is waiting for daemons, and each group has hosts of its own.
+  # The groups at once: most of an end-to-end test is waiting for daemons, and each group has hosts of its own.
   pids=()
-  for group in full compat; do
-    [ "$only" = all ] || [ "$only" = $group ] || continue
+  for group in full compat swarm; do
+    [ "$only" = all ] || [ "$only" = $group ] || { [ "$only" = full ] && [ $group = swarm ]; } || continue
     ${group}_group > "$logs/group-$group.out" 2>&1 &
     pids+=("$group:$!")
   done

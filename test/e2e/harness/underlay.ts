@@ -41,6 +41,19 @@ export class Underlay {
     if (!this.attached.includes(host)) this.attached.push(host);
   }
 
+  /**
+   * Cables a host in with a bare NIC `ifname` (no address, on no bridge): a trunk port of the physical
+   * network, for VLAN networks with `-o uplink=<ifname>`. The segment's Linux bridge forwards tagged frames as
+   * they are.
+   */
+  async cable(host: SimHost, ifname: string): Promise<void> {
+    const cable = `ut-${host.name}`.slice(0, 15);
+    await cmd('ip', ['-n', this.ns, 'link', 'del', cable], { check: false });
+    await cmd('ip', ['-n', this.ns, 'link', 'add', 'name', cable, 'type', 'veth', 'peer', 'name', ifname, 'netns', host.ns]);
+    await cmd('ip', ['-n', this.ns, 'link', 'set', cable, 'master', 'ul0', 'up']);
+    await host.exec('ip', ['link', 'set', ifname, 'up']);
+  }
+
   async destroy(): Promise<void> {
     await cmd('ip', ['netns', 'del', this.ns], { check: false });
   }
