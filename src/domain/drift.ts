@@ -100,7 +100,6 @@ export interface OvnPicture {
   readonly gateways: Readonly<Record<string, { readonly chassis: ReadonlyArray<{ readonly chassis: string; readonly priority: number }>; readonly active: { readonly chassis: string; readonly hostname: string } | null }>>;
 }
 
-/** A Docker network as the reconciler sees it. */
 /** A config-only network as Docker shows it: what swarm networks made `--config-from` it are made with. */
 export interface ConfigOnlyNetwork {
   /** Its `-o` options. */
@@ -110,6 +109,7 @@ export interface ConfigOnlyNetwork {
   readonly subnets: ReadonlyArray<{ readonly pool: string; readonly gateway?: string; readonly range?: string; readonly aux: Readonly<Record<string, string>> }>;
 }
 
+/** A Docker network as the reconciler sees it. */
 export interface DockerNetwork {
   readonly id: string;
   readonly name: string;

@@ -5,7 +5,8 @@
  * come. This finds such a copy before a task does.
  */
 import { errorMessage } from '../errors.js';
-import { formatCidr, parseCidr } from './cidr.js';
+import { usableBounds } from './allocator.js';
+import { canonicalIp, formatCidr, formatIp, parseCidr } from './cidr.js';
 import type { ConfigOnlyNetwork, DockerNetwork, Drift } from './drift.js';
 import { short } from './names.js';
 import { type OptionDefaults, type OvnSpec, parseNetworkOptions } from './options.js';
@@ -22,16 +23,30 @@ function canonical(pool: string): string {
   return cidr ? formatCidr(cidr) : pool;
 }
 
-/** The subnets whose switches the check reads: the first of each config-only network of OVN mode. */
+/** The subnet a network of these settings is known by in OVN: its first IPv4 subnet, else its first IPv6 one (as CreateNetwork picks it). */
+function identifying(n: WithConfig): string {
+  const pools = n.configOnly.subnets.map((s) => canonical(s.pool));
+  return pools.find((p) => !p.includes(':')) ?? pools[0]!;
+}
+
+/** The gateway a subnet gets: the one given, else the one this plugin's IPAM gives when asked for none (the first usable address). */
+function gatewayOf(subnet: ConfigOnlyNetwork['subnets'][number]): string | undefined {
+  if (subnet.gateway) return canonicalIp(subnet.gateway) ?? subnet.gateway;
+  const cidr = parseCidr(subnet.pool);
+  return cidr ? formatIp({ family: cidr.family, value: usableBounds(cidr).first }) : undefined;
+}
+
+/** The subnets whose switches the check reads: the one each config-only network of OVN mode is known by. */
 export function configOnlySubnets(docker: readonly DockerNetwork[]): string[] {
-  return [...new Set(ovnConfigs(docker).map((n) => canonical(n.configOnly.subnets[0]!.pool)))];
+  return [...new Set(ovnConfigs(docker).map(identifying))];
 }
 
 /**
  * `ovn-config-differs` for each config-only network of OVN mode whose settings differ from the switch of its
  * subnet (as made by the first host), naming the first difference; a subnet with no switch yet is no
- * difference. A gateway the config-only network leaves to IPAM, and `--internal` (given on the swarm network,
- * not here), are not compared.
+ * difference. A gateway the config-only network leaves to IPAM is the one IPAM gives; `--internal` (given on the
+ * swarm network, not here) is not compared. What CreateNetwork also refuses beyond the switch's settings (an
+ * ovn_network name another subnet has, a router's own settings) is not looked at: the refusal says it.
  */
 export function configOnlyDrift(docker: readonly DockerNetwork[], switches: readonly NbSwitch[], defaults: OptionDefaults): Drift[] {
   const drift: Drift[] = [];
@@ -42,7 +57,7 @@ export function configOnlyDrift(docker: readonly DockerNetwork[], switches: read
     fix: `docker network rm ${n.name}; docker network create --config-only ... ${n.name} again with the settings the other hosts give it (docker network inspect ${n.name} on one of them)`,
   });
   for (const n of ovnConfigs(docker)) {
-    const first = canonical(n.configOnly.subnets[0]!.pool);
+    const first = identifying(n);
     const sw = switches.find((s) => s.externalIds[NB.subnet] === first);
     const theirs = sw && decodeConfig(sw.externalIds[NB.config]);
     if (!sw || !theirs) continue;
@@ -54,9 +69,8 @@ export function configOnlyDrift(docker: readonly DockerNetwork[], switches: read
       continue;
     }
     const subnets = n.configOnly.subnets.map((s) => {
-      const pool = canonical(s.pool);
-      const gateway = s.gateway ?? theirs.subnets.find((t) => t.pool === pool)?.gateway ?? undefined;
-      return { addressSpace: 'local', pool, gateway, auxAddresses: s.aux };
+      const aux = Object.fromEntries(Object.entries(s.aux).map(([k, v]) => [k, canonicalIp(v) ?? v]));
+      return { addressSpace: 'local', pool: canonical(s.pool), gateway: gatewayOf(s), auxAddresses: aux };
     });
     const ranges = new Map(n.configOnly.subnets.flatMap((s) => (s.range ? [[canonical(s.pool), canonical(s.range)] as const] : [])));
     try {
@@ -76,8 +90,13 @@ export const REFUSAL_KEPT_MS = 10 * 60_000;
 
 /** Keeps a refusal of a swarm network (the latest for it), and forgets those swarm stopped asking for. */
 export function keepRefusal(refusals: Refusals, networkId: string, message: string, now: number): void {
-  for (const [id, r] of refusals) if (now - r.at >= REFUSAL_KEPT_MS) refusals.delete(id);
+  forgetOldRefusals(refusals, now);
   refusals.set(networkId, { message, at: now });
+}
+
+/** Forgets the refusals swarm stopped asking about REFUSAL_KEPT_MS ago. */
+export function forgetOldRefusals(refusals: Refusals, now: number): void {
+  for (const [id, r] of refusals) if (now - r.at >= REFUSAL_KEPT_MS) refusals.delete(id);
 }
 
 /**

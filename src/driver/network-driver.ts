@@ -10,7 +10,7 @@ import type { Drift, OvnPicture } from '../domain/drift.js';
 import { OVN_SETTING_HINT } from '../domain/options.js';
 import type { NetworkRecord } from '../domain/records.js';
 import { isSwarmId } from '../domain/names.js';
-import { type Refusals, keepRefusal, refusalDrift } from '../domain/swarm.js';
+import { type Refusals, forgetOldRefusals, keepRefusal, refusalDrift } from '../domain/swarm.js';
 import type { Logger } from '../log.js';
 import type { CreateEndpointRequest, CreateEndpointResponse, CreateNetworkRequest, EndpointRef, JoinRequest, JoinResponse, ProgramRequest } from '../protocol/network.js';
 import { BridgeBackend } from './bridge-backend.js';
@@ -203,6 +203,7 @@ export class NetworkDriver {
   /** What differs, changing nothing. */
   async drift(options: ConvergeOptions): Promise<Drift[]> {
     const drift = await readDrift(this.ctx.host, () => this.ctx.state.records(), { ...options, ovn: this.ctx.ovn, held: () => this.ctx.spares.names() });
+    forgetOldRefusals(this.refusals, options.now);
     return [...drift, ...refusalDrift(this.refusals, options.now)];
   }
 }

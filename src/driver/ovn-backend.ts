@@ -363,9 +363,10 @@ export class OvnBackend implements NetworkBackend, DistributedAddresses {
     // This host's settings for swarm networks (config-only networks of OVN mode), against the switches of their subnets.
     const configs = configOnlySubnets(options.docker ?? []);
     if (configs.length > 0) {
-      const switches = (await this.o.nb.view({ subnets: configs, ports: false })).switches;
+      // A failed read here costs only this check (the next pass looks again), never the repairs found above.
+      const switches = await this.o.nb.view({ subnets: configs, ports: false }).then((v) => v.switches, () => undefined);
       const defaults = { bridge: this.o.bridge, ovn: { bridge: this.o.bridge } };
-      out.push(...configOnlyDrift(options.docker ?? [], switches, defaults).map((drift) => ({ drift, repair: undefined })));
+      if (switches) out.push(...configOnlyDrift(options.docker ?? [], switches, defaults).map((drift) => ({ drift, repair: undefined })));
     }
     return out;
   }

@@ -50,6 +50,15 @@ describe('swarm: config-only networks of OVN mode against their switch', () => {
     assert.match(drift[0]!.fix, /^docker network rm odd-range; docker network create --config-only \.\.\. odd-range again/);
   });
 
+  it("compares a gateway left to IPAM as the one IPAM gives (the subnet's first address), and an IPv6 subnet listed first with the IPv4 one the network is known by", () => {
+    const made254 = { ...sw, externalIds: { ...sw.externalIds, [NB.config]: sw.externalIds[NB.config]!.replace('"10.70.0.1"', '"10.70.0.254"') } };
+    const [d] = configOnlyDrift([configOnly('web-config', { mode: 'ovn' })], [made254], DEFAULTS);
+    assert.match(d?.detail ?? '', /the gateway of 10\.70\.0\.0\/24 10\.70\.0\.254; this host asked for 10\.70\.0\.1/);
+    const dual: DockerNetwork = { ...configOnly('dual', { mode: 'ovn' }), configOnly: { options: { mode: 'ovn' }, ipv6: true, subnets: [{ pool: 'fd70::/64', aux: {} }, { pool: SUBNET, range: '10.70.0.128/25', aux: {} }] } };
+    assert.deepEqual(configOnlySubnets([dual]), [SUBNET]);
+    assert.deepEqual(configOnlyDrift([dual], [sw], DEFAULTS).map((x) => x.subject), ['dual']);
+  });
+
   it('an option the plugin would refuse is a difference too, in the words of the refusal', () => {
     const [d] = configOnlyDrift([configOnly('bad-config', { mode: 'ovn', colour: 'blue' })], [sw], DEFAULTS);
     assert.equal(d?.kind, 'ovn-config-differs');
