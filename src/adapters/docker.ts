@@ -42,28 +42,21 @@ export class DockerodeView implements DockerView {
         endpoints.set(c.EndpointID, { addresses: [c.IPv4Address, c.IPv6Address].filter((a): a is string => !!a).map((a) => a.split('/')[0]!) });
       }
       const config = ((info.IPAM?.Config ?? []) as Array<{ Subnet?: string; Gateway?: string; IPRange?: string; AuxiliaryAddresses?: Record<string, string> }>);
-      if (info.ConfigOnly) {
-        // Settings only, for swarm networks made --config-from it: it holds no pool and no address itself.
-        out.push({
-          id: info.Id as string,
-          name: info.Name as string,
-          subnets: [],
-          auxAddresses: [],
-          endpoints,
-          configOnly: {
+      // A config-only network is settings only, for swarm networks made --config-from it: it holds no pool and no address itself.
+      const configOnly = info.ConfigOnly
+        ? {
             options: (info.Options ?? {}) as Record<string, string>,
             ipv6: !!info.EnableIPv6,
             subnets: config.filter((c) => !!c.Subnet).map((c) => ({ pool: c.Subnet!, ...(c.Gateway ? { gateway: c.Gateway } : {}), ...(c.IPRange ? { range: c.IPRange } : {}), aux: c.AuxiliaryAddresses ?? {} })),
-          },
-        });
-        continue;
-      }
+          }
+        : undefined;
       out.push({
         id: info.Id as string,
         name: info.Name as string,
-        subnets: config.map((c) => c.Subnet).filter((s): s is string => !!s),
-        auxAddresses: config.flatMap((c) => Object.values(c.AuxiliaryAddresses ?? {})),
+        subnets: configOnly ? [] : config.map((c) => c.Subnet).filter((s): s is string => !!s),
+        auxAddresses: configOnly ? [] : config.flatMap((c) => Object.values(c.AuxiliaryAddresses ?? {})),
         endpoints,
+        ...(configOnly ? { configOnly } : {}),
       });
     }
     return out;

@@ -30,11 +30,7 @@ export class Underlay {
   /** Cables a host in and gives it `address` (CIDR) on br-phy; again after the host's power cut, too. */
   async attach(host: SimHost, address: string, mtu = 1500): Promise<void> {
     await assertUnrouted([address], `the underlay address of ${host.name}`);
-    const cable = `ul-${host.name}`.slice(0, 15);
-    await cmd('ip', ['-n', this.ns, 'link', 'del', cable], { check: false });
-    await cmd('ip', ['-n', this.ns, 'link', 'add', 'name', cable, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', 'eth1', 'mtu', String(mtu), 'netns', host.ns]);
-    await cmd('ip', ['-n', this.ns, 'link', 'set', cable, 'master', 'ul0', 'up']);
-    await host.exec('ip', ['link', 'set', 'eth1', 'up']);
+    await this.cable(host, 'eth1', mtu);
     await host.vsctl(['--may-exist', 'add-br', 'br-phy', '--', 'set', 'bridge', 'br-phy', 'datapath_type=netdev', '--', '--may-exist', 'add-port', 'br-phy', 'eth1']);
     await host.exec('ip', ['link', 'set', 'br-phy', 'mtu', String(mtu), 'up']);
     await host.exec('ip', ['address', 'replace', address, 'dev', 'br-phy']);
@@ -46,10 +42,10 @@ export class Underlay {
    * network, for VLAN networks with `-o uplink=<ifname>`. The segment's Linux bridge forwards tagged frames as
    * they are.
    */
-  async cable(host: SimHost, ifname: string): Promise<void> {
-    const cable = `ut-${host.name}`.slice(0, 15);
+  async cable(host: SimHost, ifname: string, mtu = 1500): Promise<void> {
+    const cable = `ul-${host.name}`.slice(0, 15);
     await cmd('ip', ['-n', this.ns, 'link', 'del', cable], { check: false });
-    await cmd('ip', ['-n', this.ns, 'link', 'add', 'name', cable, 'type', 'veth', 'peer', 'name', ifname, 'netns', host.ns]);
+    await cmd('ip', ['-n', this.ns, 'link', 'add', 'name', cable, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', ifname, 'mtu', String(mtu), 'netns', host.ns]);
     await cmd('ip', ['-n', this.ns, 'link', 'set', cable, 'master', 'ul0', 'up']);
     await host.exec('ip', ['link', 'set', ifname, 'up']);
   }
